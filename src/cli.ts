@@ -1,0 +1,151 @@
+#!/usr/bin/env node
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { runCommand } from "./commands/run.js";
+import { statusCommand } from "./commands/status.js";
+import { validateCommand } from "./commands/validate.js";
+import { AgentError } from "./errors.js";
+import { sanitize } from "./secret.js";
+
+const USAGE = `usage: deploy-agent <command> [options]
+
+commands:
+  run        sync the clone to origin/<branch> and apply the steps whose files changed
+  validate   check the manifest, its \${VAR} interpolation and every repository file it references
+  status     show per-step applied revision, last outcome and age
+
+options:
+  --config FILE      host manifest (config/<host>.yaml); default $DEPLOY_AGENT_CONFIG
+  --dry-run          describe what run would do; change nothing (fetch only)
+  --all              run every step, changed or not
+  --step NAME        run only this step (repeatable)
+  --json             print a machine-readable document instead of text
+  --root DIR         treat DIR as / for every host path of the manifest (staging, tests, demos)
+  --repo DIR         the config repo clone (default: the manifest's repo.path)
+  --state-dir DIR    where state.json and the lock live (default: the manifest's stateDir)
+  --env-file FILE    dotenv file for \${VAR} (default: the manifest's envFile)
+  --no-fetch         do not fetch; deploy the remote-tracking branch as it is
+  --wait SECONDS     wait this long for another run's lock (default 0: fail at once)
+  --log-level LEVEL  trace|debug|info|warn|error (default: the manifest's log.level)
+  -h, --help         this text
+  --version          print the version
+
+exit codes: 0 success, 1 a step or the run failed, 2 usage or configuration error
+`;
+
+type Out = (text: string) => void;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+/** Parses argv and runs one command. Never exits the process: returns the exit code. */
+export async function main(argv: string[], out: Out, err: Out): Promise<number> {
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(argv);
+  } catch (e) {
+    err(`error USAGE: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) {
+    out(USAGE);
+    return 0;
+  }
+  if (v.version) {
+    out(`${version()}\n`);
+    return 0;
+  }
+  const [command, ...extra] = positionals;
+  if (!command || extra.length) {
+    err(`error USAGE: ${command ? `unexpected argument ${extra[0]}` : "no command given"}\n\n${USAGE}`);
+    return 2;
+  }
+  const wait = Number(v.wait ?? "0");
+  if (!Number.isFinite(wait) || wait < 0) {
+    err("error USAGE: --wait takes a number of seconds\n");
+    return 2;
+  }
+  const common = {
+    config: v.config,
+    root: v.root,
+    repo: v.repo,
+    stateDir: v["state-dir"],
+    envFile: v["env-file"],
+    json: v.json ?? false,
+    logLevel: v["log-level"],
+  };
+  try {
+    switch (command) {
+      case "run":
+        return await runCommand(
+          {
+            ...common,
+            dryRun: v["dry-run"] ?? false,
+            all: v.all ?? false,
+            step: v.step ?? [],
+            fetch: !v["no-fetch"],
+            waitSeconds: wait,
+          },
+          out,
+        );
+      case "validate":
+        return await validateCommand(common, out);
+      case "status":
+        return await statusCommand(common, out);
+      default:
+        err(`error USAGE: unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (e) {
+    return reportError(e, err);
+  }
+}
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      config: { type: "string" },
+      "dry-run": { type: "boolean" },
+      all: { type: "boolean" },
+      step: { type: "string", multiple: true },
+      json: { type: "boolean" },
+      root: { type: "string" },
+      repo: { type: "string" },
+      "state-dir": { type: "string" },
+      "env-file": { type: "string" },
+      "no-fetch": { type: "boolean" },
+      wait: { type: "string" },
+      "log-level": { type: "string" },
+      help: { type: "boolean", short: "h" },
+      version: { type: "boolean" },
+    },
+  });
+}
+
+/** The one place errors become output and exit codes. */
+function reportError(e: unknown, err: Out): number {
+  if (e instanceof AgentError) {
+    err(`error ${e.code}: ${sanitize(e.message)}\n${e.hint ? `hint: ${e.hint}\n` : ""}`);
+    return e.exitCode;
+  }
+  err(`error INTERNAL: ${sanitize(e instanceof Error ? (e.stack ?? e.message) : String(e))}\n`);
+  return 1;
+}
+
+const isMain = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (isMain) {
+  const code = await main(
+    process.argv.slice(2),
+    (t) => process.stdout.write(t),
+    (t) => process.stderr.write(t),
+  );
+  process.exitCode = code;
+}

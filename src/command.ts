@@ -1,0 +1,55 @@
+import { execa } from "execa";
+import type { EffectRecorder } from "./effects.js";
+import { AgentError } from "./errors.js";
+import { sanitize } from "./secret.js";
+
+export interface CommandResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command (argv, no shell). In a dry run it records the command instead and returns empty output. */
+export type CommandRunner = (
+  argv: readonly string[],
+  options?: { input?: string /** false when the caller records its own effect */; record?: boolean },
+) => Promise<CommandResult>;
+
+const OUTPUT_TAIL = 600;
+
+function tail(text: string): string {
+  const t = text.trim();
+  return t.length > OUTPUT_TAIL ? `…${t.slice(-OUTPUT_TAIL)}` : t;
+}
+
+export function createCommandRunner(opts: {
+  dryRun: boolean;
+  record: EffectRecorder;
+  signal: AbortSignal;
+  env?: NodeJS.ProcessEnv;
+}): CommandRunner {
+  return async (argv, options = {}) => {
+    if (options.record !== false) opts.record({ type: "run", argv: [...argv] });
+    if (opts.dryRun) return { stdout: "", stderr: "" };
+    const [file = "", ...args] = argv;
+    const result = await execa(file, args, {
+      reject: false,
+      cancelSignal: opts.signal,
+      input: options.input ?? "",
+      env: opts.env,
+      stripFinalNewline: true,
+    });
+    if (result.failed) {
+      const why = result.isCanceled
+        ? "was cancelled"
+        : result.exitCode !== undefined
+          ? `exited with code ${result.exitCode}`
+          : `failed: ${result.originalMessage ?? result.shortMessage}`;
+      const output = tail(`${result.stderr}\n${result.stdout}`);
+      throw new AgentError(
+        "COMMAND_FAILED",
+        sanitize(`${argv.join(" ")} ${why}${output ? `: ${output}` : ""}`),
+      );
+    }
+    return { stdout: String(result.stdout), stderr: String(result.stderr) };
+  };
+}

@@ -1,0 +1,55 @@
+import path from "node:path";
+import type { Logger } from "pino";
+import { AgentError } from "../errors.js";
+import { createLogger } from "../log.js";
+import { type LoadedManifest, loadManifest } from "../manifest/load.js";
+
+/** Flags shared by the commands, and how they turn into paths: manifest paths go under --root, flag paths do not. */
+export interface CommonFlags {
+  config?: string | undefined;
+  root?: string | undefined;
+  repo?: string | undefined;
+  stateDir?: string | undefined;
+  envFile?: string | undefined;
+  json: boolean;
+  logLevel?: string | undefined;
+}
+
+export interface Resolved {
+  loaded: LoadedManifest;
+  root: string;
+  repoDir: string;
+  stateDir: string;
+  /** A manifest host path as seen under --root. */
+  under(hostPath: string): string;
+}
+
+export async function resolve(flags: CommonFlags): Promise<Resolved> {
+  const config = flags.config ?? process.env.DEPLOY_AGENT_CONFIG;
+  if (!config) {
+    throw new AgentError("USAGE", "no manifest given", {
+      hint: "pass --config config/<host>.yaml (or set DEPLOY_AGENT_CONFIG)",
+    });
+  }
+  const root = flags.root ? path.resolve(flags.root) : "";
+  const under = (p: string) => (root ? path.join(root, p) : p);
+  const loaded = await loadManifest(path.resolve(config), {
+    envFile: flags.envFile ? path.resolve(flags.envFile) : undefined,
+    root,
+  });
+  const { manifest } = loaded;
+  return {
+    loaded,
+    root,
+    repoDir: flags.repo ? path.resolve(flags.repo) : under(manifest.repo.path),
+    stateDir: flags.stateDir ? path.resolve(flags.stateDir) : under(manifest.stateDir),
+    under,
+  };
+}
+
+/** One-shot commands log to stderr so that stdout carries only the report. */
+export function commandLogger(flags: CommonFlags, r: Resolved | null, opts: { logFile: boolean }): Logger {
+  const level = flags.logLevel ?? r?.loaded.manifest.log.level ?? "info";
+  const file = opts.logFile && r?.loaded.manifest.log.file ? r.under(r.loaded.manifest.log.file) : undefined;
+  return createLogger({ level, fd: 2, file, json: flags.json });
+}

@@ -1,0 +1,58 @@
+import { readState } from "../state.js";
+import { type CommonFlags, resolve } from "./options.js";
+
+/** `deploy-agent status`: per step the applied revision, last outcome and its age, from the state file. */
+
+function age(at: string | undefined, now: number): string {
+  if (!at) return "never";
+  const s = Math.max(0, Math.round((now - Date.parse(at)) / 1000));
+  if (s < 120) return `${s}s ago`;
+  if (s < 7200) return `${Math.round(s / 60)}m ago`;
+  if (s < 172800) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
+}
+
+export async function statusCommand(flags: CommonFlags, out: (text: string) => void): Promise<number> {
+  const r = await resolve(flags);
+  const { manifest } = r.loaded;
+  const { state, problem } = await readState(r.stateDir, manifest.host);
+  const steps = manifest.steps.map((step) => {
+    const s = state.steps[step.name];
+    return {
+      name: step.name,
+      kind: step.kind,
+      lastAppliedRevision: s?.lastAppliedRevision ?? null,
+      lastAttemptedRevision: s?.lastAttemptedRevision ?? null,
+      lastResult: s?.lastResult ?? null,
+    };
+  });
+  if (flags.json) {
+    const doc = {
+      schema: "deploy-agent/status@1",
+      host: manifest.host,
+      stateDir: r.stateDir,
+      stateProblem: problem ?? null,
+      lastRun: state.lastRun ?? null,
+      steps,
+    };
+    out(`${JSON.stringify(doc, null, 2)}\n`);
+    return 0;
+  }
+  const now = Date.now();
+  const lines = [`host ${manifest.host}, state ${r.stateDir}`];
+  if (problem) lines.push(`warning: ${problem}`);
+  if (state.lastRun) {
+    lines.push(
+      `last run: ${state.lastRun.result} at ${state.lastRun.revision.slice(0, 12)}, ${age(state.lastRun.at, now)}`,
+    );
+  }
+  for (const s of steps) {
+    const applied = s.lastAppliedRevision ? s.lastAppliedRevision.slice(0, 12) : "never applied";
+    const last = s.lastResult
+      ? `${s.lastResult.outcome} ${age(s.lastResult.at, now)}${s.lastResult.outcome === "failed" ? `: ${s.lastResult.message}` : ""}`
+      : "no attempt yet";
+    lines.push(`  ${s.name} (${s.kind}): applied ${applied}; last ${last}`);
+  }
+  out(`${lines.join("\n")}\n`);
+  return 0;
+}

@@ -1,0 +1,59 @@
+/**
+ * Every failure the agent reports carries a stable code. The code decides the exit status, the HTTP status
+ * and the retry policy (Flux's failure classes), so call sites never branch on message text.
+ */
+
+/** stalled: a human must act; waiting: retry later as-is; transient: retry with backoff. */
+export type FailureClass = "stalled" | "waiting" | "transient";
+
+interface CodeInfo {
+  failure: FailureClass;
+  /** CLI exit code when this error ends a command: 2 = usage or configuration, 1 = runtime failure. */
+  exit: 1 | 2;
+}
+
+const CODES = {
+  USAGE: { failure: "stalled", exit: 2 },
+  CONFIG_INVALID: { failure: "stalled", exit: 2 },
+  ENV_MISSING: { failure: "stalled", exit: 2 },
+  REPO_INVALID: { failure: "stalled", exit: 2 },
+  FETCH_FAILED: { failure: "transient", exit: 1 },
+  GIT_FAILED: { failure: "transient", exit: 1 },
+  LOCKED: { failure: "waiting", exit: 1 },
+  SOURCE_MISSING: { failure: "stalled", exit: 1 },
+  SOURCE_UNSAFE: { failure: "stalled", exit: 1 },
+  SOURCE_INVALID: { failure: "stalled", exit: 1 },
+  COMMAND_FAILED: { failure: "transient", exit: 1 },
+  STEP_TIMEOUT: { failure: "transient", exit: 1 },
+  TARGET_WRITE_FAILED: { failure: "stalled", exit: 1 },
+  STEP_FAILED: { failure: "transient", exit: 1 },
+} as const satisfies Record<string, CodeInfo>;
+
+export type ErrorCode = keyof typeof CODES;
+
+export class AgentError extends Error {
+  override readonly name = "AgentError";
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: { hint?: string; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.hint = options.hint;
+  }
+
+  get failure(): FailureClass {
+    return CODES[this.code].failure;
+  }
+
+  get exitCode(): 1 | 2 {
+    return CODES[this.code].exit;
+  }
+}
+
+/** Wraps anything thrown into an AgentError, keeping an AgentError as it is. */
+export function asAgentError(err: unknown, fallback: ErrorCode = "STEP_FAILED"): AgentError {
+  if (err instanceof AgentError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new AgentError(fallback, message, { cause: err });
+}

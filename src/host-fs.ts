@@ -1,0 +1,176 @@
+import { randomBytes } from "node:crypto";
+import { chmod, chown, lstat, open, readFile, rename, stat, unlink } from "node:fs/promises";
+import path from "node:path";
+import type { CommandRunner } from "./command.js";
+import { diffSummary } from "./diff-summary.js";
+import type { EffectRecorder } from "./effects.js";
+import { AgentError } from "./errors.js";
+import { resolveOwner } from "./owner.js";
+
+/**
+ * The host filesystem as steps see it: every absolute path is taken under `root` (`--root`), writes are
+ * atomic (temp file in the target directory, fsync, rename, fsync of the directory), and in a dry run
+ * writes are recorded with a diff instead of performed.
+ */
+
+export interface FileSnapshot {
+  path: string;
+  data: Buffer | null;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+export interface WriteOptions {
+  /** Declared mode; default: keep the current file's mode, or 0644 for a new file. */
+  mode?: number | undefined;
+  /** Declared owner; default: keep the current file's owner. */
+  owner?: string | undefined;
+  /** Command run on the new file before it replaces the old one; `{file}` is replaced by its path. */
+  validate?: readonly string[] | undefined;
+  /** Content shown in diffs instead of the real content (for files that carry secrets). */
+  display?: { before: Buffer | null; after: Buffer };
+}
+
+export interface HostFs {
+  resolve(hostPath: string): string;
+  read(hostPath: string): Promise<Buffer | null>;
+  snapshot(hostPath: string): Promise<FileSnapshot>;
+  /** Writes the file unless content, mode and owner already match. */
+  write(hostPath: string, data: Buffer, options?: WriteOptions): Promise<"changed" | "unchanged">;
+  /** Puts a snapshot back: the old content, mode and owner, or removes a file that did not exist. */
+  restore(snapshot: FileSnapshot): Promise<void>;
+}
+
+function writeError(hostPath: string, err: unknown): AgentError {
+  if (err instanceof AgentError) return err;
+  const e = err as NodeJS.ErrnoException;
+  return new AgentError("TARGET_WRITE_FAILED", `cannot write ${hostPath}: ${e.code ?? e.message}`, {
+    cause: err,
+  });
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export function createHostFs(opts: {
+  root: string;
+  dryRun: boolean;
+  record: EffectRecorder;
+  run: CommandRunner;
+}): HostFs {
+  const resolve = (hostPath: string) => (opts.root ? path.join(opts.root, hostPath) : hostPath);
+
+  async function read(hostPath: string): Promise<Buffer | null> {
+    try {
+      return await readFile(resolve(hostPath));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw new AgentError(
+        "TARGET_WRITE_FAILED",
+        `cannot read ${hostPath}: ${(err as NodeJS.ErrnoException).code}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
+  async function snapshot(hostPath: string): Promise<FileSnapshot> {
+    const st = await stat(resolve(hostPath)).catch(() => null);
+    if (!st) return { path: hostPath, data: null, mode: 0, uid: 0, gid: 0 };
+    return { path: hostPath, data: await read(hostPath), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+  }
+
+  /** Creates the file beside its target, so the final rename stays on one filesystem and is atomic. */
+  async function replace(
+    hostPath: string,
+    data: Buffer,
+    mode: number,
+    ids: { uid: number; gid: number | undefined } | undefined,
+    validate: readonly string[] | undefined,
+  ): Promise<void> {
+    const target = resolve(hostPath);
+    const dir = path.dirname(target);
+    const dirStat = await lstat(dir).catch(() => null);
+    if (!dirStat?.isDirectory()) {
+      throw new AgentError(
+        "TARGET_WRITE_FAILED",
+        `cannot write ${hostPath}: directory ${path.dirname(hostPath)} does not exist`,
+      );
+    }
+    const tmp = path.join(dir, `.${path.basename(target)}.deploy-agent-${randomBytes(6).toString("hex")}`);
+    try {
+      const handle = await open(tmp, "wx", 0o600);
+      try {
+        await handle.writeFile(data);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      if (ids) await chown(tmp, ids.uid, ids.gid ?? -1);
+      await chmod(tmp, mode);
+      if (validate) {
+        await opts.run(
+          validate.map((a) => a.replaceAll("{file}", tmp)),
+          { record: false },
+        );
+      }
+      await rename(tmp, target);
+      await syncDir(dir);
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      throw writeError(hostPath, err);
+    }
+  }
+
+  return {
+    resolve,
+    read,
+    snapshot,
+
+    async write(hostPath, data, options = {}) {
+      const before = await snapshot(hostPath);
+      const mode = options.mode ?? (before.data ? before.mode : 0o644);
+      const ids = options.owner
+        ? await resolveOwner(options.owner)
+        : before.data
+          ? { uid: before.uid, gid: before.gid }
+          : undefined;
+      const sameOwner = !ids || (ids.uid === before.uid && (ids.gid === undefined || ids.gid === before.gid));
+      if (before.data?.equals(data) && before.mode === mode && sameOwner) return "unchanged";
+
+      const shown = options.display ?? { before: before.data, after: data };
+      const diff = diffSummary(hostPath, shown.before, shown.after);
+      opts.record({
+        type: "write",
+        path: hostPath,
+        mode,
+        bytes: data.length,
+        change: before.data ? "modified" : "created",
+        ...diff,
+      });
+      if (options.validate) opts.record({ type: "validate", path: hostPath, argv: [...options.validate] });
+      if (!opts.dryRun) await replace(hostPath, data, mode, ids, options.validate);
+      return "changed";
+    },
+
+    async restore(snap) {
+      opts.record({ type: "restore", path: snap.path });
+      if (opts.dryRun) return;
+      if (snap.data === null) {
+        await unlink(resolve(snap.path)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== "ENOENT") throw writeError(snap.path, err);
+        });
+        return;
+      }
+      await replace(snap.path, snap.data, snap.mode, { uid: snap.uid, gid: snap.gid }, undefined);
+    },
+  };
+}

@@ -1,0 +1,65 @@
+import { openSync } from "node:fs";
+import { type DestinationStream, type Logger, type LoggerOptions, multistream, pino } from "pino";
+import pretty from "pino-pretty";
+
+/**
+ * pino, JSON by default (journald keeps it), pretty when the stream is a TTY, optionally teed to a log
+ * file. Header and token fields are redacted by path; Secret values print as [redacted] by themselves.
+ */
+export const REDACT_PATHS = [
+  "req.headers.authorization",
+  'req.headers["x-gitea-signature"]',
+  'req.headers["x-gogs-signature"]',
+  'req.headers["x-forgejo-signature"]',
+  'req.headers["x-hub-signature"]',
+  'req.headers["x-hub-signature-256"]',
+  "secret",
+  "token",
+  "accessToken",
+  "*.secret",
+  "*.token",
+  "*.accessToken",
+];
+
+export interface LogOptions {
+  level: string;
+  /** Where the main stream goes: 1 = stdout (the daemon), 2 = stderr (one-shot commands keep stdout for reports). */
+  fd: 1 | 2;
+  file?: string | undefined;
+  /** Force JSON even on a TTY. */
+  json?: boolean;
+}
+
+export function createLogger(opts: LogOptions): Logger {
+  const tty = opts.fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
+  const main: DestinationStream =
+    tty && !opts.json
+      ? pretty({ destination: opts.fd, colorize: true, sync: true, ignore: "pid,hostname" })
+      : pino.destination({ dest: opts.fd, sync: true });
+  const streams: { stream: DestinationStream; level?: string }[] = [{ stream: main, level: opts.level }];
+  let fileProblem: string | undefined;
+  if (opts.file) {
+    try {
+      streams.push({
+        stream: pino.destination({ dest: openSync(opts.file, "a", 0o640), sync: true }),
+        level: opts.level,
+      });
+    } catch (err) {
+      fileProblem = `cannot open log file ${opts.file}: ${(err as NodeJS.ErrnoException).code}`;
+    }
+  }
+  const options: LoggerOptions = {
+    level: opts.level,
+    base: undefined,
+    redact: { paths: REDACT_PATHS, censor: "[redacted]" },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  const logger = pino(options, multistream(streams));
+  if (fileProblem) logger.warn(fileProblem);
+  return logger;
+}
+
+/** A logger that drops everything: for library use and tests that assert on reports instead. */
+export function silentLogger(): Logger {
+  return pino({ level: "silent" });
+}

@@ -1,0 +1,270 @@
+import type { Logger } from "pino";
+import { createCommandRunner } from "./command.js";
+import type { Effect } from "./effects.js";
+import { AgentError, asAgentError } from "./errors.js";
+import { createHostFs } from "./host-fs.js";
+import { acquireLock } from "./lock.js";
+import type { Manifest } from "./manifest/schema.js";
+import { type Action, type PlanReason, plan, revisionsToDiff } from "./plan.js";
+import {
+  changedPaths,
+  dirtyPaths,
+  fetchBranch,
+  headCommit,
+  openRepo,
+  type Repo,
+  resetHard,
+  resolveTarget,
+} from "./source/git.js";
+import { loadSnapshot, type Snapshot } from "./source/snapshot.js";
+import {
+  readState,
+  recordAttempt,
+  recordResult,
+  recordUpToDate,
+  type State,
+  type StepItem,
+  writeState,
+} from "./state.js";
+import { kindOf } from "./steps/index.js";
+
+/**
+ * One deploy run: sync source → plan → apply → finalize. A dry run is the same pipeline with the
+ * step context in describe mode; it never resets the work tree, writes state or takes the lock.
+ * Reads: the clone, the state file. Writes (real runs): the clone, targets, the state file after each step.
+ */
+
+export interface DeployOptions {
+  manifest: Manifest;
+  repoDir: string;
+  stateDir: string;
+  /** Prefix for every host path a step touches; "" for the real host. */
+  root: string;
+  dryRun: boolean;
+  fetch: boolean;
+  all: boolean;
+  only: readonly string[];
+  lockWaitMs: number;
+  log: Logger;
+  /** When aborted (daemon shutdown), the running step finishes and the rest are skipped. */
+  stop?: AbortSignal | undefined;
+}
+
+export interface StepReport {
+  name: string;
+  kind: string;
+  run: boolean;
+  reason: PlanReason | "Stopped";
+  message: string;
+  files: string[];
+  work: string[];
+  outcome: "succeeded" | "failed" | "skipped";
+  error?: { code: string; message: string; hint?: string | undefined } | undefined;
+  items: StepItem[];
+  effects: Effect[];
+  durationMs: number;
+}
+
+export interface RunReport {
+  schema: "deploy-agent/run@1";
+  host: string;
+  dryRun: boolean;
+  revision: string;
+  previousHead: string | null;
+  result: "succeeded" | "failed" | "noop";
+  warnings: string[];
+  steps: StepReport[];
+  durationMs: number;
+}
+
+interface Source {
+  repo: Repo;
+  revision: string;
+  previousHead: string | null;
+  snapshot: Snapshot;
+}
+
+/** Fetch (optional), resolve origin/<branch>, and in a real run hard-reset the clone to it. */
+async function syncSource(opts: DeployOptions, warnings: string[]): Promise<Source> {
+  const { repo: cfg } = opts.manifest;
+  const repo = await openRepo(opts.repoDir, cfg.remote, cfg.branch);
+  if (opts.fetch) await fetchBranch(repo);
+  const revision = await resolveTarget(repo);
+  const previousHead = await headCommit(repo);
+  if (!opts.dryRun) {
+    const dirty = await dirtyPaths(repo);
+    if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
+    if (dirty.length || previousHead !== revision) await resetHard(repo, revision);
+  }
+  return { repo, revision, previousHead, snapshot: await loadSnapshot(repo, revision) };
+}
+
+async function planRun(opts: DeployOptions, source: Source, state: State): Promise<Action[]> {
+  const changes = new Map<string, string[] | null>();
+  for (const from of revisionsToDiff(state, source.revision)) {
+    changes.set(from, await changedPaths(source.repo, from, source.revision));
+  }
+  return plan({
+    steps: opts.manifest.steps,
+    revision: source.revision,
+    tree: source.snapshot.paths(),
+    state,
+    changes,
+    options: { all: opts.all, only: opts.only },
+  });
+}
+
+async function applyAction(opts: DeployOptions, action: Action, snapshot: Snapshot): Promise<StepReport> {
+  const { step } = action;
+  const log = opts.log.child({ step: step.name });
+  const effects: Effect[] = [];
+  const record = (e: Effect) => effects.push(e);
+  const controller = new AbortController();
+  const run = createCommandRunner({ dryRun: opts.dryRun, record, signal: controller.signal });
+  const ctx = {
+    dryRun: opts.dryRun,
+    source: snapshot,
+    host: createHostFs({ root: opts.root, dryRun: opts.dryRun, record, run }),
+    run,
+    record,
+    log,
+    signal: controller.signal,
+  };
+  const started = Date.now();
+  log.info({ reason: action.reason, files: action.files.length }, action.message);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const err = new AgentError("STEP_TIMEOUT", `step ${step.name} timed out after ${step.timeoutSeconds}s`);
+      controller.abort(err);
+      reject(err);
+    }, step.timeoutSeconds * 1000);
+  });
+  const base = {
+    name: step.name,
+    kind: step.kind,
+    run: true,
+    reason: action.reason,
+    message: action.message,
+  };
+  try {
+    const items = await Promise.race([kindOf(step).apply(step, ctx, { files: action.files }), timeout]);
+    const durationMs = Date.now() - started;
+    log.info({ durationMs, changed: items.filter((i) => i.outcome === "changed").length }, "step succeeded");
+    return {
+      ...base,
+      files: action.files,
+      work: action.work,
+      outcome: "succeeded",
+      items,
+      effects,
+      durationMs,
+    };
+  } catch (err) {
+    const e = asAgentError(err);
+    const durationMs = Date.now() - started;
+    log.error({ code: e.code, err: e.message, durationMs }, "step failed");
+    const error = { code: e.code, message: e.message, hint: e.hint };
+    return {
+      ...base,
+      files: action.files,
+      work: action.work,
+      outcome: "failed",
+      error,
+      items: [],
+      effects,
+      durationMs,
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function skipped(
+  action: Action,
+  reason: PlanReason | "Stopped" = action.reason,
+  message = action.message,
+): StepReport {
+  const { step } = action;
+  return {
+    name: step.name,
+    kind: step.kind,
+    run: false,
+    reason,
+    message,
+    files: action.files,
+    work: [],
+    outcome: "skipped",
+    items: [],
+    effects: [],
+    durationMs: 0,
+  };
+}
+
+export async function deploy(opts: DeployOptions): Promise<RunReport> {
+  const started = Date.now();
+  const warnings: string[] = [];
+  const lock = opts.dryRun ? null : await acquireLock(opts.stateDir, opts.lockWaitMs);
+  try {
+    const source = await syncSource(opts, warnings);
+    const loaded = await readState(opts.stateDir, opts.manifest.host);
+    if (loaded.problem) warnings.push(`state unusable, every step runs: ${loaded.problem}`);
+    const { state } = loaded;
+    const actions = await planRun(opts, source, state);
+
+    const steps: StepReport[] = [];
+    for (const action of actions) {
+      if (!action.run) {
+        if (action.reason === "NoRelevantChanges" && !opts.dryRun)
+          recordUpToDate(state, action.step.name, source.revision);
+        steps.push(skipped(action));
+        continue;
+      }
+      if (opts.stop?.aborted) {
+        steps.push(skipped(action, "Stopped", "skipped: the agent is shutting down"));
+        continue;
+      }
+      if (!opts.dryRun) {
+        recordAttempt(state, action.step.name, source.revision);
+        await writeState(opts.stateDir, state);
+      }
+      const report = await applyAction(opts, action, source.snapshot);
+      steps.push(report);
+      if (!opts.dryRun) {
+        recordResult(state, action.step.name, {
+          outcome: report.outcome === "succeeded" ? "succeeded" : "failed",
+          revision: source.revision,
+          reason: report.outcome === "succeeded" ? "Succeeded" : (report.error?.code ?? "StepFailed"),
+          message: report.error?.message ?? action.message,
+          at: new Date().toISOString(),
+          durationMs: report.durationMs,
+          items: report.items,
+        });
+        await writeState(opts.stateDir, state);
+      }
+    }
+
+    const ran = steps.filter((s) => s.run);
+    const result = ran.some((s) => s.outcome === "failed") ? "failed" : ran.length ? "succeeded" : "noop";
+    const durationMs = Date.now() - started;
+    if (!opts.dryRun) {
+      state.lastRun = { revision: source.revision, result, at: new Date().toISOString(), durationMs };
+      await writeState(opts.stateDir, state);
+    }
+    for (const w of warnings) opts.log.warn(w);
+    opts.log.info({ revision: source.revision, result, durationMs, dryRun: opts.dryRun }, "run finished");
+    return {
+      schema: "deploy-agent/run@1",
+      host: opts.manifest.host,
+      dryRun: opts.dryRun,
+      revision: source.revision,
+      previousHead: source.previousHead,
+      result,
+      warnings,
+      steps,
+      durationMs,
+    };
+  } finally {
+    await lock?.release();
+  }
+}

@@ -1,0 +1,49 @@
+import { inspect } from "node:util";
+
+const REDACTED = "[redacted]";
+
+/**
+ * A secret value (token, webhook secret). Every way of printing it — JSON, string conversion, util.inspect,
+ * pino serialization — yields "[redacted]"; only `reveal()` hands out the value, at the point of use.
+ */
+export class Secret {
+  readonly #value: string;
+
+  constructor(value: string) {
+    this.#value = value;
+  }
+
+  reveal(): string {
+    return this.#value;
+  }
+
+  toJSON(): string {
+    return REDACTED;
+  }
+
+  toString(): string {
+    return REDACTED;
+  }
+
+  [inspect.custom](): string {
+    return REDACTED;
+  }
+}
+
+/** Replaces every occurrence of the given secret values in a string that is about to leave the process. */
+export function scrub(text: string, secrets: Iterable<string>): string {
+  let out = text;
+  for (const s of secrets) {
+    if (s.length >= 4) out = out.split(s).join(REDACTED);
+  }
+  return sanitize(out);
+}
+
+/** Strips URL userinfo and query strings, and bearer tokens, from free text (Flux's sanitized.go idea). */
+export function sanitize(text: string): string {
+  return text
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@]+@/gi, "$1")
+    .replace(/(\bhttps?:\/\/[^\s?#]+)\?[^\s#]*/gi, "$1?[redacted]")
+    .replace(/(bearer\s+)[A-Za-z0-9._~+/=-]+/gi, "$1[redacted]")
+    .replace(/\b(syt|mct|syr)_[A-Za-z0-9_]+/g, "[redacted]");
+}

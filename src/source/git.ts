@@ -1,0 +1,159 @@
+import { stat } from "node:fs/promises";
+import { type SimpleGit, simpleGit } from "simple-git";
+import { AgentError } from "../errors.js";
+import { sanitize } from "../secret.js";
+
+/**
+ * The git layer: it syncs the clone and answers "which revision, which paths changed". It knows nothing
+ * about steps (Flux's source-controller split).
+ */
+
+export interface Repo {
+  dir: string;
+  remote: string;
+  branch: string;
+  git: SimpleGit;
+}
+
+export interface TreeEntry {
+  mode: string;
+  type: string;
+  oid: string;
+}
+
+const NETWORK_TIMEOUT_MS = 120_000;
+
+function gitError(code: "GIT_FAILED" | "FETCH_FAILED", what: string, err: unknown): AgentError {
+  const detail = err instanceof Error ? err.message.trim().split("\n").slice(-3).join(" ") : String(err);
+  return new AgentError(code, `${what}: ${sanitize(detail)}`, { cause: err });
+}
+
+/** Opens the clone, refusing anything that is not the top of a git work tree with the named remote. */
+export async function openRepo(dir: string, remote: string, branch: string): Promise<Repo> {
+  const isDir = await stat(dir).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+  if (!isDir) {
+    throw new AgentError("REPO_INVALID", `repository ${dir} does not exist or is not a directory`, {
+      hint: "clone the config repository there, or pass --repo DIR",
+    });
+  }
+  // A minimal environment: never prompt for credentials, stable (English) messages.
+  const git = simpleGit({
+    baseDir: dir,
+    timeout: { block: NETWORK_TIMEOUT_MS },
+    allowEnvironment: ["GIT_TERMINAL_PROMPT"],
+  }).env({
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: process.env.HOME ?? "/root",
+    GIT_TERMINAL_PROMPT: "0",
+    LC_ALL: "C",
+  });
+  const top = await git.revparse(["--show-toplevel"]).catch(() => null);
+  if (top === null) {
+    throw new AgentError("REPO_INVALID", `${dir} is not a git work tree`, {
+      hint: "clone the config repository there, or pass --repo DIR",
+    });
+  }
+  const remotes = await git.getRemotes();
+  if (!remotes.some((r) => r.name === remote)) {
+    throw new AgentError("REPO_INVALID", `repository ${dir} has no remote named "${remote}"`, {
+      hint: `git -C ${dir} remote add ${remote} <url>`,
+    });
+  }
+  return { dir, remote, branch, git };
+}
+
+export function trackingRef(repo: Repo): string {
+  return `refs/remotes/${repo.remote}/${repo.branch}`;
+}
+
+/** Updates the remote-tracking ref only (forced, so a rewritten branch is followed). */
+export async function fetchBranch(repo: Repo): Promise<void> {
+  try {
+    await repo.git.fetch([repo.remote, `+refs/heads/${repo.branch}:${trackingRef(repo)}`]);
+  } catch (err) {
+    throw gitError("FETCH_FAILED", `git fetch ${repo.remote} ${repo.branch} failed`, err);
+  }
+}
+
+/** The commit the remote-tracking branch points at. */
+export async function resolveTarget(repo: Repo): Promise<string> {
+  const ref = trackingRef(repo);
+  try {
+    return (await repo.git.revparse(["--verify", "--quiet", `${ref}^{commit}`])).trim();
+  } catch (err) {
+    throw new AgentError("REPO_INVALID", `${ref} does not exist in ${repo.dir}`, {
+      hint: "run without --no-fetch, or check the branch name in the manifest",
+      cause: err,
+    });
+  }
+}
+
+export async function headCommit(repo: Repo): Promise<string | null> {
+  return repo.git.revparse(["--verify", "--quiet", "HEAD^{commit}"]).then(
+    (s) => s.trim(),
+    () => null,
+  );
+}
+
+/** Paths with local modifications; they are about to be discarded by the hard reset. */
+export async function dirtyPaths(repo: Repo): Promise<string[]> {
+  const status = await repo.git.status(["--untracked-files=no"]);
+  return status.files.map((f) => f.path);
+}
+
+export async function resetHard(repo: Repo, revision: string): Promise<void> {
+  try {
+    await repo.git.reset(["--hard", revision]);
+  } catch (err) {
+    throw gitError("GIT_FAILED", `git reset --hard ${revision} failed`, err);
+  }
+}
+
+async function isCommit(repo: Repo, rev: string): Promise<boolean> {
+  if (!/^[0-9a-f]{40}$/.test(rev)) return false;
+  return repo.git.raw(["cat-file", "-e", `${rev}^{commit}`]).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Paths that differ between two commits: added, modified, deleted, and both sides of a rename or copy.
+ * Returns null when `from` is not a commit of this repository (history rewritten, or state from elsewhere).
+ */
+export async function changedPaths(repo: Repo, from: string, to: string): Promise<string[] | null> {
+  if (!(await isCommit(repo, from))) return null;
+  const out = await repo.git.raw(["diff", "--name-status", "-z", "-M", from, to]);
+  const tokens = out.split("\0");
+  const paths = new Set<string>();
+  for (let i = 0; i < tokens.length; ) {
+    const status = tokens[i++];
+    if (!status) continue;
+    const count = status.startsWith("R") || status.startsWith("C") ? 2 : 1;
+    for (let k = 0; k < count; k++) {
+      const p = tokens[i++];
+      if (p) paths.add(p);
+    }
+  }
+  return [...paths].sort();
+}
+
+/** Every entry of the commit's tree, recursively, keyed by path. */
+export async function listTree(repo: Repo, revision: string): Promise<Map<string, TreeEntry>> {
+  const out = await repo.git.raw(["ls-tree", "-r", "-z", "--full-tree", revision]);
+  const entries = new Map<string, TreeEntry>();
+  for (const record of out.split("\0")) {
+    if (!record) continue;
+    const tab = record.indexOf("\t");
+    const [mode = "", type = "", oid = ""] = record.slice(0, tab).split(" ");
+    entries.set(record.slice(tab + 1), { mode, type, oid });
+  }
+  return entries;
+}
+
+export async function readBlob(repo: Repo, oid: string): Promise<Buffer> {
+  return repo.git.binaryCatFile(["blob", oid]);
+}

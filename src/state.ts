@@ -1,0 +1,150 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import path from "node:path";
+import { z } from "zod";
+
+/**
+ * Per-step deploy state, recorded the Flux way: `lastAttemptedRevision` when a step starts,
+ * `lastAppliedRevision` only after it succeeded, and the last result with a short history.
+ * The file is rewritten atomically after every step, so a crash leaves the last consistent picture.
+ */
+
+const itemSchema = z.strictObject({
+  id: z.string(),
+  outcome: z.enum(["changed", "unchanged", "failed", "skipped"]),
+  detail: z.string().optional(),
+});
+
+const resultSchema = z.strictObject({
+  outcome: z.enum(["succeeded", "failed"]),
+  revision: z.string(),
+  reason: z.string(),
+  message: z.string(),
+  at: z.string(),
+  durationMs: z.number(),
+  items: z.array(itemSchema).default([]),
+});
+
+const stepStateSchema = z.strictObject({
+  lastAttemptedRevision: z.string().optional(),
+  lastAppliedRevision: z.string().optional(),
+  lastResult: resultSchema.optional(),
+  history: z.array(resultSchema).default([]),
+});
+
+const runSummarySchema = z.strictObject({
+  revision: z.string(),
+  result: z.enum(["succeeded", "failed", "noop"]),
+  at: z.string(),
+  durationMs: z.number(),
+});
+
+export const stateSchema = z.strictObject({
+  version: z.literal(1),
+  host: z.string(),
+  steps: z.record(z.string(), stepStateSchema),
+  lastRun: runSummarySchema.optional(),
+});
+
+export type State = z.infer<typeof stateSchema>;
+export type StepState = z.infer<typeof stepStateSchema>;
+export type StepResult = z.infer<typeof resultSchema>;
+export type StepItem = z.infer<typeof itemSchema>;
+export type RunSummary = z.infer<typeof runSummarySchema>;
+
+const HISTORY_LENGTH = 10;
+export const STATE_FILE = "state.json";
+
+export function emptyState(host: string): State {
+  return { version: 1, host, steps: {} };
+}
+
+export interface LoadedState {
+  state: State;
+  /** Why the stored state could not be used; every step then counts as never applied. */
+  problem?: string;
+}
+
+export async function readState(stateDir: string, host: string): Promise<LoadedState> {
+  const file = path.join(stateDir, STATE_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { state: emptyState(host) };
+    return { state: emptyState(host), problem: `cannot read ${file}: ${(err as Error).message}` };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    return { state: emptyState(host), problem: `${file} is not valid JSON: ${(err as Error).message}` };
+  }
+  const parsed = stateSchema.safeParse(json);
+  if (!parsed.success) {
+    return {
+      state: emptyState(host),
+      problem: `${file} has an unexpected shape: ${z.prettifyError(parsed.error)}`,
+    };
+  }
+  if (parsed.data.host !== host) {
+    return {
+      state: emptyState(host),
+      problem: `${file} belongs to host "${parsed.data.host}", not "${host}"`,
+    };
+  }
+  return { state: parsed.data };
+}
+
+/** Writes a file so that readers see either the old or the new content, never a mix. */
+export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
+  const handle = await open(tmp, "wx", mode);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(tmp, file);
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+  const dirHandle = await open(dir, "r");
+  try {
+    await dirHandle.sync();
+  } finally {
+    await dirHandle.close();
+  }
+}
+
+export async function writeState(stateDir: string, state: State): Promise<void> {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(path.join(stateDir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`, 0o600);
+}
+
+/** Records a finished step: the applied revision moves only on success. */
+export function recordResult(state: State, step: string, result: StepResult): void {
+  const prev = state.steps[step] ?? { history: [] };
+  state.steps[step] = {
+    ...prev,
+    lastAttemptedRevision: result.revision,
+    lastAppliedRevision: result.outcome === "succeeded" ? result.revision : prev.lastAppliedRevision,
+    lastResult: result,
+    history: [result, ...prev.history].slice(0, HISTORY_LENGTH),
+  };
+}
+
+export function recordAttempt(state: State, step: string, revision: string): void {
+  const prev = state.steps[step] ?? { history: [] };
+  state.steps[step] = { ...prev, lastAttemptedRevision: revision };
+}
+
+/** A step none of whose files changed is as current as the new revision; its history is not touched. */
+export function recordUpToDate(state: State, step: string, revision: string): void {
+  const prev = state.steps[step];
+  if (prev) state.steps[step] = { ...prev, lastAppliedRevision: revision };
+}

@@ -1,0 +1,101 @@
+import { parseDocument } from "yaml";
+import { z } from "zod";
+import { AgentError } from "../errors.js";
+import type { FileSnapshot } from "../host-fs.js";
+import type { StepItem } from "../state.js";
+import { argv, fileMode, hostPath, owner, repoPath, stepCommon } from "./common.js";
+import type { StepKind } from "./types.js";
+
+/**
+ * `file`: copy one repository file to one or more host paths, atomically, with a declared mode and owner.
+ * `validate` runs on the new file before it replaces the old one; `reload` runs after all targets are
+ * written. If validation or a reload command fails, every target that was replaced gets its previous
+ * content back (and the reload commands run again, so the service returns to the old file).
+ */
+export const schema = z.strictObject({
+  ...stepCommon,
+  kind: z.literal("file"),
+  source: repoPath,
+  targets: z.array(hostPath).min(1),
+  mode: fileMode.optional(),
+  owner: owner.optional(),
+  /** Parse the content before writing anything: a syntax error fails the step with the line. */
+  check: z.enum(["json", "yaml"]).optional(),
+  validate: argv.optional(),
+  reload: z.array(argv).default([]),
+});
+
+export type FileStep = z.infer<typeof schema>;
+
+const octal = (mode: number) => `0${mode.toString(8)}`;
+
+export const fileStep: StepKind<typeof schema> = {
+  schema,
+  sources: (step) => [step.source],
+  triggers: (step) => [step.source],
+
+  plan(step) {
+    const lines = [
+      `copy ${step.source} -> ${step.targets.join(", ")}${step.mode !== undefined ? ` (mode ${octal(step.mode)})` : ""}`,
+    ];
+    if (step.reload.length) lines.push(`then run: ${step.reload.map((c) => c.join(" ")).join("; ")}`);
+    return lines;
+  },
+
+  async apply(step, ctx) {
+    const data = await ctx.source.read(step.source);
+    if (step.check) checkSyntax(step.source, step.check, data);
+    const items: StepItem[] = [];
+    const replaced: FileSnapshot[] = [];
+    try {
+      for (const target of step.targets) {
+        const before = await ctx.host.snapshot(target);
+        const outcome = await ctx.host.write(target, data, {
+          mode: step.mode,
+          owner: step.owner,
+          validate: step.validate,
+        });
+        items.push({ id: target, outcome });
+        if (outcome === "changed") replaced.push(before);
+      }
+      if (replaced.length) {
+        for (const command of step.reload) await ctx.run(command);
+      }
+    } catch (err) {
+      await rollBack(step, ctx, replaced);
+      throw err;
+    }
+    return items;
+  },
+};
+
+async function rollBack(step: FileStep, ctx: Parameters<typeof fileStep.apply>[1], replaced: FileSnapshot[]) {
+  if (!replaced.length) return;
+  for (const snap of replaced) await ctx.host.restore(snap);
+  for (const command of step.reload) {
+    await ctx.run(command).catch((err: Error) => {
+      ctx.log.warn({ err }, "reload after restoring the previous file failed");
+    });
+  }
+}
+
+export function checkSyntax(name: string, format: "json" | "yaml", data: Buffer): void {
+  const text = data.toString("utf8");
+  let problem: string | undefined;
+  if (format === "json") {
+    try {
+      JSON.parse(text);
+    } catch (err) {
+      problem = (err as Error).message;
+    }
+  } else {
+    const doc = parseDocument(text);
+    const first = doc.errors[0];
+    if (first) problem = `line ${first.linePos?.[0].line ?? "?"}: ${first.message.split("\n")[0]}`;
+  }
+  if (problem) {
+    throw new AgentError("SOURCE_INVALID", `${name} is not valid ${format.toUpperCase()}: ${problem}`, {
+      hint: "fix the file in the repository and push again; the deployed copy was left as it was",
+    });
+  }
+}

@@ -1,0 +1,92 @@
+import { spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { stringify } from "yaml";
+import { silentLogger } from "../../src/log.js";
+import { loadManifest } from "../../src/manifest/load.js";
+import { type DeployOptions, deploy, type RunReport } from "../../src/pipeline.js";
+
+export const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const CLI = path.join(PROJECT, "src/cli.ts");
+
+/** Writes a manifest (host lxctest unless given) into dir and returns its path. */
+export function writeManifest(
+  dir: string,
+  manifest: Record<string, unknown>,
+  name = "manifest.yaml",
+): string {
+  const file = path.join(dir, name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(file, stringify({ version: 1, host: "lxctest", listen: { port: 9000 }, ...manifest }));
+  return file;
+}
+
+export interface Agent {
+  root: string;
+  stateDir: string;
+  manifestFile: string;
+  run(opts?: Partial<DeployOptions> & { envFile?: string }): Promise<RunReport>;
+}
+
+/** An agent whose host is `<dir>/root` and whose state lives in `<dir>/state`. */
+export function makeAgent(dir: string, clone: string, manifestFile: string): Agent {
+  const root = path.join(dir, "root");
+  const stateDir = path.join(dir, "state");
+  mkdirSync(root, { recursive: true });
+  return {
+    root,
+    stateDir,
+    manifestFile,
+    async run(opts = {}) {
+      const { manifest } = await loadManifest(manifestFile, { envFile: opts.envFile, processEnv: {} });
+      return deploy({
+        manifest,
+        repoDir: clone,
+        stateDir,
+        root,
+        dryRun: false,
+        fetch: true,
+        all: false,
+        only: [],
+        lockWaitMs: 0,
+        log: silentLogger(),
+        ...opts,
+      });
+    },
+  };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI in a child process (through tsx, so tests need no build). */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+      cwd: PROJECT,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => {
+      stdout += d;
+    });
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The step report of the named step. */
+export function stepOf(report: RunReport, name: string) {
+  const s = report.steps.find((x) => x.name === name);
+  if (!s) throw new Error(`no step ${name} in report`);
+  return s;
+}

@@ -1,0 +1,91 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+/**
+ * Real git fixtures: a bare "origin", the agent's clone of it, and a second "pusher" clone that plays the
+ * developer. Built from `{ path: content }` objects with a fixed identity.
+ */
+
+const IDENTITY = {
+  GIT_AUTHOR_NAME: "Test Pusher",
+  GIT_AUTHOR_EMAIL: "pusher@example.test",
+  GIT_COMMITTER_NAME: "Test Pusher",
+  GIT_COMMITTER_EMAIL: "pusher@example.test",
+  GIT_CONFIG_NOSYSTEM: "1",
+};
+
+export function git(cwd: string, ...args: string[]): string {
+  return execFileSync("git", args, {
+    cwd,
+    env: { ...process.env, ...IDENTITY },
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  }).trim();
+}
+
+/** A file's content, or `{ symlink: target }` to commit a link. */
+export type FileSpec = string | Buffer | { symlink: string } | null;
+export type Files = Record<string, FileSpec>;
+
+export interface Fixture {
+  dir: string;
+  origin: string;
+  clone: string;
+  pusher: string;
+  /** Commits the files (null deletes) on main in the pusher clone and pushes; returns the new commit. */
+  push(files: Files, message?: string): string;
+  /** Renames a file in one commit and pushes. */
+  rename(from: string, to: string): string;
+  cleanup(): void;
+}
+
+function writeFiles(root: string, files: Files): void {
+  for (const [rel, spec] of Object.entries(files)) {
+    const full = path.join(root, rel);
+    if (spec === null) {
+      rmSync(full, { force: true });
+      continue;
+    }
+    mkdirSync(path.dirname(full), { recursive: true });
+    rmSync(full, { force: true });
+    if (typeof spec === "object" && !Buffer.isBuffer(spec)) symlinkSync(spec.symlink, full);
+    else writeFileSync(full, spec);
+  }
+}
+
+export function makeFixture(initial: Files): Fixture {
+  const dir = mkdtempSync(path.join(tmpdir(), "deploy-agent-test-"));
+  const origin = path.join(dir, "origin.git");
+  const pusher = path.join(dir, "pusher");
+  const clone = path.join(dir, "clone");
+  git(dir, "init", "--quiet", "--bare", "--initial-branch=main", origin);
+  git(dir, "clone", "--quiet", origin, pusher);
+  git(pusher, "checkout", "--quiet", "-B", "main");
+
+  const push = (files: Files, message = "update") => {
+    writeFiles(pusher, files);
+    git(pusher, "add", "-A");
+    git(pusher, "commit", "--quiet", "--allow-empty", "-m", message);
+    git(pusher, "push", "--quiet", "--force", "origin", "main");
+    return git(pusher, "rev-parse", "HEAD");
+  };
+  push(initial, "initial");
+  git(dir, "clone", "--quiet", origin, clone);
+  return {
+    dir,
+    origin,
+    clone,
+    pusher,
+    push,
+    rename(from, to) {
+      mkdirSync(path.dirname(path.join(pusher, to)), { recursive: true });
+      git(pusher, "mv", from, to);
+      git(pusher, "commit", "--quiet", "-m", `rename ${from} to ${to}`);
+      git(pusher, "push", "--quiet", "origin", "main");
+      return git(pusher, "rev-parse", "HEAD");
+    },
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
