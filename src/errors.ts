@@ -27,6 +27,15 @@ const CODES = {
   STEP_TIMEOUT: { failure: "transient", exit: 1 },
   TARGET_WRITE_FAILED: { failure: "stalled", exit: 1 },
   STEP_FAILED: { failure: "transient", exit: 1 },
+  TOKEN_UNAVAILABLE: { failure: "stalled", exit: 1 },
+  HEALTH_CHECK_FAILED: { failure: "transient", exit: 1 },
+  TRANSFORM_INVALID: { failure: "stalled", exit: 1 },
+  CONNECTION_MISSING: { failure: "stalled", exit: 1 },
+  MATRIX_AUTH: { failure: "stalled", exit: 1 },
+  MATRIX_FORBIDDEN: { failure: "stalled", exit: 1 },
+  MATRIX_RATE_LIMITED: { failure: "transient", exit: 1 },
+  MATRIX_UNAVAILABLE: { failure: "transient", exit: 1 },
+  MATRIX_REQUEST_FAILED: { failure: "transient", exit: 1 },
 } as const satisfies Record<string, CodeInfo>;
 
 export type ErrorCode = keyof typeof CODES;

@@ -129,6 +129,7 @@ async function applyAction(opts: DeployOptions, action: Action, snapshot: Snapsh
     record,
     log,
     signal: controller.signal,
+    commands: opts.manifest.commands,
   };
   const started = Date.now();
   log.info({ reason: action.reason, files: action.files.length }, action.message);
@@ -147,34 +148,35 @@ async function applyAction(opts: DeployOptions, action: Action, snapshot: Snapsh
     reason: action.reason,
     message: action.message,
   };
+  const report = { ...base, files: action.files, work: action.work, effects };
+  const failedWith = (
+    code: string,
+    message: string,
+    hint: string | undefined,
+    items: StepItem[],
+  ): StepReport => {
+    const durationMs = Date.now() - started;
+    log.error({ code, err: message, durationMs }, "step failed");
+    return { ...report, outcome: "failed", error: { code, message, hint }, items, durationMs };
+  };
   try {
     const items = await Promise.race([kindOf(step).apply(step, ctx, { files: action.files }), timeout]);
+    const failed = items.filter((i) => i.outcome === "failed");
+    if (failed.length) {
+      const why = failed.map((i) => `${i.id}: ${i.detail}`).join("; ");
+      return failedWith(
+        "ITEMS_FAILED",
+        `${failed.length} of ${items.length} failed: ${why}`,
+        undefined,
+        items,
+      );
+    }
     const durationMs = Date.now() - started;
     log.info({ durationMs, changed: items.filter((i) => i.outcome === "changed").length }, "step succeeded");
-    return {
-      ...base,
-      files: action.files,
-      work: action.work,
-      outcome: "succeeded",
-      items,
-      effects,
-      durationMs,
-    };
+    return { ...report, outcome: "succeeded", items, durationMs };
   } catch (err) {
     const e = asAgentError(err);
-    const durationMs = Date.now() - started;
-    log.error({ code: e.code, err: e.message, durationMs }, "step failed");
-    const error = { code: e.code, message: e.message, hint: e.hint };
-    return {
-      ...base,
-      files: action.files,
-      work: action.work,
-      outcome: "failed",
-      error,
-      items: [],
-      effects,
-      durationMs,
-    };
+    return failedWith(e.code, e.message, e.hint, []);
   } finally {
     clearTimeout(timer);
   }

@@ -1,4 +1,4 @@
-import { lstat, readdir, realpath } from "node:fs/promises";
+import { lstat, readdir, readFile, realpath } from "node:fs/promises";
 import path from "node:path";
 import picomatch from "picomatch";
 import { kindOf, triggersOf } from "../steps/index.js";
@@ -47,6 +47,11 @@ export async function validateCommand(flags: CommonFlags, out: (text: string) =>
     for (const src of sources) {
       const problem = await checkSource(r.repoDir, src);
       if (problem) problems.push(`${file}: step ${step.name}: ${problem}`);
+    }
+    const check = kindOf(step).check;
+    if (check) {
+      const repo = { paths: () => files, read: (p: string) => readFile(path.join(r.repoDir, p)) };
+      for (const problem of await check(step, repo)) problems.push(`${file}: step ${step.name}: ${problem}`);
     }
     const matches = picomatch(triggersOf(step), { dot: true });
     const covered = files.filter((f) => matches(f)).length;

@@ -3,6 +3,7 @@ import { parseDocument } from "yaml";
 import type { core, z } from "zod";
 import { mergeEnv, readEnvFile } from "../env.js";
 import { AgentError } from "../errors.js";
+import { STEP_KINDS } from "../steps/index.js";
 import { type Manifest, manifestSchema } from "./schema.js";
 
 /**
@@ -58,7 +59,7 @@ function describeIssue(issue: core.$ZodIssue): string[] {
     return issue.keys.map((k) => `${keyPath([...issue.path, k])}: unknown key`);
   }
   if (issue.code === "invalid_union" && "discriminator" in issue && issue.discriminator) {
-    return [`${keyPath([...issue.path, issue.discriminator])}: unknown step kind`];
+    return [`${at}: unknown step kind (known: ${STEP_KINDS.join(", ")})`];
   }
   return [`${at}: ${issue.message}`];
 }

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { hostPath } from "../steps/common.js";
+import { argv, hostPath } from "../steps/common.js";
 import { stepSchema } from "../steps/index.js";
 
 /** The host manifest (`config/<host>.yaml`). This schema is the single source of its types. */
@@ -31,6 +31,12 @@ export const manifestSchema = z
       .strictObject({
         file: hostPath.optional(),
         level: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
+      })
+      .prefault({}),
+    /** Commands steps call; tests and staging point them at stand-ins. */
+    commands: z
+      .strictObject({
+        systemctl: argv.default(["systemctl"]),
       })
       .prefault({}),
     steps: z.array(stepSchema).min(1),

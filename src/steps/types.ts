@@ -17,6 +17,14 @@ export interface StepContext {
   log: Logger;
   /** Aborted when the step times out; long operations pass it on. */
   signal: AbortSignal;
+  /** The manifest's `commands`: argv prefixes for host tools such as systemctl. */
+  commands: { systemctl: readonly string[] };
+}
+
+/** Repository content as `validate` sees it (the checkout). */
+export interface RepoFiles {
+  paths(): string[];
+  read(path: string): Promise<Buffer>;
 }
 
 /** What the planner hands to a step: the repository files that made it run. */
@@ -41,6 +49,8 @@ export interface StepKind<
   sources(step: S): string[];
   /** Globs that make the step run when `paths` is not given. */
   triggers(step: S): string[];
+  /** Kind-specific checks for `validate` against the repository content; returns problems. */
+  check?(step: S, repo: RepoFiles): Promise<string[]>;
   /** Pure: one line per piece of work these files would cause. */
   plan(step: S, work: StepWork): string[];
   /** Does the work (or describes it, in a dry run) and reports one item per target. */

@@ -1,0 +1,29 @@
+import { setTimeout as sleep } from "node:timers/promises";
+
+/**
+ * Polls an HTTP health endpoint until it answers the healthy status or the deadline passes.
+ * Returns the last observation, for the failure message.
+ */
+export async function waitHealthy(
+  url: string,
+  opts: { timeoutMs: number; intervalMs?: number; healthyStatus?: number; signal?: AbortSignal },
+): Promise<{ healthy: boolean; last: string }> {
+  const deadline = Date.now() + opts.timeoutMs;
+  const interval = opts.intervalMs ?? 1000;
+  let last = "no answer yet";
+  for (;;) {
+    try {
+      const res = await fetch(url, {
+        signal: AbortSignal.timeout(Math.min(5000, Math.max(500, interval * 2))),
+      });
+      await res.body?.cancel();
+      last = `HTTP ${res.status}`;
+      if (res.status === (opts.healthyStatus ?? 200)) return { healthy: true, last };
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause;
+      last = cause?.code ?? (err as Error).name;
+    }
+    if (Date.now() + interval > deadline || opts.signal?.aborted) return { healthy: false, last };
+    await sleep(interval);
+  }
+}

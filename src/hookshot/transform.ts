@@ -1,0 +1,108 @@
+import {
+  newQuickJSWASMModule,
+  type QuickJSWASMModule,
+  shouldInterruptAfterDeadline,
+} from "quickjs-emscripten";
+
+/**
+ * Hookshot's transformation sandbox, reproduced: the same QuickJS build, the same compile check
+ * (`function f(data) {src}`, compile only), the same execution wrapper
+ * (`const data = <json>;\n(() => { src })();` with a 500 ms deadline, reading the global `result`)
+ * and the same rules for the result. A transform that passes here behaves the same in hookshot.
+ */
+
+export const TRANSFORMATION_TIMEOUT_MS = 500;
+
+let module: Promise<QuickJSWASMModule> | undefined;
+function quickjs(): Promise<QuickJSWASMModule> {
+  module ??= newQuickJSWASMModule();
+  return module;
+}
+
+/** The error hookshot would report for this source, or null when it compiles. */
+export async function compileError(src: string): Promise<string | null> {
+  const ctx = (await quickjs()).newContext();
+  try {
+    const res = ctx.evalCode(`function f(data) {${src}}`, "transform.js", { compileOnly: true });
+    try {
+      if (res.error) {
+        const e = ctx.dump(res.error) as { name?: string; message?: string; lineNumber?: number };
+        return `${e.name ?? "Error"}: ${e.message ?? JSON.stringify(e)}${e.lineNumber ? ` (line ${e.lineNumber})` : ""}`;
+      }
+      return null;
+    } finally {
+      res.dispose();
+    }
+  } finally {
+    ctx.dispose();
+  }
+}
+
+/**
+ * `var result`, `let result` or `const result` at any depth makes the global `result` stay unset, and
+ * hookshot then posts "No content". Comments and strings are blanked first so they cannot trigger this.
+ */
+export function declaresResult(src: string): boolean {
+  const code = src
+    .replace(/\/\*[\s\S]*?\*\//g, " ")
+    .replace(/\/\/[^\n]*/g, " ")
+    .replace(/(["'`])(?:\\[\s\S]|(?!\1)[^\\])*\1/g, '""');
+  return /(^|[^\w$.])(var|let|const)\s+(\{[^}]*\bresult\b[^}]*\}|result\b)/.test(code);
+}
+
+/** Why hookshot would refuse or mangle this transform, or null when it is fine. */
+export async function transformProblem(src: string): Promise<string | null> {
+  const compile = await compileError(src);
+  if (compile) return `does not compile in hookshot's QuickJS: ${compile}`;
+  if (declaresResult(src)) {
+    return 'declares `result` with var/let/const; hookshot reads the global `result`, so every message would be "No content"';
+  }
+  return null;
+}
+
+export interface TransformOutput {
+  /** null when the transform asked for no message (`empty: true`). */
+  content: { plain: string; html?: string; msgtype?: string } | null;
+}
+
+/** Runs a transform on a payload exactly as hookshot does; throws hookshot's error text on failure. */
+export async function runTransform(src: string, data: unknown): Promise<TransformOutput> {
+  const ctx = (await quickjs()).newContext();
+  ctx.runtime.setInterruptHandler(shouldInterruptAfterDeadline(Date.now() + TRANSFORMATION_TIMEOUT_MS));
+  let result: unknown;
+  try {
+    ctx.setProp(ctx.global, "HookshotApiVersion", ctx.newString("v2"));
+    const res = ctx.evalCode(`const data = ${JSON.stringify(data)};\n(() => { ${src} })();`);
+    if (res.error) {
+      const dumped = JSON.stringify(ctx.dump(res.error));
+      res.error.dispose();
+      throw new Error(`Transformation failed to run: ${dumped}`);
+    }
+    const value = ctx.getProp(ctx.global, "result");
+    result = ctx.dump(value);
+    value.dispose();
+    res.value.dispose();
+  } finally {
+    ctx.dispose();
+  }
+  if (typeof result === "string") return { content: { plain: `Received webhook: ${result}` } };
+  if (typeof result !== "object" || result === null) return { content: { plain: "No content" } };
+  const r = result as Record<string, unknown>;
+  if (r.version !== "v2") throw new Error("Result returned from transformation didn't specify version = v2");
+  if (r.empty) return { content: null };
+  if (typeof r.plain !== "string")
+    throw new Error("Result returned from transformation didn't provide a string value for plain");
+  if (r.html !== undefined && typeof r.html !== "string") {
+    throw new Error("Result returned from transformation didn't provide a string value for html");
+  }
+  if (r.msgtype !== undefined && typeof r.msgtype !== "string") {
+    throw new Error("Result returned from transformation didn't provide a string value for msgtype");
+  }
+  return {
+    content: {
+      plain: r.plain,
+      ...(r.html !== undefined ? { html: r.html as string } : {}),
+      ...(r.msgtype !== undefined ? { msgtype: r.msgtype as string } : {}),
+    },
+  };
+}

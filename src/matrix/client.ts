@@ -1,0 +1,148 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { AgentError } from "../errors.js";
+import type { Secret } from "../secret.js";
+
+/**
+ * The few Matrix client-server calls the agent makes (room state get/put), with the behaviour the spec
+ * asks of clients: bearer auth, 429 M_LIMIT_EXCEEDED honoured through retry_after_ms, bounded retries with
+ * backoff on 5xx, network errors and timeouts, and plain-spoken errors for 401 and 403.
+ */
+
+export interface MatrixClientOptions {
+  homeserver: string;
+  token: Secret;
+  /** Attempts per request, first included. */
+  maxAttempts?: number;
+  requestTimeoutMs?: number;
+  /** Longest rate-limit wait honoured; a longer retry_after_ms fails the request instead of stalling. */
+  maxRetryAfterMs?: number;
+  backoffMs?: number;
+  signal?: AbortSignal;
+  /** Called before each request: counts for reports and tests. */
+  onRequest?: (method: string, path: string) => void;
+}
+
+export interface MatrixClient {
+  /** The state event's content, or null when the room has no such state (404 M_NOT_FOUND). */
+  getState(roomId: string, type: string, stateKey: string): Promise<Record<string, unknown> | null>;
+  putState(roomId: string, type: string, stateKey: string, content: Record<string, unknown>): Promise<string>;
+}
+
+interface MatrixErrorBody {
+  errcode?: string;
+  error?: string;
+  retry_after_ms?: number;
+}
+
+const statePath = (roomId: string, type: string, stateKey: string) =>
+  `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/${encodeURIComponent(type)}/${encodeURIComponent(stateKey)}`;
+
+function explain(status: number, body: MatrixErrorBody, what: string, roomId: string): AgentError {
+  const code = body.errcode ?? `HTTP ${status}`;
+  const said = body.error ? `: ${body.error}` : "";
+  if (status === 401) {
+    return new AgentError(
+      "MATRIX_AUTH",
+      `${what}: the homeserver rejected the access token (${code}${said})`,
+      {
+        hint: "rotate MATRIX_TOKEN in the env file (README: token rotation)",
+      },
+    );
+  }
+  if (status === 403) {
+    return new AgentError("MATRIX_FORBIDDEN", `${what}: forbidden in ${roomId} (${code}${said})`, {
+      hint: "the token's user must be joined with power level 50 or more to change hookshot state",
+    });
+  }
+  return new AgentError("MATRIX_REQUEST_FAILED", `${what}: ${code}${said}`);
+}
+
+export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
+  const base = opts.homeserver.replace(/\/+$/, "");
+  const maxAttempts = opts.maxAttempts ?? 5;
+  const timeoutMs = opts.requestTimeoutMs ?? 15_000;
+  const maxRetryAfter = opts.maxRetryAfterMs ?? 60_000;
+  const backoff = opts.backoffMs ?? 500;
+
+  async function request(method: "GET" | "PUT", path: string, roomId: string, body?: unknown) {
+    const what = `${method} ${path.split("/").slice(0, 6).join("/")}/…`;
+    let lastProblem = "";
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      opts.onRequest?.(method, path);
+      let res: Response;
+      try {
+        res = await fetch(base + path, {
+          method,
+          headers: {
+            authorization: `Bearer ${opts.token.reveal()}`,
+            ...(body !== undefined ? { "content-type": "application/json" } : {}),
+          },
+          body: body !== undefined ? JSON.stringify(body) : undefined,
+          signal: opts.signal
+            ? AbortSignal.any([opts.signal, AbortSignal.timeout(timeoutMs)])
+            : AbortSignal.timeout(timeoutMs),
+        });
+      } catch (err) {
+        if (opts.signal?.aborted) throw err;
+        const cause = (err as { cause?: { code?: string } }).cause;
+        lastProblem =
+          cause?.code ??
+          ((err as Error).name === "TimeoutError"
+            ? `timed out after ${timeoutMs} ms`
+            : (err as Error).message);
+        await sleep(backoff * 2 ** (attempt - 1));
+        continue;
+      }
+      const text = await res.text();
+      let json: MatrixErrorBody & Record<string, unknown> = {};
+      try {
+        json = text ? (JSON.parse(text) as typeof json) : {};
+      } catch {
+        // Not JSON: a proxy's error page. The status still decides.
+      }
+      if (res.ok) return json;
+      if (res.status === 404 && json.errcode === "M_NOT_FOUND" && method === "GET") return null;
+      if (res.status === 429) {
+        const header = Number(res.headers.get("retry-after"));
+        const wait =
+          json.retry_after_ms ??
+          (Number.isFinite(header) && header > 0 ? header * 1000 : backoff * 2 ** (attempt - 1));
+        if (wait > maxRetryAfter) {
+          throw new AgentError(
+            "MATRIX_RATE_LIMITED",
+            `${what}: rate limited for ${wait} ms, longer than the ${maxRetryAfter} ms the agent waits`,
+          );
+        }
+        lastProblem = `rate limited (M_LIMIT_EXCEEDED, retry after ${wait} ms)`;
+        await sleep(wait);
+        continue;
+      }
+      if (res.status >= 500) {
+        lastProblem = `HTTP ${res.status}${json.errcode ? ` ${json.errcode}` : ""}`;
+        await sleep(backoff * 2 ** (attempt - 1));
+        continue;
+      }
+      throw explain(res.status, json, what, roomId);
+    }
+    throw new AgentError(
+      "MATRIX_UNAVAILABLE",
+      `${what}: gave up after ${maxAttempts} attempts (${lastProblem})`,
+      {
+        hint: `check that ${base} is reachable from this host`,
+      },
+    );
+  }
+
+  return {
+    async getState(roomId, type, stateKey) {
+      return (await request("GET", statePath(roomId, type, stateKey), roomId)) as Record<
+        string,
+        unknown
+      > | null;
+    },
+    async putState(roomId, type, stateKey, content) {
+      const res = await request("PUT", statePath(roomId, type, stateKey), roomId, content);
+      return String(res?.event_id ?? "");
+    },
+  };
+}

@@ -1,0 +1,133 @@
+import { parseDocument } from "yaml";
+import { z } from "zod";
+import { AgentError } from "../errors.js";
+import { waitHealthy } from "../health.js";
+import { hostPath, repoPath, stepCommon } from "./common.js";
+import type { StepContext, StepKind } from "./types.js";
+
+/**
+ * `draupnir-config`: overwrite Draupnir's config from the repository (which carries a placeholder token)
+ * while keeping the live `accessToken`, then restart Draupnir and wait for its healthz endpoint. An unhealthy
+ * bot gets its previous config back and another restart. The token never reaches logs, diffs or dry-run
+ * output: diffs are computed over copies with the token replaced by `<redacted>`.
+ */
+export const schema = z.strictObject({
+  ...stepCommon,
+  kind: z.literal("draupnir-config"),
+  source: repoPath,
+  target: hostPath.default("/opt/draupnir/config/production.yaml"),
+  placeholder: z.string().min(1).default("REDACTED"),
+  service: z.string().min(1).default("draupnir.service"),
+  healthUrl: z.url().default("http://127.0.0.1:8081/healthz"),
+  healthTimeoutSeconds: z.number().int().min(1).max(900).default(90),
+  /** Keys the merged config must have; a config missing one is never written. */
+  requiredKeys: z.array(z.string().min(1)).default(["homeserverUrl", "rawHomeserverUrl", "managementRoom"]),
+});
+
+export type DraupnirConfigStep = z.infer<typeof schema>;
+
+const REDACTED = "<redacted>";
+
+function fail(code: "TOKEN_UNAVAILABLE" | "SOURCE_INVALID", message: string, hint: string): AgentError {
+  return new AgentError(code, message, { hint });
+}
+
+/** The live token, refusing to go on when there is none worth keeping. */
+function liveToken(step: DraupnirConfigStep, live: Buffer | null): string {
+  if (!live) {
+    throw fail(
+      "TOKEN_UNAVAILABLE",
+      `${step.target} does not exist, so there is no live access token to keep`,
+      "install Draupnir's config with its token by hand once",
+    );
+  }
+  const doc = parseDocument(live.toString("utf8"));
+  const token = doc.errors.length ? undefined : doc.get("accessToken");
+  if (typeof token !== "string" || token.trim() === "" || token === step.placeholder) {
+    throw fail(
+      "TOKEN_UNAVAILABLE",
+      `${step.target} has no usable accessToken (${doc.errors.length ? "unparsable YAML" : token === step.placeholder ? "it is the placeholder" : "missing or empty"}); refusing to overwrite it`,
+      "put the live token back into the file on the host (see README: Draupnir token rotation)",
+    );
+  }
+  return token;
+}
+
+/** The repository config with the live token set; comments and key order stay as committed. */
+function merge(step: DraupnirConfigStep, source: Buffer, token: string): Buffer {
+  const doc = parseDocument(source.toString("utf8"));
+  const first = doc.errors[0];
+  if (first)
+    throw fail(
+      "SOURCE_INVALID",
+      `${step.source} is not valid YAML: ${first.message.split("\n")[0]}`,
+      "fix it and push again",
+    );
+  const committed = doc.get("accessToken");
+  if (committed !== step.placeholder) {
+    throw fail(
+      "SOURCE_INVALID",
+      `${step.source} must carry accessToken: ${step.placeholder}, not a real token`,
+      "redact the token in git (and rotate it: it has been committed)",
+    );
+  }
+  const missing = step.requiredKeys.filter((k) => !doc.has(k));
+  if (missing.length)
+    throw fail(
+      "SOURCE_INVALID",
+      `${step.source} lacks ${missing.join(", ")}`,
+      "restore the keys and push again",
+    );
+  doc.set("accessToken", token);
+  return Buffer.from(doc.toString({ lineWidth: 0 }));
+}
+
+const redact = (buf: Buffer | null, token: string) =>
+  buf ? Buffer.from(buf.toString("utf8").split(token).join(REDACTED)) : null;
+
+async function restartAndCheck(
+  step: DraupnirConfigStep,
+  ctx: StepContext,
+): Promise<{ healthy: boolean; last: string }> {
+  await ctx.run([...ctx.commands.systemctl, "restart", step.service]);
+  ctx.record({
+    type: "request",
+    method: "GET",
+    url: step.healthUrl,
+    detail: `until 200, up to ${step.healthTimeoutSeconds}s`,
+  });
+  if (ctx.dryRun) return { healthy: true, last: "dry run" };
+  return waitHealthy(step.healthUrl, { timeoutMs: step.healthTimeoutSeconds * 1000, signal: ctx.signal });
+}
+
+export const draupnirConfigStep: StepKind<typeof schema> = {
+  schema,
+  sources: (step) => [step.source],
+  triggers: (step) => [step.source],
+
+  plan(step) {
+    return [
+      `merge ${step.source} with the live accessToken of ${step.target}, write it (0600)`,
+      `restart ${step.service}, wait for ${step.healthUrl}; roll back if unhealthy`,
+    ];
+  },
+
+  async apply(step, ctx) {
+    const before = await ctx.host.snapshot(step.target);
+    const token = liveToken(step, before.data);
+    const next = merge(step, await ctx.source.read(step.source), token);
+    const display = { before: redact(before.data, token), after: redact(next, token) ?? Buffer.alloc(0) };
+    const outcome = await ctx.host.write(step.target, next, { mode: 0o600, display });
+    if (outcome === "unchanged") return [{ id: step.target, outcome }];
+
+    const health = await restartAndCheck(step, ctx);
+    if (health.healthy) return [{ id: step.target, outcome }];
+    await ctx.host.restore(before);
+    const after = await restartAndCheck(step, ctx);
+    throw new AgentError(
+      "HEALTH_CHECK_FAILED",
+      `${step.service} was unhealthy after the new config (${health.last}); previous config restored, ${after.healthy ? "and it is healthy again" : `but it is still unhealthy (${after.last})`}`,
+      { hint: `journalctl -u ${step.service} -n 50` },
+    );
+  },
+};

@@ -1,0 +1,165 @@
+import path from "node:path";
+import { z } from "zod";
+import { asAgentError } from "../errors.js";
+import { transformProblem } from "../hookshot/transform.js";
+import { createMatrixClient, type MatrixClient } from "../matrix/client.js";
+import { Secret } from "../secret.js";
+import type { StepItem } from "../state.js";
+import { repoPath, stepCommon } from "./common.js";
+import type { StepContext, StepKind } from "./types.js";
+
+/**
+ * `hookshot`: push changed transformation functions into hookshot's generic-webhook room state.
+ * The state key is the connection name (not the webhook UUID). Each transform is compile-checked the way
+ * hookshot does it; the connection must already exist (creating one would mint a new webhook URL); an equal
+ * function is not written; a write is `{...current, transformationFunction}` (a PUT replaces the whole
+ * content, and losing `name` breaks the hook) and is read back. Deleted files are reported, never removed
+ * from the room.
+ */
+export const HOOK_EVENT_TYPE = "uk.half-shot.matrix-hookshot.generic.hook";
+
+export const schema = z.strictObject({
+  ...stepCommon,
+  kind: z.literal("hookshot"),
+  /** Repository directory holding one `<service>.js` per webhook. */
+  directory: repoPath.default("hookshot"),
+  homeserver: z.url({
+    protocol: /^https?$/,
+    error: "must be an http(s) URL such as https://matrix.example.org",
+  }),
+  room: z.string().regex(/^!.+$/, { message: "must be a room ID (!…)" }),
+  token: z
+    .string()
+    .min(1)
+    .transform((v) => new Secret(v)),
+  eventType: z.string().min(1).default(HOOK_EVENT_TYPE),
+  /** Every transform file → its connection's state key (null: the file name without .js). */
+  transforms: z.record(
+    z.string().regex(/^[A-Za-z0-9._-]+\.js$/, { message: "must be a .js file name" }),
+    z.string().min(1).nullable(),
+  ),
+  concurrency: z.number().int().min(1).max(16).default(4),
+});
+
+export type HookshotStep = z.infer<typeof schema>;
+
+const stateKeyOf = (step: HookshotStep, file: string) =>
+  step.transforms[file] ?? path.posix.basename(file, ".js");
+const fileOf = (step: HookshotStep, rel: string) =>
+  path.posix.dirname(rel) === step.directory && rel.endsWith(".js") ? path.posix.basename(rel) : null;
+
+/** Runs fn over items with at most n in flight, keeping order. */
+async function pool<T, R>(items: readonly T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+async function syncOne(
+  step: HookshotStep,
+  ctx: StepContext,
+  client: MatrixClient,
+  file: string,
+): Promise<StepItem> {
+  const rel = `${step.directory}/${file}`;
+  const key = stateKeyOf(step, file);
+  const id = `${rel} -> ${key}`;
+  if (!ctx.source.has(rel)) {
+    return {
+      id: rel,
+      outcome: "skipped",
+      detail: "deleted from the repository; the connection in the room is left as it is",
+    };
+  }
+  if (!(file in step.transforms)) {
+    return {
+      id: rel,
+      outcome: "failed",
+      detail: `not mapped to a connection: add "${file}" under transforms in the manifest`,
+    };
+  }
+  const src = (await ctx.source.read(rel)).toString("utf8");
+  const problem = await transformProblem(src);
+  if (problem) return { id, outcome: "failed", detail: problem };
+
+  let current: Record<string, unknown> | null;
+  try {
+    current = await client.getState(step.room, step.eventType, key);
+  } catch (err) {
+    const e = asAgentError(err);
+    // A dry run that cannot see the room still describes the plan; a real run must not guess.
+    if (ctx.dryRun)
+      return {
+        id,
+        outcome: "skipped",
+        detail: `current state unknown (${e.code}: ${e.message}); a run would compare and write if different`,
+      };
+    return { id, outcome: "failed", detail: `${e.code}: ${e.message}` };
+  }
+  if (!current || typeof current.name !== "string") {
+    return {
+      id,
+      outcome: "failed",
+      detail: `no hookshot connection "${key}" in ${step.room}; create the webhook in hookshot first (the agent never creates one: that would mint a new URL)`,
+    };
+  }
+  if (current.transformationFunction === src) return { id, outcome: "unchanged" };
+
+  ctx.record({
+    type: "request",
+    method: "PUT",
+    url: `${step.room} state ${step.eventType}/${key}`,
+    detail: `transformationFunction from ${rel}`,
+  });
+  if (ctx.dryRun) return { id, outcome: "changed" };
+  try {
+    await client.putState(step.room, step.eventType, key, { ...current, transformationFunction: src });
+    const back = await client.getState(step.room, step.eventType, key);
+    if (back?.transformationFunction !== src || back.name !== current.name) {
+      return { id, outcome: "failed", detail: "read-back after the write does not show the new function" };
+    }
+  } catch (err) {
+    const e = asAgentError(err);
+    return { id, outcome: "failed", detail: `${e.code}: ${e.message}` };
+  }
+  return { id, outcome: "changed" };
+}
+
+export const hookshotStep: StepKind<typeof schema> = {
+  schema,
+  sources: (step) => Object.keys(step.transforms).map((f) => `${step.directory}/${f}`),
+  triggers: (step) => [`${step.directory}/*.js`],
+
+  plan(step, work) {
+    return work.files.flatMap((rel) => {
+      const file = fileOf(step, rel);
+      return file ? [`sync ${rel} -> connection "${stateKeyOf(step, file)}" in ${step.room}`] : [];
+    });
+  },
+
+  async check(step, repo) {
+    const files = repo.paths().flatMap((p) => fileOf(step, p) ?? []);
+    const problems = files
+      .filter((f) => !(f in step.transforms))
+      .map((f) => `${step.directory}/${f} is not mapped to a connection under transforms`);
+    for (const f of files) {
+      if (!(f in step.transforms)) continue;
+      const problem = await transformProblem((await repo.read(`${step.directory}/${f}`)).toString("utf8"));
+      if (problem) problems.push(`${step.directory}/${f} ${problem}`);
+    }
+    return problems;
+  },
+
+  async apply(step, ctx, work) {
+    const files = [...new Set(work.files.flatMap((rel) => fileOf(step, rel) ?? []))];
+    const client = createMatrixClient({ homeserver: step.homeserver, token: step.token, signal: ctx.signal });
+    return pool(files, step.concurrency, (file) => syncOne(step, ctx, client, file));
+  },
+};

@@ -1,0 +1,84 @@
+import path from "node:path";
+import { z } from "zod";
+import type { StepItem } from "../state.js";
+import { hostPath, repoPath, stepCommon } from "./common.js";
+import type { StepContext, StepKind } from "./types.js";
+
+/**
+ * `systemd-unit`: install a unit file, `daemon-reload`, then restart now, defer the restart (write a flag
+ * file a call-aware job acts on later: killing LiveKit mid-call drops everyone), or leave it. If the reload
+ * or an immediate restart fails, the previous unit file is put back and systemd reloaded again.
+ */
+export const schema = z
+  .strictObject({
+    ...stepCommon,
+    kind: z.literal("systemd-unit"),
+    source: repoPath,
+    /** Unit name; default: the source's file name. */
+    unit: z
+      .string()
+      .regex(/^[A-Za-z0-9@._:-]+\.(service|timer|socket|path|mount|target)$/, {
+        message: "must be a unit file name",
+      })
+      .optional(),
+    directory: hostPath.default("/etc/systemd/system"),
+    restart: z.enum(["now", "deferred", "none"]).default("now"),
+    /** For `restart: deferred`: the flag file whose presence means "restart when it is safe". */
+    flagFile: hostPath.optional(),
+  })
+  .refine((s) => s.restart !== "deferred" || s.flagFile !== undefined, {
+    message: "restart: deferred needs flagFile",
+    path: ["flagFile"],
+  });
+
+export type SystemdUnitStep = z.infer<typeof schema>;
+
+const unitName = (step: SystemdUnitStep) => step.unit ?? path.posix.basename(step.source);
+const unitPath = (step: SystemdUnitStep) => path.posix.join(step.directory, unitName(step));
+
+async function systemctl(ctx: StepContext, ...args: string[]) {
+  await ctx.run([...ctx.commands.systemctl, ...args]);
+}
+
+export const systemdUnitStep: StepKind<typeof schema> = {
+  schema,
+  sources: (step) => [step.source],
+  triggers: (step) => [step.source],
+
+  plan(step) {
+    const then =
+      step.restart === "now"
+        ? `restart ${unitName(step)}`
+        : step.restart === "deferred"
+          ? `flag ${step.flagFile} for a restart when no call is active`
+          : "no restart";
+    return [`install ${step.source} -> ${unitPath(step)}, daemon-reload, ${then}`];
+  },
+
+  async apply(step, ctx) {
+    const data = await ctx.source.read(step.source);
+    const target = unitPath(step);
+    const before = await ctx.host.snapshot(target);
+    const outcome = await ctx.host.write(target, data, { mode: 0o644 });
+    if (outcome === "unchanged") return [{ id: target, outcome }];
+    try {
+      await systemctl(ctx, "daemon-reload");
+      if (step.restart === "now") await systemctl(ctx, "restart", unitName(step));
+    } catch (err) {
+      await ctx.host.restore(before);
+      await systemctl(ctx, "daemon-reload").catch((e: Error) =>
+        ctx.log.warn({ err: e }, "daemon-reload after restore failed"),
+      );
+      throw err;
+    }
+    const items: StepItem[] = [{ id: target, outcome }];
+    if (step.restart === "deferred" && step.flagFile) {
+      const flag = `${ctx.source.revision}\n`;
+      items.push({
+        id: step.flagFile,
+        outcome: await ctx.host.write(step.flagFile, Buffer.from(flag), { mode: 0o644 }),
+      });
+    }
+    return items;
+  },
+};

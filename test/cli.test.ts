@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { runCli, writeManifest } from "./helpers/agent.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
+
+let fx: Fixture;
+let root: string;
+let stateDir: string;
+let manifest: string;
+
+function args(...extra: string[]) {
+  return ["--config", manifest, "--repo", fx.clone, "--root", root, "--state-dir", stateDir, ...extra];
+}
+
+beforeEach(() => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n", "README.md": "repo\n" });
+  root = path.join(fx.dir, "root");
+  stateDir = path.join(fx.dir, "state");
+  mkdirSync(path.join(root, "var/www"), { recursive: true });
+  manifest = writeManifest(fx.dir, {
+    log: { file: "/var/log/deploy.log" },
+    steps: [
+      {
+        name: "landing",
+        kind: "file",
+        source: "landing/index.html",
+        targets: ["/var/www/index.html"],
+        reload: [["sh", "-c", 'sleep "${SLOW:-0}"']],
+      },
+    ],
+  });
+  mkdirSync(path.join(root, "var/log"), { recursive: true });
+});
+afterEach(() => fx.cleanup());
+
+describe("deploy-agent CLI", () => {
+  it("run --dry-run describes the write and the command, exits 0 and writes nothing", async () => {
+    const res = await runCli(["run", "--dry-run", ...args()]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /deploy-agent dry run: host lxctest, revision [0-9a-f]{12}/);
+    assert.match(res.stdout, /\[ok\] landing \(file\): never applied on this host/);
+    assert.match(
+      res.stdout,
+      /would write \/var\/www\/index\.html \(created, 10 bytes, mode 0644, \+1 -0 lines\)/,
+    );
+    assert.match(res.stdout, /would run: sh -c sleep "\$\{SLOW:-0\}"/);
+    assert.match(res.stdout, /result: succeeded \(1 step\(s\) planned/);
+    assert.throws(() => readFileSync(path.join(root, "var/www/index.html")));
+    assert.throws(() => readFileSync(path.join(stateDir, "state.json")));
+  });
+
+  it("run deploys, logs JSON to stderr and the manifest's log file under --root, and status reports it", async () => {
+    const res = await runCli(["run", ...args()]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(readFileSync(path.join(root, "var/www/index.html"), "utf8"), "<p>v1</p>\n");
+    const lines = res.stderr
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { msg: string; level: number });
+    assert.ok(lines.some((l) => l.msg === "run finished"));
+    assert.match(readFileSync(path.join(root, "var/log/deploy.log"), "utf8"), /"msg":"run finished"/);
+
+    const status = await runCli(["status", "--json", ...args()]);
+    assert.equal(status.code, 0, status.stderr);
+    const doc = JSON.parse(status.stdout) as {
+      schema: string;
+      steps: { name: string; lastAppliedRevision: string; lastResult: { outcome: string } }[];
+    };
+    assert.equal(doc.schema, "deploy-agent/status@1");
+    assert.equal(doc.steps[0]?.lastAppliedRevision, git(fx.clone, "rev-parse", "HEAD"));
+    assert.equal(doc.steps[0]?.lastResult.outcome, "succeeded");
+    const text = await runCli(["status", ...args()]);
+    assert.match(text.stdout, /landing \(file\): applied [0-9a-f]{12}; last succeeded \d+s ago/);
+  });
+
+  it("run --json prints the versioned run document", async () => {
+    const res = await runCli(["run", "--json", ...args()]);
+    assert.equal(res.code, 0, res.stderr);
+    const doc = JSON.parse(res.stdout) as {
+      schema: string;
+      result: string;
+      steps: { name: string; outcome: string }[];
+    };
+    assert.equal(doc.schema, "deploy-agent/run@1");
+    assert.equal(doc.result, "succeeded");
+    assert.deepEqual(
+      doc.steps.map((s) => [s.name, s.outcome]),
+      [["landing", "succeeded"]],
+    );
+  });
+
+  it("exits 1 when a step fails, and prints the error code", async () => {
+    fx.push({ "landing/index.html": null });
+    const res = await runCli(["run", ...args()]);
+    assert.equal(res.code, 1);
+    assert.match(res.stdout, /\[FAILED\] landing/);
+    assert.match(res.stdout, /error SOURCE_MISSING: landing\/index\.html does not exist/);
+  });
+
+  it("exits 2 on usage and configuration errors with a hint", async () => {
+    const cases: [string[], RegExp][] = [
+      [["deploy"], /error USAGE: unknown command "deploy"/],
+      [[], /error USAGE: no command given/],
+      [["run", "--bogus"], /error USAGE: Unknown option '--bogus'/],
+      [["run"], /error USAGE: no manifest given\nhint: pass --config/],
+      [["run", ...args("--step", "nope")], /error USAGE: no step named nope .*\nhint: steps: landing/],
+      [
+        ["run", "--config", "/nonexistent.yaml"],
+        /error CONFIG_INVALID: cannot read manifest \/nonexistent\.yaml: ENOENT/,
+      ],
+      [["run", "--config", manifest, "--repo", root], /error REPO_INVALID: .* is not a git work tree/],
+    ];
+    for (const [argv, pattern] of cases) {
+      const res = await runCli(argv, { DEPLOY_AGENT_CONFIG: "" });
+      assert.equal(res.code, 2, `${argv.join(" ")}: ${res.stderr}`);
+      assert.match(res.stderr, pattern);
+    }
+  });
+
+  it("a second run fails clearly while the first holds the lock, and --wait waits for it", async () => {
+    const first = runCli(["run", ...args()], { SLOW: "3" });
+    const lockFile = path.join(stateDir, "deploy.lock");
+    for (let i = 0; i < 100; i++) {
+      try {
+        readFileSync(lockFile);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const second = await runCli(["run", ...args()]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /error LOCKED: another deploy \(pid \d+, since .*\) holds .*deploy\.lock/);
+    const waiting = await runCli(["run", ...args("--wait", "20")]);
+    assert.equal(waiting.code, 0, waiting.stderr);
+    assert.equal((await first).code, 0);
+  });
+
+  it("validate checks the manifest's sources in the checkout and refuses symlinks", async () => {
+    const ok = await runCli(["validate", ...args()]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /landing \(file\): 1 file\(s\) covered\nvalid/);
+    writeFileSync(path.join(fx.clone, "elsewhere.html"), "x");
+    const page = path.join(fx.clone, "landing/index.html");
+    (await import("node:fs")).rmSync(page);
+    symlinkSync("../elsewhere.html", page);
+    const bad = await runCli(["validate", ...args()]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stdout, /error: .*step landing: landing\/index\.html: is a symlink/);
+  });
+});
