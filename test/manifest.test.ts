@@ -77,7 +77,7 @@ describe("manifest loading", () => {
     ],
     [
       "port out of range",
-      "version: 1\nhost: lxctest\nlisten: { port: 70000 }\nsteps:\n" + FILE_STEP,
+      `version: 1\nhost: lxctest\nlisten: { port: 70000 }\nsteps:\n${FILE_STEP}`,
       /listen\.port: /,
     ],
     ["missing steps", HEAD, /steps: /],
