@@ -39,6 +39,13 @@ export const schema = z.strictObject({
     z.string().min(1).nullable(),
   ),
   concurrency: z.number().int().min(1).max(16).default(4),
+  /** Attempts per request and the first backoff (doubling) on 5xx, network errors and timeouts. */
+  retry: z
+    .strictObject({
+      attempts: z.number().int().min(1).max(10).default(5),
+      backoffMs: z.number().int().min(1).max(60_000).default(500),
+    })
+    .prefault({}),
 });
 
 export type HookshotStep = z.infer<typeof schema>;
@@ -159,7 +166,13 @@ export const hookshotStep: StepKind<typeof schema> = {
 
   async apply(step, ctx, work) {
     const files = [...new Set(work.files.flatMap((rel) => fileOf(step, rel) ?? []))];
-    const client = createMatrixClient({ homeserver: step.homeserver, token: step.token, signal: ctx.signal });
+    const client = createMatrixClient({
+      homeserver: step.homeserver,
+      token: step.token,
+      signal: ctx.signal,
+      maxAttempts: step.retry.attempts,
+      backoffMs: step.retry.backoffMs,
+    });
     return pool(files, step.concurrency, (file) => syncOne(step, ctx, client, file));
   },
 };

@@ -1,0 +1,151 @@
+import { randomBytes } from "node:crypto";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/**
+ * A Matrix client-server test homeserver for the room-state endpoints, following the spec and Synapse:
+ * bearer auth (401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN), membership and power levels (403 M_FORBIDDEN),
+ * 404 M_NOT_FOUND for absent state, whole-content replacement on PUT, 429 M_LIMIT_EXCEEDED with
+ * retry_after_ms, and injectable 5xx answers and hangs. It counts every request and write.
+ */
+
+export interface TestUser {
+  userId: string;
+  powerLevel: number;
+  joined?: boolean;
+}
+
+export interface MatrixServerOptions {
+  roomId: string;
+  /** access token → user */
+  users: Record<string, TestUser>;
+  /** power level needed to send state events (m.room.power_levels state_default) */
+  stateDefault?: number;
+}
+
+export interface MatrixTestServer {
+  url: string;
+  /** `${type}/${stateKey}` → content */
+  state: Map<string, Record<string, unknown>>;
+  requests: { method: string; path: string; at: number; status: number }[];
+  writes(): number;
+  /** The next n requests get 429 with this retry_after_ms. */
+  rateLimit(n: number, retryAfterMs: number): void;
+  /** The next n requests get this 5xx status. */
+  failNext(n: number, status?: number): void;
+  /** The next n requests never get an answer (until the server closes). */
+  hangNext(n: number): void;
+  close(): Promise<void>;
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
+  res.writeHead(status, { "content-type": "application/json", ...headers });
+  res.end(JSON.stringify(body));
+}
+
+const err = (errcode: string, error: string) => ({ errcode, error });
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+export async function startMatrixServer(opts: MatrixServerOptions): Promise<MatrixTestServer> {
+  const state = new Map<string, Record<string, unknown>>();
+  const requests: MatrixTestServer["requests"] = [];
+  let writes = 0;
+  let limited = { n: 0, ms: 0 };
+  let failing = { n: 0, status: 500 };
+  let hanging = 0;
+  const hung: ServerResponse[] = [];
+
+  const server = createServer(async (req, res) => {
+    const entry = { method: req.method ?? "", path: req.url ?? "", at: Date.now(), status: 0 };
+    requests.push(entry);
+    const reply = (status: number, body: unknown, headers?: Record<string, string>) => {
+      entry.status = status;
+      send(res, status, body, headers);
+    };
+    const body = await readBody(req);
+    if (hanging > 0) {
+      hanging--;
+      hung.push(res);
+      return;
+    }
+    if (limited.n > 0) {
+      limited.n--;
+      const h = { "retry-after": String(Math.ceil(limited.ms / 1000)) };
+      return reply(429, { ...err("M_LIMIT_EXCEEDED", "Too Many Requests"), retry_after_ms: limited.ms }, h);
+    }
+    if (failing.n > 0) {
+      failing.n--;
+      return reply(failing.status, err("M_UNKNOWN", "Internal server error"));
+    }
+    const auth = req.headers.authorization;
+    if (!auth?.startsWith("Bearer ")) return reply(401, err("M_MISSING_TOKEN", "Missing access token"));
+    const user = opts.users[auth.slice(7)];
+    if (!user)
+      return reply(401, { ...err("M_UNKNOWN_TOKEN", "Invalid access token passed."), soft_logout: false });
+
+    const m = /^\/_matrix\/client\/v3\/rooms\/([^/]+)\/state\/([^/]+)\/([^/?]*)$/.exec(req.url ?? "");
+    if (!m) return reply(404, err("M_UNRECOGNIZED", "Unrecognized request"));
+    const [roomId, type, stateKey] = [m[1], m[2], m[3]].map((s) => decodeURIComponent(s ?? ""));
+    if (roomId !== opts.roomId || user.joined === false) {
+      return reply(403, err("M_FORBIDDEN", `User ${user.userId} not in room ${roomId}`));
+    }
+    const key = `${type}/${stateKey}`;
+    if (req.method === "GET") {
+      const content = state.get(key);
+      return content ? reply(200, content) : reply(404, err("M_NOT_FOUND", "Event not found."));
+    }
+    if (req.method === "PUT") {
+      let content: unknown;
+      try {
+        content = JSON.parse(body);
+      } catch {
+        return reply(400, err("M_NOT_JSON", "Content not JSON."));
+      }
+      if (!content || typeof content !== "object" || Array.isArray(content)) {
+        return reply(400, err("M_BAD_JSON", "Body must be a JSON object"));
+      }
+      const needed = opts.stateDefault ?? 50;
+      if (user.powerLevel < needed) {
+        return reply(
+          403,
+          err(
+            "M_FORBIDDEN",
+            `You don't have permission to post that to the room. user_level (${user.powerLevel}) < send_level (${needed})`,
+          ),
+        );
+      }
+      state.set(key, content as Record<string, unknown>);
+      writes++;
+      return reply(200, { event_id: `$${randomBytes(8).toString("hex")}` });
+    }
+    return reply(405, err("M_UNRECOGNIZED", "Unrecognized request"));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    state,
+    requests,
+    writes: () => writes,
+    rateLimit: (n, ms) => {
+      limited = { n, ms };
+    },
+    failNext: (n, status = 500) => {
+      failing = { n, status };
+    },
+    hangNext: (n) => {
+      hanging = n;
+    },
+    close: () =>
+      new Promise((resolve) => {
+        for (const r of hung) r.destroy();
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
