@@ -23,6 +23,8 @@ export const schema = z.strictObject({
   kind: z.literal("hookshot"),
   /** Repository directory holding one `<service>.js` per webhook. */
   directory: repoPath.default("hookshot"),
+  /** Shared helpers prepended to every transform (outside `directory`'s top level); a change re-pushes all. */
+  prelude: repoPath.optional(),
   homeserver: z.url({
     protocol: /^https?$/,
     error: "must be an http(s) URL such as https://matrix.example.org",
@@ -55,6 +57,15 @@ const stateKeyOf = (step: HookshotStep, file: string) =>
 const fileOf = (step: HookshotStep, rel: string) =>
   path.posix.dirname(rel) === step.directory && rel.endsWith(".js") ? path.posix.basename(rel) : null;
 
+/** The transform files a change touches: all mapped ones when the prelude changed. */
+function transformsFor(step: HookshotStep, files: readonly string[]): string[] {
+  if (step.prelude && files.includes(step.prelude)) {
+    const all = Object.keys(step.transforms).map((f) => `${step.directory}/${f}`);
+    return [...new Set([...files.filter((f) => f !== step.prelude), ...all])];
+  }
+  return [...files];
+}
+
 /** Runs fn over items with at most n in flight, keeping order. */
 async function pool<T, R>(items: readonly T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
@@ -67,6 +78,16 @@ async function pool<T, R>(items: readonly T[], n: number, fn: (item: T) => Promi
   };
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
   return out;
+}
+
+/** The function hookshot stores: the prelude (if any), then the transform. */
+export async function assemble(
+  step: HookshotStep,
+  read: (path: string) => Promise<Buffer>,
+  rel: string,
+): Promise<string> {
+  const own = (await read(rel)).toString("utf8");
+  return step.prelude ? `${(await read(step.prelude)).toString("utf8")}\n${own}` : own;
 }
 
 async function syncOne(
@@ -92,7 +113,7 @@ async function syncOne(
       detail: `not mapped to a connection: add "${file}" under transforms in the manifest`,
     };
   }
-  const src = (await ctx.source.read(rel)).toString("utf8");
+  const src = await assemble(step, (p) => ctx.source.read(p), rel);
   const problem = await transformProblem(src);
   if (problem) return { id, outcome: "failed", detail: problem };
 
@@ -141,11 +162,14 @@ async function syncOne(
 
 export const hookshotStep: StepKind<typeof schema> = {
   schema,
-  sources: (step) => Object.keys(step.transforms).map((f) => `${step.directory}/${f}`),
-  triggers: (step) => [`${step.directory}/*.js`],
+  sources: (step) => [
+    ...(step.prelude ? [step.prelude] : []),
+    ...Object.keys(step.transforms).map((f) => `${step.directory}/${f}`),
+  ],
+  triggers: (step) => [`${step.directory}/*.js`, ...(step.prelude ? [step.prelude] : [])],
 
   plan(step, work) {
-    return work.files.flatMap((rel) => {
+    return transformsFor(step, work.files).flatMap((rel) => {
       const file = fileOf(step, rel);
       return file ? [`sync ${rel} -> connection "${stateKeyOf(step, file)}" in ${step.room}`] : [];
     });
@@ -158,14 +182,16 @@ export const hookshotStep: StepKind<typeof schema> = {
       .map((f) => `${step.directory}/${f} is not mapped to a connection under transforms`);
     for (const f of files) {
       if (!(f in step.transforms)) continue;
-      const problem = await transformProblem((await repo.read(`${step.directory}/${f}`)).toString("utf8"));
+      const problem = await transformProblem(
+        await assemble(step, (p) => repo.read(p), `${step.directory}/${f}`),
+      );
       if (problem) problems.push(`${step.directory}/${f} ${problem}`);
     }
     return problems;
   },
 
   async apply(step, ctx, work) {
-    const files = [...new Set(work.files.flatMap((rel) => fileOf(step, rel) ?? []))];
+    const files = [...new Set(transformsFor(step, work.files).flatMap((rel) => fileOf(step, rel) ?? []))];
     const client = createMatrixClient({
       homeserver: step.homeserver,
       token: step.token,
