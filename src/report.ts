@@ -43,6 +43,10 @@ function renderStep(step: StepReport, dryRun: boolean): string {
   for (const e of step.effects) lines.push(indent(renderEffect(e, dryRun), "    "));
   const unchanged = step.items.filter((i) => i.outcome === "unchanged").map((i) => i.id);
   if (unchanged.length) lines.push(`    unchanged: ${unchanged.join(", ")}`);
+  for (const item of step.items) {
+    if (item.outcome === "skipped" || item.outcome === "failed")
+      lines.push(`    ${item.outcome}: ${item.id}: ${item.detail ?? ""}`);
+  }
   if (step.error) {
     lines.push(`    error ${step.error.code}: ${step.error.message}`);
     if (step.error.hint) lines.push(`    hint: ${step.error.hint}`);

@@ -196,7 +196,8 @@ export const hookshotStep: StepKind<typeof schema> = {
       homeserver: step.homeserver,
       token: step.token,
       signal: ctx.signal,
-      maxAttempts: step.retry.attempts,
+      // A dry run looks once: it must not spend minutes retrying a homeserver it only wants to compare with.
+      maxAttempts: ctx.dryRun ? 1 : step.retry.attempts,
       backoffMs: step.retry.backoffMs,
     });
     return pool(files, step.concurrency, (file) => syncOne(step, ctx, client, file));
