@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { runCommand } from "./commands/run.js";
+import { serveCommand } from "./commands/serve.js";
 import { statusCommand } from "./commands/status.js";
 import { validateCommand } from "./commands/validate.js";
 import { AgentError } from "./errors.js";
@@ -13,6 +14,7 @@ commands:
   run        sync the clone to origin/<branch> and apply the steps whose files changed
   validate   check the manifest, its \${VAR} interpolation and every repository file it references
   status     show per-step applied revision, last outcome and age
+  serve      run the webhook daemon: verify Gitea pushes, deploy through a coalescing queue
 
 options:
   --config FILE      host manifest (config/<host>.yaml); default $DEPLOY_AGENT_CONFIG
@@ -27,6 +29,7 @@ options:
   --no-fetch         do not fetch; deploy the remote-tracking branch as it is
   --wait SECONDS     wait this long for another run's lock (default 0: fail at once)
   --log-level LEVEL  trace|debug|info|warn|error (default: the manifest's log.level)
+  --listen HOST:PORT serve: override the manifest's listen address
   -h, --help         this text
   --version          print the version
 
@@ -97,6 +100,8 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
         return await validateCommand(common, out);
       case "status":
         return await statusCommand(common, out);
+      case "serve":
+        return await serveCommand({ ...common, dryRun: v["dry-run"] ?? false, listen: v.listen });
       default:
         err(`error USAGE: unknown command "${command}"\n\n${USAGE}`);
         return 2;
@@ -124,6 +129,7 @@ function parse(argv: string[]) {
       "no-fetch": { type: "boolean" },
       wait: { type: "string" },
       "log-level": { type: "string" },
+      listen: { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },

@@ -1,6 +1,49 @@
+import { isIP } from "node:net";
 import { z } from "zod";
 import { argv, hostPath } from "../steps/common.js";
 import { stepSchema } from "../steps/index.js";
+
+const cidr = z.string().refine(
+  (v) => {
+    const [ip = "", prefix, extra] = v.split("/");
+    const family = isIP(ip);
+    const bits = prefix === undefined ? (family === 6 ? 128 : 32) : Number(prefix);
+    return family !== 0 && extra === undefined && Number.isInteger(bits) && bits >= 0 && bits <= (family === 6 ? 128 : 32);
+  },
+  { message: "must be an address or CIDR such as 10.10.10.0/24" },
+);
+
+/** How `serve` takes Gitea's push webhook. */
+const webhookSchema = z
+  .strictObject({
+    /** Keep the old hook URL: the webhook binary served /hooks/<id>. */
+    path: z
+      .string()
+      .regex(/^\/[A-Za-z0-9._~/-]*$/, { message: "must be an absolute URL path" })
+      .default("/hooks/deploy"),
+    /** File holding the shared secret (one line); used unless secretEnv is set. */
+    secretFile: hostPath.default("/etc/deploy-agent/webhook-secret"),
+    /** Name of an env-file/environment variable holding the secret instead, e.g. WEBHOOK_SECRET. */
+    secretEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+      .optional(),
+    /** Source addresses allowed to reach the listener (empty: all); others get 403 before the body is read. */
+    allowFrom: z.array(cidr).default([]),
+    bodyLimitBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(64 * 1024 * 1024)
+      .default(1024 * 1024),
+    /** Fallback poll of the remote for lost deliveries; 0 turns it off. */
+    pollIntervalSeconds: z.number().int().min(0).max(86_400).default(300),
+    /** A delivery id seen within this window is acknowledged and not run again. */
+    duplicateWindowSeconds: z.number().int().min(0).max(604_800).default(3600),
+    /** /healthz turns 503 after this many failed runs in a row. */
+    unhealthyAfterFailures: z.number().int().min(1).max(100).default(3),
+  })
+  .prefault({});
 
 /** The host manifest (`config/<host>.yaml`). This schema is the single source of its types. */
 export const manifestSchema = z
@@ -24,6 +67,7 @@ export const manifestSchema = z
           .default("main"),
       })
       .prefault({}),
+    webhook: webhookSchema,
     /** dotenv file whose variables `${VAR}` references may use; the process environment wins over it. */
     envFile: hostPath.optional(),
     stateDir: hostPath.default("/var/lib/deploy-agent"),

@@ -1,0 +1,176 @@
+import type { Logger } from "pino";
+import { asAgentError } from "../errors.js";
+import type { Manifest } from "../manifest/schema.js";
+import { deploy, type RunReport } from "../pipeline.js";
+import { readState } from "../state.js";
+import { type AgentMetrics, createMetrics } from "./metrics.js";
+import { createQueue, type DeployQueue } from "./queue.js";
+
+/**
+ * The daemon's loop: a coalescing queue of deploy runs, a fallback poll of the remote, and what /status,
+ * /healthz and /metrics report about it. The HTTP layer only verifies, filters and calls `request`.
+ */
+
+export interface AgentOptions {
+  manifest: Manifest;
+  repoDir: string;
+  stateDir: string;
+  root: string;
+  dryRun: boolean;
+  log: Logger;
+  /** How long a run waits for a lock held by a manual `deploy-agent run`. */
+  lockWaitMs?: number;
+  /** Delay before retrying after a transient failure (fetch, lock). */
+  retryDelayMs?: number;
+}
+
+interface RunError {
+  code: string;
+  message: string;
+  at: string;
+}
+
+export interface Agent {
+  queue: DeployQueue;
+  metrics: AgentMetrics;
+  request(reason: string): void;
+  status(): Promise<Record<string, unknown>>;
+  health(): { ok: boolean; reason?: string };
+  /** Starts the start-up reconcile and the poll timer. */
+  start(): void;
+  /** Stops polling, skips the steps not yet started, waits for the running one. */
+  close(): Promise<void>;
+}
+
+const summary = (r: RunReport) => ({
+  revision: r.revision,
+  result: r.result,
+  dryRun: r.dryRun,
+  durationMs: r.durationMs,
+  warnings: r.warnings,
+  steps: r.steps.map((s) => ({
+    name: s.name,
+    kind: s.kind,
+    outcome: s.outcome,
+    reason: s.reason,
+    message: s.message,
+    durationMs: s.durationMs,
+    error: s.error ?? null,
+    items: s.items,
+  })),
+});
+
+export function createAgent(opts: AgentOptions): Agent {
+  const { manifest, log } = opts;
+  const metrics = createMetrics(manifest.host);
+  const stop = new AbortController();
+  let lastReport: (RunReport & { finishedAt: string }) | null = null;
+  let lastError: RunError | null = null;
+  let failuresInRow = 0;
+  let pollTimer: NodeJS.Timeout | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  async function runOnce(reasons: string[]): Promise<void> {
+    const runLog = log.child({ run: reasons.length === 1 ? reasons[0] : `${reasons.length} requests` });
+    metrics.queueDepth(queue.state().pending ? 2 : 1);
+    try {
+      const report = await deploy({
+        manifest,
+        repoDir: opts.repoDir,
+        stateDir: opts.stateDir,
+        root: opts.root,
+        dryRun: opts.dryRun,
+        fetch: true,
+        all: false,
+        only: [],
+        lockWaitMs: opts.lockWaitMs ?? 60_000,
+        log: runLog,
+        stop: stop.signal,
+      });
+      lastReport = { ...report, finishedAt: new Date().toISOString() };
+      lastError = null;
+      failuresInRow = report.result === "failed" ? failuresInRow + 1 : 0;
+      metrics.run(report);
+    } catch (err) {
+      const e = asAgentError(err);
+      lastError = { code: e.code, message: e.message, at: new Date().toISOString() };
+      failuresInRow++;
+      metrics.runError();
+      runLog.error({ code: e.code, err: e.message }, "deploy run failed before its steps");
+      if (e.failure !== "stalled" && !stop.signal.aborted) {
+        clearTimeout(retryTimer);
+        retryTimer = setTimeout(() => queue.request(`retry after ${e.code}`), opts.retryDelayMs ?? 30_000);
+        retryTimer.unref();
+      }
+    } finally {
+      metrics.queueDepth(queue.state().pending ? 1 : 0);
+    }
+  }
+
+  const queue = createQueue(runOnce, log);
+
+  return {
+    queue,
+    metrics,
+    request: (reason) => {
+      queue.request(reason);
+      metrics.queueDepth(queue.state().running ? (queue.state().pending ? 2 : 1) : 0);
+    },
+
+    start() {
+      queue.request("start-up reconcile");
+      const every = manifest.webhook.pollIntervalSeconds;
+      if (every > 0) {
+        pollTimer = setInterval(() => queue.request("poll"), every * 1000);
+        pollTimer.unref();
+      }
+    },
+
+    health() {
+      const q = queue.state();
+      const stepBudgetMs = manifest.steps.reduce((sum, s) => sum + s.timeoutSeconds * 1000, 0) + 5 * 60_000;
+      if (q.runningSince && Date.now() - q.runningSince > stepBudgetMs) {
+        return { ok: false, reason: `a deploy has been running for ${Math.round((Date.now() - q.runningSince) / 1000)}s` };
+      }
+      if (lastError?.code === "REPO_INVALID") return { ok: false, reason: `repository unusable: ${lastError.message}` };
+      if (failuresInRow >= manifest.webhook.unhealthyAfterFailures) {
+        return { ok: false, reason: `the last ${failuresInRow} deploy runs failed` };
+      }
+      return { ok: true };
+    },
+
+    async status() {
+      const { state, problem } = await readState(opts.stateDir, manifest.host);
+      const q = queue.state();
+      return {
+        schema: "deploy-agent/serve-status@1",
+        host: manifest.host,
+        dryRun: opts.dryRun,
+        branch: manifest.repo.branch,
+        deployedRevision: state.lastRun?.revision ?? null,
+        stateProblem: problem ?? null,
+        health: this.health(),
+        queue: { running: q.running, pending: q.pending, reasons: q.reasons, runsStarted: q.runsStarted },
+        steps: manifest.steps.map((s) => {
+          const st = state.steps[s.name];
+          return {
+            name: s.name,
+            kind: s.kind,
+            lastAppliedRevision: st?.lastAppliedRevision ?? null,
+            lastAttemptedRevision: st?.lastAttemptedRevision ?? null,
+            lastResult: st?.lastResult ?? null,
+          };
+        }),
+        lastRun: lastReport ? { ...summary(lastReport), finishedAt: lastReport.finishedAt } : null,
+        lastError,
+      };
+    },
+
+    async close() {
+      clearInterval(pollTimer);
+      clearTimeout(retryTimer);
+      stop.abort();
+      await queue.close();
+    },
+  };
+}

@@ -1,0 +1,190 @@
+import { randomUUID } from "node:crypto";
+import { BlockList, isIPv4 } from "node:net";
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from "fastify";
+import type { Logger } from "pino";
+import { z } from "zod";
+import type { Manifest } from "../manifest/schema.js";
+import type { Secret } from "../secret.js";
+import type { Agent } from "./agent.js";
+import { claimedSignature, verify } from "./verify.js";
+
+/**
+ * The HTTP layer: it verifies, filters and enqueues — nothing else. Only the webhook route reads raw
+ * bytes (an encapsulated content-type parser); the HMAC is checked over exactly what Gitea signed before
+ * any JSON parsing. `buildServer` does not listen, so tests use inject() and real sockets alike.
+ */
+
+export interface ServerDeps {
+  manifest: Manifest;
+  secret: Secret;
+  agent: Agent;
+  log: Logger;
+}
+
+const ZERO = /^0{40}$/;
+
+/** Only what the agent reads from a push; everything else Gitea sends is ignored. */
+const pushSchema = z.object({
+  ref: z.string(),
+  before: z.string(),
+  after: z.string(),
+  repository: z.object({ full_name: z.string() }).partial().optional(),
+});
+
+const header = (req: FastifyRequest, ...names: string[]) => {
+  for (const n of names) {
+    const v = req.headers[n];
+    if (typeof v === "string" && v !== "") return v;
+  }
+  return undefined;
+};
+
+const OUTCOME_BY_STATUS: Record<number, string> = {
+  400: "bad_request",
+  401: "unauthorized",
+  403: "forbidden",
+  413: "too_large",
+  415: "unsupported",
+};
+
+declare module "fastify" {
+  interface FastifyRequest {
+    deliveryOutcome?: string;
+  }
+}
+
+function allowList(cidrs: readonly string[]): BlockList | null {
+  if (!cidrs.length) return null;
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const [ip = "", prefix] = c.split("/");
+    const type = isIPv4(ip) ? "ipv4" : "ipv6";
+    list.addSubnet(ip, prefix === undefined ? (type === "ipv4" ? 32 : 128) : Number(prefix), type);
+  }
+  return list;
+}
+
+function allowed(list: BlockList, address: string | undefined): boolean {
+  if (!address) return false;
+  const v4 = address.startsWith("::ffff:") ? address.slice(7) : address;
+  return isIPv4(v4) ? list.check(v4, "ipv4") : list.check(address, "ipv6");
+}
+
+export function buildServer(deps: ServerDeps): FastifyInstance {
+  const { manifest, agent } = deps;
+  const hook = manifest.webhook;
+  const branchRef = `refs/heads/${manifest.repo.branch}`;
+  const seen = new Map<string, number>();
+  const app = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    // One line per delivery from the handler instead of two per request (scrapes and probes stay quiet).
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: hook.bodyLimitBytes,
+    return503OnClosing: true,
+    forceCloseConnections: "idle",
+  });
+
+  const sources = allowList(hook.allowFrom);
+  if (sources) {
+    app.addHook("onRequest", async (req, reply) => {
+      if (!allowed(sources, req.socket.remoteAddress)) {
+        req.deliveryOutcome = "forbidden";
+        return reply.code(403).send({ error: "forbidden" });
+      }
+    });
+  }
+
+  /** Acknowledges a delivery id once per window; true when it was seen before. */
+  function duplicate(id: string): boolean {
+    const now = Date.now();
+    const window = hook.duplicateWindowSeconds * 1000;
+    for (const [k, at] of seen) {
+      if (now - at <= window && seen.size < 10_000) break;
+      seen.delete(k);
+    }
+    if (seen.has(id) && now - (seen.get(id) ?? 0) <= window) return true;
+    seen.set(id, now);
+    return false;
+  }
+
+  async function receive(req: FastifyRequest, reply: FastifyReply) {
+    const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    // With the form content type Gitea signs the JSON inside `payload`, not the form body.
+    const form = (req.headers["content-type"] ?? "").startsWith("application/x-www-form-urlencoded");
+    const signed = form ? Buffer.from(new URLSearchParams(raw.toString("utf8")).get("payload") ?? "", "utf8") : raw;
+    if (!verify(deps.secret.reveal(), signed, claimedSignature(req.headers))) {
+      req.deliveryOutcome = "unauthorized";
+      req.log.warn({ ip: req.ip }, "webhook rejected: signature missing or invalid");
+      return reply.code(401).send({ error: "signature missing or invalid" });
+    }
+    const delivery = header(req, "x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery", "x-github-delivery") ?? randomUUID();
+    const log = req.log.child({ delivery });
+    const ignore = (why: string) => {
+      req.deliveryOutcome = "ignored";
+      log.debug({ why }, "delivery ignored");
+      return reply.code(202).send({ ignored: why, delivery });
+    };
+    const event = header(req, "x-gitea-event", "x-forgejo-event", "x-gogs-event", "x-github-event");
+    if (event !== "push") return ignore(`event ${event ?? "(none)"} is not a push`);
+    let json: unknown;
+    try {
+      json = JSON.parse(signed.toString("utf8"));
+    } catch {
+      req.deliveryOutcome = "bad_request";
+      return reply.code(400).send({ error: "body is not valid JSON", delivery });
+    }
+    const push = pushSchema.safeParse(json);
+    if (!push.success) {
+      req.deliveryOutcome = "bad_request";
+      return reply.code(400).send({ error: "not a push payload: ref, before and after are required", delivery });
+    }
+    const { ref, before, after } = push.data;
+    if (ref.startsWith("refs/tags/")) return ignore(`tag ${ref.slice(10)}`);
+    if (ref !== branchRef) return ignore(`ref ${ref} is not ${branchRef}`);
+    if (ZERO.test(after)) return ignore(`${branchRef} was deleted`);
+    if (duplicate(delivery)) {
+      req.deliveryOutcome = "duplicate";
+      log.info("duplicate delivery acknowledged, not run again");
+      return reply.code(202).send({ duplicate: true, delivery });
+    }
+    req.deliveryOutcome = "accepted";
+    log.info({ before, after, repository: push.data.repository?.full_name }, before === after ? "test delivery: reconciling" : "push accepted");
+    agent.request(`push ${after.slice(0, 12)} (delivery ${delivery})`);
+    return reply.code(202).send({ queued: true, delivery, after });
+  }
+
+  app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser(
+      ["application/json", "application/x-www-form-urlencoded"],
+      { parseAs: "buffer", bodyLimit: hook.bodyLimitBytes },
+      (_req, body, done) => done(null, body),
+    );
+    scope.addHook("onResponse", async (req, reply) => {
+      agent.metrics.delivery(req.deliveryOutcome ?? OUTCOME_BY_STATUS[reply.statusCode] ?? `http_${reply.statusCode}`);
+    });
+    scope.post(hook.path, receive);
+    scope.route({
+      method: ["GET", "PUT", "DELETE", "PATCH"],
+      url: hook.path,
+      handler: async (_req, reply) => reply.code(405).header("allow", "POST").send({ error: "method not allowed" }),
+    });
+  });
+
+  app.get("/healthz", async (_req, reply) => {
+    const h = agent.health();
+    return reply.code(h.ok ? 200 : 503).send(h.ok ? { status: "ok" } : { status: "unhealthy", reason: h.reason });
+  });
+  app.get("/status", async () => agent.status());
+  app.get("/metrics", async (_req, reply) => {
+    const text = await agent.metrics.registry.metrics();
+    return reply.type(agent.metrics.registry.contentType).send(text);
+  });
+  return app;
+}

@@ -1,0 +1,76 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { RunReport } from "../pipeline.js";
+
+/** The agent's Prometheus metrics, on a registry of its own (prom-client). */
+export interface AgentMetrics {
+  registry: Registry;
+  delivery(outcome: string): void;
+  run(report: RunReport): void;
+  runError(): void;
+  queueDepth(n: number): void;
+}
+
+export function createMetrics(host: string): AgentMetrics {
+  const registry = new Registry();
+  registry.setDefaultLabels({ host });
+  collectDefaultMetrics({ register: registry, prefix: "deploy_agent_" });
+  const deliveries = new Counter({
+    name: "deploy_agent_webhook_deliveries_total",
+    help: "Webhook deliveries by outcome (accepted, duplicate, ignored, unauthorized, bad_request, too_large, forbidden, unsupported)",
+    labelNames: ["outcome"],
+    registers: [registry],
+  });
+  const runs = new Counter({
+    name: "deploy_agent_runs_total",
+    help: "Deploy runs by result (succeeded, failed, noop, error)",
+    labelNames: ["result"],
+    registers: [registry],
+  });
+  const stepRuns = new Counter({
+    name: "deploy_agent_step_runs_total",
+    help: "Step runs by step and result",
+    labelNames: ["step", "result"],
+    registers: [registry],
+  });
+  const stepDuration = new Histogram({
+    name: "deploy_agent_step_duration_seconds",
+    help: "Duration of step runs",
+    labelNames: ["step"],
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
+    registers: [registry],
+  });
+  const lastSuccess = new Gauge({
+    name: "deploy_agent_last_success_timestamp_seconds",
+    help: "When the last run that succeeded (or had nothing to do) finished",
+    registers: [registry],
+  });
+  const deployed = new Gauge({
+    name: "deploy_agent_deployed_commit_info",
+    help: "The commit the last finished run deployed (value 1)",
+    labelNames: ["revision"],
+    registers: [registry],
+  });
+  const depth = new Gauge({
+    name: "deploy_agent_queue_depth",
+    help: "Deploy runs in progress or pending (0-2)",
+    registers: [registry],
+  });
+  for (const outcome of ["accepted", "duplicate", "ignored", "unauthorized"]) deliveries.inc({ outcome }, 0);
+
+  return {
+    registry,
+    delivery: (outcome) => deliveries.inc({ outcome }),
+    run(report) {
+      runs.inc({ result: report.result });
+      for (const s of report.steps.filter((x) => x.run)) {
+        stepRuns.inc({ step: s.name, result: s.outcome });
+        stepDuration.observe({ step: s.name }, s.durationMs / 1000);
+      }
+      if (report.result !== "failed") lastSuccess.set(Date.now() / 1000);
+      deployed.reset();
+      deployed.set({ revision: report.revision }, 1);
+    },
+    runError: () => runs.inc({ result: "error" }),
+    queueDepth: (n) => depth.set(n),
+  };
+}
