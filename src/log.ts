@@ -28,12 +28,15 @@ export interface LogOptions {
   file?: string | undefined;
   /** Force JSON even on a TTY. */
   json?: boolean;
+  /** Write here instead of the fd (tests capture log lines this way). */
+  stream?: DestinationStream;
 }
 
 export function createLogger(opts: LogOptions): Logger {
   const tty = opts.fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
-  const main: DestinationStream =
-    tty && !opts.json
+  const main: DestinationStream = opts.stream
+    ? opts.stream
+    : tty && !opts.json
       ? pretty({ destination: opts.fd, colorize: true, sync: true, ignore: "pid,hostname" })
       : pino.destination({ dest: opts.fd, sync: true });
   const streams: { stream: DestinationStream; level?: string }[] = [{ stream: main, level: opts.level }];

@@ -255,7 +255,10 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     }
     for (const w of warnings) opts.log.warn(w);
     // A run with nothing to do is routine (every poll, every unrelated push): debug, not info.
-    opts.log[result === "noop" ? "debug" : "info"]({ revision: source.revision, result, durationMs, dryRun: opts.dryRun }, "run finished");
+    opts.log[result === "noop" ? "debug" : "info"](
+      { revision: source.revision, result, durationMs, dryRun: opts.dryRun },
+      "run finished",
+    );
     return {
       schema: "deploy-agent/run@1",
       host: opts.manifest.host,

@@ -33,9 +33,13 @@ async function loadSecret(manifest: Manifest, r: Resolved): Promise<Secret> {
     const file = r.under(secretFile);
     const st = await stat(file).catch(() => null);
     if (st && (st.mode & 0o077) !== 0) {
-      throw new AgentError("CONFIG_INVALID", `webhook secret file ${file} is readable by others (mode 0${(st.mode & 0o777).toString(8)})`, {
-        hint: `chmod 600 ${file}`,
-      });
+      throw new AgentError(
+        "CONFIG_INVALID",
+        `webhook secret file ${file} is readable by others (mode 0${(st.mode & 0o777).toString(8)})`,
+        {
+          hint: `chmod 600 ${file}`,
+        },
+      );
     }
     value = st ? await readFile(file, "utf8") : undefined;
   }
@@ -49,7 +53,9 @@ function parseListen(value: string | undefined, manifest: Manifest): { host: str
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
   const port = Number(m?.[3]);
   if (!m || port < 0 || port > 65535) {
-    throw new AgentError("USAGE", `--listen takes HOST:PORT, not "${value}"`, { hint: "e.g. --listen 127.0.0.1:9500 or --listen [::1]:9500" });
+    throw new AgentError("USAGE", `--listen takes HOST:PORT, not "${value}"`, {
+      hint: "e.g. --listen 127.0.0.1:9500 or --listen [::1]:9500",
+    });
   }
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
@@ -67,8 +73,20 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
   const listen = parseListen(flags.listen, manifest);
   const secret = await loadSecret(manifest, r);
   const logFile = manifest.log.file ? r.under(manifest.log.file) : undefined;
-  const log = createLogger({ level: flags.logLevel ?? manifest.log.level, fd: 1, file: logFile, json: flags.json });
-  const agent = createAgent({ manifest, repoDir: r.repoDir, stateDir: r.stateDir, root: r.root, dryRun: flags.dryRun, log });
+  const log = createLogger({
+    level: flags.logLevel ?? manifest.log.level,
+    fd: 1,
+    file: logFile,
+    json: flags.json,
+  });
+  const agent = createAgent({
+    manifest,
+    repoDir: r.repoDir,
+    stateDir: r.stateDir,
+    root: r.root,
+    dryRun: flags.dryRun,
+    log,
+  });
   const app = buildServer({ manifest, secret, agent, log });
   const address = await app.listen(listen);
   log.info({ address, host: manifest.host, path: manifest.webhook.path, dryRun: flags.dryRun }, "listening");
@@ -77,7 +95,9 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
   const why = await (flags.shutdown ?? signals());
   log.info({ signal: why }, "shutting down: no new deliveries, the running step finishes");
   const grace = setTimeout(() => {
-    log.error("shutdown grace period over; exiting with the step still running (its state was not recorded as applied)");
+    log.error(
+      "shutdown grace period over; exiting with the step still running (its state was not recorded as applied)",
+    );
     process.exit(1);
   }, SHUTDOWN_GRACE_MS);
   grace.unref();

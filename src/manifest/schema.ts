@@ -8,7 +8,13 @@ const cidr = z.string().refine(
     const [ip = "", prefix, extra] = v.split("/");
     const family = isIP(ip);
     const bits = prefix === undefined ? (family === 6 ? 128 : 32) : Number(prefix);
-    return family !== 0 && extra === undefined && Number.isInteger(bits) && bits >= 0 && bits <= (family === 6 ? 128 : 32);
+    return (
+      family !== 0 &&
+      extra === undefined &&
+      Number.isInteger(bits) &&
+      bits >= 0 &&
+      bits <= (family === 6 ? 128 : 32)
+    );
   },
   { message: "must be an address or CIDR such as 10.10.10.0/24" },
 );

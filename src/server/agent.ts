@@ -130,9 +130,13 @@ export function createAgent(opts: AgentOptions): Agent {
       const q = queue.state();
       const stepBudgetMs = manifest.steps.reduce((sum, s) => sum + s.timeoutSeconds * 1000, 0) + 5 * 60_000;
       if (q.runningSince && Date.now() - q.runningSince > stepBudgetMs) {
-        return { ok: false, reason: `a deploy has been running for ${Math.round((Date.now() - q.runningSince) / 1000)}s` };
+        return {
+          ok: false,
+          reason: `a deploy has been running for ${Math.round((Date.now() - q.runningSince) / 1000)}s`,
+        };
       }
-      if (lastError?.code === "REPO_INVALID") return { ok: false, reason: `repository unusable: ${lastError.message}` };
+      if (lastError?.code === "REPO_INVALID")
+        return { ok: false, reason: `repository unusable: ${lastError.message}` };
       if (failuresInRow >= manifest.webhook.unhealthyAfterFailures) {
         return { ok: false, reason: `the last ${failuresInRow} deploy runs failed` };
       }

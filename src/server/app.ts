@@ -117,13 +117,17 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     // With the form content type Gitea signs the JSON inside `payload`, not the form body.
     const form = (req.headers["content-type"] ?? "").startsWith("application/x-www-form-urlencoded");
-    const signed = form ? Buffer.from(new URLSearchParams(raw.toString("utf8")).get("payload") ?? "", "utf8") : raw;
+    const signed = form
+      ? Buffer.from(new URLSearchParams(raw.toString("utf8")).get("payload") ?? "", "utf8")
+      : raw;
     if (!verify(deps.secret.reveal(), signed, claimedSignature(req.headers))) {
       req.deliveryOutcome = "unauthorized";
       req.log.warn({ ip: req.ip }, "webhook rejected: signature missing or invalid");
       return reply.code(401).send({ error: "signature missing or invalid" });
     }
-    const delivery = header(req, "x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery", "x-github-delivery") ?? randomUUID();
+    const delivery =
+      header(req, "x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery", "x-github-delivery") ??
+      randomUUID();
     const log = req.log.child({ delivery });
     const ignore = (why: string) => {
       req.deliveryOutcome = "ignored";
@@ -142,7 +146,9 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     const push = pushSchema.safeParse(json);
     if (!push.success) {
       req.deliveryOutcome = "bad_request";
-      return reply.code(400).send({ error: "not a push payload: ref, before and after are required", delivery });
+      return reply
+        .code(400)
+        .send({ error: "not a push payload: ref, before and after are required", delivery });
     }
     const { ref, before, after } = push.data;
     if (ref.startsWith("refs/tags/")) return ignore(`tag ${ref.slice(10)}`);
@@ -154,7 +160,10 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       return reply.code(202).send({ duplicate: true, delivery });
     }
     req.deliveryOutcome = "accepted";
-    log.info({ before, after, repository: push.data.repository?.full_name }, before === after ? "test delivery: reconciling" : "push accepted");
+    log.info(
+      { before, after, repository: push.data.repository?.full_name },
+      before === after ? "test delivery: reconciling" : "push accepted",
+    );
     agent.request(`push ${after.slice(0, 12)} (delivery ${delivery})`);
     return reply.code(202).send({ queued: true, delivery, after });
   }
@@ -167,19 +176,24 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       (_req, body, done) => done(null, body),
     );
     scope.addHook("onResponse", async (req, reply) => {
-      agent.metrics.delivery(req.deliveryOutcome ?? OUTCOME_BY_STATUS[reply.statusCode] ?? `http_${reply.statusCode}`);
+      agent.metrics.delivery(
+        req.deliveryOutcome ?? OUTCOME_BY_STATUS[reply.statusCode] ?? `http_${reply.statusCode}`,
+      );
     });
     scope.post(hook.path, receive);
     scope.route({
       method: ["GET", "PUT", "DELETE", "PATCH"],
       url: hook.path,
-      handler: async (_req, reply) => reply.code(405).header("allow", "POST").send({ error: "method not allowed" }),
+      handler: async (_req, reply) =>
+        reply.code(405).header("allow", "POST").send({ error: "method not allowed" }),
     });
   });
 
   app.get("/healthz", async (_req, reply) => {
     const h = agent.health();
-    return reply.code(h.ok ? 200 : 503).send(h.ok ? { status: "ok" } : { status: "unhealthy", reason: h.reason });
+    return reply
+      .code(h.ok ? 200 : 503)
+      .send(h.ok ? { status: "ok" } : { status: "unhealthy", reason: h.reason });
   });
   app.get("/status", async () => agent.status());
   app.get("/metrics", async (_req, reply) => {

@@ -1,0 +1,171 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { readState } from "../src/state.js";
+import { CLI, PROJECT, runCli, writeManifest } from "./helpers/agent.js";
+import { type Fixture, makeFixture } from "./helpers/git.js";
+
+/** `deploy-agent serve` as a real process: start-up, signals, crashes. */
+
+let fx: Fixture;
+let root: string;
+let stateDir: string;
+let manifest: string;
+const SECRET = "serve-process-Secret-xyz";
+
+interface Served {
+  child: ChildProcess;
+  out: () => string;
+  exited: Promise<number | null>;
+  waitFor(pattern: RegExp, ms?: number): Promise<string>;
+}
+
+function serve(): Served {
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      CLI,
+      "serve",
+      "--config",
+      manifest,
+      "--repo",
+      fx.clone,
+      "--root",
+      root,
+      "--state-dir",
+      stateDir,
+      "--listen",
+      "127.0.0.1:0",
+    ],
+    {
+      cwd: PROJECT,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let out = "";
+  child.stdout?.on("data", (d) => {
+    out += d;
+  });
+  child.stderr?.on("data", (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    child,
+    out: () => out,
+    exited,
+    async waitFor(pattern, ms = 20_000) {
+      const deadline = Date.now() + ms;
+      while (Date.now() < deadline) {
+        const m = pattern.exec(out);
+        if (m) return m[0];
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error(`timed out waiting for ${pattern}; output:\n${out}`);
+    },
+  };
+}
+
+beforeEach(() => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n", "cinny/config.json": "{}\n" });
+  root = path.join(fx.dir, "root");
+  stateDir = path.join(fx.dir, "state");
+  for (const d of ["var/www", "etc/deploy-agent"]) mkdirSync(path.join(root, d), { recursive: true });
+  writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`, { mode: 0o600 });
+  manifest = writeManifest(fx.dir, {
+    webhook: { pollIntervalSeconds: 0 },
+    steps: [
+      {
+        name: "slow",
+        kind: "file",
+        source: "landing/index.html",
+        targets: ["/var/www/index.html"],
+        reload: [["sleep", "2"]],
+      },
+      { name: "after", kind: "file", source: "cinny/config.json", targets: ["/var/www/config.json"] },
+    ],
+  });
+});
+afterEach(() => fx.cleanup());
+
+describe("deploy-agent serve (process)", () => {
+  it("SIGTERM during a slow step: the step finishes, the rest is skipped, state is saved, exit 0", async () => {
+    const s = serve();
+    await s.waitFor(/"step":"slow".*"msg":"never applied on this host"/);
+    s.child.kill("SIGTERM");
+    assert.equal(await s.exited, 0, s.out());
+    assert.match(s.out(), /shutting down/);
+    const { state } = await readState(stateDir, "lxctest");
+    assert.equal(state.steps.slow?.lastResult?.outcome, "succeeded");
+    assert.ok(state.steps.slow?.lastAppliedRevision);
+    assert.equal(
+      state.steps.after?.lastAppliedRevision,
+      undefined,
+      "the step after the shutdown did not run",
+    );
+    assert.equal(readFileSync(path.join(root, "var/www/index.html"), "utf8"), "<p>v1</p>\n");
+    assert.equal(s.out().includes(SECRET), false);
+  });
+
+  it("kill -9 mid-step leaves consistent state; the next start re-runs what was not recorded as applied", async () => {
+    const s = serve();
+    await s.waitFor(/"step":"slow".*"msg":"never applied on this host"/);
+    s.child.kill("SIGKILL");
+    await s.exited;
+    const crashed = await readState(stateDir, "lxctest");
+    assert.equal(crashed.problem, undefined, "state file is intact");
+    assert.ok(crashed.state.steps.slow?.lastAttemptedRevision);
+    assert.equal(crashed.state.steps.slow?.lastAppliedRevision, undefined);
+
+    const again = serve();
+    await again.waitFor(/"msg":"run finished"/);
+    again.child.kill("SIGTERM");
+    assert.equal(await again.exited, 0);
+    const { state } = await readState(stateDir, "lxctest");
+    assert.ok(state.steps.slow?.lastAppliedRevision && state.steps.after?.lastAppliedRevision);
+    assert.equal(readFileSync(path.join(root, "var/www/config.json"), "utf8"), "{}\n");
+  });
+
+  it("refuses to start without a secret, or with a secret file others can read", async () => {
+    writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), "\n");
+    const empty = await runCli([
+      "serve",
+      "--config",
+      manifest,
+      "--repo",
+      fx.clone,
+      "--root",
+      root,
+      "--listen",
+      "127.0.0.1:0",
+    ]);
+    assert.equal(empty.code, 2);
+    assert.match(
+      empty.stderr,
+      /error CONFIG_INVALID: refusing to start without a webhook secret\nhint: put it in \/etc\/deploy-agent\/webhook-secret/,
+    );
+    writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`);
+    chmodSync(path.join(root, "etc/deploy-agent/webhook-secret"), 0o644);
+    const open = await runCli([
+      "serve",
+      "--config",
+      manifest,
+      "--repo",
+      fx.clone,
+      "--root",
+      root,
+      "--listen",
+      "127.0.0.1:0",
+    ]);
+    assert.equal(open.code, 2);
+    assert.match(open.stderr, /is readable by others \(mode 0644\)/);
+    assert.equal((open.stderr + open.stdout).includes(SECRET), false);
+    const badListen = await runCli(["serve", "--config", manifest, "--listen", "nope"]);
+    assert.equal(badListen.code, 2);
+    assert.match(badListen.stderr, /--listen takes HOST:PORT/);
+  });
+});
