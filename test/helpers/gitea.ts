@@ -30,7 +30,7 @@ export function giteaHeaders(
   body: Buffer,
   secret: string,
   event = "push",
-  delivery = randomUUID(),
+  delivery: string = randomUUID(),
 ): Record<string, string> {
   const sig = secret ? sign(secret, body) : "";
   return {
