@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { livekitRestartCommand } from "./commands/livekit-restart.js";
 import { runCommand } from "./commands/run.js";
 import { serveCommand } from "./commands/serve.js";
 import { statusCommand } from "./commands/status.js";
@@ -15,6 +16,7 @@ commands:
   validate   check the manifest, its \${VAR} interpolation and every repository file it references
   status     show per-step applied revision, last outcome and age
   serve      run the webhook daemon: verify Gitea pushes, deploy through a coalescing queue
+  livekit-restart  restart livekit-server if a restart is pending and no call is active
 
 options:
   --config FILE      host manifest (config/<host>.yaml); default $DEPLOY_AGENT_CONFIG
@@ -100,6 +102,8 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
         return await validateCommand(common, out);
       case "status":
         return await statusCommand(common, out);
+      case "livekit-restart":
+        return await livekitRestartCommand({ ...common, dryRun: v["dry-run"] ?? false }, out);
       case "serve":
         return await serveCommand({ ...common, dryRun: v["dry-run"] ?? false, listen: v.listen });
       default:

@@ -1,4 +1,3 @@
-import { execa } from "execa";
 import type { EffectRecorder } from "./effects.js";
 import { AgentError } from "./errors.js";
 import { sanitize } from "./secret.js";
@@ -31,6 +30,8 @@ export function createCommandRunner(opts: {
     if (options.record !== false) opts.record({ type: "run", argv: [...argv] });
     if (opts.dryRun) return { stdout: "", stderr: "" };
     const [file = "", ...args] = argv;
+    // Imported on first use: a daemon that has run no command yet does not carry execa's memory.
+    const { execa } = await import("execa");
     const result = await execa(file, args, {
       reject: false,
       cancelSignal: opts.signal,

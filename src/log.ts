@@ -1,6 +1,6 @@
 import { openSync } from "node:fs";
+import { createRequire } from "node:module";
 import { type DestinationStream, type Logger, type LoggerOptions, multistream, pino } from "pino";
-import pretty from "pino-pretty";
 
 /**
  * pino, JSON by default (journald keeps it), pretty when the stream is a TTY, optionally teed to a log
@@ -31,6 +31,11 @@ export interface LogOptions {
   /** Write here instead of the fd (tests capture log lines this way). */
   stream?: DestinationStream;
 }
+
+// Loaded only for a terminal: the daemon under journald never pays for it (about 10 MiB of RSS).
+const requireLazily = createRequire(import.meta.url);
+const pretty = (options: Record<string, unknown>): DestinationStream =>
+  (requireLazily("pino-pretty") as (o: Record<string, unknown>) => DestinationStream)(options);
 
 export function createLogger(opts: LogOptions): Logger {
   const tty = opts.fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;

@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import { z } from "zod";
+import { livekitSchema } from "../livekit/restart.js";
 import { argv, hostPath } from "../steps/common.js";
 import { stepSchema } from "../steps/index.js";
 
@@ -89,9 +90,20 @@ export const manifestSchema = z
         systemctl: argv.default(["systemctl"]),
       })
       .prefault({}),
+    /** Call-aware LiveKit restart (LXC 151): `deploy-agent livekit-restart` and the watcher in `serve`. */
+    livekit: livekitSchema.optional(),
     steps: z.array(stepSchema).min(1),
   })
   .superRefine((m, ctx) => {
+    const flag = m.livekit?.flagFile;
+    const deferred = m.steps.filter((s) => s.kind === "systemd-unit" && s.restart === "deferred");
+    if (flag && deferred.length && !deferred.some((s) => s.kind === "systemd-unit" && s.flagFile === flag)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["livekit", "flagFile"],
+        message: "must be the flagFile of the deferred systemd-unit step",
+      });
+    }
     const seen = new Set<string>();
     m.steps.forEach((step, i) => {
       if (seen.has(step.name)) {

@@ -1,5 +1,8 @@
+import path from "node:path";
 import type { Logger } from "pino";
+import { createCommandRunner } from "../command.js";
 import { asAgentError } from "../errors.js";
+import { type LivekitConfig, livekitRestart } from "../livekit/restart.js";
 import type { Manifest } from "../manifest/schema.js";
 import { deploy, type RunReport } from "../pipeline.js";
 import { readState } from "../state.js";
@@ -69,6 +72,37 @@ export function createAgent(opts: AgentOptions): Agent {
   let failuresInRow = 0;
   let pollTimer: NodeJS.Timeout | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
+  let livekitTimer: NodeJS.Timeout | undefined;
+  let livekitBusy = false;
+
+  /** The in-daemon watcher: restarts LiveKit within seconds after the last call ends. */
+  async function livekitTick(config: LivekitConfig) {
+    if (livekitBusy || queue.state().running) return;
+    livekitBusy = true;
+    try {
+      const run = createCommandRunner({
+        dryRun: opts.dryRun,
+        record: () => {},
+        signal: AbortSignal.timeout(120_000),
+      });
+      const d = await livekitRestart({
+        config,
+        under: (p) => (opts.root ? path.join(opts.root, p) : p),
+        run,
+        systemctl: manifest.commands.systemctl,
+        dryRun: opts.dryRun,
+        log,
+      });
+      if (d.pending) log[d.restart ? "info" : "debug"]({ ...d }, d.reason);
+    } catch (err) {
+      log.error(
+        { code: asAgentError(err).code, err: asAgentError(err).message },
+        "livekit restart failed; the flag stays",
+      );
+    } finally {
+      livekitBusy = false;
+    }
+  }
 
   async function runOnce(reasons: string[]): Promise<void> {
     const runLog = log.child({ run: reasons.length === 1 ? reasons[0] : `${reasons.length} requests` });
@@ -124,6 +158,11 @@ export function createAgent(opts: AgentOptions): Agent {
         pollTimer = setInterval(() => queue.request("poll"), every * 1000);
         pollTimer.unref();
       }
+      const livekit = manifest.livekit;
+      if (livekit && livekit.watchIntervalSeconds > 0) {
+        livekitTimer = setInterval(() => void livekitTick(livekit), livekit.watchIntervalSeconds * 1000);
+        livekitTimer.unref();
+      }
     },
 
     health() {
@@ -167,11 +206,15 @@ export function createAgent(opts: AgentOptions): Agent {
         }),
         lastRun: lastReport ? { ...summary(lastReport), finishedAt: lastReport.finishedAt } : null,
         lastError,
+        process: (({ rss, heapTotal, heapUsed, external }) => ({ rss, heapTotal, heapUsed, external }))(
+          process.memoryUsage(),
+        ),
       };
     },
 
     async close() {
       clearInterval(pollTimer);
+      clearInterval(livekitTimer);
       clearTimeout(retryTimer);
       stop.abort();
       await queue.close();

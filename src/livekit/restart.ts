@@ -1,0 +1,133 @@
+import { readFile, unlink } from "node:fs/promises";
+import type { Logger } from "pino";
+import { z } from "zod";
+import type { CommandRunner } from "../command.js";
+import { hostPath } from "../steps/common.js";
+
+/**
+ * Call-aware LiveKit restart. A deploy only flags the restart (killing livekit-server drops every call);
+ * this restarts it when no call is active and clears the flag. "No call" needs both signals to say zero:
+ * LiveKit's own gauges (livekit_participant_total, livekit_room_total — they count UDP participants too)
+ * and established TCP connections to the RTC TCP port from /proc/net/tcp and /proc/net/tcp6. When the
+ * metrics endpoint cannot be read, TCP alone decides, with a warning.
+ */
+
+export const livekitSchema = z.strictObject({
+  unit: z.string().min(1).default("livekit-server.service"),
+  flagFile: hostPath.default("/run/livekit-restart-pending"),
+  metricsUrl: z.url().default("http://127.0.0.1:6789/metrics"),
+  rtcTcpPort: z.number().int().min(1).max(65535).default(7881),
+  /** `serve` checks this often while a restart is pending; 0 leaves it to the timer. */
+  watchIntervalSeconds: z.number().int().min(0).max(3600).default(15),
+});
+
+export type LivekitConfig = z.infer<typeof livekitSchema>;
+
+export interface Decision {
+  pending: boolean;
+  restart: boolean;
+  reason: string;
+  participants: number | null;
+  rooms: number | null;
+  tcpConnections: number;
+  warnings: string[];
+}
+
+const ESTABLISHED = "01";
+
+/** Established TCP connections whose local port is `port`, from /proc/net/tcp and tcp6. */
+export async function establishedTcp(
+  port: number,
+  files = ["/proc/net/tcp", "/proc/net/tcp6"],
+): Promise<number> {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  let count = 0;
+  for (const file of files) {
+    const text = await readFile(file, "utf8").catch(() => "");
+    for (const line of text.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      const local = cols[1];
+      if (local && cols[3] === ESTABLISHED && local.slice(local.lastIndexOf(":") + 1) === hexPort) count++;
+    }
+  }
+  return count;
+}
+
+/** Sums every sample of the named metrics in Prometheus text exposition format. */
+export function sumSamples(text: string, names: readonly string[]): Record<string, number | null> {
+  const sums: Record<string, number | null> = Object.fromEntries(names.map((n) => [n, null]));
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)/.exec(line);
+    if (!m?.[1] || !(m[1] in sums)) continue;
+    const v = Number(m[3]);
+    if (Number.isFinite(v)) sums[m[1]] = (sums[m[1]] ?? 0) + v;
+  }
+  return sums;
+}
+
+async function scrape(
+  url: string,
+): Promise<{ participants: number | null; rooms: number | null; problem?: string }> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(3000) });
+    if (!res.ok) return { participants: null, rooms: null, problem: `HTTP ${res.status}` };
+    const sums = sumSamples(await res.text(), ["livekit_participant_total", "livekit_room_total"]);
+    const participants = sums.livekit_participant_total ?? null;
+    if (participants === null)
+      return { participants, rooms: null, problem: "no livekit_participant_total in the metrics" };
+    return { participants, rooms: sums.livekit_room_total ?? 0 };
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause;
+    return { participants: null, rooms: null, problem: cause?.code ?? (err as Error).name };
+  }
+}
+
+/** Looks, decides, and (unless dry) restarts and clears the flag. */
+export async function livekitRestart(opts: {
+  config: LivekitConfig;
+  /** Resolves host paths (--root). */
+  under: (p: string) => string;
+  run: CommandRunner;
+  systemctl: readonly string[];
+  dryRun: boolean;
+  log: Logger;
+}): Promise<Decision> {
+  const { config } = opts;
+  const flag = opts.under(config.flagFile);
+  const pending = await readFile(flag).then(
+    () => true,
+    () => false,
+  );
+  const tcpConnections = await establishedTcp(config.rtcTcpPort);
+  if (!pending) {
+    return {
+      pending,
+      restart: false,
+      reason: "no restart pending",
+      participants: null,
+      rooms: null,
+      tcpConnections,
+      warnings: [],
+    };
+  }
+  const warnings: string[] = [];
+  const metrics = await scrape(config.metricsUrl);
+  if (metrics.problem)
+    warnings.push(
+      `LiveKit metrics unreadable at ${config.metricsUrl} (${metrics.problem}); deciding on TCP connections alone`,
+    );
+  const { participants, rooms } = metrics;
+  const busy = (participants ?? 0) > 0 || tcpConnections > 0;
+  const seen = `${participants ?? "?"} participant(s) in ${rooms ?? "?"} room(s), ${tcpConnections} TCP connection(s) on ${config.rtcTcpPort}`;
+  const decision = { pending, participants, rooms, tcpConnections, warnings };
+  for (const w of warnings) opts.log.warn(w);
+  if (busy) return { ...decision, restart: false, reason: `call active: ${seen}; restart stays pending` };
+  await opts.run([...opts.systemctl, "restart", config.unit]);
+  if (!opts.dryRun) await unlink(flag);
+  return {
+    ...decision,
+    restart: true,
+    reason: `no call active (${seen}): ${opts.dryRun ? "would restart" : "restarted"} ${config.unit}`,
+  };
+}

@@ -1,0 +1,187 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { connect, createServer, type Socket, type Server as TcpServer } from "node:net";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { establishedTcp, sumSamples } from "../src/livekit/restart.js";
+import { silentLogger } from "../src/log.js";
+import { loadManifest } from "../src/manifest/load.js";
+import { createAgent } from "../src/server/agent.js";
+import { runCli, writeManifest } from "./helpers/agent.js";
+import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemctl.js";
+import { type Fixture, makeFixture } from "./helpers/git.js";
+
+let fx: Fixture;
+let systemctl: FakeSystemctl;
+let metrics: Server;
+let metricsBody = "";
+let rtc: TcpServer;
+let rtcPort: number;
+let sockets: Socket[] = [];
+let manifest: string;
+let root: string;
+
+const livekitMetrics = (
+  participants: number,
+  rooms: number,
+) => `# HELP livekit_participant_total number of participants
+# TYPE livekit_participant_total gauge
+livekit_participant_total{node_id="ND_abc",node_type="MEDIA",region=""} ${participants}
+# HELP livekit_room_total number of rooms
+# TYPE livekit_room_total gauge
+livekit_room_total{node_id="ND_abc",node_type="MEDIA",region=""} ${rooms}
+`;
+
+const flag = () => path.join(root, "run/livekit-restart-pending");
+
+async function openCall(): Promise<void> {
+  const s = connect(rtcPort, "127.0.0.1");
+  await new Promise((r) => s.once("connect", r));
+  sockets.push(s);
+}
+
+async function livekitRestart(...extra: string[]) {
+  const res = await runCli(["livekit-restart", "--config", manifest, "--root", root, "--json", ...extra], {
+    PATH: process.env.PATH,
+  });
+  assert.equal(res.code, 0, res.stderr);
+  return JSON.parse(res.stdout) as {
+    restart: boolean;
+    reason: string;
+    participants: number | null;
+    tcpConnections: number;
+    warnings: string[];
+  };
+}
+
+beforeEach(async () => {
+  fx = makeFixture({ "systemd/livekit-server.service": "[Service]\n" });
+  systemctl = installFakeSystemctl();
+  metricsBody = livekitMetrics(0, 0);
+  metrics = createHttpServer((_req, res) => res.end(metricsBody));
+  await new Promise<void>((r) => metrics.listen(0, "127.0.0.1", r));
+  rtc = createServer((s) => sockets.push(s));
+  await new Promise<void>((r) => rtc.listen(0, "127.0.0.1", r));
+  rtcPort = (rtc.address() as AddressInfo).port;
+  root = path.join(fx.dir, "root");
+  mkdirSync(path.join(root, "run"), { recursive: true });
+  manifest = writeManifest(fx.dir, {
+    livekit: {
+      metricsUrl: `http://127.0.0.1:${(metrics.address() as AddressInfo).port}/metrics`,
+      rtcTcpPort: rtcPort,
+      watchIntervalSeconds: 1,
+    },
+    webhook: { pollIntervalSeconds: 0 },
+    steps: [
+      {
+        name: "livekit-unit",
+        kind: "systemd-unit",
+        source: "systemd/livekit-server.service",
+        restart: "deferred",
+        flagFile: "/run/livekit-restart-pending",
+      },
+    ],
+  });
+});
+afterEach(async () => {
+  for (const s of sockets) s.destroy();
+  sockets = [];
+  await new Promise((r) => rtc.close(r));
+  await new Promise((r) => metrics.close(r));
+  systemctl.restore();
+  fx.cleanup();
+});
+
+describe("livekit-restart", () => {
+  it("counts real established TCP connections on the RTC port from /proc/net/tcp", async () => {
+    assert.equal(await establishedTcp(rtcPort), 0);
+    await openCall();
+    await openCall();
+    await sleep(50);
+    assert.equal(await establishedTcp(rtcPort), 2);
+  });
+
+  it("sums LiveKit's gauges from Prometheus text", () => {
+    const text = `${livekitMetrics(3, 1)}livekit_participant_total{node_id="ND_def"} 2\n`;
+    assert.deepEqual(sumSamples(text, ["livekit_participant_total", "livekit_room_total"]), {
+      livekit_participant_total: 5,
+      livekit_room_total: 1,
+    });
+  });
+
+  it("does nothing when no restart is pending", async () => {
+    const d = await livekitRestart();
+    assert.equal(d.restart, false);
+    assert.equal(d.reason, "no restart pending");
+    assert.deepEqual(systemctl.calls(), []);
+  });
+
+  it("waits while LiveKit reports participants (UDP calls the old TCP check missed)", async () => {
+    writeFileSync(flag(), "rev\n");
+    metricsBody = livekitMetrics(2, 1);
+    const d = await livekitRestart();
+    assert.equal(d.restart, false);
+    assert.match(d.reason, /call active: 2 participant\(s\) in 1 room\(s\), 0 TCP connection/);
+    assert.ok(existsSync(flag()));
+    assert.deepEqual(systemctl.calls(), []);
+  });
+
+  it("waits while a TCP connection to the RTC port is established", async () => {
+    writeFileSync(flag(), "rev\n");
+    await openCall();
+    const d = await livekitRestart();
+    assert.equal(d.restart, false);
+    assert.equal(d.tcpConnections, 1);
+    assert.ok(existsSync(flag()));
+  });
+
+  it("restarts and clears the flag when both signals say zero; --dry-run only reports", async () => {
+    writeFileSync(flag(), "rev\n");
+    const dry = await livekitRestart("--dry-run");
+    assert.match(dry.reason, /no call active .*would restart livekit-server\.service/);
+    assert.ok(existsSync(flag()));
+    assert.deepEqual(systemctl.calls(), []);
+    const d = await livekitRestart();
+    assert.equal(d.restart, true);
+    assert.deepEqual(systemctl.calls(), ["restart livekit-server.service"]);
+    assert.equal(existsSync(flag()), false);
+  });
+
+  it("falls back to TCP with a warning when the metrics endpoint is unreachable", async () => {
+    writeFileSync(flag(), "rev\n");
+    await new Promise((r) => metrics.close(r));
+    const d = await livekitRestart();
+    assert.equal(d.participants, null);
+    assert.match(d.warnings.join(), /LiveKit metrics unreadable .*ECONNREFUSED.*TCP connections alone/);
+    assert.equal(d.restart, true);
+    metrics = createHttpServer();
+    await new Promise<void>((r) => metrics.listen(0, "127.0.0.1", r));
+  });
+
+  it("the watcher in serve restarts within seconds after the last call ends", async () => {
+    const { manifest: m } = await loadManifest(manifest, { processEnv: {} });
+    const agent = createAgent({
+      manifest: m,
+      repoDir: fx.clone,
+      stateDir: path.join(fx.dir, "state"),
+      root,
+      dryRun: false,
+      log: silentLogger(),
+    });
+    writeFileSync(flag(), "rev\n");
+    await openCall();
+    agent.start();
+    await agent.queue.idle();
+    await sleep(1500);
+    assert.ok(existsSync(flag()), "still a call: no restart");
+    for (const s of sockets) s.destroy();
+    const hungUp = Date.now();
+    while (existsSync(flag()) && Date.now() - hungUp < 10_000) await sleep(100);
+    await agent.close();
+    assert.equal(existsSync(flag()), false, "restarted after the call ended");
+    assert.ok(systemctl.calls().includes("restart livekit-server.service"));
+  });
+});
