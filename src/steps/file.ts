@@ -1,5 +1,6 @@
 import { parseDocument } from "yaml";
 import { z } from "zod";
+import { cinnyConfigProblems } from "../content/cinny-config.js";
 import { AgentError } from "../errors.js";
 import type { FileSnapshot } from "../host-fs.js";
 import type { StepItem } from "../state.js";
@@ -19,8 +20,8 @@ export const schema = z.strictObject({
   targets: z.array(hostPath).min(1),
   mode: fileMode.optional(),
   owner: owner.optional(),
-  /** Parse the content before writing anything: a syntax error fails the step with the line. */
-  check: z.enum(["json", "yaml"]).optional(),
+  /** Check the content before writing anything: JSON or YAML syntax, or Cinny's config keys. */
+  check: z.enum(["json", "yaml", "cinny-config"]).optional(),
   validate: argv.optional(),
   reload: z.array(argv).default([]),
 });
@@ -44,7 +45,7 @@ export const fileStep: StepKind<typeof schema> = {
 
   async apply(step, ctx) {
     const data = await ctx.source.read(step.source);
-    if (step.check) checkSyntax(step.source, step.check, data);
+    if (step.check) checkContent(step.source, step.check, data);
     const items: StepItem[] = [];
     const replaced: FileSnapshot[] = [];
     try {
@@ -79,22 +80,24 @@ async function rollBack(step: FileStep, ctx: Parameters<typeof fileStep.apply>[1
   }
 }
 
-export function checkSyntax(name: string, format: "json" | "yaml", data: Buffer): void {
+export function checkContent(name: string, format: "json" | "yaml" | "cinny-config", data: Buffer): void {
   const text = data.toString("utf8");
-  let problem: string | undefined;
+  let problems: string[] = [];
   if (format === "json") {
     try {
       JSON.parse(text);
     } catch (err) {
-      problem = (err as Error).message;
+      problems = [(err as Error).message];
     }
+  } else if (format === "yaml") {
+    const first = parseDocument(text).errors[0];
+    if (first) problems = [`line ${first.linePos?.[0].line ?? "?"}: ${first.message.split("\n")[0]}`];
   } else {
-    const doc = parseDocument(text);
-    const first = doc.errors[0];
-    if (first) problem = `line ${first.linePos?.[0].line ?? "?"}: ${first.message.split("\n")[0]}`;
+    problems = cinnyConfigProblems(text);
   }
-  if (problem) {
-    throw new AgentError("SOURCE_INVALID", `${name} is not valid ${format.toUpperCase()}: ${problem}`, {
+  if (problems.length) {
+    const what = format === "cinny-config" ? "a valid Cinny config" : `valid ${format.toUpperCase()}`;
+    throw new AgentError("SOURCE_INVALID", `${name} is not ${what}: ${problems.join("; ")}`, {
       hint: "fix the file in the repository and push again; the deployed copy was left as it was",
     });
   }
