@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { cinnyNightlyCommand } from "./commands/cinny-nightly.js";
 import { livekitRestartCommand } from "./commands/livekit-restart.js";
 import { runCommand } from "./commands/run.js";
 import { serveCommand } from "./commands/serve.js";
@@ -17,6 +18,7 @@ commands:
   status     show per-step applied revision, last outcome and age
   serve      run the webhook daemon: verify Gitea pushes, deploy through a coalescing queue
   livekit-restart  restart livekit-server if a restart is pending and no call is active
+  cinny-nightly    build Cinny's dev branch and switch the web root to it (--force: even if unchanged)
 
 options:
   --config FILE      host manifest (config/<host>.yaml); default $DEPLOY_AGENT_CONFIG
@@ -102,6 +104,11 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
         return await validateCommand(common, out);
       case "status":
         return await statusCommand(common, out);
+      case "cinny-nightly":
+        return await cinnyNightlyCommand(
+          { ...common, dryRun: v["dry-run"] ?? false, force: v.force ?? false },
+          out,
+        );
       case "livekit-restart":
         return await livekitRestartCommand({ ...common, dryRun: v["dry-run"] ?? false }, out);
       case "serve":
@@ -134,6 +141,7 @@ function parse(argv: string[]) {
       wait: { type: "string" },
       "log-level": { type: "string" },
       listen: { type: "string" },
+      force: { type: "boolean" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },

@@ -10,14 +10,23 @@ export interface CommandResult {
 /** Runs a command (argv, no shell). In a dry run it records the command instead and returns empty output. */
 export type CommandRunner = (
   argv: readonly string[],
-  options?: { input?: string /** false when the caller records its own effect */; record?: boolean },
+  options?: {
+    input?: string;
+    /** false when the caller records its own effect */
+    record?: boolean;
+    cwd?: string;
+    /** Added to the environment. */
+    env?: Record<string, string>;
+    /** Characters of output kept in the error when the command fails (default 600). */
+    tail?: number;
+  },
 ) => Promise<CommandResult>;
 
 const OUTPUT_TAIL = 600;
 
-function tail(text: string): string {
+function tail(text: string, max = OUTPUT_TAIL): string {
   const t = text.trim();
-  return t.length > OUTPUT_TAIL ? `…${t.slice(-OUTPUT_TAIL)}` : t;
+  return t.length > max ? `…${t.slice(-max)}` : t;
 }
 
 export function createCommandRunner(opts: {
@@ -36,7 +45,9 @@ export function createCommandRunner(opts: {
       reject: false,
       cancelSignal: opts.signal,
       input: options.input ?? "",
-      env: opts.env,
+      env: { ...opts.env, ...options.env },
+      cwd: options.cwd,
+      all: true,
       stripFinalNewline: true,
     });
     if (result.failed) {
@@ -45,7 +56,7 @@ export function createCommandRunner(opts: {
         : result.exitCode !== undefined
           ? `exited with code ${result.exitCode}`
           : `failed: ${result.originalMessage ?? result.shortMessage}`;
-      const output = tail(`${result.stderr}\n${result.stdout}`);
+      const output = tail(String(result.all ?? `${result.stderr}\n${result.stdout}`), options.tail);
       throw new AgentError(
         "COMMAND_FAILED",
         sanitize(`${argv.join(" ")} ${why}${output ? `: ${output}` : ""}`),

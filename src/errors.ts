@@ -29,6 +29,7 @@ const CODES = {
   STEP_FAILED: { failure: "transient", exit: 1 },
   TOKEN_UNAVAILABLE: { failure: "stalled", exit: 1 },
   HEALTH_CHECK_FAILED: { failure: "transient", exit: 1 },
+  BUILD_FAILED: { failure: "transient", exit: 1 },
   TRANSFORM_INVALID: { failure: "stalled", exit: 1 },
   CONNECTION_MISSING: { failure: "stalled", exit: 1 },
   MATRIX_AUTH: { failure: "stalled", exit: 1 },

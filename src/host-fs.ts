@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, chown, lstat, open, readFile, rename, stat, unlink } from "node:fs/promises";
+import { chmod, chown, open, readFile, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import type { CommandRunner } from "./command.js";
 import { diffSummary } from "./diff-summary.js";
@@ -98,7 +98,8 @@ export function createHostFs(opts: {
   ): Promise<void> {
     const target = resolve(hostPath);
     const dir = path.dirname(target);
-    const dirStat = await lstat(dir).catch(() => null);
+    // stat, not lstat: a web root may be a symlink to the live release (cinny-nightly).
+    const dirStat = await stat(dir).catch(() => null);
     if (!dirStat?.isDirectory()) {
       throw new AgentError(
         "TARGET_WRITE_FAILED",

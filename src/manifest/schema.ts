@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import { z } from "zod";
+import { cinnySchema } from "../cinny/nightly.js";
 import { livekitSchema } from "../livekit/restart.js";
 import { argv, hostPath } from "../steps/common.js";
 import { stepSchema } from "../steps/index.js";
@@ -92,6 +93,8 @@ export const manifestSchema = z
       .prefault({}),
     /** Call-aware LiveKit restart (LXC 151): `deploy-agent livekit-restart` and the watcher in `serve`. */
     livekit: livekitSchema.optional(),
+    /** Nightly build of Cinny's dev branch (LXC 106): `deploy-agent cinny-nightly`. */
+    cinny: cinnySchema.optional(),
     steps: z.array(stepSchema).min(1),
   })
   .superRefine((m, ctx) => {
