@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -64,5 +64,28 @@ describe("config/<host>.yaml", () => {
     assert.match(res.stdout, /would run: systemctl daemon-reload/);
     assert.match(res.stdout, /would write \/run\/livekit-restart-pending/);
     assert.ok(!res.stdout.includes("demo-token-not-a-secret"));
+  });
+
+  it("validate runs every transform on its fixtures and names the one that breaks", async () => {
+    const clone = path.join(work, "broken");
+    git(work, "clone", "--quiet", PROJECT, clone);
+    writeFileSync(
+      path.join(clone, "hookshot/owncast.js"),
+      'result = { version: "v2", plain: data.eventData.missing.name };\n',
+    );
+    const res = await runCli([
+      "validate",
+      "--config",
+      "config/lxc151.yaml",
+      "--repo",
+      clone,
+      "--env-file",
+      "config/demo.env",
+    ]);
+    assert.equal(res.code, 2);
+    assert.match(
+      res.stdout,
+      /hookshot\/owncast\.js on test\/fixtures\/payloads\/owncast\/stream-started\.json: Transformation failed to run: .*TypeError/,
+    );
   });
 });

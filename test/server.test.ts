@@ -282,6 +282,10 @@ describe("webhook daemon", () => {
     assert.match(metrics, /deploy_agent_webhook_deliveries_total\{outcome="unauthorized",host="lxctest"\} 1/);
     assert.match(metrics, /deploy_agent_runs_total\{result="succeeded",host="lxctest"\} 1/);
     assert.match(metrics, /deploy_agent_step_duration_seconds_count\{host="lxctest",step="landing"\} 1/);
+    assert.match(
+      metrics,
+      /deploy_agent_step_items_total\{host="lxctest",step="landing",outcome="changed"\} 1/,
+    );
     assert.match(metrics, /deploy_agent_deployed_commit_info\{revision="[0-9a-f]{40}",host="lxctest"\} 1/);
     assert.match(metrics, /deploy_agent_process_resident_memory_bytes/);
     const everything = [JSON.stringify(status), metrics, ...daemon.logs].join("\n");

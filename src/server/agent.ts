@@ -1,3 +1,4 @@
+import { stat } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import { createCommandRunner } from "../command.js";
@@ -85,6 +86,12 @@ export function createAgent(opts: AgentOptions): Agent {
         record: () => {},
         signal: AbortSignal.timeout(120_000),
       });
+      const since = await stat(opts.root ? path.join(opts.root, config.flagFile) : config.flagFile).then(
+        (st) => st.mtimeMs / 1000,
+        () => 0,
+      );
+      metrics.livekitPendingSince(since);
+      if (!since) return;
       const d = await livekitRestart({
         config,
         under: (p) => (opts.root ? path.join(opts.root, p) : p),
@@ -94,6 +101,7 @@ export function createAgent(opts: AgentOptions): Agent {
         log,
       });
       if (d.pending) log[d.restart ? "info" : "debug"]({ ...d }, d.reason);
+      if (d.restart && !opts.dryRun) metrics.livekitPendingSince(0);
     } catch (err) {
       log.error(
         { code: asAgentError(err).code, err: asAgentError(err).message },

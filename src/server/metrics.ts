@@ -8,6 +8,8 @@ export interface AgentMetrics {
   run(report: RunReport): void;
   runError(): void;
   queueDepth(n: number): void;
+  /** When the pending LiveKit restart was flagged (seconds since the epoch), or 0 when none is pending. */
+  livekitPendingSince(seconds: number): void;
 }
 
 export function createMetrics(host: string): AgentMetrics {
@@ -39,6 +41,12 @@ export function createMetrics(host: string): AgentMetrics {
     buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
     registers: [registry],
   });
+  const stepItems = new Counter({
+    name: "deploy_agent_step_items_total",
+    help: "Per-file (per-target, per-connection) outcomes of step runs",
+    labelNames: ["step", "outcome"],
+    registers: [registry],
+  });
   const lastSuccess = new Gauge({
     name: "deploy_agent_last_success_timestamp_seconds",
     help: "When the last run that succeeded (or had nothing to do) finished",
@@ -55,6 +63,11 @@ export function createMetrics(host: string): AgentMetrics {
     help: "Deploy runs in progress or pending (0-2)",
     registers: [registry],
   });
+  const livekitPending = new Gauge({
+    name: "deploy_agent_livekit_restart_pending_since_timestamp_seconds",
+    help: "When the pending LiveKit restart was flagged; 0 when none is pending",
+    registers: [registry],
+  });
   for (const outcome of ["accepted", "duplicate", "ignored", "unauthorized"]) deliveries.inc({ outcome }, 0);
 
   return {
@@ -65,6 +78,7 @@ export function createMetrics(host: string): AgentMetrics {
       for (const s of report.steps.filter((x) => x.run)) {
         stepRuns.inc({ step: s.name, result: s.outcome });
         stepDuration.observe({ step: s.name }, s.durationMs / 1000);
+        for (const item of s.items) stepItems.inc({ step: s.name, outcome: item.outcome });
       }
       if (report.result !== "failed") lastSuccess.set(Date.now() / 1000);
       deployed.reset();
@@ -72,5 +86,6 @@ export function createMetrics(host: string): AgentMetrics {
     },
     runError: () => runs.inc({ result: "error" }),
     queueDepth: (n) => depth.set(n),
+    livekitPendingSince: (seconds) => livekitPending.set(seconds),
   };
 }

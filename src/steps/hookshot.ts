@@ -1,12 +1,12 @@
 import path from "node:path";
 import { z } from "zod";
 import { asAgentError } from "../errors.js";
-import { transformProblem } from "../hookshot/transform.js";
+import { runTransform, transformProblem } from "../hookshot/transform.js";
 import { createMatrixClient, type MatrixClient } from "../matrix/client.js";
 import { Secret } from "../secret.js";
 import type { StepItem } from "../state.js";
 import { repoPath, stepCommon } from "./common.js";
-import type { StepContext, StepKind } from "./types.js";
+import type { RepoFiles, StepContext, StepKind } from "./types.js";
 
 /**
  * `hookshot`: push changed transformation functions into hookshot's generic-webhook room state.
@@ -56,6 +56,31 @@ const stateKeyOf = (step: HookshotStep, file: string) =>
   step.transforms[file] ?? path.posix.basename(file, ".js");
 const fileOf = (step: HookshotStep, rel: string) =>
   path.posix.dirname(rel) === step.directory && rel.endsWith(".js") ? path.posix.basename(rel) : null;
+
+/** Payload samples kept in the repository for a transform: test/fixtures/payloads/<name>/*.json. */
+export const FIXTURE_DIR = "test/fixtures/payloads";
+
+/** Runs the transform on every fixture of its service; a throw, "No content" or an empty message is a problem. */
+async function fixtureProblems(
+  step: HookshotStep,
+  repo: RepoFiles,
+  file: string,
+  src: string,
+): Promise<string[]> {
+  const prefix = `${FIXTURE_DIR}/${path.posix.basename(file, ".js")}/`;
+  const problems: string[] = [];
+  for (const fixture of repo.paths().filter((p) => p.startsWith(prefix) && p.endsWith(".json"))) {
+    try {
+      const out = await runTransform(src, JSON.parse((await repo.read(fixture)).toString("utf8")));
+      if (out.content && (out.content.plain === "No content" || out.content.plain.trim() === "")) {
+        problems.push(`${step.directory}/${file} on ${fixture}: hookshot would post "${out.content.plain}"`);
+      }
+    } catch (err) {
+      problems.push(`${step.directory}/${file} on ${fixture}: ${(err as Error).message}`);
+    }
+  }
+  return problems;
+}
 
 /** The transform files a change touches: all mapped ones when the prelude changed. */
 function transformsFor(step: HookshotStep, files: readonly string[]): string[] {
@@ -182,10 +207,10 @@ export const hookshotStep: StepKind<typeof schema> = {
       .map((f) => `${step.directory}/${f} is not mapped to a connection under transforms`);
     for (const f of files) {
       if (!(f in step.transforms)) continue;
-      const problem = await transformProblem(
-        await assemble(step, (p) => repo.read(p), `${step.directory}/${f}`),
-      );
+      const src = await assemble(step, (p) => repo.read(p), `${step.directory}/${f}`);
+      const problem = await transformProblem(src);
       if (problem) problems.push(`${step.directory}/${f} ${problem}`);
+      else problems.push(...(await fixtureProblems(step, repo, f, src)));
     }
     return problems;
   },
