@@ -148,3 +148,17 @@ export function recordUpToDate(state: State, step: string, revision: string): vo
   const prev = state.steps[step];
   if (prev) state.steps[step] = { ...prev, lastAppliedRevision: revision };
 }
+
+/** Per step of the manifest, what the state says (null where it says nothing): for `status` and `/status`. */
+export function stepStatuses(steps: readonly { name: string; kind: string }[], state: State) {
+  return steps.map((step) => {
+    const s = state.steps[step.name];
+    return {
+      name: step.name,
+      kind: step.kind,
+      lastAppliedRevision: s?.lastAppliedRevision ?? null,
+      lastAttemptedRevision: s?.lastAttemptedRevision ?? null,
+      lastResult: s?.lastResult ?? null,
+    };
+  });
+}

@@ -22,30 +22,24 @@ interface Served {
   waitFor(pattern: RegExp, ms?: number): Promise<string>;
 }
 
+/** `serve` on this test's manifest, repository and root, on a free loopback port. */
+const serveArgs = () => [
+  "serve",
+  "--config",
+  manifest,
+  "--repo",
+  fx.clone,
+  "--root",
+  root,
+  "--listen",
+  "127.0.0.1:0",
+];
+
 function serve(): Served {
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      CLI,
-      "serve",
-      "--config",
-      manifest,
-      "--repo",
-      fx.clone,
-      "--root",
-      root,
-      "--state-dir",
-      stateDir,
-      "--listen",
-      "127.0.0.1:0",
-    ],
-    {
-      cwd: PROJECT,
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
+  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...serveArgs(), "--state-dir", stateDir], {
+    cwd: PROJECT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   child.stdout?.on("data", (d) => {
     out += d;
@@ -132,17 +126,7 @@ describe("deploy-agent serve (process)", () => {
 
   it("refuses to start without a secret, or with a secret file others can read", async () => {
     writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), "\n");
-    const empty = await runCli([
-      "serve",
-      "--config",
-      manifest,
-      "--repo",
-      fx.clone,
-      "--root",
-      root,
-      "--listen",
-      "127.0.0.1:0",
-    ]);
+    const empty = await runCli(serveArgs());
     assert.equal(empty.code, 2);
     assert.match(
       empty.stderr,
@@ -150,17 +134,7 @@ describe("deploy-agent serve (process)", () => {
     );
     writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`);
     chmodSync(path.join(root, "etc/deploy-agent/webhook-secret"), 0o644);
-    const open = await runCli([
-      "serve",
-      "--config",
-      manifest,
-      "--repo",
-      fx.clone,
-      "--root",
-      root,
-      "--listen",
-      "127.0.0.1:0",
-    ]);
+    const open = await runCli(serveArgs());
     assert.equal(open.code, 2);
     assert.match(open.stderr, /is readable by others \(mode 0644\)/);
     assert.equal((open.stderr + open.stdout).includes(SECRET), false);

@@ -1,7 +1,5 @@
 import { cinnyNightly } from "../cinny/nightly.js";
-import { createCommandRunner } from "../command.js";
-import { AgentError } from "../errors.js";
-import { type CommonFlags, commandLogger, resolve } from "./options.js";
+import { type CommonFlags, hostJob, printJob } from "./options.js";
 
 /**
  * `deploy-agent cinny-nightly`: build Cinny's dev branch and switch the web root to it (cron, 03:00 on
@@ -11,21 +9,14 @@ export async function cinnyNightlyCommand(
   flags: CommonFlags & { dryRun: boolean; force: boolean },
   out: (t: string) => void,
 ): Promise<number> {
-  const r = await resolve(flags);
-  const { manifest } = r.loaded;
-  if (!manifest.cinny) {
-    throw new AgentError("CONFIG_INVALID", `${r.loaded.file} has no cinny section`, {
-      hint: "cinny-nightly runs on LXC 106 with config/lxc106.yaml",
-    });
-  }
-  const log = commandLogger(flags, r, { logFile: !flags.dryRun });
-  const run = createCommandRunner({
-    dryRun: flags.dryRun,
-    record: () => {},
-    signal: AbortSignal.timeout(3_600_000),
-  });
+  const { r, config, log, run } = await hostJob(
+    flags,
+    "cinny",
+    "cinny-nightly runs on LXC 106 with config/lxc106.yaml",
+    3_600_000,
+  );
   const result = await cinnyNightly({
-    config: manifest.cinny,
+    config,
     under: r.under,
     run,
     force: flags.force,
@@ -33,10 +24,6 @@ export async function cinnyNightlyCommand(
     log,
   });
   log.info({ ...result }, result.message);
-  out(
-    flags.json
-      ? `${JSON.stringify({ schema: "deploy-agent/cinny-nightly@1", dryRun: flags.dryRun, ...result }, null, 2)}\n`
-      : `${result.message}\n`,
-  );
+  printJob(flags, "deploy-agent/cinny-nightly@1", result, result.message, out);
   return 0;
 }

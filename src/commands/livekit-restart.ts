@@ -1,7 +1,5 @@
-import { createCommandRunner } from "../command.js";
-import { AgentError } from "../errors.js";
 import { livekitRestart } from "../livekit/restart.js";
-import { type CommonFlags, commandLogger, resolve } from "./options.js";
+import { type CommonFlags, hostJob, printJob } from "./options.js";
 
 /**
  * `deploy-agent livekit-restart`: restart livekit-server if a restart is pending and no call is active
@@ -12,32 +10,23 @@ export async function livekitRestartCommand(
   flags: CommonFlags & { dryRun: boolean },
   out: (t: string) => void,
 ): Promise<number> {
-  const r = await resolve(flags);
-  const { manifest } = r.loaded;
-  if (!manifest.livekit) {
-    throw new AgentError("CONFIG_INVALID", `${r.loaded.file} has no livekit section`, {
-      hint: "livekit-restart runs on LXC 151 with config/lxc151.yaml",
-    });
-  }
-  const log = commandLogger(flags, r, { logFile: !flags.dryRun });
-  const run = createCommandRunner({
-    dryRun: flags.dryRun,
-    record: () => {},
-    signal: AbortSignal.timeout(120_000),
-  });
+  const { r, config, log, run } = await hostJob(
+    flags,
+    "livekit",
+    "livekit-restart runs on LXC 151 with config/lxc151.yaml",
+    120_000,
+  );
+  const systemctl = r.loaded.manifest.commands.systemctl;
   const decision = await livekitRestart({
-    config: manifest.livekit,
+    config,
     under: r.under,
     run,
-    systemctl: manifest.commands.systemctl,
+    systemctl,
     dryRun: flags.dryRun,
     log,
   });
   log.info({ ...decision }, decision.reason);
-  out(
-    flags.json
-      ? `${JSON.stringify({ schema: "deploy-agent/livekit-restart@1", dryRun: flags.dryRun, ...decision }, null, 2)}\n`
-      : `${[...decision.warnings.map((w) => `warning: ${w}`), decision.reason].join("\n")}\n`,
-  );
+  const text = [...decision.warnings.map((w) => `warning: ${w}`), decision.reason].join("\n");
+  printJob(flags, "deploy-agent/livekit-restart@1", decision, text, out);
   return 0;
 }

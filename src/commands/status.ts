@@ -1,4 +1,4 @@
-import { readState } from "../state.js";
+import { readState, stepStatuses } from "../state.js";
 import { type CommonFlags, resolve } from "./options.js";
 
 /** `deploy-agent status`: per step the applied revision, last outcome and its age, from the state file. */
@@ -16,16 +16,7 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
   const r = await resolve(flags);
   const { manifest } = r.loaded;
   const { state, problem } = await readState(r.stateDir, manifest.host);
-  const steps = manifest.steps.map((step) => {
-    const s = state.steps[step.name];
-    return {
-      name: step.name,
-      kind: step.kind,
-      lastAppliedRevision: s?.lastAppliedRevision ?? null,
-      lastAttemptedRevision: s?.lastAttemptedRevision ?? null,
-      lastResult: s?.lastResult ?? null,
-    };
-  });
+  const steps = stepStatuses(manifest.steps, state);
   if (flags.json) {
     const doc = {
       schema: "deploy-agent/status@1",

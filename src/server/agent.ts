@@ -6,7 +6,7 @@ import { asAgentError } from "../errors.js";
 import { type LivekitConfig, livekitRestart } from "../livekit/restart.js";
 import type { Manifest } from "../manifest/schema.js";
 import { deploy, type RunReport } from "../pipeline.js";
-import { readState } from "../state.js";
+import { readState, stepStatuses } from "../state.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
 import { createQueue, type DeployQueue } from "./queue.js";
 
@@ -202,16 +202,7 @@ export function createAgent(opts: AgentOptions): Agent {
         stateProblem: problem ?? null,
         health: this.health(),
         queue: { running: q.running, pending: q.pending, reasons: q.reasons, runsStarted: q.runsStarted },
-        steps: manifest.steps.map((s) => {
-          const st = state.steps[s.name];
-          return {
-            name: s.name,
-            kind: s.kind,
-            lastAppliedRevision: st?.lastAppliedRevision ?? null,
-            lastAttemptedRevision: st?.lastAttemptedRevision ?? null,
-            lastResult: st?.lastResult ?? null,
-          };
-        }),
+        steps: stepStatuses(manifest.steps, state),
         lastRun: lastReport ? { ...summary(lastReport), finishedAt: lastReport.finishedAt } : null,
         lastError,
         process: (({ rss, heapTotal, heapUsed, external }) => ({ rss, heapTotal, heapUsed, external }))(
