@@ -5,6 +5,7 @@ declare module "autocannon" {
     connections?: number;
     duration?: number;
     amount?: number;
+    overallRate?: number;
     headers?: Record<string, string>;
     body?: string | Buffer;
   }

@@ -48,6 +48,8 @@ export interface DeployOptions {
   log: Logger;
   /** When aborted (daemon shutdown), the running step finishes and the rest are skipped. */
   stop?: AbortSignal | undefined;
+  /** An already opened clone (the daemon keeps one between runs); default: open and check repoDir. */
+  repo?: Repo | undefined;
 }
 
 export interface StepReport {
@@ -84,34 +86,41 @@ interface Source {
   snapshot: Snapshot;
 }
 
-/** Fetch (optional), resolve origin/<branch>, and in a real run hard-reset the clone to it. */
-async function syncSource(opts: DeployOptions, warnings: string[]): Promise<Source> {
+/**
+ * Fetch (optional), resolve origin/<branch>, and in a real run hard-reset the clone to it. Independent git
+ * calls run side by side: a push's latency is the number of sequential git spawns.
+ */
+async function syncSource(
+  opts: DeployOptions,
+  state: State,
+  warnings: string[],
+): Promise<Source & { actions: Action[] }> {
   const { repo: cfg } = opts.manifest;
-  const repo = await openRepo(opts.repoDir, cfg.remote, cfg.branch);
-  if (opts.fetch) await fetchBranch(repo);
-  const revision = await resolveTarget(repo);
-  const previousHead = await headCommit(repo);
-  if (!opts.dryRun) {
-    const dirty = await dirtyPaths(repo);
-    if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
-    if (dirty.length || previousHead !== revision) await resetHard(repo, revision);
-  }
-  return { repo, revision, previousHead, snapshot: await loadSnapshot(repo, revision) };
-}
-
-async function planRun(opts: DeployOptions, source: Source, state: State): Promise<Action[]> {
-  const changes = new Map<string, string[] | null>();
-  for (const from of revisionsToDiff(state, source.revision)) {
-    changes.set(from, await changedPaths(source.repo, from, source.revision));
-  }
-  return plan({
+  const repo = opts.repo ?? (await openRepo(opts.repoDir, cfg.remote, cfg.branch));
+  const [fetched, dirty, previousHead] = await Promise.all([
+    opts.fetch ? fetchBranch(repo) : null,
+    opts.dryRun ? [] : dirtyPaths(repo),
+    headCommit(repo),
+  ]);
+  const revision = fetched ?? (await resolveTarget(repo));
+  if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
+  const froms = revisionsToDiff(state, revision);
+  const [snapshot, ...diffs] = await Promise.all([
+    loadSnapshot(repo, revision),
+    ...froms.map((from) => changedPaths(repo, from, revision)),
+    // The reset touches only the work tree and index; the reads above use objects.
+    !opts.dryRun && (dirty.length || previousHead !== revision) ? resetHard(repo, revision) : null,
+  ]);
+  const changes = new Map(froms.map((from, i) => [from, (diffs[i] as string[] | null) ?? null]));
+  const actions = plan({
     steps: opts.manifest.steps,
-    revision: source.revision,
-    tree: source.snapshot.paths(),
+    revision,
+    tree: (snapshot as Snapshot).paths(),
     state,
     changes,
     options: { all: opts.all, only: opts.only },
   });
+  return { repo, revision, previousHead, snapshot: snapshot as Snapshot, actions };
 }
 
 async function applyAction(opts: DeployOptions, action: Action, snapshot: Snapshot): Promise<StepReport> {
@@ -208,11 +217,11 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
   const warnings: string[] = [];
   const lock = opts.dryRun ? null : await acquireLock(opts.stateDir, opts.lockWaitMs);
   try {
-    const source = await syncSource(opts, warnings);
     const loaded = await readState(opts.stateDir, opts.manifest.host);
     if (loaded.problem) warnings.push(`state unusable, every step runs: ${loaded.problem}`);
     const { state } = loaded;
-    const actions = await planRun(opts, source, state);
+    const source = await syncSource(opts, state, warnings);
+    const { actions } = source;
 
     const steps: StepReport[] = [];
     for (const action of actions) {

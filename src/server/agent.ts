@@ -6,6 +6,7 @@ import { asAgentError } from "../errors.js";
 import { type LivekitConfig, livekitRestart } from "../livekit/restart.js";
 import type { Manifest } from "../manifest/schema.js";
 import { deploy, type RunReport } from "../pipeline.js";
+import { openRepo, type Repo } from "../source/git.js";
 import { readState, stepStatuses } from "../state.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
 import { createQueue, type DeployQueue } from "./queue.js";
@@ -112,11 +113,16 @@ export function createAgent(opts: AgentOptions): Agent {
     }
   }
 
+  // The clone, opened and checked once; dropped after any failure before the steps, so the next run checks again.
+  let repo: Repo | undefined;
+
   async function runOnce(reasons: string[]): Promise<void> {
     const runLog = log.child({ run: reasons.length === 1 ? reasons[0] : `${reasons.length} requests` });
     metrics.queueDepth(queue.state().pending ? 2 : 1);
     try {
+      repo ??= await openRepo(opts.repoDir, manifest.repo.remote, manifest.repo.branch);
       const report = await deploy({
+        repo,
         manifest,
         repoDir: opts.repoDir,
         stateDir: opts.stateDir,
@@ -135,6 +141,7 @@ export function createAgent(opts: AgentOptions): Agent {
       metrics.run(report);
     } catch (err) {
       const e = asAgentError(err);
+      repo = undefined;
       lastError = { code: e.code, message: e.message, at: new Date().toISOString() };
       failuresInRow++;
       metrics.runError();

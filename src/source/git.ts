@@ -1,4 +1,5 @@
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
+import path from "node:path";
 import { type SimpleGit, simpleGit } from "simple-git";
 import { AgentError } from "../errors.js";
 import { sanitize } from "../secret.js";
@@ -24,7 +25,13 @@ export interface TreeEntry {
 const NETWORK_TIMEOUT_MS = 120_000;
 
 function gitError(code: "GIT_FAILED" | "FETCH_FAILED", what: string, err: unknown): AgentError {
-  const detail = err instanceof Error ? err.message.trim().split("\n").slice(-3).join(" ") : String(err);
+  // git's own verdict is on its "fatal:"/"error:" lines; the rest is advice.
+  const lines = (err instanceof Error ? err.message : String(err))
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
+  const verdict = lines.filter((l) => /^(fatal|error):/.test(l));
+  const detail = (verdict.length ? verdict.slice(0, 2) : lines.slice(-2)).join(" ");
   return new AgentError(code, `${what}: ${sanitize(detail)}`, { cause: err });
 }
 
@@ -50,13 +57,15 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
     GIT_TERMINAL_PROMPT: "0",
     LC_ALL: "C",
   });
-  const top = await git.revparse(["--show-toplevel"]).catch(() => null);
+  const [top, remotes] = await Promise.all([
+    git.revparse(["--show-toplevel"]).catch(() => null),
+    git.getRemotes().catch(() => []),
+  ]);
   if (top === null) {
     throw new AgentError("REPO_INVALID", `${dir} is not a git work tree`, {
       hint: "clone the config repository there, or pass --repo DIR",
     });
   }
-  const remotes = await git.getRemotes();
   if (!remotes.some((r) => r.name === remote)) {
     throw new AgentError("REPO_INVALID", `repository ${dir} has no remote named "${remote}"`, {
       hint: `git -C ${dir} remote add ${remote} <url>`,
@@ -69,13 +78,19 @@ export function trackingRef(repo: Repo): string {
   return `refs/remotes/${repo.remote}/${repo.branch}`;
 }
 
-/** Updates the remote-tracking ref only (forced, so a rewritten branch is followed). */
-export async function fetchBranch(repo: Repo): Promise<void> {
+/**
+ * Updates the remote-tracking ref only (forced, so a rewritten branch is followed). Returns the fetched
+ * commit as git recorded it in FETCH_HEAD (documented output of git-fetch), saving a rev-parse per push;
+ * null when it cannot be read there.
+ */
+export async function fetchBranch(repo: Repo): Promise<string | null> {
   try {
     await repo.git.fetch([repo.remote, `+refs/heads/${repo.branch}:${trackingRef(repo)}`]);
   } catch (err) {
     throw gitError("FETCH_FAILED", `git fetch ${repo.remote} ${repo.branch} failed`, err);
   }
+  const head = await readFile(path.join(repo.dir, ".git", "FETCH_HEAD"), "utf8").catch(() => "");
+  return /^([0-9a-f]{40})\t\tbranch /.exec(head)?.[1] ?? null;
 }
 
 /** The commit the remote-tracking branch points at. */
@@ -112,21 +127,17 @@ export async function resetHard(repo: Repo, revision: string): Promise<void> {
   }
 }
 
-async function isCommit(repo: Repo, rev: string): Promise<boolean> {
-  if (!/^[0-9a-f]{40}$/.test(rev)) return false;
-  return repo.git.raw(["cat-file", "-e", `${rev}^{commit}`]).then(
-    () => true,
-    () => false,
-  );
-}
-
 /**
  * Paths that differ between two commits: added, modified, deleted, and both sides of a rename or copy.
  * Returns null when `from` is not a commit of this repository (history rewritten, or state from elsewhere).
  */
 export async function changedPaths(repo: Repo, from: string, to: string): Promise<string[] | null> {
-  if (!(await isCommit(repo, from))) return null;
-  const out = await repo.git.raw(["diff", "--name-status", "-z", "-M", from, to]);
+  if (!/^[0-9a-f]{40}$/.test(from)) return null;
+  // One spawn: a `from` that is not a commit here makes git fail, which means "unknown revision".
+  const out = await repo.git
+    .raw(["diff", "--name-status", "-z", "-M", `${from}^{commit}`, to])
+    .catch(() => null);
+  if (out === null) return null;
   const tokens = out.split("\0");
   const paths = new Set<string>();
   for (let i = 0; i < tokens.length; ) {

@@ -46,6 +46,8 @@ export const schema = z.strictObject({
     .strictObject({
       attempts: z.number().int().min(1).max(10).default(5),
       backoffMs: z.number().int().min(1).max(60_000).default(500),
+      /** A request that has not answered by then counts as failed (and is retried). */
+      timeoutMs: z.number().int().min(100).max(300_000).default(15_000),
     })
     .prefault({}),
 });
@@ -224,6 +226,7 @@ export const hookshotStep: StepKind<typeof schema> = {
       // A dry run looks once: it must not spend minutes retrying a homeserver it only wants to compare with.
       maxAttempts: ctx.dryRun ? 1 : step.retry.attempts,
       backoffMs: step.retry.backoffMs,
+      requestTimeoutMs: step.retry.timeoutMs,
     });
     return pool(files, step.concurrency, (file) => syncOne(step, ctx, client, file));
   },

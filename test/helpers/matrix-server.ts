@@ -29,6 +29,8 @@ export interface MatrixTestServer {
   state: Map<string, Record<string, unknown>>;
   requests: { method: string; path: string; at: number; status: number }[];
   writes(): number;
+  /** The most requests that were in progress at the same time. */
+  maxInFlight(): number;
   /** The next n requests get 429 with this retry_after_ms. */
   rateLimit(n: number, retryAfterMs: number): void;
   /** The next n requests get this 5xx status. */
@@ -58,11 +60,16 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
   let limited = { n: 0, ms: 0 };
   let failing = { n: 0, status: 500 };
   let hanging = 0;
+  let inFlight = 0;
+  let maxInFlight = 0;
   const hung: ServerResponse[] = [];
 
   const server = createServer(async (req, res) => {
     const entry = { method: req.method ?? "", path: req.url ?? "", at: Date.now(), status: 0 };
     requests.push(entry);
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    res.on("close", () => inFlight--);
     const reply = (status: number, body: unknown, headers?: Record<string, string>) => {
       entry.status = status;
       send(res, status, body, headers);
@@ -132,6 +139,7 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
     state,
     requests,
     writes: () => writes,
+    maxInFlight: () => maxInFlight,
     rateLimit: (n, ms) => {
       limited = { n, ms };
     },
