@@ -33,7 +33,11 @@ interface Daemon {
 let fx: Fixture;
 let daemon: Daemon;
 
-async function startDaemon(webhook: Record<string, unknown> = {}, secret = SECRET): Promise<Daemon> {
+async function startDaemon(
+  webhook: Record<string, unknown> = {},
+  secret = SECRET,
+  dryRun = false,
+): Promise<Daemon> {
   const manifestFile = writeManifest(fx.dir, {
     webhook: { pollIntervalSeconds: 0, ...webhook },
     steps: [
@@ -57,7 +61,7 @@ async function startDaemon(webhook: Record<string, unknown> = {}, secret = SECRE
     repoDir: fx.clone,
     stateDir,
     root,
-    dryRun: false,
+    dryRun,
     log,
     retryDelayMs: 100,
   });
@@ -312,6 +316,27 @@ describe("webhook daemon", () => {
     const res = await fetch(`${daemon.url}/healthz`);
     assert.equal(res.status, 503);
     assert.match(((await res.json()) as { reason: string }).reason, /the last 3 deploy runs failed/);
+  });
+
+  it("serve --dry-run verifies and plans but applies nothing", async () => {
+    await daemon.app.close();
+    await daemon.agent.close();
+    daemon = await startDaemon({}, SECRET, true);
+    const rev = fx.push({ "landing/index.html": "<p>staged</p>\n" });
+    const body = pushBody({ after: rev });
+    assert.equal((await daemon.post(body, giteaHeaders(body, SECRET, "push"))).status, 202);
+    assert.equal((await daemon.post(body, giteaHeaders(body, "wrong"))).status, 401);
+    await daemon.agent.queue.idle();
+    const status = (await (await fetch(`${daemon.url}/status`)).json()) as {
+      dryRun: boolean;
+      lastRun: { dryRun: boolean; steps: { outcome: string }[] };
+    };
+    assert.equal(status.dryRun, true);
+    assert.equal(status.lastRun.dryRun, true);
+    assert.equal(status.lastRun.steps[0]?.outcome, "succeeded");
+    assert.throws(() => page(), "nothing written");
+    assert.equal((await readState(daemon.stateDir, "lxctest")).state.lastRun, undefined, "no state written");
+    assert.notEqual(git(fx.clone, "rev-parse", "HEAD"), rev, "the clone was not reset");
   });
 
   it("refuses sources outside allowFrom with 403 before reading the body", async () => {
