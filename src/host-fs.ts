@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, chown, open, readFile, rename, stat, unlink } from "node:fs/promises";
+import { chmod, chown, open, readdir, readFile, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import type { CommandRunner } from "./command.js";
 import { diffSummary } from "./diff-summary.js";
@@ -106,7 +106,12 @@ export function createHostFs(opts: {
         `cannot write ${hostPath}: directory ${path.dirname(hostPath)} does not exist`,
       );
     }
-    const tmp = path.join(dir, `.${path.basename(target)}.deploy-agent-${randomBytes(6).toString("hex")}`);
+    const prefix = `.${path.basename(target)}.deploy-agent-`;
+    // Leftovers of a writer killed between create and rename (one run at a time: none is in use now).
+    for (const name of await readdir(dir).catch(() => [])) {
+      if (name.startsWith(prefix)) await unlink(path.join(dir, name)).catch(() => {});
+    }
+    const tmp = path.join(dir, `${prefix}${randomBytes(6).toString("hex")}`);
     try {
       const handle = await open(tmp, "wx", 0o600);
       try {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { createServer, Agent as HttpAgent, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -312,6 +312,10 @@ describe("crash: kill -9 at random points of a multi-step deploy, 20 times", () 
       /revision: 20/,
     );
     assert.equal(liveToken(), LIVE_TOKEN);
+    for (const dir of ["var/www", "opt/draupnir/config"]) {
+      const left = readdirSync(path.join(root, dir)).filter((n) => n.includes(".deploy-agent-"));
+      assert.deepEqual(left, [], `no temp file left in ${dir}`);
+    }
     assert.equal(
       outputs.includes(LIVE_TOKEN) || outputs.includes(WEBHOOK_SECRET),
       false,
