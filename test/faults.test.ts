@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { createServer, Agent as HttpAgent, request, type Server } from "node:http";
@@ -16,7 +16,7 @@ import { createAgent, type Agent as DeployAgent } from "../src/server/agent.js";
 import { buildServer } from "../src/server/app.js";
 import { sign } from "../src/server/verify.js";
 import { readState } from "../src/state.js";
-import { CLI, makeAgent, PROJECT, runCli, stepOf, writeManifest } from "./helpers/agent.js";
+import { makeAgent, runCli, startCli, stepOf, writeManifest } from "./helpers/agent.js";
 import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemctl.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 import { pushBody } from "./helpers/gitea.js";
@@ -234,41 +234,8 @@ describe("crash: kill -9 at random points of a multi-step deploy, 20 times", () 
     fx.cleanup();
   });
 
-  function serve(): { child: ChildProcess; output: () => string; started: Promise<void> } {
-    const child = spawn(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        CLI,
-        "serve",
-        "--config",
-        manifest,
-        "--repo",
-        fx.clone,
-        "--root",
-        root,
-        "--listen",
-        "127.0.0.1:0",
-      ],
-      {
-        cwd: PROJECT,
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    let out = "";
-    let ready: () => void = () => {};
-    const started = new Promise<void>((r) => {
-      ready = r;
-    });
-    const take = (d: Buffer) => {
-      out += d;
-      if (out.includes('"msg":"listening"')) ready();
-    };
-    child.stdout?.on("data", take);
-    child.stderr?.on("data", take);
-    return { child, output: () => out, started };
-  }
+  const serve = () =>
+    startCli(["serve", "--config", manifest, "--repo", fx.clone, "--root", root, "--listen", "127.0.0.1:0"]);
 
   const liveToken = () =>
     parseDocument(readFileSync(path.join(root, "opt/draupnir/config/production.yaml"), "utf8")).get(
@@ -287,22 +254,20 @@ describe("crash: kill -9 at random points of a multi-step deploy, 20 times", () 
         "cinny/config.json": `{"defaultHomeserver":0,"homeserverList":["matrix.lotusguild.org","s${i}.org"]}\n`,
       });
       const s = serve();
-      await s.started;
+      await s.waitFor(/"msg":"listening"/);
       await sleep(Math.floor(Math.random() * 900));
       s.child.kill("SIGKILL");
       await new Promise((r) => s.child.on("exit", r));
-      outputs += s.output();
+      outputs += s.out();
       const { problem } = await readState(path.join(root, "var/lib/deploy-agent"), "lxctest");
       assert.equal(problem, undefined, `state corrupt after kill ${i}`);
       assert.equal(liveToken(), LIVE_TOKEN, `live token lost after kill ${i}`);
     }
     const s = serve();
-    await s.started;
-    const deadline = Date.now() + 60_000;
-    while (!s.output().includes('"msg":"run finished"') && Date.now() < deadline) await sleep(50);
+    await s.waitFor(/"msg":"run finished"/, 60_000);
     s.child.kill("SIGTERM");
     await new Promise((r) => s.child.on("exit", r));
-    outputs += s.output();
+    outputs += s.out();
     const { state } = await readState(path.join(root, "var/lib/deploy-agent"), "lxctest");
     for (const step of ["page", "draupnir", "cinny"])
       assert.equal(state.steps[step]?.lastAppliedRevision, newest, step);

@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { readState } from "../src/state.js";
-import { CLI, PROJECT, runCli, writeManifest } from "./helpers/agent.js";
+import { runCli, startCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 
 /** `deploy-agent serve` as a real process: start-up, signals, crashes. */
@@ -14,13 +13,6 @@ let root: string;
 let stateDir: string;
 let manifest: string;
 const SECRET = "serve-process-Secret-xyz";
-
-interface Served {
-  child: ChildProcess;
-  out: () => string;
-  exited: Promise<number | null>;
-  waitFor(pattern: RegExp, ms?: number): Promise<string>;
-}
 
 /** `serve` on this test's manifest, repository and root, on a free loopback port. */
 const serveArgs = () => [
@@ -34,35 +26,7 @@ const serveArgs = () => [
   "--listen",
   "127.0.0.1:0",
 ];
-
-function serve(): Served {
-  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...serveArgs(), "--state-dir", stateDir], {
-    cwd: PROJECT,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  child.stdout?.on("data", (d) => {
-    out += d;
-  });
-  child.stderr?.on("data", (d) => {
-    out += d;
-  });
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  return {
-    child,
-    out: () => out,
-    exited,
-    async waitFor(pattern, ms = 20_000) {
-      const deadline = Date.now() + ms;
-      while (Date.now() < deadline) {
-        const m = pattern.exec(out);
-        if (m) return m[0];
-        await new Promise((r) => setTimeout(r, 25));
-      }
-      throw new Error(`timed out waiting for ${pattern}; output:\n${out}`);
-    },
-  };
-}
+const serve = () => startCli([...serveArgs(), "--state-dir", stateDir]);
 
 beforeEach(() => {
   fx = makeFixture({ "landing/index.html": "<p>v1</p>\n", "cinny/config.json": "{}\n" });

@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -89,4 +89,43 @@ export function stepOf(report: RunReport, name: string) {
   const s = report.steps.find((x) => x.name === name);
   if (!s) throw new Error(`no step ${name} in report`);
   return s;
+}
+
+export interface Served {
+  child: ChildProcess;
+  /** Everything the process printed so far (stdout and stderr). */
+  out(): string;
+  exited: Promise<number | null>;
+  /** Resolves with the first match of pattern in the output; rejects after ms. */
+  waitFor(pattern: RegExp, ms?: number): Promise<string>;
+}
+
+/** `deploy-agent <args>` as a long-running child process (serve), through tsx. */
+export function startCli(args: string[]): Served {
+  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+    cwd: PROJECT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout?.on("data", (d) => {
+    out += d;
+  });
+  child.stderr?.on("data", (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    child,
+    out: () => out,
+    exited,
+    async waitFor(pattern, ms = 20_000) {
+      const deadline = Date.now() + ms;
+      while (Date.now() < deadline) {
+        const m = pattern.exec(out);
+        if (m) return m[0];
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error(`timed out waiting for ${pattern}; output:\n${out}`);
+    },
+  };
 }
