@@ -1,8 +1,4 @@
-import {
-  newQuickJSWASMModule,
-  type QuickJSWASMModule,
-  shouldInterruptAfterDeadline,
-} from "quickjs-emscripten";
+import type { QuickJSWASMModule } from "quickjs-emscripten";
 
 /**
  * Hookshot's transformation sandbox, reproduced: the same QuickJS build, the same compile check
@@ -13,9 +9,10 @@ import {
 
 export const TRANSFORMATION_TIMEOUT_MS = 500;
 
+// Loaded on first use: agents without a hookshot step (LXC 106, 139, 110) never carry QuickJS.
 let module: Promise<QuickJSWASMModule> | undefined;
 function quickjs(): Promise<QuickJSWASMModule> {
-  module ??= newQuickJSWASMModule();
+  module ??= import("quickjs-emscripten").then((q) => q.newQuickJSWASMModule());
   return module;
 }
 
@@ -67,6 +64,7 @@ export interface TransformOutput {
 
 /** Runs a transform on a payload exactly as hookshot does; throws hookshot's error text on failure. */
 export async function runTransform(src: string, data: unknown): Promise<TransformOutput> {
+  const { shouldInterruptAfterDeadline } = await import("quickjs-emscripten");
   const ctx = (await quickjs()).newContext();
   ctx.runtime.setInterruptHandler(shouldInterruptAfterDeadline(Date.now() + TRANSFORMATION_TIMEOUT_MS));
   let result: unknown;
