@@ -79,22 +79,20 @@ export interface RunReport {
   durationMs: number;
 }
 
+/** The synced source: the revision to deploy, its content, and what changed since each applied revision. */
 interface Source {
   repo: Repo;
   revision: string;
   previousHead: string | null;
   snapshot: Snapshot;
+  changes: Map<string, string[] | null>;
 }
 
 /**
  * Fetch (optional), resolve origin/<branch>, and in a real run hard-reset the clone to it. Independent git
  * calls run side by side: a push's latency is the number of sequential git spawns.
  */
-async function syncSource(
-  opts: DeployOptions,
-  state: State,
-  warnings: string[],
-): Promise<Source & { actions: Action[] }> {
+async function syncSource(opts: DeployOptions, state: State, warnings: string[]): Promise<Source> {
   const { repo: cfg } = opts.manifest;
   const repo = opts.repo ?? (await openRepo(opts.repoDir, cfg.remote, cfg.branch));
   const [fetched, dirty, previousHead] = await Promise.all([
@@ -105,22 +103,14 @@ async function syncSource(
   const revision = fetched ?? (await resolveTarget(repo));
   if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
   const froms = revisionsToDiff(state, revision);
-  const [snapshot, ...diffs] = await Promise.all([
+  const [snapshot, diffs] = await Promise.all([
     loadSnapshot(repo, revision),
-    ...froms.map((from) => changedPaths(repo, from, revision)),
-    // The reset touches only the work tree and index; the reads above use objects.
+    Promise.all(froms.map((from) => changedPaths(repo, from, revision))),
+    // The reset touches only the work tree and index; the reads beside it use objects.
     !opts.dryRun && (dirty.length || previousHead !== revision) ? resetHard(repo, revision) : null,
   ]);
-  const changes = new Map(froms.map((from, i) => [from, (diffs[i] as string[] | null) ?? null]));
-  const actions = plan({
-    steps: opts.manifest.steps,
-    revision,
-    tree: (snapshot as Snapshot).paths(),
-    state,
-    changes,
-    options: { all: opts.all, only: opts.only },
-  });
-  return { repo, revision, previousHead, snapshot: snapshot as Snapshot, actions };
+  const changes = new Map(froms.map((from, i) => [from, diffs[i] ?? null]));
+  return { repo, revision, previousHead, snapshot, changes };
 }
 
 async function applyAction(opts: DeployOptions, action: Action, snapshot: Snapshot): Promise<StepReport> {
@@ -221,7 +211,14 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     if (loaded.problem) warnings.push(`state unusable, every step runs: ${loaded.problem}`);
     const { state } = loaded;
     const source = await syncSource(opts, state, warnings);
-    const { actions } = source;
+    const actions = plan({
+      steps: opts.manifest.steps,
+      revision: source.revision,
+      tree: source.snapshot.paths(),
+      state,
+      changes: source.changes,
+      options: { all: opts.all, only: opts.only },
+    });
 
     const steps: StepReport[] = [];
     for (const action of actions) {
