@@ -29,6 +29,12 @@ interface System {
   spawn(): ChildProcess;
 }
 
+/** NODE_OPTIONS of the systemd unit, so the benchmark measures the daemon as it is deployed. */
+function unitNodeOptions(): string[] {
+  const unit = readFileSync(path.join(PROJECT, "systemd/deploy-agent@.service"), "utf8");
+  return /^Environment="?NODE_OPTIONS=([^"\n]*)"?$/m.exec(unit)?.[1]?.split(/\s+/).filter(Boolean) ?? [];
+}
+
 let nextPort = 19_000 + Math.floor(Math.random() * 500) * 2;
 
 function fixture(): Fixture {
@@ -77,7 +83,7 @@ function agentSystem(): System {
       spawn(
         process.execPath,
         [
-          "--max-semi-space-size=1",
+          ...unitNodeOptions(),
           path.join(PROJECT, "dist/src/cli.js"),
           ...args,
           "--listen",
