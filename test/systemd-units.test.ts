@@ -91,6 +91,20 @@ describe("systemd units", {
   });
 });
 
+describe("the units' NODE_OPTIONS", () => {
+  for (const unit of ["deploy-agent@.service", "livekit-graceful-restart.service"]) {
+    it(`${unit}: keep WebAssembly, so hookshot's QuickJS runs`, () => {
+      const text = readFileSync(path.join(UNITS, unit), "utf8");
+      const options = /^Environment="?NODE_OPTIONS=([^"\n]*)"?$/m.exec(text)?.[1] ?? "";
+      assert.ok(options.length > 0, "NODE_OPTIONS is set");
+      const script =
+        'import("quickjs-emscripten").then(async (q) => { const m = await q.newQuickJSWASMModule(); const c = m.newContext(); const r = c.evalCode("1 + 1"); console.log(c.dump(r.value)); r.value.dispose(); c.dispose(); })';
+      const res = spawnSync(process.execPath, [...options.split(/\s+/), "-e", script], { encoding: "utf8" });
+      assert.equal(res.stdout.trim(), "2", res.stderr);
+    });
+  }
+});
+
 describe("cinny-dev-update.cron", () => {
   it("runs at 03:00 daily as root", () => {
     const line = readFileSync(path.join(UNITS, "cinny-dev-update.cron"), "utf8")
