@@ -8,10 +8,7 @@ import { execFile } from "node:child_process";
 import { cpSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
-import { silentLogger } from "../src/log.js";
-import { loadManifest } from "../src/manifest/load.js";
-import { deploy } from "../src/pipeline.js";
-import { PROJECT, writeManifest } from "../test/helpers/agent.js";
+import { makeAgent, PROJECT, writeManifest } from "../test/helpers/agent.js";
 import { type Files, makeFixture } from "../test/helpers/git.js";
 import { startMatrixServer } from "../test/helpers/matrix-server.js";
 
@@ -42,20 +39,8 @@ async function agentRun(
       },
     ],
   });
-  const { manifest } = await loadManifest(manifestFile, { processEnv: {} });
-  const run = () =>
-    deploy({
-      manifest,
-      repoDir: fx.clone,
-      stateDir: path.join(fx.dir, "state"),
-      root: path.join(fx.dir, "root"),
-      dryRun: false,
-      fetch: true,
-      all: false,
-      only: [],
-      lockWaitMs: 0,
-      log: silentLogger(),
-    });
+  const agent = makeAgent(fx.dir, fx.clone, manifestFile);
+  const run = () => agent.run();
   return { fx, run };
 }
 
