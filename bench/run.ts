@@ -106,8 +106,8 @@ table(
     ["  writes / requests", `${many.writes} / ${many.requests}`, `${many.transforms} writes`],
     ["  most requests in flight", many.maxInFlight, "<= concurrency (4)"],
     [
-      `  429s, first retry after (ms)`,
-      `${many.rateLimited}, ${many.firstRetryAfterMs}`,
+      `  429s, shortest wait before retrying one (ms)`,
+      `${many.rateLimited}, ${many.shortestRetryAfterMs}`,
       `>= retry_after_ms (${many.retryAfterMs})`,
     ],
   ],
