@@ -41,6 +41,7 @@ const EXPECT: Record<string, { plain: RegExp[]; html?: RegExp[] }> = {
   "bazarr/episode-subtitles-downloaded.json": {
     plain: [/^💬 Bazarr\nFrieren: Beyond Journey’s End .* subtitles downloaded/],
   },
+  "bazarr/warning.json": { plain: [/^⚠️ Bazarr: provider throttled\nopensubtitlescom throttled/] },
   "bazarr/failure.json": {
     plain: [/^❌ Bazarr\nLe Bureau des Légendes/],
     html: [/&lt;provider&gt; timeout &amp; retry/],
@@ -68,12 +69,22 @@ const EXPECT: Record<string, { plain: RegExp[]; html?: RegExp[] }> = {
     html: [/<a href="https:\/\/dashboard\.lotusguild\.org\/d\/matrix">panel<\/a>/],
   },
   "lidarr/grab.json": { plain: [/^⬇️ Lidarr: grabbed Sigur Rós/, /Albums: Ágætis byrjun/] },
+  "lidarr/download-upgrade.json": {
+    plain: [
+      /^⏫ Lidarr: upgraded Sigur Rós\nAlbums: \( \)\nTracks: 2/,
+      /https:\/\/lidarr\.lotusguild\.org\/artist\/f6f2326f/,
+    ],
+  },
   "lidarr/unknown-event.json": { plain: [/^ℹ️ Lidarr: SomethingNew/] },
   "owncast/stream-started.json": {
     plain: [/^🔴 Retro Nights is live: Speedrun & Chill: Super Metroid <Any%>/],
     html: [/Speedrun &amp; Chill: Super Metroid &lt;Any%&gt;/],
   },
+  "owncast/chat.json": { plain: [/^ℹ️ Owncast: CHAT/] },
   "owncast/stream-stopped.json": { plain: [/^⏹️ New Owncast Server stream ended/] },
+  "proxmox/replication-error.json": {
+    plain: [/^❌ Proxmox: Replication Job: 151-0 failed\nSeverity: error\nNode: pve1/, /got timeout/],
+  },
   "proxmox/test.json": { plain: [/^🧪 Proxmox: Test notification\nSeverity: info/] },
   "proxmox/vzdump-success.json": {
     plain: [/^✅ Proxmox: vzdump backup status \(pve1\.home\.arpa\): backup successful\n/, /docker-host/],
@@ -119,6 +130,7 @@ const EXPECT: Record<string, { plain: RegExp[]; html?: RegExp[] }> = {
   },
   "uptime-kuma/down-v1.json": { plain: [/^🔴 .* is down/] },
   "uptime-kuma/up-v2.json": { plain: [/^✅ .* is up/, /Ping: \d+ ms/] },
+  "uptime-kuma/maintenance.json": { plain: [/^🔧 Synapse is in maintenance\nMessage: Under maintenance/] },
   "uptime-kuma/test.json": { plain: [/^🧪 Uptime Kuma: Uptime Kuma Testing/] },
 };
 
