@@ -32,7 +32,12 @@ async function holder(file: string): Promise<{ pid: number; since: string } | nu
   }
 }
 
-export async function acquireLock(stateDir: string, waitMs = 0): Promise<Lock> {
+export async function acquireLock(
+  stateDir: string,
+  waitMs = 0,
+  onWait: (holder: { pid: number; since: string }) => void = () => {},
+): Promise<Lock> {
+  let told = false;
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const file = path.join(stateDir, LOCK_FILE);
   const deadline = Date.now() + waitMs;
@@ -64,6 +69,10 @@ export async function acquireLock(stateDir: string, waitMs = 0): Promise<Lock> {
           hint: "wait for it to finish, or pass --wait SECONDS",
         },
       );
+    }
+    if (!told) {
+      onWait(owner);
+      told = true;
     }
     await sleep(Math.min(200, Math.max(10, deadline - Date.now())));
   }

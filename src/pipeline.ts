@@ -8,6 +8,7 @@ import type { Manifest } from "./manifest/schema.js";
 import { type Action, type PlanReason, plan, revisionsToDiff } from "./plan.js";
 import {
   changedPaths,
+  clearStaleGitLocks,
   dirtyPaths,
   fetchBranch,
   headCommit,
@@ -95,6 +96,11 @@ interface Source {
 async function syncSource(opts: DeployOptions, state: State, warnings: string[]): Promise<Source> {
   const { repo: cfg } = opts.manifest;
   const repo = opts.repo ?? (await openRepo(opts.repoDir, cfg.remote, cfg.branch));
+  if (!opts.dryRun) {
+    // Safe only under the deploy lock, which a real run holds here.
+    const stale = await clearStaleGitLocks(repo);
+    if (stale.length) warnings.push(`removed git lock files left by a killed git process: ${stale.join(", ")}`);
+  }
   const [fetched, dirty, previousHead] = await Promise.all([
     opts.fetch ? fetchBranch(repo) : null,
     opts.dryRun ? [] : dirtyPaths(repo),
@@ -205,7 +211,12 @@ function skipped(
 export async function deploy(opts: DeployOptions): Promise<RunReport> {
   const started = Date.now();
   const warnings: string[] = [];
-  const lock = opts.dryRun ? null : await acquireLock(opts.stateDir, opts.lockWaitMs);
+  const lock = opts.dryRun
+    ? null
+    : await acquireLock(opts.stateDir, opts.lockWaitMs, (holder) =>
+        opts.log.warn({ holder }, "waiting for the deploy lock held by another run"),
+      );
+  opts.log.debug("syncing the source");
   try {
     const loaded = await readState(opts.stateDir, opts.manifest.host);
     if (loaded.problem) warnings.push(`state unusable, every step runs: ${loaded.problem}`);

@@ -256,6 +256,17 @@ describe("deploy engine", () => {
     assert.equal(problem, undefined);
   });
 
+  it("removes git lock files a killed git process left in the clone, and says so", async () => {
+    await agent.run();
+    writeFileSync(path.join(fx.clone, ".git/index.lock"), "");
+    writeFileSync(path.join(fx.clone, ".git/refs/remotes/origin/main.lock"), "");
+    fx.push({ "landing/index.html": PAGE_V2 });
+    const report = await agent.run();
+    assert.equal(report.result, "succeeded");
+    assert.match(report.warnings.join("\n"), /removed git lock files left by a killed git process: \.git\/index\.lock, \.git\/refs\/remotes\/origin\/main\.lock/);
+    assert.equal(read("/var/www/landing/index.html"), PAGE_V2);
+  });
+
   it("follows a force push that rewrote the applied commit away", async () => {
     await agent.run();
     git(fx.pusher, "reset", "--hard", "HEAD");

@@ -229,13 +229,18 @@ describe("crash: kill -9 at random points of a multi-step deploy, 20 times", () 
     });
   });
   after(async () => {
+    for (const c of children) c.child.kill("SIGKILL");
     systemctl.restore();
     await new Promise((r) => health.close(r));
     fx.cleanup();
   });
 
-  const serve = () =>
-    startCli(["serve", "--config", manifest, "--repo", fx.clone, "--root", root, "--listen", "127.0.0.1:0"]);
+  const children: ReturnType<typeof startCli>[] = [];
+  const serve = () => {
+    const started = startCli(["serve", "--config", manifest, "--repo", fx.clone, "--root", root, "--listen", "127.0.0.1:0", "--log-level", "debug"]);
+    children.push(started);
+    return started;
+  };
 
   const liveToken = () =>
     parseDocument(readFileSync(path.join(root, "opt/draupnir/config/production.yaml"), "utf8")).get(

@@ -1,4 +1,4 @@
-import { readFile, stat } from "node:fs/promises";
+import { readFile, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { type SimpleGit, simpleGit } from "simple-git";
 import { AgentError } from "../errors.js";
@@ -111,6 +111,28 @@ export async function headCommit(repo: Repo): Promise<string | null> {
     (s) => s.trim(),
     () => null,
   );
+}
+
+/**
+ * Lock files a git process leaves behind when it is killed mid-command (kill -9, power loss). Only the
+ * agent runs git in its clone, and only while it holds the deploy lock, so whatever it finds is stale.
+ */
+export async function clearStaleGitLocks(repo: Repo): Promise<string[]> {
+  const gitDir = path.join(repo.dir, ".git");
+  const candidates = [
+    "index.lock",
+    "HEAD.lock",
+    "shallow.lock",
+    "packed-refs.lock",
+    `refs/heads/${repo.branch}.lock`,
+    `refs/remotes/${repo.remote}/${repo.branch}.lock`,
+  ];
+  const removed: string[] = [];
+  for (const rel of candidates) {
+    const file = path.join(gitDir, rel);
+    if (await unlink(file).then(() => true, () => false)) removed.push(`.git/${rel}`);
+  }
+  return removed;
 }
 
 /** Paths with local modifications; they are about to be discarded by the hard reset. */
