@@ -4,8 +4,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError } from "./errors.js";
 
 /**
- * One run at a time per state directory. The lock file holds the owner's pid; a lock whose pid no longer
- * exists (the holder was killed) is taken over, so a crash never wedges the host.
+ * One run at a time per state directory. The lock file holds the owner's pid and that process's start time;
+ * a lock whose process no longer exists (the holder was killed) is taken over, so a crash never wedges the
+ * host. The start time guards against pid reuse: with pid_max 32768 and git spawned for every step, a dead
+ * holder's pid soon belongs to some other process.
  */
 
 export const LOCK_FILE = "deploy.lock";
@@ -14,19 +16,41 @@ export interface Lock {
   release(): Promise<void>;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
+interface Holder {
+  pid: number;
+  /** Field 22 of /proc/<pid>/stat (clock ticks since boot); absent where /proc is not readable. */
+  start?: string | undefined;
+  since: string;
 }
 
-async function holder(file: string): Promise<{ pid: number; since: string } | null> {
+async function startTime(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  // The command name (field 2) may hold spaces and parentheses: count fields after its closing ")".
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+}
+
+async function alive(owner: Holder): Promise<boolean> {
   try {
-    const parsed = JSON.parse(await readFile(file, "utf8")) as { pid?: unknown; since?: unknown };
-    return typeof parsed.pid === "number" ? { pid: parsed.pid, since: String(parsed.since) } : null;
+    process.kill(owner.pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
+  }
+  return owner.start === undefined || (await startTime(owner.pid)) === owner.start;
+}
+
+async function holder(file: string): Promise<Holder | null> {
+  try {
+    const parsed = JSON.parse(await readFile(file, "utf8")) as {
+      pid?: unknown;
+      start?: unknown;
+      since?: unknown;
+    };
+    if (typeof parsed.pid !== "number") return null;
+    return {
+      pid: parsed.pid,
+      start: typeof parsed.start === "string" ? parsed.start : undefined,
+      since: String(parsed.since),
+    };
   } catch {
     return null;
   }
@@ -35,16 +59,17 @@ async function holder(file: string): Promise<{ pid: number; since: string } | nu
 export async function acquireLock(
   stateDir: string,
   waitMs = 0,
-  onWait: (holder: { pid: number; since: string }) => void = () => {},
+  onWait: (holder: Holder) => void = () => {},
 ): Promise<Lock> {
   let told = false;
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const file = path.join(stateDir, LOCK_FILE);
   const deadline = Date.now() + waitMs;
+  const me = { pid: process.pid, start: await startTime(process.pid), since: new Date().toISOString() };
   for (;;) {
     // Write the owner record first, then link it into place: the lock never exists without its content.
     const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-    await writeFile(tmp, JSON.stringify({ pid: process.pid, since: new Date().toISOString() }), {
+    await writeFile(tmp, JSON.stringify(me), {
       mode: 0o600,
     });
     try {
@@ -56,7 +81,7 @@ export async function acquireLock(
       await unlink(tmp).catch(() => {});
     }
     const owner = await holder(file);
-    if (owner === null || !alive(owner.pid)) {
+    if (owner === null || !(await alive(owner))) {
       // The holder died without releasing (kill -9, power loss): take the lock over.
       await unlink(file).catch(() => {});
       continue;

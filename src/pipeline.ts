@@ -99,7 +99,8 @@ async function syncSource(opts: DeployOptions, state: State, warnings: string[])
   if (!opts.dryRun) {
     // Safe only under the deploy lock, which a real run holds here.
     const stale = await clearStaleGitLocks(repo);
-    if (stale.length) warnings.push(`removed git lock files left by a killed git process: ${stale.join(", ")}`);
+    if (stale.length)
+      warnings.push(`removed git lock files left by a killed git process: ${stale.join(", ")}`);
   }
   const [fetched, dirty, previousHead] = await Promise.all([
     opts.fetch ? fetchBranch(repo) : null,

@@ -263,7 +263,10 @@ describe("deploy engine", () => {
     fx.push({ "landing/index.html": PAGE_V2 });
     const report = await agent.run();
     assert.equal(report.result, "succeeded");
-    assert.match(report.warnings.join("\n"), /removed git lock files left by a killed git process: \.git\/index\.lock, \.git\/refs\/remotes\/origin\/main\.lock/);
+    assert.match(
+      report.warnings.join("\n"),
+      /removed git lock files left by a killed git process: \.git\/index\.lock, \.git\/refs\/remotes\/origin\/main\.lock/,
+    );
     assert.equal(read("/var/www/landing/index.html"), PAGE_V2);
   });
 

@@ -237,7 +237,19 @@ describe("crash: kill -9 at random points of a multi-step deploy, 20 times", () 
 
   const children: ReturnType<typeof startCli>[] = [];
   const serve = () => {
-    const started = startCli(["serve", "--config", manifest, "--repo", fx.clone, "--root", root, "--listen", "127.0.0.1:0", "--log-level", "debug"]);
+    const started = startCli([
+      "serve",
+      "--config",
+      manifest,
+      "--repo",
+      fx.clone,
+      "--root",
+      root,
+      "--listen",
+      "127.0.0.1:0",
+      "--log-level",
+      "debug",
+    ]);
     children.push(started);
     return started;
   };

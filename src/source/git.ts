@@ -130,7 +130,13 @@ export async function clearStaleGitLocks(repo: Repo): Promise<string[]> {
   const removed: string[] = [];
   for (const rel of candidates) {
     const file = path.join(gitDir, rel);
-    if (await unlink(file).then(() => true, () => false)) removed.push(`.git/${rel}`);
+    if (
+      await unlink(file).then(
+        () => true,
+        () => false,
+      )
+    )
+      removed.push(`.git/${rel}`);
   }
   return removed;
 }
