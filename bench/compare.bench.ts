@@ -11,7 +11,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import autocannon from "autocannon";
 import { sign } from "../src/server/verify.js";
-import { PROJECT, writeManifest } from "../test/helpers/agent.js";
+import { PROJECT, serveArgs, writeManifest } from "../test/helpers/agent.js";
 import { type Fixture, makeFixture } from "../test/helpers/git.js";
 import { giteaHeaders, pushBody } from "../test/helpers/gitea.js";
 import { percentile, round, rssMiB } from "./lib.js";
@@ -62,13 +62,7 @@ function agentSystem(): System {
     ],
   });
   const args = [
-    "serve",
-    "--config",
-    manifest,
-    "--repo",
-    fx.clone,
-    "--root",
-    root,
+    ...serveArgs(manifest, fx.clone, root, `127.0.0.1:${port}`),
     "--state-dir",
     path.join(fx.dir, "state"),
   ];
@@ -82,15 +76,7 @@ function agentSystem(): System {
     spawn: () =>
       spawn(
         process.execPath,
-        [
-          ...unitNodeOptions(),
-          path.join(PROJECT, "dist/src/cli.js"),
-          ...args,
-          "--listen",
-          `127.0.0.1:${port}`,
-          "--log-level",
-          "warn",
-        ],
+        [...unitNodeOptions(), path.join(PROJECT, "dist/src/cli.js"), ...args, "--log-level", "warn"],
         {
           stdio: ["ignore", "ignore", "inherit"],
         },

@@ -16,7 +16,7 @@ import { createAgent, type Agent as DeployAgent } from "../src/server/agent.js";
 import { buildServer } from "../src/server/app.js";
 import { sign } from "../src/server/verify.js";
 import { readState } from "../src/state.js";
-import { makeAgent, runCli, startCli, stepOf, writeManifest } from "./helpers/agent.js";
+import { makeAgent, runCli, serveArgs, startCli, stepOf, writeManifest } from "./helpers/agent.js";
 import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemctl.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 import { pushBody } from "./helpers/gitea.js";
@@ -237,19 +237,7 @@ describe("crash: kill -9 at random points of a multi-step deploy, 20 times", () 
 
   const children: ReturnType<typeof startCli>[] = [];
   const serve = () => {
-    const started = startCli([
-      "serve",
-      "--config",
-      manifest,
-      "--repo",
-      fx.clone,
-      "--root",
-      root,
-      "--listen",
-      "127.0.0.1:0",
-      "--log-level",
-      "debug",
-    ]);
+    const started = startCli([...serveArgs(manifest, fx.clone, root), "--log-level", "debug"]);
     children.push(started);
     return started;
   };

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { readState } from "../src/state.js";
-import { runCli, startCli, writeManifest } from "./helpers/agent.js";
+import { runCli, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 
 /** `deploy-agent serve` as a real process: start-up, signals, crashes. */
@@ -15,18 +15,8 @@ let manifest: string;
 const SECRET = "serve-process-Secret-xyz";
 
 /** `serve` on this test's manifest, repository and root, on a free loopback port. */
-const serveArgs = () => [
-  "serve",
-  "--config",
-  manifest,
-  "--repo",
-  fx.clone,
-  "--root",
-  root,
-  "--listen",
-  "127.0.0.1:0",
-];
-const serve = () => startCli([...serveArgs(), "--state-dir", stateDir]);
+const serveProcessArgs = () => serveArgs(manifest, fx.clone, root);
+const serve = () => startCli([...serveProcessArgs(), "--state-dir", stateDir]);
 
 beforeEach(() => {
   fx = makeFixture({ "landing/index.html": "<p>v1</p>\n", "cinny/config.json": "{}\n" });
@@ -90,7 +80,7 @@ describe("deploy-agent serve (process)", () => {
 
   it("refuses to start without a secret, or with a secret file others can read", async () => {
     writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), "\n");
-    const empty = await runCli(serveArgs());
+    const empty = await runCli(serveProcessArgs());
     assert.equal(empty.code, 2);
     assert.match(
       empty.stderr,
@@ -98,7 +88,7 @@ describe("deploy-agent serve (process)", () => {
     );
     writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`);
     chmodSync(path.join(root, "etc/deploy-agent/webhook-secret"), 0o644);
-    const open = await runCli(serveArgs());
+    const open = await runCli(serveProcessArgs());
     assert.equal(open.code, 2);
     assert.match(open.stderr, /is readable by others \(mode 0644\)/);
     assert.equal((open.stderr + open.stdout).includes(SECRET), false);

@@ -91,6 +91,11 @@ export function stepOf(report: RunReport, name: string) {
   return s;
 }
 
+/** `deploy-agent serve` arguments for a test fixture: its manifest, clone and host root. */
+export function serveArgs(manifest: string, clone: string, root: string, listen = "127.0.0.1:0"): string[] {
+  return ["serve", "--config", manifest, "--repo", clone, "--root", root, "--listen", listen];
+}
+
 export interface Served {
   child: ChildProcess;
   /** Everything the process printed so far (stdout and stderr). */
