@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { fetchFailure } from "./fetch-failure.js";
 
 /**
  * Polls an HTTP health endpoint until it answers the healthy status or the deadline passes.
@@ -20,8 +21,7 @@ export async function waitHealthy(
       last = `HTTP ${res.status}`;
       if (res.status === (opts.healthyStatus ?? 200)) return { healthy: true, last };
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause;
-      last = cause?.code ?? (err as Error).name;
+      last = fetchFailure(err);
     }
     if (Date.now() + interval > deadline || opts.signal?.aborted) return { healthy: false, last };
     await sleep(interval);

@@ -2,6 +2,7 @@ import { readFile, unlink } from "node:fs/promises";
 import type { Logger } from "pino";
 import { z } from "zod";
 import type { CommandRunner } from "../command.js";
+import { fetchFailure } from "../fetch-failure.js";
 import { hostPath } from "../steps/common.js";
 
 /**
@@ -78,8 +79,7 @@ async function scrape(
       return { participants, rooms: null, problem: "no livekit_participant_total in the metrics" };
     return { participants, rooms: sums.livekit_room_total ?? 0 };
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause;
-    return { participants: null, rooms: null, problem: cause?.code ?? (err as Error).name };
+    return { participants: null, rooms: null, problem: fetchFailure(err) };
   }
 }
 

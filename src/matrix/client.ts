@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError } from "../errors.js";
+import { fetchFailure } from "../fetch-failure.js";
 import type { Secret } from "../secret.js";
 
 /**
@@ -84,12 +85,7 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
         });
       } catch (err) {
         if (opts.signal?.aborted) throw err;
-        const cause = (err as { cause?: { code?: string } }).cause;
-        lastProblem =
-          cause?.code ??
-          ((err as Error).name === "TimeoutError"
-            ? `timed out after ${timeoutMs} ms`
-            : (err as Error).message);
+        lastProblem = fetchFailure(err, timeoutMs);
         await sleep(backoff * 2 ** (attempt - 1));
         continue;
       }
@@ -126,7 +122,7 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
     }
     throw new AgentError(
       "MATRIX_UNAVAILABLE",
-      `${what}: gave up after ${maxAttempts} attempts (${lastProblem})`,
+      `${what}: gave up after ${maxAttempts} attempt${maxAttempts === 1 ? "" : "s"} (${lastProblem})`,
       {
         hint: `check that ${base} is reachable from this host`,
       },
