@@ -1,6 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { chmod, chown, open, readdir, readFile, rename, stat, unlink } from "node:fs/promises";
+import { chown, readFile, stat, unlink } from "node:fs/promises";
 import path from "node:path";
+import { writeFileAtomic } from "./atomic-write.js";
 import type { CommandRunner } from "./command.js";
 import { diffSummary } from "./diff-summary.js";
 import type { EffectRecorder } from "./effects.js";
@@ -36,8 +36,12 @@ export interface HostFs {
   resolve(hostPath: string): string;
   read(hostPath: string): Promise<Buffer | null>;
   snapshot(hostPath: string): Promise<FileSnapshot>;
-  /** Writes the file unless content, mode and owner already match. */
-  write(hostPath: string, data: Buffer, options?: WriteOptions): Promise<"changed" | "unchanged">;
+  /** Writes the file unless content, mode and owner already match; `previous` is what was there, for restore. */
+  write(
+    hostPath: string,
+    data: Buffer,
+    options?: WriteOptions,
+  ): Promise<{ outcome: "changed" | "unchanged"; previous: FileSnapshot }>;
   /** Puts a snapshot back: the old content, mode and owner, or removes a file that did not exist. */
   restore(snapshot: FileSnapshot): Promise<void>;
 }
@@ -48,15 +52,6 @@ function writeError(hostPath: string, err: unknown): AgentError {
   return new AgentError("TARGET_WRITE_FAILED", `cannot write ${hostPath}: ${e.code ?? e.message}`, {
     cause: err,
   });
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 export function createHostFs(opts: {
@@ -88,7 +83,7 @@ export function createHostFs(opts: {
     return { path: hostPath, data: await read(hostPath), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
   }
 
-  /** Creates the file beside its target, so the final rename stays on one filesystem and is atomic. */
+  /** Refuses a missing target directory (never creates one), then writes atomically. */
   async function replace(
     hostPath: string,
     data: Buffer,
@@ -106,32 +101,19 @@ export function createHostFs(opts: {
         `cannot write ${hostPath}: directory ${path.dirname(hostPath)} does not exist`,
       );
     }
-    const prefix = `.${path.basename(target)}.deploy-agent-`;
-    // Leftovers of a writer killed between create and rename (one run at a time: none is in use now).
-    for (const name of await readdir(dir).catch(() => [])) {
-      if (name.startsWith(prefix)) await unlink(path.join(dir, name)).catch(() => {});
-    }
-    const tmp = path.join(dir, `${prefix}${randomBytes(6).toString("hex")}`);
     try {
-      const handle = await open(tmp, "wx", 0o600);
-      try {
-        await handle.writeFile(data);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      if (ids) await chown(tmp, ids.uid, ids.gid ?? -1);
-      await chmod(tmp, mode);
-      if (validate) {
-        await opts.run(
-          validate.map((a) => a.replaceAll("{file}", tmp)),
-          { record: false },
-        );
-      }
-      await rename(tmp, target);
-      await syncDir(dir);
+      await writeFileAtomic(target, data, {
+        mode,
+        prepare: async (tmp) => {
+          if (ids) await chown(tmp, ids.uid, ids.gid ?? -1);
+          if (validate)
+            await opts.run(
+              validate.map((a) => a.replaceAll("{file}", tmp)),
+              { record: false },
+            );
+        },
+      });
     } catch (err) {
-      await unlink(tmp).catch(() => {});
       throw writeError(hostPath, err);
     }
   }
@@ -150,7 +132,8 @@ export function createHostFs(opts: {
           ? { uid: before.uid, gid: before.gid }
           : undefined;
       const sameOwner = !ids || (ids.uid === before.uid && (ids.gid === undefined || ids.gid === before.gid));
-      if (before.data?.equals(data) && before.mode === mode && sameOwner) return "unchanged";
+      if (before.data?.equals(data) && before.mode === mode && sameOwner)
+        return { outcome: "unchanged", previous: before };
 
       const shown = options.display ?? { before: before.data, after: data };
       const diff = diffSummary(hostPath, shown.before, shown.after);
@@ -164,7 +147,7 @@ export function createHostFs(opts: {
       });
       if (options.validate) opts.record({ type: "validate", path: hostPath, argv: [...options.validate] });
       if (!opts.dryRun) await replace(hostPath, data, mode, ids, options.validate);
-      return "changed";
+      return { outcome: "changed", previous: before };
     },
 
     async restore(snap) {

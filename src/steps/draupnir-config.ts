@@ -117,7 +117,7 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
     const token = liveToken(step, before.data);
     const next = merge(step, await ctx.source.read(step.source), token);
     const display = { before: redact(before.data, token), after: redact(next, token) ?? Buffer.alloc(0) };
-    const outcome = await ctx.host.write(step.target, next, { mode: 0o600, display });
+    const { outcome } = await ctx.host.write(step.target, next, { mode: 0o600, display });
     if (outcome === "unchanged") return [{ id: step.target, outcome }];
 
     const health = await restartAndCheck(step, ctx);

@@ -50,14 +50,13 @@ export const fileStep: StepKind<typeof schema> = {
     const replaced: FileSnapshot[] = [];
     try {
       for (const target of step.targets) {
-        const before = await ctx.host.snapshot(target);
-        const outcome = await ctx.host.write(target, data, {
+        const { outcome, previous } = await ctx.host.write(target, data, {
           mode: step.mode,
           owner: step.owner,
           validate: step.validate,
         });
         items.push({ id: target, outcome });
-        if (outcome === "changed") replaced.push(before);
+        if (outcome === "changed") replaced.push(previous);
       }
       if (replaced.length) {
         for (const command of step.reload) await ctx.run(command);

@@ -58,14 +58,13 @@ export const systemdUnitStep: StepKind<typeof schema> = {
   async apply(step, ctx) {
     const data = await ctx.source.read(step.source);
     const target = unitPath(step);
-    const before = await ctx.host.snapshot(target);
-    const outcome = await ctx.host.write(target, data, { mode: 0o644 });
+    const { outcome, previous } = await ctx.host.write(target, data, { mode: 0o644 });
     if (outcome === "unchanged") return [{ id: target, outcome }];
     try {
       await systemctl(ctx, "daemon-reload");
       if (step.restart === "now") await systemctl(ctx, "restart", unitName(step));
     } catch (err) {
-      await ctx.host.restore(before);
+      await ctx.host.restore(previous);
       await systemctl(ctx, "daemon-reload").catch((e: Error) =>
         ctx.log.warn({ err: e }, "daemon-reload after restore failed"),
       );
@@ -76,7 +75,7 @@ export const systemdUnitStep: StepKind<typeof schema> = {
       const flag = `${ctx.source.revision}\n`;
       items.push({
         id: step.flagFile,
-        outcome: await ctx.host.write(step.flagFile, Buffer.from(flag), { mode: 0o644 }),
+        outcome: (await ctx.host.write(step.flagFile, Buffer.from(flag), { mode: 0o644 })).outcome,
       });
     }
     return items;

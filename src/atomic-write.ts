@@ -1,0 +1,43 @@
+import { randomBytes } from "node:crypto";
+import { chmod, open, readdir, rename, unlink } from "node:fs/promises";
+import path from "node:path";
+
+/**
+ * Writes a file so that readers see the old content or the new, never a mix: a temp file beside the target
+ * (same filesystem, so the rename is atomic), fsync, mode, an optional preparation of the temp file (owner,
+ * validation), rename, fsync of the directory. Temp files a killed writer left for the same target are
+ * removed first: callers write under the deploy lock, so none of them is in use.
+ */
+export async function writeFileAtomic(
+  file: string,
+  data: string | Buffer,
+  options: { mode: number; prepare?: (tmp: string) => Promise<void> },
+): Promise<void> {
+  const dir = path.dirname(file);
+  const prefix = `.${path.basename(file)}.deploy-agent-`;
+  for (const name of await readdir(dir).catch(() => [])) {
+    if (name.startsWith(prefix)) await unlink(path.join(dir, name)).catch(() => {});
+  }
+  const tmp = path.join(dir, `${prefix}${randomBytes(6).toString("hex")}`);
+  try {
+    const handle = await open(tmp, "wx", 0o600);
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await chmod(tmp, options.mode);
+    await options.prepare?.(tmp);
+    await rename(tmp, file);
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+  const dirHandle = await open(dir, "r");
+  try {
+    await dirHandle.sync();
+  } finally {
+    await dirHandle.close();
+  }
+}
