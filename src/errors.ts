@@ -62,8 +62,8 @@ export class AgentError extends Error {
 }
 
 /** Wraps anything thrown into an AgentError, keeping an AgentError as it is. */
-export function asAgentError(err: unknown, fallback: ErrorCode = "STEP_FAILED"): AgentError {
+export function asAgentError(err: unknown): AgentError {
   if (err instanceof AgentError) return err;
   const message = err instanceof Error ? err.message : String(err);
-  return new AgentError(fallback, message, { cause: err });
+  return new AgentError("STEP_FAILED", message, { cause: err });
 }

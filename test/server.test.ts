@@ -242,6 +242,8 @@ describe("webhook daemon", () => {
     const bodies = Array.from({ length: 200 }, () => pushBody({ after: last }));
     const results = await Promise.all(bodies.map((b) => daemon.post(b, giteaHeaders(b, SECRET))));
     assert.ok(results.every((r) => r.status === 202));
+    const during = await (await fetch(`${daemon.url}/metrics`)).text();
+    assert.match(during, /deploy_agent_queue_depth\{host="lxctest"\} 2/, "one run in progress, one pending");
     await daemon.agent.queue.idle();
     const runs = daemon.agent.queue.state().runsStarted - started;
     assert.ok(runs >= 1 && runs <= 2, `200 pushes made ${runs} runs`);
@@ -301,6 +303,7 @@ describe("webhook daemon", () => {
     );
     assert.match(metrics, /deploy_agent_deployed_commit_info\{revision="[0-9a-f]{40}",host="lxctest"\} 1/);
     assert.match(metrics, /deploy_agent_process_resident_memory_bytes/);
+    assert.match(metrics, /deploy_agent_queue_depth\{host="lxctest"\} 0/);
     const everything = [JSON.stringify(status), metrics, ...daemon.logs].join("\n");
     assert.equal(everything.includes(SECRET), false, "secret absent from status, metrics and logs");
   });

@@ -67,7 +67,10 @@ const summary = (r: RunReport) => ({
 
 export function createAgent(opts: AgentOptions): Agent {
   const { manifest, log } = opts;
-  const metrics = createMetrics(manifest.host);
+  const metrics = createMetrics(manifest.host, () => {
+    const q = queue.state();
+    return (q.running ? 1 : 0) + (q.pending ? 1 : 0);
+  });
   const stop = new AbortController();
   let lastReport: (RunReport & { finishedAt: string }) | null = null;
   let lastError: RunError | null = null;
@@ -118,7 +121,6 @@ export function createAgent(opts: AgentOptions): Agent {
 
   async function runOnce(reasons: string[]): Promise<void> {
     const runLog = log.child({ run: reasons.length === 1 ? reasons[0] : `${reasons.length} requests` });
-    metrics.queueDepth(queue.state().pending ? 2 : 1);
     try {
       repo ??= await openRepo(opts.repoDir, manifest.repo.remote, manifest.repo.branch);
       const report = await deploy({
@@ -151,8 +153,6 @@ export function createAgent(opts: AgentOptions): Agent {
         retryTimer = setTimeout(() => queue.request(`retry after ${e.code}`), opts.retryDelayMs ?? 30_000);
         retryTimer.unref();
       }
-    } finally {
-      metrics.queueDepth(queue.state().pending ? 1 : 0);
     }
   }
 
@@ -161,10 +161,7 @@ export function createAgent(opts: AgentOptions): Agent {
   return {
     queue,
     metrics,
-    request: (reason) => {
-      queue.request(reason);
-      metrics.queueDepth(queue.state().running ? (queue.state().pending ? 2 : 1) : 0);
-    },
+    request: (reason) => queue.request(reason),
 
     start() {
       queue.request("start-up reconcile");

@@ -7,12 +7,12 @@ export interface AgentMetrics {
   delivery(outcome: string): void;
   run(report: RunReport): void;
   runError(): void;
-  queueDepth(n: number): void;
   /** When the pending LiveKit restart was flagged (seconds since the epoch), or 0 when none is pending. */
   livekitPendingSince(seconds: number): void;
 }
 
-export function createMetrics(host: string): AgentMetrics {
+/** `queueDepth` is read at every scrape: runs in progress or pending, from the queue itself. */
+export function createMetrics(host: string, queueDepth: () => number): AgentMetrics {
   const registry = new Registry();
   registry.setDefaultLabels({ host });
   collectDefaultMetrics({ register: registry, prefix: "deploy_agent_" });
@@ -58,10 +58,13 @@ export function createMetrics(host: string): AgentMetrics {
     labelNames: ["revision"],
     registers: [registry],
   });
-  const depth = new Gauge({
+  new Gauge({
     name: "deploy_agent_queue_depth",
     help: "Deploy runs in progress or pending (0-2)",
     registers: [registry],
+    collect() {
+      this.set(queueDepth());
+    },
   });
   const livekitPending = new Gauge({
     name: "deploy_agent_livekit_restart_pending_since_timestamp_seconds",
@@ -85,7 +88,6 @@ export function createMetrics(host: string): AgentMetrics {
       deployed.set({ revision: report.revision }, 1);
     },
     runError: () => runs.inc({ result: "error" }),
-    queueDepth: (n) => depth.set(n),
     livekitPendingSince: (seconds) => livekitPending.set(seconds),
   };
 }
