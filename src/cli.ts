@@ -1,7 +1,7 @@
-#!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { cinnyNightlyCommand } from "./commands/cinny-nightly.js";
+import { installCommand } from "./commands/install.js";
 import { livekitRestartCommand } from "./commands/livekit-restart.js";
 import { runCommand } from "./commands/run.js";
 import { serveCommand } from "./commands/serve.js";
@@ -19,6 +19,8 @@ commands:
   serve      run the webhook daemon: verify Gitea pushes, deploy through a coalescing queue
   livekit-restart  restart livekit-server if a restart is pending and no call is active
   cinny-nightly    build Cinny's dev branch and switch the web root to it (--force: even if unchanged)
+  install    install this host's role: bin on PATH, unit(s), timer or cron, secret; migrate from webhook
+             (--host lxcNNN required; --dry-run shows every effect; --force overwrites local changes)
 
 options:
   --config FILE      host manifest (config/<host>.yaml); default $DEPLOY_AGENT_CONFIG
@@ -33,7 +35,8 @@ options:
   --no-fetch         do not fetch; deploy the remote-tracking branch as it is
   --wait SECONDS     wait this long for another run's lock (default 0: fail at once)
   --log-level LEVEL  trace|debug|info|warn|error (default: the manifest's log.level)
-  --listen HOST:PORT serve: override the manifest's listen address
+  --listen HOST:PORT serve: override the manifest's listen address (also DEPLOY_AGENT_LISTEN)
+  --host NAME        install: the host manifest's name; --config defaults to /opt/matrix-config/config/NAME.yaml
   -h, --help         this text
   --version          print the version
 
@@ -41,6 +44,8 @@ exit codes: 0 success, 1 a step or the run failed, 2 usage or configuration erro
 `;
 
 type Out = (text: string) => void;
+
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
@@ -77,6 +82,11 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
     err("error USAGE: --wait takes a number of seconds\n");
     return 2;
   }
+  const logLevel = v["log-level"];
+  if (logLevel !== undefined && !LOG_LEVELS.includes(logLevel)) {
+    err(`error USAGE: --log-level takes ${LOG_LEVELS.join("|")}, not "${logLevel}"\n`);
+    return 2;
+  }
   const common = {
     config: v.config,
     root: v.root,
@@ -84,7 +94,7 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
     stateDir: v["state-dir"],
     envFile: v["env-file"],
     json: v.json ?? false,
-    logLevel: v["log-level"],
+    logLevel,
   };
   try {
     switch (command) {
@@ -111,6 +121,11 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
         );
       case "livekit-restart":
         return await livekitRestartCommand({ ...common, dryRun: v["dry-run"] ?? false }, out);
+      case "install":
+        return await installCommand(
+          { ...common, host: v.host, dryRun: v["dry-run"] ?? false, force: v.force ?? false },
+          out,
+        );
       case "serve":
         return await serveCommand({ ...common, dryRun: v["dry-run"] ?? false, listen: v.listen });
       default:
@@ -142,6 +157,7 @@ function parse(argv: string[]) {
       "log-level": { type: "string" },
       listen: { type: "string" },
       force: { type: "boolean" },
+      host: { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },
@@ -156,14 +172,4 @@ function reportError(e: unknown, err: Out): number {
   }
   err(`error INTERNAL: ${sanitize(e instanceof Error ? (e.stack ?? e.message) : String(e))}\n`);
   return 1;
-}
-
-const isMain = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (isMain) {
-  const code = await main(
-    process.argv.slice(2),
-    (t) => process.stdout.write(t),
-    (t) => process.stderr.write(t),
-  );
-  process.exitCode = code;
 }

@@ -61,7 +61,8 @@ export interface StepReport {
   message: string;
   files: string[];
   work: string[];
-  outcome: "succeeded" | "failed" | "skipped";
+  /** A dry run's steps are "planned", or "unknown" when part of what they would do could not be determined. */
+  outcome: "succeeded" | "failed" | "skipped" | "planned" | "unknown";
   error?: { code: string; message: string; hint?: string | undefined } | undefined;
   items: StepItem[];
   effects: Effect[];
@@ -74,7 +75,8 @@ export interface RunReport {
   dryRun: boolean;
   revision: string;
   previousHead: string | null;
-  result: "succeeded" | "failed" | "noop";
+  /** Dry runs end "planned" or "undetermined" (a step could not tell what it would do), never "succeeded". */
+  result: "succeeded" | "failed" | "noop" | "planned" | "undetermined";
   warnings: string[];
   steps: StepReport[];
   durationMs: number;
@@ -178,8 +180,17 @@ async function applyAction(opts: DeployOptions, action: Action, snapshot: Snapsh
       );
     }
     const durationMs = Date.now() - started;
-    log.info({ durationMs, changed: items.filter((i) => i.outcome === "changed").length }, "step succeeded");
-    return { ...report, outcome: "succeeded", items, durationMs };
+    const changed = items.filter((i) => i.outcome === "changed").length;
+    const unknown = items.filter((i) => i.outcome === "unknown").length;
+    if (!opts.dryRun) {
+      log.info({ durationMs, changed }, "step succeeded");
+      return { ...report, outcome: "succeeded", items, durationMs };
+    }
+    log.info(
+      { durationMs, wouldChange: changed, unknown },
+      unknown ? "step planned, but what it would do could not all be determined" : "step planned",
+    );
+    return { ...report, outcome: unknown ? "unknown" : "planned", items, durationMs };
   } catch (err) {
     const e = asAgentError(err);
     return failedWith(e.code, e.message, e.hint, []);
@@ -265,10 +276,21 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     }
 
     const ran = steps.filter((s) => s.run);
-    const result = ran.some((s) => s.outcome === "failed") ? "failed" : ran.length ? "succeeded" : "noop";
+    const outcome = ran.some((s) => s.outcome === "failed") ? "failed" : ran.length ? "succeeded" : "noop";
+    const result: RunReport["result"] =
+      !opts.dryRun || outcome !== "succeeded"
+        ? outcome
+        : ran.some((s) => s.outcome === "unknown")
+          ? "undetermined"
+          : "planned";
     const durationMs = Date.now() - started;
     if (!opts.dryRun) {
-      state.lastRun = { revision: source.revision, result, at: new Date().toISOString(), durationMs };
+      state.lastRun = {
+        revision: source.revision,
+        result: outcome,
+        at: new Date().toISOString(),
+        durationMs,
+      };
       await writeState(opts.stateDir, state);
     }
     for (const w of warnings) opts.log.warn(w);

@@ -34,19 +34,35 @@ export function renderEffect(e: Effect, dryRun: boolean): string {
   }
 }
 
-const MARK: Record<StepReport["outcome"], string> = { succeeded: "ok", failed: "FAILED", skipped: "skip" };
+const MARK: Record<StepReport["outcome"], string> = {
+  succeeded: "ok",
+  failed: "FAILED",
+  skipped: "skip",
+  planned: "plan",
+  unknown: "UNKNOWN",
+};
+
+/** Item lines, one per outcome and detail: eleven connections that failed alike are one line, not eleven. */
+function itemLines(items: StepReport["items"]): string[] {
+  const groups = new Map<string, string[]>();
+  for (const item of items) {
+    if (item.outcome === "changed") continue;
+    const key = `${item.outcome}\0${item.detail ?? ""}`;
+    groups.set(key, [...(groups.get(key) ?? []), item.id]);
+  }
+  return [...groups].map(([key, ids]) => {
+    const [outcome, detail] = key.split("\0");
+    return `${outcome}: ${ids.join(", ")}${detail ? `: ${detail}` : ""}`;
+  });
+}
 
 function renderStep(step: StepReport, dryRun: boolean): string {
   const lines = [`[${MARK[step.outcome]}] ${step.name} (${step.kind}): ${step.message}`];
   if (!step.run) return lines[0] ?? "";
-  for (const w of step.work) lines.push(`    plan: ${w}`);
+  // The plan lines say what the step set out to do; once it reported items, those say what it found.
+  if (!step.items.length) for (const w of step.work) lines.push(`    plan: ${w}`);
   for (const e of step.effects) lines.push(indent(renderEffect(e, dryRun), "    "));
-  const unchanged = step.items.filter((i) => i.outcome === "unchanged").map((i) => i.id);
-  if (unchanged.length) lines.push(`    unchanged: ${unchanged.join(", ")}`);
-  for (const item of step.items) {
-    if (item.outcome === "skipped" || item.outcome === "failed")
-      lines.push(`    ${item.outcome}: ${item.id}: ${item.detail ?? ""}`);
-  }
+  for (const l of itemLines(step.items)) lines.push(`    ${l}`);
   if (step.error) {
     lines.push(`    error ${step.error.code}: ${step.error.message}`);
     if (step.error.hint) lines.push(`    hint: ${step.error.hint}`);

@@ -11,7 +11,7 @@ import { writeFileAtomic } from "./atomic-write.js";
 
 const itemSchema = z.strictObject({
   id: z.string(),
-  outcome: z.enum(["changed", "unchanged", "failed", "skipped"]),
+  outcome: z.enum(["changed", "unchanged", "failed", "skipped", "unknown"]),
   detail: z.string().optional(),
 });
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { runCli, writeManifest } from "./helpers/agent.js";
@@ -9,6 +10,7 @@ let fx: Fixture;
 let root: string;
 let stateDir: string;
 let manifest: string;
+const SECRET_FILE = "etc/deploy-agent/webhook-secret";
 
 function args(...extra: string[]) {
   return ["--config", manifest, "--repo", fx.clone, "--root", root, "--state-dir", stateDir, ...extra];
@@ -32,6 +34,8 @@ beforeEach(() => {
     ],
   });
   mkdirSync(path.join(root, "var/log"), { recursive: true });
+  mkdirSync(path.join(root, "etc/deploy-agent"), { recursive: true });
+  writeFileSync(path.join(root, SECRET_FILE), "0123456789abcdef0123456789abcdef\n", { mode: 0o600 });
 });
 afterEach(() => fx.cleanup());
 
@@ -40,13 +44,14 @@ describe("deploy-agent CLI", () => {
     const res = await runCli(["run", "--dry-run", ...args()]);
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /deploy-agent dry run: host lxctest, revision [0-9a-f]{12}/);
-    assert.match(res.stdout, /\[ok\] landing \(file\): never applied on this host/);
+    assert.match(res.stdout, /\[plan\] landing \(file\): never applied on this host/);
     assert.match(
       res.stdout,
       /would write \/var\/www\/index\.html \(created, 10 bytes, mode 0644, \+1 -0 lines\)/,
     );
     assert.match(res.stdout, /would run: sh -c sleep "\$\{SLOW:-0\}"/);
-    assert.match(res.stdout, /result: succeeded \(1 step\(s\) planned/);
+    assert.match(res.stdout, /result: planned \(1 step\(s\) planned/);
+    assert.doesNotMatch(res.stdout + res.stderr, /succeeded/, "a dry run never says it succeeded");
     assert.throws(() => readFileSync(path.join(root, "var/www/index.html")));
     assert.throws(() => readFileSync(path.join(stateDir, "state.json")));
   });
@@ -149,5 +154,51 @@ describe("deploy-agent CLI", () => {
     const bad = await runCli(["validate", ...args()]);
     assert.equal(bad.code, 2);
     assert.match(bad.stdout, /error: .*step landing: landing\/index\.html: is a symlink/);
+  });
+
+  it("validate reports what serve and run would refuse: the secret, its mode, Cinny's keys, the clone's owner", async () => {
+    const secret = path.join(root, SECRET_FILE);
+    chmodSync(secret, 0o644);
+    let res = await runCli(["validate", ...args()]);
+    assert.equal(res.code, 2);
+    assert.match(
+      res.stdout,
+      /error: CONFIG_INVALID: webhook secret file .* is readable by others \(mode 0644\)/,
+    );
+    writeFileSync(secret, "short\n", { mode: 0o600 });
+    chmodSync(secret, 0o600);
+    res = await runCli(["validate", ...args()]);
+    assert.match(res.stdout, /error: CONFIG_INVALID: the webhook secret is 5 characters; at least 16/);
+    rmSync(secret);
+    res = await runCli(["validate", ...args()]);
+    assert.match(res.stdout, /error: CONFIG_INVALID: no webhook secret/);
+    assert.equal(res.code, 2);
+    writeFileSync(secret, "0123456789abcdef0123456789abcdef\n", { mode: 0o600 });
+
+    writeFileSync(
+      path.join(fx.clone, "landing/index.html"),
+      '{"homeserverList":["x.org"],"homeServerList":[]}',
+    );
+    writeManifest(fx.dir, {
+      steps: [
+        { name: "cinny", kind: "file", source: "landing/index.html", targets: ["/x"], check: "cinny-config" },
+      ],
+    });
+    res = await runCli(["validate", ...args()]);
+    assert.equal(res.code, 2);
+    assert.match(
+      res.stdout,
+      /error: .*step cinny: landing\/index\.html is not a valid Cinny config: .*homeServerList/,
+    );
+
+    if (process.getuid?.() !== 0) return;
+    execFileSync("chown", ["-R", "12345:12345", fx.clone]);
+    res = await runCli(["validate", ...args()]);
+    assert.equal(res.code, 2);
+    assert.match(
+      res.stdout,
+      /REPO_INVALID: git refuses .*: it is owned by uid 12345, not by this process's uid 0 \("dubious ownership"\)/,
+    );
+    assert.match(res.stdout, /safe\.directory/);
   });
 });

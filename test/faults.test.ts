@@ -21,6 +21,7 @@ import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemc
 import { type Fixture, makeFixture } from "./helpers/git.js";
 import { pushBody } from "./helpers/gitea.js";
 import { startMatrixServer } from "./helpers/matrix-server.js";
+import { cannot } from "./helpers/needs.js";
 
 /** Faults and hostile input, bounded in time, loopback only. Every secret here is recognisable on purpose. */
 
@@ -372,7 +373,7 @@ describe("remote, homeserver and disk faults", () => {
       spawnSync("mount", ["-o", "remount,ro,bind", dir]).status !== 0
     ) {
       spawnSync("umount", [dir]);
-      t.skip("this machine cannot make a read-only bind mount");
+      cannot(t, "this machine cannot make a read-only bind mount");
       return;
     }
     try {

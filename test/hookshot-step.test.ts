@@ -201,7 +201,8 @@ describe("hookshot step", () => {
   it("dry run reads the room, describes the PUTs and writes nothing; the token never shows", async () => {
     const report = await agentFor().run({ dryRun: true });
     const step = stepOf(report, "hookshot");
-    assert.equal(step.outcome, "succeeded");
+    assert.equal(step.outcome, "planned");
+    assert.equal(report.result, "planned");
     assert.deepEqual(step.effects.map((e) => e.type === "request" && `${e.method} ${e.url}`).sort(), [
       `PUT ${ROOM} state ${TYPE}/Proxmox VE`,
       `PUT ${ROOM} state ${TYPE}/grafana`,
@@ -214,11 +215,14 @@ describe("hookshot step", () => {
 
   it("a dry run that cannot reach the homeserver still describes the plan", async () => {
     await hs.close();
-    const step = stepOf(await agentFor().run({ dryRun: true }), "hookshot");
-    assert.equal(step.outcome, "succeeded");
+    const report = await agentFor().run({ dryRun: true });
+    const step = stepOf(report, "hookshot");
+    assert.equal(step.outcome, "unknown", "a dry run that could not look does not claim success");
+    assert.equal(report.result, "undetermined");
+    assert.ok(step.items.length > 0);
     assert.ok(
       step.items.every(
-        (i) => i.outcome === "skipped" && /current state unknown \(MATRIX_UNAVAILABLE/.test(i.detail ?? ""),
+        (i) => i.outcome === "unknown" && /current state unknown \(MATRIX_UNAVAILABLE/.test(i.detail ?? ""),
       ),
     );
   });

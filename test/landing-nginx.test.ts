@@ -6,13 +6,13 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { type Agent, makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
+import { needs } from "./helpers/needs.js";
 
 /**
  * LXC 139's landing page step against a real nginx on a loopback port: the copy, `nginx -t`, `nginx -s
  * reload`, and the restore when the test fails. Also the real landing page from this repository, served.
  */
 
-const hasNginx = spawnSync("nginx", ["-v"]).status === 0;
 let fx: Fixture;
 let agent: Agent;
 let conf: string;
@@ -33,7 +33,7 @@ const get = async (p = "/") => {
 };
 
 describe("landing page through real nginx", {
-  skip: hasNginx ? false : "nginx is not installed (.ci/run installs it)",
+  skip: needs("nginx", ["-v"], "apt-get install nginx; .ci/run does"),
 }, () => {
   beforeEach(async () => {
     fx = makeFixture({ "landing/index.html": "<!doctype html><title>v1</title>\n" });

@@ -1,13 +1,12 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
+import { needs } from "./helpers/needs.js";
 
 /** The alert rules in monitoring/, checked and unit-tested by Prometheus's own promtool. */
 
-const hasPromtool = spawnSync("promtool", ["--version"]).status === 0;
-
 describe("monitoring/deploy-agent.rules.yml", {
-  skip: hasPromtool ? false : "promtool is not installed (.ci/run installs prometheus)",
+  skip: needs("promtool", ["--version"], "apt-get install prometheus; .ci/run does"),
 }, () => {
   it("passes promtool check rules", () => {
     const res = spawnSync("promtool", ["check", "rules", "monitoring/deploy-agent.rules.yml"], {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -12,17 +12,32 @@ const HOSTS = ["lxc151", "lxc106", "lxc139", "lxc110"];
 const work = mkdtempSync(path.join(tmpdir(), "deploy-agent-self-"));
 after(() => rmSync(work, { recursive: true, force: true }));
 
+// A host as validate sees it: a clone of this repository with its origin, the hosts' webhook secret file
+// under a root, and the demo env file as private as a real one (serve and validate refuse it otherwise).
+const clone = path.join(work, "clone");
+git(work, "clone", "--quiet", "--branch", git(PROJECT, "rev-parse", "--abbrev-ref", "HEAD"), PROJECT, clone);
+const hostRoot = path.join(work, "host");
+mkdirSync(path.join(hostRoot, "etc/deploy-agent"), { recursive: true });
+writeFileSync(path.join(hostRoot, "etc/deploy-agent/webhook-secret"), "0123456789abcdef0123456789abcdef\n", {
+  mode: 0o600,
+});
+const envFile = path.join(work, "demo.env");
+copyFileSync(path.join(PROJECT, "config/demo.env"), envFile);
+chmodSync(envFile, 0o600);
+
 describe("config/<host>.yaml", () => {
   for (const host of HOSTS) {
-    it(`${host} validates against the checkout`, async () => {
+    it(`${host} validates against a clone`, async () => {
       const res = await runCli([
         "validate",
         "--config",
         `config/${host}.yaml`,
         "--repo",
-        ".",
+        clone,
         "--env-file",
-        "config/demo.env",
+        envFile,
+        "--root",
+        hostRoot,
       ]);
       assert.equal(res.code, 0, res.stdout + res.stderr);
       assert.match(res.stdout, /\nvalid\n$/);
@@ -30,16 +45,6 @@ describe("config/<host>.yaml", () => {
   }
 
   it("the README's demo: a dry run of lxc151 against a clone of this repository", async () => {
-    const clone = path.join(work, "clone");
-    git(
-      work,
-      "clone",
-      "--quiet",
-      "--branch",
-      git(PROJECT, "rev-parse", "--abbrev-ref", "HEAD"),
-      PROJECT,
-      clone,
-    );
     const root = path.join(work, "root");
     const res = await runCli([
       "run",
@@ -57,9 +62,16 @@ describe("config/<host>.yaml", () => {
       path.join(root, "state"),
     ]);
     assert.equal(res.code, 0, res.stdout + res.stderr);
-    assert.match(res.stdout, /\[ok\] hookshot-transforms \(hookshot\): never applied on this host/);
-    assert.match(res.stdout, /plan: sync hookshot\/grafana\.js -> connection "grafana"/);
-    assert.match(res.stdout, /skipped: hookshot\/grafana\.js -> grafana: current state unknown/);
+    // The demo homeserver cannot be reached: the dry run says so and does not claim success.
+    assert.match(res.stdout, /\[UNKNOWN\] hookshot-transforms \(hookshot\): never applied on this host/);
+    assert.match(
+      res.stdout,
+      /unknown: hookshot\/bazarr\.js -> bazarr, hookshot\/grafana\.js -> grafana, .*: current state unknown/,
+    );
+    assert.equal(res.stdout.match(/grafana\.js/g)?.length, 1, "each connection is listed once");
+    assert.match(res.stdout, /\[plan\] livekit-unit/);
+    assert.match(res.stdout, /\nresult: undetermined /);
+    assert.doesNotMatch(res.stdout + res.stderr, /succeeded/);
     assert.match(res.stdout, /would write \/etc\/systemd\/system\/livekit-server\.service/);
     assert.match(res.stdout, /would run: systemctl daemon-reload/);
     assert.match(res.stdout, /would write \/run\/livekit-restart-pending/);
@@ -67,10 +79,10 @@ describe("config/<host>.yaml", () => {
   });
 
   it("validate runs every transform on its fixtures and names the one that breaks", async () => {
-    const clone = path.join(work, "broken");
-    git(work, "clone", "--quiet", PROJECT, clone);
+    const broken = path.join(work, "broken");
+    git(work, "clone", "--quiet", PROJECT, broken);
     writeFileSync(
-      path.join(clone, "hookshot/owncast.js"),
+      path.join(broken, "hookshot/owncast.js"),
       'result = { version: "v2", plain: data.eventData.missing.name };\n',
     );
     const res = await runCli([
@@ -78,9 +90,11 @@ describe("config/<host>.yaml", () => {
       "--config",
       "config/lxc151.yaml",
       "--repo",
-      clone,
+      broken,
       "--env-file",
-      "config/demo.env",
+      envFile,
+      "--root",
+      hostRoot,
     ]);
     assert.equal(res.code, 2);
     assert.match(

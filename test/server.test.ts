@@ -336,7 +336,7 @@ describe("webhook daemon", () => {
     };
     assert.equal(status.dryRun, true);
     assert.equal(status.lastRun.dryRun, true);
-    assert.equal(status.lastRun.steps[0]?.outcome, "succeeded");
+    assert.equal(status.lastRun.steps[0]?.outcome, "planned");
     assert.throws(() => page(), "nothing written");
     assert.equal((await readState(daemon.stateDir, "lxctest")).state.lastRun, undefined, "no state written");
     assert.notEqual(git(fx.clone, "rev-parse", "HEAD"), rev, "the clone was not reset");

@@ -5,6 +5,7 @@ import { AgentError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { type LoadedManifest, loadManifest } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
+import type { SecretSource } from "../webhook-secret.js";
 
 /** Flags shared by the commands, and how they turn into paths: manifest paths go under --root, flag paths do not. */
 export interface CommonFlags {
@@ -47,6 +48,11 @@ export async function resolve(flags: CommonFlags): Promise<Resolved> {
     stateDir: flags.stateDir ? path.resolve(flags.stateDir) : under(manifest.stateDir),
     under,
   };
+}
+
+/** Where the webhook secret of a resolved manifest is to be found. */
+export function secretSource(r: Resolved): SecretSource {
+  return { manifest: r.loaded.manifest, env: r.loaded.env, envFile: r.loaded.envFile, under: r.under };
 }
 
 /** One-shot commands log to stderr so that stdout carries only the report. */

@@ -1,11 +1,12 @@
-import { readFile, stat } from "node:fs/promises";
+import type { FastifyInstance } from "fastify";
+import type { Logger } from "pino";
 import { AgentError } from "../errors.js";
 import { createLogger } from "../log.js";
-import type { Manifest } from "../manifest/schema.js";
-import { Secret } from "../secret.js";
+import { type Manifest, webhookPath } from "../manifest/schema.js";
 import { createAgent } from "../server/agent.js";
 import { buildServer } from "../server/app.js";
-import { type CommonFlags, type Resolved, resolve } from "./options.js";
+import { loadWebhookSecret } from "../webhook-secret.js";
+import { type CommonFlags, resolve, secretSource } from "./options.js";
 
 /**
  * `deploy-agent serve`: the long-running webhook daemon that replaces the `webhook` binary. Verifies and
@@ -20,32 +21,25 @@ export interface ServeFlags extends CommonFlags {
   shutdown?: Promise<unknown>;
 }
 
-const SHUTDOWN_GRACE_MS = 120_000;
-
-/** The webhook secret from the env variable the manifest names, or from its secret file. Never empty. */
-async function loadSecret(manifest: Manifest, r: Resolved): Promise<Secret> {
-  const { secretEnv, secretFile } = manifest.webhook;
-  const hint = `put it in ${secretEnv ? `${secretEnv} (env file or environment)` : `${secretFile} (mode 0600)`}; it must match the Gitea webhook's secret`;
-  let value: string | undefined;
-  if (secretEnv) {
-    value = r.loaded.env[secretEnv];
-  } else {
-    const file = r.under(secretFile);
-    const st = await stat(file).catch(() => null);
-    if (st && (st.mode & 0o077) !== 0) {
-      throw new AgentError(
-        "CONFIG_INVALID",
-        `webhook secret file ${file} is readable by others (mode 0${(st.mode & 0o777).toString(8)})`,
-        {
-          hint: `chmod 600 ${file}`,
-        },
-      );
-    }
-    value = st ? await readFile(file, "utf8") : undefined;
+/**
+ * Host-local settings from the environment, which `deploy-agent install` sets in a unit drop-in when a
+ * migrated host keeps the old webhook binary's port and hook path (so Gitea needs no change):
+ * DEPLOY_AGENT_LISTEN (HOST:PORT, as --listen) and DEPLOY_AGENT_WEBHOOK_PATH.
+ */
+function withHostOverrides(manifest: Manifest): Manifest {
+  const value = process.env.DEPLOY_AGENT_WEBHOOK_PATH;
+  if (value === undefined) return manifest;
+  const parsed = webhookPath.safeParse(value);
+  if (!parsed.success) {
+    throw new AgentError(
+      "CONFIG_INVALID",
+      `DEPLOY_AGENT_WEBHOOK_PATH="${value}" is not an absolute URL path`,
+      {
+        hint: "e.g. /hooks/matrix-deploy",
+      },
+    );
   }
-  const secret = value?.trim();
-  if (!secret) throw new AgentError("CONFIG_INVALID", "refusing to start without a webhook secret", { hint });
-  return new Secret(secret);
+  return { ...manifest, webhook: { ...manifest.webhook, path: parsed.data } };
 }
 
 function parseListen(value: string | undefined, manifest: Manifest): { host: string; port: number } {
@@ -53,25 +47,60 @@ function parseListen(value: string | undefined, manifest: Manifest): { host: str
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
   const port = Number(m?.[3]);
   if (!m || port < 0 || port > 65535) {
-    throw new AgentError("USAGE", `--listen takes HOST:PORT, not "${value}"`, {
+    throw new AgentError("USAGE", `--listen (or DEPLOY_AGENT_LISTEN) takes HOST:PORT, not "${value}"`, {
       hint: "e.g. --listen 127.0.0.1:9500 or --listen [::1]:9500",
     });
   }
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
 
-function signals(): Promise<string> {
+/**
+ * Resolves on the first SIGTERM or SIGINT. The handlers stay for the life of the process: with `once`, a
+ * second library's handler (execa's signal-exit) would find itself alone and re-raise the signal, killing
+ * the daemon in the middle of a step.
+ */
+function signals(log: Logger): Promise<string> {
   return new Promise((done) => {
-    process.once("SIGTERM", () => done("SIGTERM"));
-    process.once("SIGINT", () => done("SIGINT"));
+    let first: string | undefined;
+    const on = (signal: string) => {
+      if (first) {
+        log.warn({ signal }, "already shutting down; the running step is finishing");
+        return;
+      }
+      first = signal;
+      done(signal);
+    };
+    process.on("SIGTERM", on);
+    process.on("SIGINT", on);
   });
+}
+
+/** Binding the listener, with the reasons an operator meets on a real host said plainly. */
+async function listenOn(app: FastifyInstance, listen: { host: string; port: number }): Promise<string> {
+  try {
+    return await app.listen(listen);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const at = `${listen.host}:${listen.port}`;
+    if (code === "EADDRINUSE") {
+      throw new AgentError("LISTEN_FAILED", `${at} is already in use by another process`, {
+        hint: `see who holds it: ss -ltnp 'sport = :${listen.port}' (webhook.service, before migrating?)`,
+      });
+    }
+    if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EACCES") {
+      throw new AgentError("CONFIG_INVALID", `cannot listen on ${at} (${code})`, {
+        hint: "fix listen.host/listen.port in the manifest or --listen",
+      });
+    }
+    throw err;
+  }
 }
 
 export async function serveCommand(flags: ServeFlags): Promise<number> {
   const r = await resolve(flags);
-  const { manifest } = r.loaded;
-  const listen = parseListen(flags.listen, manifest);
-  const secret = await loadSecret(manifest, r);
+  const manifest = withHostOverrides(r.loaded.manifest);
+  const listen = parseListen(flags.listen ?? process.env.DEPLOY_AGENT_LISTEN, manifest);
+  const secret = await loadWebhookSecret(secretSource(r));
   const logFile = manifest.log.file ? r.under(manifest.log.file) : undefined;
   const log = createLogger({
     level: flags.logLevel ?? manifest.log.level,
@@ -88,18 +117,20 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
     log,
   });
   const app = buildServer({ manifest, secret, agent, log });
-  const address = await app.listen(listen);
+  const address = await listenOn(app, listen);
   log.info({ address, host: manifest.host, path: manifest.webhook.path, dryRun: flags.dryRun }, "listening");
   agent.start();
 
-  const why = await (flags.shutdown ?? signals());
+  const why = await (flags.shutdown ?? signals(log));
   log.info({ signal: why }, "shutting down: no new deliveries, the running step finishes");
+  // The running step ends by itself within its timeout; this is the backstop if it does not.
+  const graceMs = (Math.max(...manifest.steps.map((s) => s.timeoutSeconds)) + 10) * 1000;
   const grace = setTimeout(() => {
     log.error(
       "shutdown grace period over; exiting with the step still running (its state was not recorded as applied)",
     );
     process.exit(1);
-  }, SHUTDOWN_GRACE_MS);
+  }, graceMs);
   grace.unref();
   await app.close();
   await agent.close();

@@ -1,12 +1,17 @@
 import { lstat, readdir, readFile, realpath } from "node:fs/promises";
 import path from "node:path";
 import picomatch from "picomatch";
+import { asAgentError } from "../errors.js";
+import { openRepo } from "../source/git.js";
 import { kindOf, triggersOf } from "../steps/index.js";
-import { type CommonFlags, resolve } from "./options.js";
+import { loadWebhookSecret } from "../webhook-secret.js";
+import { type CommonFlags, resolve, secretSource } from "./options.js";
 
 /**
- * `deploy-agent validate`: the manifest parses and interpolates, and every repository file it references
- * exists in the checkout as a regular file inside the repository. Exit 2 on any problem.
+ * `deploy-agent validate`: the manifest parses and interpolates (timeouts that cannot fit inside each other
+ * included), the clone is a git work tree git agrees to use, the webhook secret is there and private, every
+ * repository file the manifest references exists as a regular file inside the repository, and each step
+ * kind's content checks pass. Exit 2 on any problem.
  */
 
 async function checkSource(repoDir: string, rel: string): Promise<string | null> {
@@ -41,6 +46,14 @@ export async function validateCommand(flags: CommonFlags, out: (text: string) =>
     problems.push(`repository ${r.repoDir} cannot be read`);
     return [] as string[];
   });
+  // What serve and run would refuse at start: the clone (git's ownership check) and the webhook secret.
+  const { remote, branch } = manifest.repo;
+  for (const check of [() => openRepo(r.repoDir, remote, branch), () => loadWebhookSecret(secretSource(r))]) {
+    await check().catch((err: unknown) => {
+      const e = asAgentError(err);
+      problems.push(`${e.code}: ${e.message}${e.hint ? ` (hint: ${e.hint})` : ""}`);
+    });
+  }
   const steps = [];
   for (const step of manifest.steps) {
     const sources = kindOf(step).sources(step);

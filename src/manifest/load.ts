@@ -16,6 +16,8 @@ export interface LoadedManifest {
   manifest: Manifest;
   /** The environment the manifest was interpolated with; holds secrets, never print it. */
   env: Record<string, string>;
+  /** The env file that environment was read from, if any. */
+  envFile: string | undefined;
 }
 
 export interface LoadOptions {
@@ -114,5 +116,5 @@ export async function loadManifest(file: string, options: LoadOptions = {}): Pro
   if (!parsed.success) {
     throw new AgentError("CONFIG_INVALID", formatZodError(file, parsed.error));
   }
-  return { file, manifest: parsed.data, env };
+  return { file, manifest: parsed.data, env, envFile: envFile || undefined };
 }

@@ -21,14 +21,16 @@ const cidr = z.string().refine(
   { message: "must be an address or CIDR such as 10.10.10.0/24" },
 );
 
+/** The URL path of the webhook route. */
+export const webhookPath = z
+  .string()
+  .regex(/^\/[A-Za-z0-9._~/-]*$/, { message: "must be an absolute URL path" });
+
 /** How `serve` takes Gitea's push webhook. */
 const webhookSchema = z
   .strictObject({
     /** Keep the old hook URL: the webhook binary served /hooks/<id>. */
-    path: z
-      .string()
-      .regex(/^\/[A-Za-z0-9._~/-]*$/, { message: "must be an absolute URL path" })
-      .default("/hooks/deploy"),
+    path: webhookPath.default("/hooks/deploy"),
     /** File holding the shared secret (one line); used unless secretEnv is set. */
     secretFile: hostPath.default("/etc/deploy-agent/webhook-secret"),
     /** Name of an env-file/environment variable holding the secret instead, e.g. WEBHOOK_SECRET. */

@@ -70,7 +70,13 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
     let lastProblem = "";
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       opts.onRequest?.(method, path);
+      // A timer of our own, cleared when the body is read: a signal from AbortSignal.timeout() combined
+      // through AbortSignal.any() can be garbage-collected before it fires (seen under load on Node 20),
+      // leaving a hung request to the step timeout.
+      const timeout = new AbortController();
+      const timer = setTimeout(() => timeout.abort(new DOMException("timed out", "TimeoutError")), timeoutMs);
       let res: Response;
+      let text: string;
       try {
         res = await fetch(base + path, {
           method,
@@ -79,17 +85,17 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
             ...(body !== undefined ? { "content-type": "application/json" } : {}),
           },
           body: body !== undefined ? JSON.stringify(body) : undefined,
-          signal: opts.signal
-            ? AbortSignal.any([opts.signal, AbortSignal.timeout(timeoutMs)])
-            : AbortSignal.timeout(timeoutMs),
+          signal: opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal,
         });
+        text = await res.text();
       } catch (err) {
         if (opts.signal?.aborted) throw err;
         lastProblem = fetchFailure(err, timeoutMs);
         await sleep(backoff * 2 ** (attempt - 1));
         continue;
+      } finally {
+        clearTimeout(timer);
       }
-      const text = await res.text();
       let json: MatrixErrorBody & Record<string, unknown> = {};
       try {
         json = text ? (JSON.parse(text) as typeof json) : {};

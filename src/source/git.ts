@@ -57,10 +57,25 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
     GIT_TERMINAL_PROMPT: "0",
     LC_ALL: "C",
   });
+  let refusal = "";
   const [top, remotes] = await Promise.all([
-    git.revparse(["--show-toplevel"]).catch(() => null),
+    git.revparse(["--show-toplevel"]).catch((err: Error) => {
+      refusal = err.message;
+      return null;
+    }),
     git.getRemotes().catch(() => []),
   ]);
+  if (top === null && /dubious ownership/.test(refusal)) {
+    // git (2.35.2+) refuses a repository owned by another user; say so instead of "not a work tree".
+    const owner = (await stat(dir)).uid;
+    throw new AgentError(
+      "REPO_INVALID",
+      `git refuses ${dir}: it is owned by uid ${owner}, not by this process's uid ${process.getuid?.()} ("dubious ownership")`,
+      {
+        hint: `chown -R ${process.getuid?.() === 0 ? "root:root" : "$(id -u):$(id -g)"} ${dir}, or trust it: git config --system --add safe.directory ${dir}`,
+      },
+    );
+  }
   if (top === null) {
     throw new AgentError("REPO_INVALID", `${dir} is not a git work tree`, {
       hint: "clone the config repository there, or pass --repo DIR",

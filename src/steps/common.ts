@@ -49,10 +49,16 @@ export const stepName = z
   .string()
   .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, { message: "must be lowercase letters, digits and dashes" });
 
+/**
+ * The longest a step may run. systemd/deploy-agent@.service gives `serve` this plus a margin to stop
+ * (TimeoutStopSec=330), so a step that is running when the unit stops can always finish.
+ */
+export const MAX_STEP_TIMEOUT_SECONDS = 300;
+
 /** Keys every step kind has. */
 export const stepCommon = {
   name: stepName,
   /** Repository globs whose change makes the step run; each kind has a default derived from its sources. */
   paths: z.array(repoGlob).min(1).optional(),
-  timeoutSeconds: z.number().int().min(1).max(3600).default(120),
+  timeoutSeconds: z.number().int().min(1).max(MAX_STEP_TIMEOUT_SECONDS).default(120),
 };

@@ -11,18 +11,32 @@ import type { StepContext, StepKind } from "./types.js";
  * bot gets its previous config back and another restart. The token never reaches logs, diffs or dry-run
  * output: diffs are computed over copies with the token replaced by `<redacted>`.
  */
-export const schema = z.strictObject({
-  ...stepCommon,
-  kind: z.literal("draupnir-config"),
-  source: repoPath,
-  target: hostPath.default("/opt/draupnir/config/production.yaml"),
-  placeholder: z.string().min(1).default("REDACTED"),
-  service: z.string().min(1).default("draupnir.service"),
-  healthUrl: z.url().default("http://127.0.0.1:8081/healthz"),
-  healthTimeoutSeconds: z.number().int().min(1).max(900).default(90),
-  /** Keys the merged config must have; a config missing one is never written. */
-  requiredKeys: z.array(z.string().min(1)).default(["homeserverUrl", "rawHomeserverUrl", "managementRoom"]),
-});
+/** Time the step keeps, beyond the health wait, for the restart and a rollback. */
+const RESTART_MARGIN_SECONDS = 30;
+
+export const schema = z
+  .strictObject({
+    ...stepCommon,
+    kind: z.literal("draupnir-config"),
+    source: repoPath,
+    target: hostPath.default("/opt/draupnir/config/production.yaml"),
+    placeholder: z.string().min(1).default("REDACTED"),
+    service: z.string().min(1).default("draupnir.service"),
+    healthUrl: z.url().default("http://127.0.0.1:8081/healthz"),
+    healthTimeoutSeconds: z.number().int().min(1).max(900).default(90),
+    /** Keys the merged config must have; a config missing one is never written. */
+    requiredKeys: z.array(z.string().min(1)).default(["homeserverUrl", "rawHomeserverUrl", "managementRoom"]),
+  })
+  .superRefine((step, ctx) => {
+    // The restart and the rollback after a failed health check must fit inside the step's own timeout.
+    if (step.healthTimeoutSeconds + RESTART_MARGIN_SECONDS > step.timeoutSeconds) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["timeoutSeconds"],
+        message: `must be at least healthTimeoutSeconds + ${RESTART_MARGIN_SECONDS} (${step.healthTimeoutSeconds + RESTART_MARGIN_SECONDS}): the health wait, the restart and a rollback must fit inside the step's timeout`,
+      });
+    }
+  });
 
 export type DraupnirConfigStep = z.infer<typeof schema>;
 

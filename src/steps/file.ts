@@ -35,6 +35,16 @@ export const fileStep: StepKind<typeof schema> = {
   sources: (step) => [step.source],
   triggers: (step) => [step.source],
 
+  async check(step, repo) {
+    if (!step.check || !repo.paths().includes(step.source)) return [];
+    try {
+      checkContent(step.source, step.check, await repo.read(step.source));
+      return [];
+    } catch (err) {
+      return [(err as Error).message];
+    }
+  },
+
   plan(step) {
     const lines = [
       `copy ${step.source} -> ${step.targets.join(", ")}${step.mode !== undefined ? ` (mode ${octal(step.mode)})` : ""}`,

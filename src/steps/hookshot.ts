@@ -153,7 +153,7 @@ async function syncOne(
     if (ctx.dryRun)
       return {
         id,
-        outcome: "skipped",
+        outcome: "unknown",
         detail: `current state unknown (${e.code}: ${e.message}); a run would compare and write if different`,
       };
     return { id, outcome: "failed", detail: `${e.code}: ${e.message}` };

@@ -8,7 +8,9 @@ import { loadManifest } from "../../src/manifest/load.js";
 import { type DeployOptions, deploy, type RunReport } from "../../src/pipeline.js";
 
 export const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const CLI = path.join(PROJECT, "src/cli.ts");
+export const CLI = path.join(PROJECT, "src/bin.ts");
+/** Node's argv for the CLI through tsx; `--` as in the bin's shebang, so Node leaves our flags alone. */
+const cliArgv = (args: string[]) => ["--import", "tsx", "--", CLI, ...args];
 
 /** Writes a manifest (host lxctest unless given) into dir and returns its path. */
 export function writeManifest(
@@ -66,7 +68,7 @@ export interface CliResult {
 /** Runs the real CLI in a child process (through tsx, so tests need no build). */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+    const child = spawn(process.execPath, cliArgv(args), {
       cwd: PROJECT,
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],
@@ -107,7 +109,7 @@ export interface Served {
 
 /** `deploy-agent <args>` as a long-running child process (serve), through tsx. */
 export function startCli(args: string[]): Served {
-  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+  const child = spawn(process.execPath, cliArgv(args), {
     cwd: PROJECT,
     stdio: ["ignore", "pipe", "pipe"],
   });
