@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { chmodSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { runCli, writeManifest } from "./helpers/agent.js";
+import { PROJECT, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
 let fx: Fixture;
@@ -200,5 +200,33 @@ describe("deploy-agent CLI", () => {
       /REPO_INVALID: git refuses .*: it is owned by uid 12345, not by this process's uid 0 \("dubious ownership"\)/,
     );
     assert.match(res.stdout, /safe\.directory/);
+  });
+
+  it("through the link npm makes (npm i -g): runs, and --env-file /missing or --log-level verbose are usage errors", async () => {
+    // The built bin, as npm links it: the entry point must not depend on argv[1] being the real path, and
+    // Node must leave deploy-agent's own --env-file alone (the shebang ends Node's options with --).
+    const prefix = path.join(fx.dir, "global");
+    execFileSync("npm", ["install", "--global", "--prefix", prefix, PROJECT, "--no-audit", "--no-fund"], {
+      stdio: "ignore",
+    });
+    const bin = path.join(prefix, "bin/deploy-agent");
+    assert.ok(lstatSync(bin).isSymbolicLink());
+    const run = (...a: string[]) => spawnSync(bin, a, { encoding: "utf8" });
+    const version = run("--version");
+    assert.equal(version.status, 0, version.stderr);
+    assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+    const dry = run("run", "--dry-run", ...args());
+    assert.equal(dry.status, 0, dry.stderr);
+    assert.match(dry.stdout, /\[plan\] landing \(file\)/);
+    const env = run("run", "--env-file", "/missing", ...args());
+    assert.equal(env.status, 2);
+    assert.match(env.stderr, /^error ENV_MISSING: cannot read env file \/missing: ENOENT\nhint: /);
+    const level = run("status", "--log-level", "verbose", ...args());
+    assert.equal(level.status, 2);
+    assert.match(
+      level.stderr,
+      /^error USAGE: --log-level takes trace\|debug\|info\|warn\|error, not "verbose"/,
+    );
+    assert.doesNotMatch(env.stderr + level.stderr, /INTERNAL|\n\s+at /);
   });
 });

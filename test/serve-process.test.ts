@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { readState } from "../src/state.js";
@@ -94,6 +95,65 @@ describe("deploy-agent serve (process)", () => {
     assert.equal((open.stderr + open.stdout).includes(SECRET), false);
     const badListen = await runCli(["serve", "--config", manifest, "--listen", "nope"]);
     assert.equal(badListen.code, 2);
-    assert.match(badListen.stderr, /--listen takes HOST:PORT/);
+    assert.match(badListen.stderr, /--listen \(or DEPLOY_AGENT_LISTEN\) takes HOST:PORT, not "nope"/);
+    const badEnv = await runCli(["serve", "--config", manifest, "--repo", fx.clone, "--root", root], {
+      DEPLOY_AGENT_LISTEN: "0.0.0.0",
+    });
+    assert.equal(badEnv.code, 2);
+    assert.match(badEnv.stderr, /error USAGE: .*not "0\.0\.0\.0"/);
+  });
+
+  it("a port already in use (the old webhook still running) is LISTEN_FAILED, exit 1, no stack trace", async () => {
+    const holder = createServer();
+    await new Promise<void>((done) => holder.listen(0, "127.0.0.1", done));
+    const { port } = holder.address() as AddressInfo;
+    try {
+      const res = await runCli(serveArgs(manifest, fx.clone, root, `127.0.0.1:${port}`));
+      assert.equal(res.code, 1);
+      assert.match(res.stderr, new RegExp(`error LISTEN_FAILED: 127\\.0\\.0\\.1:${port} is already in use`));
+      assert.match(res.stderr, /hint: see who holds it: ss -ltnp/);
+      assert.doesNotMatch(res.stderr + res.stdout, /INTERNAL|\n\s+at /);
+    } finally {
+      holder.close();
+    }
+  });
+
+  it("takes the listen address and hook path from the environment, as install's drop-in sets them", async () => {
+    const daemon = startCli([
+      "serve",
+      "--config",
+      manifest,
+      "--repo",
+      fx.clone,
+      "--root",
+      root,
+      "--state-dir",
+      stateDir,
+    ]);
+    try {
+      await daemon.waitFor(/"msg":"listening"/);
+      assert.match(daemon.out(), /"path":"\/hooks\/deploy"/);
+    } finally {
+      daemon.child.kill("SIGTERM");
+      await daemon.exited;
+    }
+    const moved = startCli(
+      ["serve", "--config", manifest, "--repo", fx.clone, "--root", root, "--state-dir", stateDir],
+      {
+        DEPLOY_AGENT_LISTEN: "127.0.0.1:0",
+        DEPLOY_AGENT_WEBHOOK_PATH: "/hooks/matrix-deploy",
+      },
+    );
+    try {
+      const line = await moved.waitFor(/.*"msg":"listening".*/);
+      assert.match(line, /"path":"\/hooks\/matrix-deploy"/);
+      const address = /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(line)?.[1];
+      assert.ok(address, line);
+      assert.equal((await fetch(`${address}/hooks/deploy`, { method: "POST" })).status, 404);
+      assert.equal((await fetch(`${address}/hooks/matrix-deploy`, { method: "POST" })).status, 401);
+    } finally {
+      moved.child.kill("SIGTERM");
+      await moved.exited;
+    }
   });
 });

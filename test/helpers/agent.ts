@@ -108,9 +108,10 @@ export interface Served {
 }
 
 /** `deploy-agent <args>` as a long-running child process (serve), through tsx. */
-export function startCli(args: string[]): Served {
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Served {
   const child = spawn(process.execPath, cliArgv(args), {
     cwd: PROJECT,
+    env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";

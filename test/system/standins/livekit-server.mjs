@@ -1,0 +1,19 @@
+#!/usr/bin/env node
+// LiveKit stand-in for the system tests (installed as /usr/local/bin/livekit-server). Like livekit-server it
+// exports livekit_participant_total and livekit_room_total on :6789/metrics and listens for RTC over TCP on
+// :7881. The participant count is read from /etc/livekit/participants at every scrape, so a test can hold a
+// "call" open or end it.
+import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import net from "node:net";
+
+const participants = () => Number(readFileSync("/etc/livekit/participants", "utf8").trim() || "0");
+createServer((req, res) => {
+  const n = participants();
+  res.setHeader("content-type", "text/plain; version=0.0.4");
+  res.end(
+    `# HELP livekit_participant_total Number of participants\n# TYPE livekit_participant_total gauge\nlivekit_participant_total{node_id="ND_test",node_type="MEDIA"} ${n}\n# TYPE livekit_room_total gauge\nlivekit_room_total{node_id="ND_test",node_type="MEDIA"} ${n ? 1 : 0}\n`,
+  );
+}).listen(6789, "127.0.0.1");
+net.createServer((socket) => socket.on("error", () => {})).listen(7881, "127.0.0.1");
+console.log(`livekit-server stand-in up (pid ${process.pid})`);
