@@ -77,10 +77,10 @@ export async function boot(name: string, tarball: string, binds: string[]): Prom
   mkdirSync(path.join(dir, "root/.npm"), { recursive: true });
 
   const log = openSync(path.join(WORK, `${name}.console.log`), "w");
+  // detached: a session of its own (setsid), as the facts doc asks; stdin from /dev/null.
   const nspawn: ChildProcess = spawn(
-    "setsid",
+    "systemd-nspawn",
     [
-      "systemd-nspawn",
       "-D",
       dir,
       "--boot",
@@ -97,12 +97,29 @@ export async function boot(name: string, tarball: string, binds: string[]): Prom
   );
   const nspawnPid = nspawn.pid ?? 0;
   const exited = new Promise<void>((done) => nspawn.on("exit", () => done()));
-  const leader = await until(`${name}'s systemd`, 30_000, async () => {
-    const out = execFileSync("pgrep", ["-P", String(nspawnPid), "-x", "systemd"], {
-      encoding: "utf8",
-    }).trim();
-    return out ? Number(out.split("\n")[0]) : undefined;
-  });
+  let leader = 0;
+  /** Ends the container whatever state it is in: its PID 1 takes every process inside with it. */
+  const kill = () => {
+    for (const pid of [leader, nspawnPid]) {
+      try {
+        if (pid) process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(`/run/systemd/nspawn/propagate/${name}`, { recursive: true, force: true });
+  };
+  try {
+    leader = await until(`${name}'s systemd`, 30_000, async () => {
+      const out = execFileSync("pgrep", ["-P", String(nspawnPid), "-x", "systemd"], {
+        encoding: "utf8",
+      }).trim();
+      return out ? Number(out.split("\n")[0]) : undefined;
+    });
+  } catch (err) {
+    kill();
+    throw err;
+  }
 
   function sh(script: string, opts: { check?: boolean; timeoutMs?: number } = {}): Promise<ShResult> {
     return new Promise((resolve, reject) => {
@@ -179,18 +196,22 @@ export async function boot(name: string, tarball: string, binds: string[]): Prom
       return (await sh(`journalctl --no-pager -o cat ${args}`, { check: false })).stdout;
     },
     async destroy() {
+      if (process.env.SYSTEST_KEEP && !process.env.CI) return; // local debugging: leave it up to look at
       await sh("systemctl poweroff", { check: false, timeoutMs: 10_000 }).catch(() => {});
       await Promise.race([exited, sleep(20_000)]);
-      try {
-        process.kill(-nspawnPid, "SIGKILL");
-      } catch {}
-      rmSync(`/run/systemd/nspawn/propagate/${name}`, { recursive: true, force: true });
+      kill();
+      await exited;
       if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
     },
   };
-  await until(`${name} to finish booting`, 60_000, async () => {
-    const { stdout } = await sh("systemctl is-system-running", { check: false });
-    return ["running", "degraded"].includes(stdout.trim()) ? true : undefined;
-  });
+  try {
+    await until(`${name} to finish booting`, 60_000, async () => {
+      const { stdout } = await sh("systemctl is-system-running", { check: false });
+      return ["running", "degraded"].includes(stdout.trim()) ? true : undefined;
+    });
+  } catch (err) {
+    kill();
+    throw err;
+  }
   return c;
 }

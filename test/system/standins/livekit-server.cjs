@@ -3,12 +3,12 @@
 // exports livekit_participant_total and livekit_room_total on :6789/metrics and listens for RTC over TCP on
 // :7881. The participant count is read from /etc/livekit/participants at every scrape, so a test can hold a
 // "call" open or end it.
-import { readFileSync } from "node:fs";
-import { createServer } from "node:http";
-import net from "node:net";
+const { readFileSync } = require("node:fs");
+const { createServer } = require("node:http");
+const net = require("node:net");
 
 const participants = () => Number(readFileSync("/etc/livekit/participants", "utf8").trim() || "0");
-createServer((req, res) => {
+createServer((_req, res) => {
   const n = participants();
   res.setHeader("content-type", "text/plain; version=0.0.4");
   res.end(

@@ -3,8 +3,8 @@
 // draupnir.service as user draupnir). Like Draupnir it reads --draupnir-config at start and cannot log in
 // without a real accessToken; /healthz on :8081 answers 200 once "synced", after the delay in
 // /opt/draupnir/start-delay-ms (0 when absent), and 418 before.
-import { readFileSync } from "node:fs";
-import { createServer } from "node:http";
+const { readFileSync } = require("node:fs");
+const { createServer } = require("node:http");
 
 const file = process.argv[process.argv.indexOf("--draupnir-config") + 1];
 const config = readFileSync(file, "utf8");
@@ -16,7 +16,9 @@ if (!token || token === "REDACTED") {
 let delay = 0;
 try {
   delay = Number(readFileSync("/opt/draupnir/start-delay-ms", "utf8").trim());
-} catch {}
+} catch {
+  // no delay configured
+}
 const readyAt = Date.now() + delay;
 createServer((req, res) => {
   res.statusCode = req.url === "/healthz" ? (Date.now() >= readyAt ? 200 : 418) : 404;

@@ -1,0 +1,682 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { PROJECT } from "../helpers/agent.js";
+import { git } from "../helpers/git.js";
+import { giteaHeaders, pushBody } from "../helpers/gitea.js";
+import { type MatrixTestServer, startMatrixServer } from "../helpers/matrix-server.js";
+import { needs } from "../helpers/needs.js";
+import { boot, type Container } from "./container.js";
+
+/**
+ * The product run exactly as a host runs it: for each of the four host roles, a freshly booted Debian 12
+ * container with a real systemd follows the README's install section command by command (clone, npm ci,
+ * prune, deploy-agent install), then the agent is driven the way production drives it: start-up reconcile,
+ * signed Gitea pushes, systemctl stop during a step, kill -9, a configuration error, the LiveKit timer, the
+ * Cinny cron line, and the journal read for secrets. Stand-ins only where the real service cannot be had:
+ * the Matrix test homeserver (on the host's loopback), LiveKit and Draupnir (test/system/standins/); nginx,
+ * cron, git, systemd and the webhook binary being migrated from are Debian's own.
+ */
+
+const URL_IN_README = "https://code.lotusguild.org/LotusGuild/matrix";
+const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
+const MATRIX_TOKEN = `syt_amFyZWQ_system${randomBytes(8).toString("hex")}`;
+const DRAUPNIR_TOKEN = `syt_ZHJhdXBuaXI_live${randomBytes(8).toString("hex")}`;
+const OLD_SECRET_151 = `old-webhook-secret-151-${randomBytes(12).toString("hex")}`;
+const OLD_SECRET_110 = `old-webhook-secret-110-${randomBytes(12).toString("hex")}`;
+const TRANSFORMS = readFileSync(path.join(PROJECT, "config/lxc151.yaml"), "utf8")
+  .split("\n")
+  .flatMap((l) => /^\s{6}([a-z-]+)\.js: ~$/.exec(l)?.[1] ?? []);
+
+function unavailable(): string | false {
+  if (process.getuid?.() !== 0) {
+    const reason = "the system tests boot containers and need root";
+    if (process.env.CI) throw new Error(`${reason}: CI runs every suite`);
+    return reason;
+  }
+  return (
+    needs("systemd-nspawn", ["--version"], "apt-get install systemd-container; .ci/run does") ||
+    needs("debootstrap", ["--version"], "apt-get install debootstrap; .ci/run does")
+  );
+}
+
+/** The README's install commands, one per line, for this host and this test's origin. */
+function readmeInstall(host: string, origin: string): string[] {
+  const readme = readFileSync(path.join(PROJECT, "README.md"), "utf8");
+  const block = /<!-- install:begin[^>]*-->\n```sh\n([\s\S]*?)```\n<!-- install:end -->/.exec(readme)?.[1];
+  assert.ok(block, "README has the install block");
+  return block
+    .trim()
+    .split("\n")
+    .map((l) => l.replaceAll(URL_IN_README, origin).replace(/--host lxc151\b/, `--host ${host}`));
+}
+
+interface World {
+  tarball: string;
+  srv: string;
+  origin: string;
+  pusher: string;
+  hs: MatrixTestServer;
+}
+
+/** Commits files in the pusher clone and pushes them to origin; returns [before, after]. */
+function push(w: World, files: Record<string, string>, message: string): [string, string] {
+  const before = git(w.pusher, "rev-parse", "HEAD");
+  for (const [p, content] of Object.entries(files)) writeFileSync(path.join(w.pusher, p), content);
+  git(w.pusher, "commit", "-qam", message);
+  git(w.pusher, "push", "-q", "origin", "HEAD:main");
+  return [before, git(w.pusher, "rev-parse", "HEAD")];
+}
+
+/** A signed Gitea push delivery, as Gitea sends it. */
+async function deliver(port: number, hookPath: string, secret: string, [before, after]: [string, string]) {
+  const body = pushBody({ before, after });
+  const res = await fetch(`http://127.0.0.1:${port}${hookPath}`, {
+    method: "POST",
+    headers: giteaHeaders(body, secret),
+    body: new Uint8Array(body),
+  });
+  return res.status;
+}
+
+/** The container the running role's tests drive; its journal explains a timeout. */
+let current: Container | undefined;
+
+/**
+ * Polls until probe gives a value. On a timeout the error carries the agent's journal from `on`, so a failure
+ * in CI says what the daemon did.
+ */
+async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  ms = 60_000,
+  on: Container | undefined = current,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) {
+      const journal = on
+        ? `\n--- journal of ${on.name}\n${await on.journal("-u 'deploy-agent*' -u 'livekit*' -n 60")}`
+        : "";
+      throw new Error(`timed out after ${ms} ms: ${what}${journal}`);
+    }
+    await sleep(250);
+  }
+}
+
+const healthz = (port: number) =>
+  fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(2000) }).then(
+    (r) => r.status,
+    () => 0,
+  );
+
+/** What an operator does before installing: the config clone in place, maybe the old webhook listener. */
+async function prepareHost(c: Container, w: World, old?: { id: string; port: number; secret: string }) {
+  await c.sh(`git clone -q ${w.origin} /opt/matrix-config`);
+  if (!old) return;
+  const hooks = [
+    {
+      id: old.id,
+      "execute-command": "/usr/local/bin/matrix-deploy.sh",
+      "command-working-directory": "/opt/matrix-config",
+      "trigger-rule": {
+        and: [
+          {
+            match: {
+              type: "payload-hmac-sha256",
+              secret: old.secret,
+              parameter: { source: "header", name: "X-Gitea-Signature" },
+            },
+          },
+          {
+            match: { type: "value", value: "refs/heads/main", parameter: { source: "payload", name: "ref" } },
+          },
+        ],
+      },
+    },
+  ];
+  mkdirSync(c.file("/etc/webhook"), { recursive: true });
+  writeFileSync(c.file("/etc/webhook/hooks.json"), JSON.stringify(hooks, null, 2), { mode: 0o600 });
+  writeFileSync(c.file("/usr/local/bin/matrix-deploy.sh"), "#!/bin/sh\necho old deploy script\n", {
+    mode: 0o755,
+  });
+  writeFileSync(
+    c.file("/etc/systemd/system/webhook.service"),
+    `[Unit]\nDescription=Webhook listener (matrix-deploy)\nAfter=network.target\n\n[Service]\nExecStart=/usr/bin/webhook -hooks /etc/webhook/hooks.json -port ${old.port} -verbose\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n`,
+  );
+  await c.sh("systemctl daemon-reload && systemctl enable -q --now webhook.service");
+  await eventually(
+    "the old webhook listener",
+    async () =>
+      (await fetch(`http://127.0.0.1:${old.port}/hooks/${old.id}`, { method: "POST" }).catch(() => null))
+        ?.status,
+  );
+}
+
+/** Runs the README's install lines; returns their output. */
+async function install(c: Container, w: World, host: string): Promise<string> {
+  const lines = readmeInstall(host, w.origin);
+  const res = await c.sh(`set -ex\n${lines.join("\n")}`, { timeoutMs: 15 * 60_000 });
+  return res.stdout + res.stderr;
+}
+
+async function assertRunning(c: Container, host: string, port: number) {
+  const unit = await c.waitUnit(`deploy-agent@${host}.service`, (p) => p.ActiveState === "active");
+  assert.equal(unit.NRestarts, "0", "never restarted");
+  assert.equal(
+    await eventually(`/healthz on ${port}`, async () => ((await healthz(port)) === 200 ? 200 : undefined)),
+    200,
+  );
+  assert.match((await c.sh("deploy-agent --version")).stdout, /^\d+\.\d+\.\d+\n$/, "deploy-agent is on PATH");
+}
+
+async function assertNoSecrets(c: Container, ...secrets: string[]) {
+  const journal = await c.journal();
+  assert.match(journal, /"msg":"listening"/, "the agent logs to the journal");
+  for (const s of secrets) assert.equal(journal.includes(s), false, "a secret reached the journal");
+}
+
+/** The deployed state of a step, from the agent's state file. */
+function applied(c: Container, step: string): string | undefined {
+  const file = c.file("/var/lib/deploy-agent/state.json");
+  if (!existsSync(file)) return undefined;
+  return (
+    JSON.parse(readFileSync(file, "utf8")) as { steps: Record<string, { lastAppliedRevision?: string }> }
+  ).steps[step]?.lastAppliedRevision;
+}
+
+const skip = unavailable();
+/** SYSTEST_ROLES=lxc151,lxc110 runs only those roles (local debugging; CI runs all). */
+const only = process.env.CI ? undefined : process.env.SYSTEST_ROLES?.split(",");
+const role = (host: string) => ({ skip: only && !only.includes(host) ? "not in SYSTEST_ROLES" : false });
+
+describe("system: the README's install under a real systemd, for each host role", {
+  skip,
+  timeout: 40 * 60_000,
+}, () => {
+  const w = {} as World;
+
+  before(async () => {
+    const started = Date.now();
+    w.tarball = execFileSync("bash", [path.join(PROJECT, "test/system/rootfs.sh")], {
+      encoding: "utf8",
+      timeout: 15 * 60_000,
+    }).trim();
+    console.log(`# system: root filesystem ready in ${Date.now() - started} ms (${w.tarball})`);
+    // Outside /tmp and /var/tmp: the unit's PrivateTmp would hide the origin from the agent.
+    w.srv = mkdtempSync("/srv/deploy-agent-systest-");
+    // The origin holds this working tree as it is (tracked and new files): the agent and the config repo.
+    const tree = path.join(w.srv, "tree");
+    const listed = execFileSync("git", ["ls-files", "-co", "--exclude-standard", "-z"], {
+      cwd: PROJECT,
+      encoding: "utf8",
+    });
+    for (const rel of listed.split("\0").filter(Boolean)) {
+      const from = path.join(PROJECT, rel);
+      if (!existsSync(from)) continue;
+      mkdirSync(path.dirname(path.join(tree, rel)), { recursive: true });
+      copyFileSync(from, path.join(tree, rel));
+    }
+    git(tree, "init", "-q", "-b", "main");
+    git(tree, "add", "-A");
+    git(tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "deploy-agent under test");
+    w.origin = path.join(w.srv, "matrix.git");
+    git(w.srv, "clone", "-q", "--bare", tree, w.origin);
+    w.pusher = path.join(w.srv, "pusher");
+    git(w.srv, "clone", "-q", w.origin, w.pusher);
+    git(w.pusher, "config", "user.name", "Jared");
+    git(w.pusher, "config", "user.email", "jared@lotusguild.org");
+
+    w.hs = await startMatrixServer({
+      roomId: ROOM,
+      users: { [MATRIX_TOKEN]: { userId: "@jared:matrix.lotusguild.org", powerLevel: 100 } },
+      stateDefault: 50,
+    });
+    for (const key of TRANSFORMS) {
+      w.hs.state.set(`uk.half-shot.matrix-hookshot.generic.hook/${key}`, {
+        name: key,
+        transformationFunction: "old",
+      });
+    }
+  });
+
+  after(async () => {
+    await w.hs?.close();
+    if (w.srv) rmSync(w.srv, { recursive: true, force: true });
+  });
+
+  describe("LXC 151: hookshot and LiveKit, migrated from webhook.service on :9500", role("lxc151"), () => {
+    let c: Container;
+    const hook = { id: "matrix-deploy", port: 9500, secret: OLD_SECRET_151 };
+    const livekitPid = async () => (await c.show("livekit-server.service", "MainPID")).MainPID;
+    const fn = (file: string) =>
+      `${readFileSync(path.join(w.pusher, "hookshot/lib/prelude.js"), "utf8")}\n${readFileSync(path.join(w.pusher, "hookshot", file), "utf8")}`;
+
+    before(async () => {
+      c = await boot("da-lxc151", w.tarball, [w.srv]);
+      current = c;
+      await prepareHost(c, w, hook);
+      writeFileSync(
+        c.file("/etc/matrix-deploy.env"),
+        `MATRIX_TOKEN=${MATRIX_TOKEN}\nMATRIX_SERVER=${w.hs.url}\nMATRIX_ROOM=${ROOM}\n`,
+        { mode: 0o600 },
+      );
+      mkdirSync(c.file("/etc/livekit"), { recursive: true });
+      writeFileSync(c.file("/etc/livekit/config.yaml"), "port: 7880\n");
+      writeFileSync(c.file("/etc/livekit/participants"), "1\n"); // a call is on while the agent deploys
+      copyFileSync(
+        path.join(PROJECT, "test/system/standins/livekit-server.cjs"),
+        c.file("/usr/local/bin/livekit-server"),
+      );
+      chmodSync(c.file("/usr/local/bin/livekit-server"), 0o755);
+      writeFileSync(
+        c.file("/etc/systemd/system/livekit-server.service"),
+        "[Unit]\nDescription=LiveKit (the unit before this deploy)\n\n[Service]\nExecStart=/usr/local/bin/livekit-server --config /etc/livekit/config.yaml\n\n[Install]\nWantedBy=multi-user.target\n",
+      );
+      await c.sh("systemctl daemon-reload && systemctl enable -q --now livekit-server.service");
+    });
+    after(() => c?.destroy());
+
+    it("installs from the README, takes over webhook's secret, port and hook path, and stops it only then", async () => {
+      const started = Date.now();
+      const out = await install(c, w, "lxc151");
+      console.log(`# system: lxc151 install took ${Date.now() - started} ms`);
+      assert.match(out, /listen\.conf/);
+      assert.equal(out.includes(OLD_SECRET_151), false, "install never prints the secret");
+      await assertRunning(c, "lxc151", 9500);
+      const old = await c.show("webhook.service", "ActiveState", "UnitFileState");
+      assert.deepEqual(old, { ActiveState: "inactive", UnitFileState: "disabled" });
+      assert.match(
+        readFileSync(c.file("/etc/matrix-deploy.env"), "utf8"),
+        new RegExp(`^WEBHOOK_SECRET=${OLD_SECRET_151}$`, "m"),
+      );
+      assert.equal((await c.show("livekit-graceful-restart.timer", "ActiveState")).ActiveState, "active");
+    });
+
+    it("the start-up reconcile pushed every transform and installed the LiveKit unit, restart deferred during the call", async () => {
+      const pid = await livekitPid();
+      for (const key of TRANSFORMS) {
+        await eventually(
+          `transform ${key} in room state`,
+          () =>
+            w.hs.state.get(`uk.half-shot.matrix-hookshot.generic.hook/${key}`)?.transformationFunction ===
+              fn(`${key}.js`) || undefined,
+        );
+      }
+      assert.equal(
+        readFileSync(c.file("/etc/systemd/system/livekit-server.service"), "utf8"),
+        readFileSync(path.join(w.pusher, "systemd/livekit-server.service"), "utf8"),
+      );
+      await eventually("livekit-unit applied", () => applied(c, "livekit-unit"));
+      assert.equal(
+        (await c.sh("test -f /run/livekit-restart-pending", { check: false })).code,
+        0,
+        "restart flagged",
+      );
+      assert.equal(await livekitPid(), pid, "not restarted during a call");
+    });
+
+    it("a signed push on the old hook URL deploys the changed transform", async () => {
+      const writes = w.hs.writes();
+      const rev = push(
+        w,
+        {
+          "hookshot/grafana.js": `${readFileSync(path.join(w.pusher, "hookshot/grafana.js"), "utf8")}// tuned\n`,
+        },
+        "grafana: tune",
+      );
+      assert.equal(await deliver(9500, "/hooks/matrix-deploy", OLD_SECRET_151, rev), 202);
+      await eventually(
+        "the new grafana transform",
+        () =>
+          w.hs.state.get("uk.half-shot.matrix-hookshot.generic.hook/grafana")?.transformationFunction ===
+            fn("grafana.js") || undefined,
+      );
+      assert.equal(w.hs.writes() - writes, 1, "only the changed connection is written");
+      assert.equal(await deliver(9500, "/hooks/matrix-deploy", "wrong-secret-wrong-secret", rev), 401);
+    });
+
+    it("systemctl stop ends the agent by itself with status 0", async () => {
+      await c.sh("systemctl stop deploy-agent@lxc151.service");
+      const p = await c.show(
+        "deploy-agent@lxc151.service",
+        "ActiveState",
+        "Result",
+        "ExecMainCode",
+        "ExecMainStatus",
+      );
+      assert.deepEqual(p, {
+        ActiveState: "inactive",
+        Result: "success",
+        ExecMainCode: "1",
+        ExecMainStatus: "0",
+      });
+    });
+
+    it("livekit-graceful-restart.timer fires the service: exit 0 during a call, a restart once the call ended", async () => {
+      const pid = await livekitPid();
+      // A run is over when the service is inactive again with a new exit time (systemd zeroes it at start).
+      const ran = async () => {
+        const p = await c.show(
+          "livekit-graceful-restart.service",
+          "ActiveState",
+          "ExecMainExitTimestampMonotonic",
+        );
+        return p.ActiveState === "inactive" ? p.ExecMainExitTimestampMonotonic : "running";
+      };
+      // The installed timer fires 5 minutes after boot; a drop-in makes it fire a second after it starts.
+      mkdirSync(c.file("/etc/systemd/system/livekit-graceful-restart.timer.d"), { recursive: true });
+      writeFileSync(
+        c.file("/etc/systemd/system/livekit-graceful-restart.timer.d/test.conf"),
+        "[Timer]\nOnActiveSec=1s\n",
+      );
+      const fire = async () => {
+        const before = await ran();
+        await c.sh("systemctl daemon-reload && systemctl restart livekit-graceful-restart.timer");
+        await eventually(
+          "the timer's service to run",
+          async () => (await ran().then((t) => t !== before && t !== "running" && t !== "0")) || undefined,
+          30_000,
+        );
+        return c.show("livekit-graceful-restart.service", "Result", "ExecMainStatus");
+      };
+      assert.deepEqual(await fire(), { Result: "success", ExecMainStatus: "0" });
+      assert.equal(await livekitPid(), pid, "call active: no restart");
+      assert.equal(
+        (await c.sh("test -f /run/livekit-restart-pending", { check: false })).code,
+        0,
+        "flag kept",
+      );
+
+      writeFileSync(c.file("/etc/livekit/participants"), "0\n");
+      assert.deepEqual(await fire(), { Result: "success", ExecMainStatus: "0" });
+      await eventually("LiveKit restarted", async () => ((await livekitPid()) !== pid ? true : undefined));
+      assert.notEqual((await c.show("livekit-server.service", "ActiveState")).ActiveState, "failed");
+      assert.equal(
+        (await c.sh("test -f /run/livekit-restart-pending", { check: false })).code,
+        1,
+        "flag cleared",
+      );
+      assert.match(await c.journal("-u livekit-graceful-restart.service"), /restart/i);
+    });
+
+    it("the journal has the logs and never a secret", async () => {
+      await assertNoSecrets(c, OLD_SECRET_151, MATRIX_TOKEN);
+    });
+  });
+
+  describe("LXC 106: Cinny, a fresh install", role("lxc106"), () => {
+    let c: Container;
+    let cinnyOrigin: string;
+
+    before(async () => {
+      // Cinny's dev branch, standing in for the real one: the same build commands, a tiny build.
+      const src = path.join(w.srv, "cinny-src");
+      mkdirSync(src, { recursive: true });
+      writeFileSync(
+        path.join(src, "package.json"),
+        JSON.stringify({
+          name: "cinny",
+          version: "4.0.0",
+          private: true,
+          scripts: { build: "mkdir -p dist && echo '<p>cinny nightly</p>' > dist/index.html" },
+        }),
+      );
+      writeFileSync(
+        path.join(src, "package-lock.json"),
+        JSON.stringify({
+          name: "cinny",
+          version: "4.0.0",
+          lockfileVersion: 3,
+          requires: true,
+          packages: { "": { name: "cinny", version: "4.0.0" } },
+        }),
+      );
+      git(src, "init", "-q", "-b", "dev");
+      git(src, "add", "-A");
+      git(src, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "cinny dev");
+      cinnyOrigin = path.join(w.srv, "cinny.git");
+      git(w.srv, "clone", "-q", "--bare", src, cinnyOrigin);
+      c = await boot("da-lxc106", w.tarball, [w.srv]);
+      current = c;
+      await prepareHost(c, w);
+      await c.sh(`git clone -q -b dev ${cinnyOrigin} /opt/cinny-dev`);
+    });
+    after(() => c?.destroy());
+
+    it("installs from the README with a new private secret and the cron file", async () => {
+      const out = await install(c, w, "lxc106");
+      await assertRunning(c, "lxc106", 9000);
+      const secret = readFileSync(c.file("/etc/deploy-agent/webhook-secret"), "utf8").trim();
+      assert.match(secret, /^[0-9a-f]{64}$/);
+      assert.equal((await c.sh("stat -c %a /etc/deploy-agent/webhook-secret")).stdout.trim(), "600");
+      assert.equal(out.includes(secret), false, "install never prints the secret");
+      assert.ok(existsSync(c.file("/etc/cron.d/cinny-dev-update")));
+      await eventually("cinny-config applied", () => applied(c, "cinny-config"));
+      assert.equal(
+        readFileSync(c.file("/var/www/html/config.json"), "utf8"),
+        readFileSync(path.join(w.pusher, "cinny/config.json"), "utf8"),
+      );
+      assert.equal((await c.sh("stat -c %a /usr/local/bin/cinny-dev-update.sh")).stdout.trim(), "755");
+    });
+
+    it("the Cinny cron command runs as cron would run it and switches the web root to the new build", async () => {
+      const cron = readFileSync(c.file("/etc/cron.d/cinny-dev-update"), "utf8");
+      const pathLine = /^PATH=(.*)$/m.exec(cron)?.[1];
+      const command = cron
+        .split("\n")
+        .find((l) => /^\d/.test(l))
+        ?.split(/\s+/)
+        .slice(6)
+        .join(" ");
+      assert.ok(pathLine && command);
+      await c.sh(`env -i SHELL=/bin/sh HOME=/root PATH='${pathLine}' /bin/sh -c '${command}'`, {
+        timeoutMs: 5 * 60_000,
+      });
+      assert.equal(
+        (await c.sh("readlink /var/www/html")).code,
+        0,
+        "the web root is a symlink to the live release",
+      );
+      // Read inside: the web root links to an absolute path of the container.
+      assert.equal((await c.sh("cat /var/www/html/index.html")).stdout, "<p>cinny nightly</p>\n");
+      assert.equal(
+        (await c.sh("cat /var/www/html/config.json")).stdout,
+        readFileSync(path.join(w.pusher, "cinny/config.json"), "utf8"),
+        "the deployed config survives the rebuild",
+      );
+      assert.match(readFileSync(c.file("/var/log/cinny-dev-update.log"), "utf8"), /cinny/i);
+    });
+
+    it("a configuration error stops the unit with exit 2 and no restart loop", async () => {
+      const unit = "deploy-agent@lxc106.service";
+      await c.sh(
+        "chmod 644 /etc/deploy-agent/webhook-secret && systemctl restart deploy-agent@lxc106.service",
+        { check: false },
+      );
+      await c.waitUnit(unit, (p) => p.ActiveState === "failed", 30_000);
+      await sleep(8000); // longer than RestartSec=5: a restart would have happened by now
+      const p = await c.show(unit, "ActiveState", "Result", "ExecMainStatus", "NRestarts");
+      assert.deepEqual(p, {
+        ActiveState: "failed",
+        Result: "exit-code",
+        ExecMainStatus: "2",
+        NRestarts: "0",
+      });
+      assert.match(
+        await c.journal(`-u ${unit} -n 20`),
+        /error CONFIG_INVALID: webhook secret file \/etc\/deploy-agent\/webhook-secret is readable by others/,
+      );
+      await c.sh(
+        "chmod 600 /etc/deploy-agent/webhook-secret && systemctl restart deploy-agent@lxc106.service",
+      );
+      await c.waitUnit(unit, (p) => p.ActiveState === "active");
+      const secret = readFileSync(c.file("/etc/deploy-agent/webhook-secret"), "utf8").trim();
+      await assertNoSecrets(c, secret);
+    });
+  });
+
+  describe("LXC 139: the landing page with a real nginx, a fresh install", role("lxc139"), () => {
+    let c: Container;
+    let secret: string;
+
+    before(async () => {
+      c = await boot("da-lxc139", w.tarball, [w.srv]);
+      current = c;
+      await prepareHost(c, w);
+      mkdirSync(c.file("/var/www/matrix-landing"), { recursive: true });
+      writeFileSync(c.file("/var/www/matrix-landing/index.html"), "<p>old page</p>\n");
+      writeFileSync(
+        c.file("/etc/nginx/sites-enabled/matrix-landing"),
+        "server {\n  listen 127.0.0.1:8139;\n  root /var/www/matrix-landing;\n}\n",
+      );
+      await c.sh("nginx -t -q && systemctl reload nginx");
+    });
+    after(() => c?.destroy());
+
+    const page = () => fetch("http://127.0.0.1:8139/").then((r) => r.text());
+
+    it("installs from the README; the start-up reconcile puts the page live through nginx", async () => {
+      await install(c, w, "lxc139");
+      await assertRunning(c, "lxc139", 9000);
+      secret = readFileSync(c.file("/etc/deploy-agent/webhook-secret"), "utf8").trim();
+      const want = readFileSync(path.join(w.pusher, "landing/index.html"), "utf8");
+      await eventually("the landing page from git", async () => ((await page()) === want ? true : undefined));
+    });
+
+    it("from a terminal after the prune, logs print pretty (pino-pretty is installed)", async () => {
+      const res = await c.sh(
+        "script -qec 'deploy-agent run --dry-run --all --config /opt/matrix-config/config/lxc139.yaml' /dev/null",
+      );
+      assert.doesNotMatch(res.stdout, /Cannot find module|"level":/);
+      assert.match(res.stdout, /INFO/);
+    });
+
+    it("kill -9 of the main process: systemd restarts it and it converges on the next push", async () => {
+      const unit = "deploy-agent@lxc139.service";
+      const { MainPID } = await c.show(unit, "MainPID");
+      await c.sh(`kill -9 ${MainPID}`);
+      await c.waitUnit(
+        unit,
+        (p) => p.ActiveState === "active" && p.NRestarts === "1" && p.MainPID !== MainPID,
+        60_000,
+      );
+      await eventually("/healthz after the restart", async () =>
+        (await healthz(9000)) === 200 ? true : undefined,
+      );
+      const rev = push(
+        w,
+        { "landing/index.html": "<!doctype html><title>Lotus Guild</title><p>new page</p>\n" },
+        "landing: new page",
+      );
+      assert.equal(await deliver(9000, "/hooks/deploy", secret, rev), 202);
+      await eventually("the new page through nginx", async () =>
+        (await page()).includes("new page") ? true : undefined,
+      );
+      await eventually(
+        "landing-page applied at the pushed commit",
+        () => applied(c, "landing-page") === rev[1] || undefined,
+      );
+      await assertNoSecrets(c, secret);
+    });
+  });
+
+  describe("LXC 110: Draupnir, migrated from webhook.service on :9000", role("lxc110"), () => {
+    let c: Container;
+    const hook = { id: "draupnir-deploy", port: 9000, secret: OLD_SECRET_110 };
+
+    before(async () => {
+      c = await boot("da-lxc110", w.tarball, [w.srv]);
+      current = c;
+      await prepareHost(c, w, hook);
+      await c.sh(
+        "useradd --system --home-dir /opt/draupnir draupnir && mkdir -p /opt/draupnir/lib /opt/draupnir/config /data/storage && chown draupnir: /data/storage",
+      );
+      copyFileSync(
+        path.join(PROJECT, "test/system/standins/draupnir.cjs"),
+        c.file("/opt/draupnir/lib/index.js"),
+      );
+      writeFileSync(c.file("/opt/draupnir/start-delay-ms"), "3000\n");
+      const live = readFileSync(path.join(w.pusher, "draupnir/production.yaml"), "utf8").replace(
+        /^accessToken:.*$/m,
+        `accessToken: "${DRAUPNIR_TOKEN}"`,
+      );
+      writeFileSync(c.file("/opt/draupnir/config/production.yaml"), live, { mode: 0o600 });
+      copyFileSync(
+        path.join(w.pusher, "systemd/draupnir.service"),
+        c.file("/etc/systemd/system/draupnir.service"),
+      );
+      await c.sh(
+        "chown draupnir: /opt/draupnir/config/production.yaml && systemctl daemon-reload && systemctl enable -q --now draupnir.service",
+      );
+    });
+    after(() => c?.destroy());
+
+    const config = () => readFileSync(c.file("/opt/draupnir/config/production.yaml"), "utf8");
+
+    it("installs from the README, migrating the old hook; the reconcile keeps the live token", async () => {
+      await install(c, w, "lxc110");
+      await assertRunning(c, "lxc110", 9000);
+      assert.equal((await c.show("webhook.service", "ActiveState")).ActiveState, "inactive");
+      assert.equal(readFileSync(c.file("/etc/deploy-agent/webhook-secret"), "utf8").trim(), OLD_SECRET_110);
+      await eventually("draupnir-config applied", () => applied(c, "draupnir-config"), 90_000);
+      assert.match(config(), new RegExp(DRAUPNIR_TOKEN));
+      assert.equal((await c.show("draupnir.service", "ActiveState")).ActiveState, "active");
+    });
+
+    it("systemctl stop while the step waits for Draupnir's health: the step finishes, exit 0", async () => {
+      const unit = "deploy-agent@lxc110.service";
+      const restartedAt = async () =>
+        (await c.show("draupnir.service", "ActiveEnterTimestampMonotonic")).ActiveEnterTimestampMonotonic;
+      const before = await restartedAt();
+      const yaml = readFileSync(path.join(w.pusher, "draupnir/production.yaml"), "utf8");
+      const rev = push(
+        w,
+        { "draupnir/production.yaml": `${yaml}# pushed during the system test\n` },
+        "draupnir: comment",
+      );
+      assert.equal(await deliver(9000, "/hooks/draupnir-deploy", OLD_SECRET_110, rev), 202);
+      // Draupnir was restarted by the step, which now waits (3 s) for its /healthz: stop the agent now.
+      await eventually(
+        "Draupnir restarted by the step",
+        async () => ((await restartedAt()) !== before ? true : undefined),
+        30_000,
+      );
+      await c.sh(`systemctl stop ${unit}`);
+      const p = await c.show(unit, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus");
+      assert.deepEqual(p, {
+        ActiveState: "inactive",
+        Result: "success",
+        ExecMainCode: "1",
+        ExecMainStatus: "0",
+      });
+      const journal = await c.journal(`-u ${unit}`);
+      const stopping = journal.indexOf("shutting down");
+      assert.ok(
+        stopping > 0 && journal.indexOf('"msg":"step succeeded"', stopping) > stopping,
+        journal.slice(-3000),
+      );
+      assert.equal(applied(c, "draupnir-config"), rev[1], "the step finished and was recorded");
+      assert.match(config(), /# pushed during the system test/);
+      assert.match(config(), new RegExp(DRAUPNIR_TOKEN));
+      await c.sh(`systemctl start ${unit}`);
+      await c.waitUnit(unit, (u) => u.ActiveState === "active");
+      await assertNoSecrets(c, OLD_SECRET_110, DRAUPNIR_TOKEN);
+    });
+  });
+});
