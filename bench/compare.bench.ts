@@ -29,10 +29,13 @@ interface System {
   spawn(): ChildProcess;
 }
 
-/** NODE_OPTIONS of the systemd unit, so the benchmark measures the daemon as it is deployed. */
-function unitNodeOptions(): string[] {
+/**
+ * NODE_OPTIONS of the systemd unit, passed the way systemd passes it (in the environment, where Node refuses
+ * options it would take as argv), so the benchmark measures the daemon as it is deployed.
+ */
+function unitNodeOptions(): string {
   const unit = readFileSync(path.join(PROJECT, "systemd/deploy-agent@.service"), "utf8");
-  return /^Environment="?NODE_OPTIONS=([^"\n]*)"?$/m.exec(unit)?.[1]?.split(/\s+/).filter(Boolean) ?? [];
+  return /^Environment="?NODE_OPTIONS=([^"\n]*)"?$/m.exec(unit)?.[1] ?? "";
 }
 
 let nextPort = 19_000 + Math.floor(Math.random() * 500) * 2;
@@ -72,15 +75,12 @@ function agentSystem(): System {
     probe: `http://127.0.0.1:${port}/healthz`,
     target: path.join(root, "var/www/matrix-landing/index.html"),
     fx,
-    // The same Node options as systemd/deploy-agent@.service.
+    // The unit's environment and its bin.
     spawn: () =>
-      spawn(
-        process.execPath,
-        [...unitNodeOptions(), path.join(PROJECT, "dist/src/cli.js"), ...args, "--log-level", "warn"],
-        {
-          stdio: ["ignore", "ignore", "inherit"],
-        },
-      ),
+      spawn(path.join(PROJECT, "dist/src/bin.js"), [...args, "--log-level", "warn"], {
+        stdio: ["ignore", "ignore", "inherit"],
+        env: { ...process.env, NODE_OPTIONS: unitNodeOptions(), NODE_ENV: "production" },
+      }),
   };
 }
 

@@ -4,6 +4,8 @@ import type { Effect } from "./effects.js";
 import { AgentError, asAgentError } from "./errors.js";
 import { createHostFs } from "./host-fs.js";
 import { acquireLock } from "./lock.js";
+import { manifestAt } from "./manifest/at-revision.js";
+import type { LoadOptions } from "./manifest/load.js";
 import type { Manifest } from "./manifest/schema.js";
 import { type Action, type PlanReason, plan, revisionsToDiff } from "./plan.js";
 import {
@@ -36,7 +38,18 @@ import { kindOf } from "./steps/index.js";
  */
 
 export interface DeployOptions {
+  /** The manifest the process runs with: from its file at start (host, listener, clone, state). */
   manifest: Manifest;
+  /**
+   * The manifest's path inside the repository, when it lives there: each run then applies the manifest of
+   * the revision it deploys. Absent (a manifest outside the repository, `--config` for staging and tests):
+   * `manifest` is applied as it is.
+   */
+  manifestPath?: string | undefined;
+  /** How a manifest read from git is interpolated (env file, --root). */
+  load?: LoadOptions | undefined;
+  /** Told the manifest a run applies, once it validated. */
+  onManifest?: ((manifest: Manifest) => void) | undefined;
   repoDir: string;
   stateDir: string;
   /** Prefix for every host path a step touches; "" for the real host. */
@@ -77,6 +90,8 @@ export interface RunReport {
   previousHead: string | null;
   /** Dry runs end "planned" or "undetermined" (a step could not tell what it would do), never "succeeded". */
   result: "succeeded" | "failed" | "noop" | "planned" | "undetermined";
+  /** Settings the revision's manifest changes that take effect only after a restart. */
+  pendingRestart: string[];
   warnings: string[];
   steps: StepReport[];
   durationMs: number;
@@ -87,13 +102,17 @@ interface Source {
   repo: Repo;
   revision: string;
   previousHead: string | null;
+  /** Local edits in the clone (a real run discards them). */
+  dirty: string[];
   snapshot: Snapshot;
   changes: Map<string, string[] | null>;
 }
 
 /**
- * Fetch (optional), resolve origin/<branch>, and in a real run hard-reset the clone to it. Independent git
- * calls run side by side: a push's latency is the number of sequential git spawns.
+ * Fetch (optional), resolve origin/<branch>, read its content and what changed. Independent git calls run
+ * side by side: a push's latency is the number of sequential git spawns. The clone's work tree is reset
+ * later, once the revision's manifest is known to be valid: a clone reset to an invalid manifest would
+ * keep the agent from starting again.
  */
 async function syncSource(opts: DeployOptions, state: State, warnings: string[]): Promise<Source> {
   const { repo: cfg } = opts.manifest;
@@ -115,14 +134,17 @@ async function syncSource(opts: DeployOptions, state: State, warnings: string[])
   const [snapshot, diffs] = await Promise.all([
     loadSnapshot(repo, revision),
     Promise.all(froms.map((from) => changedPaths(repo, from, revision))),
-    // The reset touches only the work tree and index; the reads beside it use objects.
-    !opts.dryRun && (dirty.length || previousHead !== revision) ? resetHard(repo, revision) : null,
   ]);
   const changes = new Map(froms.map((from, i) => [from, diffs[i] ?? null]));
-  return { repo, revision, previousHead, snapshot, changes };
+  return { repo, revision, previousHead, dirty, snapshot, changes };
 }
 
-async function applyAction(opts: DeployOptions, action: Action, snapshot: Snapshot): Promise<StepReport> {
+async function applyAction(
+  opts: DeployOptions,
+  manifest: Manifest,
+  action: Action,
+  snapshot: Snapshot,
+): Promise<StepReport> {
   const { step } = action;
   const log = opts.log.child({ step: step.name });
   const effects: Effect[] = [];
@@ -137,7 +159,7 @@ async function applyAction(opts: DeployOptions, action: Action, snapshot: Snapsh
     record,
     log,
     signal: controller.signal,
-    commands: opts.manifest.commands,
+    commands: manifest.commands,
   };
   const started = Date.now();
   log.info({ reason: action.reason, files: action.files.length }, action.message);
@@ -234,8 +256,20 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     if (loaded.problem) warnings.push(`state unusable, every step runs: ${loaded.problem}`);
     const { state } = loaded;
     const source = await syncSource(opts, state, warnings);
+    const { manifest, pendingRestart } = opts.manifestPath
+      ? await manifestAt(source.snapshot, opts.manifestPath, opts.manifest, opts.load ?? {})
+      : { manifest: opts.manifest, pendingRestart: [] };
+    opts.onManifest?.(manifest);
+    if (pendingRestart.length) {
+      warnings.push(
+        `${opts.manifestPath} changes ${pendingRestart.join(", ")}: takes effect after a restart of the agent`,
+      );
+    }
+    if (!opts.dryRun && (source.dirty.length || source.previousHead !== source.revision)) {
+      await resetHard(source.repo, source.revision);
+    }
     const actions = plan({
-      steps: opts.manifest.steps,
+      steps: manifest.steps,
       revision: source.revision,
       tree: source.snapshot.paths(),
       state,
@@ -259,7 +293,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
         recordAttempt(state, action.step.name, source.revision);
         await writeState(opts.stateDir, state);
       }
-      const report = await applyAction(opts, action, source.snapshot);
+      const report = await applyAction(opts, manifest, action, source.snapshot);
       steps.push(report);
       if (!opts.dryRun) {
         recordResult(state, action.step.name, {
@@ -305,6 +339,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       dryRun: opts.dryRun,
       revision: source.revision,
       previousHead: source.previousHead,
+      pendingRestart,
       result,
       warnings,
       steps,

@@ -127,6 +127,21 @@ export function recordUpToDate(state: State, step: string, revision: string): vo
 }
 
 /** Per step of the manifest, what the state says (null where it says nothing): for `status` and `/status`. */
+/**
+ * Steps the state knows that the manifest no longer has (removed or renamed): their state is kept, in case
+ * the step comes back, and reported instead of silently dropped.
+ */
+export function orphanedSteps(steps: readonly { name: string }[], state: State) {
+  const names = new Set(steps.map((s) => s.name));
+  return Object.entries(state.steps)
+    .filter(([name]) => !names.has(name))
+    .map(([name, s]) => ({
+      name,
+      lastAppliedRevision: s.lastAppliedRevision ?? null,
+      lastResult: s.lastResult ?? null,
+    }));
+}
+
 export function stepStatuses(steps: readonly { name: string; kind: string }[], state: State) {
   return steps.map((step) => {
     const s = state.steps[step.name];

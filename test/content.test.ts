@@ -135,3 +135,24 @@ describe("draupnir/production.yaml", () => {
     assert.match(text, /#matrix-org-coc-bl:matrix\.org/);
   });
 });
+
+describe("README references", () => {
+  it("every README section a deployed file or an error hint points to exists", () => {
+    const headings = new Set(
+      readFileSync("README.md", "utf8")
+        .split("\n")
+        .filter((l) => l.startsWith("#"))
+        .map((l) => l.replace(/^#+\s*/, "").toLowerCase()),
+    );
+    const files = ["draupnir/production.yaml", "src/matrix/client.ts", "src/steps/draupnir-config.ts"];
+    const refs = files.flatMap((f) =>
+      [...readFileSync(f, "utf8").matchAll(/README(?::|,)\s*"?([A-Z][a-z ]+[a-z])"?/g)].map((m) => [
+        f,
+        m[1] ?? "",
+      ]),
+    );
+    assert.equal(refs.length, files.length, "each file names its section");
+    for (const [file, section] of refs)
+      assert.ok(headings.has(String(section).toLowerCase()), `${file}: ${section}`);
+  });
+});

@@ -1,9 +1,10 @@
+import { realpath } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import { createCommandRunner } from "../command.js";
 import { AgentError } from "../errors.js";
 import { createLogger } from "../log.js";
-import { type LoadedManifest, loadManifest } from "../manifest/load.js";
+import { type LoadedManifest, type LoadOptions, loadManifest } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
 import type { SecretSource } from "../webhook-secret.js";
 
@@ -23,6 +24,10 @@ export interface Resolved {
   root: string;
   repoDir: string;
   stateDir: string;
+  /** The manifest's path inside the clone, when it lives there: runs then take it from the deployed revision. */
+  manifestPath: string | undefined;
+  /** How a manifest is interpolated: --env-file and --root, as for the file. */
+  load: LoadOptions;
   /** A manifest host path as seen under --root. */
   under(hostPath: string): string;
 }
@@ -36,18 +41,26 @@ export async function resolve(flags: CommonFlags): Promise<Resolved> {
   }
   const root = flags.root ? path.resolve(flags.root) : "";
   const under = (p: string) => (root ? path.join(root, p) : p);
-  const loaded = await loadManifest(path.resolve(config), {
-    envFile: flags.envFile ? path.resolve(flags.envFile) : undefined,
-    root,
-  });
+  const load = { envFile: flags.envFile ? path.resolve(flags.envFile) : undefined, root };
+  const loaded = await loadManifest(path.resolve(config), load);
   const { manifest } = loaded;
+  const repoDir = flags.repo ? path.resolve(flags.repo) : under(manifest.repo.path);
   return {
     loaded,
     root,
-    repoDir: flags.repo ? path.resolve(flags.repo) : under(manifest.repo.path),
+    repoDir,
     stateDir: flags.stateDir ? path.resolve(flags.stateDir) : under(manifest.stateDir),
+    manifestPath: await insideRepo(repoDir, loaded.file),
+    load,
     under,
   };
+}
+
+/** The file's path relative to the repository, if it is inside it (symlinks resolved on both sides). */
+async function insideRepo(repoDir: string, file: string): Promise<string | undefined> {
+  const real = (p: string) => realpath(p).catch(() => p);
+  const rel = path.relative(await real(repoDir), await real(file));
+  return rel && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel.split(path.sep).join("/") : undefined;
 }
 
 /** Where the webhook secret of a resolved manifest is to be found. */

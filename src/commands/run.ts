@@ -26,6 +26,8 @@ export async function runCommand(flags: RunFlags, out: (text: string) => void): 
   const log = commandLogger(flags, r, { logFile: !flags.dryRun });
   const report = await deploy({
     manifest,
+    manifestPath: r.manifestPath,
+    load: r.load,
     repoDir: r.repoDir,
     stateDir: r.stateDir,
     root: r.root,

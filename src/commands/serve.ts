@@ -110,6 +110,8 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
   });
   const agent = createAgent({
     manifest,
+    manifestPath: r.manifestPath,
+    load: r.load,
     repoDir: r.repoDir,
     stateDir: r.stateDir,
     root: r.root,

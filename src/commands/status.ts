@@ -1,4 +1,4 @@
-import { readState, stepStatuses } from "../state.js";
+import { orphanedSteps, readState, stepStatuses } from "../state.js";
 import { type CommonFlags, resolve } from "./options.js";
 
 /** `deploy-agent status`: per step the applied revision, last outcome and its age, from the state file. */
@@ -17,6 +17,7 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
   const { manifest } = r.loaded;
   const { state, problem } = await readState(r.stateDir, manifest.host);
   const steps = stepStatuses(manifest.steps, state);
+  const orphaned = orphanedSteps(manifest.steps, state);
   if (flags.json) {
     const doc = {
       schema: "deploy-agent/status@1",
@@ -25,6 +26,7 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
       stateProblem: problem ?? null,
       lastRun: state.lastRun ?? null,
       steps,
+      orphanedSteps: orphaned,
     };
     out(`${JSON.stringify(doc, null, 2)}\n`);
     return 0;
@@ -43,6 +45,11 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
       ? `${s.lastResult.outcome} ${age(s.lastResult.at, now)}${s.lastResult.outcome === "failed" ? `: ${s.lastResult.message}` : ""}`
       : "no attempt yet";
     lines.push(`  ${s.name} (${s.kind}): applied ${applied}; last ${last}`);
+  }
+  for (const o of orphaned) {
+    lines.push(
+      `  ${o.name}: orphaned (no longer in the manifest; its state is kept), applied ${o.lastAppliedRevision?.slice(0, 12) ?? "never"}`,
+    );
   }
   out(`${lines.join("\n")}\n`);
   return 0;

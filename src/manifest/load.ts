@@ -87,6 +87,18 @@ export async function loadManifest(file: string, options: LoadOptions = {}): Pro
       },
     );
   }
+  return parseManifest(text, file, options);
+}
+
+/**
+ * A manifest from its text: YAML, `${VAR}` interpolation, schema. `file` names it in every message (for a
+ * manifest read from git: `config/lxc151.yaml@<commit>`).
+ */
+export async function parseManifest(
+  text: string,
+  file: string,
+  options: LoadOptions = {},
+): Promise<LoadedManifest> {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
     const lines = doc.errors.map((e) => {

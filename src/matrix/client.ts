@@ -46,7 +46,7 @@ function explain(status: number, body: MatrixErrorBody, what: string, roomId: st
       "MATRIX_AUTH",
       `${what}: the homeserver rejected the access token (${code}${said})`,
       {
-        hint: "rotate MATRIX_TOKEN in the env file (README: token rotation)",
+        hint: "rotate MATRIX_TOKEN in the env file (README: Token rotation)",
       },
     );
   }

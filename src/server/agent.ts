@@ -4,10 +4,11 @@ import type { Logger } from "pino";
 import { createCommandRunner } from "../command.js";
 import { asAgentError } from "../errors.js";
 import { type LivekitConfig, livekitRestart } from "../livekit/restart.js";
+import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
 import { deploy, type RunReport } from "../pipeline.js";
 import { openRepo, type Repo } from "../source/git.js";
-import { readState, stepStatuses } from "../state.js";
+import { orphanedSteps, readState, stepStatuses } from "../state.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
 import { createQueue, type DeployQueue } from "./queue.js";
 
@@ -17,7 +18,11 @@ import { createQueue, type DeployQueue } from "./queue.js";
  */
 
 export interface AgentOptions {
+  /** The manifest the process started with; runs may apply a newer one from git (manifestPath). */
   manifest: Manifest;
+  /** The manifest's path in the clone: each run applies the deployed revision's manifest. */
+  manifestPath?: string | undefined;
+  load?: LoadOptions | undefined;
   repoDir: string;
   stateDir: string;
   root: string;
@@ -66,7 +71,10 @@ const summary = (r: RunReport) => ({
 });
 
 export function createAgent(opts: AgentOptions): Agent {
-  const { manifest, log } = opts;
+  const { log } = opts;
+  /** The manifest the last run applied (the one the process started with until then). */
+  let manifest = opts.manifest;
+  let pendingRestart: string[] = [];
   const metrics = createMetrics(manifest.host, () => {
     const q = queue.state();
     return (q.running ? 1 : 0) + (q.pending ? 1 : 0);
@@ -125,7 +133,14 @@ export function createAgent(opts: AgentOptions): Agent {
       repo ??= await openRepo(opts.repoDir, manifest.repo.remote, manifest.repo.branch);
       const report = await deploy({
         repo,
-        manifest,
+        manifest: opts.manifest,
+        manifestPath: opts.manifestPath,
+        load: opts.load,
+        onManifest: (m) => {
+          const reschedule = timing(m) !== timing(manifest);
+          manifest = m;
+          if (reschedule && started) schedule();
+        },
         repoDir: opts.repoDir,
         stateDir: opts.stateDir,
         root: opts.root,
@@ -138,6 +153,7 @@ export function createAgent(opts: AgentOptions): Agent {
         stop: stop.signal,
       });
       lastReport = { ...report, finishedAt: new Date().toISOString() };
+      pendingRestart = report.pendingRestart;
       lastError = null;
       failuresInRow = report.result === "failed" ? failuresInRow + 1 : 0;
       metrics.run(report);
@@ -146,7 +162,7 @@ export function createAgent(opts: AgentOptions): Agent {
       repo = undefined;
       lastError = { code: e.code, message: e.message, at: new Date().toISOString() };
       failuresInRow++;
-      metrics.runError();
+      metrics.runError(e.code);
       runLog.error({ code: e.code, err: e.message }, "deploy run failed before its steps");
       if (e.failure !== "stalled" && !stop.signal.aborted) {
         clearTimeout(retryTimer);
@@ -158,23 +174,36 @@ export function createAgent(opts: AgentOptions): Agent {
 
   const queue = createQueue(runOnce, log);
 
+  /** The loop's timers follow the manifest in force: a pushed poll interval applies on the next run. */
+  let started = false;
+  const timing = (m: Manifest) =>
+    `${m.webhook.pollIntervalSeconds}/${m.livekit ? m.livekit.watchIntervalSeconds : 0}`;
+  function schedule() {
+    clearInterval(pollTimer);
+    clearInterval(livekitTimer);
+    const every = manifest.webhook.pollIntervalSeconds;
+    if (every > 0) {
+      pollTimer = setInterval(() => queue.request("poll"), every * 1000);
+      pollTimer.unref();
+    }
+    const livekit = manifest.livekit;
+    if (livekit && livekit.watchIntervalSeconds > 0) {
+      livekitTimer = setInterval(() => {
+        if (manifest.livekit) void livekitTick(manifest.livekit);
+      }, livekit.watchIntervalSeconds * 1000);
+      livekitTimer.unref();
+    }
+  }
+
   return {
     queue,
     metrics,
     request: (reason) => queue.request(reason),
 
     start() {
+      started = true;
       queue.request("start-up reconcile");
-      const every = manifest.webhook.pollIntervalSeconds;
-      if (every > 0) {
-        pollTimer = setInterval(() => queue.request("poll"), every * 1000);
-        pollTimer.unref();
-      }
-      const livekit = manifest.livekit;
-      if (livekit && livekit.watchIntervalSeconds > 0) {
-        livekitTimer = setInterval(() => void livekitTick(livekit), livekit.watchIntervalSeconds * 1000);
-        livekitTimer.unref();
-      }
+      schedule();
     },
 
     health() {
@@ -188,6 +217,11 @@ export function createAgent(opts: AgentOptions): Agent {
       }
       if (lastError?.code === "REPO_INVALID")
         return { ok: false, reason: `repository unusable: ${lastError.message}` };
+      if (lastError?.code === "CONFIG_INVALID" || lastError?.code === "ENV_MISSING")
+        return {
+          ok: false,
+          reason: `configuration invalid; nothing deployed until it is fixed: ${lastError.message}`,
+        };
       if (failuresInRow >= manifest.webhook.unhealthyAfterFailures) {
         return { ok: false, reason: `the last ${failuresInRow} deploy runs failed` };
       }
@@ -203,10 +237,18 @@ export function createAgent(opts: AgentOptions): Agent {
         dryRun: opts.dryRun,
         branch: manifest.repo.branch,
         deployedRevision: state.lastRun?.revision ?? null,
+        configuration: {
+          valid: !(lastError?.code === "CONFIG_INVALID" || lastError?.code === "ENV_MISSING"),
+          source: opts.manifestPath
+            ? `git: ${opts.manifestPath} at the deployed revision`
+            : "file, read at start",
+          pendingRestart,
+        },
         stateProblem: problem ?? null,
         health: this.health(),
         queue: { running: q.running, pending: q.pending, reasons: q.reasons, runsStarted: q.runsStarted },
         steps: stepStatuses(manifest.steps, state),
+        orphanedSteps: orphanedSteps(manifest.steps, state),
         lastRun: lastReport ? { ...summary(lastReport), finishedAt: lastReport.finishedAt } : null,
         lastError,
         process: (({ rss, heapTotal, heapUsed, external }) => ({ rss, heapTotal, heapUsed, external }))(

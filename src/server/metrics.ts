@@ -6,7 +6,8 @@ export interface AgentMetrics {
   registry: Registry;
   delivery(outcome: string): void;
   run(report: RunReport): void;
-  runError(): void;
+  /** A run that ended before its steps, with its error code. */
+  runError(code: string): void;
   /** When the pending LiveKit restart was flagged (seconds since the epoch), or 0 when none is pending. */
   livekitPendingSince(seconds: number): void;
 }
@@ -71,12 +72,19 @@ export function createMetrics(host: string, queueDepth: () => number): AgentMetr
     help: "When the pending LiveKit restart was flagged; 0 when none is pending",
     registers: [registry],
   });
+  const configValid = new Gauge({
+    name: "deploy_agent_config_valid",
+    help: "1 while the host manifest of the newest revision is valid; 0 while a pushed manifest is invalid (nothing is deployed)",
+    registers: [registry],
+  });
+  configValid.set(1);
   for (const outcome of ["accepted", "duplicate", "ignored", "unauthorized"]) deliveries.inc({ outcome }, 0);
 
   return {
     registry,
     delivery: (outcome) => deliveries.inc({ outcome }),
     run(report) {
+      configValid.set(1);
       runs.inc({ result: report.result });
       for (const s of report.steps.filter((x) => x.run)) {
         stepRuns.inc({ step: s.name, result: s.outcome });
@@ -87,7 +95,10 @@ export function createMetrics(host: string, queueDepth: () => number): AgentMetr
       deployed.reset();
       deployed.set({ revision: report.revision }, 1);
     },
-    runError: () => runs.inc({ result: "error" }),
+    runError(code) {
+      runs.inc({ result: "error" });
+      if (code === "CONFIG_INVALID" || code === "ENV_MISSING") configValid.set(0);
+    },
     livekitPendingSince: (seconds) => livekitPending.set(seconds),
   };
 }

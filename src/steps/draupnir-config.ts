@@ -61,7 +61,7 @@ function liveToken(step: DraupnirConfigStep, live: Buffer | null): string {
     throw fail(
       "TOKEN_UNAVAILABLE",
       `${step.target} has no usable accessToken (${doc.errors.length ? "unparsable YAML" : token === step.placeholder ? "it is the placeholder" : "missing or empty"}); refusing to overwrite it`,
-      "put the live token back into the file on the host (see README: Draupnir token rotation)",
+      "put the live token back into the file on the host (see README: Token rotation)",
     );
   }
   return token;

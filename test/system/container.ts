@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, openSync, rmSync, symlinkSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, symlinkSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -201,6 +201,7 @@ export async function boot(name: string, tarball: string, binds: string[]): Prom
       await Promise.race([exited, sleep(20_000)]);
       kill();
       await exited;
+      closeSync(log);
       if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
     },
   };
