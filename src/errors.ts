@@ -40,6 +40,8 @@ const CODES = {
   MATRIX_RATE_LIMITED: { failure: "transient", exit: 1 },
   MATRIX_UNAVAILABLE: { failure: "transient", exit: 1 },
   MATRIX_REQUEST_FAILED: { failure: "transient", exit: 1 },
+  /** A dry run could not find out what a step would do (the homeserver could not be asked). */
+  UNDETERMINED: { failure: "transient", exit: 1 },
 } as const satisfies Record<string, CodeInfo>;
 
 export type ErrorCode = keyof typeof CODES;

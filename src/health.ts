@@ -15,7 +15,10 @@ export async function waitHealthy(
   for (;;) {
     try {
       const res = await fetch(url, {
-        signal: AbortSignal.timeout(Math.min(5000, Math.max(500, interval * 2))),
+        // The step's signal too: a probe that hangs must not outlive the step's timeout.
+        signal: opts.signal
+          ? AbortSignal.any([opts.signal, AbortSignal.timeout(Math.min(5000, Math.max(500, interval * 2)))])
+          : AbortSignal.timeout(Math.min(5000, Math.max(500, interval * 2))),
       });
       await res.body?.cancel();
       last = `HTTP ${res.status}`;
@@ -24,6 +27,6 @@ export async function waitHealthy(
       last = fetchFailure(err);
     }
     if (Date.now() + interval > deadline || opts.signal?.aborted) return { healthy: false, last };
-    await sleep(interval);
+    await sleep(interval, undefined, { signal: opts.signal }).catch(() => {});
   }
 }

@@ -1,8 +1,6 @@
 import type { Logger } from "pino";
-import { createCommandRunner } from "./command.js";
 import type { Effect } from "./effects.js";
 import { AgentError, asAgentError } from "./errors.js";
-import { createHostFs } from "./host-fs.js";
 import { acquireLock } from "./lock.js";
 import { manifestAt } from "./manifest/at-revision.js";
 import type { LoadOptions } from "./manifest/load.js";
@@ -29,6 +27,7 @@ import {
   type StepItem,
   writeState,
 } from "./state.js";
+import { createStepContext } from "./steps/context.js";
 import { kindOf } from "./steps/index.js";
 
 /**
@@ -62,6 +61,8 @@ export interface DeployOptions {
   log: Logger;
   /** When aborted (daemon shutdown), the running step finishes and the rest are skipped. */
   stop?: AbortSignal | undefined;
+  /** When aborted (the shutdown grace period is over), the running step is cancelled too. */
+  abort?: AbortSignal | undefined;
   /** An already opened clone (the daemon keeps one between runs); default: open and check repoDir. */
   repo?: Repo | undefined;
 }
@@ -149,28 +150,30 @@ async function applyAction(
   const log = opts.log.child({ step: step.name });
   const effects: Effect[] = [];
   const record = (e: Effect) => effects.push(e);
-  const controller = new AbortController();
-  const run = createCommandRunner({ dryRun: opts.dryRun, record, signal: controller.signal });
-  const ctx = {
+  // One signal per step: its timeout, or the agent having to stop now. Every IO call of the step gets it,
+  // and the step's result is recorded only once apply has returned: nothing it started runs on after.
+  const timeout = new AbortController();
+  const timer = setTimeout(
+    () =>
+      timeout.abort(
+        new AgentError("STEP_TIMEOUT", `step ${step.name} timed out after ${step.timeoutSeconds}s`),
+      ),
+    step.timeoutSeconds * 1000,
+  );
+  const signal = opts.abort ? AbortSignal.any([timeout.signal, opts.abort]) : timeout.signal;
+  const ctx = createStepContext({
     dryRun: opts.dryRun,
+    root: opts.root,
     source: snapshot,
-    host: createHostFs({ root: opts.root, dryRun: opts.dryRun, record, run }),
-    run,
-    record,
     log,
-    signal: controller.signal,
+    signal,
     commands: manifest.commands,
-  };
+    record,
+  });
   const started = Date.now();
   log.info({ reason: action.reason, files: action.files.length }, action.message);
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const err = new AgentError("STEP_TIMEOUT", `step ${step.name} timed out after ${step.timeoutSeconds}s`);
-      controller.abort(err);
-      reject(err);
-    }, step.timeoutSeconds * 1000);
-  });
+  if (action.resume)
+    record({ type: "note", message: "the last attempt did not finish: its follow-up actions run again" });
   const base = {
     name: step.name,
     kind: step.kind,
@@ -190,7 +193,8 @@ async function applyAction(
     return { ...report, outcome: "failed", error: { code, message, hint }, items, durationMs };
   };
   try {
-    const items = await Promise.race([kindOf(step).apply(step, ctx, { files: action.files }), timeout]);
+    const items = await kindOf(step).apply(step, ctx, { files: action.files, resume: action.resume });
+    if (signal.aborted) throw signal.reason;
     const failed = items.filter((i) => i.outcome === "failed");
     if (failed.length) {
       const why = failed.map((i) => `${i.id}: ${i.detail}`).join("; ");
@@ -214,7 +218,8 @@ async function applyAction(
     );
     return { ...report, outcome: unknown ? "unknown" : "planned", items, durationMs };
   } catch (err) {
-    const e = asAgentError(err);
+    // Whatever apply threw once aborted (a killed command, a cancelled request), the abort is the cause.
+    const e = asAgentError(signal.aborted ? signal.reason : err);
     return failedWith(e.code, e.message, e.hint, []);
   } finally {
     clearTimeout(timer);

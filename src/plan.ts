@@ -1,5 +1,5 @@
 import picomatch from "picomatch";
-import type { State } from "./state.js";
+import { type State, unfinished } from "./state.js";
 import { kindOf, type StepConfig, triggersOf } from "./steps/index.js";
 
 /**
@@ -26,6 +26,8 @@ export interface Action {
   files: string[];
   /** The step kind's description of the work these files cause. */
   work: string[];
+  /** The last attempt did not finish: the step completes its follow-up actions even if nothing changed. */
+  resume: boolean;
 }
 
 export interface PlanInput {
@@ -60,13 +62,15 @@ export function plan(input: PlanInput): Action[] {
   return input.steps.map((step): Action => {
     const matches = picomatch(triggersOf(step), { dot: true });
     const covered = () => input.tree.filter((p) => matches(p));
+    const resume = unfinished(input.state, step.name);
     const action = (run: boolean, reason: PlanReason, message: string, files: string[]): Action => ({
       step,
       run,
       reason,
       message,
       files,
-      work: run ? kindOf(step).plan(step, { files }) : [],
+      work: run ? kindOf(step).plan(step, { files, resume }) : [],
+      resume: run && resume,
     });
 
     if (options.only.length && !options.only.includes(step.name)) {
@@ -76,12 +80,16 @@ export function plan(input: PlanInput): Action[] {
 
     const st = input.state.steps[step.name];
     const from = st?.lastAppliedRevision;
-    if (!from) return action(true, "NeverApplied", "never applied on this host", covered());
-    const failed = st.lastResult?.outcome === "failed";
-    const retry = failed ? `; last attempt at ${short(st.lastResult?.revision ?? "")} failed` : "";
+    const failed = st?.lastResult?.outcome === "failed";
+    const retry = failed
+      ? `; last attempt at ${short(st?.lastResult?.revision ?? "")} failed`
+      : resume
+        ? `; last attempt at ${short(st?.lastAttemptedRevision ?? "")} was interrupted`
+        : "";
+    if (!from) return action(true, "NeverApplied", `never applied on this host${retry}`, covered());
 
     if (from === revision) {
-      return failed
+      return resume
         ? action(true, "RetryAfterFailure", `retrying${retry}`, covered())
         : action(false, "UpToDate", `already at ${short(revision)}`, []);
     }
@@ -96,7 +104,7 @@ export function plan(input: PlanInput): Action[] {
     }
     const files = changed.filter((p) => matches(p));
     if (files.length) return action(true, "Changed", `changed: ${listed(files)}${retry}`, files);
-    if (failed) return action(true, "RetryAfterFailure", `retrying${retry}`, covered());
+    if (resume) return action(true, "RetryAfterFailure", `retrying${retry}`, covered());
     return action(false, "NoRelevantChanges", `no relevant changes since ${short(from)}`, []);
   });
 }

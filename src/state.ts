@@ -27,6 +27,8 @@ const resultSchema = z.strictObject({
 
 const stepStateSchema = z.strictObject({
   lastAttemptedRevision: z.string().optional(),
+  /** When the last attempt started: recorded before the step's first effect. */
+  lastAttemptedAt: z.string().optional(),
   lastAppliedRevision: z.string().optional(),
   lastResult: resultSchema.optional(),
   history: z.array(resultSchema).default([]),
@@ -115,9 +117,22 @@ export function recordResult(state: State, step: string, result: StepResult): vo
   };
 }
 
+/** Records the intent to run a step, before its first effect. */
 export function recordAttempt(state: State, step: string, revision: string): void {
   const prev = state.steps[step] ?? { history: [] };
-  state.steps[step] = { ...prev, lastAttemptedRevision: revision };
+  state.steps[step] = { ...prev, lastAttemptedRevision: revision, lastAttemptedAt: new Date().toISOString() };
+}
+
+/**
+ * Whether the step's last attempt may have left work half done: it was cut off before its result was
+ * recorded (kill, power loss), or it failed. Its retry then completes the follow-up actions (reload,
+ * daemon-reload, restart, flag) even when the files are already equal.
+ */
+export function unfinished(state: State, step: string): boolean {
+  const s = state.steps[step];
+  if (s?.lastResult?.outcome === "failed") return true;
+  if (!s?.lastAttemptedAt) return false;
+  return !s.lastResult || s.lastResult.at < s.lastAttemptedAt;
 }
 
 /** A step none of whose files changed is as current as the new revision; its history is not touched. */
@@ -126,7 +141,6 @@ export function recordUpToDate(state: State, step: string, revision: string): vo
   if (prev) state.steps[step] = { ...prev, lastAppliedRevision: revision };
 }
 
-/** Per step of the manifest, what the state says (null where it says nothing): for `status` and `/status`. */
 /**
  * Steps the state knows that the manifest no longer has (removed or renamed): their state is kept, in case
  * the step comes back, and reported instead of silently dropped.
@@ -142,6 +156,7 @@ export function orphanedSteps(steps: readonly { name: string }[], state: State) 
     }));
 }
 
+/** Per step of the manifest, what the state says (null where it says nothing): for `status` and `/status`. */
 export function stepStatuses(steps: readonly { name: string; kind: string }[], state: State) {
   return steps.map((step) => {
     const s = state.steps[step.name];

@@ -122,4 +122,21 @@ describe("draupnir-config step", () => {
     assert.equal(statSync(live()).mode & 0o777, 0o644, "previous mode restored too");
     assert.deepEqual(systemctl.calls(), ["restart draupnir.service", "restart draupnir.service"]);
   });
+
+  it("a failing systemctl restart puts the previous config back; the next run retries instead of saying unchanged", async () => {
+    systemctl.failOn("restart");
+    const before = readFileSync(live());
+    const step = stepOf(await agent.run(), "draupnir-config");
+    assert.equal(step.error?.code, "HEALTH_CHECK_FAILED");
+    assert.match(step.error?.message ?? "", /Job for draupnir\.service failed.*previous config restored/);
+    assert.deepEqual(readFileSync(live()), before, "the new config did not stay behind");
+    systemctl.failOn();
+    const retry = stepOf(await agent.run(), "draupnir-config");
+    assert.equal(retry.outcome, "succeeded");
+    assert.deepEqual(
+      retry.items.map((i) => i.outcome),
+      ["changed"],
+    );
+    assert.match(readFileSync(live(), "utf8"), /managementRoom: "!mEvR5fe3jMmzwd/);
+  });
 });

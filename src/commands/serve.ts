@@ -125,13 +125,13 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
 
   const why = await (flags.shutdown ?? signals(log));
   log.info({ signal: why }, "shutting down: no new deliveries, the running step finishes");
-  // The running step ends by itself within its timeout; this is the backstop if it does not.
+  // The running step ends by itself within its timeout; this is the backstop if it does not: the step is
+  // cancelled, and if even that does not end it, the process exits without recording it as applied.
   const graceMs = (Math.max(...manifest.steps.map((s) => s.timeoutSeconds)) + 10) * 1000;
   const grace = setTimeout(() => {
-    log.error(
-      "shutdown grace period over; exiting with the step still running (its state was not recorded as applied)",
-    );
-    process.exit(1);
+    log.error("shutdown grace period over: cancelling the running step");
+    agent.abort();
+    setTimeout(() => process.exit(1), 5000).unref();
   }, graceMs);
   grace.unref();
   await app.close();

@@ -2,7 +2,7 @@ import { stat } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import { createCommandRunner } from "../command.js";
-import { asAgentError } from "../errors.js";
+import { AgentError, asAgentError } from "../errors.js";
 import { type LivekitConfig, livekitRestart } from "../livekit/restart.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
@@ -50,6 +50,8 @@ export interface Agent {
   start(): void;
   /** Stops polling, skips the steps not yet started, waits for the running one. */
   close(): Promise<void>;
+  /** Cancels the running step too (its IO is aborted): the shutdown grace period is over. */
+  abort(): void;
 }
 
 const summary = (r: RunReport) => ({
@@ -80,6 +82,7 @@ export function createAgent(opts: AgentOptions): Agent {
     return (q.running ? 1 : 0) + (q.pending ? 1 : 0);
   });
   const stop = new AbortController();
+  const abortNow = new AbortController();
   let lastReport: (RunReport & { finishedAt: string }) | null = null;
   let lastError: RunError | null = null;
   let failuresInRow = 0;
@@ -151,6 +154,7 @@ export function createAgent(opts: AgentOptions): Agent {
         lockWaitMs: opts.lockWaitMs ?? 60_000,
         log: runLog,
         stop: stop.signal,
+        abort: abortNow.signal,
       });
       lastReport = { ...report, finishedAt: new Date().toISOString() };
       pendingRestart = report.pendingRestart;
@@ -255,6 +259,10 @@ export function createAgent(opts: AgentOptions): Agent {
           process.memoryUsage(),
         ),
       };
+    },
+
+    abort() {
+      abortNow.abort(new AgentError("STEP_FAILED", "the agent was stopping and its grace period ran out"));
     },
 
     async close() {

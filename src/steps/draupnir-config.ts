@@ -1,7 +1,6 @@
 import { parseDocument } from "yaml";
 import { z } from "zod";
-import { AgentError } from "../errors.js";
-import { waitHealthy } from "../health.js";
+import { AgentError, asAgentError } from "../errors.js";
 import { hostPath, repoPath, stepCommon } from "./common.js";
 import type { StepContext, StepKind } from "./types.js";
 
@@ -104,14 +103,7 @@ async function restartAndCheck(
   ctx: StepContext,
 ): Promise<{ healthy: boolean; last: string }> {
   await ctx.run([...ctx.commands.systemctl, "restart", step.service]);
-  ctx.record({
-    type: "request",
-    method: "GET",
-    url: step.healthUrl,
-    detail: `until 200, up to ${step.healthTimeoutSeconds}s`,
-  });
-  if (ctx.dryRun) return { healthy: true, last: "dry run" };
-  return waitHealthy(step.healthUrl, { timeoutMs: step.healthTimeoutSeconds * 1000, signal: ctx.signal });
+  return ctx.health(step.healthUrl, step.healthTimeoutSeconds);
 }
 
 export const draupnirConfigStep: StepKind<typeof schema> = {
@@ -126,18 +118,37 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
     ];
   },
 
-  async apply(step, ctx) {
+  async apply(step, ctx, work) {
     const before = await ctx.host.snapshot(step.target);
     const token = liveToken(step, before.data);
     const next = merge(step, await ctx.source.read(step.source), token);
     const display = { before: redact(before.data, token), after: redact(next, token) ?? Buffer.alloc(0) };
     const { outcome } = await ctx.host.write(step.target, next, { mode: 0o600, display });
-    if (outcome === "unchanged") return [{ id: step.target, outcome }];
+    // An unchanged config needs no restart, unless the last attempt was cut off before it restarted.
+    if (outcome === "unchanged" && !work.resume) return [{ id: step.target, outcome }];
 
-    const health = await restartAndCheck(step, ctx);
+    let health: { healthy: boolean; last: string };
+    try {
+      health = await restartAndCheck(step, ctx);
+    } catch (err) {
+      // The restart itself failed: the new config must not stay behind as if it were deployed.
+      health = { healthy: false, last: asAgentError(err).message };
+    }
     if (health.healthy) return [{ id: step.target, outcome }];
+    if (outcome === "unchanged") {
+      throw new AgentError(
+        "HEALTH_CHECK_FAILED",
+        `${step.service} is unhealthy after its restart (${health.last})`,
+        {
+          hint: `journalctl -u ${step.service} -n 50`,
+        },
+      );
+    }
     await ctx.host.restore(before);
-    const after = await restartAndCheck(step, ctx);
+    const after = await restartAndCheck(step, ctx).catch((err: unknown) => ({
+      healthy: false,
+      last: asAgentError(err).message,
+    }));
     throw new AgentError(
       "HEALTH_CHECK_FAILED",
       `${step.service} was unhealthy after the new config (${health.last}); previous config restored, ${after.healthy ? "and it is healthy again" : `but it is still unhealthy (${after.last})`}`,

@@ -53,7 +53,7 @@ export const fileStep: StepKind<typeof schema> = {
     return lines;
   },
 
-  async apply(step, ctx) {
+  async apply(step, ctx, work) {
     const data = await ctx.source.read(step.source);
     if (step.check) checkContent(step.source, step.check, data);
     const items: StepItem[] = [];
@@ -68,7 +68,8 @@ export const fileStep: StepKind<typeof schema> = {
         items.push({ id: target, outcome });
         if (outcome === "changed") replaced.push(previous);
       }
-      if (replaced.length) {
+      // After a change, or to finish an attempt that was cut off between its write and its reload.
+      if (replaced.length || work.resume) {
         for (const command of step.reload) await ctx.run(command);
       }
     } catch (err) {

@@ -2,11 +2,10 @@ import path from "node:path";
 import { z } from "zod";
 import { asAgentError } from "../errors.js";
 import { runTransform, transformProblem } from "../hookshot/transform.js";
-import { createMatrixClient, type MatrixClient } from "../matrix/client.js";
 import { Secret } from "../secret.js";
 import type { StepItem } from "../state.js";
 import { repoPath, stepCommon } from "./common.js";
-import type { RepoFiles, StepContext, StepKind } from "./types.js";
+import type { RepoFiles, StepContext, StepKind, StepMatrix } from "./types.js";
 
 /**
  * `hookshot`: push changed transformation functions into hookshot's generic-webhook room state.
@@ -120,7 +119,7 @@ export async function assemble(
 async function syncOne(
   step: HookshotStep,
   ctx: StepContext,
-  client: MatrixClient,
+  matrix: StepMatrix,
   file: string,
 ): Promise<StepItem> {
   const rel = `${step.directory}/${file}`;
@@ -144,47 +143,32 @@ async function syncOne(
   const problem = await transformProblem(src);
   if (problem) return { id, outcome: "failed", detail: problem };
 
-  let current: Record<string, unknown> | null;
   try {
-    current = await client.getState(step.room, step.eventType, key);
-  } catch (err) {
-    const e = asAgentError(err);
-    // A dry run that cannot see the room still describes the plan; a real run must not guess.
-    if (ctx.dryRun)
+    const current = await matrix.getState(step.room, step.eventType, key);
+    if (!current || typeof current.name !== "string") {
       return {
         id,
-        outcome: "unknown",
-        detail: `current state unknown (${e.code}: ${e.message}); a run would compare and write if different`,
+        outcome: "failed",
+        detail: `no hookshot connection "${key}" in ${step.room}; create the webhook in hookshot first (the agent never creates one: that would mint a new URL)`,
       };
-    return { id, outcome: "failed", detail: `${e.code}: ${e.message}` };
-  }
-  if (!current || typeof current.name !== "string") {
-    return {
-      id,
-      outcome: "failed",
-      detail: `no hookshot connection "${key}" in ${step.room}; create the webhook in hookshot first (the agent never creates one: that would mint a new URL)`,
-    };
-  }
-  if (current.transformationFunction === src) return { id, outcome: "unchanged" };
-
-  ctx.record({
-    type: "request",
-    method: "PUT",
-    url: `${step.room} state ${step.eventType}/${key}`,
-    detail: `transformationFunction from ${rel}`,
-  });
-  if (ctx.dryRun) return { id, outcome: "changed" };
-  try {
-    await client.putState(step.room, step.eventType, key, { ...current, transformationFunction: src });
-    const back = await client.getState(step.room, step.eventType, key);
-    if (back?.transformationFunction !== src || back.name !== current.name) {
-      return { id, outcome: "failed", detail: "read-back after the write does not show the new function" };
     }
+    if (current.transformationFunction === src) return { id, outcome: "unchanged" };
+    // The whole content, name and hookId included: a PUT replaces it all.
+    await matrix.replaceState(
+      step.room,
+      step.eventType,
+      key,
+      { ...current, transformationFunction: src },
+      `transformationFunction from ${rel}`,
+    );
+    return { id, outcome: "changed" };
   } catch (err) {
     const e = asAgentError(err);
+    if (e.code === "UNDETERMINED") {
+      return { id, outcome: "unknown", detail: `${e.message}; a run would compare and write if different` };
+    }
     return { id, outcome: "failed", detail: `${e.code}: ${e.message}` };
   }
-  return { id, outcome: "changed" };
 }
 
 export const hookshotStep: StepKind<typeof schema> = {
@@ -219,15 +203,7 @@ export const hookshotStep: StepKind<typeof schema> = {
 
   async apply(step, ctx, work) {
     const files = [...new Set(transformsFor(step, work.files).flatMap((rel) => fileOf(step, rel) ?? []))];
-    const client = createMatrixClient({
-      homeserver: step.homeserver,
-      token: step.token,
-      signal: ctx.signal,
-      // A dry run looks once: it must not spend minutes retrying a homeserver it only wants to compare with.
-      maxAttempts: ctx.dryRun ? 1 : step.retry.attempts,
-      backoffMs: step.retry.backoffMs,
-      requestTimeoutMs: step.retry.timeoutMs,
-    });
-    return pool(files, step.concurrency, (file) => syncOne(step, ctx, client, file));
+    const matrix = ctx.matrix({ homeserver: step.homeserver, token: step.token, ...step.retry });
+    return pool(files, step.concurrency, (file) => syncOne(step, ctx, matrix, file));
   },
 };

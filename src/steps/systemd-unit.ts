@@ -55,15 +55,17 @@ export const systemdUnitStep: StepKind<typeof schema> = {
     return [`install ${step.source} -> ${unitPath(step)}, daemon-reload, ${then}`];
   },
 
-  async apply(step, ctx) {
+  async apply(step, ctx, work) {
     const data = await ctx.source.read(step.source);
     const target = unitPath(step);
     const { outcome, previous } = await ctx.host.write(target, data, { mode: 0o644 });
-    if (outcome === "unchanged") return [{ id: target, outcome }];
+    // An unchanged unit needs nothing, unless the last attempt was cut off before its follow-ups.
+    if (outcome === "unchanged" && !work.resume) return [{ id: target, outcome }];
     try {
       await systemctl(ctx, "daemon-reload");
       if (step.restart === "now") await systemctl(ctx, "restart", unitName(step));
     } catch (err) {
+      if (outcome === "unchanged") throw err;
       await ctx.host.restore(previous);
       await systemctl(ctx, "daemon-reload").catch((e: Error) =>
         ctx.log.warn({ err: e }, "daemon-reload after restore failed"),

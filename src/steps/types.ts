@@ -3,22 +3,48 @@ import type { z } from "zod";
 import type { CommandRunner } from "../command.js";
 import type { EffectRecorder } from "../effects.js";
 import type { HostFs } from "../host-fs.js";
+import type { Secret } from "../secret.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { StepItem } from "../state.js";
 
-/** The only door a step has to the world; in a dry run every writer in it describes instead of acting. */
+/** Matrix room state as a step may use it (src/steps/context.ts). */
+export interface StepMatrix {
+  /** The state's content, null when absent; in a dry run a failure to look is UNDETERMINED. */
+  getState(room: string, type: string, key: string): Promise<Record<string, unknown> | null>;
+  /** PUTs the whole content and reads it back (dry run: records the PUT). */
+  replaceState(
+    room: string,
+    type: string,
+    key: string,
+    content: Record<string, unknown>,
+    detail: string,
+  ): Promise<void>;
+}
+
+/**
+ * The only door a step has to the world (created by src/steps/context.ts). In a dry run every writer in it
+ * records instead of acting; a step never asks whether it is a dry run.
+ */
 export interface StepContext {
-  dryRun: boolean;
   /** The revision being deployed. */
   source: Snapshot;
   host: HostFs;
   run: CommandRunner;
   record: EffectRecorder;
   log: Logger;
-  /** Aborted when the step times out; long operations pass it on. */
+  /** Aborted when the step times out or the agent must stop now; every IO call gets it. */
   signal: AbortSignal;
   /** The manifest's `commands`: argv prefixes for host tools such as systemctl. */
   commands: { systemctl: readonly string[] };
+  matrix(config: {
+    homeserver: string;
+    token: Secret;
+    attempts: number;
+    backoffMs: number;
+    timeoutMs: number;
+  }): StepMatrix;
+  /** Polls an HTTP health endpoint until 200 or the timeout. */
+  health(url: string, timeoutSeconds: number): Promise<{ healthy: boolean; last: string }>;
 }
 
 /** Repository content as `validate` sees it (the checkout). */
@@ -30,6 +56,8 @@ export interface RepoFiles {
 /** What the planner hands to a step: the repository files that made it run. */
 export interface StepWork {
   files: string[];
+  /** The previous attempt did not finish (see `unfinished`): complete follow-up actions even if nothing changed. */
+  resume: boolean;
 }
 
 export interface StepConfigBase {

@@ -1,0 +1,93 @@
+import type { Logger } from "pino";
+import { createCommandRunner } from "../command.js";
+import type { EffectRecorder } from "../effects.js";
+import { AgentError, asAgentError } from "../errors.js";
+import { waitHealthy } from "../health.js";
+import { createHostFs } from "../host-fs.js";
+import { createMatrixClient } from "../matrix/client.js";
+import type { Secret } from "../secret.js";
+import type { Snapshot } from "../source/snapshot.js";
+import type { StepContext, StepMatrix } from "./types.js";
+
+/**
+ * The one door a step has to the world: files under the root, commands, Matrix room state, HTTP health
+ * checks, the effect record, the log and one abort signal. In a dry run the same context reads what it
+ * may (files, room state) and records every write instead of doing it, so a step has no dry-run branch of
+ * its own and cannot write by mistake.
+ */
+
+export interface ContextOptions {
+  dryRun: boolean;
+  /** Prefix of every host path; "" for the real host. */
+  root: string;
+  source: Snapshot;
+  log: Logger;
+  /** Aborted on the step's timeout or when the agent must stop now; every IO call gets it. */
+  signal: AbortSignal;
+  commands: { systemctl: readonly string[] };
+  record: EffectRecorder;
+}
+
+export function createStepContext(opts: ContextOptions): StepContext {
+  const { dryRun, record, signal } = opts;
+  const run = createCommandRunner({ dryRun, record, signal });
+  return {
+    source: opts.source,
+    host: createHostFs({ root: opts.root, dryRun, record, run }),
+    run,
+    record,
+    log: opts.log,
+    signal,
+    commands: opts.commands,
+
+    matrix(config: {
+      homeserver: string;
+      token: Secret;
+      attempts: number;
+      backoffMs: number;
+      timeoutMs: number;
+    }) {
+      const client = createMatrixClient({
+        homeserver: config.homeserver,
+        token: config.token,
+        signal,
+        // A dry run looks once: it must not spend minutes retrying a homeserver it only compares with.
+        maxAttempts: dryRun ? 1 : config.attempts,
+        backoffMs: config.backoffMs,
+        requestTimeoutMs: config.timeoutMs,
+      });
+      const matrix: StepMatrix = {
+        async getState(room, type, key) {
+          try {
+            return await client.getState(room, type, key);
+          } catch (err) {
+            if (!dryRun) throw err;
+            const e = asAgentError(err);
+            throw new AgentError("UNDETERMINED", `current state unknown (${e.code}: ${e.message})`, {
+              cause: err,
+            });
+          }
+        },
+        async replaceState(room, type, key, content, detail) {
+          record({ type: "request", method: "PUT", url: `${room} state ${type}/${key}`, detail });
+          if (dryRun) return;
+          await client.putState(room, type, key, content);
+          const back = await client.getState(room, type, key);
+          if (JSON.stringify(back) !== JSON.stringify(content)) {
+            throw new AgentError(
+              "MATRIX_REQUEST_FAILED",
+              "read-back after the write does not show the new content",
+            );
+          }
+        },
+      };
+      return matrix;
+    },
+
+    async health(url, timeoutSeconds) {
+      record({ type: "request", method: "GET", url, detail: `until 200, up to ${timeoutSeconds}s` });
+      if (dryRun) return { healthy: true, last: "not checked (dry run)" };
+      return waitHealthy(url, { timeoutMs: timeoutSeconds * 1000, signal });
+    },
+  };
+}
