@@ -47,6 +47,18 @@ type Out = (text: string) => void;
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
 
+/** Which options each command takes; any other is a usage error, never silently ignored. */
+const COMMON = ["config", "root", "repo", "state-dir", "env-file", "json", "log-level"];
+const OPTIONS_OF: Record<string, string[]> = {
+  run: [...COMMON, "dry-run", "all", "step", "no-fetch", "wait"],
+  validate: COMMON,
+  status: COMMON,
+  serve: [...COMMON, "dry-run", "listen"],
+  "livekit-restart": [...COMMON, "dry-run"],
+  "cinny-nightly": [...COMMON, "dry-run", "force"],
+  install: [...COMMON, "host", "dry-run", "force"],
+};
+
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
     version: string;
@@ -75,6 +87,12 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
   const [command, ...extra] = positionals;
   if (!command || extra.length) {
     err(`error USAGE: ${command ? `unexpected argument ${extra[0]}` : "no command given"}\n\n${USAGE}`);
+    return 2;
+  }
+  const allowed = OPTIONS_OF[command];
+  const foreign = allowed && Object.keys(v).find((k) => !allowed.includes(k));
+  if (foreign) {
+    err(`error USAGE: --${foreign} is not an option of ${command}\n\n${USAGE}`);
     return 2;
   }
   const wait = Number(v.wait ?? "0");

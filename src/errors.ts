@@ -30,6 +30,12 @@ const CODES = {
   STEP_TIMEOUT: { failure: "transient", exit: 1 },
   TARGET_WRITE_FAILED: { failure: "stalled", exit: 1 },
   STEP_FAILED: { failure: "transient", exit: 1 },
+  /** Some of a step's items (targets, connections) failed; each item says why. */
+  ITEMS_FAILED: { failure: "transient", exit: 1 },
+  /** The agent was stopping and cancelled the running step. */
+  ABORTED: { failure: "transient", exit: 1 },
+  /** Anything the agent did not expect: a bug or an unforeseen environment. Not retried on a timer. */
+  INTERNAL: { failure: "stalled", exit: 1 },
   TOKEN_UNAVAILABLE: { failure: "stalled", exit: 1 },
   HEALTH_CHECK_FAILED: { failure: "transient", exit: 1 },
   BUILD_FAILED: { failure: "transient", exit: 1 },
@@ -66,9 +72,10 @@ export class AgentError extends Error {
   }
 }
 
-/** Wraps anything thrown into an AgentError, keeping an AgentError as it is. */
+/** Wraps anything thrown into an AgentError, keeping an AgentError as it is; the unforeseen is INTERNAL. */
 export function asAgentError(err: unknown): AgentError {
   if (err instanceof AgentError) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  return new AgentError("STEP_FAILED", message, { cause: err });
+  const e = err as NodeJS.ErrnoException;
+  const message = err instanceof Error ? `${e.code ? `${e.code}: ` : ""}${err.message}` : String(err);
+  return new AgentError("INTERNAL", message, { cause: err });
 }

@@ -1,13 +1,18 @@
-import { link, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { mkdir, readFile, realpath, unlink } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { writeFileAtomic } from "./atomic-write.js";
 import { AgentError } from "./errors.js";
 
 /**
- * One run at a time per state directory. The lock file holds the owner's pid and that process's start time;
- * a lock whose process no longer exists (the holder was killed) is taken over, so a crash never wedges the
- * host. The start time guards against pid reuse: with pid_max 32768 and git spawned for every step, a dead
- * holder's pid soon belongs to some other process.
+ * One run at a time per state directory. Ownership is a Linux abstract Unix socket named after the state
+ * directory: binding it is atomic, only one process can hold it, and the kernel frees it the moment its
+ * holder dies (kill -9, crash), so there is no stale lock to take over and no takeover race. `deploy.lock`
+ * beside the state says who holds it, for the messages; only the holder writes or removes it.
+ * The socket lives in the network namespace: every process on the host (the daemon, `deploy-agent run` from
+ * a shell or a timer) shares it.
  */
 
 export const LOCK_FILE = "deploy.lock";
@@ -18,39 +23,32 @@ export interface Lock {
 
 interface Holder {
   pid: number;
-  /** Field 22 of /proc/<pid>/stat (clock ticks since boot); absent where /proc is not readable. */
-  start?: string | undefined;
   since: string;
 }
 
-async function startTime(pid: number): Promise<string | undefined> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-  // The command name (field 2) may hold spaces and parentheses: count fields after its closing ")".
-  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+async function lockName(stateDir: string): Promise<string> {
+  const dir = await realpath(stateDir);
+  return `\0deploy-agent-lock-${createHash("sha256").update(dir).digest("hex").slice(0, 40)}`;
 }
 
-async function alive(owner: Holder): Promise<boolean> {
-  try {
-    process.kill(owner.pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
-  }
-  return owner.start === undefined || (await startTime(owner.pid)) === owner.start;
+/** Binds the lock's socket; null when another process holds it. */
+function bind(name: string): Promise<Server | null> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      err.code === "EADDRINUSE" ? resolve(null) : reject(err),
+    );
+    server.listen({ path: name, exclusive: true }, () => {
+      server.unref();
+      resolve(server);
+    });
+  });
 }
 
 async function holder(file: string): Promise<Holder | null> {
   try {
-    const parsed = JSON.parse(await readFile(file, "utf8")) as {
-      pid?: unknown;
-      start?: unknown;
-      since?: unknown;
-    };
-    if (typeof parsed.pid !== "number") return null;
-    return {
-      pid: parsed.pid,
-      start: typeof parsed.start === "string" ? parsed.start : undefined,
-      since: String(parsed.since),
-    };
+    const parsed = JSON.parse(await readFile(file, "utf8")) as { pid?: unknown; since?: unknown };
+    return typeof parsed.pid === "number" ? { pid: parsed.pid, since: String(parsed.since) } : null;
   } catch {
     return null;
   }
@@ -61,38 +59,38 @@ export async function acquireLock(
   waitMs = 0,
   onWait: (holder: Holder) => void = () => {},
 ): Promise<Lock> {
-  let told = false;
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const file = path.join(stateDir, LOCK_FILE);
+  const name = await lockName(stateDir);
   const deadline = Date.now() + waitMs;
-  const me = { pid: process.pid, start: await startTime(process.pid), since: new Date().toISOString() };
+  let told = false;
   for (;;) {
-    // Write the owner record first, then link it into place: the lock never exists without its content.
-    const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-    await writeFile(tmp, JSON.stringify(me), {
-      mode: 0o600,
-    });
-    try {
-      await link(tmp, file);
-      return { release: () => unlink(file).catch(() => {}) };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    } finally {
-      await unlink(tmp).catch(() => {});
+    const server = await bind(name);
+    if (server) {
+      const me: Holder = { pid: process.pid, since: new Date().toISOString() };
+      try {
+        await writeFileAtomic(file, JSON.stringify(me), { mode: 0o600 });
+      } catch (err) {
+        server.close();
+        throw err;
+      }
+      let released = false;
+      return {
+        async release() {
+          if (released) return;
+          released = true;
+          // The file first, while the socket still excludes everyone: a next holder's file is never removed.
+          await unlink(file).catch(() => {});
+          await new Promise<void>((done) => server.close(() => done()));
+        },
+      };
     }
-    const owner = await holder(file);
-    if (owner === null || !(await alive(owner))) {
-      // The holder died without releasing (kill -9, power loss): take the lock over.
-      await unlink(file).catch(() => {});
-      continue;
-    }
+    const owner = (await holder(file)) ?? { pid: 0, since: "unknown" };
     if (Date.now() >= deadline) {
       throw new AgentError(
         "LOCKED",
-        `another deploy (pid ${owner.pid}, since ${owner.since}) holds ${file}`,
-        {
-          hint: "wait for it to finish, or pass --wait SECONDS",
-        },
+        `another deploy (pid ${owner.pid || "unknown"}, since ${owner.since}) holds ${file}`,
+        { hint: "wait for it to finish, or pass --wait SECONDS" },
       );
     }
     if (!told) {

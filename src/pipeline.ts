@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { Effect } from "./effects.js";
-import { AgentError, asAgentError } from "./errors.js";
+import { AgentError, asAgentError, type ErrorCode } from "./errors.js";
 import { acquireLock } from "./lock.js";
 import { manifestAt } from "./manifest/at-revision.js";
 import type { LoadOptions } from "./manifest/load.js";
@@ -77,7 +77,7 @@ export interface StepReport {
   work: string[];
   /** A dry run's steps are "planned", or "unknown" when part of what they would do could not be determined. */
   outcome: "succeeded" | "failed" | "skipped" | "planned" | "unknown";
-  error?: { code: string; message: string; hint?: string | undefined } | undefined;
+  error?: { code: ErrorCode; message: string; hint?: string | undefined } | undefined;
   items: StepItem[];
   effects: Effect[];
   durationMs: number;
@@ -183,7 +183,7 @@ async function applyAction(
   };
   const report = { ...base, files: action.files, work: action.work, effects };
   const failedWith = (
-    code: string,
+    code: ErrorCode,
     message: string,
     hint: string | undefined,
     items: StepItem[],

@@ -231,3 +231,33 @@ describe("hookshot transforms", () => {
     await assert.rejects(runTransform("while (true) {}", {}), /Transformation failed to run: .*interrupted/i);
   });
 });
+
+describe("declaresResult: read from the syntax tree", () => {
+  const cases: [string, string, boolean][] = [
+    ["plain assignment", 'result = { version: "v2", plain: "x" };', false],
+    ["let", 'let result = { version: "v2", plain: "x" };', true],
+    ["var deep in a block", "if (data) { for (;;) { var result = 1; break; } }", true],
+    ["const after a URL string", 'const u = "https://x"; let result = 1;', true],
+    ["const after a template with //", "const t = `a // b ${data.x}`; const result = t;", true],
+    ["destructuring", "const { result } = data;", true],
+    ["array destructuring with default", "let [a, result = 2] = [1];", true],
+    ["only in a comment", '// let result = 1\nresult = { version: "v2", plain: "x" };', false],
+    ["only in a string", 'const s = "let result = 1"; result = { version: "v2", plain: s };', false],
+    [
+      "a property named result",
+      'const o = { result: 1 }; result = { version: "v2", plain: String(o.result) };',
+      false,
+    ],
+    [
+      "resultText is another name",
+      'const resultText = "x"; result = { version: "v2", plain: resultText };',
+      false,
+    ],
+    ["with a top-level return", "if (!data) return; let result = 1;", true],
+  ];
+  for (const [name, src, expected] of cases) {
+    it(`${name}: ${expected ? "declares" : "does not declare"} result`, () => {
+      assert.equal(declaresResult(src), expected);
+    });
+  }
+});

@@ -1,3 +1,5 @@
+import { type Node, parse } from "acorn";
+import { simple } from "acorn-walk";
 import type { QuickJSWASMModule } from "quickjs-emscripten";
 
 /**
@@ -37,14 +39,46 @@ export async function compileError(src: string): Promise<string | null> {
 
 /**
  * `var result`, `let result` or `const result` at any depth makes the global `result` stay unset, and
- * hookshot then posts "No content". Comments and strings are blanked first so they cannot trigger this.
+ * hookshot then posts "No content". Read from acorn's syntax tree, so comments, strings and template
+ * literals never trigger it and destructuring does.
  */
 export function declaresResult(src: string): boolean {
-  const code = src
-    .replace(/\/\*[\s\S]*?\*\//g, " ")
-    .replace(/\/\/[^\n]*/g, " ")
-    .replace(/(["'`])(?:\\[\s\S]|(?!\1)[^\\])*\1/g, '""');
-  return /(^|[^\w$.])(var|let|const)\s+(\{[^}]*\bresult\b[^}]*\}|result\b)/.test(code);
+  let ast: Node;
+  try {
+    // Parsed as hookshot runs it: the body of a function (so `return` is allowed).
+    ast = parse(`(function () {\n${src}\n})`, { ecmaVersion: "latest", sourceType: "script" });
+  } catch {
+    return false; // not JavaScript at all: the compile check reports that
+  }
+  let found = false;
+  simple(ast, {
+    VariableDeclarator(node) {
+      if (bindsResult((node as Node & { id: Node }).id)) found = true;
+    },
+  });
+  return found;
+}
+
+/** Whether a binding pattern (`result`, `{ result }`, `[a, result]`, `{ x: result = 1 }`, …) binds `result`. */
+function bindsResult(pattern: Node | null | undefined): boolean {
+  if (!pattern) return false;
+  const p = pattern as Node & Record<string, unknown>;
+  switch (p.type) {
+    case "Identifier":
+      return p.name === "result";
+    case "ObjectPattern":
+      return (p.properties as (Node & { value?: Node; argument?: Node })[]).some((prop) =>
+        bindsResult(prop.type === "RestElement" ? prop.argument : prop.value),
+      );
+    case "ArrayPattern":
+      return (p.elements as (Node | null)[]).some(bindsResult);
+    case "AssignmentPattern":
+      return bindsResult(p.left as Node);
+    case "RestElement":
+      return bindsResult(p.argument as Node);
+    default:
+      return false;
+  }
 }
 
 /** Why hookshot would refuse or mangle this transform, or null when it is fine. */

@@ -262,7 +262,7 @@ export function createAgent(opts: AgentOptions): Agent {
     },
 
     abort() {
-      abortNow.abort(new AgentError("STEP_FAILED", "the agent was stopping and its grace period ran out"));
+      abortNow.abort(new AgentError("ABORTED", "the agent was stopping and its grace period ran out"));
     },
 
     async close() {
