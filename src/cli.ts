@@ -1,13 +1,13 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { cinnyNightlyCommand } from "./commands/cinny-nightly.js";
 import { installCommand } from "./commands/install.js";
-import { livekitRestartCommand } from "./commands/livekit-restart.js";
+import { jobCommand } from "./commands/job.js";
 import { runCommand } from "./commands/run.js";
 import { serveCommand } from "./commands/serve.js";
 import { statusCommand } from "./commands/status.js";
 import { validateCommand } from "./commands/validate.js";
 import { AgentError } from "./errors.js";
+import { JOBS, jobByCommand } from "./jobs/index.js";
 import { sanitize } from "./secret.js";
 
 const USAGE = `usage: deploy-agent <command> [options]
@@ -17,8 +17,7 @@ commands:
   validate   check the manifest, its \${VAR} interpolation and every repository file it references
   status     show per-step applied revision, last outcome and age
   serve      run the webhook daemon: verify Gitea pushes, deploy through a coalescing queue
-  livekit-restart  restart livekit-server if a restart is pending and no call is active
-  cinny-nightly    build Cinny's dev branch and switch the web root to it (--force: even if unchanged)
+${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
   install    install this host's role: bin on PATH, unit(s), timer or cron, secret; migrate from webhook
              (--host lxcNNN required; --dry-run shows every effect; --force overwrites local changes)
 
@@ -54,9 +53,8 @@ const OPTIONS_OF: Record<string, string[]> = {
   validate: COMMON,
   status: COMMON,
   serve: [...COMMON, "dry-run", "listen"],
-  "livekit-restart": [...COMMON, "dry-run"],
-  "cinny-nightly": [...COMMON, "dry-run", "force"],
   install: [...COMMON, "host", "dry-run", "force"],
+  ...Object.fromEntries(JOBS.map((j) => [j.command, [...COMMON, "dry-run", "force"]])),
 };
 
 function version(): string {
@@ -132,13 +130,6 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
         return await validateCommand(common, out);
       case "status":
         return await statusCommand(common, out);
-      case "cinny-nightly":
-        return await cinnyNightlyCommand(
-          { ...common, dryRun: v["dry-run"] ?? false, force: v.force ?? false },
-          out,
-        );
-      case "livekit-restart":
-        return await livekitRestartCommand({ ...common, dryRun: v["dry-run"] ?? false }, out);
       case "install":
         return await installCommand(
           { ...common, host: v.host, dryRun: v["dry-run"] ?? false, force: v.force ?? false },
@@ -146,9 +137,17 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
         );
       case "serve":
         return await serveCommand({ ...common, dryRun: v["dry-run"] ?? false, listen: v.listen });
-      default:
+      default: {
+        const job = jobByCommand(command);
+        if (job)
+          return await jobCommand(
+            job,
+            { ...common, dryRun: v["dry-run"] ?? false, force: v.force ?? false },
+            out,
+          );
         err(`error USAGE: unknown command "${command}"\n\n${USAGE}`);
         return 2;
+      }
     }
   } catch (e) {
     return reportError(e, err);

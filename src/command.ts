@@ -5,6 +5,8 @@ import { sanitize } from "./secret.js";
 export interface CommandResult {
   stdout: string;
   stderr: string;
+  /** false when the command was only recorded (dry run): its output is not known. */
+  ran: boolean;
 }
 
 /** Runs a command (argv, no shell). In a dry run it records the command instead and returns empty output. */
@@ -37,7 +39,7 @@ export function createCommandRunner(opts: {
 }): CommandRunner {
   return async (argv, options = {}) => {
     if (options.record !== false) opts.record({ type: "run", argv: [...argv] });
-    if (opts.dryRun) return { stdout: "", stderr: "" };
+    if (opts.dryRun) return { stdout: "", stderr: "", ran: false };
     const [file = "", ...args] = argv;
     // Imported on first use: a daemon that has run no command yet does not carry execa's memory.
     const { execa } = await import("execa");
@@ -62,6 +64,6 @@ export function createCommandRunner(opts: {
         sanitize(`${argv.join(" ")} ${why}${output ? `: ${output}` : ""}`),
       );
     }
-    return { stdout: String(result.stdout), stderr: String(result.stderr) };
+    return { stdout: String(result.stdout), stderr: String(result.stderr), ran: true };
   };
 }

@@ -18,6 +18,9 @@ export type Effect =
   | { type: "run"; argv: string[] }
   | { type: "validate"; path: string; argv: string[] }
   | { type: "restore"; path: string }
+  | { type: "remove"; path: string }
+  | { type: "copy"; from: string; to: string }
+  | { type: "link"; path: string; target: string }
   | { type: "request"; method: string; url: string; detail?: string }
   | { type: "note"; message: string };
 

@@ -1,4 +1,18 @@
-import { chown, readFile, stat, unlink } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import {
+  chown,
+  cp,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  stat,
+  symlink,
+  unlink,
+} from "node:fs/promises";
 import path from "node:path";
 import { writeFileAtomic } from "./atomic-write.js";
 import type { CommandRunner } from "./command.js";
@@ -19,6 +33,8 @@ export interface FileSnapshot {
   mode: number;
   uid: number;
   gid: number;
+  /** Last modification (ms since the epoch); 0 for a file that does not exist. */
+  mtimeMs?: number;
 }
 
 export interface WriteOptions {
@@ -44,6 +60,16 @@ export interface HostFs {
   ): Promise<{ outcome: "changed" | "unchanged"; previous: FileSnapshot }>;
   /** Puts a snapshot back: the old content, mode and owner, or removes a file that did not exist. */
   restore(snapshot: FileSnapshot): Promise<void>;
+  /** The target of a symlink, or null. */
+  readlink(hostPath: string): Promise<string | null>;
+  /** Removes a file or a whole tree; absent is fine. */
+  remove(hostPath: string): Promise<void>;
+  /** Copies a directory tree to a new path (its parent is created). */
+  copyTree(from: string, to: string): Promise<void>;
+  /** Points `hostPath` (a symlink, or a directory first moved to `aside`) at `target` with one rename. */
+  swapLink(hostPath: string, target: string, aside: string): Promise<void>;
+  /** Entries of a directory with their modification times; [] when absent. */
+  list(hostPath: string): Promise<{ path: string; mtimeMs: number }[]>;
 }
 
 function writeError(hostPath: string, err: unknown): AgentError {
@@ -80,7 +106,14 @@ export function createHostFs(opts: {
   async function snapshot(hostPath: string): Promise<FileSnapshot> {
     const st = await stat(resolve(hostPath)).catch(() => null);
     if (!st) return { path: hostPath, data: null, mode: 0, uid: 0, gid: 0 };
-    return { path: hostPath, data: await read(hostPath), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    return {
+      path: hostPath,
+      data: await read(hostPath),
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      mtimeMs: st.mtimeMs,
+    };
   }
 
   /** Refuses a missing target directory (never creates one), then writes atomically. */
@@ -148,6 +181,47 @@ export function createHostFs(opts: {
       if (options.validate) opts.record({ type: "validate", path: hostPath, argv: [...options.validate] });
       if (!opts.dryRun) await replace(hostPath, data, mode, ids, options.validate);
       return { outcome: "changed", previous: before };
+    },
+
+    async readlink(hostPath) {
+      return readlink(resolve(hostPath)).catch(() => null);
+    },
+
+    async remove(hostPath) {
+      opts.record({ type: "remove", path: hostPath });
+      if (!opts.dryRun) await rm(resolve(hostPath), { recursive: true, force: true });
+    },
+
+    async copyTree(from, to) {
+      opts.record({ type: "copy", from, to });
+      if (opts.dryRun) return;
+      await mkdir(path.dirname(resolve(to)), { recursive: true });
+      await cp(resolve(from), resolve(to), { recursive: true });
+    },
+
+    async swapLink(hostPath, target, aside) {
+      opts.record({ type: "link", path: hostPath, target });
+      if (opts.dryRun) return;
+      const at = resolve(hostPath);
+      if ((await lstat(at).catch(() => null))?.isDirectory()) {
+        // A plain directory (the first switch on a host): kept aside, not deleted.
+        await mkdir(path.dirname(resolve(aside)), { recursive: true });
+        await rename(at, resolve(aside));
+      }
+      const link = `${at}.${randomBytes(6).toString("hex")}.tmp`;
+      await symlink(resolve(target), link);
+      await rename(link, at);
+    },
+
+    async list(hostPath) {
+      const dir = resolve(hostPath);
+      const names = await readdir(dir).catch(() => [] as string[]);
+      return Promise.all(
+        names.map(async (n) => ({
+          path: path.posix.join(hostPath, n),
+          mtimeMs: (await stat(path.join(dir, n))).mtimeMs,
+        })),
+      );
     },
 
     async restore(snap) {

@@ -27,6 +27,12 @@ export function renderEffect(e: Effect, dryRun: boolean): string {
       return `${would}run: ${e.argv.join(" ")}`;
     case "restore":
       return `${would}restore the previous ${e.path}`;
+    case "remove":
+      return `${would}remove ${e.path}`;
+    case "copy":
+      return `${would}copy ${e.from} to ${e.to}`;
+    case "link":
+      return `${would}point ${e.path} at ${e.target} (one atomic rename)`;
     case "request":
       return `${would}${e.method} ${e.url}${e.detail ? ` (${e.detail})` : ""}`;
     case "note":

@@ -103,10 +103,14 @@ describe("cinny-nightly", () => {
   it("--dry-run says what it would build and changes nothing", async () => {
     const res = await nightly({}, "--dry-run");
     assert.equal(res.code, 0);
+    // Every effect through the job's context, recorded and not done; past the build nothing can be known.
     assert.match(
       res.stdout,
-      /would build main at [0-9a-f]{12} \(node build\.js\) and switch \/var\/www\/html to it/,
+      /^ {2}would run: git -C \S+\/opt\/cinny-dev reset --quiet --hard [0-9a-f]{40}$/m,
     );
+    assert.match(res.stdout, /^ {2}would remove \/opt\/cinny-dev\/dist$/m);
+    assert.match(res.stdout, /^ {2}would run: node build\.js$/m);
+    assert.match(res.stdout, /would build main at [0-9a-f]{12} and switch \/var\/www\/html to it\n$/);
     assert.throws(() => lstatSync(web()));
   });
 });

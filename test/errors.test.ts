@@ -34,7 +34,7 @@ describe("per-command options", () => {
     ["run", "--host=lxc151"],
     ["serve", "--all"],
     ["install", "--listen=127.0.0.1:1"],
-    ["livekit-restart", "--force"],
+    ["livekit-restart", "--listen=127.0.0.1:1"],
   ] as const) {
     it(`${command} refuses ${option.split("=")[0]}`, async () => {
       const res = await run(command, option, "--config", "/nonexistent.yaml");

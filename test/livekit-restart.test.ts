@@ -6,7 +6,7 @@ import { connect, createServer, type Socket, type Server as TcpServer } from "no
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { establishedTcp, sumSamples } from "../src/livekit/restart.js";
+import { establishedTcp, sumSamples } from "../src/jobs/livekit-restart.js";
 import { silentLogger } from "../src/log.js";
 import { loadManifest } from "../src/manifest/load.js";
 import { createAgent } from "../src/server/agent.js";

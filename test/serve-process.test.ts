@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -33,7 +33,8 @@ beforeEach(() => {
         kind: "file",
         source: "landing/index.html",
         targets: ["/var/www/index.html"],
-        reload: [["sleep", "2"]],
+        // Marks when the command is in flight, then takes 2 s.
+        reload: [["sh", "-c", `touch ${path.join(root, "var/www/reloading")}; sleep 2`]],
       },
       { name: "after", kind: "file", source: "cinny/config.json", targets: ["/var/www/config.json"] },
     ],
@@ -45,8 +46,11 @@ describe("deploy-agent serve (process)", () => {
   it("SIGTERM during a slow step: the step finishes, the rest is skipped, state is saved, exit 0", async () => {
     const s = serve();
     await s.waitFor(/"step":"slow".*"msg":"never applied on this host"/);
+    // SIGTERM while the reload command runs: execa's own signal handler must not end the daemon.
+    while (!existsSync(path.join(root, "var/www/reloading"))) await new Promise((r) => setTimeout(r, 10));
     s.child.kill("SIGTERM");
     assert.equal(await s.exited, 0, s.out());
+    assert.match(s.out(), /"step":"slow".*"msg":"step succeeded"/);
     assert.match(s.out(), /shutting down/);
     const { state } = await readState(stateDir, "lxctest");
     assert.equal(state.steps.slow?.lastResult?.outcome, "succeeded");

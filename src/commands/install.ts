@@ -10,6 +10,7 @@ import type { Effect } from "../effects.js";
 import { AgentError } from "../errors.js";
 import { waitHealthy } from "../health.js";
 import { createHostFs } from "../host-fs.js";
+import { JOBS, jobConfig } from "../jobs/index.js";
 import type { Manifest } from "../manifest/schema.js";
 import { renderEffect } from "../report.js";
 import { openRepo } from "../source/git.js";
@@ -238,7 +239,9 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   // The units.
   const sc = (...args: string[]) => run([...systemctl, ...args]);
   if (unitsChanged) await sc("daemon-reload");
-  if (manifest.livekit) await sc("enable", "--now", "livekit-graceful-restart.timer");
+  for (const unit of hostJobs(manifest).flatMap((job) => job.install?.enable ?? [])) {
+    await sc("enable", "--now", unit);
+  }
   const listen = old ? { host: old.host, port: old.port } : manifest.listen;
   const healthUrl = (h: string, port: number) => `http://${probeHost(h)}:${port}/healthz`;
   const healthy = async (url: string) => {
@@ -309,6 +312,9 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   return 0;
 }
 
+/** The host jobs this host's manifest has a section for. */
+const hostJobs = (manifest: Manifest) => JOBS.filter((job) => jobConfig(manifest, job) !== undefined);
+
 /** Every file install writes for this host role, with its content. */
 async function plannedFiles(o: {
   r: Resolved;
@@ -324,7 +330,7 @@ async function plannedFiles(o: {
   const ours = async (name: string) => readFile(path.join(home, "systemd", name));
   const unitFile = async (name: string): Promise<File[]> => [
     { path: `${UNIT_DIR}/${name}`, data: await ours(name), mode: 0o644 },
-    ...(nodePath
+    ...(nodePath && name.endsWith(".service")
       ? [
           {
             path: `${UNIT_DIR}/${name}.d/node-path.conf`,
@@ -335,21 +341,18 @@ async function plannedFiles(o: {
       : []),
   ];
   const files: File[] = await unitFile("deploy-agent@.service");
-  if (manifest.livekit) {
-    files.push(...(await unitFile("livekit-graceful-restart.service")));
-    files.push({
-      path: `${UNIT_DIR}/livekit-graceful-restart.timer`,
-      data: await ours("livekit-graceful-restart.timer"),
-      mode: 0o644,
-    });
-  }
-  if (manifest.cinny) {
-    const cron = (await ours("cinny-dev-update.cron")).toString("utf8");
-    files.push({
-      path: "/etc/cron.d/cinny-dev-update",
-      data: Buffer.from(nodePath ? cron.replace(/^PATH=.*$/m, `PATH=${nodePath}`) : cron),
-      mode: 0o644,
-    });
+  // What the host's jobs need: their units (a timer for LiveKit's restart), their cron files (Cinny's build).
+  for (const job of hostJobs(manifest)) {
+    for (const name of job.install?.units ?? []) files.push(...(await unitFile(name)));
+    const cron = job.install?.cron;
+    if (cron) {
+      const text = (await ours(cron.file)).toString("utf8");
+      files.push({
+        path: cron.as,
+        data: Buffer.from(nodePath ? text.replace(/^PATH=.*$/m, `PATH=${nodePath}`) : text),
+        mode: 0o644,
+      });
+    }
   }
   if (
     old &&

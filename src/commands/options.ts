@@ -1,11 +1,9 @@
 import { realpath } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import { createCommandRunner } from "../command.js";
 import { AgentError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { type LoadedManifest, type LoadOptions, loadManifest } from "../manifest/load.js";
-import type { Manifest } from "../manifest/schema.js";
 import type { SecretSource } from "../webhook-secret.js";
 
 /** Flags shared by the commands, and how they turn into paths: manifest paths go under --root, flag paths do not. */
@@ -73,36 +71,4 @@ export function commandLogger(flags: CommonFlags, r: Resolved | null, opts: { lo
   const level = flags.logLevel ?? r?.loaded.manifest.log.level ?? "info";
   const file = opts.logFile && r?.loaded.manifest.log.file ? r.under(r.loaded.manifest.log.file) : undefined;
   return createLogger({ level, fd: 2, file, json: flags.json });
-}
-
-/** What a host job (livekit-restart, cinny-nightly) needs: its manifest section, a logger and a runner. */
-export async function hostJob<K extends "livekit" | "cinny">(
-  flags: CommonFlags & { dryRun: boolean },
-  section: K,
-  hint: string,
-  timeoutMs: number,
-) {
-  const r = await resolve(flags);
-  const config = r.loaded.manifest[section];
-  if (!config) throw new AgentError("CONFIG_INVALID", `${r.loaded.file} has no ${section} section`, { hint });
-  const log = commandLogger(flags, r, { logFile: !flags.dryRun });
-  const run = createCommandRunner({
-    dryRun: flags.dryRun,
-    record: () => {},
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  return { r, config: config as NonNullable<Manifest[K]>, log, run };
-}
-
-/** Prints a job's result: its message as text, or the whole result as a versioned JSON document. */
-export function printJob(
-  flags: CommonFlags & { dryRun: boolean },
-  schema: string,
-  result: object,
-  message: string,
-  out: (t: string) => void,
-) {
-  out(
-    flags.json ? `${JSON.stringify({ schema, dryRun: flags.dryRun, ...result }, null, 2)}\n` : `${message}\n`,
-  );
 }

@@ -1,7 +1,6 @@
 import { isIP } from "node:net";
 import { z } from "zod";
-import { cinnySchema } from "../cinny/nightly.js";
-import { livekitSchema } from "../livekit/restart.js";
+import { JOBS, jobConfig, jobSections } from "../jobs/index.js";
 import { argv, hostPath } from "../steps/common.js";
 import { stepSchema } from "../steps/index.js";
 
@@ -93,21 +92,15 @@ export const manifestSchema = z
         systemctl: argv.default(["systemctl"]),
       })
       .prefault({}),
-    /** Call-aware LiveKit restart (LXC 151): `deploy-agent livekit-restart` and the watcher in `serve`. */
-    livekit: livekitSchema.optional(),
-    /** Nightly build of Cinny's dev branch (LXC 106): `deploy-agent cinny-nightly`. */
-    cinny: cinnySchema.optional(),
+    /** One optional section per host job (src/jobs/): `livekit`, `cinny`. */
+    ...jobSections,
     steps: z.array(stepSchema).min(1),
   })
   .superRefine((m, ctx) => {
-    const flag = m.livekit?.flagFile;
-    const deferred = m.steps.filter((s) => s.kind === "systemd-unit" && s.restart === "deferred");
-    if (flag && deferred.length && !deferred.some((s) => s.kind === "systemd-unit" && s.flagFile === flag)) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["livekit", "flagFile"],
-        message: "must be the flagFile of the deferred systemd-unit step",
-      });
+    for (const job of JOBS) {
+      const config = jobConfig(m, job);
+      if (config === undefined) continue;
+      for (const issue of job.check(config, m.steps)) ctx.addIssue({ code: "custom", ...issue });
     }
     const seen = new Set<string>();
     m.steps.forEach((step, i) => {

@@ -1,14 +1,12 @@
-import { stat } from "node:fs/promises";
-import path from "node:path";
 import type { Logger } from "pino";
-import { createCommandRunner } from "../command.js";
 import { AgentError, asAgentError } from "../errors.js";
-import { type LivekitConfig, livekitRestart } from "../livekit/restart.js";
+import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
 import { deploy, type RunReport } from "../pipeline.js";
 import { openRepo, type Repo } from "../source/git.js";
 import { orphanedSteps, readState, stepStatuses } from "../state.js";
+import { createContext } from "../steps/context.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
 import { createQueue, type DeployQueue } from "./queue.js";
 
@@ -77,7 +75,7 @@ export function createAgent(opts: AgentOptions): Agent {
   /** The manifest the last run applied (the one the process started with until then). */
   let manifest = opts.manifest;
   let pendingRestart: string[] = [];
-  const metrics = createMetrics(manifest.host, () => {
+  const metrics = createMetrics(manifest.host, JOBS, () => {
     const q = queue.state();
     return (q.running ? 1 : 0) + (q.pending ? 1 : 0);
   });
@@ -88,42 +86,32 @@ export function createAgent(opts: AgentOptions): Agent {
   let failuresInRow = 0;
   let pollTimer: NodeJS.Timeout | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
-  let livekitTimer: NodeJS.Timeout | undefined;
-  let livekitBusy = false;
+  const jobTimers: NodeJS.Timeout[] = [];
+  const jobsBusy = new Set<string>();
 
-  /** The in-daemon watcher: restarts LiveKit within seconds after the last call ends. */
-  async function livekitTick(config: LivekitConfig) {
-    if (livekitBusy || queue.state().running) return;
-    livekitBusy = true;
+  /** A host job that watches (LiveKit's restart): run between deploys, never during one. */
+  async function jobTick(job: RegisteredJob) {
+    const config = jobConfig(manifest, job);
+    if (config === undefined || jobsBusy.has(job.command) || queue.state().running) return;
+    jobsBusy.add(job.command);
+    const jobLog = log.child({ job: job.command });
     try {
-      const run = createCommandRunner({
+      const ctx = createContext({
         dryRun: opts.dryRun,
+        root: opts.root,
+        log: jobLog,
+        signal: AbortSignal.timeout(job.timeoutSeconds * 1000),
+        commands: manifest.commands,
         record: () => {},
-        signal: AbortSignal.timeout(120_000),
       });
-      const since = await stat(opts.root ? path.join(opts.root, config.flagFile) : config.flagFile).then(
-        (st) => st.mtimeMs / 1000,
-        () => 0,
-      );
-      metrics.livekitPendingSince(since);
-      if (!since) return;
-      const d = await livekitRestart({
-        config,
-        under: (p) => (opts.root ? path.join(opts.root, p) : p),
-        run,
-        systemctl: manifest.commands.systemctl,
-        dryRun: opts.dryRun,
-        log,
-      });
-      if (d.pending) log[d.restart ? "info" : "debug"]({ ...d }, d.reason);
-      if (d.restart && !opts.dryRun) metrics.livekitPendingSince(0);
+      const result = await job.run(config, { ...ctx, force: false });
+      if (result.gauge !== undefined) metrics.jobGauge(job.command, result.gauge);
+      jobLog[result.acted ? "info" : "debug"]({ ...result }, result.message);
     } catch (err) {
-      log.error(
-        { code: asAgentError(err).code, err: asAgentError(err).message },
-        "livekit restart failed; the flag stays",
-      );
+      const e = asAgentError(err);
+      jobLog.error({ code: e.code, err: e.message }, `${job.command} failed`);
     } finally {
-      livekitBusy = false;
+      jobsBusy.delete(job.command);
     }
   }
 
@@ -180,22 +168,26 @@ export function createAgent(opts: AgentOptions): Agent {
 
   /** The loop's timers follow the manifest in force: a pushed poll interval applies on the next run. */
   let started = false;
+  const watchEvery = (m: Manifest, job: RegisteredJob) => {
+    const config = jobConfig(m, job);
+    return config === undefined ? 0 : job.watchSeconds(config);
+  };
   const timing = (m: Manifest) =>
-    `${m.webhook.pollIntervalSeconds}/${m.livekit ? m.livekit.watchIntervalSeconds : 0}`;
+    [m.webhook.pollIntervalSeconds, ...JOBS.map((job) => watchEvery(m, job))].join("/");
   function schedule() {
     clearInterval(pollTimer);
-    clearInterval(livekitTimer);
+    for (const t of jobTimers.splice(0)) clearInterval(t);
     const every = manifest.webhook.pollIntervalSeconds;
     if (every > 0) {
       pollTimer = setInterval(() => queue.request("poll"), every * 1000);
       pollTimer.unref();
     }
-    const livekit = manifest.livekit;
-    if (livekit && livekit.watchIntervalSeconds > 0) {
-      livekitTimer = setInterval(() => {
-        if (manifest.livekit) void livekitTick(manifest.livekit);
-      }, livekit.watchIntervalSeconds * 1000);
-      livekitTimer.unref();
+    for (const job of JOBS) {
+      const seconds = watchEvery(manifest, job);
+      if (seconds <= 0) continue;
+      const timer = setInterval(() => void jobTick(job), seconds * 1000);
+      timer.unref();
+      jobTimers.push(timer);
     }
   }
 
@@ -267,7 +259,7 @@ export function createAgent(opts: AgentOptions): Agent {
 
     async close() {
       clearInterval(pollTimer);
-      clearInterval(livekitTimer);
+      for (const t of jobTimers.splice(0)) clearInterval(t);
       clearTimeout(retryTimer);
       stop.abort();
       await queue.close();

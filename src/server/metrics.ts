@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { HostJob } from "../jobs/types.js";
 import type { RunReport } from "../pipeline.js";
 
 /** The agent's Prometheus metrics, on a registry of its own (prom-client). */
@@ -8,12 +9,16 @@ export interface AgentMetrics {
   run(report: RunReport): void;
   /** A run that ended before its steps, with its error code. */
   runError(code: string): void;
-  /** When the pending LiveKit restart was flagged (seconds since the epoch), or 0 when none is pending. */
-  livekitPendingSince(seconds: number): void;
+  /** Sets the gauge a host job declares (e.g. when LiveKit's pending restart was flagged). */
+  jobGauge(command: string, value: number): void;
 }
 
 /** `queueDepth` is read at every scrape: runs in progress or pending, from the queue itself. */
-export function createMetrics(host: string, queueDepth: () => number): AgentMetrics {
+export function createMetrics(
+  host: string,
+  jobs: readonly Pick<HostJob, "command" | "gauge">[],
+  queueDepth: () => number,
+): AgentMetrics {
   const registry = new Registry();
   registry.setDefaultLabels({ host });
   collectDefaultMetrics({ register: registry, prefix: "deploy_agent_" });
@@ -67,11 +72,13 @@ export function createMetrics(host: string, queueDepth: () => number): AgentMetr
       this.set(queueDepth());
     },
   });
-  const livekitPending = new Gauge({
-    name: "deploy_agent_livekit_restart_pending_since_timestamp_seconds",
-    help: "When the pending LiveKit restart was flagged; 0 when none is pending",
-    registers: [registry],
-  });
+  const jobGauges = new Map(
+    jobs.flatMap((job) =>
+      job.gauge
+        ? [[job.command, new Gauge({ name: job.gauge.name, help: job.gauge.help, registers: [registry] })]]
+        : [],
+    ),
+  );
   const configValid = new Gauge({
     name: "deploy_agent_config_valid",
     help: "1 while the host manifest of the newest revision is valid; 0 while a pushed manifest is invalid (nothing is deployed)",
@@ -99,6 +106,6 @@ export function createMetrics(host: string, queueDepth: () => number): AgentMetr
       runs.inc({ result: "error" });
       if (code === "CONFIG_INVALID" || code === "ENV_MISSING") configValid.set(0);
     },
-    livekitPendingSince: (seconds) => livekitPending.set(seconds),
+    jobGauge: (command, value) => jobGauges.get(command)?.set(value),
   };
 }

@@ -20,7 +20,6 @@ export interface ContextOptions {
   dryRun: boolean;
   /** Prefix of every host path; "" for the real host. */
   root: string;
-  source: Snapshot;
   log: Logger;
   /** Aborted on the step's timeout or when the agent must stop now; every IO call gets it. */
   signal: AbortSignal;
@@ -28,11 +27,16 @@ export interface ContextOptions {
   record: EffectRecorder;
 }
 
-export function createStepContext(opts: ContextOptions): StepContext {
+/** A step's context: the world, and the revision being deployed. */
+export function createStepContext(opts: ContextOptions & { source: Snapshot }): StepContext {
+  return { ...createContext(opts), source: opts.source };
+}
+
+/** The world as steps and host jobs reach it (see the module comment). */
+export function createContext(opts: ContextOptions): Omit<StepContext, "source"> {
   const { dryRun, record, signal } = opts;
   const run = createCommandRunner({ dryRun, record, signal });
   return {
-    source: opts.source,
     host: createHostFs({ root: opts.root, dryRun, record, run }),
     run,
     record,

@@ -1,6 +1,5 @@
-import { parseDocument } from "yaml";
 import { z } from "zod";
-import { cinnyConfigProblems } from "../content/cinny-config.js";
+import { CONTENT_CHECK_NAMES, CONTENT_CHECKS, type ContentCheck } from "../content/checks.js";
 import { AgentError } from "../errors.js";
 import type { FileSnapshot } from "../host-fs.js";
 import type { StepItem } from "../state.js";
@@ -20,8 +19,8 @@ export const schema = z.strictObject({
   targets: z.array(hostPath).min(1),
   mode: fileMode.optional(),
   owner: owner.optional(),
-  /** Check the content before writing anything: JSON or YAML syntax, or Cinny's config keys. */
-  check: z.enum(["json", "yaml", "cinny-config"]).optional(),
+  /** A content check (src/content/checks.ts) run before anything is written, and by validate. */
+  check: z.enum(CONTENT_CHECK_NAMES).optional(),
   validate: argv.optional(),
   reload: z.array(argv).default([]),
 });
@@ -90,24 +89,11 @@ async function rollBack(step: FileStep, ctx: Parameters<typeof fileStep.apply>[1
   }
 }
 
-export function checkContent(name: string, format: "json" | "yaml" | "cinny-config", data: Buffer): void {
-  const text = data.toString("utf8");
-  let problems: string[] = [];
-  if (format === "json") {
-    try {
-      JSON.parse(text);
-    } catch (err) {
-      problems = [(err as Error).message];
-    }
-  } else if (format === "yaml") {
-    const first = parseDocument(text).errors[0];
-    if (first) problems = [`line ${first.linePos?.[0].line ?? "?"}: ${first.message.split("\n")[0]}`];
-  } else {
-    problems = cinnyConfigProblems(text);
-  }
-  if (problems.length) {
-    const what = format === "cinny-config" ? "a valid Cinny config" : `valid ${format.toUpperCase()}`;
-    throw new AgentError("SOURCE_INVALID", `${name} is not ${what}: ${problems.join("; ")}`, {
+export function checkContent(name: string, check: ContentCheck, data: Buffer): void {
+  const { what, problems } = CONTENT_CHECKS[check];
+  const found = problems(data.toString("utf8"));
+  if (found.length) {
+    throw new AgentError("SOURCE_INVALID", `${name} is not ${what}: ${found.join("; ")}`, {
       hint: "fix the file in the repository and push again; the deployed copy was left as it was",
     });
   }

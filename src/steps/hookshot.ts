@@ -40,6 +40,8 @@ export const schema = z.strictObject({
     z.string().min(1).nullable(),
   ),
   concurrency: z.number().int().min(1).max(16).default(4),
+  /** Payload samples per transform (`<fixtures>/<file name without .js>/*.json`) that validate runs it on. */
+  fixtures: repoPath.optional(),
   /** Attempts per request and the first backoff (doubling) on 5xx, network errors and timeouts. */
   retry: z
     .strictObject({
@@ -58,9 +60,6 @@ const stateKeyOf = (step: HookshotStep, file: string) =>
 const fileOf = (step: HookshotStep, rel: string) =>
   path.posix.dirname(rel) === step.directory && rel.endsWith(".js") ? path.posix.basename(rel) : null;
 
-/** Payload samples kept in the repository for a transform: test/fixtures/payloads/<name>/*.json. */
-export const FIXTURE_DIR = "test/fixtures/payloads";
-
 /** Runs the transform on every fixture of its service; a throw, "No content" or an empty message is a problem. */
 async function fixtureProblems(
   step: HookshotStep,
@@ -68,7 +67,8 @@ async function fixtureProblems(
   file: string,
   src: string,
 ): Promise<string[]> {
-  const prefix = `${FIXTURE_DIR}/${path.posix.basename(file, ".js")}/`;
+  if (!step.fixtures) return [];
+  const prefix = `${step.fixtures}/${path.posix.basename(file, ".js")}/`;
   const problems: string[] = [];
   for (const fixture of repo.paths().filter((p) => p.startsWith(prefix) && p.endsWith(".json"))) {
     try {

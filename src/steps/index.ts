@@ -1,32 +1,57 @@
 import { z } from "zod";
+import type { StepItem } from "../state.js";
 import { draupnirConfigStep } from "./draupnir-config.js";
 import { fileStep } from "./file.js";
 import { hookshotStep } from "./hookshot.js";
 import { systemdUnitStep } from "./systemd-unit.js";
-import type { StepKind } from "./types.js";
+import type { RepoFiles, StepConfigBase, StepContext, StepKind, StepWork } from "./types.js";
 
-/** The step kinds. Adding one is a file under src/steps/ and a line in each list below. */
-export const stepSchema = z.discriminatedUnion("kind", [
-  fileStep.schema,
-  systemdUnitStep.schema,
-  draupnirConfigStep.schema,
-  hookshotStep.schema,
-]);
+/** The step kinds. Adding one is a file under src/steps/ and an entry here. */
+const KIND_LIST = [fileStep, systemdUnitStep, draupnirConfigStep, hookshotStep] as const;
+
+type Schemas<T extends readonly { schema: unknown }[]> = { [K in keyof T]: T[K]["schema"] };
+
+export const stepSchema = z.discriminatedUnion(
+  "kind",
+  KIND_LIST.map((k) => k.schema) as unknown as Schemas<typeof KIND_LIST>,
+);
 
 export type StepConfig = z.infer<typeof stepSchema>;
 
-// Each kind's functions take its own config type; the lookup by `kind` below makes the pairing safe.
-const KINDS: Record<StepConfig["kind"], StepKind> = {
-  file: fileStep as unknown as StepKind,
-  "systemd-unit": systemdUnitStep as unknown as StepKind,
-  "draupnir-config": draupnirConfigStep as unknown as StepKind,
-  hookshot: hookshotStep as unknown as StepKind,
-};
+/** A kind as the pipeline sees it: any step config in, the kind's own functions behind. */
+interface RegisteredKind {
+  sources(step: StepConfig): string[];
+  triggers(step: StepConfig): string[];
+  check(step: StepConfig, repo: RepoFiles): Promise<string[]>;
+  plan(step: StepConfig, work: StepWork): string[];
+  apply(step: StepConfig, ctx: StepContext, work: StepWork): Promise<StepItem[]>;
+}
 
-export const STEP_KINDS = Object.keys(KINDS);
+function register<S extends z.ZodType<StepConfigBase>>(kind: StepKind<S>): [string, RegisteredKind] {
+  // The only place a step config meets its kind's type: `kindOf` picks the kind by the config's `kind`,
+  // and that config was produced by this kind's schema (the discriminated union above).
+  const own = (step: StepConfig) => step as unknown as z.output<S>;
+  const literal = (kind.schema as unknown as z.ZodObject<{ kind: z.ZodLiteral<string> }>).shape.kind.value;
+  return [
+    literal,
+    {
+      sources: (step) => kind.sources(own(step)),
+      triggers: (step) => kind.triggers(own(step)),
+      check: async (step, repo) => (kind.check ? kind.check(own(step), repo) : []),
+      plan: (step, work) => kind.plan(own(step), work),
+      apply: (step, ctx, work) => kind.apply(own(step), ctx, work),
+    },
+  ];
+}
 
-export function kindOf(step: StepConfig): StepKind {
-  return KINDS[step.kind];
+const KINDS = new Map<string, RegisteredKind>(KIND_LIST.map((k: StepKind) => register(k)));
+
+export const STEP_KINDS = [...KINDS.keys()];
+
+export function kindOf(step: StepConfig): RegisteredKind {
+  const kind = KINDS.get(step.kind);
+  if (!kind) throw new Error(`no step kind "${step.kind}" registered`);
+  return kind;
 }
 
 /** The globs that make a step run: its own `paths`, or its kind's default. */

@@ -1,9 +1,8 @@
-import { readFile, unlink } from "node:fs/promises";
-import type { Logger } from "pino";
+import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import type { CommandRunner } from "../command.js";
 import { fetchFailure } from "../fetch-failure.js";
 import { hostPath } from "../steps/common.js";
+import type { HostJob, JobContext, JobResult } from "./types.js";
 
 /**
  * Call-aware LiveKit restart. A deploy only flags the restart (killing livekit-server drops every call);
@@ -69,9 +68,10 @@ export function sumSamples(text: string, names: readonly string[]): Record<strin
 
 async function scrape(
   url: string,
+  signal: AbortSignal,
 ): Promise<{ participants: number | null; rooms: number | null; problem?: string }> {
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(3000) });
+    const res = await fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(3000)]) });
     if (!res.ok) return { participants: null, rooms: null, problem: `HTTP ${res.status}` };
     const sums = sumSamples(await res.text(), ["livekit_participant_total", "livekit_room_total"]);
     const participants = sums.livekit_participant_total ?? null;
@@ -83,28 +83,18 @@ async function scrape(
   }
 }
 
-/** Looks, decides, and (unless dry) restarts and clears the flag. */
-export async function livekitRestart(opts: {
-  config: LivekitConfig;
-  /** Resolves host paths (--root). */
-  under: (p: string) => string;
-  run: CommandRunner;
-  systemctl: readonly string[];
-  dryRun: boolean;
-  log: Logger;
-}): Promise<Decision> {
-  const { config } = opts;
-  const flag = opts.under(config.flagFile);
-  const pending = await readFile(flag).then(
-    () => true,
-    () => false,
-  );
+/** Looks, decides, and restarts and clears the flag when no call is active (a dry context only records). */
+export async function livekitRestart(config: LivekitConfig, ctx: JobContext): Promise<Decision & JobResult> {
+  const flag = await ctx.host.snapshot(config.flagFile);
+  const pending = flag.data !== null;
   const tcpConnections = await establishedTcp(config.rtcTcpPort);
   if (!pending) {
     return {
       pending,
       restart: false,
       reason: "no restart pending",
+      message: "no restart pending",
+      gauge: 0,
       participants: null,
       rooms: null,
       tcpConnections,
@@ -112,7 +102,7 @@ export async function livekitRestart(opts: {
     };
   }
   const warnings: string[] = [];
-  const metrics = await scrape(config.metricsUrl);
+  const metrics = await scrape(config.metricsUrl, ctx.signal);
   if (metrics.problem)
     warnings.push(
       `LiveKit metrics unreadable at ${config.metricsUrl} (${metrics.problem}); deciding on TCP connections alone`,
@@ -120,14 +110,47 @@ export async function livekitRestart(opts: {
   const { participants, rooms } = metrics;
   const busy = (participants ?? 0) > 0 || tcpConnections > 0;
   const seen = `${participants ?? "?"} participant(s) in ${rooms ?? "?"} room(s), ${tcpConnections} TCP connection(s) on ${config.rtcTcpPort}`;
+  const since = Math.floor((flag.mtimeMs ?? 0) / 1000);
   const decision = { pending, participants, rooms, tcpConnections, warnings };
-  for (const w of warnings) opts.log.warn(w);
-  if (busy) return { ...decision, restart: false, reason: `call active: ${seen}; restart stays pending` };
-  await opts.run([...opts.systemctl, "restart", config.unit]);
-  if (!opts.dryRun) await unlink(flag);
+  for (const w of warnings) ctx.log.warn(w);
+  if (busy) {
+    const reason = `call active: ${seen}; restart stays pending`;
+    return { ...decision, restart: false, reason, message: reason, gauge: since };
+  }
+  const restarted = await ctx.run([...ctx.commands.systemctl, "restart", config.unit]);
+  await ctx.host.remove(config.flagFile);
+  const reason = `no call active (${seen}): ${restarted.ran ? "restarted" : "would restart"} ${config.unit}`;
   return {
     ...decision,
     restart: true,
-    reason: `no call active (${seen}): ${opts.dryRun ? "would restart" : "restarted"} ${config.unit}`,
+    acted: true,
+    reason,
+    message: reason,
+    gauge: restarted.ran ? 0 : since,
   };
 }
+
+export const livekitRestartJob: HostJob<typeof livekitSchema> = {
+  command: "livekit-restart",
+  section: "livekit",
+  schema: livekitSchema,
+  summary: "restart livekit-server if a restart is pending and no call is active",
+  timeoutSeconds: 120,
+  check(config, steps) {
+    const deferred = steps.filter((s) => s.kind === "systemd-unit" && s.restart === "deferred");
+    return deferred.length &&
+      !deferred.some((s) => s.kind === "systemd-unit" && s.flagFile === config.flagFile)
+      ? [{ path: ["livekit", "flagFile"], message: "must be the flagFile of the deferred systemd-unit step" }]
+      : [];
+  },
+  watchSeconds: (config) => config.watchIntervalSeconds,
+  gauge: {
+    name: "deploy_agent_livekit_restart_pending_since_timestamp_seconds",
+    help: "When the pending LiveKit restart was flagged; 0 when none is pending",
+  },
+  install: {
+    units: ["livekit-graceful-restart.service", "livekit-graceful-restart.timer"],
+    enable: ["livekit-graceful-restart.timer"],
+  },
+  run: livekitRestart,
+};
