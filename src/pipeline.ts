@@ -304,7 +304,9 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
         recordResult(state, action.step.name, {
           outcome: report.outcome === "succeeded" ? "succeeded" : "failed",
           revision: source.revision,
-          reason: report.outcome === "succeeded" ? "Succeeded" : (report.error?.code ?? "StepFailed"),
+          // Flux-style reason for people; the error's stable code apart, for machines.
+          reason: report.outcome === "succeeded" ? "Succeeded" : "StepFailed",
+          ...(report.error ? { code: report.error.code } : {}),
           message: report.error?.message ?? action.message,
           at: new Date().toISOString(),
           durationMs: report.durationMs,

@@ -18,7 +18,10 @@ const itemSchema = z.strictObject({
 const resultSchema = z.strictObject({
   outcome: z.enum(["succeeded", "failed"]),
   revision: z.string(),
+  /** Why, for people: Succeeded or StepFailed (as Flux's reasons). */
   reason: z.string(),
+  /** The error's stable code (src/errors.ts) when it failed. */
+  code: z.string().optional(),
   message: z.string(),
   at: z.string(),
   durationMs: z.number(),

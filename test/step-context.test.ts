@@ -67,7 +67,7 @@ describe("one abort signal per step", () => {
     await sleep(2500);
     assert.equal(treeHash(root), before, "nothing changed after the run returned");
     assert.equal(
-      (await readState(agent.stateDir, "lxctest")).state.steps.landing?.lastResult?.reason,
+      (await readState(agent.stateDir, "lxctest")).state.steps.landing?.lastResult?.code,
       "STEP_TIMEOUT",
     );
   });
