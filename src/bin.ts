@@ -4,9 +4,11 @@
 // (symlinks). The `--` in the shebang ends Node's own options: Node 20 otherwise reads a `--env-file`
 // meant for deploy-agent, loads that file itself and exits 9 when it is missing.
 import { main } from "./cli.js";
+import { redact } from "./redact.js";
 
+// Reports and errors leave through the one redaction point, as log lines do.
 process.exitCode = await main(
   process.argv.slice(2),
-  (t) => process.stdout.write(t),
-  (t) => process.stderr.write(t),
+  (t) => process.stdout.write(redact(t)),
+  (t) => process.stderr.write(redact(t)),
 );

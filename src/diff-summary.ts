@@ -2,6 +2,10 @@ import { structuredPatch } from "diff";
 
 const MAX_PATCH_LINES = 60;
 const MAX_DIFF_BYTES = 512 * 1024;
+/** Most changed lines a diff is computed for; beyond, a rewrite is summarised. */
+export const MAX_EDIT_LENGTH = 2000;
+/** Most time one diff may hold the event loop (the liveness probe must answer within 100 ms). */
+export const DIFF_TIMEOUT_MS = 50;
 
 export interface DiffSummary {
   added: number;
@@ -21,7 +25,13 @@ export function diffSummary(name: string, before: Buffer | null, after: Buffer):
   }
   const patch = structuredPatch(name, name, old.toString("utf8"), after.toString("utf8"), "", "", {
     context: 2,
+    // Bounded work on the event loop: a rewrite of thousands of lines would otherwise block it for minutes
+    // (O(N·D)); past either bound the diff is left out and only its size is reported.
+    maxEditLength: MAX_EDIT_LENGTH,
+    timeout: DIFF_TIMEOUT_MS,
   });
+  if (!patch)
+    return { added: 0, removed: 0, patch: `diff not shown: more than ${MAX_EDIT_LENGTH} lines differ` };
   let added = 0;
   let removed = 0;
   const lines: string[] = [];

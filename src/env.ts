@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { parse } from "dotenv";
 import { AgentError } from "./errors.js";
+import { registerSecret, SECRET_NAME } from "./redact.js";
 
 /** Reads a dotenv file; a named file that cannot be read is an error, not an empty environment. */
 export async function readEnvFile(file: string): Promise<Record<string, string>> {
@@ -17,7 +18,9 @@ export async function readEnvFile(file: string): Promise<Record<string, string>>
       },
     );
   }
-  return parse(text);
+  const values = parse(text);
+  for (const [name, value] of Object.entries(values)) if (SECRET_NAME.test(name)) registerSecret(value);
+  return values;
 }
 
 /** The variables `${VAR}` may reference: the env file's, overridden by the process environment. */

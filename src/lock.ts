@@ -5,6 +5,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { writeFileAtomic } from "./atomic-write.js";
 import { AgentError } from "./errors.js";
+import { stateWriteError } from "./state.js";
 
 /**
  * One run at a time per state directory. Ownership is a Linux abstract Unix socket named after the state
@@ -59,8 +60,10 @@ export async function acquireLock(
   waitMs = 0,
   onWait: (holder: Holder) => void = () => {},
 ): Promise<Lock> {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const file = path.join(stateDir, LOCK_FILE);
+  await mkdir(stateDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+    throw stateWriteError(file, err);
+  });
   const name = await lockName(stateDir);
   const deadline = Date.now() + waitMs;
   let told = false;
@@ -72,7 +75,7 @@ export async function acquireLock(
         await writeFileAtomic(file, JSON.stringify(me), { mode: 0o600 });
       } catch (err) {
         server.close();
-        throw err;
+        throw stateWriteError(file, err);
       }
       let released = false;
       return {

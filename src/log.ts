@@ -1,6 +1,7 @@
 import { openSync } from "node:fs";
 import { createRequire } from "node:module";
 import { type DestinationStream, type Logger, type LoggerOptions, multistream, pino } from "pino";
+import { redact } from "./redact.js";
 
 /**
  * pino, JSON by default (journald keeps it), pretty when the stream is a TTY, optionally teed to a log
@@ -60,6 +61,9 @@ export function createLogger(opts: LogOptions): Logger {
     level: opts.level,
     base: undefined,
     redact: { paths: REDACT_PATHS, censor: "[redacted]" },
+    // Every line passes the one redaction point as it is written: secret values anywhere in it (an error
+    // message quoting a homeserver's answer, a URL with credentials) never reach journald or the log file.
+    hooks: { streamWrite: redact },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   const logger = pino(options, multistream(streams));

@@ -1,4 +1,5 @@
 import { inspect } from "node:util";
+import { registerSecret } from "./redact.js";
 
 const REDACTED = "[redacted]";
 
@@ -11,6 +12,7 @@ export class Secret {
 
   constructor(value: string) {
     this.#value = value;
+    registerSecret(value);
   }
 
   reveal(): string {
@@ -41,9 +43,10 @@ export function scrub(text: string, secrets: Iterable<string>): string {
 
 /** Strips URL userinfo and query strings, and bearer tokens, from free text (Flux's sanitized.go idea). */
 export function sanitize(text: string): string {
+  // The patterns stop at quotes and backslashes too: they run over whole JSON log lines (no spaces in them).
   return text
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@]+@/gi, "$1")
-    .replace(/(\bhttps?:\/\/[^\s?#]+)\?[^\s#]*/gi, "$1?[redacted]")
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@"\\]+@/gi, "$1")
+    .replace(/(\bhttps?:\/\/[^\s?#"\\]+)\?[^\s#"\\]*/gi, "$1?[redacted]")
     .replace(/(bearer\s+)[A-Za-z0-9._~+/=-]+/gi, "$1[redacted]")
     .replace(/\b(syt|mct|syr)_[A-Za-z0-9_]+/g, "[redacted]");
 }

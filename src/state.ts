@@ -2,6 +2,8 @@ import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
 import { writeFileAtomic } from "./atomic-write.js";
+import { AgentError } from "./errors.js";
+import { redact } from "./redact.js";
 
 /**
  * Per-step deploy state, recorded the Flux way: `lastAttemptedRevision` when a step starts,
@@ -101,11 +103,26 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
   return { state: parsed.data };
 }
 
+/** A state directory that cannot be written (full disk, a directory where the file should be). */
+export function stateWriteError(file: string, err: unknown): AgentError {
+  const code = (err as NodeJS.ErrnoException).code ?? "";
+  return new AgentError("STATE_WRITE_FAILED", `cannot write ${file}: ${code || (err as Error).message}`, {
+    hint:
+      code === "ENOSPC"
+        ? "the disk is full: free space, then the next run retries"
+        : `check ${path.dirname(file)} (a directory where a file belongs, permissions)`,
+    cause: err,
+  });
+}
+
 export async function writeState(stateDir: string, state: State): Promise<void> {
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  await writeFileAtomic(path.join(stateDir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`, {
-    mode: 0o600,
-  });
+  const file = path.join(stateDir, STATE_FILE);
+  try {
+    await writeFileAtomic(file, redact(`${JSON.stringify(state, null, 2)}\n`), { mode: 0o600 });
+  } catch (err) {
+    throw stateWriteError(file, err);
+  }
 }
 
 /** Records a finished step: the applied revision moves only on success. */

@@ -59,3 +59,19 @@ export async function loadWebhookSecret(src: SecretSource): Promise<Secret> {
   }
   return new Secret(secret);
 }
+
+/** The bearer token for /status and /metrics (webhook.statusAccess.tokenFile): private, and not trivial. */
+export async function loadStatusToken(file: string): Promise<Secret> {
+  await checkPrivate(file, "status token file");
+  const value = (await readFile(file, "utf8").catch(() => "")).trim();
+  if (value.length < MIN_SECRET_LENGTH) {
+    throw new AgentError(
+      "CONFIG_INVALID",
+      `${file} must hold a token of at least ${MIN_SECRET_LENGTH} characters`,
+      {
+        hint: `openssl rand -hex 32 > ${file} && chmod 600 ${file}; give Prometheus the same one`,
+      },
+    );
+  }
+  return new Secret(value);
+}

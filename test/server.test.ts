@@ -235,6 +235,10 @@ describe("webhook daemon", () => {
 
   it("coalesces a burst of 200 concurrent pushes during a slow deploy into a bounded number of runs", async () => {
     await daemon.agent.queue.idle();
+    // 200 connections at once: above the default cap of 64, which the abuse suite covers.
+    await daemon.app.close();
+    await daemon.agent.close();
+    daemon = await startDaemon({ limits: { maxConnections: 256 } });
     process.env.SLOW_SECONDS = "1";
     let last = "";
     for (let i = 0; i < 3; i++) last = fx.push({ "landing/index.html": `<p>burst ${i}</p>\n` });

@@ -5,7 +5,7 @@ import { createLogger } from "../log.js";
 import { type Manifest, webhookPath } from "../manifest/schema.js";
 import { createAgent } from "../server/agent.js";
 import { buildServer } from "../server/app.js";
-import { loadWebhookSecret } from "../webhook-secret.js";
+import { loadStatusToken, loadWebhookSecret } from "../webhook-secret.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
 
 /**
@@ -101,6 +101,8 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
   const manifest = withHostOverrides(r.loaded.manifest);
   const listen = parseListen(flags.listen ?? process.env.DEPLOY_AGENT_LISTEN, manifest);
   const secret = await loadWebhookSecret(secretSource(r));
+  const tokenFile = manifest.webhook.statusAccess?.tokenFile;
+  const statusToken = tokenFile ? await loadStatusToken(r.under(tokenFile)) : undefined;
   const logFile = manifest.log.file ? r.under(manifest.log.file) : undefined;
   const log = createLogger({
     level: flags.logLevel ?? manifest.log.level,
@@ -118,7 +120,7 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
     dryRun: flags.dryRun,
     log,
   });
-  const app = buildServer({ manifest, secret, agent, log });
+  const app = buildServer({ manifest, secret, agent, log, statusToken });
   const address = await listenOn(app, listen);
   log.info({ address, host: manifest.host, path: manifest.webhook.path, dryRun: flags.dryRun }, "listening");
   agent.start();

@@ -4,7 +4,7 @@ import picomatch from "picomatch";
 import { asAgentError } from "../errors.js";
 import { openRepo } from "../source/git.js";
 import { kindOf, triggersOf } from "../steps/index.js";
-import { loadWebhookSecret } from "../webhook-secret.js";
+import { loadStatusToken, loadWebhookSecret } from "../webhook-secret.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
 
 /**
@@ -48,7 +48,12 @@ export async function validateCommand(flags: CommonFlags, out: (text: string) =>
   });
   // What serve and run would refuse at start: the clone (git's ownership check) and the webhook secret.
   const { remote, branch } = manifest.repo;
-  for (const check of [() => openRepo(r.repoDir, remote, branch), () => loadWebhookSecret(secretSource(r))]) {
+  const tokenFile = manifest.webhook.statusAccess?.tokenFile;
+  for (const check of [
+    () => openRepo(r.repoDir, remote, branch),
+    () => loadWebhookSecret(secretSource(r)),
+    async () => tokenFile && (await loadStatusToken(r.under(tokenFile))),
+  ]) {
     await check().catch((err: unknown) => {
       const e = asAgentError(err);
       problems.push(`${e.code}: ${e.message}${e.hint ? ` (hint: ${e.hint})` : ""}`);

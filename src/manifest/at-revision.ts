@@ -24,6 +24,8 @@ const RESTART_ONLY: Record<string, (m: Manifest) => unknown> = {
   "webhook.bodyLimitBytes": (m) => m.webhook.bodyLimitBytes,
   "webhook.allowFrom": (m) => m.webhook.allowFrom,
   "webhook.duplicateWindowSeconds": (m) => m.webhook.duplicateWindowSeconds,
+  "webhook.limits": (m) => m.webhook.limits,
+  "webhook.statusAccess": (m) => m.webhook.statusAccess,
 };
 
 export interface ManifestAtRevision {

@@ -107,7 +107,15 @@ export async function parseManifest(
     });
     throw new AgentError("CONFIG_INVALID", lines.join("\n"));
   }
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    // yaml refuses more than 100 alias expansions (a "billion laughs" document) here.
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new AgentError("CONFIG_INVALID", `${file}: ${(err as Error).message}`, {
+      hint: "a manifest needs no YAML aliases; write the values out",
+    });
+  }
   const declaredEnvFile =
     raw && typeof raw === "object" && "envFile" in raw && typeof raw.envFile === "string"
       ? raw.envFile

@@ -51,6 +51,30 @@ const webhookSchema = z
     duplicateWindowSeconds: z.number().int().min(0).max(604_800).default(3600),
     /** /healthz turns 503 after this many failed runs in a row. */
     unhealthyAfterFailures: z.number().int().min(1).max(100).default(3),
+    /**
+     * What any client may cost: memory is at most maxConnections × bodyLimitBytes for request bodies, and
+     * every connection ends within these timeouts, whatever it sends.
+     */
+    limits: z
+      .strictObject({
+        maxConnections: z.number().int().min(4).max(10_000).default(64),
+        /** The whole request, body included (a slow body is cut off). */
+        requestTimeoutSeconds: z.number().int().min(1).max(300).default(15),
+        headersTimeoutSeconds: z.number().int().min(1).max(300).default(10),
+        /** An idle keep-alive connection is closed after this. */
+        idleTimeoutSeconds: z.number().int().min(1).max(300).default(10),
+      })
+      .prefault({}),
+    /**
+     * Who may read /status and /metrics. Unset: anyone who can reach the port (as /healthz always).
+     * Set: a source in allowFrom, or a request with `Authorization: Bearer <the token in tokenFile>`.
+     */
+    statusAccess: z
+      .strictObject({
+        allowFrom: z.array(cidr).default([]),
+        tokenFile: hostPath.optional(),
+      })
+      .optional(),
   })
   .prefault({});
 

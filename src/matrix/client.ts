@@ -32,7 +32,29 @@ export interface MatrixClient {
 interface MatrixErrorBody {
   errcode?: string;
   error?: string;
-  retry_after_ms?: number;
+  retry_after_ms?: unknown;
+}
+
+/** A room-state answer is a few KiB; a larger one is refused rather than held in memory. */
+export const MAX_RESPONSE_BYTES = 1024 * 1024;
+
+/** The body as text, reading no more than max bytes (the connection is dropped past it). */
+async function readCapped(res: Response, max: number): Promise<string> {
+  if (!res.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+    size += chunk.length;
+    if (size > max) {
+      await res.body.cancel().catch(() => {});
+      throw new AgentError(
+        "MATRIX_REQUEST_FAILED",
+        `the homeserver's answer is larger than ${max} bytes; refused`,
+      );
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }
 
 const statePath = (roomId: string, type: string, stateKey: string) =>
@@ -86,8 +108,10 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
           },
           body: body !== undefined ? JSON.stringify(body) : undefined,
           signal: opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal,
+          // A redirect would turn this PUT into one against another URL, with the token: refused.
+          redirect: "manual",
         });
-        text = await res.text();
+        text = await readCapped(res, MAX_RESPONSE_BYTES);
       } catch (err) {
         if (opts.signal?.aborted) throw err;
         lastProblem = fetchFailure(err, timeoutMs);
@@ -102,13 +126,27 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
       } catch {
         // Not JSON: a proxy's error page. The status still decides.
       }
+      if (res.status >= 300 && res.status < 400) {
+        throw new AgentError(
+          "MATRIX_REQUEST_FAILED",
+          `${what}: the homeserver redirected (HTTP ${res.status}); refusing to follow`,
+          {
+            hint: "point MATRIX_SERVER at the homeserver's own client-server URL",
+          },
+        );
+      }
       if (res.ok) return json;
       if (res.status === 404 && json.errcode === "M_NOT_FOUND" && method === "GET") return null;
       if (res.status === 429) {
         const header = Number(res.headers.get("retry-after"));
+        // retry_after_ms as the spec has it (an integer), tolerated as a numeric string; anything else: backoff.
+        const given = Number(json.retry_after_ms);
         const wait =
-          json.retry_after_ms ??
-          (Number.isFinite(header) && header > 0 ? header * 1000 : backoff * 2 ** (attempt - 1));
+          Number.isFinite(given) && given >= 0
+            ? given
+            : Number.isFinite(header) && header > 0
+              ? header * 1000
+              : backoff * 2 ** (attempt - 1);
         if (wait > maxRetryAfter) {
           throw new AgentError(
             "MATRIX_RATE_LIMITED",

@@ -118,8 +118,8 @@ export function createAgent(opts: AgentOptions): Agent {
   // The clone, opened and checked once; dropped after any failure before the steps, so the next run checks again.
   let repo: Repo | undefined;
 
-  async function runOnce(reasons: string[]): Promise<void> {
-    const runLog = log.child({ run: reasons.length === 1 ? reasons[0] : `${reasons.length} requests` });
+  async function runOnce(reasons: string[], count: number): Promise<void> {
+    const runLog = log.child({ run: count === 1 ? reasons[0] : `${count} requests` });
     try {
       repo ??= await openRepo(opts.repoDir, manifest.repo.remote, manifest.repo.branch);
       const report = await deploy({
@@ -242,7 +242,13 @@ export function createAgent(opts: AgentOptions): Agent {
         },
         stateProblem: problem ?? null,
         health: this.health(),
-        queue: { running: q.running, pending: q.pending, reasons: q.reasons, runsStarted: q.runsStarted },
+        queue: {
+          running: q.running,
+          pending: q.pending,
+          requests: q.requests,
+          reasons: q.reasons,
+          runsStarted: q.runsStarted,
+        },
         steps: stepStatuses(manifest.steps, state),
         orphanedSteps: orphanedSteps(manifest.steps, state),
         lastRun: lastReport ? { ...summary(lastReport), finishedAt: lastReport.finishedAt } : null,

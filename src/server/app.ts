@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomUUID, timingSafeEqual } from "node:crypto";
 import { BlockList, isIPv4 } from "node:net";
 import Fastify, {
   type FastifyBaseLogger,
@@ -10,6 +10,7 @@ import Fastify, {
 import type { Logger } from "pino";
 import { z } from "zod";
 import type { Manifest } from "../manifest/schema.js";
+import { redact } from "../redact.js";
 import type { Secret } from "../secret.js";
 import type { Agent } from "./agent.js";
 import { claimedSignature, verify } from "./verify.js";
@@ -25,7 +26,14 @@ export interface ServerDeps {
   secret: Secret;
   agent: Agent;
   log: Logger;
+  /** The bearer token for /status and /metrics (webhook.statusAccess.tokenFile), read at start. */
+  statusToken?: Secret | undefined;
 }
+
+/** Longer delivery ids are cut: the duplicate window keeps them, so their size must not be the sender's. */
+export const MAX_DELIVERY_ID = 128;
+/** How long a refused oversized body is still read and dropped, so the client sees its 413 (lingering close). */
+const LINGER_MS = 2000;
 
 const ZERO = /^0{40}$/;
 
@@ -81,6 +89,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   const hook = manifest.webhook;
   const branchRef = `refs/heads/${manifest.repo.branch}`;
   const seen = new Map<string, number>();
+  const { limits } = hook;
   const app = Fastify({
     loggerInstance: deps.log as FastifyBaseLogger,
     // One line per delivery from the handler instead of two per request (scrapes and probes stay quiet).
@@ -88,6 +97,29 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     bodyLimit: hook.bodyLimitBytes,
     return503OnClosing: true,
     forceCloseConnections: "idle",
+    requestTimeout: limits.requestTimeoutSeconds * 1000,
+    connectionTimeout: limits.requestTimeoutSeconds * 1000,
+    keepAliveTimeout: limits.idleTimeoutSeconds * 1000,
+  });
+  app.server.maxConnections = limits.maxConnections;
+  // Every body the daemon sends passes the one redaction point (/status carries error texts).
+  app.addHook("onSend", async (_req, _reply, payload) =>
+    typeof payload === "string" ? redact(payload) : payload,
+  );
+  app.server.headersTimeout = limits.headersTimeoutSeconds * 1000;
+
+  // A body announced larger than the limit is refused before it is read; the rest of it is read and dropped
+  // for a moment so the client gets the 413 instead of a reset (nginx's lingering close), then the
+  // connection closes.
+  app.addHook("onRequest", async (req, reply) => {
+    if (Number(req.headers["content-length"] ?? 0) <= hook.bodyLimitBytes) return;
+    req.deliveryOutcome = "too_large";
+    const socket = req.raw.socket;
+    // Read and drop what the client still sends, then close; a client that keeps sending is cut off.
+    req.raw.resume();
+    req.raw.once("end", () => socket.end());
+    setTimeout(() => socket.destroy(), LINGER_MS).unref();
+    return reply.code(413).send({ error: "body too large" });
   });
 
   const sources = allowList(hook.allowFrom);
@@ -115,8 +147,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
 
   async function receive(req: FastifyRequest, reply: FastifyReply) {
     const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    // With the form content type Gitea signs the JSON inside `payload`, not the form body.
-    const form = (req.headers["content-type"] ?? "").startsWith("application/x-www-form-urlencoded");
+    // With the form content type Gitea signs the JSON inside `payload`, not the form body. Media types are
+    // case-insensitive (RFC 9110).
+    const form = (req.headers["content-type"] ?? "")
+      .toLowerCase()
+      .startsWith("application/x-www-form-urlencoded");
     const signed = form
       ? Buffer.from(new URLSearchParams(raw.toString("utf8")).get("payload") ?? "", "utf8")
       : raw;
@@ -125,9 +160,10 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       req.log.warn({ ip: req.ip }, "webhook rejected: signature missing or invalid");
       return reply.code(401).send({ error: "signature missing or invalid" });
     }
-    const delivery =
+    const delivery = (
       header(req, "x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery", "x-github-delivery") ??
-      randomUUID();
+      randomUUID()
+    ).slice(0, MAX_DELIVERY_ID);
     const log = req.log.child({ delivery });
     const ignore = (why: string) => {
       req.deliveryOutcome = "ignored";
@@ -194,6 +230,25 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     return reply
       .code(h.ok ? 200 : 503)
       .send(h.ok ? { status: "ok" } : { status: "unhealthy", reason: h.reason });
+  });
+  const access = hook.statusAccess;
+  const viewers = access ? allowList(access.allowFrom) : null;
+  const mayView = (req: FastifyRequest) => {
+    if (!access) return true;
+    if (viewers && allowed(viewers, req.socket.remoteAddress)) return true;
+    const token = deps.statusToken?.reveal();
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+    return (
+      !!token &&
+      !!given &&
+      given.length === token.length &&
+      timingSafeEqual(Buffer.from(given), Buffer.from(token))
+    );
+  };
+  app.addHook("onRequest", async (req, reply) => {
+    if ((req.url === "/status" || req.url.startsWith("/metrics")) && !mayView(req)) {
+      return reply.code(403).send({ error: "forbidden: see webhook.statusAccess" });
+    }
   });
   app.get("/status", async () => agent.status());
   app.get("/metrics", async (_req, reply) => {

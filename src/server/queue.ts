@@ -7,8 +7,10 @@ import type { Logger } from "pino";
 export interface QueueState {
   running: boolean;
   pending: boolean;
-  /** Why the running (or pending) run was asked for. */
+  /** Why the running (or pending) run was asked for: the newest few, however many came. */
   reasons: string[];
+  /** How many requests the running (or pending) run stands for. */
+  requests: number;
   runsStarted: number;
   runningSince: number | null;
 }
@@ -22,33 +24,46 @@ export interface DeployQueue {
   close(): Promise<void>;
 }
 
-export function createQueue(run: (reasons: string[]) => Promise<void>, log: Logger): DeployQueue {
+/** Reasons kept per run: 40,000 replays of a push must cost what one does. */
+export const MAX_REASONS = 10;
+
+interface Requests {
+  reasons: string[];
+  count: number;
+}
+
+const none = (): Requests => ({ reasons: [], count: 0 });
+
+export function createQueue(
+  run: (reasons: string[], count: number) => Promise<void>,
+  log: Logger,
+): DeployQueue {
   let running: Promise<void> | null = null;
   let runningSince: number | null = null;
-  let pending: string[] = [];
-  let current: string[] = [];
+  let pending = none();
+  let current = none();
   let closed = false;
   let runsStarted = 0;
   let waiters: (() => void)[] = [];
 
   const settle = () => {
-    if (running || pending.length) return;
+    if (running || pending.count) return;
     for (const w of waiters) w();
     waiters = [];
   };
 
   const start = () => {
     current = pending;
-    pending = [];
+    pending = none();
     runsStarted++;
     runningSince = Date.now();
-    running = run(current)
+    running = run(current.reasons, current.count)
       .catch((err: unknown) => log.error({ err }, "deploy run crashed"))
       .finally(() => {
         running = null;
         runningSince = null;
-        current = [];
-        if (pending.length && !closed) start();
+        current = none();
+        if (pending.count && !closed) start();
         else settle();
       });
   };
@@ -56,13 +71,16 @@ export function createQueue(run: (reasons: string[]) => Promise<void>, log: Logg
   return {
     request(reason) {
       if (closed) return;
-      pending.push(reason);
+      pending.count++;
+      if (!pending.reasons.includes(reason))
+        pending.reasons = [reason, ...pending.reasons].slice(0, MAX_REASONS);
       if (!running) start();
     },
     state: () => ({
       running: running !== null,
-      pending: pending.length > 0,
-      reasons: running ? current : pending,
+      pending: pending.count > 0,
+      reasons: (running ? current : pending).reasons,
+      requests: (running ? current : pending).count,
       runsStarted,
       runningSince,
     }),
@@ -73,7 +91,7 @@ export function createQueue(run: (reasons: string[]) => Promise<void>, log: Logg
       }),
     async close() {
       closed = true;
-      pending = [];
+      pending = none();
       if (running) await running;
       settle();
     },

@@ -1,6 +1,7 @@
-import { parseDocument } from "yaml";
+import { isMap, isNode, isScalar, parseDocument } from "yaml";
 import { z } from "zod";
 import { AgentError, asAgentError } from "../errors.js";
+import { registerSecret } from "../redact.js";
 import { hostPath, repoPath, stepCommon } from "./common.js";
 import type { StepContext, StepKind } from "./types.js";
 
@@ -63,6 +64,7 @@ function liveToken(step: DraupnirConfigStep, live: Buffer | null): string {
       "put the live token back into the file on the host (see README: Token rotation)",
     );
   }
+  registerSecret(token); // known to the redaction point from here on, wherever it might surface
   return token;
 }
 
@@ -95,8 +97,22 @@ function merge(step: DraupnirConfigStep, source: Buffer, token: string): Buffer 
   return Buffer.from(doc.toString({ lineWidth: 0 }));
 }
 
-const redact = (buf: Buffer | null, token: string) =>
-  buf ? Buffer.from(buf.toString("utf8").split(token).join(REDACTED)) : null;
+/**
+ * The config as diffs may show it: the `accessToken` value replaced where the YAML parser found it (by its
+ * node's source range, so any quoting or escaping of the token is covered), everything else as written.
+ */
+function redactToken(buf: Buffer | null): Buffer | null {
+  if (!buf) return null;
+  const text = buf.toString("utf8");
+  const doc = parseDocument(text);
+  const pair = isMap(doc.contents)
+    ? doc.contents.items.find((p) => isScalar(p.key) && p.key.value === "accessToken")
+    : undefined;
+  const range = pair && isNode(pair.value) ? pair.value.range : undefined;
+  if (doc.errors.length || (pair && !range)) return Buffer.from("(not valid YAML: not shown)\n");
+  if (!range) return buf;
+  return Buffer.from(`${text.slice(0, range[0])}${REDACTED}${text.slice(range[1])}`);
+}
 
 async function restartAndCheck(
   step: DraupnirConfigStep,
@@ -122,7 +138,7 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
     const before = await ctx.host.snapshot(step.target);
     const token = liveToken(step, before.data);
     const next = merge(step, await ctx.source.read(step.source), token);
-    const display = { before: redact(before.data, token), after: redact(next, token) ?? Buffer.alloc(0) };
+    const display = { before: redactToken(before.data), after: redactToken(next) ?? Buffer.alloc(0) };
     const { outcome } = await ctx.host.write(step.target, next, { mode: 0o600, display });
     // An unchanged config needs no restart, unless the last attempt was cut off before it restarted.
     if (outcome === "unchanged" && !work.resume) return [{ id: step.target, outcome }];

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
@@ -105,6 +105,14 @@ export interface Served {
   exited: Promise<number | null>;
   /** Resolves with the first match of pattern in the output; rejects after ms. */
   waitFor(pattern: RegExp, ms?: number): Promise<string>;
+}
+
+/** The environment systemd/deploy-agent@.service gives the daemon (NODE_OPTIONS, NODE_ENV), as systemd passes it. */
+export function unitEnvironment(): Record<string, string> {
+  const unit = readFileSync(path.join(PROJECT, "systemd/deploy-agent@.service"), "utf8");
+  const env: Record<string, string> = {};
+  for (const m of unit.matchAll(/^Environment="?([A-Z_]+)=([^"\n]*)"?$/gm)) env[m[1] ?? ""] = m[2] ?? "";
+  return env;
 }
 
 /** `deploy-agent <args>` as a long-running child process (serve), through tsx. */

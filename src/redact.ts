@@ -1,0 +1,31 @@
+import { sanitize } from "./secret.js";
+
+/**
+ * The one redaction point for every text that leaves the process: log lines (pino's streamWrite hook), HTTP
+ * bodies (an onSend hook), the state file, and the CLI's stdout and stderr. It replaces every secret value the
+ * process knows — each `Secret` registers itself, and so do env-file values whose names say they are secret —
+ * in plain and JSON-escaped form, then strips URL credentials, query strings and bearer/Matrix tokens.
+ */
+
+const known = new Set<string>();
+let ordered: string[] = [];
+
+/** Values shorter than this are not matched: they would blank ordinary words. */
+const MIN_LENGTH = 6;
+
+export function registerSecret(value: string): void {
+  if (value.length < MIN_LENGTH || known.has(value)) return;
+  known.add(value);
+  const escaped = JSON.stringify(value).slice(1, -1);
+  if (escaped !== value) known.add(escaped);
+  ordered = [...known].sort((a, b) => b.length - a.length);
+}
+
+/** Env-file variables whose names mark them as secret (MATRIX_TOKEN, WEBHOOK_SECRET, …). */
+export const SECRET_NAME = /TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY/i;
+
+export function redact(text: string): string {
+  let out = text;
+  for (const s of ordered) if (out.includes(s)) out = out.split(s).join("[redacted]");
+  return sanitize(out);
+}
