@@ -3,6 +3,7 @@
  * Needs Debian's webhook package for the baseline (apt-get install webhook) and curl and jq for the old
  * hookshot script.
  */
+import { abuse } from "./abuse.bench.js";
 import { compare } from "./compare.bench.js";
 import { table, writeResults } from "./lib.js";
 import { manyTransforms, matrixCalls } from "./matrix.bench.js";
@@ -112,11 +113,16 @@ table(
     ],
   ],
 );
+const hostile = abuse();
+console.log("\n7. Hostile traffic and heavy work (the daemon with the unit's NODE_OPTIONS)\n");
+for (const f of hostile.figures) console.log(`- ${f}`);
+if (!hostile.passed) console.log("  a bound was exceeded: see npm test -- test/abuse.test.ts");
 const file = writeResults("bench", {
   at: new Date().toISOString(),
   compare: { agent: a, baseline: b },
   matrixCalls: calls,
   plan: planned,
   manyTransforms: many,
+  abuse: hostile,
 });
 console.log(`\nresults: ${file}`);

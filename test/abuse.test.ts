@@ -22,6 +22,7 @@ import {
 import { type Fixture, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { cannot } from "./helpers/needs.js";
+import { rssMiB } from "./helpers/proc.js";
 
 /**
  * The daemon under hostile traffic and heavy work, each attack run against the real `serve` process with
@@ -38,9 +39,6 @@ const REQUEST_TIMEOUT_S = 3;
 let fx: Fixture;
 let root: string;
 let daemon: Served | undefined;
-
-const rssMiB = (pid: number) =>
-  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
 
 function manifest(extra: Record<string, unknown> = {}) {
   return writeManifest(fx.dir, {
