@@ -11,6 +11,7 @@ import { createMatrixClient } from "../src/matrix/client.js";
 import { Secret } from "../src/secret.js";
 import {
   makeAgent,
+  runArgs,
   runCli,
   type Served,
   serveArgs,
@@ -290,17 +291,7 @@ describe("abuse: secrets and bad configuration", () => {
     const status = await (await fetch(`${url}/status`)).text();
     // ...and a homeserver quoting the Authorization header back in its error (a run's output and state).
     const stateDir = path.join(fx.dir, "state2");
-    const run = await runCli([
-      "run",
-      "--config",
-      hookshot(hsUrl),
-      "--repo",
-      fx.clone,
-      "--root",
-      root,
-      "--state-dir",
-      stateDir,
-    ]);
+    const run = await runCli(runArgs(hookshot(hsUrl), fx.clone, root, stateDir));
     assert.equal(run.code, 1);
     const runState = readFileSync(path.join(stateDir, "state.json"), "utf8");
     assert.match(runState, /upstream said: Bearer \[redacted\]/);
@@ -386,17 +377,7 @@ describe("abuse: secrets and bad configuration", () => {
     const file = manifest();
     const stateDir = path.join(fx.dir, "state-as-dir");
     mkdirSync(path.join(stateDir, "state.json"), { recursive: true });
-    const dir = await runCli([
-      "run",
-      "--config",
-      file,
-      "--repo",
-      fx.clone,
-      "--root",
-      root,
-      "--state-dir",
-      stateDir,
-    ]);
+    const dir = await runCli(runArgs(file, fx.clone, root, stateDir));
     assert.equal(dir.code, 1);
     assert.match(dir.stderr, /error STATE_WRITE_FAILED: cannot write .*state\.json: EISDIR/);
     assert.doesNotMatch(dir.stderr, /INTERNAL|\n\s+at /);
@@ -408,17 +389,7 @@ describe("abuse: secrets and bad configuration", () => {
     }
     try {
       writeFileSync(path.join(full, "filler"), Buffer.alloc(12 * 1024));
-      const res2 = await runCli([
-        "run",
-        "--config",
-        file,
-        "--repo",
-        fx.clone,
-        "--root",
-        root,
-        "--state-dir",
-        full,
-      ]);
+      const res2 = await runCli(runArgs(file, fx.clone, root, full));
       assert.equal(res2.code, 1, res2.stderr);
       assert.match(res2.stderr, /error STATE_WRITE_FAILED: cannot write .*: ENOSPC\nhint: the disk is full/);
       assert.deepEqual(

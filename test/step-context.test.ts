@@ -11,7 +11,7 @@ import { openRepo } from "../src/source/git.js";
 import { loadSnapshot } from "../src/source/snapshot.js";
 import { readState, writeState } from "../src/state.js";
 import { createStepContext } from "../src/steps/context.js";
-import { CLI, makeAgent, runCli, stepOf, writeManifest } from "./helpers/agent.js";
+import { CLI, makeAgent, runArgs, runCli, stepOf, writeManifest } from "./helpers/agent.js";
 import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemctl.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { startMatrixServer } from "./helpers/matrix-server.js";
@@ -93,17 +93,7 @@ describe("steps finish what they start", () => {
         },
       ],
     });
-    const args = [
-      "run",
-      "--config",
-      manifest,
-      "--repo",
-      fx.clone,
-      "--root",
-      root,
-      "--state-dir",
-      path.join(fx.dir, "state"),
-    ];
+    const args = runArgs(manifest, fx.clone, root, path.join(fx.dir, "state"));
     // The whole process group, so the reload command dies with the agent, as with kill -9 of a unit's cgroup.
     const child = spawn(process.execPath, ["--import", "tsx", "--", CLI, ...args], {
       detached: true,

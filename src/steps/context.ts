@@ -5,9 +5,8 @@ import { AgentError, asAgentError } from "../errors.js";
 import { waitHealthy } from "../health.js";
 import { createHostFs } from "../host-fs.js";
 import { createMatrixClient } from "../matrix/client.js";
-import type { Secret } from "../secret.js";
 import type { Snapshot } from "../source/snapshot.js";
-import type { StepContext, StepMatrix } from "./types.js";
+import type { MatrixConfig, StepContext, StepMatrix } from "./types.js";
 
 /**
  * The one door a step has to the world: files under the root, commands, Matrix room state, HTTP health
@@ -44,13 +43,7 @@ export function createContext(opts: ContextOptions): Omit<StepContext, "source">
     signal,
     commands: opts.commands,
 
-    matrix(config: {
-      homeserver: string;
-      token: Secret;
-      attempts: number;
-      backoffMs: number;
-      timeoutMs: number;
-    }) {
+    matrix(config: MatrixConfig) {
       const client = createMatrixClient({
         homeserver: config.homeserver,
         token: config.token,

@@ -7,6 +7,15 @@ import type { Secret } from "../secret.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { StepItem } from "../state.js";
 
+/** Where and how a step talks to a homeserver. */
+export interface MatrixConfig {
+  homeserver: string;
+  token: Secret;
+  attempts: number;
+  backoffMs: number;
+  timeoutMs: number;
+}
+
 /** Matrix room state as a step may use it (src/steps/context.ts). */
 export interface StepMatrix {
   /** The state's content, null when absent; in a dry run a failure to look is UNDETERMINED. */
@@ -36,13 +45,7 @@ export interface StepContext {
   signal: AbortSignal;
   /** The manifest's `commands`: argv prefixes for host tools such as systemctl. */
   commands: { systemctl: readonly string[] };
-  matrix(config: {
-    homeserver: string;
-    token: Secret;
-    attempts: number;
-    backoffMs: number;
-    timeoutMs: number;
-  }): StepMatrix;
+  matrix(config: MatrixConfig): StepMatrix;
   /** Polls an HTTP health endpoint until 200 or the timeout. */
   health(url: string, timeoutSeconds: number): Promise<{ healthy: boolean; last: string }>;
 }

@@ -93,6 +93,11 @@ export function stepOf(report: RunReport, name: string) {
   return s;
 }
 
+/** `deploy-agent run` arguments for a test fixture: its manifest, clone, host root and state directory. */
+export function runArgs(manifest: string, clone: string, root: string, stateDir: string): string[] {
+  return ["run", "--config", manifest, "--repo", clone, "--root", root, "--state-dir", stateDir];
+}
+
 /** `deploy-agent serve` arguments for a test fixture: its manifest, clone and host root. */
 export function serveArgs(manifest: string, clone: string, root: string, listen = "127.0.0.1:0"): string[] {
   return ["serve", "--config", manifest, "--repo", clone, "--root", root, "--listen", listen];
