@@ -114,12 +114,19 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   app.addHook("onRequest", async (req, reply) => {
     if (Number(req.headers["content-length"] ?? 0) <= hook.bodyLimitBytes) return;
     req.deliveryOutcome = "too_large";
+    // Node would close the socket right after the response, while the client is still sending: the client
+    // then gets a reset instead of its 413. Instead: send the 413, half-close, read and drop what still comes
+    // for up to LINGER_MS, then close (nginx's lingering close).
     const socket = req.raw.socket;
-    // Read and drop what the client still sends, then close; a client that keeps sending is cut off.
-    req.raw.resume();
-    req.raw.once("end", () => socket.end());
-    setTimeout(() => socket.destroy(), LINGER_MS).unref();
-    return reply.code(413).send({ error: "body too large" });
+    socket.destroySoon = function lingeringClose() {
+      this.end();
+      this.resume();
+      const cutOff = setTimeout(() => this.destroy(), LINGER_MS);
+      cutOff.unref();
+      this.once("end", () => this.destroy());
+      this.once("close", () => clearTimeout(cutOff));
+    };
+    return reply.code(413).header("connection", "close").send({ error: "body too large" });
   });
 
   const sources = allowList(hook.allowFrom);
