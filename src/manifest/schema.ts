@@ -4,21 +4,29 @@ import { JOBS, jobConfig, jobSections } from "../jobs/index.js";
 import { argv, hostPath } from "../steps/common.js";
 import { stepSchema } from "../steps/index.js";
 
-const cidr = z.string().refine(
-  (v) => {
-    const [ip = "", prefix, extra] = v.split("/");
-    const family = isIP(ip);
-    const bits = prefix === undefined ? (family === 6 ? 128 : 32) : Number(prefix);
-    return (
-      family !== 0 &&
-      extra === undefined &&
-      Number.isInteger(bits) &&
-      bits >= 0 &&
-      bits <= (family === 6 ? 128 : 32)
-    );
-  },
-  { message: "must be an address or CIDR such as 10.10.10.0/24" },
-);
+/** An address or CIDR, parsed once at load into what a BlockList takes. */
+export interface Subnet {
+  address: string;
+  prefix: number;
+  family: "ipv4" | "ipv6";
+}
+
+const cidr = z.string().transform((v, ctx): Subnet => {
+  const [address = "", prefix, extra] = v.split("/");
+  const family = isIP(address);
+  const bits = prefix === undefined ? (family === 6 ? 128 : 32) : Number(prefix);
+  if (
+    family === 0 ||
+    extra !== undefined ||
+    !Number.isInteger(bits) ||
+    bits < 0 ||
+    bits > (family === 6 ? 128 : 32)
+  ) {
+    ctx.addIssue({ code: "custom", message: "must be an address or CIDR such as 10.10.10.0/24" });
+    return z.NEVER;
+  }
+  return { address, prefix: bits, family: family === 6 ? "ipv6" : "ipv4" };
+});
 
 /** The URL path of the webhook route. */
 export const webhookPath = z

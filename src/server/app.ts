@@ -9,7 +9,7 @@ import Fastify, {
 } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
-import type { Manifest } from "../manifest/schema.js";
+import type { Manifest, Subnet } from "../manifest/schema.js";
 import { redact } from "../redact.js";
 import type { Secret } from "../secret.js";
 import type { Agent } from "./agent.js";
@@ -67,14 +67,10 @@ declare module "fastify" {
   }
 }
 
-function allowList(cidrs: readonly string[]): BlockList | null {
-  if (!cidrs.length) return null;
+function allowList(subnets: readonly Subnet[]): BlockList | null {
+  if (!subnets.length) return null;
   const list = new BlockList();
-  for (const c of cidrs) {
-    const [ip = "", prefix] = c.split("/");
-    const type = isIPv4(ip) ? "ipv4" : "ipv6";
-    list.addSubnet(ip, prefix === undefined ? (type === "ipv4" ? 32 : 128) : Number(prefix), type);
-  }
+  for (const s of subnets) list.addSubnet(s.address, s.prefix, s.family);
   return list;
 }
 
