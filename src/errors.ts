@@ -23,6 +23,8 @@ const CODES = {
   FETCH_FAILED: { failure: "transient", exit: 1 },
   GIT_FAILED: { failure: "transient", exit: 1 },
   LOCKED: { failure: "waiting", exit: 1 },
+  /** The revision to deploy is not signed by a trusted key (repo.verify). */
+  UNVERIFIED: { failure: "stalled", exit: 1 },
   /** The state directory cannot be written: a full disk, a directory where state.json belongs. */
   STATE_WRITE_FAILED: { failure: "transient", exit: 1 },
   SOURCE_MISSING: { failure: "stalled", exit: 1 },

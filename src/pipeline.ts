@@ -1,3 +1,4 @@
+import path from "node:path";
 import type { Logger } from "pino";
 import type { Effect } from "./effects.js";
 import { AgentError, asAgentError, type ErrorCode } from "./errors.js";
@@ -18,6 +19,7 @@ import {
   resolveTarget,
 } from "./source/git.js";
 import { loadSnapshot, type Snapshot } from "./source/snapshot.js";
+import { verifyRevision } from "./source/verify.js";
 import {
   readState,
   recordAttempt,
@@ -247,6 +249,8 @@ function skipped(
   };
 }
 
+const rooted = (root: string) => (p: string) => (root ? path.join(root, p) : p);
+
 export async function deploy(opts: DeployOptions): Promise<RunReport> {
   const started = Date.now();
   const warnings: string[] = [];
@@ -261,6 +265,14 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     if (loaded.problem) warnings.push(`state unusable, every step runs: ${loaded.problem}`);
     const { state } = loaded;
     const source = await syncSource(opts, state, warnings);
+    // Before anything of the revision is used, its own manifest included.
+    await verifyRevision(
+      source.repo,
+      opts.manifest.repo.verify,
+      rooted(opts.root),
+      state.lastRun?.revision ?? null,
+      source.revision,
+    );
     const { manifest, pendingRestart } = opts.manifestPath
       ? await manifestAt(source.snapshot, opts.manifestPath, opts.manifest, opts.load ?? {})
       : { manifest: opts.manifest, pendingRestart: [] };

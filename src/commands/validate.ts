@@ -2,7 +2,8 @@ import { lstat, readdir, readFile, realpath } from "node:fs/promises";
 import path from "node:path";
 import picomatch from "picomatch";
 import { asAgentError } from "../errors.js";
-import { openRepo } from "../source/git.js";
+import { openRepo, resolveTarget } from "../source/git.js";
+import { verifyRevision } from "../source/verify.js";
 import { kindOf, triggersOf } from "../steps/index.js";
 import { loadStatusToken, loadWebhookSecret } from "../webhook-secret.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
@@ -53,6 +54,11 @@ export async function validateCommand(flags: CommonFlags, out: (text: string) =>
     () => openRepo(r.repoDir, remote, branch),
     () => loadWebhookSecret(secretSource(r)),
     async () => tokenFile && (await loadStatusToken(r.under(tokenFile))),
+    // The revision a run would deploy now (the remote-tracking branch), as repo.verify asks.
+    async () => {
+      const repo = await openRepo(r.repoDir, remote, branch);
+      await verifyRevision(repo, manifest.repo.verify, r.under, null, await resolveTarget(repo));
+    },
   ]) {
     await check().catch((err: unknown) => {
       const e = asAgentError(err);

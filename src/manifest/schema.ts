@@ -28,6 +28,24 @@ const cidr = z.string().transform((v, ctx): Subnet => {
   return { address, prefix: bits, family: family === 6 ? "ipv6" : "ipv4" };
 });
 
+/**
+ * Commit signatures a revision must carry. `tip`: the commit deployed; `all`: every commit between the last
+ * deployed revision and the new one, so an unsigned commit cannot hide under a signed one. SSH signatures
+ * are checked against an allowed-signers file (git's gpg.ssh.allowedSignersFile format, with an optional
+ * revocation file), OpenPGP ones against the public keys in a GnuPG home.
+ */
+const verifySchema = z
+  .strictObject({
+    mode: z.enum(["off", "tip", "all"]).default("off"),
+    allowedSignersFile: hostPath.optional(),
+    revokedKeysFile: hostPath.optional(),
+    gpgHome: hostPath.optional(),
+  })
+  .prefault({})
+  .refine((v) => v.mode === "off" || v.allowedSignersFile !== undefined || v.gpgHome !== undefined, {
+    message: "verify needs allowedSignersFile (SSH) or gpgHome (OpenPGP) unless mode is off",
+  });
+
 /** The URL path of the webhook route. */
 export const webhookPath = z
   .string()
@@ -106,6 +124,8 @@ export const manifestSchema = z
           .string()
           .regex(/^[A-Za-z0-9._/-]+$/, { message: "must be a branch name" })
           .default("main"),
+        /** Deploy only signed commits (checked by git itself; src/source/verify.ts). */
+        verify: verifySchema,
       })
       .prefault({}),
     webhook: webhookSchema,

@@ -85,6 +85,11 @@ export function createMetrics(
     registers: [registry],
   });
   configValid.set(1);
+  const unverified = new Gauge({
+    name: "deploy_agent_revision_unverified",
+    help: "1 while the newest revision is refused because its commits are not signed by a trusted key",
+    registers: [registry],
+  });
   for (const outcome of ["accepted", "duplicate", "ignored", "unauthorized"]) deliveries.inc({ outcome }, 0);
 
   return {
@@ -92,6 +97,7 @@ export function createMetrics(
     delivery: (outcome) => deliveries.inc({ outcome }),
     run(report) {
       configValid.set(1);
+      unverified.set(0);
       runs.inc({ result: report.result });
       for (const s of report.steps.filter((x) => x.run)) {
         stepRuns.inc({ step: s.name, result: s.outcome });
@@ -105,6 +111,7 @@ export function createMetrics(
     runError(code) {
       runs.inc({ result: "error" });
       if (code === "CONFIG_INVALID" || code === "ENV_MISSING") configValid.set(0);
+      if (code === "UNVERIFIED") unverified.set(1);
     },
     jobGauge: (command, value) => jobGauges.get(command)?.set(value),
   };
