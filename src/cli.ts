@@ -5,6 +5,7 @@ import { jobCommand } from "./commands/job.js";
 import { runCommand } from "./commands/run.js";
 import { serveCommand } from "./commands/serve.js";
 import { statusCommand } from "./commands/status.js";
+import { resumeCommand, suspendCommand } from "./commands/suspend.js";
 import { validateCommand } from "./commands/validate.js";
 import { AgentError } from "./errors.js";
 import { JOBS, jobByCommand } from "./jobs/index.js";
@@ -18,6 +19,8 @@ commands:
   status     show per-step applied revision, last outcome and age
   serve      run the webhook daemon: verify Gitea pushes, deploy through a coalescing queue
 ${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
+  suspend    pause deploys on this host (--reason TEXT): pushes are verified and remembered, nothing deployed
+  resume     end the pause and deploy what came meanwhile
   install    install this host's role: bin on PATH, unit(s), timer or cron, secret; migrate from webhook
              (--host lxcNNN required; --dry-run shows every effect; --force overwrites local changes)
 
@@ -54,6 +57,8 @@ const OPTIONS_OF: Record<string, string[]> = {
   status: COMMON,
   serve: [...COMMON, "dry-run", "listen"],
   install: [...COMMON, "host", "dry-run", "force"],
+  suspend: [...COMMON, "reason"],
+  resume: COMMON,
   ...Object.fromEntries(JOBS.map((j) => [j.command, [...COMMON, "dry-run", "force"]])),
 };
 
@@ -130,6 +135,13 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
         return await validateCommand(common, out);
       case "status":
         return await statusCommand(common, out);
+      case "suspend":
+        return await suspendCommand({ ...common, reason: v.reason }, out);
+      case "resume":
+        return await resumeCommand(
+          { ...common, dryRun: false, all: false, step: [], fetch: true, waitSeconds: 60 },
+          out,
+        );
       case "install":
         return await installCommand(
           { ...common, host: v.host, dryRun: v["dry-run"] ?? false, force: v.force ?? false },
@@ -175,6 +187,7 @@ function parse(argv: string[]) {
       listen: { type: "string" },
       force: { type: "boolean" },
       host: { type: "string" },
+      reason: { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },

@@ -73,7 +73,7 @@ export interface StepReport {
   name: string;
   kind: string;
   run: boolean;
-  reason: PlanReason | "Stopped";
+  reason: PlanReason | "Stopped" | "Suspended";
   message: string;
   files: string[];
   work: string[];
@@ -92,7 +92,9 @@ export interface RunReport {
   revision: string;
   previousHead: string | null;
   /** Dry runs end "planned" or "undetermined" (a step could not tell what it would do), never "succeeded". */
-  result: "succeeded" | "failed" | "noop" | "planned" | "undetermined";
+  result: "succeeded" | "failed" | "noop" | "planned" | "undetermined" | "suspended";
+  /** The host was suspended on purpose (deploy-agent suspend): since when and why. */
+  suspended: { reason: string; since: string } | null;
   /** Settings the revision's manifest changes that take effect only after a restart. */
   pendingRestart: string[];
   warnings: string[];
@@ -230,7 +232,7 @@ async function applyAction(
 
 function skipped(
   action: Action,
-  reason: PlanReason | "Stopped" = action.reason,
+  reason: PlanReason | "Stopped" | "Suspended" = action.reason,
   message = action.message,
 ): StepReport {
   const { step } = action;
@@ -273,6 +275,34 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       state.lastRun?.revision ?? null,
       source.revision,
     );
+    const { suspended } = state;
+    if (suspended && !opts.dryRun) {
+      // Verified and remembered; deployed on resume.
+      state.suspended = { ...suspended, newestRevision: source.revision };
+      await writeState(opts.stateDir, state);
+      const durationMs = Date.now() - started;
+      opts.log.info(
+        { revision: source.revision, since: suspended.since, reason: suspended.reason },
+        "suspended: nothing deployed; the newest revision is remembered for resume",
+      );
+      return {
+        schema: "deploy-agent/run@1",
+        host: opts.manifest.host,
+        dryRun: false,
+        revision: source.revision,
+        previousHead: source.previousHead,
+        result: "suspended",
+        suspended: { reason: suspended.reason, since: suspended.since },
+        pendingRestart: [],
+        warnings,
+        steps: [],
+        durationMs,
+      };
+    }
+    if (suspended)
+      warnings.push(
+        `host suspended since ${suspended.since} (${suspended.reason}): a run deploys nothing until resume`,
+      );
     const { manifest, pendingRestart } = opts.manifestPath
       ? await manifestAt(source.snapshot, opts.manifestPath, opts.manifest, opts.load ?? {})
       : { manifest: opts.manifest, pendingRestart: [] };
@@ -358,6 +388,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       dryRun: opts.dryRun,
       revision: source.revision,
       previousHead: source.previousHead,
+      suspended: suspended ? { reason: suspended.reason, since: suspended.since } : null,
       pendingRestart,
       result,
       warnings,

@@ -83,6 +83,11 @@ export function renderRun(report: RunReport): string {
     `deploy-agent ${mode}: host ${report.host}, revision ${short(report.revision)} (clone was at ${short(report.previousHead)})`,
   ];
   for (const w of report.warnings) lines.push(`warning: ${w}`);
+  if (report.result === "suspended" && report.suspended) {
+    lines.push(
+      `host suspended since ${report.suspended.since} (${report.suspended.reason}): nothing deployed; ${short(report.revision)} is remembered for deploy-agent resume`,
+    );
+  }
   for (const step of report.steps) lines.push(renderStep(step, report.dryRun));
   const ran = report.steps.filter((s) => s.run).length;
   const failed = report.steps.filter((s) => s.outcome === "failed").length;

@@ -51,6 +51,10 @@ export const stateSchema = z.strictObject({
   host: z.string(),
   steps: z.record(z.string(), stepStateSchema),
   lastRun: runSummarySchema.optional(),
+  /** Set by `deploy-agent suspend`: runs verify and remember the newest revision, and deploy nothing. */
+  suspended: z
+    .strictObject({ reason: z.string(), since: z.string(), newestRevision: z.string().optional() })
+    .optional(),
 });
 
 export type State = z.infer<typeof stateSchema>;

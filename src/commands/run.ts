@@ -39,5 +39,6 @@ export async function runCommand(flags: RunFlags, out: (text: string) => void): 
     log,
   });
   out(flags.json ? `${JSON.stringify(report, null, 2)}\n` : renderRun(report));
-  return report.result === "failed" ? 1 : 0;
+  // Suspended: nothing was deployed, which is not what `run` was asked for.
+  return report.result === "failed" || report.result === "suspended" ? 1 : 0;
 }

@@ -25,6 +25,7 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
       stateDir: r.stateDir,
       stateProblem: problem ?? null,
       lastRun: state.lastRun ?? null,
+      suspended: state.suspended ?? null,
       steps,
       orphanedSteps: orphaned,
     };
@@ -34,6 +35,12 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
   const now = Date.now();
   const lines = [`host ${manifest.host}, state ${r.stateDir}`];
   if (problem) lines.push(`warning: ${problem}`);
+  if (state.suspended) {
+    const s = state.suspended;
+    lines.push(
+      `SUSPENDED since ${s.since} (${age(s.since, Date.now())}): ${s.reason}${s.newestRevision ? `; newest revision ${s.newestRevision.slice(0, 12)} waits for deploy-agent resume` : ""}`,
+    );
+  }
   if (state.lastRun) {
     lines.push(
       `last run: ${state.lastRun.result} at ${state.lastRun.revision.slice(0, 12)}, ${age(state.lastRun.at, now)}`,

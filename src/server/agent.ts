@@ -233,6 +233,7 @@ export function createAgent(opts: AgentOptions): Agent {
         dryRun: opts.dryRun,
         branch: manifest.repo.branch,
         deployedRevision: state.lastRun?.revision ?? null,
+        suspended: state.suspended ?? null,
         configuration: {
           valid: !(lastError?.code === "CONFIG_INVALID" || lastError?.code === "ENV_MISSING"),
           source: opts.manifestPath

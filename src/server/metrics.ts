@@ -85,6 +85,11 @@ export function createMetrics(
     registers: [registry],
   });
   configValid.set(1);
+  const suspendedSince = new Gauge({
+    name: "deploy_agent_suspended_since_timestamp_seconds",
+    help: "When the host was suspended (deploy-agent suspend); 0 while it deploys",
+    registers: [registry],
+  });
   const unverified = new Gauge({
     name: "deploy_agent_revision_unverified",
     help: "1 while the newest revision is refused because its commits are not signed by a trusted key",
@@ -98,6 +103,7 @@ export function createMetrics(
     run(report) {
       configValid.set(1);
       unverified.set(0);
+      suspendedSince.set(report.suspended ? Date.parse(report.suspended.since) / 1000 : 0);
       runs.inc({ result: report.result });
       for (const s of report.steps.filter((x) => x.run)) {
         stepRuns.inc({ step: s.name, result: s.outcome });
@@ -105,8 +111,10 @@ export function createMetrics(
         for (const item of s.items) stepItems.inc({ step: s.name, outcome: item.outcome });
       }
       if (report.result !== "failed") lastSuccess.set(Date.now() / 1000);
-      deployed.reset();
-      deployed.set({ revision: report.revision }, 1);
+      if (report.result !== "suspended") {
+        deployed.reset();
+        deployed.set({ revision: report.revision }, 1);
+      }
     },
     runError(code) {
       runs.inc({ result: "error" });

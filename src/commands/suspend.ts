@@ -1,0 +1,54 @@
+import { acquireLock } from "../lock.js";
+import { readState, writeState } from "../state.js";
+import { type CommonFlags, resolve } from "./options.js";
+import { type RunFlags, runCommand } from "./run.js";
+
+/**
+ * `deploy-agent suspend [--reason TEXT]` and `resume`: pause a host on purpose. While suspended, runs (the
+ * daemon's too) still fetch and verify and remember the newest revision, and deploy nothing; `resume` clears
+ * the mark and deploys what came meanwhile at once. Both take the deploy lock (waiting up to a minute).
+ */
+
+const LOCK_WAIT_MS = 60_000;
+
+async function mark(flags: CommonFlags, next: { reason: string; since: string } | undefined) {
+  const r = await resolve(flags);
+  const lock = await acquireLock(r.stateDir, LOCK_WAIT_MS);
+  try {
+    const { state } = await readState(r.stateDir, r.loaded.manifest.host);
+    const before = state.suspended;
+    if (next) state.suspended = next;
+    else delete state.suspended;
+    await writeState(r.stateDir, state);
+    return { r, before };
+  } finally {
+    await lock.release();
+  }
+}
+
+export async function suspendCommand(
+  flags: CommonFlags & { reason?: string | undefined },
+  out: (t: string) => void,
+): Promise<number> {
+  const reason = flags.reason?.trim() || "no reason given";
+  const since = new Date().toISOString();
+  const { r, before } = await mark(flags, { reason, since });
+  out(
+    flags.json
+      ? `${JSON.stringify({ schema: "deploy-agent/suspend@1", host: r.loaded.manifest.host, suspended: { reason, since } }, null, 2)}\n`
+      : `${r.loaded.manifest.host} suspended${before ? " (again)" : ""}: ${reason}. Pushes are verified and remembered, nothing is deployed until deploy-agent resume.\n`,
+  );
+  return 0;
+}
+
+export async function resumeCommand(flags: RunFlags, out: (t: string) => void): Promise<number> {
+  const { r, before } = await mark(flags, undefined);
+  if (!flags.json) {
+    out(
+      before
+        ? `${r.loaded.manifest.host} resumed (suspended since ${before.since}: ${before.reason}); deploying what came meanwhile\n`
+        : `${r.loaded.manifest.host} was not suspended; deploying as a run would\n`,
+    );
+  }
+  return runCommand(flags, out);
+}

@@ -1,0 +1,91 @@
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { runArgs, runCli, type Served, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
+import { type Fixture, makeFixture } from "./helpers/git.js";
+import { giteaHeaders, pushBody } from "./helpers/gitea.js";
+
+/** Pausing a host on purpose: `suspend` and `resume`, with the real serve process and real repositories. */
+
+const SECRET = "suspend-webhook-secret-0123456789";
+let fx: Fixture;
+let root: string;
+let manifest: string;
+let stateDir: string;
+let daemon: Served | undefined;
+
+beforeEach(() => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+  root = path.join(fx.dir, "root");
+  stateDir = path.join(fx.dir, "state");
+  for (const d of ["var/www", "etc/deploy-agent"]) mkdirSync(path.join(root, d), { recursive: true });
+  writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`, { mode: 0o600 });
+  manifest = writeManifest(fx.dir, {
+    webhook: { pollIntervalSeconds: 0 },
+    steps: [
+      { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
+    ],
+  });
+});
+afterEach(async () => {
+  daemon?.child.kill("SIGTERM");
+  await daemon?.exited;
+  daemon = undefined;
+  fx.cleanup();
+});
+
+const page = () => readFileSync(path.join(root, "var/www/index.html"), "utf8");
+const common = () => ["--config", manifest, "--repo", fx.clone, "--root", root, "--state-dir", stateDir];
+
+describe("suspend and resume", () => {
+  it("a suspended host acknowledges pushes and deploys nothing, shows it everywhere, and catches up on resume", async () => {
+    assert.equal((await runCli(runArgs(manifest, fx.clone, root, stateDir))).code, 0);
+    const paused = await runCli(["suspend", "--reason", "Draupnir migration", ...common()]);
+    assert.equal(paused.code, 0, paused.stderr);
+    assert.match(paused.stdout, /lxctest suspended: Draupnir migration/);
+
+    daemon = startCli([...serveArgs(manifest, fx.clone, root), "--state-dir", stateDir]);
+    const url = /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+    const rev = fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    const body = pushBody({ after: rev });
+    const res = await fetch(`${url}/hooks/deploy`, {
+      method: "POST",
+      headers: giteaHeaders(body, SECRET),
+      body: new Uint8Array(body),
+    });
+    assert.equal(res.status, 202);
+    await daemon.waitFor(/suspended: nothing deployed; the newest revision is remembered/);
+    await sleep(100);
+    assert.equal(page(), "<p>v1</p>\n", "nothing deployed while suspended");
+    const status = (await (await fetch(`${url}/status`)).json()) as {
+      suspended: { reason: string; newestRevision: string };
+    };
+    assert.equal(status.suspended.reason, "Draupnir migration");
+    assert.equal(status.suspended.newestRevision, rev);
+    assert.match(
+      await (await fetch(`${url}/metrics`)).text(),
+      /^deploy_agent_suspended_since_timestamp_seconds\{host="lxctest"\} [1-9]\d+/m,
+    );
+    assert.equal((await fetch(`${url}/healthz`)).status, 200, "suspended on purpose is not unhealthy");
+    daemon.child.kill("SIGTERM");
+    await daemon.exited;
+    daemon = undefined;
+
+    const manual = await runCli(runArgs(manifest, fx.clone, root, stateDir));
+    assert.equal(manual.code, 1, "a hand-run run deploys nothing either");
+    assert.match(manual.stdout, /host suspended since .* \(Draupnir migration\): nothing deployed/);
+
+    const resumed = await runCli(["resume", ...common()]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stdout, /lxctest resumed \(suspended since .*: Draupnir migration\)/);
+    assert.equal(page(), "<p>v2</p>\n", "caught up at once");
+    const status2 = await runCli(["status", "--json", ...common()]);
+    assert.equal(
+      (JSON.parse(status2.stdout) as { steps: { lastAppliedRevision: string }[] }).steps[0]
+        ?.lastAppliedRevision,
+      rev,
+    );
+  });
+});
