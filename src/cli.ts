@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { diffCommand } from "./commands/diff.js";
 import { installCommand } from "./commands/install.js";
 import { jobCommand } from "./commands/job.js";
 import { runCommand } from "./commands/run.js";
@@ -19,6 +20,7 @@ commands:
   status     show per-step applied revision, last outcome and age
   serve      run the webhook daemon: verify Gitea pushes, deploy through a coalescing queue
 ${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
+  diff       what is live against what git says, per step (--step NAME; exit 0 in sync, 1 drifted, 2 unknown)
   suspend    pause deploys on this host (--reason TEXT): pushes are verified and remembered, nothing deployed
   resume     end the pause and deploy what came meanwhile
   install    install this host's role: bin on PATH, unit(s), timer or cron, secret; migrate from webhook
@@ -58,6 +60,7 @@ const OPTIONS_OF: Record<string, string[]> = {
   serve: [...COMMON, "dry-run", "listen"],
   install: [...COMMON, "host", "dry-run", "force"],
   suspend: [...COMMON, "reason"],
+  diff: [...COMMON, "step"],
   resume: COMMON,
   ...Object.fromEntries(JOBS.map((j) => [j.command, [...COMMON, "dry-run", "force"]])),
 };
@@ -135,6 +138,8 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
         return await validateCommand(common, out);
       case "status":
         return await statusCommand(common, out);
+      case "diff":
+        return await diffCommand({ ...common, step: v.step ?? [] }, out);
       case "suspend":
         return await suspendCommand({ ...common, reason: v.reason }, out);
       case "resume":

@@ -59,6 +59,8 @@ export interface DeployOptions {
   fetch: boolean;
   all: boolean;
   only: readonly string[];
+  /** Steps that run whatever changed (self-healing drift). */
+  force?: readonly string[] | undefined;
   lockWaitMs: number;
   log: Logger;
   /** When aborted (daemon shutdown), the running step finishes and the rest are skipped. */
@@ -321,7 +323,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       tree: source.snapshot.paths(),
       state,
       changes: source.changes,
-      options: { all: opts.all, only: opts.only },
+      options: { all: opts.all, only: opts.only, force: opts.force ?? [] },
     });
 
     const steps: StepReport[] = [];

@@ -38,7 +38,8 @@ export interface PlanInput {
   state: State;
   /** Paths changed from each previously applied revision to `revision`; null: that revision is unknown. */
   changes: ReadonlyMap<string, readonly string[] | null>;
-  options: { all: boolean; only: readonly string[] };
+  /** `force`: steps that run whatever changed (self-healing drift). */
+  options: { all: boolean; only: readonly string[]; force?: readonly string[] };
 }
 
 const short = (rev: string) => rev.slice(0, 12);
@@ -77,6 +78,9 @@ export function plan(input: PlanInput): Action[] {
       return action(false, "NotSelected", "not selected (--step)", []);
     }
     if (options.all) return action(true, "Forced", "forced (--all)", covered());
+    if (options.force?.includes(step.name)) {
+      return action(true, "Forced", "what is live drifted from git: re-applying (selfHeal)", covered());
+    }
 
     const st = input.state.steps[step.name];
     const from = st?.lastAppliedRevision;

@@ -129,6 +129,8 @@ export const manifestSchema = z
       })
       .prefault({}),
     webhook: webhookSchema,
+    /** `serve` compares what is live with git at start and this often (0: never); steps with selfHeal re-apply. */
+    drift: z.strictObject({ intervalSeconds: z.number().int().min(0).max(86_400).default(600) }).prefault({}),
     /** dotenv file whose variables `${VAR}` references may use; the process environment wins over it. */
     envFile: hostPath.optional(),
     stateDir: hostPath.default("/var/lib/deploy-agent"),

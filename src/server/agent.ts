@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { checkDrift, type DriftReport } from "../drift.js";
 import { AgentError, asAgentError } from "../errors.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
 import type { LoadOptions } from "../manifest/load.js";
@@ -87,6 +88,38 @@ export function createAgent(opts: AgentOptions): Agent {
   let pollTimer: NodeJS.Timeout | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
   const jobTimers: NodeJS.Timeout[] = [];
+  let driftTimer: NodeJS.Timeout | undefined;
+  let lastDrift: DriftReport | null = null;
+  /** Steps to re-apply on the next run because they drifted (selfHeal). */
+  const healing: string[] = [];
+
+  /** Compares what is live with git; steps with selfHeal that drifted are re-applied by the next run. */
+  async function driftTick() {
+    if (queue.state().running || stop.signal.aborted) return;
+    try {
+      repo ??= await openRepo(opts.repoDir, manifest.repo.remote, manifest.repo.branch);
+      lastDrift = await checkDrift({
+        manifest,
+        repoDir: opts.repoDir,
+        stateDir: opts.stateDir,
+        root: opts.root,
+        log,
+        repo,
+      });
+      for (const s of lastDrift.steps) metrics.drift(s.name, s.state);
+      const drifted = lastDrift.steps.filter((s) => s.state === "drifted");
+      if (drifted.length) log.warn({ steps: drifted.map((s) => s.name) }, "what is live drifted from git");
+      const heal = drifted.filter((s) => manifest.steps.find((x) => x.name === s.name)?.selfHeal);
+      if (heal.length && !opts.dryRun) {
+        healing.push(...heal.map((s) => s.name));
+        queue.request(`self-heal ${heal.map((s) => s.name).join(", ")}`);
+      }
+    } catch (err) {
+      const e = asAgentError(err);
+      log.error({ code: e.code, err: e.message }, "drift check failed");
+    }
+  }
+
   const jobsBusy = new Set<string>();
 
   /** A host job that watches (LiveKit's restart): run between deploys, never during one. */
@@ -139,6 +172,7 @@ export function createAgent(opts: AgentOptions): Agent {
         fetch: true,
         all: false,
         only: [],
+        force: healing.splice(0),
         lockWaitMs: opts.lockWaitMs ?? 60_000,
         log: runLog,
         stop: stop.signal,
@@ -173,10 +207,17 @@ export function createAgent(opts: AgentOptions): Agent {
     return config === undefined ? 0 : job.watchSeconds(config);
   };
   const timing = (m: Manifest) =>
-    [m.webhook.pollIntervalSeconds, ...JOBS.map((job) => watchEvery(m, job))].join("/");
+    [m.webhook.pollIntervalSeconds, m.drift.intervalSeconds, ...JOBS.map((job) => watchEvery(m, job))].join(
+      "/",
+    );
   function schedule() {
     clearInterval(pollTimer);
+    clearInterval(driftTimer);
     for (const t of jobTimers.splice(0)) clearInterval(t);
+    if (manifest.drift.intervalSeconds > 0) {
+      driftTimer = setInterval(() => void driftTick(), manifest.drift.intervalSeconds * 1000);
+      driftTimer.unref();
+    }
     const every = manifest.webhook.pollIntervalSeconds;
     if (every > 0) {
       pollTimer = setInterval(() => queue.request("poll"), every * 1000);
@@ -200,6 +241,8 @@ export function createAgent(opts: AgentOptions): Agent {
       started = true;
       queue.request("start-up reconcile");
       schedule();
+      // At start (once the start-up reconcile is done), then every drift.intervalSeconds.
+      void queue.idle().then(driftTick);
     },
 
     health() {
@@ -252,6 +295,10 @@ export function createAgent(opts: AgentOptions): Agent {
         },
         steps: stepStatuses(manifest.steps, state),
         orphanedSteps: orphanedSteps(manifest.steps, state),
+        drift: lastDrift && {
+          at: lastDrift.at,
+          steps: lastDrift.steps.map((s) => ({ ...s, items: s.items.filter((i) => i.state !== "in-sync") })),
+        },
         lastRun: lastReport ? { ...summary(lastReport), finishedAt: lastReport.finishedAt } : null,
         lastError,
         process: (({ rss, heapTotal, heapUsed, external }) => ({ rss, heapTotal, heapUsed, external }))(
@@ -266,6 +313,7 @@ export function createAgent(opts: AgentOptions): Agent {
 
     async close() {
       clearInterval(pollTimer);
+      clearInterval(driftTimer);
       for (const t of jobTimers.splice(0)) clearInterval(t);
       clearTimeout(retryTimer);
       stop.abort();

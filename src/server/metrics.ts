@@ -7,6 +7,8 @@ export interface AgentMetrics {
   registry: Registry;
   delivery(outcome: string): void;
   run(report: RunReport): void;
+  /** A step's drift: 1 drifted, 0 in sync (no sample while it cannot be told). */
+  drift(step: string, state: "in-sync" | "drifted" | "unknown"): void;
   /** A run that ended before its steps, with its error code. */
   runError(code: string): void;
   /** Sets the gauge a host job declares (e.g. when LiveKit's pending restart was flagged). */
@@ -85,6 +87,12 @@ export function createMetrics(
     registers: [registry],
   });
   configValid.set(1);
+  const driftGauge = new Gauge({
+    name: "deploy_agent_drift",
+    help: "1 while what is live differs from git for the step, 0 while in sync",
+    labelNames: ["step"],
+    registers: [registry],
+  });
   const suspendedSince = new Gauge({
     name: "deploy_agent_suspended_since_timestamp_seconds",
     help: "When the host was suspended (deploy-agent suspend); 0 while it deploys",
@@ -122,5 +130,9 @@ export function createMetrics(
       if (code === "UNVERIFIED") unverified.set(1);
     },
     jobGauge: (command, value) => jobGauges.get(command)?.set(value),
+    drift(step, state) {
+      if (state === "unknown") driftGauge.remove({ step });
+      else driftGauge.set({ step }, state === "drifted" ? 1 : 0);
+    },
   };
 }

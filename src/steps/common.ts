@@ -61,4 +61,6 @@ export const stepCommon = {
   /** Repository globs whose change makes the step run; each kind has a default derived from its sources. */
   paths: z.array(repoGlob).min(1).optional(),
   timeoutSeconds: z.number().int().min(1).max(MAX_STEP_TIMEOUT_SECONDS).default(120),
+  /** `serve` re-applies the step when what is live drifted from git (at most once per drift check). */
+  selfHeal: z.boolean().default(false),
 };

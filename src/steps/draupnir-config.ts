@@ -3,6 +3,7 @@ import { z } from "zod";
 import { AgentError, asAgentError } from "../errors.js";
 import { registerSecret } from "../redact.js";
 import { hostPath, repoPath, stepCommon } from "./common.js";
+import { fileDrift } from "./drift.js";
 import type { StepContext, StepKind } from "./types.js";
 
 /**
@@ -132,6 +133,18 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
       `merge ${step.source} with the live accessToken of ${step.target}, write it (0600)`,
       `restart ${step.service}, wait for ${step.healthUrl}; roll back if unhealthy`,
     ];
+  },
+
+  async drift(step, ctx) {
+    const live = await ctx.host.snapshot(step.target);
+    let wanted: Buffer;
+    try {
+      wanted = merge(step, await ctx.source.read(step.source), liveToken(step, live.data));
+    } catch (err) {
+      return [{ id: step.target, state: "unknown", detail: asAgentError(err).message }];
+    }
+    // The live token is what the step keeps: only everything around it is compared with git.
+    return [await fileDrift(ctx, step.target, wanted, { mode: 0o600, display: (b) => redactToken(b) })];
   },
 
   async apply(step, ctx, work) {

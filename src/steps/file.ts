@@ -4,6 +4,7 @@ import { AgentError } from "../errors.js";
 import type { FileSnapshot } from "../host-fs.js";
 import type { StepItem } from "../state.js";
 import { argv, fileMode, hostPath, owner, repoPath, stepCommon } from "./common.js";
+import { fileDrift } from "./drift.js";
 import type { StepKind } from "./types.js";
 
 /**
@@ -42,6 +43,13 @@ export const fileStep: StepKind<typeof schema> = {
     } catch (err) {
       return [(err as Error).message];
     }
+  },
+
+  async drift(step, ctx) {
+    const data = await ctx.source.read(step.source);
+    return Promise.all(
+      step.targets.map((t) => fileDrift(ctx, t, data, { mode: step.mode, owner: step.owner })),
+    );
   },
 
   plan(step) {

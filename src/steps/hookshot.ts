@@ -5,7 +5,7 @@ import { runTransform, transformProblem } from "../hookshot/transform.js";
 import { Secret } from "../secret.js";
 import type { StepItem } from "../state.js";
 import { repoPath, stepCommon } from "./common.js";
-import type { RepoFiles, StepContext, StepKind, StepMatrix } from "./types.js";
+import type { DriftItem, RepoFiles, StepContext, StepKind, StepMatrix } from "./types.js";
 
 /**
  * `hookshot`: push changed transformation functions into hookshot's generic-webhook room state.
@@ -199,6 +199,31 @@ export const hookshotStep: StepKind<typeof schema> = {
       else problems.push(...(await fixtureProblems(step, repo, f, src)));
     }
     return problems;
+  },
+
+  async drift(step, ctx) {
+    const matrix = ctx.matrix({ homeserver: step.homeserver, token: step.token, ...step.retry });
+    return pool(Object.keys(step.transforms), step.concurrency, async (file): Promise<DriftItem> => {
+      const rel = `${step.directory}/${file}`;
+      const key = stateKeyOf(step, file);
+      const id = `${rel} -> ${key}`;
+      if (!ctx.source.has(rel))
+        return { id, state: "unknown", detail: "not in the repository at the applied revision" };
+      const wanted = await assemble(step, (p) => ctx.source.read(p), rel);
+      try {
+        const current = await matrix.getState(step.room, step.eventType, key);
+        if (!current) return { id, state: "drifted", detail: `no connection "${key}" in ${step.room}` };
+        return current.transformationFunction === wanted
+          ? { id, state: "in-sync" }
+          : {
+              id,
+              state: "drifted",
+              detail: "the room holds another function (edited in hookshot's widget?)",
+            };
+      } catch (err) {
+        return { id, state: "unknown", detail: asAgentError(err).message };
+      }
+    });
   },
 
   async apply(step, ctx, work) {

@@ -4,7 +4,7 @@ import { draupnirConfigStep } from "./draupnir-config.js";
 import { fileStep } from "./file.js";
 import { hookshotStep } from "./hookshot.js";
 import { systemdUnitStep } from "./systemd-unit.js";
-import type { RepoFiles, StepConfigBase, StepContext, StepKind, StepWork } from "./types.js";
+import type { DriftItem, RepoFiles, StepConfigBase, StepContext, StepKind, StepWork } from "./types.js";
 
 /** The step kinds. Adding one is a file under src/steps/ and an entry here. */
 const KIND_LIST = [fileStep, systemdUnitStep, draupnirConfigStep, hookshotStep] as const;
@@ -24,6 +24,7 @@ interface RegisteredKind {
   triggers(step: StepConfig): string[];
   check(step: StepConfig, repo: RepoFiles): Promise<string[]>;
   plan(step: StepConfig, work: StepWork): string[];
+  drift(step: StepConfig, ctx: StepContext): Promise<DriftItem[]>;
   apply(step: StepConfig, ctx: StepContext, work: StepWork): Promise<StepItem[]>;
 }
 
@@ -39,6 +40,10 @@ function register<S extends z.ZodType<StepConfigBase>>(kind: StepKind<S>): [stri
       triggers: (step) => kind.triggers(own(step)),
       check: async (step, repo) => (kind.check ? kind.check(own(step), repo) : []),
       plan: (step, work) => kind.plan(own(step), work),
+      drift: async (step, ctx) =>
+        kind.drift
+          ? kind.drift(own(step), ctx)
+          : [{ id: step.name, state: "unknown", detail: `the ${literal} step kind cannot check drift` }],
       apply: (step, ctx, work) => kind.apply(own(step), ctx, work),
     },
   ];

@@ -2,6 +2,7 @@ import path from "node:path";
 import { z } from "zod";
 import type { StepItem } from "../state.js";
 import { hostPath, repoPath, stepCommon } from "./common.js";
+import { fileDrift } from "./drift.js";
 import type { StepContext, StepKind } from "./types.js";
 
 /**
@@ -53,6 +54,10 @@ export const systemdUnitStep: StepKind<typeof schema> = {
           ? `flag ${step.flagFile} for a restart when no call is active`
           : "no restart";
     return [`install ${step.source} -> ${unitPath(step)}, daemon-reload, ${then}`];
+  },
+
+  async drift(step, ctx) {
+    return [await fileDrift(ctx, unitPath(step), await ctx.source.read(step.source), { mode: 0o644 })];
   },
 
   async apply(step, ctx, work) {

@@ -56,6 +56,15 @@ export interface RepoFiles {
   read(path: string): Promise<Buffer>;
 }
 
+/** One target of a drift check. */
+export interface DriftItem {
+  id: string;
+  state: "in-sync" | "drifted" | "unknown";
+  detail?: string;
+  /** A diff of the live content against git's (secrets left out). */
+  patch?: string;
+}
+
 /** What the planner hands to a step: the repository files that made it run. */
 export interface StepWork {
   files: string[];
@@ -84,6 +93,11 @@ export interface StepKind<
   check?(step: S, repo: RepoFiles): Promise<string[]>;
   /** Pure: one line per piece of work these files would cause. */
   plan(step: S, work: StepWork): string[];
+  /**
+   * What is live against what `ctx.source` (the step's applied revision) says, one item per target: read
+   * only, through a context that records instead of writing.
+   */
+  drift?(step: S, ctx: StepContext): Promise<DriftItem[]>;
   /** Does the work (or describes it, in a dry run) and reports one item per target. */
   apply(step: S, ctx: StepContext, work: StepWork): Promise<StepItem[]>;
 }

@@ -1,0 +1,26 @@
+import { checkDrift, renderDrift } from "../drift.js";
+import { AgentError } from "../errors.js";
+import { type CommonFlags, commandLogger, resolve } from "./options.js";
+
+/** `deploy-agent diff [--step NAME] [--json]`: exit 0 in sync, 1 drifted, 2 could not tell. */
+export async function diffCommand(
+  flags: CommonFlags & { step: string[] },
+  out: (t: string) => void,
+): Promise<number> {
+  const r = await resolve(flags);
+  const { manifest } = r.loaded;
+  const unknown = flags.step.filter((s) => !manifest.steps.some((x) => x.name === s));
+  if (unknown.length)
+    throw new AgentError("USAGE", `no step named ${unknown.join(", ")} in ${r.loaded.file}`);
+  const report = await checkDrift({
+    manifest,
+    repoDir: r.repoDir,
+    stateDir: r.stateDir,
+    root: r.root,
+    log: commandLogger(flags, r, { logFile: false }),
+    only: flags.step,
+  });
+  out(flags.json ? `${JSON.stringify(report, null, 2)}\n` : renderDrift(report));
+  if (report.steps.some((s) => s.state === "drifted")) return 1;
+  return report.steps.some((s) => s.state === "unknown") ? 2 : 0;
+}
