@@ -32,15 +32,6 @@ export class Secret {
   }
 }
 
-/** Replaces every occurrence of the given secret values in a string that is about to leave the process. */
-export function scrub(text: string, secrets: Iterable<string>): string {
-  let out = text;
-  for (const s of secrets) {
-    if (s.length >= 4) out = out.split(s).join(REDACTED);
-  }
-  return sanitize(out);
-}
-
 /** Strips URL userinfo and query strings, and bearer tokens, from free text (Flux's sanitized.go idea). */
 export function sanitize(text: string): string {
   // The patterns stop at quotes and backslashes too: they run over whole JSON log lines (no spaces in them).
