@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { diffCommand } from "./commands/diff.js";
+import { fleetStatusCommand, fleetWaitCommand } from "./commands/fleet.js";
 import { installCommand } from "./commands/install.js";
 import { jobCommand } from "./commands/job.js";
 import { runCommand } from "./commands/run.js";
@@ -21,6 +22,8 @@ commands:
   serve      run the webhook daemon: verify Gitea pushes, deploy through a coalescing queue
 ${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
   diff       what is live against what git says, per step (--step NAME; exit 0 in sync, 1 drifted, 2 unknown)
+  fleet status     every host of config/*.yaml: deployed commit, behind, last run, failing step (--json, --token-file F)
+  fleet wait REV   wait until every host runs REV (--timeout S, default 300); exit 1 naming the laggards
   suspend    pause deploys on this host (--reason TEXT): pushes are verified and remembered, nothing deployed
   resume     end the pause and deploy what came meanwhile
   install    install this host's role: bin on PATH, unit(s), timer or cron, secret; migrate from webhook
@@ -91,6 +94,7 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
     return 0;
   }
   const [command, ...extra] = positionals;
+  if (command === "fleet") return fleet(extra, v, out, err);
   if (!command || extra.length) {
     err(`error USAGE: ${command ? `unexpected argument ${extra[0]}` : "no command given"}\n\n${USAGE}`);
     return 2;
@@ -171,6 +175,42 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
   }
 }
 
+/** `fleet status` and `fleet wait <rev>`: subcommands with their own few options. */
+async function fleet(
+  args: string[],
+  v: ReturnType<typeof parse>["values"],
+  out: Out,
+  err: Out,
+): Promise<number> {
+  const [sub, rev, ...rest] = args;
+  const foreign = Object.keys(v).find((k) => !["repo", "json", "token-file", "timeout"].includes(k));
+  if (
+    foreign ||
+    rest.length ||
+    (sub === "status" && rev) ||
+    (sub === "wait" && !rev) ||
+    (sub !== "status" && sub !== "wait")
+  ) {
+    err(
+      `error USAGE: ${foreign ? `--${foreign} is not an option of fleet` : "fleet status | fleet wait <rev> [--timeout S]"}\n`,
+    );
+    return 2;
+  }
+  const timeoutSeconds = Number(v.timeout ?? "300");
+  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) {
+    err("error USAGE: --timeout takes a number of seconds\n");
+    return 2;
+  }
+  const flags = { repo: v.repo, json: v.json ?? false, tokenFile: v["token-file"], timeoutSeconds };
+  try {
+    return sub === "status"
+      ? await fleetStatusCommand(flags, out)
+      : await fleetWaitCommand(flags, rev ?? "", out);
+  } catch (e) {
+    return reportError(e, err);
+  }
+}
+
 function parse(argv: string[]) {
   return parseArgs({
     args: argv,
@@ -193,6 +233,8 @@ function parse(argv: string[]) {
       force: { type: "boolean" },
       host: { type: "string" },
       reason: { type: "string" },
+      "token-file": { type: "string" },
+      timeout: { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },

@@ -49,6 +49,8 @@ export interface DeployOptions {
   manifestPath?: string | undefined;
   /** How a manifest read from git is interpolated (env file, --root). */
   load?: LoadOptions | undefined;
+  /** Told the revision a run is about to deploy (verified), before anything of it is applied. */
+  onStart?: ((revision: string) => void) | undefined;
   /** Told the manifest a run applies, once it validated. */
   onManifest?: ((manifest: Manifest) => void) | undefined;
   repoDir: string;
@@ -277,6 +279,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       state.lastRun?.revision ?? null,
       source.revision,
     );
+    opts.onStart?.(source.revision);
     const { suspended } = state;
     if (suspended && !opts.dryRun) {
       // Verified and remembered; deployed on resume.

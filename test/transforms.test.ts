@@ -76,6 +76,26 @@ const EXPECT: Record<string, { plain: RegExp[]; html?: RegExp[] }> = {
     ],
   },
   "lidarr/unknown-event.json": { plain: [/^ℹ️ Lidarr: SomethingNew/] },
+  "deploy-agent/run-succeeded.json": {
+    plain: [
+      /^✅ lxc151 deployed 3f2c9a7b1d4e\nCommit: 3f2c9a7b1d4e “grafana: shorter alert titles”\nTook: 1\.2 s\nNotes: restart deferred until no call is active/,
+      /http:\/\/10\.10\.10\.29:9500\/status$/,
+    ],
+  },
+  "deploy-agent/run-failed.json": {
+    plain: [
+      /^❌ lxc110: draupnir-config failed again \(3×\)/,
+      /Error: HEALTH_CHECK_FAILED: draupnir\.service was unhealthy/,
+      /Hint: journalctl -u draupnir\.service -n 50/,
+    ],
+    html: [/protect the new room &lt;script&gt;/],
+  },
+  "deploy-agent/run-error.json": {
+    plain: [/^⚠️ lxc106 could not deploy\nError: FETCH_FAILED: git fetch origin main failed/],
+  },
+  "deploy-agent/job-done.json": {
+    plain: [/^🔁 lxc151: no call active .*restarted livekit-server\.service$/],
+  },
   "owncast/stream-started.json": {
     plain: [/^🔴 Retro Nights is live: Speedrun & Chill: Super Metroid <Any%>/],
     html: [/Speedrun &amp; Chill: Super Metroid &lt;Any%&gt;/],
@@ -139,9 +159,10 @@ const services = readdirSync("hookshot")
   .map((f) => f.replace(/\.js$/, ""));
 
 describe("hookshot transforms", () => {
-  it("covers the eleven services, each with fixtures", () => {
+  it("covers the eleven services and deploy-agent's own notices, each with fixtures", () => {
     assert.deepEqual(services.sort(), [
       "bazarr",
+      "deploy-agent",
       "grafana",
       "lidarr",
       "owncast",

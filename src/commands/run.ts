@@ -1,8 +1,14 @@
-import { AgentError } from "../errors.js";
-import { deploy } from "../pipeline.js";
+import { AgentError, asAgentError } from "../errors.js";
+import type { DeployEvent } from "../notify/events.js";
+import { runEvents } from "../notify/events.js";
+import { createNotifier } from "../notify/notifier.js";
+import { deploy, type RunReport } from "../pipeline.js";
 import { renderRun } from "../report.js";
 import { STEP_KINDS } from "../steps/index.js";
 import { type CommonFlags, commandLogger, resolve } from "./options.js";
+
+/** How long a one-shot run waits for its notices to go out. */
+const NOTIFY_DRAIN_MS = 15_000;
 
 export interface RunFlags extends CommonFlags {
   dryRun: boolean;
@@ -24,21 +30,61 @@ export async function runCommand(flags: RunFlags, out: (text: string) => void): 
     });
   }
   const log = commandLogger(flags, r, { logFile: !flags.dryRun });
-  const report = await deploy({
-    manifest,
-    manifestPath: r.manifestPath,
-    load: r.load,
-    repoDir: r.repoDir,
-    stateDir: r.stateDir,
-    root: r.root,
-    dryRun: flags.dryRun,
-    fetch: flags.fetch,
-    all: flags.all,
-    only: flags.step,
-    lockWaitMs: flags.waitSeconds * 1000,
-    log,
+  // Notices go out as the daemon's do; a dry run prints the ones it would send instead.
+  let applied = manifest;
+  const notifier = createNotifier({ config: () => applied.notify, host: manifest.host, log });
+  const event = (fields: Omit<DeployEvent, "schema" | "host" | "at">): DeployEvent => ({
+    schema: "deploy-agent/event@1",
+    host: manifest.host,
+    ...(applied.publicUrl ? { url: `${applied.publicUrl.replace(/\/+$/, "")}/status` } : {}),
+    ...fields,
+    at: new Date().toISOString(),
   });
-  out(flags.json ? `${JSON.stringify(report, null, 2)}\n` : renderRun(report));
+  const notices: string[] = [];
+  const emit = (e: DeployEvent) => {
+    if (flags.dryRun) notices.push(...notifier.describe(e));
+    else notifier.publish(e);
+  };
+  let revision: string | null = null;
+  let report: RunReport;
+  try {
+    report = await deploy({
+      manifest,
+      manifestPath: r.manifestPath,
+      load: r.load,
+      onManifest: (m) => {
+        applied = m;
+      },
+      onStart: (rev) => {
+        revision = rev;
+        emit(event({ event: "run.started", revision: rev }));
+      },
+      repoDir: r.repoDir,
+      stateDir: r.stateDir,
+      root: r.root,
+      dryRun: flags.dryRun,
+      fetch: flags.fetch,
+      all: flags.all,
+      only: flags.step,
+      lockWaitMs: flags.waitSeconds * 1000,
+      log,
+    });
+  } catch (err) {
+    const e = asAgentError(err);
+    emit(event({ event: "run.error", revision, error: { code: e.code, message: e.message } }));
+    await notifier.drain(NOTIFY_DRAIN_MS);
+    throw err;
+  }
+  // A dry run's notices are those of the run it describes: its planned steps as if they succeeded.
+  const outcome =
+    report.result === "planned" || report.result === "undetermined"
+      ? { ...report, result: "succeeded" as const }
+      : report;
+  for (const e of runEvents(outcome, { host: manifest.host, revision: report.revision }))
+    emit({ ...event(e), ...e });
+  await notifier.drain(NOTIFY_DRAIN_MS);
+  if (flags.json) out(`${JSON.stringify(flags.dryRun ? { ...report, notices } : report, null, 2)}\n`);
+  else out(`${renderRun(report)}${notices.map((n) => `notice: ${n}\n`).join("")}`);
   // Suspended: nothing was deployed, which is not what `run` was asked for.
   return report.result === "failed" || report.result === "suspended" ? 1 : 0;
 }

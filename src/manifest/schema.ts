@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { JOBS, jobConfig, jobSections } from "../jobs/index.js";
+import { notifySchema } from "../notify/notifier.js";
 import { argv, hostPath } from "../steps/common.js";
 import { stepSchema } from "../steps/index.js";
 
@@ -129,6 +130,10 @@ export const manifestSchema = z
       })
       .prefault({}),
     webhook: webhookSchema,
+    /** How people and `deploy-agent fleet` reach this agent, e.g. http://10.10.10.29:9500 (links in notices). */
+    publicUrl: z.url({ protocol: /^https?$/ }).optional(),
+    /** Gitea commit statuses and JSON events (src/notify/notifier.ts); none: nothing is sent. */
+    notify: notifySchema,
     /** `serve` compares what is live with git at start and this often (0: never); steps with selfHeal re-apply. */
     drift: z.strictObject({ intervalSeconds: z.number().int().min(0).max(86_400).default(600) }).prefault({}),
     /** dotenv file whose variables `${VAR}` references may use; the process environment wins over it. */

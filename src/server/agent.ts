@@ -4,8 +4,11 @@ import { AgentError, asAgentError } from "../errors.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
+import type { DeployEvent } from "../notify/events.js";
+import { runEvents } from "../notify/events.js";
+import { createNotifier } from "../notify/notifier.js";
 import { deploy, type RunReport } from "../pipeline.js";
-import { openRepo, type Repo } from "../source/git.js";
+import { openRepo, type Repo, subjectOf } from "../source/git.js";
 import { orphanedSteps, readState, stepStatuses } from "../state.js";
 import { createContext } from "../steps/context.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
@@ -88,6 +91,31 @@ export function createAgent(opts: AgentOptions): Agent {
   let pollTimer: NodeJS.Timeout | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
   const jobTimers: NodeJS.Timeout[] = [];
+  const notifier = createNotifier({
+    config: () => manifest.notify,
+    host: manifest.host,
+    log,
+    count: (target, result) => metrics.notified(target, result),
+  });
+  const eventBase = (revision: string | null) => ({
+    host: manifest.host,
+    revision,
+    ...(manifest.publicUrl ? { url: `${manifest.publicUrl.replace(/\/+$/, "")}/status` } : {}),
+  });
+  /** Events of a daemon in --dry-run are logged, never sent. */
+  function publish(fields: Omit<DeployEvent, "schema" | "host" | "at" | "url">) {
+    const event: DeployEvent = {
+      schema: "deploy-agent/event@1",
+      ...eventBase(fields.revision),
+      ...fields,
+      at: new Date().toISOString(),
+    };
+    if (opts.dryRun) log.debug({ notices: notifier.describe(event) }, "would notify");
+    else notifier.publish(event);
+  }
+  let driftKey = "";
+  /** The last result of each watching job, for /status (and fleet status). */
+  const jobResults: Record<string, { message: string; gauge?: number; at: string }> = {};
   let driftTimer: NodeJS.Timeout | undefined;
   let lastDrift: DriftReport | null = null;
   /** Steps to re-apply on the next run because they drifted (selfHeal). */
@@ -109,6 +137,9 @@ export function createAgent(opts: AgentOptions): Agent {
       for (const s of lastDrift.steps) metrics.drift(s.name, s.state);
       const drifted = lastDrift.steps.filter((s) => s.state === "drifted");
       if (drifted.length) log.warn({ steps: drifted.map((s) => s.name) }, "what is live drifted from git");
+      const key = drifted.map((s) => s.name).join(", ");
+      if (key && key !== driftKey) publish({ event: "drift.detected", revision: null, step: key });
+      driftKey = key;
       const heal = drifted.filter((s) => manifest.steps.find((x) => x.name === s.name)?.selfHeal);
       if (heal.length && !opts.dryRun) {
         healing.push(...heal.map((s) => s.name));
@@ -139,7 +170,14 @@ export function createAgent(opts: AgentOptions): Agent {
       });
       const result = await job.run(config, { ...ctx, force: false });
       if (result.gauge !== undefined) metrics.jobGauge(job.command, result.gauge);
+      jobResults[job.command] = {
+        message: result.message,
+        ...(result.gauge !== undefined ? { gauge: result.gauge } : {}),
+        at: new Date().toISOString(),
+      };
       jobLog[result.acted ? "info" : "debug"]({ ...result }, result.message);
+      if (result.acted)
+        publish({ event: "job.done", revision: null, step: job.command, notes: [result.message] });
     } catch (err) {
       const e = asAgentError(err);
       jobLog.error({ code: e.code, err: e.message }, `${job.command} failed`);
@@ -153,10 +191,15 @@ export function createAgent(opts: AgentOptions): Agent {
 
   async function runOnce(reasons: string[], count: number): Promise<void> {
     const runLog = log.child({ run: count === 1 ? reasons[0] : `${count} requests` });
+    let revision: string | null = null;
     try {
       repo ??= await openRepo(opts.repoDir, manifest.repo.remote, manifest.repo.branch);
       const report = await deploy({
         repo,
+        onStart: (rev) => {
+          revision = rev;
+          publish({ event: "run.started", revision: rev });
+        },
         manifest: opts.manifest,
         manifestPath: opts.manifestPath,
         load: opts.load,
@@ -183,6 +226,13 @@ export function createAgent(opts: AgentOptions): Agent {
       lastError = null;
       failuresInRow = report.result === "failed" ? failuresInRow + 1 : 0;
       metrics.run(report);
+      const subject = (await subjectOf(repo, report.revision)) ?? undefined;
+      for (const event of runEvents(report, {
+        ...eventBase(report.revision),
+        ...(subject ? { subject } : {}),
+      })) {
+        notifier.publish(event);
+      }
     } catch (err) {
       const e = asAgentError(err);
       repo = undefined;
@@ -190,6 +240,11 @@ export function createAgent(opts: AgentOptions): Agent {
       failuresInRow++;
       metrics.runError(e.code);
       runLog.error({ code: e.code, err: e.message }, "deploy run failed before its steps");
+      publish({
+        event: "run.error",
+        revision,
+        error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) },
+      });
       if (e.failure !== "stalled" && !stop.signal.aborted) {
         clearTimeout(retryTimer);
         retryTimer = setTimeout(() => queue.request(`retry after ${e.code}`), opts.retryDelayMs ?? 30_000);
@@ -277,6 +332,7 @@ export function createAgent(opts: AgentOptions): Agent {
         branch: manifest.repo.branch,
         deployedRevision: state.lastRun?.revision ?? null,
         suspended: state.suspended ?? null,
+        jobs: jobResults,
         configuration: {
           valid: !(lastError?.code === "CONFIG_INVALID" || lastError?.code === "ENV_MISSING"),
           source: opts.manifestPath
@@ -318,6 +374,7 @@ export function createAgent(opts: AgentOptions): Agent {
       clearTimeout(retryTimer);
       stop.abort();
       await queue.close();
+      await notifier.drain(5000);
     },
   };
 }

@@ -7,6 +7,8 @@ export interface AgentMetrics {
   registry: Registry;
   delivery(outcome: string): void;
   run(report: RunReport): void;
+  /** A notification's fate, by target kind. */
+  notified(target: string, result: "sent" | "failed" | "dropped"): void;
   /** A step's drift: 1 drifted, 0 in sync (no sample while it cannot be told). */
   drift(step: string, state: "in-sync" | "drifted" | "unknown"): void;
   /** A run that ended before its steps, with its error code. */
@@ -87,6 +89,12 @@ export function createMetrics(
     registers: [registry],
   });
   configValid.set(1);
+  const notifications = new Counter({
+    name: "deploy_agent_notifications_total",
+    help: "Notifications by target kind (gitea-status, webhook) and result (sent, failed, dropped)",
+    labelNames: ["target", "result"],
+    registers: [registry],
+  });
   const driftGauge = new Gauge({
     name: "deploy_agent_drift",
     help: "1 while what is live differs from git for the step, 0 while in sync",
@@ -130,6 +138,7 @@ export function createMetrics(
       if (code === "UNVERIFIED") unverified.set(1);
     },
     jobGauge: (command, value) => jobGauges.get(command)?.set(value),
+    notified: (target, result) => notifications.inc({ target, result }),
     drift(step, state) {
       if (state === "unknown") driftGauge.remove({ step });
       else driftGauge.set({ step }, state === "drifted" ? 1 : 0);

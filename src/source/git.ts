@@ -89,6 +89,14 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
   return { dir, remote, branch, git };
 }
 
+/** A commit's subject line, for notices; null when it cannot be read. */
+export async function subjectOf(repo: Repo, revision: string): Promise<string | null> {
+  return repo.git.raw(["log", "-1", "--format=%s", revision]).then(
+    (s) => s.trim() || null,
+    () => null,
+  );
+}
+
 export function trackingRef(repo: Repo): string {
   return `refs/remotes/${repo.remote}/${repo.branch}`;
 }

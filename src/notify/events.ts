@@ -1,0 +1,85 @@
+import type { RunReport } from "../pipeline.js";
+
+/**
+ * What the agent tells the world (src/notify/notifier.ts sends it): one JSON document per event, the same
+ * for every target. Texts in it have passed the redaction point; it never carries a secret.
+ */
+export interface DeployEvent {
+  schema: "deploy-agent/event@1";
+  event:
+    | "run.started"
+    | "run.succeeded"
+    | "run.failed"
+    | "run.error"
+    | "step.rolled-back"
+    | "job.done"
+    | "drift.detected";
+  host: string;
+  revision: string | null;
+  /** The commit's subject line, when known. */
+  subject?: string;
+  /** The step (failed or rolled back), the job, or the drifted steps. */
+  step?: string;
+  error?: { code: string; message: string; hint?: string };
+  /** Changes worth a line: "restart deferred until no call is active", "restarted livekit-server.service". */
+  notes?: string[];
+  durationMs?: number;
+  /** The agent's /status (manifest publicUrl). */
+  url?: string;
+  /** How many times this failure happened since it was last sent. */
+  repeats?: number;
+  at: string;
+}
+
+type Base = Pick<DeployEvent, "host" | "revision" | "subject" | "url">;
+
+/** The events one finished run makes: its outcome, and a rollback per step that put a file back. */
+export function runEvents(report: RunReport, base: Base): DeployEvent[] {
+  const at = new Date().toISOString();
+  const events: DeployEvent[] = [];
+  for (const s of report.steps) {
+    if (s.effects.some((e) => e.type === "restore")) {
+      events.push({
+        schema: "deploy-agent/event@1",
+        event: "step.rolled-back",
+        ...base,
+        step: s.name,
+        ...(s.error
+          ? {
+              error: {
+                code: s.error.code,
+                message: s.error.message,
+                ...(s.error.hint ? { hint: s.error.hint } : {}),
+              },
+            }
+          : {}),
+        at,
+      });
+    }
+  }
+  if (report.result === "succeeded" || report.result === "failed") {
+    const failed = report.steps.find((s) => s.outcome === "failed");
+    const notes = report.steps.flatMap((s) =>
+      s.items.flatMap((i) => (i.outcome === "changed" && i.detail ? [i.detail] : [])),
+    );
+    events.push({
+      schema: "deploy-agent/event@1",
+      event: failed ? "run.failed" : "run.succeeded",
+      ...base,
+      ...(failed ? { step: failed.name } : {}),
+      ...(failed?.error
+        ? {
+            error: {
+              code: failed.error.code,
+              message: failed.error.message,
+              ...(failed.error.hint ? { hint: failed.error.hint } : {}),
+            },
+          }
+        : {}),
+      ...(notes.length ? { notes } : {}),
+      durationMs: report.durationMs,
+      at,
+    });
+  }
+  return events;
+}
