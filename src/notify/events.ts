@@ -28,6 +28,8 @@ export interface DeployEvent {
   url?: string;
   /** How many times this failure happened since it was last sent. */
   repeats?: number;
+  /** A run with nothing to do for the revision: only the commit status records it, no notice. */
+  nothingToDo?: boolean;
   at: string;
 }
 
@@ -56,6 +58,9 @@ export function runEvents(report: RunReport, base: Base): DeployEvent[] {
         at,
       });
     }
+  }
+  if (report.result === "noop") {
+    events.push({ schema: "deploy-agent/event@1", event: "run.succeeded", ...base, nothingToDo: true, at });
   }
   if (report.result === "succeeded" || report.result === "failed") {
     const failed = report.steps.find((s) => s.outcome === "failed");

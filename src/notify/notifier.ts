@@ -74,7 +74,9 @@ function describeRun(e: DeployEvent): string {
     e.event === "run.started"
       ? "deploying"
       : e.event === "run.succeeded"
-        ? `deployed${e.durationMs !== undefined ? ` in ${(e.durationMs / 1000).toFixed(1)} s` : ""}`
+        ? e.nothingToDo
+          ? "nothing to deploy for this commit"
+          : `deployed${e.durationMs !== undefined ? ` in ${(e.durationMs / 1000).toFixed(1)} s` : ""}`
         : `${e.step ? `${e.step}: ` : ""}${e.error ? `${e.error.code}: ${e.error.message}` : "failed"}`;
   return text.length > DESCRIPTION_MAX ? `${text.slice(0, DESCRIPTION_MAX - 1)}…` : text;
 }
@@ -114,6 +116,7 @@ export function createNotifier(opts: {
     }
     if (!state) return { targets: hooks, event };
     const giteaNow = event.revision && posted.get(event.revision) !== state ? gitea : [];
+    if (event.nothingToDo) return { targets: giteaNow, event };
     const failure = event.event !== "run.succeeded";
     if (!failure) {
       const news = !last || last.event !== event.event || last.revision !== event.revision;
@@ -126,12 +129,16 @@ export function createNotifier(opts: {
     return { targets: [...giteaNow, ...hooks], event: repeats ? { ...event, repeats } : event };
   }
 
+  function rememberPosted(event: DeployEvent) {
+    const state = STATE[event.event];
+    if (!event.revision || !state) return;
+    posted.set(event.revision, state);
+    while (posted.size > 50) posted.delete(posted.keys().next().value as string);
+  }
+
   function remember(event: DeployEvent, sentHooks: boolean) {
     const state = STATE[event.event];
-    if (event.revision && state) {
-      posted.set(event.revision, state);
-      while (posted.size > 50) posted.delete(posted.keys().next().value as string);
-    }
+    rememberPosted(event);
     if (event.event === "run.started" || !state) return;
     if (sentHooks) last = { event: event.event, revision: event.revision, sentAt: now(), repeats: 0 };
     else if (last && last.event === event.event) last.repeats++;
@@ -195,10 +202,12 @@ export function createNotifier(opts: {
     publish(event) {
       try {
         const routed = route(event);
-        remember(
-          event,
-          routed.targets.some((t) => t.kind === "webhook"),
-        );
+        if (event.nothingToDo) rememberPosted(event);
+        else
+          remember(
+            event,
+            routed.targets.some((t) => t.kind === "webhook"),
+          );
         for (const target of routed.targets) {
           if (queue.length >= opts.config().queueLength) {
             const dropped = queue.shift();
