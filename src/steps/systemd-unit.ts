@@ -83,6 +83,8 @@ export const systemdUnitStep: StepKind<typeof schema> = {
       items.push({
         id: step.flagFile,
         outcome: (await ctx.host.write(step.flagFile, Buffer.from(flag), { mode: 0o644 })).outcome,
+        // Said in notices: the new unit runs only after the deferred restart.
+        detail: `restart of ${unitName(step)} deferred until it is safe (${step.flagFile})`,
       });
     }
     return items;
