@@ -10,6 +10,7 @@ import { stringify } from "yaml";
 import { createMatrixClient } from "../src/matrix/client.js";
 import { Secret } from "../src/secret.js";
 import {
+  hostRoot,
   makeAgent,
   runArgs,
   runCli,
@@ -74,9 +75,7 @@ async function serve(file = manifest()): Promise<{ url: string; pid: number }> {
 
 beforeEach(() => {
   fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
-  root = path.join(fx.dir, "root");
-  for (const d of ["var/www", "etc/deploy-agent"]) mkdirSync(path.join(root, d), { recursive: true });
-  writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`, { mode: 0o600 });
+  root = hostRoot(fx.dir, SECRET);
 });
 afterEach(async () => {
   daemon?.child.kill("SIGKILL");

@@ -1,8 +1,16 @@
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { runArgs, runCli, type Served, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
+import {
+  hostRoot,
+  runArgs,
+  runCli,
+  type Served,
+  serveArgs,
+  startCli,
+  writeManifest,
+} from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 import { type MatrixTestServer, startMatrixServer } from "./helpers/matrix-server.js";
 
@@ -26,11 +34,8 @@ beforeEach(async () => {
     "draupnir/production.yaml":
       'homeserverUrl: "https://m"\nrawHomeserverUrl: "https://m"\naccessToken: REDACTED\nmanagementRoom: "!m"\n',
   });
-  root = path.join(fx.dir, "root");
+  root = hostRoot(fx.dir, SECRET, ["opt/draupnir"]);
   stateDir = path.join(fx.dir, "state");
-  for (const d of ["var/www", "etc/deploy-agent", "opt/draupnir"])
-    mkdirSync(path.join(root, d), { recursive: true });
-  writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`, { mode: 0o600 });
   writeFileSync(
     path.join(root, "opt/draupnir/production.yaml"),
     `homeserverUrl: "https://m"\nrawHomeserverUrl: "https://m"\naccessToken: ${LIVE_TOKEN}\nmanagementRoom: "!old"\n`,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { type AddressInfo, createServer as createTcpServer } from "node:net";
 import path from "node:path";
@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
 import type { DeployEvent } from "../src/notify/events.js";
-import { runCli, type Served, startCli } from "./helpers/agent.js";
+import { hostRoot, runCli, type Served, startCli } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
@@ -153,9 +153,7 @@ before(async () => {
   });
   HOSTS.forEach((host, i) => {
     const dir = path.join(fx.dir, host);
-    const root = path.join(dir, "root");
-    for (const d of ["var/www", "etc/deploy-agent"]) mkdirSync(path.join(root, d), { recursive: true });
-    writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`, { mode: 0o600 });
+    const root = hostRoot(dir, SECRET);
     writeFileSync(
       path.join(root, "etc/deploy-agent/notify.env"),
       `GITEA_API=${gitea.url}\nGITEA_TOKEN=${GITEA_TOKEN}\nNOTIFY_URL=${receiverUrl}\nNOTIFY_SECRET=${NOTIFY_SECRET}\n`,

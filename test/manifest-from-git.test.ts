@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
-import { runCli, type Served, startCli } from "./helpers/agent.js";
+import { hostRoot, runCli, type Served, startCli } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 
@@ -41,10 +41,7 @@ const page = (extra: Record<string, unknown> = {}) => ({
 
 beforeEach(() => {
   fx = makeFixture({ "landing/index.html": "<p>v1</p>\n", [MANIFEST]: manifest() });
-  root = path.join(fx.dir, "root");
-  for (const d of ["var/www", "etc/deploy-agent", "var/lib/deploy-agent"])
-    mkdirSync(path.join(root, d), { recursive: true });
-  writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`, { mode: 0o600 });
+  root = hostRoot(fx.dir, SECRET, ["var/lib/deploy-agent"]);
 });
 afterEach(async () => {
   daemon?.child.kill("SIGTERM");

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { readState } from "../src/state.js";
-import { runCli, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
+import { hostRoot, runCli, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 
 /** `deploy-agent serve` as a real process: start-up, signals, crashes. */
@@ -21,10 +21,8 @@ const serve = () => startCli([...serveProcessArgs(), "--state-dir", stateDir]);
 
 beforeEach(() => {
   fx = makeFixture({ "landing/index.html": "<p>v1</p>\n", "cinny/config.json": "{}\n" });
-  root = path.join(fx.dir, "root");
+  root = hostRoot(fx.dir, SECRET);
   stateDir = path.join(fx.dir, "state");
-  for (const d of ["var/www", "etc/deploy-agent"]) mkdirSync(path.join(root, d), { recursive: true });
-  writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`, { mode: 0o600 });
   manifest = writeManifest(fx.dir, {
     webhook: { pollIntervalSeconds: 0 },
     steps: [

@@ -1,9 +1,17 @@
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { runArgs, runCli, type Served, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
+import {
+  hostRoot,
+  runArgs,
+  runCli,
+  type Served,
+  serveArgs,
+  startCli,
+  writeManifest,
+} from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 
@@ -18,10 +26,8 @@ let daemon: Served | undefined;
 
 beforeEach(() => {
   fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
-  root = path.join(fx.dir, "root");
+  root = hostRoot(fx.dir, SECRET);
   stateDir = path.join(fx.dir, "state");
-  for (const d of ["var/www", "etc/deploy-agent"]) mkdirSync(path.join(root, d), { recursive: true });
-  writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`, { mode: 0o600 });
   manifest = writeManifest(fx.dir, {
     webhook: { pollIntervalSeconds: 0 },
     steps: [

@@ -93,6 +93,18 @@ export function stepOf(report: RunReport, name: string) {
   return s;
 }
 
+/**
+ * A host root under `dir` as `serve` needs it: /var/www and the other directories given, and the webhook
+ * secret in /etc/deploy-agent/webhook-secret (mode 0600). Returns the root.
+ */
+export function hostRoot(dir: string, secret: string, dirs: string[] = []): string {
+  const root = path.join(dir, "root");
+  for (const d of ["var/www", "etc/deploy-agent", ...dirs])
+    mkdirSync(path.join(root, d), { recursive: true });
+  writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${secret}\n`, { mode: 0o600 });
+  return root;
+}
+
 /** `deploy-agent run` arguments for a test fixture: its manifest, clone, host root and state directory. */
 export function runArgs(manifest: string, clone: string, root: string, stateDir: string): string[] {
   return ["run", "--config", manifest, "--repo", clone, "--root", root, "--state-dir", stateDir];
