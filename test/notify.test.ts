@@ -46,9 +46,8 @@ describe("notifier", () => {
       log: silentLogger(),
       count: (_t, result) => counted.push(result),
     });
-    const t = performance.now();
-    for (let i = 1; i <= 50; i++) notifier.publish(event(i));
-    assert.ok(performance.now() - t < 50, "50 events queued without waiting on a target that never answers");
+    // Synchronous: publish returns before anything is sent (the target never answers).
+    for (let i = 1; i <= 50; i++) assert.equal(notifier.publish(event(i)), undefined);
     // One is being sent (it hangs); the queue holds the last 5; the rest were dropped and counted.
     assert.equal(counted.filter((c) => c === "dropped").length, 44);
   });

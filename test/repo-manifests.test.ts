@@ -66,7 +66,7 @@ describe("config/<host>.yaml", () => {
     assert.match(res.stdout, /\[UNKNOWN\] hookshot-transforms \(hookshot\): never applied on this host/);
     assert.match(
       res.stdout,
-      /unknown: hookshot\/bazarr\.js -> bazarr, hookshot\/grafana\.js -> grafana, .*: current state unknown/,
+      /unknown: hookshot\/bazarr\.js -> bazarr, hookshot\/deploy-agent\.js -> deploy-agent, hookshot\/grafana\.js -> grafana, .*: current state unknown/,
     );
     assert.equal(res.stdout.match(/grafana\.js/g)?.length, 1, "each connection is listed once");
     assert.match(res.stdout, /\[plan\] livekit-unit/);
