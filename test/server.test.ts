@@ -217,6 +217,17 @@ describe("webhook daemon", () => {
     assert.equal(daemon.agent.queue.state().runsStarted, before);
   });
 
+  it("cuts a delivery id at 128 characters: ids that differ only past it are one delivery", async () => {
+    await daemon.agent.queue.idle();
+    const body = pushBody({ after: head() });
+    const long = (tail: string) => giteaHeaders(body, SECRET, "push", `${"d".repeat(128)}${tail}`);
+    const first = await daemon.post(body, long("-one"));
+    assert.equal((first.json as { delivery: string }).delivery, "d".repeat(128));
+    await daemon.agent.queue.idle();
+    const second = await daemon.post(body, long("-two"));
+    assert.equal((second.json as { duplicate?: boolean }).duplicate, true);
+  });
+
   it("acknowledges a duplicate delivery id without running again; a replay with a new id runs", async () => {
     await daemon.agent.queue.idle();
     const body = pushBody({ after: head() });
