@@ -5,8 +5,10 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { silentLogger } from "../src/log.js";
+import { loadManifest } from "../src/manifest/load.js";
 import type { DeployEvent } from "../src/notify/events.js";
 import { createNotifier, notifySchema } from "../src/notify/notifier.js";
+import { createAgent } from "../src/server/agent.js";
 import { runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { makeFixture } from "./helpers/git.js";
 
@@ -93,6 +95,51 @@ describe("notifier", () => {
       );
       assert.equal(requests.get("/dry"), undefined, "nothing was sent");
       assert.equal(res.stdout.includes("gitea-token-0123456789"), false);
+    } finally {
+      fx.cleanup();
+    }
+  });
+
+  it("a daemon in --dry-run sends no notice, for its runs either", async () => {
+    const fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+    try {
+      const root = path.join(fx.dir, "root");
+      mkdirSync(path.join(root, "var/www"), { recursive: true });
+      const { manifest } = await loadManifest(
+        writeManifest(fx.dir, {
+          notify: {
+            targets: [
+              {
+                kind: "gitea-status",
+                api: `${hangingUrl}/dry-daemon`,
+                repository: "o/r",
+                token: "gitea-token-0123456789",
+              },
+              { kind: "webhook", url: `${hangingUrl}/dry-daemon` },
+            ],
+          },
+          steps: [
+            { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
+          ],
+        }),
+        { processEnv: {} },
+      );
+      const agent = createAgent({
+        manifest,
+        repoDir: fx.clone,
+        stateDir: path.join(fx.dir, "state"),
+        root,
+        dryRun: true,
+        log: silentLogger(),
+      });
+      agent.request("test");
+      await agent.queue.idle();
+      assert.equal(agent.queue.state().runsStarted, 1);
+      await agent.close();
+      assert.deepEqual(
+        [...requests.keys()].filter((k) => k.startsWith("/dry-daemon")),
+        [],
+      );
     } finally {
       fx.cleanup();
     }

@@ -1,6 +1,5 @@
 import { AgentError, asAgentError } from "../errors.js";
-import type { DeployEvent } from "../notify/events.js";
-import { runEvents } from "../notify/events.js";
+import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
 import { deploy, type RunReport } from "../pipeline.js";
 import { renderRun } from "../report.js";
@@ -33,13 +32,6 @@ export async function runCommand(flags: RunFlags, out: (text: string) => void): 
   // Notices go out as the daemon's do; a dry run prints the ones it would send instead.
   let applied = manifest;
   const notifier = createNotifier({ config: () => applied.notify, host: manifest.host, log });
-  const event = (fields: Omit<DeployEvent, "schema" | "host" | "at">): DeployEvent => ({
-    schema: "deploy-agent/event@1",
-    host: manifest.host,
-    ...(applied.publicUrl ? { url: `${applied.publicUrl.replace(/\/+$/, "")}/status` } : {}),
-    ...fields,
-    at: new Date().toISOString(),
-  });
   const notices: string[] = [];
   const emit = (e: DeployEvent) => {
     if (flags.dryRun) notices.push(...notifier.describe(e));
@@ -57,7 +49,7 @@ export async function runCommand(flags: RunFlags, out: (text: string) => void): 
       },
       onStart: (rev) => {
         revision = rev;
-        emit(event({ event: "run.started", revision: rev }));
+        emit(hostEvent(applied, { event: "run.started", revision: rev }));
       },
       repoDir: r.repoDir,
       stateDir: r.stateDir,
@@ -71,7 +63,7 @@ export async function runCommand(flags: RunFlags, out: (text: string) => void): 
     });
   } catch (err) {
     const e = asAgentError(err);
-    emit(event({ event: "run.error", revision, error: { code: e.code, message: e.message } }));
+    emit(hostEvent(applied, { event: "run.error", revision, error: errorOf(e) }));
     await notifier.drain(NOTIFY_DRAIN_MS);
     throw err;
   }
@@ -80,8 +72,7 @@ export async function runCommand(flags: RunFlags, out: (text: string) => void): 
     report.result === "planned" || report.result === "undetermined"
       ? { ...report, result: "succeeded" as const }
       : report;
-  for (const e of runEvents(outcome, { host: manifest.host, revision: report.revision }))
-    emit({ ...event(e), ...e });
+  for (const e of runEvents(outcome, eventBase(applied, report.revision))) emit(e);
   await notifier.drain(NOTIFY_DRAIN_MS);
   if (flags.json) out(`${JSON.stringify(flags.dryRun ? { ...report, notices } : report, null, 2)}\n`);
   else out(`${renderRun(report)}${notices.map((n) => `notice: ${n}\n`).join("")}`);

@@ -34,6 +34,43 @@ export interface DeployEvent {
 }
 
 type Base = Pick<DeployEvent, "host" | "revision" | "subject" | "url">;
+type Fields = Omit<DeployEvent, "schema" | "host" | "at" | "url">;
+
+/** What every event of a host carries: its name, the revision, and the link to its agent's /status. */
+export function eventBase(
+  manifest: { host: string; publicUrl?: string | undefined },
+  revision: string | null,
+  subject?: string | null,
+): Base {
+  return {
+    host: manifest.host,
+    revision,
+    ...(subject ? { subject } : {}),
+    ...(manifest.publicUrl ? { url: `${manifest.publicUrl.replace(/\/+$/, "")}/status` } : {}),
+  };
+}
+
+/** One event of this host, stamped now. */
+export function hostEvent(
+  manifest: { host: string; publicUrl?: string | undefined },
+  fields: Fields,
+): DeployEvent {
+  return {
+    schema: "deploy-agent/event@1",
+    ...eventBase(manifest, fields.revision),
+    ...fields,
+    at: new Date().toISOString(),
+  };
+}
+
+/** An error as events carry it (the hint only when there is one). */
+export function errorOf(e: {
+  code: string;
+  message: string;
+  hint?: string | undefined;
+}): DeployEvent["error"] {
+  return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
+}
 
 /** The events one finished run makes: its outcome, and a rollback per step that put a file back. */
 export function runEvents(report: RunReport, base: Base): DeployEvent[] {
@@ -46,15 +83,7 @@ export function runEvents(report: RunReport, base: Base): DeployEvent[] {
         event: "step.rolled-back",
         ...base,
         step: s.name,
-        ...(s.error
-          ? {
-              error: {
-                code: s.error.code,
-                message: s.error.message,
-                ...(s.error.hint ? { hint: s.error.hint } : {}),
-              },
-            }
-          : {}),
+        ...(s.error ? { error: errorOf(s.error) } : {}),
         at,
       });
     }
@@ -72,15 +101,7 @@ export function runEvents(report: RunReport, base: Base): DeployEvent[] {
       event: failed ? "run.failed" : "run.succeeded",
       ...base,
       ...(failed ? { step: failed.name } : {}),
-      ...(failed?.error
-        ? {
-            error: {
-              code: failed.error.code,
-              message: failed.error.message,
-              ...(failed.error.hint ? { hint: failed.error.hint } : {}),
-            },
-          }
-        : {}),
+      ...(failed?.error ? { error: errorOf(failed.error) } : {}),
       ...(notes.length ? { notes } : {}),
       durationMs: report.durationMs,
       at,

@@ -4,8 +4,7 @@ import { AgentError, asAgentError } from "../errors.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
-import type { DeployEvent } from "../notify/events.js";
-import { runEvents } from "../notify/events.js";
+import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
 import { deploy, type RunReport } from "../pipeline.js";
 import { openRepo, type Repo, subjectOf } from "../source/git.js";
@@ -97,22 +96,12 @@ export function createAgent(opts: AgentOptions): Agent {
     log,
     count: (target, result) => metrics.notified(target, result),
   });
-  const eventBase = (revision: string | null) => ({
-    host: manifest.host,
-    revision,
-    ...(manifest.publicUrl ? { url: `${manifest.publicUrl.replace(/\/+$/, "")}/status` } : {}),
-  });
   /** Events of a daemon in --dry-run are logged, never sent. */
-  function publish(fields: Omit<DeployEvent, "schema" | "host" | "at" | "url">) {
-    const event: DeployEvent = {
-      schema: "deploy-agent/event@1",
-      ...eventBase(fields.revision),
-      ...fields,
-      at: new Date().toISOString(),
-    };
+  function send(event: DeployEvent) {
     if (opts.dryRun) log.debug({ notices: notifier.describe(event) }, "would notify");
     else notifier.publish(event);
   }
+  const publish = (fields: Parameters<typeof hostEvent>[1]) => send(hostEvent(manifest, fields));
   let driftKey = "";
   /** The last result of each watching job, for /status (and fleet status). */
   const jobResults: Record<string, { message: string; gauge?: number; at: string }> = {};
@@ -226,13 +215,11 @@ export function createAgent(opts: AgentOptions): Agent {
       lastError = null;
       failuresInRow = report.result === "failed" ? failuresInRow + 1 : 0;
       metrics.run(report);
-      const subject = (await subjectOf(repo, report.revision)) ?? undefined;
-      for (const event of runEvents(report, {
-        ...eventBase(report.revision),
-        ...(subject ? { subject } : {}),
-      })) {
-        notifier.publish(event);
-      }
+      // The subject only for a run that says something (a poll with nothing to do costs no extra git call).
+      const subject = ["succeeded", "failed"].includes(report.result)
+        ? await subjectOf(repo, report.revision)
+        : null;
+      for (const event of runEvents(report, eventBase(manifest, report.revision, subject))) send(event);
     } catch (err) {
       const e = asAgentError(err);
       repo = undefined;
@@ -243,7 +230,7 @@ export function createAgent(opts: AgentOptions): Agent {
       publish({
         event: "run.error",
         revision,
-        error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) },
+        error: errorOf(e),
       });
       if (e.failure !== "stalled" && !stop.signal.aborted) {
         clearTimeout(retryTimer);
