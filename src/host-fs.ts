@@ -80,13 +80,19 @@ function writeError(hostPath: string, err: unknown): AgentError {
   });
 }
 
+/** `--root`: a host path as seen under the root ("" for the real host). The one place it is applied. */
+export const rooted =
+  (root: string) =>
+  (hostPath: string): string =>
+    root ? path.join(root, hostPath) : hostPath;
+
 export function createHostFs(opts: {
   root: string;
   dryRun: boolean;
   record: EffectRecorder;
   run: CommandRunner;
 }): HostFs {
-  const resolve = (hostPath: string) => (opts.root ? path.join(opts.root, hostPath) : hostPath);
+  const resolve = rooted(opts.root);
 
   async function read(hostPath: string): Promise<Buffer | null> {
     try {

@@ -1,7 +1,7 @@
-import path from "node:path";
 import type { Logger } from "pino";
 import type { Effect } from "./effects.js";
 import { AgentError, asAgentError, type ErrorCode } from "./errors.js";
+import { rooted } from "./host-fs.js";
 import { acquireLock } from "./lock.js";
 import { manifestAt } from "./manifest/at-revision.js";
 import type { LoadOptions } from "./manifest/load.js";
@@ -254,8 +254,6 @@ function skipped(
     durationMs: 0,
   };
 }
-
-const rooted = (root: string) => (p: string) => (root ? path.join(root, p) : p);
 
 export async function deploy(opts: DeployOptions): Promise<RunReport> {
   const started = Date.now();

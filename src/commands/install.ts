@@ -9,7 +9,7 @@ import { type CommandRunner, createCommandRunner } from "../command.js";
 import type { Effect } from "../effects.js";
 import { AgentError } from "../errors.js";
 import { waitHealthy } from "../health.js";
-import { createHostFs } from "../host-fs.js";
+import { createHostFs, rooted } from "../host-fs.js";
 import { JOBS, jobConfig } from "../jobs/index.js";
 import type { Manifest } from "../manifest/schema.js";
 import { renderEffect } from "../report.js";
@@ -154,7 +154,7 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
       hint: "deploy-agent install --host lxc151 --dry-run",
     });
   }
-  const under = (p: string) => (flags.root ? path.join(path.resolve(flags.root), p) : p);
+  const under = rooted(flags.root ? path.resolve(flags.root) : "");
   const r = await resolve({
     ...flags,
     config: flags.config ?? under(`/opt/matrix-config/config/${host}.yaml`),

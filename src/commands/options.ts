@@ -2,6 +2,7 @@ import { realpath } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import { AgentError } from "../errors.js";
+import { rooted } from "../host-fs.js";
 import { createLogger } from "../log.js";
 import { type LoadedManifest, type LoadOptions, loadManifest } from "../manifest/load.js";
 import type { SecretSource } from "../webhook-secret.js";
@@ -38,7 +39,7 @@ export async function resolve(flags: CommonFlags): Promise<Resolved> {
     });
   }
   const root = flags.root ? path.resolve(flags.root) : "";
-  const under = (p: string) => (root ? path.join(root, p) : p);
+  const under = rooted(root);
   const load = { envFile: flags.envFile ? path.resolve(flags.envFile) : undefined, root };
   const loaded = await loadManifest(path.resolve(config), load);
   const { manifest } = loaded;
