@@ -11,7 +11,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import autocannon from "autocannon";
 import { sign } from "../src/server/verify.js";
-import { PROJECT, serveArgs, writeManifest } from "../test/helpers/agent.js";
+import { PROJECT, serveArgs, unitEnvironment, writeManifest } from "../test/helpers/agent.js";
 import { type Fixture, makeFixture } from "../test/helpers/git.js";
 import { giteaHeaders, pushBody } from "../test/helpers/gitea.js";
 import { percentile, round, rssMiB } from "./lib.js";
@@ -27,15 +27,6 @@ interface System {
   fx: Fixture;
   child?: ChildProcess;
   spawn(): ChildProcess;
-}
-
-/**
- * NODE_OPTIONS of the systemd unit, passed the way systemd passes it (in the environment, where Node refuses
- * options it would take as argv), so the benchmark measures the daemon as it is deployed.
- */
-function unitNodeOptions(): string {
-  const unit = readFileSync(path.join(PROJECT, "systemd/deploy-agent@.service"), "utf8");
-  return /^Environment="?NODE_OPTIONS=([^"\n]*)"?$/m.exec(unit)?.[1] ?? "";
 }
 
 let nextPort = 19_000 + Math.floor(Math.random() * 500) * 2;
@@ -79,7 +70,7 @@ function agentSystem(): System {
     spawn: () =>
       spawn(path.join(PROJECT, "dist/src/bin.js"), [...args, "--log-level", "warn"], {
         stdio: ["ignore", "ignore", "inherit"],
-        env: { ...process.env, NODE_OPTIONS: unitNodeOptions(), NODE_ENV: "production" },
+        env: { ...process.env, ...unitEnvironment() },
       }),
   };
 }

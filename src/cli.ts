@@ -1,14 +1,5 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { diffCommand } from "./commands/diff.js";
-import { fleetStatusCommand, fleetWaitCommand } from "./commands/fleet.js";
-import { installCommand } from "./commands/install.js";
-import { jobCommand } from "./commands/job.js";
-import { runCommand } from "./commands/run.js";
-import { serveCommand } from "./commands/serve.js";
-import { statusCommand } from "./commands/status.js";
-import { resumeCommand, suspendCommand } from "./commands/suspend.js";
-import { validateCommand } from "./commands/validate.js";
 import { AgentError } from "./errors.js";
 import { JOBS, jobByCommand } from "./jobs/index.js";
 import { sanitize } from "./secret.js";
@@ -51,6 +42,19 @@ exit codes: 0 success, 1 a step or the run failed, 2 usage or configuration erro
 `;
 
 type Out = (text: string) => void;
+
+// Each command's module initialises when it runs: the daemon never sets up install, fleet or diff.
+const commands = {
+  run: () => import("./commands/run.js"),
+  validate: () => import("./commands/validate.js"),
+  status: () => import("./commands/status.js"),
+  diff: () => import("./commands/diff.js"),
+  suspend: () => import("./commands/suspend.js"),
+  install: () => import("./commands/install.js"),
+  serve: () => import("./commands/serve.js"),
+  job: () => import("./commands/job.js"),
+  fleet: () => import("./commands/fleet.js"),
+};
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
 
@@ -127,7 +131,7 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
   try {
     switch (command) {
       case "run":
-        return await runCommand(
+        return await (await commands.run()).runCommand(
           {
             ...common,
             dryRun: v["dry-run"] ?? false,
@@ -139,29 +143,33 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
           out,
         );
       case "validate":
-        return await validateCommand(common, out);
+        return await (await commands.validate()).validateCommand(common, out);
       case "status":
-        return await statusCommand(common, out);
+        return await (await commands.status()).statusCommand(common, out);
       case "diff":
-        return await diffCommand({ ...common, step: v.step ?? [] }, out);
+        return await (await commands.diff()).diffCommand({ ...common, step: v.step ?? [] }, out);
       case "suspend":
-        return await suspendCommand({ ...common, reason: v.reason }, out);
+        return await (await commands.suspend()).suspendCommand({ ...common, reason: v.reason }, out);
       case "resume":
-        return await resumeCommand(
+        return await (await commands.suspend()).resumeCommand(
           { ...common, dryRun: false, all: false, step: [], fetch: true, waitSeconds: 60 },
           out,
         );
       case "install":
-        return await installCommand(
+        return await (await commands.install()).installCommand(
           { ...common, host: v.host, dryRun: v["dry-run"] ?? false, force: v.force ?? false },
           out,
         );
       case "serve":
-        return await serveCommand({ ...common, dryRun: v["dry-run"] ?? false, listen: v.listen });
+        return await (await commands.serve()).serveCommand({
+          ...common,
+          dryRun: v["dry-run"] ?? false,
+          listen: v.listen,
+        });
       default: {
         const job = jobByCommand(command);
         if (job)
-          return await jobCommand(
+          return await (await commands.job()).jobCommand(
             job,
             { ...common, dryRun: v["dry-run"] ?? false, force: v.force ?? false },
             out,
@@ -203,9 +211,10 @@ async function fleet(
   }
   const flags = { repo: v.repo, json: v.json ?? false, tokenFile: v["token-file"], timeoutSeconds };
   try {
+    const fleet = await commands.fleet();
     return sub === "status"
-      ? await fleetStatusCommand(flags, out)
-      : await fleetWaitCommand(flags, rev ?? "", out);
+      ? await fleet.fleetStatusCommand(flags, out)
+      : await fleet.fleetWaitCommand(flags, rev ?? "", out);
   } catch (e) {
     return reportError(e, err);
   }

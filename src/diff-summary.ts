@@ -1,5 +1,3 @@
-import { structuredPatch } from "diff";
-
 const MAX_PATCH_LINES = 60;
 const MAX_DIFF_BYTES = 512 * 1024;
 /** Most changed lines a diff is computed for; beyond, a rewrite is summarised. */
@@ -18,11 +16,13 @@ function isText(buf: Buffer): boolean {
 }
 
 /** Line counts and a capped unified diff between the current and the new content of a file. */
-export function diffSummary(name: string, before: Buffer | null, after: Buffer): DiffSummary {
+export async function diffSummary(name: string, before: Buffer | null, after: Buffer): Promise<DiffSummary> {
   const old = before ?? Buffer.alloc(0);
   if (!isText(old) || !isText(after) || old.length + after.length > MAX_DIFF_BYTES) {
     return { added: 0, removed: 0 };
   }
+  // Loaded on the first write or drift: an idle daemon does not carry it.
+  const { structuredPatch } = await import("diff");
   const patch = structuredPatch(name, name, old.toString("utf8"), after.toString("utf8"), "", "", {
     context: 2,
     // Bounded work on the event loop: a rewrite of thousands of lines would otherwise block it for minutes

@@ -175,7 +175,7 @@ export function createHostFs(opts: {
         return { outcome: "unchanged", previous: before };
 
       const shown = options.display ?? { before: before.data, after: data };
-      const diff = diffSummary(hostPath, shown.before, shown.after);
+      const diff = await diffSummary(hostPath, shown.before, shown.after);
       opts.record({
         type: "write",
         path: hostPath,

@@ -183,7 +183,7 @@ describe("hookshot transforms", () => {
         const step = await hookshotStep();
         const src = await assemble(step, readRepo, `hookshot/${service}.js`);
         assert.equal(await compileError(src), null);
-        assert.equal(declaresResult(src), false);
+        assert.equal(await declaresResult(src), false);
         assert.equal(await transformProblem(src), null);
         const code = src.replace(/\/\/[^\n]*/g, "");
         assert.doesNotMatch(code, /\b(console|require|setTimeout|setInterval|process)\b/);
@@ -277,8 +277,8 @@ describe("declaresResult: read from the syntax tree", () => {
     ["with a top-level return", "if (!data) return; let result = 1;", true],
   ];
   for (const [name, src, expected] of cases) {
-    it(`${name}: ${expected ? "declares" : "does not declare"} result`, () => {
-      assert.equal(declaresResult(src), expected);
+    it(`${name}: ${expected ? "declares" : "does not declare"} result`, async () => {
+      assert.equal(await declaresResult(src), expected);
     });
   }
 });

@@ -1,5 +1,4 @@
-import { type Node, parse } from "acorn";
-import { simple } from "acorn-walk";
+import type { Node } from "acorn";
 import type { QuickJSWASMModule } from "quickjs-emscripten";
 
 /**
@@ -42,7 +41,9 @@ export async function compileError(src: string): Promise<string | null> {
  * hookshot then posts "No content". Read from acorn's syntax tree, so comments, strings and template
  * literals never trigger it and destructuring does.
  */
-export function declaresResult(src: string): boolean {
+export async function declaresResult(src: string): Promise<boolean> {
+  // Loaded on first use, like QuickJS: only LXC 151's agent checks transforms.
+  const [{ parse }, { simple }] = await Promise.all([import("acorn"), import("acorn-walk")]);
   let ast: Node;
   try {
     // Parsed as hookshot runs it: the body of a function (so `return` is allowed).
@@ -85,7 +86,7 @@ function bindsResult(pattern: Node | null | undefined): boolean {
 export async function transformProblem(src: string): Promise<string | null> {
   const compile = await compileError(src);
   if (compile) return `does not compile in hookshot's QuickJS: ${compile}`;
-  if (declaresResult(src)) {
+  if (await declaresResult(src)) {
     return 'declares `result` with var/let/const; hookshot reads the global `result`, so every message would be "No content"';
   }
   return null;

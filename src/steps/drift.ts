@@ -34,6 +34,6 @@ export async function fileDrift(
   const show = options.display ?? ((b: Buffer) => b);
   const patch = same
     ? undefined
-    : diffSummary(target, show(live.data), show(wanted) ?? Buffer.alloc(0)).patch;
+    : (await diffSummary(target, show(live.data), show(wanted) ?? Buffer.alloc(0))).patch;
   return { id: target, state: "drifted", detail: problems.join("; "), ...(patch ? { patch } : {}) };
 }
