@@ -6,13 +6,16 @@ import path from "node:path";
  * Writes a file so that readers see the old content or the new, never a mix: a temp file beside the target
  * (same filesystem, so the rename is atomic), fsync, mode, an optional preparation of the temp file (owner,
  * validation), rename, fsync of the directory. Temp files a killed writer left for the same target are
- * removed first: callers write under the deploy lock, so none of them is in use.
+ * removed first: callers write under the deploy lock, so none of them is in use. `durable: false` leaves
+ * out both fsyncs, for records that only a crash of this process (not of the machine) must find: the write
+ * stays atomic, and the page cache survives a killed process.
  */
 export async function writeFileAtomic(
   file: string,
   data: string | Buffer,
-  options: { mode: number; prepare?: (tmp: string) => Promise<void> },
+  options: { mode: number; prepare?: (tmp: string) => Promise<void>; durable?: boolean },
 ): Promise<void> {
+  const durable = options.durable ?? true;
   const dir = path.dirname(file);
   const prefix = `.${path.basename(file)}.deploy-agent-`;
   for (const name of await readdir(dir).catch(() => [])) {
@@ -23,7 +26,7 @@ export async function writeFileAtomic(
     const handle = await open(tmp, "wx", 0o600);
     try {
       await handle.writeFile(data);
-      await handle.sync();
+      if (durable) await handle.sync();
     } finally {
       await handle.close();
     }
@@ -34,6 +37,7 @@ export async function writeFileAtomic(
     await unlink(tmp).catch(() => {});
     throw err;
   }
+  if (!durable) return;
   const dirHandle = await open(dir, "r");
   try {
     await dirHandle.sync();

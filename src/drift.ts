@@ -41,7 +41,7 @@ export async function checkDrift(opts: {
   const { manifest } = opts;
   const repo = opts.repo ?? (await openRepo(opts.repoDir, manifest.repo.remote, manifest.repo.branch));
   const { state } = await readState(opts.stateDir, manifest.host);
-  const snapshots = new Map<string, Promise<Snapshot>>();
+  const snapshots = new Map<string, Snapshot>();
   const steps: StepDrift[] = [];
   for (const step of manifest.steps) {
     if (opts.only?.length && !opts.only.includes(step.name)) continue;
@@ -60,7 +60,7 @@ export async function checkDrift(opts: {
     const ctx = createStepContext({
       dryRun: true,
       root: opts.root,
-      source: await (snapshots.get(revision) as Promise<Snapshot>),
+      source: snapshots.get(revision) as Snapshot,
       log: opts.log.child({ step: step.name }),
       signal: AbortSignal.timeout(step.timeoutSeconds * 1000),
       commands: manifest.commands,

@@ -72,7 +72,8 @@ export async function acquireLock(
     if (server) {
       const me: Holder = { pid: process.pid, since: new Date().toISOString() };
       try {
-        await writeFileAtomic(file, JSON.stringify(me), { mode: 0o600 });
+        // Who holds the lock, for the operator: the kernel's socket is the lock, so no fsync.
+        await writeFileAtomic(file, JSON.stringify(me), { mode: 0o600, durable: false });
       } catch (err) {
         server.close();
         throw stateWriteError(file, err);

@@ -6,9 +6,8 @@ import { acquireLock } from "./lock.js";
 import { manifestAt } from "./manifest/at-revision.js";
 import type { LoadOptions } from "./manifest/load.js";
 import type { Manifest } from "./manifest/schema.js";
-import { type Action, type PlanReason, plan, revisionsToDiff } from "./plan.js";
+import { type Action, type PlanReason, planLazily, revisionsToDiff } from "./plan.js";
 import {
-  changedPaths,
   clearStaleGitLocks,
   dirtyPaths,
   fetchBranch,
@@ -18,7 +17,7 @@ import {
   resetHard,
   resolveTarget,
 } from "./source/git.js";
-import { loadSnapshot, type Snapshot } from "./source/snapshot.js";
+import { changedPaths, loadSnapshot, type Snapshot } from "./source/snapshot.js";
 import { verifyRevision } from "./source/verify.js";
 import {
   readState,
@@ -111,17 +110,15 @@ interface Source {
   repo: Repo;
   revision: string;
   previousHead: string | null;
-  /** Local edits in the clone (a real run discards them). */
-  dirty: string[];
   snapshot: Snapshot;
   changes: Map<string, string[] | null>;
 }
 
 /**
- * Fetch (optional), resolve origin/<branch>, read its content and what changed. Independent git calls run
- * side by side: a push's latency is the number of sequential git spawns. The clone's work tree is reset
- * later, once the revision's manifest is known to be valid: a clone reset to an invalid manifest would
- * keep the agent from starting again.
+ * Fetch (optional), resolve origin/<branch> and what changed, all from git objects: after the fetch a push
+ * spawns no process until its steps are done (#15). Steps read git objects, never the work tree, so the
+ * work tree is reset after them (`syncWorkTree`), and only once the revision's manifest is known to be
+ * valid: a clone reset to an invalid manifest would keep the agent from starting again.
  */
 async function syncSource(opts: DeployOptions, state: State, warnings: string[]): Promise<Source> {
   const { repo: cfg } = opts.manifest;
@@ -132,20 +129,22 @@ async function syncSource(opts: DeployOptions, state: State, warnings: string[])
     if (stale.length)
       warnings.push(`removed git lock files left by a killed git process: ${stale.join(", ")}`);
   }
-  const [fetched, dirty, previousHead] = await Promise.all([
+  const [fetched, previousHead] = await Promise.all([
     opts.fetch ? fetchBranch(repo) : null,
-    opts.dryRun ? [] : dirtyPaths(repo),
     headCommit(repo),
   ]);
   const revision = fetched ?? (await resolveTarget(repo));
-  if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
   const froms = revisionsToDiff(state, revision);
-  const [snapshot, diffs] = await Promise.all([
-    loadSnapshot(repo, revision),
-    Promise.all(froms.map((from) => changedPaths(repo, from, revision))),
-  ]);
+  const diffs = await Promise.all(froms.map((from) => changedPaths(repo.objects, from, revision)));
   const changes = new Map(froms.map((from, i) => [from, diffs[i] ?? null]));
-  return { repo, revision, previousHead, dirty, snapshot, changes };
+  return { repo, revision, previousHead, snapshot: loadSnapshot(repo, revision), changes };
+}
+
+/** The clone's work tree to the deployed revision, local edits discarded (and said). */
+async function syncWorkTree(source: Source, warnings: string[]): Promise<void> {
+  const dirty = await dirtyPaths(source.repo);
+  if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
+  if (dirty.length || source.previousHead !== source.revision) await resetHard(source.repo, source.revision);
 }
 
 async function applyAction(
@@ -315,17 +314,16 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
         `${opts.manifestPath} changes ${pendingRestart.join(", ")}: takes effect after a restart of the agent`,
       );
     }
-    if (!opts.dryRun && (source.dirty.length || source.previousHead !== source.revision)) {
-      await resetHard(source.repo, source.revision);
-    }
-    const actions = plan({
-      steps: manifest.steps,
-      revision: source.revision,
-      tree: source.snapshot.paths(),
-      state,
-      changes: source.changes,
-      options: { all: opts.all, only: opts.only, force: opts.force ?? [] },
-    });
+    const actions = await planLazily(
+      {
+        steps: manifest.steps,
+        revision: source.revision,
+        state,
+        changes: source.changes,
+        options: { all: opts.all, only: opts.only, force: opts.force ?? [] },
+      },
+      source.snapshot.paths,
+    );
 
     const steps: StepReport[] = [];
     for (const action of actions) {
@@ -341,7 +339,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       }
       if (!opts.dryRun) {
         recordAttempt(state, action.step.name, source.revision);
-        await writeState(opts.stateDir, state);
+        await writeState(opts.stateDir, state, { durable: false });
       }
       const report = await applyAction(opts, manifest, action, source.snapshot);
       steps.push(report);
@@ -361,6 +359,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       }
     }
 
+    if (!opts.dryRun) await syncWorkTree(source, warnings);
     const ran = steps.filter((s) => s.run);
     const outcome = ran.some((s) => s.outcome === "failed") ? "failed" : ran.length ? "succeeded" : "noop";
     const result: RunReport["result"] =

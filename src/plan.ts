@@ -59,10 +59,32 @@ export function revisionsToDiff(state: State, revision: string): string[] {
 }
 
 export function plan(input: PlanInput): Action[] {
+  return planOver(input, () => input.tree);
+}
+
+/**
+ * `plan`, listing every file of the revision only when a step runs on all of its files (never applied,
+ * --all, an unknown or failed revision): a push pays for what it changed, not for the repository's size.
+ */
+export async function planLazily(
+  input: Omit<PlanInput, "tree">,
+  paths: () => Promise<readonly string[]>,
+): Promise<Action[]> {
+  let needed = false;
+  const actions = planOver(input, () => {
+    needed = true;
+    return [];
+  });
+  if (!needed) return actions;
+  const tree = await paths();
+  return planOver(input, () => tree);
+}
+
+function planOver(input: Omit<PlanInput, "tree">, tree: () => readonly string[]): Action[] {
   const { options, revision } = input;
   return input.steps.map((step): Action => {
     const matches = picomatch(triggersOf(step), { dot: true });
-    const covered = () => input.tree.filter((p) => matches(p));
+    const covered = () => tree().filter((p) => matches(p));
     const resume = unfinished(input.state, step.name);
     const action = (run: boolean, reason: PlanReason, message: string, files: string[]): Action => ({
       step,

@@ -119,11 +119,18 @@ export function stateWriteError(file: string, err: unknown): AgentError {
   });
 }
 
-export async function writeState(stateDir: string, state: State): Promise<void> {
+/**
+ * `durable: false` for the intent written before a step: a killed agent must find it, and the page cache
+ * keeps it for that; after a power loss the services start again anyway and read what the step wrote.
+ */
+export async function writeState(stateDir: string, state: State, options = { durable: true }): Promise<void> {
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const file = path.join(stateDir, STATE_FILE);
   try {
-    await writeFileAtomic(file, redact(`${JSON.stringify(state, null, 2)}\n`), { mode: 0o600 });
+    await writeFileAtomic(file, redact(`${JSON.stringify(state, null, 2)}\n`), {
+      mode: 0o600,
+      durable: options.durable,
+    });
   } catch (err) {
     throw stateWriteError(file, err);
   }

@@ -84,6 +84,8 @@ async function deliver(url: string, after: string) {
 
 async function status(url: string) {
   return (await (await fetch(`${url}/status`)).json()) as {
+    deployedRevision: string | null;
+    queue: { running: boolean };
     configuration: { valid: boolean; source: string; pendingRestart: string[] };
     lastError: { code: string; message: string } | null;
     steps: { name: string; lastAppliedRevision: string | null }[];
@@ -102,6 +104,11 @@ async function until(what: string, probe: () => Promise<boolean> | boolean, ms =
 const live = () => readFileSync(path.join(root, "var/www/index.html"), "utf8");
 const applied = async (url: string, step: string) =>
   (await status(url)).steps.find((s) => s.name === step)?.lastAppliedRevision;
+/** The run of `rev` is over: what the daemon reports about it (validity, pending restarts) is final. */
+const ranTo = async (url: string, rev: string) => {
+  const s = await status(url);
+  return s.deployedRevision === rev && !s.queue.running;
+};
 
 describe("the host manifest from git", () => {
   it("a push that changes a step's timeout and its file together is deployed with the new timeout", async () => {
@@ -167,7 +174,7 @@ describe("the host manifest from git", () => {
 
     const fixed = fx.push({ [MANIFEST]: manifest() });
     await deliver(url, fixed);
-    await until("the fixed revision deployed", async () => (await applied(url, "landing")) === fixed);
+    await until("the fixed revision deployed", () => ranTo(url, fixed));
     assert.equal(live(), "<p>v2</p>\n");
     assert.equal((await status(url)).configuration.valid, true);
     assert.equal((await fetch(`${url}/healthz`)).status, 200);
@@ -186,7 +193,7 @@ describe("the host manifest from git", () => {
       [MANIFEST]: manifest({ listen: { host: "127.0.0.1", port: 9123 } }),
     });
     await deliver(url, rev);
-    await until("v3 live", async () => (await applied(url, "landing")) === rev);
+    await until("v3 live", () => ranTo(url, rev));
     assert.deepEqual((await status(url)).configuration.pendingRestart, ["listen"]);
     assert.match(
       daemon?.out() ?? "",

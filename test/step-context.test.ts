@@ -168,7 +168,7 @@ describe("the dry-run context", () => {
     const ctx = createStepContext({
       dryRun: true,
       root,
-      source: await loadSnapshot(repo, git(fx.clone, "rev-parse", "HEAD")),
+      source: loadSnapshot(repo, git(fx.clone, "rev-parse", "HEAD")),
       log: silentLogger(),
       signal: new AbortController().signal,
       commands: { systemctl: ["systemctl"] },

@@ -42,7 +42,7 @@ export async function manifestAt(
   load: LoadOptions,
 ): Promise<ManifestAtRevision> {
   const at = `${manifestPath}@${snapshot.revision.slice(0, 12)}`;
-  if (!snapshot.has(manifestPath)) {
+  if (!(await snapshot.has(manifestPath))) {
     throw new AgentError("CONFIG_INVALID", `${manifestPath} does not exist at commit ${snapshot.revision}`, {
       hint: "push the host manifest back; the host stays on its last good revision",
     });

@@ -222,6 +222,7 @@ export function createAgent(opts: AgentOptions): Agent {
       for (const event of runEvents(report, eventBase(manifest, report.revision, subject))) send(event);
     } catch (err) {
       const e = asAgentError(err);
+      repo?.objects.close();
       repo = undefined;
       lastError = { code: e.code, message: e.message, at: new Date().toISOString() };
       failuresInRow++;
@@ -361,6 +362,7 @@ export function createAgent(opts: AgentOptions): Agent {
       clearTimeout(retryTimer);
       stop.abort();
       await queue.close();
+      repo?.objects.close();
       await notifier.drain(5000);
     },
   };

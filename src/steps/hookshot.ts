@@ -125,7 +125,7 @@ async function syncOne(
   const rel = `${step.directory}/${file}`;
   const key = stateKeyOf(step, file);
   const id = `${rel} -> ${key}`;
-  if (!ctx.source.has(rel)) {
+  if (!(await ctx.source.has(rel))) {
     return {
       id: rel,
       outcome: "skipped",
@@ -207,7 +207,7 @@ export const hookshotStep: StepKind<typeof schema> = {
       const rel = `${step.directory}/${file}`;
       const key = stateKeyOf(step, file);
       const id = `${rel} -> ${key}`;
-      if (!ctx.source.has(rel))
+      if (!(await ctx.source.has(rel)))
         return { id, state: "unknown", detail: "not in the repository at the applied revision" };
       const wanted = await assemble(step, (p) => ctx.source.read(p), rel);
       try {

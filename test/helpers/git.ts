@@ -55,7 +55,11 @@ function writeFiles(root: string, files: Files): void {
   }
 }
 
-export function makeFixture(initial: Files): Fixture {
+/**
+ * `history`: commits on main before the initial files (made with git fast-import, so a history of
+ * 10,000 commits takes a second), for benchmarks whose cost must not follow the history's length.
+ */
+export function makeFixture(initial: Files, options: { history?: number } = {}): Fixture {
   const dir = mkdtempSync(path.join(tmpdir(), "deploy-agent-test-"));
   const origin = path.join(dir, "origin.git");
   const pusher = path.join(dir, "pusher");
@@ -64,6 +68,23 @@ export function makeFixture(initial: Files): Fixture {
   git(dir, "clone", "--quiet", origin, pusher);
   git(pusher, "checkout", "--quiet", "-B", "main");
 
+  if (options.history) {
+    const stream: string[] = [];
+    for (let i = 1; i <= options.history; i++) {
+      const data = `commit ${i}\n`;
+      stream.push(
+        "commit refs/heads/main",
+        `committer ${IDENTITY.GIT_COMMITTER_NAME} <${IDENTITY.GIT_COMMITTER_EMAIL}> ${1_700_000_000 + i} +0000`,
+        "data 7",
+        "history",
+        `M 100644 inline history.txt`,
+        `data ${Buffer.byteLength(data)}`,
+        data,
+      );
+    }
+    execFileSync("git", ["fast-import", "--quiet"], { cwd: pusher, input: `${stream.join("\n")}\n` });
+    git(pusher, "reset", "--quiet", "--hard", "main");
+  }
   const push = (files: Files, message = "update") => {
     writeFiles(pusher, files);
     git(pusher, "add", "-A");
