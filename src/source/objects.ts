@@ -106,6 +106,7 @@ export function createObjectReader(dir: string, env: NodeJS.ProcessEnv): ObjectR
   const start = (): ChildProcessWithoutNullStreams => {
     const c = spawn("git", ["cat-file", "--batch"], { cwd: dir, env, stdio: ["pipe", "pipe", "pipe"] });
     c.stdout.on("data", (chunk: Buffer) => {
+      if (child !== c) return; // what a killed reader still had in the pipe
       buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
       drain();
     });
