@@ -1,6 +1,9 @@
-import { mkdirSync, writeFileSync } from "node:fs";
+import { execFile, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
-import { PROJECT } from "../test/helpers/agent.js";
+import { promisify } from "node:util";
+import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
 
 /** Small shared pieces of the benchmarks. */
 
@@ -29,4 +32,81 @@ export function table(header: string[], rows: (string | number)[][]): void {
     console.log(r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  "));
     if (k === 0) console.log(widths.map((w) => "-".repeat(w)).join("  "));
   }
+}
+
+/** What every table was measured on: the machine, Node, git and the daemon's flags (the unit's environment). */
+export function machine(): string {
+  const cpu = os.cpus();
+  const git = spawnSync("git", ["--version"], { encoding: "utf8" }).stdout.trim();
+  const env = Object.entries(unitEnvironment())
+    .map(([k, v]) => `${k}=${v}`)
+    .join(" ");
+  return `${cpu.length} × ${cpu[0]?.model ?? "cpu"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}; Node ${process.version}; ${git}; daemon environment (systemd/deploy-agent@.service): ${env}`;
+}
+
+export interface WrkResult {
+  rps: number;
+  p50ms: number;
+  p99ms: number;
+  /** Answers per status code. */
+  statuses: Record<string, number>;
+  errors: number;
+}
+
+/**
+ * `wrk` (C, one thread) as the load generator: on this 2-core box a Node load generator takes a whole core
+ * and becomes the bottleneck it is measuring. A Lua script posts one body with fixed headers and counts
+ * the statuses.
+ */
+export async function wrk(
+  url: string,
+  opts: { body: Buffer; headers: Record<string, string>; connections: number; seconds: number },
+): Promise<WrkResult> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "bench-wrk-"));
+  const bodyFile = path.join(dir, "body");
+  writeFileSync(bodyFile, opts.body);
+  const headers = Object.entries(opts.headers)
+    .map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`)
+    .join("\n");
+  const script = path.join(dir, "post.lua");
+  // response() counts in the worker thread's Lua state; done() runs in the main one and reads it there.
+  writeFileSync(
+    script,
+    `wrk.method = "POST"
+local f = io.open(${JSON.stringify(bodyFile)}, "rb"); wrk.body = f:read("*a"); f:close()
+${headers}
+statuses = {}
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function response(status) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary, latency)
+  io.write(string.format("RESULT %d %d %d %d\\n", summary.requests, summary.duration, latency:percentile(50), latency:percentile(99)))
+  local e = summary.errors
+  io.write(string.format("ERRORS %d\\n", e.connect + e.read + e.write + e.timeout))
+  for _, t in ipairs(threads) do
+    for s, n in pairs(t:get("statuses")) do io.write(string.format("STATUS %d %d\\n", s, n)) end
+  end
+end
+`,
+  );
+  // Asynchronously: the server under load may live in this process.
+  const out = await promisify(execFile)(
+    "wrk",
+    ["-t1", `-c${opts.connections}`, `-d${opts.seconds}s`, "--timeout", "5s", "-s", script, url],
+    { encoding: "utf8" },
+  ).catch((err: Error) => {
+    throw new Error(`wrk failed (apt-get install wrk): ${err.message}`);
+  });
+  rmSync(dir, { recursive: true, force: true });
+  const [, requests = 0, durationUs = 1, p50 = 0, p99 = 0] =
+    /RESULT (\d+) (\d+) (\d+) (\d+)/.exec(out.stdout)?.map(Number) ?? [];
+  const statuses: Record<string, number> = {};
+  for (const m of out.stdout.matchAll(/STATUS (\d+) (\d+)/g)) statuses[m[1] ?? ""] = Number(m[2]);
+  return {
+    rps: Math.round(requests / (durationUs / 1e6)),
+    p50ms: round(p50 / 1000, 2),
+    p99ms: round(p99 / 1000, 2),
+    statuses,
+    errors: Number(/ERRORS (\d+)/.exec(out.stdout)?.[1] ?? 0),
+  };
 }

@@ -22,6 +22,7 @@ async function agentRun(
   hsUrl: string,
   dirName: string,
   concurrency = 4,
+  fixtures?: string,
 ) {
   const fx = makeFixture(files);
   const manifestFile = writeManifest(fx.dir, {
@@ -36,6 +37,7 @@ async function agentRun(
         token: TOKEN,
         transforms,
         concurrency,
+        fixtures,
       },
     ],
   });
@@ -57,40 +59,66 @@ export async function matrixCalls() {
     "hookshot/lib/prelude.js": readFileSync(path.join(PROJECT, "hookshot/lib/prelude.js")),
   };
   for (const n of names) files[`hookshot/${n}`] = readFileSync(path.join(PROJECT, "hookshot", n));
+  // Each transform is also run over its sample payloads before it is pushed, as on LXC 151.
+  const payloads = path.join(PROJECT, "test/fixtures/payloads");
+  for (const f of readdirSync(payloads, { recursive: true, withFileTypes: true }))
+    if (f.isFile()) {
+      const full = path.join(f.parentPath, f.name);
+      files[path.relative(PROJECT, full)] = readFileSync(full);
+    }
   const { fx, run } = await agentRun(
     files,
     Object.fromEntries(names.map((n) => [n, null])),
     hs.url,
     "hookshot",
+    4,
+    "test/fixtures/payloads",
   );
   await run();
   const count = async (push: Files) => {
     fx.push(push);
     const [r0, w0] = [hs.requests.length, hs.writes()];
+    const t = performance.now();
     await run();
-    return { requests: hs.requests.length - r0, writes: hs.writes() - w0 };
+    const ms = Math.round(performance.now() - t);
+    return { requests: hs.requests.length - r0, writes: hs.writes() - w0, ms };
   };
   const oneTransform = await count({
     "hookshot/grafana.js": `${readFileSync(path.join(PROJECT, "hookshot/grafana.js"), "utf8")}\n// changed\n`,
   });
   const unrelated = await count({ "README.md": "unrelated change\n" });
+  // A prelude change: every transform is checked, compared and written again.
+  const prelude = await count({
+    "hookshot/lib/prelude.js": `${readFileSync(path.join(PROJECT, "hookshot/lib/prelude.js"), "utf8")}\n// changed\n`,
+  });
 
   // The old script on the same change: every transform, one PUT each (and nothing for an unrelated push,
   // which the old deploy script did not act on).
   const old = path.join(fx.dir, "old");
   cpSync(path.join(fx.pusher, "hookshot"), old, { recursive: true });
   const [r0, w0] = [hs.requests.length, hs.writes()];
+  const oldStarted = performance.now();
   // Asynchronously: the test homeserver answers from this very process.
   await promisify(execFile)("bash", [path.join(PROJECT, "bench/baseline/hookshot-deploy.sh"), old], {
     env: { ...process.env, MATRIX_TOKEN: TOKEN, MATRIX_SERVER: hs.url, MATRIX_ROOM: ROOM },
   });
-  const oldOne = { requests: hs.requests.length - r0, writes: hs.writes() - w0 };
+  const oldMs = performance.now() - oldStarted;
+  const oldOne = { requests: hs.requests.length - r0, writes: hs.writes() - w0, ms: Math.round(oldMs) };
   const clobbered = hs.state.get(`${TYPE}/grafana`)?.hookId === undefined;
   await hs.close();
   fx.cleanup();
   return {
-    agent: { oneTransformChanged: oneTransform, unrelatedPush: unrelated },
-    baseline: { oneTransformChanged: oldOne, unrelatedPush: { requests: 0, writes: 0 } },
+    agent: {
+      oneTransformChanged: oneTransform,
+      unrelatedPush: unrelated,
+      preludeChanged: { ...prelude, transforms: names.length },
+    },
+    baseline: {
+      oneTransformChanged: oldOne,
+      unrelatedPush: { requests: 0, writes: 0, ms: 0 },
+      // The old script pushes every transform whatever changed, the prelude included.
+      preludeChanged: { ...oldOne, transforms: names.length },
+    },
     baselineDroppedHookshotKeys: clobbered,
   };
 }

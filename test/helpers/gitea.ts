@@ -25,6 +25,17 @@ export function pushBody(fields: { ref?: string; before?: string; after: string 
   return Buffer.from(JSON.stringify(body, null, 2));
 }
 
+/**
+ * A push to `ref` as Gitea really sends it: test/fixtures/gitea/push-main.json (about 6.6 KB, with its
+ * commits, pusher and repository objects) with the given ref and commits, re-indented as Gitea does.
+ */
+export function realPushBody(fields: { ref?: string; before?: string; after: string }): Buffer {
+  const body = JSON.parse(giteaFixture("push-main.json").toString("utf8")) as Record<string, unknown>;
+  Object.assign(body, { ref: fields.ref ?? "refs/heads/main", after: fields.after });
+  if (fields.before) body.before = fields.before;
+  return Buffer.from(JSON.stringify(body, null, 2));
+}
+
 /** Every header Gitea sets on a delivery, signed with `secret`. */
 export function giteaHeaders(
   body: Buffer,
