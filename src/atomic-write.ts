@@ -10,6 +10,8 @@ import path from "node:path";
  * out both fsyncs, for records that only a crash of this process (not of the machine) must find: the write
  * stays atomic, and the page cache survives a killed process.
  */
+const swept = new Set<string>();
+
 export async function writeFileAtomic(
   file: string,
   data: string | Buffer,
@@ -18,8 +20,12 @@ export async function writeFileAtomic(
   const durable = options.durable ?? true;
   const dir = path.dirname(file);
   const prefix = `.${path.basename(file)}.deploy-agent-`;
-  for (const name of await readdir(dir).catch(() => [])) {
-    if (name.startsWith(prefix)) await unlink(path.join(dir, name)).catch(() => {});
+  // Once per target and process: a failed write of this process removes its own temp file.
+  if (!swept.has(file)) {
+    for (const name of await readdir(dir).catch(() => [])) {
+      if (name.startsWith(prefix)) await unlink(path.join(dir, name)).catch(() => {});
+    }
+    swept.add(file);
   }
   const tmp = path.join(dir, `${prefix}${randomBytes(6).toString("hex")}`);
   try {

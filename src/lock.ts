@@ -27,9 +27,15 @@ interface Holder {
   since: string;
 }
 
+const names = new Map<string, string>();
 async function lockName(stateDir: string): Promise<string> {
-  const dir = await realpath(stateDir);
-  return `\0deploy-agent-lock-${createHash("sha256").update(dir).digest("hex").slice(0, 40)}`;
+  let name = names.get(stateDir);
+  if (!name) {
+    const dir = await realpath(stateDir);
+    name = `\0deploy-agent-lock-${createHash("sha256").update(dir).digest("hex").slice(0, 40)}`;
+    names.set(stateDir, name);
+  }
+  return name;
 }
 
 /** Binds the lock's socket; null when another process holds it. */
