@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { sign } from "../src/server/verify.js";
-import { percentile, round, rssMiB, wrk } from "./lib.js";
+import { percentile, round, rssMiB, treeCpuMs, wrk } from "./lib.js";
 import { agentSystem, ignoredPush, pushToLive, type System, stop, webhookSystem } from "./systems.js";
 
 const PUSHES = 30;
@@ -34,7 +34,9 @@ async function measure(sys: System) {
   flooding = false;
   await prober;
   const loaded = rssMiB(pid);
+  const cpuBefore = treeCpuMs(pid);
   const live = await pushToLive(sys, PUSHES);
+  const cpuPerPushMs = (treeCpuMs(pid) - cpuBefore) / PUSHES;
   await stop(child);
   sys.fx.cleanup();
   const accepted = (flood.statuses["200"] ?? 0) + (flood.statuses["202"] ?? 0);
@@ -49,6 +51,7 @@ async function measure(sys: System) {
       statuses: Object.keys(flood.statuses),
       probeP99ms: round(percentile(probe, 99), 2),
     },
+    cpuPerPushMs: round(cpuPerPushMs),
     pushToLiveMs: {
       p50: round(percentile(live, 50)),
       p90: round(percentile(live, 90)),

@@ -1,5 +1,5 @@
 import { execFile, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -109,4 +109,30 @@ end
     statuses,
     errors: Number(/ERRORS (\d+)/.exec(out.stdout)?.[1] ?? 0),
   };
+}
+
+const TICK_MS = 1000 / Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim() || 100);
+
+/**
+ * CPU time (user + system, ms) of a process and everything below it: its own, its reaped children's
+ * (cutime, cstime) and that of the descendants still running (a long-lived `git cat-file`), from /proc.
+ */
+export function treeCpuMs(pid: number): number {
+  let total = 0;
+  const visit = (p: number) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // Fields 14-17 of stat(5): utime stime cutime cstime; the slice starts at field 3.
+      total += [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i] ?? 0), 0) * TICK_MS;
+      for (const task of readdirSync(`/proc/${p}/task`)) {
+        const kids = readFileSync(`/proc/${p}/task/${task}/children`, "utf8").trim();
+        for (const kid of kids ? kids.split(" ") : []) visit(Number(kid));
+      }
+    } catch {
+      // exited meanwhile: its time is in its parent's cutime
+    }
+  };
+  visit(pid);
+  return total;
 }

@@ -79,6 +79,14 @@ out.push(
         verdict(p2l.p90 <= 0.7),
       ],
       [
+        "CPU per push (the process and its git and bash children)",
+        `${a.cpuPerPushMs} ms`,
+        `${b.cpuPerPushMs} ms`,
+        x(a.cpuPerPushMs, b.cpuPerPushMs),
+        "",
+        "",
+      ],
+      [
         "signed push to another branch (5.9 KB): requests/s",
         n(a.signedPush.rps),
         n(b.signedPush.rps),
