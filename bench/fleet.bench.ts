@@ -18,7 +18,7 @@ import { type Files, git, makeFixture } from "../test/helpers/git.js";
 import { giteaHeaders, realPushBody } from "../test/helpers/gitea.js";
 import { startMatrixServer } from "../test/helpers/matrix-server.js";
 import { percentile, round } from "./lib.js";
-import { current, freshPort, SECRET, stop } from "./systems.js";
+import { current, freshPort, legacyHook, SECRET, stop } from "./systems.js";
 
 const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
 const TOKEN = "syt_fleet_bench_token";
@@ -85,10 +85,8 @@ export async function fleet(): Promise<{ agents: FleetResult; baseline: FleetRes
   const env = { ...process.env, PATH: `${shimDir}:${process.env.PATH}` };
   try {
     return {
-      agents: await run("agents", hs, (fx, host, root, port) => agentFor(fx, host, root, port, hs.url, env)),
-      baseline: await run("baseline", hs, (fx, host, root, port) =>
-        legacyFor(fx, host, root, port, hs.url, env),
-      ),
+      agents: await run("agents", hs, (m) => agentFor(m, hs.url, env)),
+      baseline: await run("baseline", hs, (m) => legacyFor(m, hs.url, env)),
     };
   } finally {
     health.close();
@@ -110,12 +108,14 @@ export interface FleetResult {
   n: number;
 }
 
-type Starter = (
-  fx: ReturnType<typeof makeFixture>,
-  host: Host,
-  root: string,
-  port: number,
-) => Promise<Omit<Member, "host">>;
+/** One member of a fleet to start: the shared origin, its host, its root and its port. */
+interface Seat {
+  fx: ReturnType<typeof makeFixture>;
+  host: Host;
+  root: string;
+  port: number;
+}
+type Starter = (seat: Seat) => Promise<Omit<Member, "host">>;
 
 function fileLive(file: string) {
   return (marker: string) => current(file)?.includes(marker) ?? false;
@@ -127,10 +127,7 @@ function matrixLive(hs: Awaited<ReturnType<typeof startMatrixServer>>) {
 }
 
 async function agentFor(
-  fx: ReturnType<typeof makeFixture>,
-  host: Host,
-  root: string,
-  port: number,
+  { fx, host, root, port }: Seat,
   hsUrl: string,
   env: NodeJS.ProcessEnv,
 ): Promise<Omit<Member, "host">> {
@@ -193,10 +190,7 @@ async function agentFor(
 }
 
 async function legacyFor(
-  fx: ReturnType<typeof makeFixture>,
-  host: Host,
-  root: string,
-  port: number,
+  { fx, host, root, port }: Seat,
   hsUrl: string,
   env: NodeJS.ProcessEnv,
 ): Promise<Omit<Member, "host">> {
@@ -230,36 +224,7 @@ async function legacyFor(
           ],
         };
   const hooks = path.join(root, "hooks.json");
-  writeFileSync(
-    hooks,
-    JSON.stringify([
-      {
-        id: "deploy",
-        ...command,
-        "command-working-directory": clone,
-        "success-http-response-code": 202,
-        "http-methods": ["POST"],
-        "trigger-rule": {
-          and: [
-            {
-              match: {
-                type: "payload-hmac-sha256",
-                secret: SECRET,
-                parameter: { source: "header", name: "X-Gitea-Signature" },
-              },
-            },
-            {
-              match: {
-                type: "value",
-                value: "refs/heads/main",
-                parameter: { source: "payload", name: "ref" },
-              },
-            },
-          ],
-        },
-      },
-    ]),
-  );
+  writeFileSync(hooks, JSON.stringify([legacyHook(clone, command)]));
   const child = spawn("webhook", ["-hooks", hooks, "-ip", HOSTS[host], "-port", String(port)], {
     stdio: ["ignore", "ignore", "ignore"],
     env,
@@ -280,7 +245,7 @@ async function run(
     for (const host of Object.keys(HOSTS) as Host[]) {
       const root = path.join(fx.dir, `root-${host}`);
       mkdirSync(root, { recursive: true });
-      const m = await start(fx, host, root, freshPort());
+      const m = await start({ fx, host, root, port: freshPort() });
       members.push({ host, ...m, live: host === "lxc151" ? matrixLive(hs) : m.live });
     }
     const all: number[] = [];

@@ -100,45 +100,55 @@ export function agentSystem(o: SystemOptions = {}): System {
   };
 }
 
+/**
+ * The old listener's hook as the hosts had it: HMAC-SHA256 over the body in X-Gitea-Signature, a push to
+ * main that is not a deletion, answered 202 while the command runs.
+ */
+export function legacyHook(cwd: string, command: Record<string, unknown>) {
+  const match = (type: string, value: string, from: string, name: string) => ({
+    match: { type, value, parameter: { source: from, name } },
+  });
+  return {
+    id: "deploy",
+    ...command,
+    "command-working-directory": cwd,
+    "response-message": "deploy triggered",
+    "success-http-response-code": 202,
+    "http-methods": ["POST"],
+    "trigger-rule": {
+      and: [
+        {
+          match: {
+            type: "payload-hmac-sha256",
+            secret: SECRET,
+            parameter: { source: "header", name: "X-Gitea-Signature" },
+          },
+        },
+        match("value", "push", "header", "X-Gitea-Event"),
+        match("value", "refs/heads/main", "payload", "ref"),
+        { not: match("value", "0".repeat(40), "payload", "after") },
+      ],
+    },
+  };
+}
+
 export function webhookSystem(o: SystemOptions = {}): System {
   const { fx, source, root } = landingFixture(o);
   const port = freshPort();
   const host = o.host ?? "127.0.0.1";
   const target = path.join(root, "var/www/matrix-landing/index.html");
   const hooks = path.join(fx.dir, "hooks.json");
-  const match = (type: string, value: string, from: string, name: string) => ({
-    match: { type, value, parameter: { source: from, name } },
-  });
   writeFileSync(
     hooks,
     JSON.stringify([
-      {
-        id: "deploy",
+      legacyHook(fx.dir, {
         "execute-command": path.join(PROJECT, "bench/baseline/deploy-landing.sh"),
-        "command-working-directory": fx.dir,
-        "response-message": "deploy triggered",
-        "success-http-response-code": 202,
-        "http-methods": ["POST"],
         "pass-arguments-to-command": [
           { source: "string", name: fx.clone },
           { source: "string", name: target },
           { source: "string", name: source },
         ],
-        "trigger-rule": {
-          and: [
-            {
-              match: {
-                type: "payload-hmac-sha256",
-                secret: SECRET,
-                parameter: { source: "header", name: "X-Gitea-Signature" },
-              },
-            },
-            match("value", "push", "header", "X-Gitea-Event"),
-            match("value", "refs/heads/main", "payload", "ref"),
-            { not: match("value", "0".repeat(40), "payload", "after") },
-          ],
-        },
-      },
+      }),
     ]),
   );
   const url = `http://${host}:${port}/hooks/deploy`;
