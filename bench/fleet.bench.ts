@@ -266,7 +266,7 @@ async function run(
       await Promise.all(
         members.map(async (m) => {
           await until(`${what} ${m.host} push ${i}`, () => m.live(marker), 60_000);
-          (perHost[m.host] ??= []).push(performance.now() - t);
+          perHost[m.host] = [...(perHost[m.host] ?? []), performance.now() - t];
         }),
       );
       all.push(performance.now() - t);
