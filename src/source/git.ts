@@ -153,18 +153,16 @@ export async function clearStaleGitLocks(repo: Repo): Promise<string[]> {
     `refs/heads/${repo.branch}.lock`,
     `refs/remotes/${repo.remote}/${repo.branch}.lock`,
   ];
-  const removed: string[] = [];
-  for (const rel of candidates) {
-    const file = path.join(gitDir, rel);
-    if (
-      await unlink(file).then(
-        () => true,
-        () => false,
-      )
-    )
-      removed.push(`.git/${rel}`);
-  }
-  return removed;
+  // Side by side: a push waits for this before its fetch.
+  const gone = await Promise.all(
+    candidates.map((rel) =>
+      unlink(path.join(gitDir, rel)).then(
+        () => `.git/${rel}`,
+        () => null,
+      ),
+    ),
+  );
+  return gone.filter((r): r is string => r !== null);
 }
 
 /** Paths with local modifications; they are about to be discarded by the hard reset. */
