@@ -113,6 +113,15 @@ describe("git objects through cat-file --batch", () => {
     reader.close();
   });
 
+  it("closing the reader answers the reads still waiting, and a later read starts it again", async () => {
+    const reader = createObjectReader(fx.clone, process.env);
+    const waiting = reader.read("HEAD");
+    reader.close();
+    await assert.rejects(waiting, { code: "GIT_FAILED", message: /closed/ });
+    assert.equal((await reader.read("HEAD"))?.type, "commit");
+    reader.close();
+  });
+
   it("an object larger than the cap is refused with a clear error", async () => {
     const big = Buffer.alloc(MAX_OBJECT_BYTES + 1, 0x61);
     const rev = fx.push({ "big.bin": big });

@@ -139,6 +139,9 @@ export function createObjectReader(dir: string, env: NodeJS.ProcessEnv): ObjectR
       const c = child;
       child = null;
       clearTimeout(timer);
+      buffered = Buffer.alloc(0);
+      // Reads still waiting get an answer: their reader is gone.
+      for (const p of queue.splice(0)) p.reject(new AgentError("GIT_FAILED", "the object reader was closed"));
       c?.stdin.end();
     },
   };
