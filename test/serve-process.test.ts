@@ -74,8 +74,11 @@ describe("deploy-agent serve (process)", () => {
 
     const again = serve();
     await again.waitFor(/"msg":"run finished"/);
+    const stopping = Date.now();
     again.child.kill("SIGTERM");
     assert.equal(await again.exited, 0);
+    // Idle, with nothing to notify: nothing waits out the notifier's 5 s drain bound (a ref'd timer did).
+    assert.ok(Date.now() - stopping < 3000, `stopped after ${Date.now() - stopping} ms`);
     const { state } = await readState(stateDir, "lxctest");
     assert.ok(state.steps.slow?.lastAppliedRevision && state.steps.after?.lastAppliedRevision);
     assert.equal(readFileSync(path.join(root, "var/www/config.json"), "utf8"), "{}\n");

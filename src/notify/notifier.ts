@@ -229,7 +229,8 @@ export function createNotifier(opts: {
       );
     },
     async drain(ms) {
-      await Promise.race([working ?? Promise.resolve(), sleep(ms)]);
+      // An unref'd bound: with nothing to send, a ref'd timer kept a stopping daemon alive for all of it.
+      await Promise.race([working ?? Promise.resolve(), sleep(ms, undefined, { ref: false })]);
     },
   };
 }
