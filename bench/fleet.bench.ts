@@ -17,7 +17,7 @@ import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
 import { type Files, git, makeFixture } from "../test/helpers/git.js";
 import { giteaHeaders, realPushBody } from "../test/helpers/gitea.js";
 import { startMatrixServer } from "../test/helpers/matrix-server.js";
-import { percentile, round } from "./lib.js";
+import { percentile, round, until } from "./lib.js";
 import { current, freshPort, legacyHook, SECRET, stop } from "./systems.js";
 
 const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
@@ -60,14 +60,6 @@ function shims(): string {
     chmodSync(path.join(dir, tool), 0o755);
   }
   return dir;
-}
-
-async function until(what: string, probe: () => boolean | Promise<boolean>, ms = 120_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`fleet: timed out waiting for ${what}`);
-    await sleep(1);
-  }
 }
 
 export async function fleet(): Promise<{ agents: FleetResult; baseline: FleetResult }> {
@@ -174,12 +166,16 @@ async function agentFor(
   const base = `http://${HOSTS[host]}:${port}`;
   const rev = git(fx.origin, "rev-parse", "main");
   // Up, and done with its start-up reconcile (every step applied once).
-  await until(`${host} to apply ${rev.slice(0, 12)} at start`, async () => {
-    const s = await fetch(`${base}/status`)
-      .then((r) => r.json() as Promise<{ deployedRevision: string | null; queue: { running: boolean } }>)
-      .catch(() => null);
-    return s?.deployedRevision === rev && !s.queue.running;
-  });
+  await until(
+    `fleet: ${host} to apply ${rev.slice(0, 12)} at start`,
+    async () => {
+      const s = await fetch(`${base}/status`)
+        .then((r) => r.json() as Promise<{ deployedRevision: string | null; queue: { running: boolean } }>)
+        .catch(() => null);
+      return s?.deployedRevision === rev && !s.queue.running;
+    },
+    120_000,
+  );
   const target: Record<Host, string> = {
     lxc151: "",
     lxc106: "var/www/html/config.json",
@@ -230,7 +226,11 @@ async function legacyFor(
     env,
   });
   const url = `http://${HOSTS[host]}:${port}/hooks/deploy`;
-  await until(`webhook for ${host} to listen`, async () => (await fetch(url).catch(() => null)) !== null);
+  await until(
+    `fleet: webhook for ${host} to listen`,
+    async () => (await fetch(url).catch(() => null)) !== null,
+    120_000,
+  );
   return { url, child, live: fileLive(path.join(root, target)) };
 }
 
@@ -265,7 +265,7 @@ async function run(
       if (bad) throw new Error(`fleet ${what}: a delivery answered ${bad.status}`);
       await Promise.all(
         members.map(async (m) => {
-          await until(`${what} ${m.host} push ${i}`, () => m.live(marker), 60_000);
+          await until(`fleet: ${what} ${m.host} push ${i} live`, () => m.live(marker), 60_000);
           perHost[m.host] = [...(perHost[m.host] ?? []), performance.now() - t];
         }),
       );

@@ -2,6 +2,7 @@ import { execFile, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
 
@@ -15,6 +16,19 @@ export function percentile(xs: readonly number[], p: number): number {
 }
 
 export const round = (n: number, digits = 1) => Number(n.toFixed(digits));
+
+/** Polls `probe` every millisecond until it holds; throws naming `what` after `ms`. */
+export async function until(
+  what: string,
+  probe: () => boolean | Promise<boolean>,
+  ms: number,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(1);
+  }
+}
 
 export function writeResults(name: string, results: unknown): string {
   const dir = path.join(PROJECT, "bench/results");

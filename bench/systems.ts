@@ -11,6 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { PROJECT, serveArgs, unitEnvironment, writeManifest } from "../test/helpers/agent.js";
 import { type Files, type Fixture, makeFixture } from "../test/helpers/git.js";
 import { giteaFixture, giteaHeaders, realPushBody } from "../test/helpers/gitea.js";
+import { until } from "./lib.js";
 
 export const SECRET = "bench-webhook-secret-0123456789";
 
@@ -176,15 +177,6 @@ export function current(file: string): string | null {
   }
 }
 
-/** Resolves once `file` holds `content` (polled every millisecond). */
-export async function liveAt(file: string, content: string, what: string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (current(file) !== content) {
-    if (Date.now() > deadline) throw new Error(`${what}: never went live`);
-    await sleep(1);
-  }
-}
-
 /**
  * Push-to-live: a commit pushed to the origin, then the timer runs from the signed POST (Gitea's real push
  * body) until the target holds the commit's content. Each push waits for the previous one to be live and
@@ -203,7 +195,7 @@ export async function pushToLive(sys: System, pushes: number): Promise<number[]>
       body: new Uint8Array(body),
     });
     if (res.status !== 202) throw new Error(`${sys.name}: push ${i} answered ${res.status}`);
-    await liveAt(sys.target, content, `${sys.name}: push ${i}`);
+    await until(`${sys.name}: push ${i} live`, () => current(sys.target) === content, 30_000);
     times.push(performance.now() - t);
     await sleep(50);
   }
