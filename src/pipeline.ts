@@ -17,7 +17,7 @@ import {
   resetHard,
   resolveTarget,
 } from "./source/git.js";
-import { changedPaths, loadSnapshot, type Snapshot } from "./source/snapshot.js";
+import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "./source/snapshot.js";
 import { verifyRevision } from "./source/verify.js";
 import {
   readState,
@@ -135,9 +135,10 @@ async function syncSource(opts: DeployOptions, state: State, warnings: string[])
   ]);
   const revision = fetched ?? (await resolveTarget(repo));
   const froms = revisionsToDiff(state, revision);
-  const diffs = await Promise.all(froms.map((from) => changedPaths(repo.objects, from, revision)));
+  const trees = gitTrees(repo.objects);
+  const diffs = await Promise.all(froms.map((from) => changedPaths(trees, from, revision)));
   const changes = new Map(froms.map((from, i) => [from, diffs[i] ?? null]));
-  return { repo, revision, previousHead, snapshot: loadSnapshot(repo, revision), changes };
+  return { repo, revision, previousHead, snapshot: loadSnapshot(repo, revision, trees), changes };
 }
 
 /** The clone's work tree to the deployed revision, local edits discarded (and said). */

@@ -3,7 +3,7 @@ import { execFileSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { openRepo, type Repo } from "../src/source/git.js";
 import { createObjectReader, MAX_OBJECT_BYTES } from "../src/source/objects.js";
-import { changedPaths, loadSnapshot } from "../src/source/snapshot.js";
+import { changedPaths, gitTrees, loadSnapshot } from "../src/source/snapshot.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
 /**
@@ -57,18 +57,22 @@ describe("git objects through cat-file --batch", () => {
       for (let k = i + 1; k < revs.length; k++) {
         const from = revs[i] ?? "";
         const to = revs[k] ?? "";
-        assert.deepEqual(await changedPaths(repo.objects, from, to), gitSays(from, to), `${i}..${k}`);
+        assert.deepEqual(
+          await changedPaths(gitTrees(repo.objects), from, to),
+          gitSays(from, to),
+          `${i}..${k}`,
+        );
       }
     }
-    assert.deepEqual(await changedPaths(repo.objects, start, start), []);
+    assert.deepEqual(await changedPaths(gitTrees(repo.objects), start, start), []);
   });
 
   it("a revision that is not a commit here is unknown (null), never an error", async () => {
     const head = git(fx.clone, "rev-parse", "HEAD");
-    assert.equal(await changedPaths(repo.objects, "1".repeat(40), head), null);
-    assert.equal(await changedPaths(repo.objects, "not-a-sha", head), null);
+    assert.equal(await changedPaths(gitTrees(repo.objects), "1".repeat(40), head), null);
+    assert.equal(await changedPaths(gitTrees(repo.objects), "not-a-sha", head), null);
     const blob = git(fx.clone, "rev-parse", "HEAD:README.md");
-    assert.equal(await changedPaths(repo.objects, blob, head), null, "a blob is not a commit");
+    assert.equal(await changedPaths(gitTrees(repo.objects), blob, head), null, "a blob is not a commit");
   });
 
   it("a snapshot reads files as git has them, refuses links, and lists every path only when asked", async () => {

@@ -19,27 +19,46 @@ export interface Snapshot {
 const REGULAR_FILE_MODES = new Set(["100644", "100755"]);
 type Tree = Map<string, TreeEntry>;
 
-/** Trees by oid, read through the object reader; one cache per snapshot or diff. */
-function treeReader(objects: ObjectReader) {
-  const cache = new Map<string, Promise<Tree>>();
-  return (oid: string): Promise<Tree> => {
-    let tree = cache.get(oid);
-    if (!tree) {
-      tree = objects.read(oid).then((o) => {
-        if (o?.type !== "tree") throw new AgentError("GIT_FAILED", `tree ${oid} is missing from the clone`);
-        return parseTree(o.data, oid.length / 2);
-      });
-      cache.set(oid, tree);
-    }
-    return tree;
-  };
+/**
+ * Trees by oid and the root tree of each revision, read through the object reader once each. One per run:
+ * the diff and the snapshot walk the same trees of the deployed revision.
+ */
+export interface GitTrees {
+  tree(oid: string): Promise<Tree>;
+  /** The root tree of a commit, or null when `revision` names no commit here. */
+  root(revision: string): Promise<string | null>;
 }
 
-/** The root tree of a commit, or null when `revision` names no commit here. */
-export async function rootTree(objects: ObjectReader, revision: string): Promise<string | null> {
-  const o = await objects.read(`${revision}^{commit}`);
-  if (o?.type !== "commit") return null;
-  return /^tree ([0-9a-f]{40,64})\n/.exec(o.data.toString("latin1"))?.[1] ?? null;
+export function gitTrees(objects: ObjectReader): GitTrees {
+  const trees = new Map<string, Promise<Tree>>();
+  const roots = new Map<string, Promise<string | null>>();
+  return {
+    tree(oid) {
+      let tree = trees.get(oid);
+      if (!tree) {
+        tree = objects.read(oid).then((o) => {
+          if (o?.type !== "tree") throw new AgentError("GIT_FAILED", `tree ${oid} is missing from the clone`);
+          return parseTree(o.data, oid.length / 2);
+        });
+        trees.set(oid, tree);
+      }
+      return tree;
+    },
+    root(revision) {
+      let root = roots.get(revision);
+      if (!root) {
+        root = objects
+          .read(`${revision}^{commit}`)
+          .then((o) =>
+            o?.type === "commit"
+              ? (/^tree ([0-9a-f]{40,64})\n/.exec(o.data.toString("latin1"))?.[1] ?? null)
+              : null,
+          );
+        roots.set(revision, root);
+      }
+      return root;
+    },
+  };
 }
 
 async function listAll(tree: (oid: string) => Promise<Tree>, oid: string, prefix: string): Promise<string[]> {
@@ -51,16 +70,13 @@ async function listAll(tree: (oid: string) => Promise<Tree>, oid: string, prefix
   return out;
 }
 
-export function loadSnapshot(repo: Repo, revision: string): Snapshot {
+export function loadSnapshot(repo: Repo, revision: string, trees = gitTrees(repo.objects)): Snapshot {
   const short = revision.slice(0, 12);
-  const tree = treeReader(repo.objects);
-  let root: Promise<string> | undefined;
-  const rootOid = () => {
-    root ??= rootTree(repo.objects, revision).then((oid) => {
-      if (!oid) throw new AgentError("REPO_INVALID", `${revision} is not a commit in ${repo.dir}`);
-      return oid;
-    });
-    return root;
+  const { tree } = trees;
+  const rootOid = async () => {
+    const oid = await trees.root(revision);
+    if (!oid) throw new AgentError("REPO_INVALID", `${revision} is not a commit in ${repo.dir}`);
+    return oid;
   };
   let all: Promise<string[]> | undefined;
   /** The entry at `path`, walking one tree per directory level; null when there is none. */
@@ -111,15 +127,11 @@ export function loadSnapshot(repo: Repo, revision: string): Snapshot {
  * their trees: subtrees with equal oids are skipped, so the cost follows the change, not the repository.
  * Null when `from` is not a commit of this repository (history rewritten, or state from elsewhere).
  */
-export async function changedPaths(
-  objects: ObjectReader,
-  from: string,
-  to: string,
-): Promise<string[] | null> {
+export async function changedPaths(trees: GitTrees, from: string, to: string): Promise<string[] | null> {
   if (!/^[0-9a-f]{40,64}$/.test(from)) return null;
-  const [a, b] = await Promise.all([rootTree(objects, from), rootTree(objects, to)]);
+  const [a, b] = await Promise.all([trees.root(from), trees.root(to)]);
   if (!a || !b) return null;
-  const tree = treeReader(objects);
+  const { tree } = trees;
   const changed: string[] = [];
   const walk = async (left: string | null, right: string | null, prefix: string): Promise<void> => {
     if (left === right) return;
