@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { openRepo, type Repo } from "../src/source/git.js";
 import { createObjectReader, MAX_OBJECT_BYTES } from "../src/source/objects.js";
@@ -126,11 +129,39 @@ describe("git objects through cat-file --batch", () => {
     reader.close();
   });
 
-  it("an object larger than the cap is refused with a clear error", async () => {
-    const big = Buffer.alloc(MAX_OBJECT_BYTES + 1, 0x61);
-    const rev = fx.push({ "big.bin": big });
+  it("a git that stops answering fails the read after the timeout, and is killed", async () => {
+    const bin = mkdtempSync(path.join(tmpdir(), "stuck-git-"));
+    writeFileSync(path.join(bin, "git"), '#!/bin/sh\necho $$ > "$(dirname "$0")/pid"\nexec sleep 60\n', {
+      mode: 0o755,
+    });
+    const reader = createObjectReader(
+      fx.clone,
+      { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+      {
+        timeoutMs: 300,
+      },
+    );
+    const started = Date.now();
+    await assert.rejects(reader.read("HEAD"), {
+      code: "GIT_FAILED",
+      message: /did not answer within 300 ms/,
+    });
+    assert.ok(Date.now() - started >= 300);
+    const pid = Number(readFileSync(path.join(bin, "pid"), "utf8"));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, "the stuck process is gone");
+    reader.close();
+    rmSync(bin, { recursive: true, force: true });
+  });
+
+  it("an object of exactly the cap is read; one byte more is refused with a clear error", async () => {
+    const rev = fx.push({
+      "max.bin": Buffer.alloc(MAX_OBJECT_BYTES, 0x61),
+      "big.bin": Buffer.alloc(MAX_OBJECT_BYTES + 1, 0x61),
+    });
     fetchAll();
     const reader = createObjectReader(fx.clone, process.env);
+    assert.equal((await reader.read(`${rev}:max.bin`))?.data.length, MAX_OBJECT_BYTES);
     await assert.rejects(reader.read(`${rev}:big.bin`), { code: "SOURCE_UNSAFE", message: /at most/ });
     // The reader recovers: the next read starts a new cat-file.
     assert.equal((await reader.read(`${rev}:README.md`))?.type, "blob");

@@ -12,7 +12,7 @@ import { AgentError } from "../errors.js";
 /** The largest object read into memory; the config repository holds small text files. */
 export const MAX_OBJECT_BYTES = 32 * 1024 * 1024;
 /** An answer that takes longer means git is stuck: the reader is killed and started again on next use. */
-const READ_TIMEOUT_MS = 30_000;
+export const READ_TIMEOUT_MS = 30_000;
 
 export interface GitObject {
   oid: string;
@@ -32,7 +32,11 @@ interface Pending {
   reject(e: Error): void;
 }
 
-export function createObjectReader(dir: string, env: NodeJS.ProcessEnv): ObjectReader {
+export function createObjectReader(
+  dir: string,
+  env: NodeJS.ProcessEnv,
+  { timeoutMs = READ_TIMEOUT_MS } = {},
+): ObjectReader {
   let child: ChildProcessWithoutNullStreams | null = null;
   let buffered: Buffer = Buffer.alloc(0);
   let queue: Pending[] = [];
@@ -62,8 +66,8 @@ export function createObjectReader(dir: string, env: NodeJS.ProcessEnv): ObjectR
     hold(queue.length > 0);
     if (!queue.length) return;
     timer = setTimeout(
-      () => fail(new AgentError("GIT_FAILED", `git cat-file did not answer within ${READ_TIMEOUT_MS} ms`)),
-      READ_TIMEOUT_MS,
+      () => fail(new AgentError("GIT_FAILED", `git cat-file did not answer within ${timeoutMs} ms`)),
+      timeoutMs,
     );
     timer.unref();
   };
