@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { mkdir, readFile, realpath, unlink } from "node:fs/promises";
+import { mkdirSync } from "node:fs";
+import { readFile, realpath, unlink } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -67,9 +68,11 @@ export async function acquireLock(
   onWait: (holder: Holder) => void = () => {},
 ): Promise<Lock> {
   const file = path.join(stateDir, LOCK_FILE);
-  await mkdir(stateDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+  try {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
     throw stateWriteError(file, err);
-  });
+  }
   const name = await lockName(stateDir);
   const deadline = Date.now() + waitMs;
   let told = false;

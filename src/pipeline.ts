@@ -125,7 +125,7 @@ async function syncSource(opts: DeployOptions, state: State, warnings: string[])
   const repo = opts.repo ?? (await openRepo(opts.repoDir, cfg.remote, cfg.branch));
   if (!opts.dryRun) {
     // Safe only under the deploy lock, which a real run holds here.
-    const stale = await clearStaleGitLocks(repo);
+    const stale = clearStaleGitLocks(repo);
     if (stale.length)
       warnings.push(`removed git lock files left by a killed git process: ${stale.join(", ")}`);
   }

@@ -1,4 +1,4 @@
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { writeFileAtomic } from "./atomic-write.js";
@@ -80,7 +80,8 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
   const file = path.join(stateDir, STATE_FILE);
   let text: string;
   try {
-    text = await readFile(file, "utf8");
+    // Synchronously: a small file read once per run, on a push's path (see writeFileAtomic).
+    text = readFileSync(file, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return { state: emptyState(host) };
     return { state: emptyState(host), problem: `cannot read ${file}: ${(err as Error).message}` };
@@ -124,9 +125,9 @@ export function stateWriteError(file: string, err: unknown): AgentError {
  * keeps it for that; after a power loss the services start again anyway and read what the step wrote.
  */
 export async function writeState(stateDir: string, state: State, options = { durable: true }): Promise<void> {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const file = path.join(stateDir, STATE_FILE);
   try {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     await writeFileAtomic(file, redact(`${JSON.stringify(state, null, 2)}\n`), {
       mode: 0o600,
       durable: options.durable,
