@@ -37,6 +37,15 @@ const LINGER_MS = 2000;
 
 const ZERO = /^0{40}$/;
 
+/**
+ * No route declares a JSON schema (zod checks what the agent reads), so fastify never needs its ajv and
+ * fast-json-stringify compilers; these factories say so if that ever changes, and keep fastify from loading
+ * the defaults (build.mjs leaves them out of the bundle: start-up, #15).
+ */
+const noRouteSchemas = (): never => {
+  throw new Error("route schemas are not used here: requests are checked with zod");
+};
+
 /** Only what the agent reads from a push; everything else Gitea sends is ignored. */
 const pushSchema = z.object({
   ref: z.string(),
@@ -94,6 +103,9 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     // request's cost, #15): the lines that matter carry their delivery id instead.
     childLoggerFactory: (logger) => logger,
     bodyLimit: hook.bodyLimitBytes,
+    schemaController: {
+      compilersFactory: { buildValidator: noRouteSchemas, buildSerializer: noRouteSchemas },
+    },
     return503OnClosing: true,
     forceCloseConnections: "idle",
     requestTimeout: limits.requestTimeoutSeconds * 1000,
