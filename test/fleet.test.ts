@@ -214,6 +214,10 @@ describe("the fleet: notices, commit statuses, fleet wait and status", () => {
       ["lxc106", "lxc139"].every((h) => gitea.latest(bad, `deploy/${h}`) === "success"),
     );
     await until("failure notice", () => noticesOf(bad, "run.failed").length === 1);
+    // A host posts its commit status, then its notice: wait for lxc151's, then give the two hosts with
+    // nothing to do the same moment to show they send none.
+    await until("lxc151's notice", () => noticesOf(bad, "run.succeeded").includes("lxc151"));
+    await sleep(300);
     assert.deepEqual(noticesOf(bad, "run.succeeded"), ["lxc151"], "hosts with nothing to do send no notice");
     const failure = notices.find((n) => n.revision === bad && n.event === "run.failed");
     assert.equal(failure?.host, "lxc110");
