@@ -81,6 +81,11 @@ describe("manifest loading", () => {
       /listen\.port: /,
     ],
     ["missing steps", HEAD, /steps: /],
+    [
+      "a remote name git would read as an option",
+      `${HEAD}repo: { remote: "--upload-pack=touch /tmp/x" }\nsteps:\n${FILE_STEP}`,
+      /repo\.remote: must be a git remote name/,
+    ],
   ];
   for (const [name, text, pattern] of bad) {
     it(`rejects ${name}, naming the file and the key path`, async () => {

@@ -120,7 +120,11 @@ export const manifestSchema = z
     repo: z
       .strictObject({
         path: hostPath.default("/opt/matrix-config"),
-        remote: z.string().min(1).default("origin"),
+        // A git remote's name; it is passed to `git fetch` as an argument, so never an option.
+        remote: z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, { message: "must be a git remote name" })
+          .default("origin"),
         branch: z
           .string()
           .regex(/^[A-Za-z0-9._/-]+$/, { message: "must be a branch name" })

@@ -220,9 +220,12 @@ export function createAgent(opts: AgentOptions): Agent {
         ? await subjectOf(repo, report.revision)
         : null;
       for (const event of runEvents(report, eventBase(manifest, report.revision, subject))) send(event);
+      // The next push's fetch, started now that nothing waits (fetch.ts).
+      if (!stop.signal.aborted) repo.fetcher.prepare();
     } catch (err) {
       const e = asAgentError(err);
       repo?.objects.close();
+      repo?.fetcher.close();
       repo = undefined;
       lastError = { code: e.code, message: e.message, at: new Date().toISOString() };
       failuresInRow++;
@@ -363,6 +366,7 @@ export function createAgent(opts: AgentOptions): Agent {
       stop.abort();
       await queue.close();
       repo?.objects.close();
+      repo?.fetcher.close();
       await notifier.drain(5000);
     },
   };

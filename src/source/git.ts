@@ -4,6 +4,7 @@ import path from "node:path";
 import { type SimpleGit, simpleGit } from "simple-git";
 import { AgentError } from "../errors.js";
 import { sanitize } from "../secret.js";
+import { createFetcher, type Fetcher } from "./fetch.js";
 import { createObjectReader, type ObjectReader } from "./objects.js";
 
 /**
@@ -18,6 +19,8 @@ export interface Repo {
   git: SimpleGit;
   /** One long-lived `git cat-file --batch` for blobs, trees and commits (see objects.ts). */
   objects: ObjectReader;
+  /** `git fetch`, started ahead by the daemon (see fetch.ts). */
+  fetcher: Fetcher;
 }
 
 const NETWORK_TIMEOUT_MS = 120_000;
@@ -85,7 +88,16 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
       hint: `git -C ${dir} remote add ${remote} <url>`,
     });
   }
-  return { dir, remote, branch, git, objects: createObjectReader(dir, env) };
+  // No tag following, no submodules, no `git maintenance` child: the agent needs one branch, now.
+  const fetchOptions = ["--no-tags", "--no-recurse-submodules", "--no-auto-maintenance", remote];
+  return {
+    dir,
+    remote,
+    branch,
+    git,
+    objects: createObjectReader(dir, env),
+    fetcher: createFetcher(dir, env, fetchOptions, { timeoutMs: NETWORK_TIMEOUT_MS }),
+  };
 }
 
 /** A commit's subject line, for notices; null when it cannot be read. */
@@ -107,15 +119,7 @@ export function trackingRef(repo: Repo): string {
  */
 export async function fetchBranch(repo: Repo): Promise<string | null> {
   try {
-    // No tag following, no submodules, no `git maintenance` child: the agent needs one branch, now (about
-    // 4 ms a push).
-    await repo.git.fetch([
-      "--no-tags",
-      "--no-recurse-submodules",
-      "--no-auto-maintenance",
-      repo.remote,
-      `+refs/heads/${repo.branch}:${trackingRef(repo)}`,
-    ]);
+    await repo.fetcher.fetch(`+refs/heads/${repo.branch}:${trackingRef(repo)}`);
   } catch (err) {
     throw gitError("FETCH_FAILED", `git fetch ${repo.remote} ${repo.branch} failed`, err);
   }

@@ -1,4 +1,4 @@
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { type ChildProcess, type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { AgentError } from "../errors.js";
 
 /**
@@ -13,6 +13,14 @@ import { AgentError } from "../errors.js";
 export const MAX_OBJECT_BYTES = 32 * 1024 * 1024;
 /** An answer that takes longer means git is stuck: the reader is killed and started again on next use. */
 export const READ_TIMEOUT_MS = 30_000;
+
+/** Whether a child process (and its pipes) keeps this process alive: only while something waits for it. */
+export function holdOpen(child: ChildProcess, on: boolean): void {
+  for (const h of [child, child.stdin, child.stdout, child.stderr] as { ref?(): void; unref?(): void }[]) {
+    if (on) h?.ref?.();
+    else h?.unref?.();
+  }
+}
 
 export interface GitObject {
   oid: string;
@@ -54,11 +62,7 @@ export function createObjectReader(
 
   /** While a read waits, the child keeps the process alive; idle, it must not keep a one-shot command alive. */
   const hold = (on: boolean) => {
-    if (!child) return;
-    for (const h of [child, child.stdin, child.stdout, child.stderr] as { ref?(): void; unref?(): void }[]) {
-      if (on) h.ref?.();
-      else h.unref?.();
-    }
+    if (child) holdOpen(child, on);
   };
 
   const arm = () => {
