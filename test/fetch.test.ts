@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -9,9 +9,9 @@ import { PROJECT } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
 /**
- * The fetch started ahead (src/source/fetch.ts): a real clone and bare origin, the waiting `git fetch
- * --stdin` found in /proc, and what it must never do: fetch before it is told, hold a lock while it waits,
- * use a remote URL that changed, or fetch anything when the agent dies under it.
+ * The fetch started ahead (src/source/fetch.ts): a real clone and bare origin, the waiting process found
+ * in /proc, and what it must never do: fetch before it is told, hold a lock while it waits, use a remote
+ * URL that changed meanwhile, or touch the clone when the agent dies under it.
  */
 
 const ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", LC_ALL: "C" };
@@ -22,14 +22,14 @@ let fx: Fixture;
 let fetcher: Fetcher;
 const tracking = () => git(fx.clone, "rev-parse", "refs/remotes/origin/main");
 
-/** This process's `git fetch --stdin` children, from /proc. */
+/** This process's fetches that wait for their refspec, from /proc. */
 function waitingFetches(parent = process.pid): number[] {
   const kids = readdirSync(`/proc/${parent}/task`).flatMap((t) =>
     readFileSync(`/proc/${parent}/task/${t}/children`, "utf8").trim().split(" ").filter(Boolean).map(Number),
   );
   return kids.filter((pid) => {
     try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("--stdin");
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("deploy-agent-fetch");
     } catch {
       return false; // exited meanwhile
     }
@@ -82,7 +82,7 @@ describe("git fetch started ahead", () => {
     assert.equal(tracking(), next);
   });
 
-  it("a remote URL changed while it waited: the waiting process is replaced", async () => {
+  it("a remote URL changed while it waited: the fetch uses the new one", async () => {
     const other = makeFixture({ "landing/index.html": "<p>elsewhere</p>\n" });
     try {
       fetcher.prepare();
@@ -130,7 +130,7 @@ describe("git fetch started ahead", () => {
     await assert.rejects(fetcher.fetch("main\nmain"), /newline/);
   });
 
-  it("the agent killed while its fetch waits: the orphan reads end-of-file and fetches nothing", async () => {
+  it("the agent killed while its fetch waits: the orphan reads end-of-file and leaves the clone alone", async () => {
     // A separate Node process prepares a fetch and is killed -9, as a crashed agent would be.
     const script = `import { createFetcher } from ${JSON.stringify(path.join(PROJECT, "src/source/fetch.ts"))};
 createFetcher(${JSON.stringify(fx.clone)}, ${JSON.stringify(ENV)}, ${JSON.stringify(OPTIONS)}).prepare();
@@ -143,10 +143,12 @@ process.stdout.write("ready\\n"); setInterval(() => {}, 1000);`;
     const [orphan] = waitingFetches(agent.pid);
     assert.ok(orphan, "the other process's fetch is waiting");
     const before = tracking();
+    const fetchHead = statSync(path.join(fx.clone, ".git/FETCH_HEAD")).mtimeMs;
     fx.push({ "landing/index.html": "<p>4</p>\n" });
     agent.kill("SIGKILL");
     for (let i = 0; i < 100 && running(orphan); i++) await sleep(50);
     assert.equal(running(orphan), false, "the orphan ended");
     assert.equal(tracking(), before, "and fetched nothing");
+    assert.equal(statSync(path.join(fx.clone, ".git/FETCH_HEAD")).mtimeMs, fetchHead, "nor wrote FETCH_HEAD");
   });
 });

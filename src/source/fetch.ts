@@ -1,21 +1,19 @@
 import { type ChildProcessByStdio, spawn } from "node:child_process";
-import { statSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { holdOpen } from "./objects.js";
 
 /**
- * `git fetch --stdin`, started before the push that needs it (#15). git reads its refspecs from stdin
- * before it contacts the remote, and takes no lock while it waits, so the daemon starts the next fetch
- * process between runs (`prepare`) and a push only writes one line to it: forking the Node process
- * (2–3 ms at the daemon's size, during which `spawn` blocks the event loop) and git's own start-up are off
- * the push's path. simple-git cannot hand a process its stdin later, so this module spawns git itself.
- *
- * A waiting process read git's configuration when it started: it is replaced when a config file changed
- * since (a new remote URL, credentials). Its argv holds only the negative refspec `^refs/tags/*`, so if the
- * agent dies and the process reads end-of-file instead of a refspec, it fetches nothing.
+ * `git fetch`, started before the push that needs it (#15). Between runs the daemon starts a small shell
+ * that waits for one line, the refspec, and then becomes `git fetch` (exec, no second fork); a push writes
+ * that line instead of spawning: forking the Node process (2–3 ms at the daemon's size, during which
+ * `spawn` blocks the event loop) is off the push's path. git itself starts only once it has its refspec,
+ * so it reads the configuration (remote URL, credentials) as it is then, and a waiting shell whose agent
+ * died reads end-of-file and exits without running git. simple-git cannot hand a process its arguments
+ * later, so this module spawns git itself.
  */
+
+/** Reads the refspec, then replaces itself with git; arguments: git's options, then the remote. */
+const WAIT_THEN_FETCH = 'IFS= read -r refspec || exit 0; exec git fetch "$@" "$refspec"';
 
 /** A fetch that takes longer is killed (simple-git's block timeout before, #13's bound). */
 export const FETCH_TIMEOUT_MS = 120_000;
@@ -33,49 +31,30 @@ export interface Fetcher {
 
 type FetchProcess = ChildProcessByStdio<Writable, null, Readable>;
 
-interface Waiting {
-  child: FetchProcess;
-  config: string;
-}
-
-/** Where git reads configuration from (git-config(1) FILES), with their modification times. */
-function configStamp(dir: string, env: NodeJS.ProcessEnv): string {
-  const home = env.HOME ?? os.homedir();
-  const files = [
-    "/etc/gitconfig",
-    path.join(env.XDG_CONFIG_HOME ?? path.join(home, ".config"), "git/config"),
-    path.join(home, ".gitconfig"),
-    path.join(dir, ".git/config"),
-  ];
-  return files.map((f) => statSync(f, { throwIfNoEntry: false })?.mtimeMs ?? 0).join(",");
-}
-
 export function createFetcher(
   dir: string,
   env: NodeJS.ProcessEnv,
   options: readonly string[],
   { timeoutMs = FETCH_TIMEOUT_MS } = {},
 ): Fetcher {
-  let waiting: Waiting | null = null;
+  let waiting: FetchProcess | null = null;
 
-  const start = (): Waiting => {
-    const child = spawn("git", ["fetch", "--stdin", ...options, "^refs/tags/*"], {
+  const start = (): FetchProcess => {
+    const child = spawn("/bin/sh", ["-c", WAIT_THEN_FETCH, "deploy-agent-fetch", ...options], {
       cwd: dir,
       env,
       stdio: ["pipe", "ignore", "pipe"],
     });
     child.stdin.on("error", () => {}); // a process that died: reported by its exit
-    return { child, config: configStamp(dir, env) };
+    return child;
   };
 
+  /** The waiting process, unless it died meanwhile; otherwise one started now (the CLI). */
   const take = (): FetchProcess => {
     const w = waiting;
     waiting = null;
-    const usable =
-      w && w.child.exitCode === null && w.child.signalCode === null && w.config === configStamp(dir, env);
-    if (usable) return w.child;
-    w?.child.kill("SIGKILL");
-    return start().child;
+    if (w && w.exitCode === null && w.signalCode === null) return w;
+    return start();
   };
 
   return {
@@ -108,10 +87,10 @@ export function createFetcher(
       if (waiting) return;
       waiting = start();
       // Waiting must not keep a process alive that has nothing else to do.
-      holdOpen(waiting.child, false);
+      holdOpen(waiting, false);
     },
     close() {
-      waiting?.child.kill("SIGKILL");
+      waiting?.kill("SIGKILL");
       waiting = null;
     },
   };
