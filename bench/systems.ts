@@ -180,26 +180,34 @@ export function current(file: string): string | null {
 /**
  * Push-to-live: a commit pushed to the origin, then the timer runs from the signed POST (Gitea's real push
  * body) until the target holds the commit's content. Each push waits for the previous one to be live and
- * then 50 ms, as pushes by hand are spaced.
+ * then 50 ms, as pushes by hand are spaced. With several systems the pushes alternate between them (one
+ * each, in turn), so that each sees the same moments of this shared machine: its load drifts within a
+ * run, and a ratio of two series measured a minute apart measured the drift too.
  */
-export async function pushToLive(sys: System, pushes: number): Promise<number[]> {
-  const times: number[] = [];
+export async function pushesToLive(systems: readonly System[], pushes: number): Promise<number[][]> {
+  const times: number[][] = systems.map(() => []);
   for (let i = 1; i <= pushes; i++) {
-    const content = `<p>${i} ${Date.now()}</p>\n`;
-    const rev = sys.fx.push({ [sys.source]: content });
-    const body = realPushBody({ after: rev });
-    const t = performance.now();
-    const res = await fetch(sys.url, {
-      method: "POST",
-      headers: giteaHeaders(body, SECRET),
-      body: new Uint8Array(body),
-    });
-    if (res.status !== 202) throw new Error(`${sys.name}: push ${i} answered ${res.status}`);
-    await until(`${sys.name}: push ${i} live`, () => current(sys.target) === content, 30_000);
-    times.push(performance.now() - t);
-    await sleep(50);
+    for (const [k, sys] of systems.entries()) {
+      const content = `<p>${i} ${Date.now()}</p>\n`;
+      const rev = sys.fx.push({ [sys.source]: content });
+      const body = realPushBody({ after: rev });
+      const t = performance.now();
+      const res = await fetch(sys.url, {
+        method: "POST",
+        headers: giteaHeaders(body, SECRET),
+        body: new Uint8Array(body),
+      });
+      if (res.status !== 202) throw new Error(`${sys.name}: push ${i} answered ${res.status}`);
+      await until(`${sys.name}: push ${i} live`, () => current(sys.target) === content, 30_000);
+      times[k]?.push(performance.now() - t);
+      await sleep(50);
+    }
   }
   return times;
+}
+
+export async function pushToLive(sys: System, pushes: number): Promise<number[]> {
+  return (await pushesToLive([sys], pushes))[0] ?? [];
 }
 
 export async function stop(child: ChildProcess): Promise<void> {
