@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { openRepo, type Repo } from "../src/source/git.js";
+import { openRepo, type Repo, subjectOf } from "../src/source/git.js";
 import { createObjectReader, MAX_OBJECT_BYTES } from "../src/source/objects.js";
 import { changedPaths, gitTrees, loadSnapshot } from "../src/source/snapshot.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
@@ -42,6 +42,29 @@ after(() => {
 });
 
 describe("git objects through cat-file --batch", () => {
+  it("a commit's subject is git's %s: first paragraph on one line, after multi-line headers", async () => {
+    const tree = git(fx.clone, "rev-parse", "HEAD^{tree}");
+    const who = "A U Thor <a@example.org> 1700000000 +0000";
+    const messages = [
+      "one line",
+      "first line\nsecond line of the same paragraph\n\nthe body\n",
+      "\n\nafter blank lines\n\nbody",
+      "",
+    ];
+    for (const message of messages) {
+      // A signature header whose armour has an empty line (a lone space after the continuation prefix).
+      const object = `tree ${tree}\nauthor ${who}\ncommitter ${who}\ngpgsig -----BEGIN PGP SIGNATURE-----\n \n iQEzBAAB\n -----END PGP SIGNATURE-----\n\n${message}`;
+      const oid = execFileSync("git", ["hash-object", "-t", "commit", "-w", "--stdin", "--literally"], {
+        cwd: fx.clone,
+        input: object,
+        encoding: "utf8",
+      }).trim();
+      const expected = git(fx.clone, "log", "-1", "--format=%s", oid) || null;
+      assert.equal(await subjectOf(repo, oid), expected, JSON.stringify(message));
+    }
+    assert.equal(await subjectOf(repo, "0".repeat(40)), null);
+  });
+
   it("changed paths match git's diff: edits, additions, deletions, renames, nested and mode changes", async () => {
     const start = git(fx.clone, "rev-parse", "HEAD");
     const revs = [start];

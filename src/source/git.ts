@@ -100,11 +100,22 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
   };
 }
 
-/** A commit's subject line, for notices; null when it cannot be read. */
+/**
+ * A commit's subject, for notices: git's `%s`, its message's first paragraph on one line; null when it
+ * cannot be read. From the object reader, not `git log`: a spawn less per push (#15). Header lines end at
+ * the first empty line (a signature's continuation lines start with a space).
+ */
 export async function subjectOf(repo: Repo, revision: string): Promise<string | null> {
-  return repo.git.raw(["log", "-1", "--format=%s", revision]).then(
-    (s) => s.trim() || null,
-    () => null,
+  const commit = await repo.objects.read(`${revision}^{commit}`).catch(() => null);
+  const text = commit?.data.toString("utf8") ?? "";
+  const headersEnd = text.indexOf("\n\n");
+  if (headersEnd < 0) return null;
+  const message = text.slice(headersEnd + 2).replace(/^\s+/, "");
+  return (
+    message
+      .split(/\n[ \t]*\n/)[0]
+      ?.replace(/\s*\n\s*/g, " ")
+      .trim() || null
   );
 }
 
