@@ -57,7 +57,7 @@ out.push(
 );
 out.push(
   "",
-  "**One host** (LXC 139's landing page; deploy-agent `serve` from the bin, with the unit's environment, against Debian's `webhook` 2.8.0 running `bench/baseline/deploy-landing.sh`; local bare origin; load from `wrk`, one thread, 32 connections, 10 s, one system at a time; push-to-live with both running and the pushes alternating between them, so that both meet the same moments of the machine; bodies are Gitea's real pushes from `test/fixtures/gitea/`):",
+  "**One host** (LXC 139's landing page; deploy-agent `serve` from the bin, with the unit's environment, against Debian's `webhook` 2.8.0 running `bench/baseline/deploy-landing.sh`; local bare origin; load from `wrk`, one thread, 32 connections; both systems running and taking turns, so that both meet the same moments of the machine: the HTTP load in 5 slices of 2 s each (requests/s over all, p99 the median slice's), push-to-live one push each; bodies are Gitea's real pushes from `test/fixtures/gitea/`):",
   "",
   md(
     ["figure", "deploy-agent", "webhook + bash", "ratio", "target", ""],
