@@ -17,6 +17,8 @@ import { type Fixture, git, makeFixture } from "./helpers/git.js";
 const ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", LC_ALL: "C" };
 const OPTIONS = ["--no-tags", "--no-recurse-submodules", "--no-auto-maintenance", "origin"];
 const REFSPEC = "+refs/heads/main:refs/remotes/origin/main";
+/** As the agent sets it (src/source/git.ts). */
+const TIMEOUT_MS = 120_000;
 
 let fx: Fixture;
 let fetcher: Fetcher;
@@ -51,7 +53,7 @@ const lockFiles = (dir: string): string[] =>
 
 before(() => {
   fx = makeFixture({ "landing/index.html": "<p>0</p>\n" });
-  fetcher = createFetcher(fx.clone, ENV, OPTIONS);
+  fetcher = createFetcher(fx.clone, ENV, OPTIONS, TIMEOUT_MS);
 });
 after(() => {
   fetcher.close();
@@ -122,7 +124,7 @@ describe("git fetch started ahead", () => {
     // An upload-pack that never answers (set in the clone's config, as an operator could).
     git(fx.clone, "config", "remote.origin.uploadpack", "sleep 30; git-upload-pack");
     try {
-      const quick = createFetcher(fx.clone, ENV, OPTIONS, { timeoutMs: 300 });
+      const quick = createFetcher(fx.clone, ENV, OPTIONS, 300);
       await assert.rejects(quick.fetch(REFSPEC), /did not finish within 300 ms/);
     } finally {
       git(fx.clone, "config", "--unset", "remote.origin.uploadpack");
@@ -133,7 +135,7 @@ describe("git fetch started ahead", () => {
   it("the agent killed while its fetch waits: the orphan reads end-of-file and leaves the clone alone", async () => {
     // A separate Node process prepares a fetch and is killed -9, as a crashed agent would be.
     const script = `import { createFetcher } from ${JSON.stringify(path.join(PROJECT, "src/source/fetch.ts"))};
-createFetcher(${JSON.stringify(fx.clone)}, ${JSON.stringify(ENV)}, ${JSON.stringify(OPTIONS)}).prepare();
+createFetcher(${JSON.stringify(fx.clone)}, ${JSON.stringify(ENV)}, ${JSON.stringify(OPTIONS)}, ${TIMEOUT_MS}).prepare();
 process.stdout.write("ready\\n"); setInterval(() => {}, 1000);`;
     const agent = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
       cwd: PROJECT,

@@ -7,7 +7,7 @@ import type { Manifest } from "../manifest/schema.js";
 import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
 import { deploy, type RunReport } from "../pipeline.js";
-import { openRepo, type Repo, subjectOf } from "../source/git.js";
+import { closeRepo, openRepo, type Repo, subjectOf } from "../source/git.js";
 import { orphanedSteps, readState, stepStatuses } from "../state.js";
 import { createContext } from "../steps/context.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
@@ -224,8 +224,7 @@ export function createAgent(opts: AgentOptions): Agent {
       if (!stop.signal.aborted) repo.fetcher.prepare();
     } catch (err) {
       const e = asAgentError(err);
-      repo?.objects.close();
-      repo?.fetcher.close();
+      closeRepo(repo);
       repo = undefined;
       lastError = { code: e.code, message: e.message, at: new Date().toISOString() };
       failuresInRow++;
@@ -365,8 +364,7 @@ export function createAgent(opts: AgentOptions): Agent {
       clearTimeout(retryTimer);
       stop.abort();
       await queue.close();
-      repo?.objects.close();
-      repo?.fetcher.close();
+      closeRepo(repo);
       await notifier.drain(5000);
     },
   };

@@ -1,6 +1,6 @@
 import { type ChildProcessByStdio, spawn } from "node:child_process";
 import type { Readable, Writable } from "node:stream";
-import { holdOpen } from "./objects.js";
+import { holdOpen, stderrTail } from "./objects.js";
 
 /**
  * `git fetch`, started before the push that needs it (#15). Between runs the daemon starts a small shell
@@ -15,13 +15,11 @@ import { holdOpen } from "./objects.js";
 /** Reads the refspec, then replaces itself with git; arguments: git's options, then the remote. */
 const WAIT_THEN_FETCH = 'IFS= read -r refspec || exit 0; exec git fetch "$@" "$refspec"';
 
-/** A fetch that takes longer is killed (simple-git's block timeout before, #13's bound). */
-export const FETCH_TIMEOUT_MS = 120_000;
 /** git's messages kept for the error: the last lines carry its verdict. */
 const STDERR_KEPT = 4000;
 
 export interface Fetcher {
-  /** Fetches one refspec; rejects with git's own messages, or after the timeout. */
+  /** Fetches one refspec; rejects with git's own messages, or after `timeoutMs` (the fetch is killed). */
   fetch(refspec: string): Promise<void>;
   /** Starts the process the next fetch uses (the daemon, between runs). */
   prepare(): void;
@@ -35,7 +33,7 @@ export function createFetcher(
   dir: string,
   env: NodeJS.ProcessEnv,
   options: readonly string[],
-  { timeoutMs = FETCH_TIMEOUT_MS } = {},
+  timeoutMs: number,
 ): Fetcher {
   let waiting: FetchProcess | null = null;
 
@@ -62,10 +60,7 @@ export function createFetcher(
       if (/[\n\0]/.test(refspec)) return Promise.reject(new Error("refspec with a newline"));
       const child = take();
       holdOpen(child, true);
-      let stderr = "";
-      child.stderr.on("data", (d: Buffer) => {
-        stderr = (stderr + d.toString("utf8")).slice(-STDERR_KEPT);
-      });
+      const stderr = stderrTail(child, STDERR_KEPT);
       return new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => {
           child.kill("SIGKILL");
@@ -78,7 +73,7 @@ export function createFetcher(
         child.once("exit", (code, signal) => {
           clearTimeout(timer);
           if (code === 0) resolve();
-          else reject(new Error(stderr.trim() || `git fetch exited (${signal ?? code})`));
+          else reject(new Error(stderr() || `git fetch exited (${signal ?? code})`));
         });
         child.stdin.end(`${refspec}\n`);
       });

@@ -23,6 +23,7 @@ export interface Repo {
   fetcher: Fetcher;
 }
 
+/** simple-git's block timeout and the fetch's (#13's bound): a git command that takes longer is killed. */
 const NETWORK_TIMEOUT_MS = 120_000;
 
 function gitError(code: "GIT_FAILED" | "FETCH_FAILED", what: string, err: unknown): AgentError {
@@ -96,8 +97,14 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
     branch,
     git,
     objects: createObjectReader(dir, env),
-    fetcher: createFetcher(dir, env, fetchOptions, { timeoutMs: NETWORK_TIMEOUT_MS }),
+    fetcher: createFetcher(dir, env, fetchOptions, NETWORK_TIMEOUT_MS),
   };
+}
+
+/** Ends the clone's long-lived git processes: the object reader and a fetch waiting for its refspec. */
+export function closeRepo(repo: Repo | undefined): void {
+  repo?.objects.close();
+  repo?.fetcher.close();
 }
 
 /**

@@ -1,4 +1,5 @@
 import { type ChildProcess, type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import type { Readable } from "node:stream";
 import { AgentError } from "../errors.js";
 
 /**
@@ -13,6 +14,15 @@ import { AgentError } from "../errors.js";
 export const MAX_OBJECT_BYTES = 32 * 1024 * 1024;
 /** An answer that takes longer means git is stuck: the reader is killed and started again on next use. */
 export const READ_TIMEOUT_MS = 30_000;
+
+/** The last `max` characters a child wrote to stderr (git's verdict is on its last lines), as it goes. */
+export function stderrTail(child: { stderr: Readable }, max: number): () => string {
+  let tail = "";
+  child.stderr.on("data", (d: Buffer) => {
+    tail = (tail + d.toString("utf8")).slice(-max);
+  });
+  return () => tail.trim();
+}
 
 /** Whether a child process (and its pipes) keeps this process alive: only while something waits for it. */
 export function holdOpen(child: ChildProcess, on: boolean): void {
@@ -118,14 +128,11 @@ export function createObjectReader(
       buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
       drain();
     });
-    let stderr = "";
-    c.stderr.on("data", (d: Buffer) => {
-      stderr = (stderr + d.toString("utf8")).slice(-2000);
-    });
+    const stderr = stderrTail(c, 2000);
     c.on("error", (err) => fail(new AgentError("GIT_FAILED", `git cat-file: ${err.message}`)));
     c.on("exit", (code, signal) => {
       if (child !== c) return;
-      fail(new AgentError("GIT_FAILED", `git cat-file exited (${signal ?? code}): ${stderr.trim()}`));
+      fail(new AgentError("GIT_FAILED", `git cat-file exited (${signal ?? code}): ${stderr()}`));
     });
     c.stdin.on("error", () => {}); // reported by "exit"
     return c;
