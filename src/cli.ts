@@ -31,6 +31,8 @@ options:
   --state-dir DIR    where state.json and the lock live (default: the manifest's stateDir)
   --env-file FILE    dotenv file for \${VAR} (default: the manifest's envFile)
   --no-fetch         do not fetch; deploy the remote-tracking branch as it is
+  --accept-rewrite   run: take a branch whose history was rewritten (with repo.verify on, a revision that does
+                     not descend from the last one run is refused otherwise); its commits are still verified
   --wait SECONDS     wait this long for another run's lock (default 0: fail at once)
   --log-level LEVEL  trace|debug|info|warn|error (default: the manifest's log.level)
   --listen HOST:PORT serve: override the manifest's listen address (also DEPLOY_AGENT_LISTEN)
@@ -61,7 +63,7 @@ const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
 /** Which options each command takes; any other is a usage error, never silently ignored. */
 const COMMON = ["config", "root", "repo", "state-dir", "env-file", "json", "log-level"];
 const OPTIONS_OF: Record<string, string[]> = {
-  run: [...COMMON, "dry-run", "all", "step", "no-fetch", "wait"],
+  run: [...COMMON, "dry-run", "all", "step", "no-fetch", "wait", "accept-rewrite"],
   validate: COMMON,
   status: COMMON,
   serve: [...COMMON, "dry-run", "listen"],
@@ -139,6 +141,7 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
             step: v.step ?? [],
             fetch: !v["no-fetch"],
             waitSeconds: wait,
+            acceptRewrite: v["accept-rewrite"] ?? false,
           },
           out,
         );
@@ -236,6 +239,7 @@ function parse(argv: string[]) {
       "state-dir": { type: "string" },
       "env-file": { type: "string" },
       "no-fetch": { type: "boolean" },
+      "accept-rewrite": { type: "boolean" },
       wait: { type: "string" },
       "log-level": { type: "string" },
       listen: { type: "string" },

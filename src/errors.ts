@@ -25,6 +25,8 @@ const CODES = {
   LOCKED: { failure: "waiting", exit: 1 },
   /** The revision to deploy is not signed by a trusted key (repo.verify). */
   UNVERIFIED: { failure: "stalled", exit: 1 },
+  /** With repo.verify on, the revision does not descend from the last one the host ran (a force push). */
+  HISTORY_REWRITTEN: { failure: "stalled", exit: 1 },
   /** The state directory cannot be written: a full disk, a directory where state.json belongs. */
   STATE_WRITE_FAILED: { failure: "transient", exit: 1 },
   SOURCE_MISSING: { failure: "stalled", exit: 1 },

@@ -68,6 +68,11 @@ export interface DeployOptions {
   stop?: AbortSignal | undefined;
   /** When aborted (the shutdown grace period is over), the running step is cancelled too. */
   abort?: AbortSignal | undefined;
+  /**
+   * The operator takes a branch whose history was rewritten (`run --accept-rewrite`): with repo.verify on,
+   * a revision that does not descend from the last one run is otherwise refused.
+   */
+  acceptRewrite?: boolean | undefined;
   /** An already opened clone (the daemon keeps one between runs); default: open and check repoDir. */
   repo?: Repo | undefined;
 }
@@ -98,6 +103,8 @@ export interface RunReport {
   result: "succeeded" | "failed" | "noop" | "planned" | "undetermined" | "suspended";
   /** The host was suspended on purpose (deploy-agent suspend): since when and why. */
   suspended: { reason: string; since: string } | null;
+  /** The last revision run before this one, when this one does not descend from it (a rewritten branch). */
+  rewrittenFrom: string | null;
   /** Settings the revision's manifest changes that take effect only after a restart. */
   pendingRestart: string[];
   warnings: string[];
@@ -270,13 +277,18 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     const { state } = loaded;
     const source = await syncSource(opts, state, warnings);
     // Before anything of the revision is used, its own manifest included.
-    await verifyRevision(
-      source.repo,
-      opts.manifest.repo.verify,
-      rooted(opts.root),
-      state.lastRun?.revision ?? null,
-      source.revision,
-    );
+    const from = state.lastRun?.revision ?? null;
+    const moved = await verifyRevision(source.repo, opts.manifest.repo.verify, rooted(opts.root), {
+      from,
+      to: source.revision,
+      acceptRewrite: opts.acceptRewrite,
+    });
+    const rewrittenFrom = moved === "rewritten" ? from : null;
+    if (rewrittenFrom) {
+      warnings.push(
+        `history rewritten: ${source.revision.slice(0, 12)} does not descend from ${rewrittenFrom.slice(0, 12)}, the last revision this host ran (${opts.acceptRewrite ? "accepted by the operator" : "deployed because repo.verify is off"})`,
+      );
+    }
     opts.onStart?.(source.revision);
     const { suspended } = state;
     if (suspended && !opts.dryRun) {
@@ -295,6 +307,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
         revision: source.revision,
         previousHead: source.previousHead,
         result: "suspended",
+        rewrittenFrom,
         suspended: { reason: suspended.reason, since: suspended.since },
         pendingRestart: [],
         warnings,
@@ -391,6 +404,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       dryRun: opts.dryRun,
       revision: source.revision,
       previousHead: source.previousHead,
+      rewrittenFrom,
       suspended: suspended ? { reason: suspended.reason, since: suspended.since } : null,
       pendingRestart,
       result,

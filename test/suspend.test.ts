@@ -62,12 +62,14 @@ describe("suspend and resume", () => {
       body: new Uint8Array(body),
     });
     assert.equal(res.status, 202);
-    await daemon.waitFor(/suspended: nothing deployed; the newest revision is remembered/);
-    await sleep(100);
+    // The start-up reconcile logs the same line: wait for the push's run to be remembered instead.
+    type Status = { suspended: { reason: string; newestRevision: string } };
+    let status = (await (await fetch(`${url}/status`)).json()) as Status;
+    for (let i = 0; i < 200 && status.suspended.newestRevision !== rev; i++) {
+      await sleep(50);
+      status = (await (await fetch(`${url}/status`)).json()) as Status;
+    }
     assert.equal(page(), "<p>v1</p>\n", "nothing deployed while suspended");
-    const status = (await (await fetch(`${url}/status`)).json()) as {
-      suspended: { reason: string; newestRevision: string };
-    };
     assert.equal(status.suspended.reason, "Draupnir migration");
     assert.equal(status.suspended.newestRevision, rev);
     assert.match(

@@ -15,6 +15,8 @@ export interface RunFlags extends CommonFlags {
   step: string[];
   fetch: boolean;
   waitSeconds: number;
+  /** Take a rewritten branch on purpose (verify still checks its commits). */
+  acceptRewrite?: boolean;
 }
 
 /** `deploy-agent run`: one deploy (or, with --dry-run, its description). Exit 1 when a step failed. */
@@ -59,6 +61,7 @@ export async function runCommand(flags: RunFlags, out: (text: string) => void): 
       all: flags.all,
       only: flags.step,
       lockWaitMs: flags.waitSeconds * 1000,
+      acceptRewrite: flags.acceptRewrite,
       log,
     });
   } catch (err) {

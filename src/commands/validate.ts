@@ -57,7 +57,10 @@ export async function validateCommand(flags: CommonFlags, out: (text: string) =>
     // The revision a run would deploy now (the remote-tracking branch), as repo.verify asks.
     async () => {
       const repo = await openRepo(r.repoDir, remote, branch);
-      await verifyRevision(repo, manifest.repo.verify, r.under, null, await resolveTarget(repo));
+      await verifyRevision(repo, manifest.repo.verify, r.under, {
+        from: null,
+        to: await resolveTarget(repo),
+      });
     },
   ]) {
     await check().catch((err: unknown) => {

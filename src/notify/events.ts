@@ -13,7 +13,8 @@ export interface DeployEvent {
     | "run.error"
     | "step.rolled-back"
     | "job.done"
-    | "drift.detected";
+    | "drift.detected"
+    | "history.rewritten";
   host: string;
   revision: string | null;
   /** The commit's subject line, when known. */
@@ -26,6 +27,8 @@ export interface DeployEvent {
   durationMs?: number;
   /** The agent's /status (manifest publicUrl). */
   url?: string;
+  /** history.rewritten: the revision the host ran before one that does not descend from it. */
+  previousRevision?: string;
   /** How many times this failure happened since it was last sent. */
   repeats?: number;
   /** A run with nothing to do for the revision: only the commit status records it, no notice. */
@@ -76,6 +79,18 @@ export function errorOf(e: {
 export function runEvents(report: RunReport, base: Base): DeployEvent[] {
   const at = new Date().toISOString();
   const events: DeployEvent[] = [];
+  if (report.rewrittenFrom) {
+    events.push({
+      schema: "deploy-agent/event@1",
+      event: "history.rewritten",
+      ...base,
+      previousRevision: report.rewrittenFrom,
+      notes: [
+        `${report.revision.slice(0, 12)} does not descend from ${report.rewrittenFrom.slice(0, 12)}, the last revision run here`,
+      ],
+      at,
+    });
+  }
   for (const s of report.steps) {
     if (s.effects.some((e) => e.type === "restore")) {
       events.push({

@@ -111,6 +111,11 @@ export function createMetrics(
     help: "1 while the newest revision is refused because its commits are not signed by a trusted key",
     registers: [registry],
   });
+  const rewritten = new Gauge({
+    name: "deploy_agent_history_rewritten",
+    help: "1 while the newest revision is refused because it does not descend from the last one run (repo.verify on)",
+    registers: [registry],
+  });
   for (const outcome of ["accepted", "duplicate", "ignored", "unauthorized"]) deliveries.inc({ outcome }, 0);
 
   return {
@@ -119,6 +124,7 @@ export function createMetrics(
     run(report) {
       configValid.set(1);
       unverified.set(0);
+      rewritten.set(0);
       suspendedSince.set(report.suspended ? Date.parse(report.suspended.since) / 1000 : 0);
       runs.inc({ result: report.result });
       for (const s of report.steps.filter((x) => x.run)) {
@@ -136,6 +142,7 @@ export function createMetrics(
       runs.inc({ result: "error" });
       if (code === "CONFIG_INVALID" || code === "ENV_MISSING") configValid.set(0);
       if (code === "UNVERIFIED") unverified.set(1);
+      if (code === "HISTORY_REWRITTEN") rewritten.set(1);
     },
     jobGauge: (command, value) => jobGauges.get(command)?.set(value),
     notified: (target, result) => notifications.inc({ target, result }),

@@ -1,13 +1,24 @@
+import { fileURLToPath } from "node:url";
 import { AgentError } from "../errors.js";
 import type { Manifest } from "../manifest/schema.js";
+import { type Descent, descent } from "./ancestry.js";
 import type { Repo } from "./git.js";
 
 /**
  * Commit signatures, checked by git itself (`git verify-commit`): SSH signatures against the allowed-signers
- * file, OpenPGP signatures against the keys in a GnuPG home. An unverified revision deploys nothing.
+ * file, OpenPGP signatures against the keys in a GnuPG home. An unverified revision deploys nothing, and
+ * with verification on neither does a revision that does not descend from the last one the host ran: a
+ * force push back to an older signed commit would otherwise undo a later fix, or a manifest's `verify`.
  */
 
 export type VerifyConfig = Manifest["repo"]["verify"];
+
+/**
+ * git's SSH program for verification: ssh-keygen without the commit's own date as the verification time
+ * (libexec/ssh-keygen-now says why), so keys' valid-after and valid-before count at the time of the check.
+ * OpenPGP needs nothing: gpg judges a key's expiry and creation at the current time itself.
+ */
+const SSH_KEYGEN_NOW = fileURLToPath(new URL("../../libexec/ssh-keygen-now", import.meta.url));
 
 /** The commits a deploy of `to` must verify: the tip, or (mode all) every commit since the last deployed one. */
 async function commitsToVerify(
@@ -21,24 +32,48 @@ async function commitsToVerify(
     (t) => t.trim() === "commit",
     () => false,
   );
-  // A last revision the repository no longer has (force push): the history cannot be split, all of it counts.
+  // A last revision the repository no longer has: the history cannot be split, all of it counts.
   const range = known ? [`${from}..${to}`] : [to];
   const listed = await repo.git.raw(["rev-list", ...range]);
   return listed.split("\n").filter(Boolean);
 }
 
+export interface RevisionCheck {
+  /** The last revision this host ran (its state), null on a first run. */
+  from: string | null;
+  to: string;
+  /** The operator takes a rewritten branch on purpose (`run --accept-rewrite`); its commits are still verified. */
+  acceptRewrite?: boolean | undefined;
+}
+
+/** Verifies `to` before anything of it is used; returns how it relates to `from` (the caller warns on a rewrite). */
 export async function verifyRevision(
   repo: Repo,
   config: VerifyConfig,
   under: (p: string) => string,
-  from: string | null,
-  to: string,
-): Promise<void> {
-  if (config.mode === "off") return;
+  { from, to, acceptRewrite = false }: RevisionCheck,
+): Promise<Descent> {
+  const moved = await descent(repo, from, to);
+  if (config.mode === "off") return moved;
+  if (moved === "rewritten" && !acceptRewrite) {
+    const [was, now] = [from?.slice(0, 12), to.slice(0, 12)];
+    throw new AgentError(
+      "HISTORY_REWRITTEN",
+      `${repo.remote}/${repo.branch} is at ${now}, which does not descend from ${was}, the last revision this host ran: the branch's history was rewritten (a force push to an older commit or onto another line); nothing was deployed`,
+      {
+        hint: `the host stays on ${was}. Push a commit on top of ${was} instead (git revert keeps history); to take the rewritten branch on purpose, an operator runs on this host: deploy-agent run --accept-rewrite`,
+      },
+    );
+  }
   const { execa } = await import("execa");
   const settings = [
     ...(config.allowedSignersFile
-      ? ["-c", `gpg.ssh.allowedSignersFile=${under(config.allowedSignersFile)}`]
+      ? [
+          "-c",
+          `gpg.ssh.allowedSignersFile=${under(config.allowedSignersFile)}`,
+          "-c",
+          `gpg.ssh.program=${SSH_KEYGEN_NOW}`,
+        ]
       : []),
     ...(config.revokedKeysFile ? ["-c", `gpg.ssh.revocationFile=${under(config.revokedKeysFile)}`] : []),
   ];
@@ -55,11 +90,14 @@ export async function verifyRevision(
       .map((l) => l.trim())
       .filter(Boolean);
     const why =
-      said.find((l) => /no signature|not|bad|revoked|could not|unknown|fail|error/i.test(l)) ?? said.at(-1);
+      said.find((l) =>
+        /expired|not yet valid|no signature|not|bad|revoked|could not|unknown|fail|error/i.test(l),
+      ) ?? said.at(-1);
     throw new AgentError(
       "UNVERIFIED",
       `commit ${commit.slice(0, 12)}${commit === to ? "" : ` (under ${to.slice(0, 12)})`} is not signed by a trusted key: ${why ?? `git verify-commit exited ${res.exitCode}`}`,
       { hint: "nothing was deployed; the host stays on its last good revision until a verified push" },
     );
   }
+  return moved;
 }

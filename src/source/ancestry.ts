@@ -1,0 +1,47 @@
+import type { Repo } from "./git.js";
+
+/**
+ * Whether a revision moves the host forward: the same as the last one it ran, a descendant of it, or
+ * neither (the branch was force-pushed to an older or an unrelated commit). An empty `from..to` range says
+ * nothing about a rewind, so the question is asked of the history itself.
+ */
+export type Descent = "first" | "same" | "descends" | "rewritten";
+
+/** Commits walked through the object reader before asking git (a push adds a handful). */
+export const PARENTS_WALKED = 64;
+
+function parentsOf(commit: Buffer): string[] {
+  const text = commit.toString("latin1");
+  const end = text.indexOf("\n\n");
+  const headers = end < 0 ? text : text.slice(0, end);
+  return [...headers.matchAll(/^parent ([0-9a-f]{40,64})$/gm)].map((m) => m[1] as string);
+}
+
+export async function descent(repo: Repo, from: string | null, to: string): Promise<Descent> {
+  if (!from) return "first";
+  if (from === to) return "same";
+  // Breadth first over the newest commits, without a process: nearly every push is found here.
+  const seen = new Set<string>([to]);
+  let frontier = [to];
+  while (frontier.length && seen.size <= PARENTS_WALKED) {
+    const next: string[] = [];
+    for (const oid of frontier) {
+      const commit = await repo.objects.read(`${oid}^{commit}`).catch(() => null);
+      if (!commit) return "rewritten";
+      for (const p of parentsOf(commit.data)) {
+        if (p === from) return "descends";
+        if (!seen.has(p)) {
+          seen.add(p);
+          next.push(p);
+        }
+      }
+    }
+    frontier = next;
+  }
+  if (!frontier.length) return "rewritten";
+  // Deeper: git answers (exit 0: an ancestor). Any failure, an unknown `from` included, counts as not.
+  return repo.git.raw(["merge-base", "--is-ancestor", from, to]).then(
+    () => "descends",
+    () => "rewritten",
+  );
+}
