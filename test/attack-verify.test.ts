@@ -171,7 +171,8 @@ describe("attack: the way back by push", SSH, () => {
       path.join(fx.dir, "state"),
     ]);
     try {
-      const url = /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+      const url =
+        /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
       await daemon.waitFor(/"msg":"run finished"/);
       assert.equal(page(), "<p>v2</p>\n");
       const status = async () =>
@@ -346,7 +347,8 @@ describe("descent", () => {
     git(fx.pusher, "reset", "--quiet", "--hard", start);
     const other = fx.push({ "other.txt": "other\n" });
     git(fx.pusher, "merge", "--quiet", "--no-edit", "side");
-    for (let i = 0; i < PARENTS_WALKED + 10; i++) git(fx.pusher, "commit", "--quiet", "--allow-empty", "-m", `n${i}`);
+    for (let i = 0; i < PARENTS_WALKED + 10; i++)
+      git(fx.pusher, "commit", "--quiet", "--allow-empty", "-m", `n${i}`);
     git(fx.pusher, "push", "--quiet", "origin", "main");
     const tip = git(fx.pusher, "rev-parse", "HEAD");
     git(fx.clone, "fetch", "--quiet", "origin", "+refs/heads/*:refs/remotes/origin/*");
