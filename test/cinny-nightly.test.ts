@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import {
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { runCli, writeManifest } from "./helpers/agent.js";
@@ -53,6 +61,18 @@ describe("cinny-nightly", () => {
       '{"homeserverList":["matrix.lotusguild.org"]}\n',
     );
     assert.equal(readFileSync(path.join(web(), "node-options.txt"), "utf8"), "--max_old_space_size=896");
+  });
+
+  it("a source clone that does not exist yet is a clear SOURCE_MISSING with the clone command, not INTERNAL", async () => {
+    rmSync(path.join(root, "opt/cinny-dev"), { recursive: true, force: true });
+    const res = await nightly();
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /^error SOURCE_MISSING: Cinny's source clone \/opt\/cinny-dev does not exist\n/);
+    assert.match(
+      res.stderr,
+      /hint: clone it once: git clone --branch main https:\/\/github.com\/cinnyapp\/cinny.git /,
+    );
+    assert.doesNotMatch(res.stderr, /INTERNAL| {4}at /, "no stack trace");
   });
 
   it("exits early when the branch has not moved", async () => {

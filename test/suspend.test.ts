@@ -96,4 +96,25 @@ describe("suspend and resume", () => {
       rev,
     );
   });
+
+  it("resume on a host that is not suspended says so, exits 0 and changes nothing", async () => {
+    assert.equal((await runCli(runArgs(manifest, fx.clone, root, stateDir))).code, 0);
+    const stateFile = path.join(stateDir, "state.json");
+    const before = readFileSync(stateFile, "utf8");
+    fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    const res = await runCli(["resume", ...common()]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(
+      res.stdout,
+      "lxctest is not suspended: nothing to resume, nothing deployed (deploy-agent run deploys)\n",
+    );
+    assert.equal(page(), "<p>v1</p>\n", "no deploy");
+    assert.equal(readFileSync(stateFile, "utf8"), before, "state untouched");
+    const json = await runCli(["resume", "--json", ...common()]);
+    assert.deepEqual(JSON.parse(json.stdout), {
+      schema: "deploy-agent/resume@1",
+      host: "lxctest",
+      suspended: false,
+    });
+  });
 });

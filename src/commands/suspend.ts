@@ -17,6 +17,8 @@ async function mark(flags: CommonFlags, next: { reason: string; since: string } 
   try {
     const { state } = await readState(r.stateDir, r.loaded.manifest.host);
     const before = state.suspended;
+    // Resuming a host that is not suspended changes nothing, not even the state file's time.
+    if (!next && !before) return { r, before };
     if (next) state.suspended = next;
     else delete state.suspended;
     await writeState(r.stateDir, state);
@@ -43,12 +45,18 @@ export async function suspendCommand(
 
 export async function resumeCommand(flags: RunFlags, out: (t: string) => void): Promise<number> {
   const { r, before } = await mark(flags, undefined);
-  if (!flags.json) {
+  const host = r.loaded.manifest.host;
+  if (!before) {
     out(
-      before
-        ? `${r.loaded.manifest.host} resumed (suspended since ${before.since}: ${before.reason}); deploying what came meanwhile\n`
-        : `${r.loaded.manifest.host} was not suspended; deploying as a run would\n`,
+      flags.json
+        ? `${JSON.stringify({ schema: "deploy-agent/resume@1", host, suspended: false }, null, 2)}\n`
+        : `${host} is not suspended: nothing to resume, nothing deployed (deploy-agent run deploys)\n`,
     );
+    return 0;
   }
+  if (!flags.json)
+    out(
+      `${host} resumed (suspended since ${before.since}: ${before.reason}); deploying what came meanwhile\n`,
+    );
   return runCommand(flags, out);
 }

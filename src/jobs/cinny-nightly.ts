@@ -1,7 +1,8 @@
+import { existsSync } from "node:fs";
 import path from "node:path";
-import { simpleGit } from "simple-git";
 import { z } from "zod";
 import { AgentError } from "../errors.js";
+import { gitAt } from "../source/git.js";
 import { argv, hostPath } from "../steps/common.js";
 import type { HostJob, JobContext, JobResult } from "./types.js";
 
@@ -44,7 +45,12 @@ export async function cinnyNightly(c: CinnyConfig, ctx: JobContext): Promise<Nig
   const source = ctx.host.resolve(c.source);
   const releases = `${c.webRoot}.releases`;
   // Fetching only updates the clone's remote-tracking ref (also in a dry run, as the deploy pipeline does).
-  const git = simpleGit({ baseDir: source, abort: ctx.signal });
+  if (!existsSync(source)) {
+    throw new AgentError("SOURCE_MISSING", `Cinny's source clone ${c.source} does not exist`, {
+      hint: `clone it once: git clone --branch ${c.branch} https://github.com/cinnyapp/cinny.git ${source}`,
+    });
+  }
+  const git = gitAt(source, ctx.signal);
   await git
     .fetch([c.remote, `+refs/heads/${c.branch}:refs/remotes/${c.remote}/${c.branch}`])
     .catch((err: Error) => {

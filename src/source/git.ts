@@ -1,4 +1,4 @@
-import { readFileSync, unlinkSync } from "node:fs";
+import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { type SimpleGit, simpleGit } from "simple-git";
@@ -37,6 +37,36 @@ function gitError(code: "GIT_FAILED" | "FETCH_FAILED", what: string, err: unknow
   return new AgentError(code, `${what}: ${sanitize(detail)}`, { cause: err });
 }
 
+/** A minimal environment for every git the agent starts: never prompt for credentials, stable (English) messages. */
+export function gitEnv(): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: process.env.HOME ?? "/root",
+    GIT_TERMINAL_PROMPT: "0",
+    LC_ALL: "C",
+  };
+}
+
+/**
+ * git in a directory, started the one way the agent starts it (simple-git, the minimal environment, the
+ * network bound; cancelled by `signal`). The object reader and the fetch started ahead spawn git themselves
+ * (objects.ts, fetch.ts say why) with the same environment. Throws REPO_INVALID for a missing directory
+ * (simple-git's own error is a plain Error).
+ */
+export function gitAt(dir: string, signal?: AbortSignal): SimpleGit {
+  if (!existsSync(dir)) {
+    throw new AgentError("REPO_INVALID", `${dir} does not exist`, {
+      hint: `clone the repository there first: git clone <url> ${dir}`,
+    });
+  }
+  return simpleGit({
+    baseDir: dir,
+    timeout: { block: NETWORK_TIMEOUT_MS },
+    allowEnvironment: ["GIT_TERMINAL_PROMPT"],
+    ...(signal ? { abort: signal } : {}),
+  }).env(gitEnv());
+}
+
 /** Opens the clone, refusing anything that is not the top of a git work tree with the named remote. */
 export async function openRepo(dir: string, remote: string, branch: string): Promise<Repo> {
   const isDir = await stat(dir).then(
@@ -48,18 +78,8 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
       hint: "clone the config repository there, or pass --repo DIR",
     });
   }
-  // A minimal environment: never prompt for credentials, stable (English) messages.
-  const env = {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    HOME: process.env.HOME ?? "/root",
-    GIT_TERMINAL_PROMPT: "0",
-    LC_ALL: "C",
-  };
-  const git = simpleGit({
-    baseDir: dir,
-    timeout: { block: NETWORK_TIMEOUT_MS },
-    allowEnvironment: ["GIT_TERMINAL_PROMPT"],
-  }).env(env);
+  const env = gitEnv();
+  const git = gitAt(dir);
   let refusal = "";
   const [top, remotes] = await Promise.all([
     git.revparse(["--show-toplevel"]).catch((err: Error) => {
