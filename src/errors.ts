@@ -10,50 +10,144 @@ interface CodeInfo {
   failure: FailureClass;
   /** CLI exit code when this error ends a command: 2 = usage or configuration, 1 = runtime failure. */
   exit: 1 | 2;
+  /** What to do, when the place that threw has nothing more precise to say: every error carries a hint. */
+  hint: string;
 }
 
 const CODES = {
-  USAGE: { failure: "stalled", exit: 2 },
-  CONFIG_INVALID: { failure: "stalled", exit: 2 },
-  ENV_MISSING: { failure: "stalled", exit: 2 },
-  REPO_INVALID: { failure: "stalled", exit: 2 },
-  LISTEN_FAILED: { failure: "transient", exit: 1 },
-  LOCAL_CHANGES: { failure: "stalled", exit: 1 },
-  INSTALL_FAILED: { failure: "stalled", exit: 1 },
-  FETCH_FAILED: { failure: "transient", exit: 1 },
-  GIT_FAILED: { failure: "transient", exit: 1 },
-  LOCKED: { failure: "waiting", exit: 1 },
+  USAGE: { failure: "stalled", exit: 2, hint: "deploy-agent --help lists the commands and their options" },
+  CONFIG_INVALID: {
+    failure: "stalled",
+    exit: 2,
+    hint: "fix the manifest and check it with deploy-agent validate; nothing is deployed until it is valid",
+  },
+  ENV_MISSING: {
+    failure: "stalled",
+    exit: 2,
+    hint: "set the variable in the manifest's envFile (or the unit's environment)",
+  },
+  REPO_INVALID: {
+    failure: "stalled",
+    exit: 2,
+    hint: "check the clone at repo.path (or --repo) and its remote",
+  },
+  LISTEN_FAILED: { failure: "transient", exit: 1, hint: "see who holds the port: ss -ltnp" },
+  LOCAL_CHANGES: { failure: "stalled", exit: 1, hint: "keep them in git, or pass --force to overwrite them" },
+  INSTALL_FAILED: {
+    failure: "stalled",
+    exit: 1,
+    hint: "nothing was left half done; fix what it names and run install again",
+  },
+  FETCH_FAILED: {
+    failure: "transient",
+    exit: 1,
+    hint: "retried; check that the host reaches the remote: git -C <clone> fetch",
+  },
+  GIT_FAILED: { failure: "transient", exit: 1, hint: "retried; git's own message says why" },
+  LOCKED: { failure: "waiting", exit: 1, hint: "wait for the other run to finish, or pass --wait SECONDS" },
   /** The revision to deploy is not signed by a trusted key (repo.verify). */
-  UNVERIFIED: { failure: "stalled", exit: 1 },
+  UNVERIFIED: {
+    failure: "stalled",
+    exit: 1,
+    hint: "nothing was deployed; the host stays on its last good revision until a verified push",
+  },
   /** With repo.verify on, the revision does not descend from the last one the host ran (a force push). */
-  HISTORY_REWRITTEN: { failure: "stalled", exit: 1 },
+  HISTORY_REWRITTEN: {
+    failure: "stalled",
+    exit: 1,
+    hint: "push a commit on top of the last revision run, or run deploy-agent run --accept-rewrite on the host",
+  },
   /** The state directory cannot be written: a full disk, a directory where state.json belongs. */
-  STATE_WRITE_FAILED: { failure: "transient", exit: 1 },
-  SOURCE_MISSING: { failure: "stalled", exit: 1 },
-  SOURCE_UNSAFE: { failure: "stalled", exit: 1 },
-  SOURCE_INVALID: { failure: "stalled", exit: 1 },
-  COMMAND_FAILED: { failure: "transient", exit: 1 },
-  STEP_TIMEOUT: { failure: "transient", exit: 1 },
-  TARGET_WRITE_FAILED: { failure: "stalled", exit: 1 },
-  STEP_FAILED: { failure: "transient", exit: 1 },
+  STATE_WRITE_FAILED: {
+    failure: "transient",
+    exit: 1,
+    hint: "check the state directory: df -h, its owner and mode",
+  },
+  SOURCE_MISSING: {
+    failure: "stalled",
+    exit: 1,
+    hint: "add the file to the repository, or fix the step's source",
+  },
+  SOURCE_UNSAFE: {
+    failure: "stalled",
+    exit: 1,
+    hint: "sources are regular files inside the repository, never links out of it",
+  },
+  SOURCE_INVALID: {
+    failure: "stalled",
+    exit: 1,
+    hint: "fix the file in git; the target keeps its previous content",
+  },
+  COMMAND_FAILED: {
+    failure: "transient",
+    exit: 1,
+    hint: "the command's output is in the message; fix it and push, or re-run the step: deploy-agent run --step NAME",
+  },
+  STEP_TIMEOUT: {
+    failure: "transient",
+    exit: 1,
+    hint: "raise the step's timeoutSeconds, or find what hangs",
+  },
+  TARGET_WRITE_FAILED: {
+    failure: "stalled",
+    exit: 1,
+    hint: "check the target's directory: it exists, has space and is writable",
+  },
+  STEP_FAILED: { failure: "transient", exit: 1, hint: "the message says why; the next push or poll retries" },
   /** Some of a step's items (targets, connections) failed; each item says why. */
-  ITEMS_FAILED: { failure: "transient", exit: 1 },
+  ITEMS_FAILED: { failure: "transient", exit: 1, hint: "each failed item says why; the others were applied" },
   /** The agent was stopping and cancelled the running step. */
-  ABORTED: { failure: "transient", exit: 1 },
+  ABORTED: { failure: "transient", exit: 1, hint: "the step runs again at the next start" },
   /** Anything the agent did not expect: a bug or an unforeseen environment. Not retried on a timer. */
-  INTERNAL: { failure: "stalled", exit: 1 },
-  TOKEN_UNAVAILABLE: { failure: "stalled", exit: 1 },
-  HEALTH_CHECK_FAILED: { failure: "transient", exit: 1 },
-  BUILD_FAILED: { failure: "transient", exit: 1 },
-  TRANSFORM_INVALID: { failure: "stalled", exit: 1 },
-  CONNECTION_MISSING: { failure: "stalled", exit: 1 },
-  MATRIX_AUTH: { failure: "stalled", exit: 1 },
-  MATRIX_FORBIDDEN: { failure: "stalled", exit: 1 },
-  MATRIX_RATE_LIMITED: { failure: "transient", exit: 1 },
-  MATRIX_UNAVAILABLE: { failure: "transient", exit: 1 },
-  MATRIX_REQUEST_FAILED: { failure: "transient", exit: 1 },
+  INTERNAL: {
+    failure: "stalled",
+    exit: 1,
+    hint: "a bug or an unforeseen environment: the log has the stack; please report it",
+  },
+  TOKEN_UNAVAILABLE: {
+    failure: "stalled",
+    exit: 1,
+    hint: "the live config has no usable token; put it back, then re-run the step",
+  },
+  HEALTH_CHECK_FAILED: {
+    failure: "transient",
+    exit: 1,
+    hint: "the previous config was restored; the service's journal says why",
+  },
+  BUILD_FAILED: {
+    failure: "transient",
+    exit: 1,
+    hint: "the live site is untouched; the build's output is in the message",
+  },
+  TRANSFORM_INVALID: {
+    failure: "stalled",
+    exit: 1,
+    hint: "fix the transform in git; the room keeps the previous one",
+  },
+  CONNECTION_MISSING: {
+    failure: "stalled",
+    exit: 1,
+    hint: "create the webhook connection in the room first",
+  },
+  MATRIX_AUTH: { failure: "stalled", exit: 1, hint: "the Matrix token is invalid or expired: rotate it" },
+  MATRIX_FORBIDDEN: {
+    failure: "stalled",
+    exit: 1,
+    hint: "the token's user lacks the power level for this room state",
+  },
+  MATRIX_RATE_LIMITED: { failure: "transient", exit: 1, hint: "retried after the homeserver's delay" },
+  MATRIX_UNAVAILABLE: { failure: "transient", exit: 1, hint: "retried; check that the homeserver is up" },
+  MATRIX_REQUEST_FAILED: {
+    failure: "transient",
+    exit: 1,
+    hint: "retried; the homeserver's answer is in the message",
+  },
   /** A dry run could not find out what a step would do (the homeserver could not be asked). */
-  UNDETERMINED: { failure: "transient", exit: 1 },
+  UNDETERMINED: {
+    failure: "transient",
+    exit: 1,
+    hint: "a dry run could not ask the service; try again when it is reachable",
+  },
 } as const satisfies Record<string, CodeInfo>;
 
 export type ErrorCode = keyof typeof CODES;
@@ -66,7 +160,7 @@ export class AgentError extends Error {
   constructor(code: ErrorCode, message: string, options: { hint?: string; cause?: unknown } = {}) {
     super(message, { cause: options.cause });
     this.code = code;
-    this.hint = options.hint;
+    this.hint = options.hint ?? CODES[code].hint;
   }
 
   get failure(): FailureClass {

@@ -160,6 +160,7 @@ async function applyAction(
   manifest: Manifest,
   action: Action,
   snapshot: Snapshot,
+  lastAttempt: string,
 ): Promise<StepReport> {
   const { step } = action;
   const log = opts.log.child({ step: step.name });
@@ -187,8 +188,7 @@ async function applyAction(
   });
   const started = Date.now();
   log.info({ reason: action.reason, files: action.files.length }, action.message);
-  if (action.resume)
-    record({ type: "note", message: "the last attempt did not finish: its follow-up actions run again" });
+  if (action.resume) record({ type: "note", message: `${lastAttempt}: its follow-up actions run again` });
   const base = {
     name: step.name,
     kind: step.kind,
@@ -351,11 +351,16 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
         steps.push(skipped(action, "Stopped", "skipped: the agent is shutting down"));
         continue;
       }
+      // Said as it was: a failure is clean, a cut-off attempt (kill, power loss) may have left work half done.
+      const lastAttempt =
+        state.steps[action.step.name]?.lastResult?.outcome === "failed"
+          ? "the last attempt failed"
+          : "the last attempt did not finish";
       if (!opts.dryRun) {
         recordAttempt(state, action.step.name, source.revision);
         await writeState(opts.stateDir, state, { durable: false });
       }
-      const report = await applyAction(opts, manifest, action, source.snapshot);
+      const report = await applyAction(opts, manifest, action, source.snapshot, lastAttempt);
       steps.push(report);
       if (!opts.dryRun) {
         recordResult(state, action.step.name, {

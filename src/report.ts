@@ -66,13 +66,14 @@ function renderStep(step: StepReport, dryRun: boolean): string {
   const lines = [`[${MARK[step.outcome]}] ${step.name} (${step.kind}): ${step.message}`];
   if (!step.run) return lines[0] ?? "";
   // The plan lines say what the step set out to do; once it reported items, those say what it found.
-  if (!step.items.length) for (const w of step.work) lines.push(`    plan: ${w}`);
-  for (const e of step.effects) lines.push(indent(renderEffect(e, dryRun), "    "));
-  for (const l of itemLines(step.items)) lines.push(`    ${l}`);
+  // A failure first: what went wrong and what to do, then what the step did on the way (diffs are long).
   if (step.error) {
     lines.push(`    error ${step.error.code}: ${step.error.message}`);
     if (step.error.hint) lines.push(`    hint: ${step.error.hint}`);
   }
+  if (!step.items.length) for (const w of step.work) lines.push(`    plan: ${w}`);
+  for (const e of step.effects) lines.push(indent(renderEffect(e, dryRun), "    "));
+  for (const l of itemLines(step.items)) lines.push(`    ${l}`);
   lines.push(`    (${step.durationMs} ms)`);
   return lines.join("\n");
 }
