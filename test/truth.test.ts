@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { runArgs, runCli, writeManifest } from "./helpers/agent.js";
-import { type Fixture, makeFixture } from "./helpers/git.js";
+import { stringify } from "yaml";
+import { hostRoot, runArgs, runCli, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
 /** What the agent says is what happened: the real CLI's output after real runs. */
 
@@ -49,3 +51,110 @@ describe("a failed step, as the CLI says it", () => {
     assert.doesNotMatch(again.stdout, /did not finish/);
   });
 });
+
+describe("fleet status tells what is live", () => {
+  it("a host whose only step failed is NOT LIVE (step, error, the revision still live), never 'up to date'; each host's branch, fetched; the unreachable URL named", async () => {
+    const SECRET = "truth-fleet-secret-0123456789";
+    const hostRootDir = hostRoot(fx.dir, SECRET);
+    const port = await freePort();
+    const agentManifest = writeManifest(fx.dir, {
+      listen: { host: "127.0.0.1", port },
+      webhook: { pollIntervalSeconds: 0 },
+      drift: { intervalSeconds: 0 },
+      steps: [
+        {
+          name: "page",
+          kind: "file",
+          source: "landing/index.html",
+          targets: ["/var/www/index.html"],
+          validate: ["grep", "-q", "deploy-ok", "{file}"],
+        },
+      ],
+    });
+    const good = fx.push({ "landing/index.html": "<p>deploy-ok v1</p>\n" }, "good page");
+    const args = runArgs(agentManifest, fx.clone, hostRootDir, stateDir);
+    assert.equal((await runCli(args)).code, 0);
+    const broken = fx.push({ "landing/index.html": "<p>broken</p>\n" }, "broken page");
+    // The operator's clone: config/*.yaml name the hosts; lxc999 deploys branch "release" and is down.
+    const downPort = await freePort();
+    const config = path.join(fx.pusher, "config");
+    mkdirSync(config, { recursive: true });
+    writeFileSync(
+      path.join(config, "lxctest.yaml"),
+      stringify({ version: 1, host: "lxctest", publicUrl: `http://127.0.0.1:${port}` }),
+    );
+    writeFileSync(
+      path.join(config, "lxc999.yaml"),
+      stringify({
+        version: 1,
+        host: "lxc999",
+        publicUrl: `http://127.0.0.1:${downPort}`,
+        repo: { branch: "release" },
+      }),
+    );
+    git(fx.pusher, "push", "--quiet", "origin", `${good}:refs/heads/release`);
+    const daemon = startCli([
+      ...serveArgs(agentManifest, fx.clone, hostRootDir, `127.0.0.1:${port}`),
+      "--state-dir",
+      stateDir,
+    ]);
+    try {
+      await daemon.waitFor(/"msg":"run finished"/);
+      // A commit the operator's clone has not fetched yet.
+      const other = path.join(fx.dir, "other");
+      git(fx.dir, "clone", "--quiet", fx.origin, other);
+      writeFileSync(path.join(other, "README"), "newer\n");
+      git(other, "add", "-A");
+      git(other, "commit", "--quiet", "-m", "newer");
+      git(other, "push", "--quiet", "origin", "main");
+      const newest = git(other, "rev-parse", "HEAD");
+
+      const res = await runCli(["fleet", "status", "--repo", fx.pusher]);
+      assert.equal(res.code, 1, res.stdout + res.stderr);
+      assert.doesNotMatch(res.stdout, /^lxctest .*up to date/m);
+      assert.match(
+        res.stdout,
+        new RegExp(
+          `^lxctest +${broken.slice(0, 12)} “broken page”; NOT LIVE: page still at ${good.slice(0, 12)} \\(COMMAND_FAILED: .*\\)`,
+          "m",
+        ),
+      );
+      assert.match(
+        res.stdout,
+        new RegExp(`^lxc999 +http://127\\.0\\.0\\.1:${downPort}/status unreachable: `, "m"),
+      );
+      assert.match(res.stdout, new RegExp(`^fleet: origin/main at ${newest.slice(0, 12)}$`, "m"));
+      assert.match(res.stdout, new RegExp(`^fleet: origin/release at ${good.slice(0, 12)}$`, "m"));
+      const json = JSON.parse((await runCli(["fleet", "status", "--json", "--repo", fx.pusher])).stdout) as {
+        hosts: {
+          host: string;
+          tip: string;
+          behind: number;
+          upToDate: boolean;
+          lagging: { step: string; live: string };
+        }[];
+      };
+      const h = json.hosts.find((x) => x.host === "lxctest");
+      assert.equal(h?.tip, newest, "counted against the fetched tip, not the clone's stale ref");
+      assert.equal(h?.behind, 1);
+      assert.equal(h?.upToDate, false);
+      assert.deepEqual({ step: h?.lagging.step, live: h?.lagging.live }, { step: "page", live: good });
+      // fleet wait shows progress while it waits, and names the laggard when it gives up.
+      const wait = await runCli(["fleet", "wait", newest, "--timeout", "2", "--repo", fx.pusher]);
+      assert.equal(wait.code, 1);
+      assert.match(wait.stdout, /^waiting for [0-9a-f]{12} \(\d+s\): .*lxctest: still at /m);
+      assert.match(wait.stdout, /not every host runs/);
+    } finally {
+      daemon.child.kill("SIGTERM");
+      await daemon.exited;
+    }
+  });
+});
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((done) => srv.close(done));
+  return port;
+}

@@ -1,10 +1,10 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { simpleGit } from "simple-git";
 import { parse as parseYaml } from "yaml";
 import { AgentError } from "../errors.js";
 import { fetchFailure } from "../fetch-failure.js";
+import { gitAt } from "../source/git.js";
 
 /**
  * `deploy-agent fleet status|wait`: the whole fleet from one command, on an operator's clone of the config
@@ -35,14 +35,19 @@ interface AgentStatus {
   jobs?: Record<string, { message: string; gauge?: number }>;
 }
 
-interface Host {
-  host: string;
-  url: string | null;
+interface Host extends HostEntry {
   status: AgentStatus | null;
   problem: string | null;
 }
 
-async function hosts(repo: string): Promise<{ host: string; url: string | null }[]> {
+interface HostEntry {
+  host: string;
+  url: string | null;
+  /** The branch the host deploys (its manifest's repo.branch; main by default). */
+  branch: string;
+}
+
+async function hosts(repo: string): Promise<HostEntry[]> {
   const dir = path.join(repo, "config");
   const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith(".yaml")).sort();
   if (!names.length)
@@ -55,11 +60,13 @@ async function hosts(repo: string): Promise<{ host: string; url: string | null }
     const doc = parseYaml(await readFile(path.join(dir, n), "utf8")) as {
       host?: unknown;
       publicUrl?: unknown;
+      repo?: { branch?: unknown };
     };
     if (typeof doc?.host !== "string") continue;
     out.push({
       host: doc.host,
       url: typeof doc.publicUrl === "string" ? doc.publicUrl.replace(/\/+$/, "") : null,
+      branch: typeof doc.repo?.branch === "string" ? doc.repo.branch : "main",
     });
   }
   return out;
@@ -68,17 +75,25 @@ async function hosts(repo: string): Promise<{ host: string; url: string | null }
 async function ask(flags: FleetFlags, repo: string): Promise<Host[]> {
   const token = flags.tokenFile ? (await readFile(flags.tokenFile, "utf8")).trim() : undefined;
   return Promise.all(
-    (await hosts(repo)).map(async ({ host, url }): Promise<Host> => {
-      if (!url) return { host, url, status: null, problem: "no publicUrl in its manifest" };
+    (await hosts(repo)).map(async (entry): Promise<Host> => {
+      const { url } = entry;
+      if (!url) return { ...entry, status: null, problem: "no publicUrl in its manifest" };
       try {
         const res = await fetch(`${url}/status`, {
           signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
           headers: token ? { authorization: `Bearer ${token}` } : {},
         });
-        if (!res.ok) return { host, url, status: null, problem: `unreachable: HTTP ${res.status}` };
-        return { host, url, status: (await res.json()) as AgentStatus, problem: null };
+        if (!res.ok) {
+          await res.body?.cancel().catch(() => {});
+          return { ...entry, status: null, problem: `${url}/status unreachable: HTTP ${res.status}` };
+        }
+        return { ...entry, status: (await res.json()) as AgentStatus, problem: null };
       } catch (err) {
-        return { host, url, status: null, problem: `unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}` };
+        return {
+          ...entry,
+          status: null,
+          problem: `${url}/status unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}`,
+        };
       }
     }),
   );
@@ -92,38 +107,104 @@ function age(at: string | undefined): string {
   return s < 90 ? `${s}s ago` : s < 5400 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
 }
 
+/** How long `fleet status` waits for its fetch of the hosts' branches before it counts from what it has. */
+const FETCH_TIMEOUT_MS = 15_000;
+
+/**
+ * The operator's remote-tracking refs of the hosts' branches, fetched first so "behind" is counted against
+ * the remote. When the fetch fails, the refs as they are, with how old the last fetch is (FETCH_HEAD).
+ */
+async function branchTips(
+  repo: string,
+  branches: string[],
+): Promise<{ tips: Map<string, string>; note: string | null }> {
+  const git = gitAt(repo, AbortSignal.timeout(FETCH_TIMEOUT_MS));
+  let note: string | null = null;
+  const refspecs = branches.map((b) => `+refs/heads/${b}:refs/remotes/origin/${b}`);
+  await git.raw(["fetch", "--quiet", "--no-tags", "origin", ...refspecs]).catch(async (err: Error) => {
+    const fetched = await stat(path.join(repo, ".git", "FETCH_HEAD")).then(
+      (st) => `last fetched ${age(st.mtime.toISOString())}`,
+      () => "never fetched",
+    );
+    note = `could not fetch origin (${
+      err.message
+        .split("\n")
+        .find((l) => /fatal|error/.test(l))
+        ?.trim() ?? "git fetch failed"
+    }): counting against refs ${fetched}`;
+  });
+  const tips = new Map<string, string>();
+  for (const b of branches) {
+    const tip = await gitAt(repo)
+      .revparse(["--verify", "--quiet", `refs/remotes/origin/${b}^{commit}`])
+      .catch(() => "");
+    if (tip.trim()) tips.set(b, tip.trim());
+  }
+  return { tips, note };
+}
+
+/**
+ * What is live on a host, step by step: "up to date" only when every step has applied the revision the
+ * host last ran (a step with nothing to do for it counts as applied). Otherwise the first step that is
+ * not, with its error and the revision it still has live.
+ */
+function liveness(s: AgentStatus): {
+  upToDate: boolean;
+  lagging: { step: string; live: string | null; code: string | null; message: string | null } | null;
+} {
+  const rev = s.deployedRevision;
+  const lag = s.steps.find((st) => st.lastAppliedRevision !== rev);
+  if (!rev || !lag) return { upToDate: !!rev, lagging: null };
+  return {
+    upToDate: false,
+    lagging: {
+      step: lag.name,
+      live: lag.lastAppliedRevision,
+      code: lag.lastResult?.outcome === "failed" ? (lag.lastResult.code ?? "failed") : null,
+      message: lag.lastResult?.outcome === "failed" ? lag.lastResult.message : null,
+    },
+  };
+}
+
 export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => void): Promise<number> {
   const repo = path.resolve(flags.repo ?? ".");
-  const git = simpleGit({ baseDir: repo });
-  const tip = await git
-    .revparse(["--verify", "--quiet", "origin/main^{commit}"])
-    .catch(() => git.revparse(["HEAD"]));
+  const asked = await ask(flags, repo);
+  const { tips, note } = await branchTips(repo, [...new Set(asked.map((h) => h.branch))]);
+  const git = gitAt(repo);
   const rows = await Promise.all(
-    (await ask(flags, repo)).map(async (h) => {
+    asked.map(async (h) => {
       const rev = h.status?.deployedRevision ?? null;
+      const tip = tips.get(h.branch) ?? null;
       const subject = rev
         ? await git.raw(["log", "-1", "--format=%s", rev]).then(
             (s) => s.trim(),
             () => "",
           )
         : "";
-      const behind = rev
-        ? await git.raw(["rev-list", "--count", `${rev}..${tip.trim()}`]).then(
-            (n) => Number(n.trim()),
-            () => null,
-          )
-        : null;
+      const behind =
+        rev && tip
+          ? await git.raw(["rev-list", "--count", `${rev}..${tip}`]).then(
+              (n) => Number(n.trim()),
+              () => null,
+            )
+          : null;
+      const live = h.status ? liveness(h.status) : null;
       const failing = h.status?.steps.find((s) => s.lastResult?.outcome === "failed");
       const jobs = Object.entries(h.status?.jobs ?? {})
         .filter(([, j]) => (j.gauge ?? 0) > 0)
         .map(([name, j]) => `${name}: ${j.message}`);
       return {
         host: h.host,
+        url: h.url,
+        branch: h.branch,
+        tip,
         reachable: h.status !== null,
         problem: h.problem,
         deployed: rev,
         subject,
         behind,
+        upToDate: !!live?.upToDate && behind === 0,
+        lagging: live?.lagging ?? null,
         lastRun: h.status?.lastRun
           ? { result: h.status.lastRun.result, at: h.status.lastRun.finishedAt }
           : null,
@@ -135,19 +216,31 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
     }),
   );
   if (flags.json) {
-    out(`${JSON.stringify({ schema: "deploy-agent/fleet@1", tip: tip.trim(), hosts: rows }, null, 2)}\n`);
+    out(`${JSON.stringify({ schema: "deploy-agent/fleet@2", fetch: note, hosts: rows }, null, 2)}\n`);
   } else {
-    const lines = [`fleet at ${short(tip.trim())} (origin/main)`];
+    const lines = [...new Set(rows.map((r) => `${r.branch} at ${short(r.tip)}`))].map(
+      (b) => `fleet: origin/${b}`,
+    );
+    if (note) lines.push(`warning: ${note}`);
     for (const r of rows) {
       if (!r.reachable) {
         lines.push(`${r.host.padEnd(8)} ${r.problem}`);
         continue;
       }
+      const lag = r.lagging;
       const parts = [
         `${short(r.deployed)}${r.subject ? ` “${r.subject}”` : ""}`,
-        r.behind === null ? "" : r.behind === 0 ? "up to date" : `${r.behind} behind`,
+        lag
+          ? `NOT LIVE: ${lag.step} still at ${short(lag.live)}${lag.code ? ` (${lag.code}: ${lag.message ?? ""})` : " (not applied yet)"}`
+          : r.behind === null
+            ? "behind unknown"
+            : r.behind === 0
+              ? "up to date"
+              : `${r.behind} behind`,
         r.lastRun ? `last run ${r.lastRun.result} ${age(r.lastRun.at)}` : "",
-        r.failing ? `FAILING ${r.failing.step}${r.failing.code ? ` (${r.failing.code})` : ""}` : "",
+        r.failing && r.failing.step !== lag?.step
+          ? `FAILING ${r.failing.step}${r.failing.code ? ` (${r.failing.code})` : ""}`
+          : "",
         r.lastError ? `error ${r.lastError.code}` : "",
         r.suspended ? `SUSPENDED since ${r.suspended.since}: ${r.suspended.reason}` : "",
         ...r.jobs,
@@ -156,7 +249,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
     }
     out(`${lines.join("\n")}\n`);
   }
-  return rows.every((r) => r.reachable && !r.failing && !r.lastError) ? 0 : 1;
+  return rows.every((r) => r.reachable && !r.failing && !r.lastError && !r.lagging) ? 0 : 1;
 }
 
 /** Done when every step of the host has applied the revision (a step with nothing to do for it counts). */
@@ -179,17 +272,25 @@ export async function fleetWaitCommand(
 ): Promise<number> {
   const repo = path.resolve(flags.repo ?? ".");
   const rev = (
-    await simpleGit({ baseDir: repo })
+    await gitAt(repo)
       .revparse(["--verify", `${target}^{commit}`])
       .catch(() => "")
   ).trim();
   if (!rev) throw new AgentError("USAGE", `fleet wait: ${target} is not a commit in ${repo}`);
-  const deadline = Date.now() + flags.timeoutSeconds * 1000;
+  const started = Date.now();
+  const deadline = started + flags.timeoutSeconds * 1000;
+  let said = "";
   for (;;) {
     const waiting = (await ask(flags, repo)).flatMap((h) => {
       const why = laggard(h, rev);
       return why ? [`${h.host}: ${why}`] : [];
     });
+    // Progress: a line whenever who is waited for, or why, changes.
+    const now = waiting.join("; ");
+    if (waiting.length && now !== said && Date.now() < deadline) {
+      out(`waiting for ${short(rev)} (${Math.round((Date.now() - started) / 1000)}s): ${now}\n`);
+      said = now;
+    }
     if (!waiting.length) {
       out(`every host runs ${short(rev)}\n`);
       return 0;
