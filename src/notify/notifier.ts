@@ -211,11 +211,12 @@ export function createNotifier(opts: {
     },
     async drain(ms) {
       // An unref'd bound: with nothing to send, a ref'd timer kept a stopping daemon alive for all of it.
-      let over = false;
-      const deadline = sleep(ms, undefined, { ref: false }).then(() => {
-        over = true;
-      });
-      while (working && !over) await Promise.race([working, deadline]);
+      const deadline = sleep(ms, undefined, { ref: false }).then(() => false);
+      // A worker that ends while jobs wait hands over to the next one: wait for that one too.
+      for (let worker = working; worker; worker = working) {
+        const ended = await Promise.race([worker.then(() => true), deadline]);
+        if (!ended || working === worker) return;
+      }
     },
     status() {
       const empty = { lastSuccessAt: null, lastFailureAt: null, lastError: null };
