@@ -8,6 +8,8 @@ import { silentLogger } from "../src/log.js";
 import { loadManifest } from "../src/manifest/load.js";
 import type { DeployEvent } from "../src/notify/events.js";
 import { createNotifier, notifySchema } from "../src/notify/notifier.js";
+import { noticeText } from "../src/notify/targets/matrix.js";
+import { Secret } from "../src/secret.js";
 import { createAgent } from "../src/server/agent.js";
 import { runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { makeFixture } from "./helpers/git.js";
@@ -141,6 +143,28 @@ describe("notifier", () => {
     ]) {
       assert.equal(notifySchema.safeParse({ targets: bad }).success, false, JSON.stringify(bad));
     }
+  });
+
+  it("bounds: queueLength 1..1000; a Matrix notice at most 4,000 characters, redacted before it is cut", () => {
+    assert.equal(notifySchema.parse({ queueLength: 1000 }).queueLength, 1000);
+    for (const queueLength of [0, 1001, 1.5])
+      assert.equal(notifySchema.safeParse({ queueLength }).success, false);
+    const token = new Secret("matrix-bound-Zq3Wv8Lk1Pm6Xr4T");
+    const failed = (message: string) =>
+      noticeText({
+        ...event(1),
+        event: "run.failed",
+        step: "landing",
+        error: { code: "COMMAND_FAILED", message },
+      });
+    // The token starts 20 characters before the cut (its 30 characters straddle it).
+    const pad = "x".repeat(3980 - failed("").length);
+    const text = failed(`${pad}${token.reveal()}${"y".repeat(100)}`);
+    assert.equal(text.length, 4000);
+    assert.ok(text.endsWith("…"));
+    // The token straddled the cut: redacted first, so not even its first characters are left.
+    assert.equal(text.includes("matrix-b"), false);
+    assert.ok(text.includes("[redacted]"));
   });
 
   it("publish never waits, and the queue stays within queueLength, dropping the oldest", () => {
