@@ -8,6 +8,8 @@ import { silentLogger } from "../src/log.js";
 import { loadManifest } from "../src/manifest/load.js";
 import type { DeployEvent } from "../src/notify/events.js";
 import { createNotifier, notifySchema } from "../src/notify/notifier.js";
+import { noticeText } from "../src/notify/targets/matrix.js";
+import { Secret } from "../src/secret.js";
 import { createAgent } from "../src/server/agent.js";
 import { runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { makeFixture } from "./helpers/git.js";
@@ -38,7 +40,133 @@ const event = (n: number): DeployEvent => ({
   at: new Date().toISOString(),
 });
 
+/** A receiver on loopback that answers each request with the next status of `answers` (then 204). */
+async function receiver(answers: number[] = []) {
+  const bodies: string[] = [];
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    bodies.push(Buffer.concat(chunks).toString("utf8"));
+    res.writeHead(answers.shift() ?? 204);
+    res.end();
+  });
+  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/notify`,
+    bodies,
+    close: () => new Promise<void>((done) => server.close(() => done())),
+  };
+}
+
 describe("notifier", () => {
+  it("a publish with nothing to send does not stop later ones", async () => {
+    const r = await receiver();
+    try {
+      const notifier = createNotifier({
+        config: () => notifySchema.parse({ targets: [{ kind: "webhook", url: r.url }] }),
+        host: "lxctest",
+        log: silentLogger(),
+      });
+      // run.started goes to commit statuses only: with a webhook alone, nothing is queued.
+      notifier.publish({ ...event(1), event: "run.started" });
+      notifier.publish({ ...event(1), nothingToDo: true });
+      notifier.publish(event(2));
+      await notifier.drain(5000);
+      notifier.publish({ ...event(2), event: "run.started" });
+      notifier.publish(event(3));
+      await notifier.drain(5000);
+      assert.deepEqual(
+        r.bodies.map((b) => (JSON.parse(b) as DeployEvent).revision),
+        [event(2).revision, event(3).revision],
+      );
+      assert.equal(notifier.status().queued, 0);
+      assert.ok(notifier.status().targets.webhook?.lastSuccessAt);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it("status: the queue at its bound, and a target's last failure with its error, then its success", async () => {
+    const notifier = createNotifier({
+      config: () =>
+        notifySchema.parse({ queueLength: 3, targets: [{ kind: "webhook", url: `${hangingUrl}/bound` }] }),
+      host: "lxctest",
+      log: silentLogger(),
+    });
+    for (let i = 1; i <= 3; i++) notifier.publish(event(i));
+    // The first is being sent (it hangs); the other two wait.
+    assert.equal(notifier.status().queued, 2);
+    for (let i = 4; i <= 10; i++) notifier.publish(event(i));
+    assert.equal(notifier.status().queued, 3, "never more than queueLength");
+
+    const r = await receiver([503, 503, 503, 400]);
+    try {
+      const failing = createNotifier({
+        config: () => notifySchema.parse({ targets: [{ kind: "webhook", url: r.url, name: "hookshot" }] }),
+        host: "lxctest",
+        log: silentLogger(),
+      });
+      failing.publish(event(1)); // 503 three times: retried, then given up
+      failing.publish({ ...event(1), event: "run.failed" }); // 400: not retried
+      failing.publish({ ...event(2), event: "run.succeeded" }); // 204
+      await failing.drain(10_000);
+      assert.equal(r.bodies.length, 5);
+      const t = failing.status().targets.hookshot;
+      assert.equal(t?.lastError, "HTTP 400");
+      assert.ok(t?.lastFailureAt && t.lastSuccessAt && t.lastSuccessAt >= t.lastFailureAt, JSON.stringify(t));
+    } finally {
+      await r.close();
+    }
+  });
+
+  it("target names: the kind by default, -2 for a second of a kind, an explicit name; duplicates refused", () => {
+    const hook = (url: string, name?: string) => ({ kind: "webhook", url, ...(name ? { name } : {}) });
+    const notifier = createNotifier({
+      config: () =>
+        notifySchema.parse({
+          targets: [
+            hook("http://127.0.0.1:1/a"),
+            hook("http://127.0.0.1:1/b"),
+            hook("http://127.0.0.1:1/c", "ops"),
+            { kind: "matrix", homeserver: "http://127.0.0.1:1", room: "!r:hs", token: "matrix-token-0123" },
+          ],
+        }),
+      host: "lxctest",
+      log: silentLogger(),
+    });
+    assert.deepEqual(Object.keys(notifier.status().targets), ["webhook", "webhook-2", "ops", "matrix"]);
+    for (const bad of [
+      [hook("http://127.0.0.1:1/a"), hook("http://127.0.0.1:1/b", "webhook")],
+      [hook("http://127.0.0.1:1/a", "a b")],
+      [hook("http://127.0.0.1:1/a", 'x"}')],
+      [{ kind: "matrix", homeserver: "http://127.0.0.1:1", room: "#alias:hs", token: "t" }],
+    ]) {
+      assert.equal(notifySchema.safeParse({ targets: bad }).success, false, JSON.stringify(bad));
+    }
+  });
+
+  it("bounds: queueLength 1..1000; a Matrix notice at most 4,000 characters, redacted before it is cut", () => {
+    assert.equal(notifySchema.parse({ queueLength: 1000 }).queueLength, 1000);
+    for (const queueLength of [0, 1001, 1.5])
+      assert.equal(notifySchema.safeParse({ queueLength }).success, false);
+    const token = new Secret("matrix-bound-Zq3Wv8Lk1Pm6Xr4T");
+    const failed = (message: string) =>
+      noticeText({
+        ...event(1),
+        event: "run.failed",
+        step: "landing",
+        error: { code: "COMMAND_FAILED", message },
+      });
+    // The token starts 20 characters before the cut (its 30 characters straddle it).
+    const pad = "x".repeat(3980 - failed("").length);
+    const text = failed(`${pad}${token.reveal()}${"y".repeat(100)}`);
+    assert.equal(text.length, 4000);
+    assert.ok(text.endsWith("…"));
+    // The token straddled the cut: redacted first, so not even its first characters are left.
+    assert.equal(text.includes("matrix-b"), false);
+    assert.ok(text.includes("[redacted]"));
+  });
+
   it("publish never waits, and the queue stays within queueLength, dropping the oldest", () => {
     const counted: string[] = [];
     const notifier = createNotifier({

@@ -96,6 +96,7 @@ export function createAgent(opts: AgentOptions): Agent {
     log,
     count: (target, result) => metrics.notified(target, result),
   });
+  metrics.notifier(() => notifier.status());
   /** Events of a daemon in --dry-run are logged, never sent. */
   function send(event: DeployEvent) {
     if (opts.dryRun) log.debug({ notices: notifier.describe(event) }, "would notify");
@@ -347,6 +348,7 @@ export function createAgent(opts: AgentOptions): Agent {
         },
         lastRun: lastReport ? { ...summary(lastReport), finishedAt: lastReport.finishedAt } : null,
         lastError,
+        notifications: notifier.status(),
         process: (({ rss, heapTotal, heapUsed, external }) => ({ rss, heapTotal, heapUsed, external }))(
           process.memoryUsage(),
         ),

@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { HostJob } from "../jobs/types.js";
+import type { NotifierStatus } from "../notify/notifier.js";
 import type { RunReport } from "../pipeline.js";
 
 /** The agent's Prometheus metrics, on a registry of its own (prom-client). */
@@ -7,8 +8,10 @@ export interface AgentMetrics {
   registry: Registry;
   delivery(outcome: string): void;
   run(report: RunReport): void;
-  /** A notification's fate, by target kind. */
+  /** A notification's fate, by target name. */
   notified(target: string, result: "sent" | "failed" | "dropped"): void;
+  /** Where the notify gauges read the notifier's queue and last sends, at every scrape. */
+  notifier(status: () => NotifierStatus): void;
   /** A step's drift: 1 drifted, 0 in sync (no sample while it cannot be told). */
   drift(step: string, state: "in-sync" | "drifted" | "unknown"): void;
   /** A run that ended before its steps, with its error code. */
@@ -91,9 +94,30 @@ export function createMetrics(
   configValid.set(1);
   const notifications = new Counter({
     name: "deploy_agent_notifications_total",
-    help: "Notifications by target kind (gitea-status, webhook) and result (sent, failed, dropped)",
+    help: "Notifications by target (its name; by default its kind: gitea-status, webhook, matrix) and result (sent, failed, dropped)",
     labelNames: ["target", "result"],
     registers: [registry],
+  });
+  let notifier: () => NotifierStatus = () => ({ queued: 0, targets: {} });
+  new Gauge({
+    name: "deploy_agent_notify_queue_length",
+    help: "Notifications waiting to be sent (at most notify.queueLength)",
+    registers: [registry],
+    collect() {
+      this.set(notifier().queued);
+    },
+  });
+  new Gauge({
+    name: "deploy_agent_notify_last_success_timestamp_seconds",
+    help: "When a notification last reached the target (no sample before the first)",
+    labelNames: ["target"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [target, t] of Object.entries(notifier().targets)) {
+        if (t.lastSuccessAt) this.set({ target }, Date.parse(t.lastSuccessAt) / 1000);
+      }
+    },
   });
   const driftGauge = new Gauge({
     name: "deploy_agent_drift",
@@ -146,6 +170,9 @@ export function createMetrics(
     },
     jobGauge: (command, value) => jobGauges.get(command)?.set(value),
     notified: (target, result) => notifications.inc({ target, result }),
+    notifier: (status) => {
+      notifier = status;
+    },
     drift(step, state) {
       if (state === "unknown") driftGauge.remove({ step });
       else driftGauge.set({ step }, state === "drifted" ? 1 : 0);

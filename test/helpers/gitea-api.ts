@@ -30,6 +30,8 @@ export interface GiteaApi {
   /** The API root, …/api/v1. */
   url: string;
   statuses: GiteaStatus[];
+  /** The raw body of every request, accepted or not. */
+  bodies: string[];
   refused: { status: number; reason: string }[];
   /** The newest state per sha and context. */
   latest(sha: string, context: string): string | undefined;
@@ -50,6 +52,7 @@ export async function startGiteaApi(opts: {
 }): Promise<GiteaApi> {
   const statuses: GiteaStatus[] = [];
   const refused: GiteaApi["refused"] = [];
+  const bodies: string[] = [];
   let id = 0;
   const server = createServer(async (req, res) => {
     const answer = (status: number, doc: unknown, reason?: string) => {
@@ -59,6 +62,7 @@ export async function startGiteaApi(opts: {
     };
     const m = /^\/api\/v1\/repos\/([^/]+\/[^/]+)\/statuses\/([0-9a-f]{40})$/.exec(req.url ?? "");
     const text = await body(req);
+    bodies.push(text);
     if (req.method !== "POST" || !m) return answer(404, { message: "Not Found" }, `${req.method} ${req.url}`);
     const given = /^(?:token|Bearer) (.+)$/.exec(req.headers.authorization ?? "")?.[1];
     if (given !== opts.token) return answer(401, { message: "token is required" }, "no or wrong token");
@@ -97,6 +101,7 @@ export async function startGiteaApi(opts: {
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`,
     statuses,
+    bodies,
     refused,
     latest: (sha, context) => statuses.filter((s) => s.sha === sha && s.context === context).at(-1)?.state,
     close: () =>

@@ -3,8 +3,9 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 
 /**
- * A Matrix client-server test homeserver for the room-state endpoints, following the spec and Synapse:
- * bearer auth (401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN), membership and power levels (403 M_FORBIDDEN),
+ * A Matrix client-server test homeserver for the room-state endpoints and for sending room events
+ * (`PUT /rooms/{roomId}/send/{eventType}/{txnId}`, idempotent per token and txnId as the spec asks),
+ * following the spec and Synapse: bearer auth (401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN), membership and power levels (403 M_FORBIDDEN),
  * 404 M_NOT_FOUND for absent state, whole-content replacement on PUT, 429 M_LIMIT_EXCEEDED with
  * retry_after_ms, and injectable 5xx answers and hangs. It counts every request and write.
  */
@@ -21,13 +22,18 @@ export interface MatrixServerOptions {
   users: Record<string, TestUser>;
   /** power level needed to send state events (m.room.power_levels state_default) */
   stateDefault?: number;
+  /** power level needed to send other events (m.room.power_levels events_default, default 0) */
+  eventsDefault?: number;
 }
 
 export interface MatrixTestServer {
   url: string;
   /** `${type}/${stateKey}` → content */
   state: Map<string, Record<string, unknown>>;
-  requests: { method: string; path: string; at: number; status: number }[];
+  /** Room events sent (a repeated txnId is not sent twice). */
+  messages: { roomId: string; type: string; txnId: string; content: Record<string, unknown> }[];
+  /** Every request, with its raw body. */
+  requests: { method: string; path: string; at: number; status: number; body: string }[];
   writes(): number;
   /** The most requests that were in progress at the same time. */
   maxInFlight(): number;
@@ -55,6 +61,9 @@ async function readBody(req: IncomingMessage): Promise<string> {
 
 export async function startMatrixServer(opts: MatrixServerOptions): Promise<MatrixTestServer> {
   const state = new Map<string, Record<string, unknown>>();
+  const messages: MatrixTestServer["messages"] = [];
+  /** `${token} ${txnId}` → event id: a retried transaction gets the same answer and sends nothing. */
+  const transactions = new Map<string, string>();
   const requests: MatrixTestServer["requests"] = [];
   let writes = 0;
   let limited = { n: 0, ms: 0 };
@@ -65,7 +74,7 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
   const hung: ServerResponse[] = [];
 
   const server = createServer(async (req, res) => {
-    const entry = { method: req.method ?? "", path: req.url ?? "", at: Date.now(), status: 0 };
+    const entry = { method: req.method ?? "", path: req.url ?? "", at: Date.now(), status: 0, body: "" };
     requests.push(entry);
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);
@@ -75,6 +84,7 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
       send(res, status, body, headers);
     };
     const body = await readBody(req);
+    entry.body = body;
     if (hanging > 0) {
       hanging--;
       hung.push(res);
@@ -95,6 +105,35 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
     if (!user)
       return reply(401, { ...err("M_UNKNOWN_TOKEN", "Invalid access token passed."), soft_logout: false });
 
+    const sent = /^\/_matrix\/client\/v3\/rooms\/([^/]+)\/send\/([^/]+)\/([^/?]+)$/.exec(req.url ?? "");
+    if (sent) {
+      const [roomId = "", type = "", txnId = ""] = [sent[1], sent[2], sent[3]].map((s) =>
+        decodeURIComponent(s ?? ""),
+      );
+      if (req.method !== "PUT") return reply(405, err("M_UNRECOGNIZED", "Unrecognized request"));
+      if (roomId !== opts.roomId || user.joined === false) {
+        return reply(403, err("M_FORBIDDEN", `User ${user.userId} not in room ${roomId}`));
+      }
+      if (user.powerLevel < (opts.eventsDefault ?? 0)) {
+        return reply(403, err("M_FORBIDDEN", "You don't have permission to post that to the room."));
+      }
+      const done = transactions.get(`${auth.slice(7)} ${txnId}`);
+      if (done) return reply(200, { event_id: done });
+      let content: unknown;
+      try {
+        content = JSON.parse(body);
+      } catch {
+        return reply(400, err("M_NOT_JSON", "Content not JSON."));
+      }
+      if (!content || typeof content !== "object" || Array.isArray(content)) {
+        return reply(400, err("M_BAD_JSON", "Body must be a JSON object"));
+      }
+      const eventId = `$${randomBytes(8).toString("hex")}`;
+      transactions.set(`${auth.slice(7)} ${txnId}`, eventId);
+      messages.push({ roomId, type, txnId, content: content as Record<string, unknown> });
+      writes++;
+      return reply(200, { event_id: eventId });
+    }
     const m = /^\/_matrix\/client\/v3\/rooms\/([^/]+)\/state\/([^/]+)\/([^/?]*)$/.exec(req.url ?? "");
     if (!m) return reply(404, err("M_UNRECOGNIZED", "Unrecognized request"));
     const [roomId, type, stateKey] = [m[1], m[2], m[3]].map((s) => decodeURIComponent(s ?? ""));
@@ -137,6 +176,7 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
   return {
     url: `http://127.0.0.1:${port}`,
     state,
+    messages,
     requests,
     writes: () => writes,
     maxInFlight: () => maxInFlight,

@@ -1,0 +1,69 @@
+import { randomBytes } from "node:crypto";
+import { z } from "zod";
+import { Secret } from "../../secret.js";
+import type { DeployEvent } from "../events.js";
+import { clip } from "./text.js";
+import { TARGET_NAME, type TargetKind } from "./types.js";
+
+/**
+ * `matrix`: each notice as an m.notice in a room, PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/
+ * {txnId} with the user's access token. The txnId is made once per notice, so a retried request is not
+ * posted twice (the homeserver answers a known txnId with the first event).
+ */
+export const schema = z.strictObject({
+  kind: z.literal("matrix"),
+  name: z.string().regex(TARGET_NAME).optional(),
+  homeserver: z.url({ protocol: /^https?$/ }),
+  /** The room's id (!opaque:server), not an alias. */
+  room: z.string().regex(/^![^:\s]+:\S+$/, { message: "must be a room id: !opaque:server" }),
+  token: z
+    .string()
+    .min(1)
+    .transform((v) => new Secret(v)),
+});
+
+export type MatrixTarget = z.output<typeof schema>;
+
+/** A message stays readable in a client; the event's texts are bounded already. */
+const BODY_MAX = 4000;
+
+/** The notice's text: one headline, then the details that are known. */
+export function noticeText(e: DeployEvent): string {
+  const rev = (e.revision ?? "").slice(0, 12);
+  const commit = rev ? `${rev}${e.subject ? ` “${e.subject}”` : ""}` : "";
+  const problem = e.error ? `${e.error.code}: ${e.error.message}` : "";
+  const again = e.repeats ? ` again (${e.repeats + 1}×)` : "";
+  const headline =
+    e.event === "run.succeeded"
+      ? `✅ ${e.host} deployed ${commit || "the newest commit"}${e.durationMs !== undefined ? ` in ${(e.durationMs / 1000).toFixed(1)} s` : ""}`
+      : e.event === "run.failed"
+        ? `❌ ${e.host}: ${e.step ?? "a step"} failed${again}${commit ? ` at ${commit}` : ""}`
+        : e.event === "run.error"
+          ? `⚠️ ${e.host} could not deploy${commit ? ` ${commit}` : ""}${again}`
+          : e.event === "run.started"
+            ? `⏳ ${e.host} deploying ${commit || "the newest commit"}`
+            : e.event === "step.rolled-back"
+              ? `↩️ ${e.host}: ${e.step ?? "a step"} rolled back${commit ? ` at ${commit}` : ""}`
+              : e.event === "job.done"
+                ? `🔁 ${e.host}: ${e.notes?.[0] ?? `${e.step ?? "a job"} done`}`
+                : `🧭 ${e.host}: ${e.step ?? "a step"} differs from git`;
+  const lines = [
+    headline,
+    ...(problem ? [problem] : []),
+    ...(e.error?.hint ? [`hint: ${e.error.hint}`] : []),
+    ...(e.event !== "job.done" ? (e.notes ?? []) : []),
+    ...(e.url ? [e.url] : []),
+  ];
+  return clip(lines.join("\n"), BODY_MAX);
+}
+
+export const matrix: TargetKind<MatrixTarget> = {
+  takes: "notices",
+  request: (t, event) => ({
+    method: "PUT",
+    url: `${t.homeserver.replace(/\/+$/, "")}/_matrix/client/v3/rooms/${encodeURIComponent(t.room)}/send/m.room.message/${`deploy-agent.${Date.now()}.${randomBytes(6).toString("hex")}`}`,
+    headers: { authorization: `Bearer ${t.token.reveal()}` },
+    payload: { msgtype: "m.notice", body: noticeText(event) },
+  }),
+  describe: (t, e) => `would post to ${t.room}: ${noticeText(e).split("\n")[0]}`,
+};
