@@ -20,6 +20,12 @@ const CODES = {
   LISTEN_FAILED: { failure: "transient", exit: 1 },
   LOCAL_CHANGES: { failure: "stalled", exit: 1 },
   INSTALL_FAILED: { failure: "stalled", exit: 1 },
+  /** A value an env file cannot carry so that dotenv and systemd read it back identically. */
+  ENV_VALUE_UNSAFE: { failure: "stalled", exit: 2 },
+  /** The old webhook binary's hooks file is a template install cannot resolve (webhook -template). */
+  HOOKS_TEMPLATE_UNRESOLVED: { failure: "stalled", exit: 2 },
+  /** The old listener's secret cannot be taken over as the one Gitea signs with. */
+  SECRET_UNUSABLE: { failure: "stalled", exit: 2 },
   FETCH_FAILED: { failure: "transient", exit: 1 },
   GIT_FAILED: { failure: "transient", exit: 1 },
   LOCKED: { failure: "waiting", exit: 1 },
