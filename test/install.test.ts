@@ -289,3 +289,53 @@ describe("deploy-agent install: migrating from webhook.service", () => {
     });
   }
 });
+
+describe("deploy-agent install: the unit must take Gitea's deliveries before webhook.service goes", () => {
+  it("migrating: a unit that is healthy but refuses the migrated secret (401) leaves webhook.service running", async () => {
+    await makeHost(migrating);
+    const port = await freePort();
+    const secret = "old-secret-0123456789abcdef";
+    await oldWebhook({ hooks: hooksJson(JSON.stringify(secret)), port });
+    // An operator's drop-in gives the unit another secret: healthy, but every real delivery would get 401.
+    const dropIn = path.join(root, "etc/systemd/system/deploy-agent@lxctest.service.d");
+    mkdirSync(dropIn, { recursive: true });
+    writeFileSync(
+      path.join(dropIn, "local.conf"),
+      "[Service]\nEnvironment=WEBHOOK_SECRET=another-secret-0123456789\n",
+    );
+    const res = await install();
+    assert.equal(res.code, 1, res.stdout + res.stderr);
+    assert.match(
+      res.stderr,
+      /^error INSTALL_FAILED: deploy-agent@lxctest\.service on a spare port: a delivery signed with the webhook secret got HTTP 401 .*; webhook\.service was left running\n/,
+    );
+    assert.equal((await runCommand("systemctl", ["is-enabled", "webhook.service"])).trim(), "enabled");
+    assert.equal((await runCommand("systemctl", ["is-active", "webhook.service"])).trim(), "active");
+    assert.equal(systemctl.calls().includes("stop webhook.service"), false, "never stopped");
+  });
+});
+
+describe("repo.verify off: a one-line notice", () => {
+  const notice =
+    /^(note|warning): repo\.verify is off: push access to the config repository is root on every host; set repo\.verify mode: all/m;
+
+  it("install and validate print it while verify is off, and not once it is on", async () => {
+    const dry = await install("--dry-run");
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, notice);
+    const config = path.join(root, "opt/matrix-config/config/lxctest.yaml");
+    const validate = await runCli(["validate", "--config", config, "--root", root]);
+    assert.match(validate.stdout, notice);
+    assert.equal(validate.stdout.match(new RegExp(notice.source, "gm"))?.length, 1, "one line");
+    const signers = path.join(root, "etc/allowed-signers");
+    writeFileSync(signers, "");
+    writeFileSync(
+      config,
+      readFileSync(config, "utf8")
+        .replace(/^repo:.*$/m, "")
+        .concat(`repo:\n  verify:\n    mode: all\n    allowedSignersFile: /etc/allowed-signers\n`),
+    );
+    const on = await runCli(["validate", "--config", config, "--root", root]);
+    assert.doesNotMatch(on.stdout, notice);
+  });
+});
