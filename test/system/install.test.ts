@@ -39,7 +39,7 @@ const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
 const MATRIX_TOKEN = `syt_amFyZWQ_system${randomBytes(8).toString("hex")}`;
 const DRAUPNIR_TOKEN = `syt_ZHJhdXBuaXI_live${randomBytes(8).toString("hex")}`;
 // What dotenv cut short when install wrote it unquoted: a `#`, and `$`, quotes and spaces besides.
-const OLD_SECRET_151 = `old-webhook-secret-151#${randomBytes(12).toString("hex")} $HOME "q" 'x'`;
+const OLD_SECRET_151 = `old-webhook-secret-151#${randomBytes(12).toString("hex")} $HOME "q" x`;
 const OLD_SECRET_110 = `old-webhook-secret-110-${randomBytes(12).toString("hex")}`;
 const TRANSFORMS = readFileSync(path.join(PROJECT, "config/lxc151.yaml"), "utf8")
   .split("\n")
