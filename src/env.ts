@@ -32,3 +32,46 @@ export function mergeEnv(
   for (const [k, v] of Object.entries(processEnv)) if (v !== undefined) merged[k] = v;
   return merged;
 }
+
+/**
+ * One `NAME=value` line that reads back as exactly `value` through dotenv (the agent's reader, src/env.ts)
+ * and through systemd's EnvironmentFile= parser alike. Unquoted, dotenv cuts a value at `#` and both trim
+ * spaces; inside single quotes both take every character literally, inside double quotes both take every
+ * character but `\` and `"` literally. What neither quoting carries (a line break or another control
+ * character, both quote kinds with a backslash, invalid Unicode) is refused; the error never shows the value.
+ */
+export function envLine(name: string, value: string): string {
+  const refuse = (why: string) =>
+    new AgentError("ENV_VALUE_UNSAFE", `${name} cannot be written to an env file: ${why}`, {
+      hint: `choose a value without it (e.g. openssl rand -hex 32) and set ${name} in the file by hand`,
+    });
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw refuse("not a variable name");
+  if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(value))
+    throw refuse("its value is not valid Unicode");
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  if (/[\u0000-\u001f\u007f]/.test(value))
+    throw refuse("its value holds a line break or a control character");
+  // dotenv reads `\'` as an escaped quote: a trailing backslash would take the closing quote with it.
+  if (!value.includes("'") && !value.endsWith("\\")) return `${name}='${value}'`;
+  if (!/["\\]/.test(value)) return `${name}="${value}"`;
+  throw refuse("its value holds both a quote and a backslash or both kinds of quotes");
+}
+
+/**
+ * An env file's text with `name=value` added at its end, checked by reading it back with dotenv: the new
+ * variable has exactly `value` and every variable the file had keeps its value.
+ */
+export function appendEnv(text: string, name: string, value: string): string {
+  const next = `${text}${text && !text.endsWith("\n") ? "\n" : ""}${envLine(name, value)}\n`;
+  const before = parse(text);
+  const after = parse(next);
+  const changed = Object.keys(before).filter((k) => k !== name && after[k] !== before[k]);
+  if (after[name] !== value || changed.length) {
+    throw new AgentError(
+      "ENV_VALUE_UNSAFE",
+      `adding ${name} would not read back as written (the file's lines before it: an unclosed quote?)`,
+      { hint: `look at the env file, or set ${name} in it by hand` },
+    );
+  }
+  return next;
+}

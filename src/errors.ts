@@ -38,6 +38,24 @@ const CODES = {
     exit: 1,
     hint: "nothing was left half done; fix what it names and run install again",
   },
+  /** A value an env file cannot carry so that dotenv and systemd read it back identically. */
+  ENV_VALUE_UNSAFE: {
+    failure: "stalled",
+    exit: 2,
+    hint: "env values are one line, without control characters; the value itself is never shown",
+  },
+  /** The old webhook binary's hooks file is a template install cannot resolve (webhook -template). */
+  HOOKS_TEMPLATE_UNRESOLVED: {
+    failure: "stalled",
+    exit: 2,
+    hint: "put the secret in /etc/deploy-agent/webhook-secret yourself, then run install again",
+  },
+  /** The old listener's secret cannot be taken over as the one Gitea signs with. */
+  SECRET_UNUSABLE: {
+    failure: "stalled",
+    exit: 2,
+    hint: "set a new secret of 16 or more characters, here and in Gitea's webhook",
+  },
   FETCH_FAILED: {
     failure: "transient",
     exit: 1,

@@ -1,51 +1,62 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { stringify } from "yaml";
+import { readEnvFile } from "../src/env.js";
 import { PROJECT, runCli } from "./helpers/agent.js";
-import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemctl.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { treeHash } from "./helpers/tree-hash.js";
+import { installUnitRunner, type UnitRunner } from "./helpers/unit-runner.js";
 
 /**
  * `deploy-agent install` on a host root (the real thing runs under systemd in test/system/): what it writes,
- * what it refuses, and that a dry run changes nothing. systemctl is a stand-in that records its calls; a
- * loopback server answers the unit's /healthz as the started agent would.
+ * what it refuses, that a dry run changes nothing, and the migration from the webhook binary. systemctl is
+ * a stand-in that runs the units as processes: the agent's unit is the real daemon of the root's clone, the
+ * old webhook.service a listener on its port (test/helpers/unit-runner.ts).
  */
 
 let fx: Fixture;
 let root: string;
-let systemctl: FakeSystemctl;
-let health: Server;
+let systemctl: UnitRunner;
 
-beforeEach(async () => {
-  health = createServer((req, res) => {
-    res.writeHead(req.url === "/healthz" ? 200 : 404);
-    res.end();
+function freePort(): Promise<number> {
+  return new Promise((done) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => done(port));
+    });
   });
-  await new Promise<void>((done) => health.listen(0, "127.0.0.1", done));
-  const port = (health.address() as AddressInfo).port;
+}
+
+/** The host root with the config clone; the manifest's extra fields for this test. */
+async function makeHost(extra: Record<string, unknown> = {}) {
   const manifest = {
     version: 1,
     host: "lxctest",
-    listen: { host: "127.0.0.1", port },
+    listen: { host: "127.0.0.1", port: await freePort() },
     steps: [
       { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
     ],
+    ...extra,
   };
   fx = makeFixture({ "landing/index.html": "<p>v1</p>\n", "config/lxctest.yaml": stringify(manifest) });
   root = path.join(fx.dir, "root");
   mkdirSync(path.join(root, "opt"), { recursive: true });
   git(fx.dir, "clone", "--quiet", fx.origin, path.join(root, "opt/matrix-config"));
-  for (const d of ["etc/systemd/system", "usr/local/bin"]) mkdirSync(path.join(root, d), { recursive: true });
-  systemctl = installFakeSystemctl();
+  for (const d of ["etc/systemd/system", "usr/local/bin", "var/www"])
+    mkdirSync(path.join(root, d), { recursive: true });
+  systemctl = installUnitRunner(root);
+}
+
+beforeEach(async (t) => {
+  if (!t.name.includes("migrat")) await makeHost();
 });
 afterEach(async () => {
-  systemctl.restore();
-  await new Promise((done) => health.close(done));
+  await systemctl.restore();
   fx.cleanup();
 });
 
@@ -124,5 +135,207 @@ describe("deploy-agent install", () => {
     const none = await runCli(["install", "--root", root]);
     assert.equal(none.code, 2);
     assert.match(none.stderr, /error USAGE: install needs --host NAME/);
+  });
+});
+
+/**
+ * A host still running the webhook binary: its unit (ExecStart flags as Debian's webhook takes them, extra
+ * unit lines for its environment) and hooks file (text, as written: a template is not valid JSON).
+ */
+async function oldWebhook(o: { hooks: string; flags?: string; unitLines?: string; port: number }) {
+  mkdirSync(path.join(root, "etc/webhook"), { recursive: true });
+  writeFileSync(path.join(root, "etc/webhook/hooks.json"), o.hooks, { mode: 0o600 });
+  writeFileSync(
+    path.join(root, "etc/systemd/system/webhook.service"),
+    `[Service]\nExecStart=/usr/bin/webhook -hooks /etc/webhook/hooks.json -port ${o.port} -ip 127.0.0.1 ${o.flags ?? ""} -verbose\n${o.unitLines ?? ""}`,
+  );
+  writeFileSync(path.join(root, "etc/matrix-deploy.env"), "MATRIX_TOKEN=syt_abc\n", { mode: 0o600 });
+  await runCommand("systemctl", ["enable", "--now", "webhook.service"]);
+}
+
+const hooksJson = (secretJson: string) =>
+  `[{"id": "matrix-deploy", "execute-command": "/usr/local/bin/matrix-deploy.sh", "trigger-rule": {"and": [
+  {"match": {"type": "payload-hmac-sha256", "secret": ${secretJson}, "parameter": {"source": "header", "name": "X-Gitea-Signature"}}},
+  {"match": {"type": "value", "value": "refs/heads/main", "parameter": {"source": "payload", "name": "ref"}}}]}}]\n`;
+
+function runCommand(file: string, args: string[]): Promise<string> {
+  return new Promise((done, fail) =>
+    execFile(file, args, (err, stdout) => (err ? fail(err) : done(String(stdout)))),
+  );
+}
+
+/** A signed Gitea push to another branch (acknowledged, nothing deployed): its HTTP status. */
+async function signedDelivery(port: number, secret: string): Promise<number> {
+  const body = pushBody({ ref: "refs/heads/other", after: "1".repeat(40) });
+  const res = await fetch(`http://127.0.0.1:${port}/hooks/matrix-deploy`, {
+    method: "POST",
+    headers: giteaHeaders(body, secret),
+    body: new Uint8Array(body),
+  });
+  await res.body?.cancel();
+  return res.status;
+}
+
+const envFile = () => path.join(root, "etc/matrix-deploy.env");
+const migrating = { envFile: "/etc/matrix-deploy.env", webhook: { secretEnv: "WEBHOOK_SECRET" } };
+
+describe("deploy-agent install: migrating from webhook.service", () => {
+  it("migrates a secret holding # $ quotes and spaces: the env file reads it back and the agent accepts it on the old port", async () => {
+    await makeHost(migrating);
+    const port = await freePort();
+    // dotenv cut an unquoted value at `#`: the prefix alone is long enough for the agent to start.
+    const secret = `old-secret-long-prefix#then $HOME "and" spaces`;
+    await oldWebhook({ hooks: hooksJson(JSON.stringify(secret)), port });
+    const res = await install();
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.equal(res.stdout.includes(secret), false, "the secret is never printed");
+    assert.equal((await readEnvFile(envFile())).WEBHOOK_SECRET, secret);
+    assert.equal((await readEnvFile(envFile())).MATRIX_TOKEN, "syt_abc", "the file's other variables kept");
+    assert.equal(await signedDelivery(port, secret), 202);
+    assert.equal(await signedDelivery(port, "old-secret-long-prefix"), 401);
+    const calls = systemctl.calls();
+    const stopOld = calls.indexOf("stop webhook.service");
+    assert.ok(stopOld > calls.indexOf("restart deploy-agent@lxctest.service"), "tried first on a spare port");
+    assert.deepEqual(calls.slice(stopOld), [
+      "stop webhook.service",
+      "enable deploy-agent@lxctest.service",
+      "restart deploy-agent@lxctest.service",
+      "disable webhook.service",
+    ]);
+    assert.equal(
+      (await runCommand("systemctl", ["is-enabled", "webhook.service"]).catch(() => "disabled")).trim(),
+      "disabled",
+    );
+  });
+
+  it("migrating: a failed final restart (start limit) puts webhook.service back, enabled and listening", async () => {
+    await makeHost(migrating);
+    const port = await freePort();
+    const secret = "old-secret-0123456789abcdef";
+    await oldWebhook({ hooks: hooksJson(JSON.stringify(secret)), port });
+    systemctl.failOn("restart deploy-agent@lxctest.service", 2);
+    const res = await install();
+    assert.equal(res.code, 1, res.stdout + res.stderr);
+    assert.match(
+      res.stderr,
+      /^error INSTALL_FAILED: systemctl restart deploy-agent@lxctest\.service exited with code 1.*; webhook\.service is enabled and running again\nhint: journalctl/s,
+    );
+    assert.equal((await runCommand("systemctl", ["is-active", "webhook.service"])).trim(), "active");
+    assert.equal((await runCommand("systemctl", ["is-enabled", "webhook.service"])).trim(), "enabled");
+    assert.equal(
+      (
+        await runCommand("systemctl", ["is-active", "deploy-agent@lxctest.service"]).catch(() => "inactive")
+      ).trim(),
+      "inactive",
+    );
+    const answer = await fetch(`http://127.0.0.1:${port}/hooks/matrix-deploy`, { method: "POST" });
+    assert.equal(await answer.text(), "ok", "the old listener has the port again");
+  });
+
+  it("migrating a -template hooks file: getenv is resolved from webhook.service's environment", async () => {
+    await makeHost(migrating);
+    const port = await freePort();
+    const secret = `templated-secret-0123#456 $X`;
+    await oldWebhook({
+      hooks: hooksJson(`"{{- getenv \`HOOK_SECRET\` -}}"`),
+      flags: "-template",
+      unitLines: `Environment="HOOK_SECRET=${secret}"\n`,
+      port,
+    });
+    const res = await install();
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.equal((await readEnvFile(envFile())).WEBHOOK_SECRET, secret);
+    assert.equal(await signedDelivery(port, secret), 202);
+  });
+
+  for (const [what, o, message] of [
+    [
+      "an action other than getenv",
+      { hooks: hooksJson(`"{{ .Env.HOOK_SECRET }}"`), flags: "-template" },
+      /holds a template action install cannot resolve: \{\{ \.Env\.HOOK_SECRET \}\}/,
+    ],
+    [
+      "a variable webhook.service does not set",
+      { hooks: hooksJson(`"{{ getenv "NOT_SET" }}"`), flags: "-template" },
+      /reads NOT_SET with getenv, but webhook\.service's environment does not set it/,
+    ],
+    [
+      "getenv without -template (webhook takes it literally)",
+      { hooks: hooksJson(`"{{ getenv \\"HOOK_SECRET\\" }}"`), unitLines: "Environment=HOOK_SECRET=x\n" },
+      /the secret in \/etc\/webhook\/hooks\.json is a template, but webhook\.service runs webhook without -template/,
+    ],
+  ] as const) {
+    it(`migrating refuses ${what} before anything changes`, async () => {
+      await makeHost(migrating);
+      await oldWebhook({ ...o, port: await freePort() });
+      const before = treeHash(root);
+      const callsBefore = systemctl.calls().length;
+      const res = await install();
+      assert.equal(res.code, 2, res.stdout + res.stderr);
+      assert.match(
+        res.stderr,
+        new RegExp(`^error HOOKS_TEMPLATE_UNRESOLVED: .*${message.source}.*\\nhint: `, "s"),
+      );
+      assert.equal(treeHash(root), before, "nothing written");
+      assert.deepEqual(
+        systemctl
+          .calls()
+          .slice(callsBefore)
+          .filter((c) => !/^(is-active|cat|show) /.test(c)),
+        [],
+        "only questions to systemd",
+      );
+      assert.equal((await runCommand("systemctl", ["is-active", "webhook.service"])).trim(), "active");
+    });
+  }
+});
+
+describe("deploy-agent install: the unit must take Gitea's deliveries before webhook.service goes", () => {
+  it("migrating: a unit that is healthy but refuses the migrated secret (401) leaves webhook.service running", async () => {
+    await makeHost(migrating);
+    const port = await freePort();
+    const secret = "old-secret-0123456789abcdef";
+    await oldWebhook({ hooks: hooksJson(JSON.stringify(secret)), port });
+    // An operator's drop-in gives the unit another secret: healthy, but every real delivery would get 401.
+    const dropIn = path.join(root, "etc/systemd/system/deploy-agent@lxctest.service.d");
+    mkdirSync(dropIn, { recursive: true });
+    writeFileSync(
+      path.join(dropIn, "local.conf"),
+      "[Service]\nEnvironment=WEBHOOK_SECRET=another-secret-0123456789\n",
+    );
+    const res = await install();
+    assert.equal(res.code, 1, res.stdout + res.stderr);
+    assert.match(
+      res.stderr,
+      /^error INSTALL_FAILED: deploy-agent@lxctest\.service on a spare port: a delivery signed with the webhook secret got HTTP 401 .*; webhook\.service was left running\n/,
+    );
+    assert.equal((await runCommand("systemctl", ["is-enabled", "webhook.service"])).trim(), "enabled");
+    assert.equal((await runCommand("systemctl", ["is-active", "webhook.service"])).trim(), "active");
+    assert.equal(systemctl.calls().includes("stop webhook.service"), false, "never stopped");
+  });
+});
+
+describe("repo.verify off: a one-line notice", () => {
+  const notice =
+    /^(note|warning): repo\.verify is off: push access to the config repository is root on every host; set repo\.verify mode: all/m;
+
+  it("install and validate print it while verify is off, and not once it is on", async () => {
+    const dry = await install("--dry-run");
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, notice);
+    const config = path.join(root, "opt/matrix-config/config/lxctest.yaml");
+    const validate = await runCli(["validate", "--config", config, "--root", root]);
+    assert.match(validate.stdout, notice);
+    assert.equal(validate.stdout.match(new RegExp(notice.source, "gm"))?.length, 1, "one line");
+    const signers = path.join(root, "etc/allowed-signers");
+    writeFileSync(signers, "");
+    writeFileSync(
+      config,
+      readFileSync(config, "utf8")
+        .replace(/^repo:.*$/m, "")
+        .concat(`repo:\n  verify:\n    mode: all\n    allowedSignersFile: /etc/allowed-signers\n`),
+    );
+    const on = await runCli(["validate", "--config", config, "--root", root]);
+    assert.doesNotMatch(on.stdout, notice);
   });
 });

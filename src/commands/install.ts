@@ -4,17 +4,20 @@ import { chmod, lstat, mkdir, readFile, readlink, rename, symlink, unlink } from
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { parse as parseYaml } from "yaml";
-import { type CommandRunner, createCommandRunner } from "../command.js";
+import { createCommandRunner } from "../command.js";
 import type { Effect } from "../effects.js";
-import { AgentError } from "../errors.js";
-import { waitHealthy } from "../health.js";
+import { appendEnv } from "../env.js";
+import { AgentError, asAgentError } from "../errors.js";
 import { createHostFs, rooted } from "../host-fs.js";
 import { JOBS, jobConfig } from "../jobs/index.js";
 import type { Manifest } from "../manifest/schema.js";
 import { renderEffect } from "../report.js";
 import { openRepo } from "../source/git.js";
+import { MIN_SECRET_LENGTH } from "../webhook-secret.js";
+import { HEALTH_TIMEOUT_MS, listenerProblem, probeHost } from "./install-probe.js";
+import { OLD_UNIT, type OldListener, readOldListener } from "./old-webhook.js";
 import { type CommonFlags, type Resolved, resolve } from "./options.js";
+import { verifyOffNotice } from "./verify-notice.js";
 
 /**
  * `deploy-agent install --host lxcNNN`: the README's install steps for one host role, on the host it runs
@@ -36,84 +39,14 @@ export interface InstallFlags extends CommonFlags {
 const UNIT_DIR = "/etc/systemd/system";
 const BIN_LINK = "/usr/local/bin/deploy-agent";
 const SECRET_DIR = "/etc/deploy-agent";
-const OLD_UNIT = "webhook.service";
 /** Where systemd and cron look for programs; node elsewhere needs a PATH of its own. */
 const STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const HEALTH_TIMEOUT_MS = 60_000;
 
 /** The agent's own checkout: the directory holding its package.json (from src/ or dist/src/). */
 function agentHome(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   while (!existsSync(path.join(dir, "package.json"))) dir = path.dirname(dir);
   return dir;
-}
-
-/** The old `webhook` binary's setup, read from its unit and hooks file. */
-interface OldListener {
-  secret: string | undefined;
-  hookPath: string;
-  port: number;
-  host: string;
-}
-
-function flagValue(args: string[], name: string): string | undefined {
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] ?? "";
-    const m = new RegExp(`^--?${name}(?:=(.*))?$`).exec(a);
-    if (m) return m[1] ?? args[i + 1];
-  }
-  return undefined;
-}
-
-/** Finds the first HMAC secret in a webhook trigger rule (any nesting of and/or/not). */
-function hmacSecret(rule: unknown): string | undefined {
-  if (!rule || typeof rule !== "object") return undefined;
-  const match = (rule as { match?: { type?: string; secret?: string } }).match;
-  if (match && /^payload-(hmac|hash)-sha256$/.test(match.type ?? "") && match.secret) return match.secret;
-  for (const v of Object.values(rule)) {
-    const found = Array.isArray(v) ? v.map(hmacSecret).find(Boolean) : hmacSecret(v);
-    if (found) return found;
-  }
-  return undefined;
-}
-
-async function readOldListener(
-  query: CommandRunner,
-  under: (p: string) => string,
-): Promise<OldListener | null> {
-  const active = await query(["systemctl", "is-active", OLD_UNIT]).then(
-    (r) => r.stdout.trim() === "active",
-    () => false,
-  );
-  if (!active) return null;
-  const unit = (await query(["systemctl", "cat", OLD_UNIT])).stdout;
-  const exec = unit
-    .split("\n")
-    .filter((l) => /^ExecStart=\S/.test(l))
-    .pop();
-  const args = exec?.replace(/^ExecStart=[-@:+!]*/, "").split(/\s+/) ?? [];
-  const hooksFile = flagValue(args, "hooks") ?? "/etc/webhook/hooks.json";
-  let hooks: unknown;
-  try {
-    hooks = parseYaml(await readFile(under(hooksFile), "utf8"));
-  } catch (err) {
-    throw new AgentError(
-      "CONFIG_INVALID",
-      `cannot read the old hooks file ${hooksFile}: ${(err as Error).message}`,
-      {
-        hint: "fix or remove it, or stop webhook.service by hand and install again",
-      },
-    );
-  }
-  const list = Array.isArray(hooks) ? (hooks as { id?: string; "trigger-rule"?: unknown }[]) : [];
-  const hook = list.find((h) => hmacSecret(h["trigger-rule"])) ?? list[0];
-  const prefix = flagValue(args, "urlprefix") ?? "hooks";
-  return {
-    secret: hmacSecret(hook?.["trigger-rule"]),
-    hookPath: `/${prefix}/${hook?.id ?? "deploy"}`.replace(/\/+/g, "/"),
-    port: Number(flagValue(args, "port") ?? 9000),
-    host: flagValue(args, "ip") ?? "0.0.0.0",
-  };
 }
 
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
@@ -134,8 +67,6 @@ function freePort(): Promise<number> {
     });
   });
 }
-
-const probeHost = (host: string) => (host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "[::1]" : host);
 
 interface File {
   path: string;
@@ -180,7 +111,7 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   const unit = `deploy-agent@${host}.service`;
 
   const old = await readOldListener((argv) => query([...systemctl, ...argv.slice(1)]), r.under);
-  const files = await plannedFiles({ r, manifest, home, old, warnings, host });
+  const { files, secret } = await plannedFiles({ r, manifest, home, old, warnings, host });
 
   // Local changes: a file that differs from what install would write, and that install did not write.
   const recordFile = path.join(manifest.stateDir, "installed.json");
@@ -243,60 +174,84 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
     await sc("enable", "--now", unit);
   }
   const listen = old ? { host: old.host, port: old.port } : manifest.listen;
-  const healthUrl = (h: string, port: number) => `http://${probeHost(h)}:${port}/healthz`;
-  const healthy = async (url: string) => {
-    record({ type: "request", method: "GET", url, detail: `until 200, up to ${HEALTH_TIMEOUT_MS / 1000}s` });
-    if (flags.dryRun) return true;
-    const h = await waitHealthy(url, { timeoutMs: HEALTH_TIMEOUT_MS, signal });
-    if (!h.healthy) warnings.push(`${url}: ${h.last}`);
-    return h.healthy;
+  const hookPath = old ? old.hookPath : manifest.webhook.path;
+  /** null when the unit listening on host:port is healthy and accepts a delivery signed with the secret. */
+  const problem = async (h: string, port: number): Promise<string | null> => {
+    const base = `http://${probeHost(h)}:${port}`;
+    record({
+      type: "request",
+      method: "GET",
+      url: `${base}/healthz`,
+      detail: `until 200, up to ${HEALTH_TIMEOUT_MS / 1000}s`,
+    });
+    record({
+      type: "request",
+      method: "POST",
+      url: `${base}${hookPath}`,
+      detail: "a ping signed with the webhook secret: 2xx, not 401",
+    });
+    return flags.dryRun ? null : listenerProblem(h, port, hookPath, secret, signal);
   };
+  const hint = `journalctl -u ${unit} -n 50`;
   if (old) {
     // The unit must answer before the old listener goes: first on a spare loopback port.
     const port = await freePort();
     const check = `/run/systemd/system/${unit}.d/zz-install-check.conf`;
     record({ type: "note", message: `try ${unit} on 127.0.0.1:${port} while ${OLD_UNIT} keeps the port` });
-    if (!flags.dryRun) {
-      await mkdir(path.dirname(r.under(check)), { recursive: true });
-      await fs.write(check, Buffer.from(`[Service]\nEnvironment=DEPLOY_AGENT_LISTEN=127.0.0.1:${port}\n`), {
-        mode: 0o644,
-      });
+    let trial: string | null;
+    try {
+      if (!flags.dryRun) {
+        await mkdir(path.dirname(r.under(check)), { recursive: true });
+        await fs.write(check, Buffer.from(`[Service]\nEnvironment=DEPLOY_AGENT_LISTEN=127.0.0.1:${port}\n`), {
+          mode: 0o644,
+        });
+      }
+      await sc("daemon-reload");
+      await sc("restart", unit);
+      trial = await problem("127.0.0.1", port);
+    } catch (err) {
+      trial = asAgentError(err).message;
+    } finally {
+      await sc("stop", unit).catch(() => {});
+      if (!flags.dryRun) await unlink(r.under(check)).catch(() => {});
+      await sc("daemon-reload").catch(() => {});
     }
-    await sc("daemon-reload");
-    await sc("restart", unit);
-    const ok = await healthy(healthUrl("127.0.0.1", port));
-    await sc("stop", unit);
-    if (!flags.dryRun) await unlink(r.under(check)).catch(() => {});
-    await sc("daemon-reload");
-    if (!ok) {
+    if (trial) {
       throw new AgentError(
         "INSTALL_FAILED",
-        `${unit} did not answer /healthz; ${OLD_UNIT} was left running`,
+        `${unit} on a spare port: ${trial}; ${OLD_UNIT} was left running`,
         {
-          hint: `journalctl -u ${unit} -n 50`,
+          hint,
         },
       );
     }
-    await sc("disable", "--now", OLD_UNIT);
-  }
-  await sc("enable", unit);
-  await sc("restart", unit);
-  if (!(await healthy(healthUrl(listen.host, listen.port)))) {
-    if (old) {
-      await sc("disable", "--now", unit);
-      await sc("enable", "--now", OLD_UNIT);
+    // From here the old listener is stopped: any failure starts and enables it again.
+    try {
+      await sc("stop", OLD_UNIT);
+      await sc("enable", unit);
+      await sc("restart", unit);
+      const why = await problem(listen.host, listen.port);
+      if (why) throw new AgentError("INSTALL_FAILED", `${unit} on ${listen.host}:${listen.port}: ${why}`);
+      await sc("disable", OLD_UNIT);
+    } catch (err) {
+      const failed = asAgentError(err).message;
+      const back = await restoreOldListener(sc, unit);
+      throw new AgentError("INSTALL_FAILED", `${failed}; ${back}`, { hint, cause: err });
     }
-    throw new AgentError(
-      "INSTALL_FAILED",
-      `${unit} did not answer /healthz on ${listen.host}:${listen.port}${old ? `; ${OLD_UNIT} is running again` : ""}`,
-      { hint: `journalctl -u ${unit} -n 50` },
-    );
+  } else {
+    await sc("enable", unit);
+    await sc("restart", unit);
+    const why = await problem(listen.host, listen.port);
+    if (why)
+      throw new AgentError("INSTALL_FAILED", `${unit} on ${listen.host}:${listen.port}: ${why}`, { hint });
   }
   if (old) {
     warnings.push(
       `${OLD_UNIT} is stopped and disabled; once you trust the agent: apt-get remove webhook, and delete the old hooks file and /usr/local/bin/matrix-deploy.sh`,
     );
   }
+  const notice = verifyOffNotice(manifest);
+  if (notice) warnings.push(notice);
 
   if (flags.json) {
     out(
@@ -312,6 +267,26 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   return 0;
 }
 
+/**
+ * Puts the old listener back after the new unit failed in its place: the unit stopped and disabled (so it
+ * does not fight for the port), webhook.service enabled and started. Each step is tried; says what holds now.
+ */
+async function restoreOldListener(
+  sc: (...args: string[]) => Promise<unknown>,
+  unit: string,
+): Promise<string> {
+  const failures: string[] = [];
+  for (const args of [
+    ["disable", "--now", unit],
+    ["enable", "--now", OLD_UNIT],
+  ]) {
+    await sc(...args).catch((err: unknown) => failures.push(asAgentError(err).message));
+  }
+  return failures.length
+    ? `putting ${OLD_UNIT} back failed too (${failures.join("; ")}): nothing may be listening, start it by hand`
+    : `${OLD_UNIT} is enabled and running again`;
+}
+
 /** The host jobs this host's manifest has a section for. */
 const hostJobs = (manifest: Manifest) => JOBS.filter((job) => jobConfig(manifest, job) !== undefined);
 
@@ -323,7 +298,7 @@ async function plannedFiles(o: {
   old: OldListener | null;
   warnings: string[];
   host: string;
-}): Promise<File[]> {
+}): Promise<{ files: File[]; secret: string }> {
   const { r, manifest, home, old } = o;
   const nodeDir = path.dirname(process.execPath);
   const nodePath = STANDARD_PATH.split(":").includes(nodeDir) ? null : `${nodeDir}:${STANDARD_PATH}`;
@@ -383,10 +358,23 @@ async function plannedFiles(o: {
     );
   }
   const existing = (await readFile(r.under(secretPath)).catch(() => null)) ?? Buffer.alloc(0);
-  const current = secretEnv ? r.loaded.env[secretEnv] : existing.toString("utf8").trim() || undefined;
+  // What serve will use (it trims), and what Gitea signs with when webhook.service is being replaced.
+  const current = (secretEnv ? r.loaded.env[secretEnv] : existing.toString("utf8"))?.trim() || undefined;
+  const hint = `set the webhook secret (${secretEnv ? `${secretEnv} in ${secretPath}` : secretPath}) to the one Gitea signs with, or stop and disable ${OLD_UNIT} by hand; then install again`;
+  if (old?.secret && !current) {
+    if (old.secret !== old.secret.trim() || old.secret.length < MIN_SECRET_LENGTH) {
+      throw new AgentError(
+        "SECRET_UNUSABLE",
+        `the old hooks file's secret ${old.secret !== old.secret.trim() ? "begins or ends with whitespace, which the agent trims" : `is shorter than the ${MIN_SECRET_LENGTH} characters the agent requires`}`,
+        { hint: `change it in Gitea and ${secretPath} together (openssl rand -hex 32)` },
+      );
+    }
+  }
   if (current && old?.secret && current !== old.secret) {
-    o.warnings.push(
-      "the configured webhook secret differs from the old hooks file's: Gitea must use the configured one",
+    throw new AgentError(
+      "SECRET_UNUSABLE",
+      `the configured webhook secret differs from the one ${OLD_UNIT} checks: Gitea's deliveries would be refused`,
+      { hint },
     );
   }
   const secret = current ?? old?.secret ?? randomBytes(32).toString("hex");
@@ -395,8 +383,7 @@ async function plannedFiles(o: {
   }
   let data = existing;
   if (!current && secretEnv) {
-    const text = existing.toString("utf8");
-    data = Buffer.from(`${text}${text && !text.endsWith("\n") ? "\n" : ""}${secretEnv}=${secret}\n`);
+    data = Buffer.from(appendEnv(existing.toString("utf8"), secretEnv, secret));
   } else if (!current) {
     data = Buffer.from(`${secret}\n`);
   }
@@ -409,5 +396,5 @@ async function plannedFiles(o: {
       : { before: null, after: Buffer.from("<webhook secret, not shown>\n") },
     owned: false,
   });
-  return files;
+  return { files, secret };
 }

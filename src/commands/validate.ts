@@ -7,6 +7,7 @@ import { verifyRevision } from "../source/verify.js";
 import { kindOf, triggersOf } from "../steps/index.js";
 import { loadStatusToken, loadWebhookSecret } from "../webhook-secret.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
+import { verifyOffNotice } from "./verify-notice.js";
 
 /**
  * `deploy-agent validate`: the manifest parses and interpolates (timeouts that cannot fit inside each other
@@ -86,6 +87,8 @@ export async function validateCommand(flags: CommonFlags, out: (text: string) =>
       warnings.push(`${file}: step ${step.name}: paths ${triggersOf(step).join(", ")} match no file`);
     steps.push({ name: step.name, kind: step.kind, sources, files: covered });
   }
+  const notice = verifyOffNotice(manifest);
+  if (notice) warnings.push(notice);
   const ok = problems.length === 0;
   if (flags.json) {
     const doc = {

@@ -14,7 +14,10 @@ import {
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { parse } from "dotenv";
+import { envLine } from "../../src/env.js";
 import { PROJECT } from "../helpers/agent.js";
+import { HOSTILE_VALUES } from "../helpers/env-values.js";
 import { git } from "../helpers/git.js";
 import { giteaHeaders, pushBody } from "../helpers/gitea.js";
 import { type MatrixTestServer, startMatrixServer } from "../helpers/matrix-server.js";
@@ -35,7 +38,8 @@ const URL_IN_README = "https://code.lotusguild.org/LotusGuild/matrix";
 const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
 const MATRIX_TOKEN = `syt_amFyZWQ_system${randomBytes(8).toString("hex")}`;
 const DRAUPNIR_TOKEN = `syt_ZHJhdXBuaXI_live${randomBytes(8).toString("hex")}`;
-const OLD_SECRET_151 = `old-webhook-secret-151-${randomBytes(12).toString("hex")}`;
+// What dotenv cut short when install wrote it unquoted: a `#`, and `$`, quotes and spaces besides.
+const OLD_SECRET_151 = `old-webhook-secret-151#${randomBytes(12).toString("hex")} $HOME "q" x`;
 const OLD_SECRET_110 = `old-webhook-secret-110-${randomBytes(12).toString("hex")}`;
 const TRANSFORMS = readFileSync(path.join(PROJECT, "config/lxc151.yaml"), "utf8")
   .split("\n")
@@ -126,7 +130,11 @@ const healthz = (port: number) =>
   );
 
 /** What an operator does before installing: the config clone in place, maybe the old webhook listener. */
-async function prepareHost(c: Container, w: World, old?: { id: string; port: number; secret: string }) {
+async function prepareHost(
+  c: Container,
+  w: World,
+  old?: { id: string; port: number; secret: string; template?: boolean },
+) {
   await c.sh(`git clone -q ${w.origin} /opt/matrix-config`);
   if (!old) return;
   const hooks = [
@@ -139,7 +147,8 @@ async function prepareHost(c: Container, w: World, old?: { id: string; port: num
           {
             match: {
               type: "payload-hmac-sha256",
-              secret: old.secret,
+              // With -template, webhook renders getenv from its unit's EnvironmentFile= before parsing.
+              secret: old.template ? "{{ getenv `DEPLOY_HMAC` }}" : old.secret,
               parameter: { source: "header", name: "X-Gitea-Signature" },
             },
           },
@@ -155,9 +164,12 @@ async function prepareHost(c: Container, w: World, old?: { id: string; port: num
   writeFileSync(c.file("/usr/local/bin/matrix-deploy.sh"), "#!/bin/sh\necho old deploy script\n", {
     mode: 0o755,
   });
+  if (old.template) writeFileSync(c.file("/etc/webhook/env"), `DEPLOY_HMAC=${old.secret}\n`, { mode: 0o600 });
+  const template = old.template ? " -template" : "";
+  const envFile = old.template ? "EnvironmentFile=/etc/webhook/env\n" : "";
   writeFileSync(
     c.file("/etc/systemd/system/webhook.service"),
-    `[Unit]\nDescription=Webhook listener (matrix-deploy)\nAfter=network.target\n\n[Service]\nExecStart=/usr/bin/webhook -hooks /etc/webhook/hooks.json -port ${old.port} -verbose\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n`,
+    `[Unit]\nDescription=Webhook listener (matrix-deploy)\nAfter=network.target\n\n[Service]\n${envFile}ExecStart=/usr/bin/webhook -hooks /etc/webhook/hooks.json -port ${old.port}${template} -verbose\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n`,
   );
   await c.sh("systemctl daemon-reload && systemctl enable -q --now webhook.service");
   await eventually(
@@ -169,10 +181,12 @@ async function prepareHost(c: Container, w: World, old?: { id: string; port: num
 }
 
 /** Runs the README's install lines; returns their output. */
-async function install(c: Container, w: World, host: string): Promise<string> {
-  const lines = readmeInstall(host, w.origin);
-  const res = await c.sh(`set -ex\n${lines.join("\n")}`, { timeoutMs: 15 * 60_000 });
-  return res.stdout + res.stderr;
+async function install(c: Container, w: World, host: string, opts: { check?: boolean } = {}) {
+  let lines = readmeInstall(host, w.origin);
+  // A test before this one ran the README's lines up to install itself.
+  if (existsSync(c.file("/opt/deploy-agent/dist/src/bin.js"))) lines = lines.slice(-1);
+  const res = await c.sh(`set -ex\n${lines.join("\n")}`, { timeoutMs: 15 * 60_000, check: opts.check });
+  return opts.check === false ? res : { ...res, code: 0 };
 }
 
 async function assertRunning(c: Container, host: string, port: number) {
@@ -292,19 +306,63 @@ describe("system: the README's install under a real systemd, for each host role"
     });
     after(() => c?.destroy());
 
+    it("a final restart that fails after webhook.service stopped: install puts webhook.service back, enabled and answering", async () => {
+      // An operator's drop-in that lets the unit start on install's spare loopback port but not on the real
+      // one: the trial passes, the restart on :9500 fails (systemctl restart exits 1).
+      const dropIn = c.file("/etc/systemd/system/deploy-agent@lxc151.service.d/zz-fail-on-real-port.conf");
+      mkdirSync(path.dirname(dropIn), { recursive: true });
+      writeFileSync(
+        dropIn,
+        "[Service]\nExecStartPre=/bin/sh -c 'case \"$$DEPLOY_AGENT_LISTEN\" in 127.0.0.1:*) exit 0;; esac; echo no real port; exit 1'\n",
+      );
+      const res = await install(c, w, "lxc151", { check: false });
+      assert.equal(res.code, 1, res.stdout + res.stderr);
+      assert.match(
+        res.stderr,
+        /error INSTALL_FAILED: systemctl restart deploy-agent@lxc151\.service exited with code 1.*; webhook\.service is enabled and running again\n/s,
+      );
+      assert.equal(res.stderr.includes(OLD_SECRET_151), false, "install never prints the secret");
+      const old = await c.show("webhook.service", "ActiveState", "UnitFileState");
+      assert.deepEqual(old, { ActiveState: "active", UnitFileState: "enabled" });
+      const agent = await c.show("deploy-agent@lxc151.service", "ActiveState", "UnitFileState");
+      assert.notEqual(agent.ActiveState, "active");
+      assert.equal(agent.UnitFileState, "disabled");
+      // The webhook binary answers its hook again (a delivery without a signature does not match its rule).
+      await eventually(
+        "the old listener on :9500",
+        async () =>
+          (await fetch("http://127.0.0.1:9500/hooks/matrix-deploy", { method: "POST" }).catch(() => null))
+            ?.status,
+      );
+      rmSync(dropIn);
+      await c.sh("systemctl daemon-reload && systemctl reset-failed deploy-agent@lxc151.service || true");
+    });
+
+    it("systemd's EnvironmentFile= reads every value the agent writes as dotenv does", async () => {
+      const text = Object.entries(HOSTILE_VALUES)
+        .map(([k, v]) => `${envLine(k, v)}\n`)
+        .join("");
+      writeFileSync(c.file("/root/hostile.env"), text);
+      const res = await c.sh(
+        "systemd-run --quiet --wait --pipe -p EnvironmentFile=/root/hostile.env /usr/bin/node -e 'console.log(JSON.stringify(process.env))'",
+      );
+      const env = JSON.parse(res.stdout) as Record<string, string>;
+      const read = Object.fromEntries(Object.keys(HOSTILE_VALUES).map((k) => [k, env[k]]));
+      assert.deepEqual(read, HOSTILE_VALUES);
+      assert.deepEqual(parse(text), HOSTILE_VALUES);
+    });
+
     it("installs from the README, takes over webhook's secret, port and hook path, and stops it only then", async () => {
       const started = Date.now();
-      const out = await install(c, w, "lxc151");
+      const { stdout, stderr } = await install(c, w, "lxc151");
+      const out = stdout + stderr;
       console.log(`# system: lxc151 install took ${Date.now() - started} ms`);
-      assert.match(out, /listen\.conf/);
+      assert.ok(existsSync(c.file("/etc/systemd/system/deploy-agent@lxc151.service.d/listen.conf")));
       assert.equal(out.includes(OLD_SECRET_151), false, "install never prints the secret");
       await assertRunning(c, "lxc151", 9500);
       const old = await c.show("webhook.service", "ActiveState", "UnitFileState");
       assert.deepEqual(old, { ActiveState: "inactive", UnitFileState: "disabled" });
-      assert.match(
-        readFileSync(c.file("/etc/matrix-deploy.env"), "utf8"),
-        new RegExp(`^WEBHOOK_SECRET=${OLD_SECRET_151}$`, "m"),
-      );
+      assert.equal(parse(readFileSync(c.file("/etc/matrix-deploy.env"))).WEBHOOK_SECRET, OLD_SECRET_151);
       assert.equal((await c.show("livekit-graceful-restart.timer", "ActiveState")).ActiveState, "active");
     });
 
@@ -460,7 +518,7 @@ describe("system: the README's install under a real systemd, for each host role"
     after(() => c?.destroy());
 
     it("installs from the README with a new private secret and the cron file", async () => {
-      const out = await install(c, w, "lxc106");
+      const { stdout: out } = await install(c, w, "lxc106");
       await assertRunning(c, "lxc106", 9000);
       const secret = readFileSync(c.file("/etc/deploy-agent/webhook-secret"), "utf8").trim();
       assert.match(secret, /^[0-9a-f]{64}$/);
@@ -598,7 +656,7 @@ describe("system: the README's install under a real systemd, for each host role"
 
   describe("LXC 110: Draupnir, migrated from webhook.service on :9000", role("lxc110"), () => {
     let c: Container;
-    const hook = { id: "draupnir-deploy", port: 9000, secret: OLD_SECRET_110 };
+    const hook = { id: "draupnir-deploy", port: 9000, secret: OLD_SECRET_110, template: true };
 
     before(async () => {
       c = await boot("da-lxc110", w.tarball, [w.srv]);
@@ -629,7 +687,7 @@ describe("system: the README's install under a real systemd, for each host role"
 
     const config = () => readFileSync(c.file("/opt/draupnir/config/production.yaml"), "utf8");
 
-    it("installs from the README, migrating the old hook; the reconcile keeps the live token", async () => {
+    it("installs from the README, migrating the old -template hook (getenv from its EnvironmentFile=); the reconcile keeps the live token", async () => {
       await install(c, w, "lxc110");
       await assertRunning(c, "lxc110", 9000);
       assert.equal((await c.show("webhook.service", "ActiveState")).ActiveState, "inactive");

@@ -1,0 +1,202 @@
+import { readFile } from "node:fs/promises";
+import { parse as parseYaml } from "yaml";
+import type { CommandRunner } from "../command.js";
+import { AgentError } from "../errors.js";
+import { webhookPath } from "../manifest/schema.js";
+
+/**
+ * The `webhook` binary (adnanh/webhook 2.8) that a host ran before the agent: its unit's ExecStart flags and
+ * the HMAC secret and hook id of its hooks file. With `-template` webhook reads the hooks file as a Go
+ * template whose `getenv` is its own environment: install resolves `{{ getenv "X" }}` from the environment
+ * systemd gave the running process (/proc/<MainPID>/environ: Environment= and EnvironmentFile= as systemd
+ * itself parsed them) and refuses every other action, so it never takes template text for the secret.
+ */
+
+export const OLD_UNIT = "webhook.service";
+
+export interface OldListener {
+  /** The secret of the hook's payload-hmac-sha256 rule, as webhook uses it. */
+  secret: string | undefined;
+  hookPath: string;
+  port: number;
+  host: string;
+}
+
+function flagValue(args: string[], name: string): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] ?? "";
+    const m = new RegExp(`^--?${name}(?:=(.*))?$`).exec(a);
+    if (m) return m[1] ?? args[i + 1];
+  }
+  return undefined;
+}
+
+/** A boolean flag as Go's flag package reads it: `-name`, `--name`, `-name=true|1|t|…`. */
+function boolFlag(args: string[], name: string): boolean {
+  let on = false;
+  for (const a of args) {
+    const m = new RegExp(`^--?${name}(?:=(.*))?$`).exec(a);
+    if (m) on = m[1] === undefined || ["1", "t", "T", "true", "TRUE", "True"].includes(m[1]);
+  }
+  return on;
+}
+
+/** Finds the first HMAC-SHA256 secret in a webhook trigger rule (any nesting of and/or/not). */
+function hmacSecret(rule: unknown): string | undefined {
+  if (!rule || typeof rule !== "object") return undefined;
+  const match = (rule as { match?: { type?: string; secret?: unknown } }).match;
+  if (
+    match &&
+    /^payload-(hmac|hash)-sha256$/.test(match.type ?? "") &&
+    typeof match.secret === "string" &&
+    match.secret
+  )
+    return match.secret;
+  for (const v of Object.values(rule)) {
+    const found = Array.isArray(v) ? v.map(hmacSecret).find(Boolean) : hmacSecret(v);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/**
+ * `{{ getenv "X" }}` as Go's text/template writes it: optional trim markers (`{{- `, ` -}}`), any spacing,
+ * the name in double or back quotes, and optionally piped through `js`.
+ */
+const GETENV = /^\{\{(-\s)?\s*getenv\s+(?:"([^"\\]*)"|`([^`]*)`)\s*(\|\s*js\s*)?(\s-)?\}\}$/;
+/** Characters Go's `js` function escapes: with none of them it returns its input unchanged. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: Go escapes control characters too
+const JS_SPECIAL = /[\\'"<>&=\u0000-\u001f\u0080-\u{10ffff}]/u;
+
+const templateError = (message: string, hint: string) =>
+  new AgentError("HOOKS_TEMPLATE_UNRESOLVED", message, { hint });
+
+/** The hooks file's text as webhook -template renders it, from the old listener's environment. */
+export function renderHooksTemplate(text: string, env: Map<string, string>, file: string): string {
+  const hint = `put the secret in the hooks file itself, or stop and disable ${OLD_UNIT} by hand and set the agent's webhook secret; then install again`;
+  let out = "";
+  let last = 0;
+  for (const m of text.matchAll(/\{\{[\s\S]*?\}\}/g)) {
+    const action = m[0];
+    const g = GETENV.exec(action);
+    if (!g) {
+      throw templateError(
+        `${file} holds a template action install cannot resolve: ${action.slice(0, 80)}`,
+        hint,
+      );
+    }
+    const name = g[2] ?? g[3] ?? "";
+    const value = env.get(name);
+    if (!value) {
+      throw templateError(
+        `${file} reads ${name || '""'} with getenv, but ${OLD_UNIT}'s environment ${value === undefined ? "does not set it" : "sets it empty"}`,
+        hint,
+      );
+    }
+    if (g[4] && JS_SPECIAL.test(value)) {
+      throw templateError(
+        `${file} pipes ${name} through js, which escapes some of its characters; install does not reproduce Go's escaping`,
+        hint,
+      );
+    }
+    let before = text.slice(last, m.index);
+    if (g[1]) before = before.replace(/[ \t\r\n]+$/, "");
+    out += before + value;
+    last = m.index + action.length;
+    if (g[5]) while (/[ \t\r\n]/.test(text[last] ?? "")) last++;
+  }
+  return out + text.slice(last);
+}
+
+/** The environment of a running process: what webhook's getenv returns (the first of a repeated name). */
+async function processEnvironment(pid: number): Promise<Map<string, string>> {
+  const raw = await readFile(`/proc/${pid}/environ`, "utf8");
+  const env = new Map<string, string>();
+  for (const entry of raw.split("\0")) {
+    const eq = entry.indexOf("=");
+    if (eq > 0 && !env.has(entry.slice(0, eq))) env.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  return env;
+}
+
+/** webhook.service's setup when it is active; null when there is nothing to migrate from. */
+export async function readOldListener(
+  query: CommandRunner,
+  under: (p: string) => string,
+): Promise<OldListener | null> {
+  const active = await query(["systemctl", "is-active", OLD_UNIT]).then(
+    (r) => r.stdout.trim() === "active",
+    () => false,
+  );
+  if (!active) return null;
+  const unit = (await query(["systemctl", "cat", OLD_UNIT])).stdout;
+  const exec = unit
+    .split("\n")
+    .filter((l) => /^ExecStart=\S/.test(l))
+    .pop();
+  const args = exec?.replace(/^ExecStart=[-@:+!]*/, "").split(/\s+/) ?? [];
+  const hooksFile = flagValue(args, "hooks") ?? "/etc/webhook/hooks.json";
+  const unreadable = (err: unknown) =>
+    new AgentError(
+      "CONFIG_INVALID",
+      `cannot read the old hooks file ${hooksFile}: ${(err as Error).message}`,
+      {
+        hint: `fix or remove it, or stop ${OLD_UNIT} by hand and install again`,
+      },
+    );
+  let text: string;
+  try {
+    text = await readFile(under(hooksFile), "utf8");
+  } catch (err) {
+    throw unreadable(err);
+  }
+  if (boolFlag(args, "template")) {
+    const shown = await query(["systemctl", "show", "-p", "MainPID", "--value", OLD_UNIT]);
+    const pid = Number(shown.stdout.trim());
+    const env = await (pid > 0 ? processEnvironment(pid) : Promise.reject(new Error("no MainPID"))).catch(
+      (err: Error) => {
+        throw templateError(
+          `${hooksFile} is a template (-template) and ${OLD_UNIT}'s environment cannot be read: ${err.message}`,
+          `run install as root while ${OLD_UNIT} is running`,
+        );
+      },
+    );
+    text = renderHooksTemplate(text, env, hooksFile);
+  }
+  let hooks: unknown;
+  try {
+    hooks = parseYaml(text);
+  } catch (err) {
+    throw unreadable(err);
+  }
+  const list = Array.isArray(hooks) ? (hooks as { id?: string; "trigger-rule"?: unknown }[]) : [];
+  const hook = list.find((h) => hmacSecret(h["trigger-rule"])) ?? list[0];
+  const secret = hmacSecret(hook?.["trigger-rule"]);
+  if (secret && /\{\{[\s\S]*\}\}/.test(secret)) {
+    throw templateError(
+      `the secret in ${hooksFile} is a template, but ${OLD_UNIT} runs webhook without -template, which takes it literally`,
+      `add -template to ${OLD_UNIT}'s ExecStart (and check Gitea still delivers), or set the agent's webhook secret by hand; then install again`,
+    );
+  }
+  const prefix = flagValue(args, "urlprefix") ?? "hooks";
+  const hookPath = `/${prefix}/${hook?.id ?? "deploy"}`.replace(/\/+/g, "/");
+  const port = Number(flagValue(args, "port") ?? 9000);
+  const host = flagValue(args, "ip") ?? "0.0.0.0";
+  // They go into a unit drop-in (Environment=): only what the agent itself would accept.
+  if (
+    !webhookPath.safeParse(hookPath).success ||
+    !Number.isInteger(port) ||
+    port < 1 ||
+    port > 65535 ||
+    !/^[A-Za-z0-9.:-]+$/.test(host)
+  ) {
+    throw new AgentError(
+      "CONFIG_INVALID",
+      `${OLD_UNIT} listens on ${host}:${port}${hookPath}, which the agent cannot take over`,
+      {
+        hint: `give the hook a plain id (letters, digits, . _ ~ -), or stop ${OLD_UNIT} by hand and install again`,
+      },
+    );
+  }
+  return { secret, hookPath, port, host };
+}
