@@ -19,6 +19,9 @@ import { stateWriteError } from "./state.js";
 
 export const LOCK_FILE = "deploy.lock";
 
+/** How long an operator's command (suspend, resume, diff, a host job) waits for a running deploy. */
+export const COMMAND_LOCK_WAIT_MS = 60_000;
+
 export interface Lock {
   release(): Promise<void>;
 }

@@ -167,7 +167,7 @@ describe("signature abuse: 10,000 forged requests queue nothing", () => {
     );
     keepAlive.destroy();
     assert.deepEqual([...statuses], [[401, N]]);
-    assert.equal(agent.queue.state().runsStarted, 0);
+    assert.equal(agent.runner.state().started.deploy ?? 0, 0);
     const metrics = await agent.metrics.registry.metrics();
     assert.match(
       metrics,

@@ -174,7 +174,7 @@ describe("livekit-restart", () => {
     writeFileSync(flag(), "rev\n");
     await openCall();
     agent.start();
-    await agent.queue.idle();
+    await agent.runner.idle();
     await sleep(1500);
     assert.ok(existsSync(flag()), "still a call: no restart");
     for (const s of sockets) s.destroy();

@@ -261,8 +261,8 @@ describe("notifier", () => {
         log: silentLogger(),
       });
       agent.request("test");
-      await agent.queue.idle();
-      assert.equal(agent.queue.state().runsStarted, 1);
+      await agent.runner.idle();
+      assert.equal(agent.runner.state().started.deploy ?? 0, 1);
       await agent.close();
       assert.deepEqual(
         [...requests.keys()].filter((k) => k.startsWith("/dry-daemon")),

@@ -104,7 +104,7 @@ describe("webhook daemon", () => {
     const res = await daemon.post(body, giteaHeaders(body, SECRET, "push", "delivery-1"));
     assert.equal(res.status, 202);
     assert.deepEqual(res.json, { queued: true, delivery: "delivery-1", after: rev });
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     assert.equal(page(), "<p>v2</p>\n");
     const { state } = await readState(daemon.stateDir, "lxctest");
     assert.equal(state.steps.landing?.lastAppliedRevision, rev);
@@ -161,14 +161,14 @@ describe("webhook daemon", () => {
       ],
       ["JSON that is not a push", "[1,2]", giteaHeaders(Buffer.from("[1,2]"), SECRET), 400],
     ];
-    const before = daemon.agent.queue.state().runsStarted;
+    const before = daemon.agent.runner.state().started.deploy ?? 0;
     for (const [name, b, h, status] of cases) {
       const res = await daemon.post(b, h);
       assert.equal(res.status, status, name);
     }
     assert.equal((await fetch(`${daemon.url}/hooks/deploy`)).status, 405);
     assert.equal((await fetch(`${daemon.url}/hooks/other`, { method: "POST" })).status, 404);
-    assert.equal(daemon.agent.queue.state().runsStarted, before, "nothing queued");
+    assert.equal(daemon.agent.runner.state().started.deploy ?? 0, before, "nothing queued");
   });
 
   it("verifies X-Hub-Signature-256 alone, and form-encoded bodies over the JSON Gitea signed", async () => {
@@ -208,44 +208,44 @@ describe("webhook daemon", () => {
       [giteaFixture("push-other-branch.json"), "push", /is not refs\/heads\/main/],
       [giteaFixture("push-tag.json"), "push", /tag v1\.4\.0/],
     ];
-    const before = daemon.agent.queue.state().runsStarted;
+    const before = daemon.agent.runner.state().started.deploy ?? 0;
     for (const [body, event, why] of cases) {
       const res = await daemon.post(body, giteaHeaders(body, SECRET, event));
       assert.equal(res.status, 202);
       assert.match(String(res.json.ignored), why);
     }
-    assert.equal(daemon.agent.queue.state().runsStarted, before);
+    assert.equal(daemon.agent.runner.state().started.deploy ?? 0, before);
   });
 
   it("cuts a delivery id at 128 characters: ids that differ only past it are one delivery", async () => {
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     const body = pushBody({ after: head() });
     const long = (tail: string) => giteaHeaders(body, SECRET, "push", `${"d".repeat(128)}${tail}`);
     const first = await daemon.post(body, long("-one"));
     assert.equal((first.json as { delivery: string }).delivery, "d".repeat(128));
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     const second = await daemon.post(body, long("-two"));
     assert.equal((second.json as { duplicate?: boolean }).duplicate, true);
   });
 
   it("acknowledges a duplicate delivery id without running again; a replay with a new id runs", async () => {
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     const body = pushBody({ after: head() });
     const headers = giteaHeaders(body, SECRET, "push", "same-id");
-    const first = daemon.agent.queue.state().runsStarted;
+    const first = daemon.agent.runner.state().started.deploy ?? 0;
     assert.equal((await daemon.post(body, headers)).status, 202);
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     const dup = await daemon.post(body, headers);
     assert.deepEqual(dup.json, { duplicate: true, delivery: "same-id" });
-    await daemon.agent.queue.idle();
-    assert.equal(daemon.agent.queue.state().runsStarted, first + 1);
+    await daemon.agent.runner.idle();
+    assert.equal(daemon.agent.runner.state().started.deploy ?? 0, first + 1);
     await daemon.post(body, giteaHeaders(body, SECRET, "push", "replayed-new-id"));
-    await daemon.agent.queue.idle();
-    assert.equal(daemon.agent.queue.state().runsStarted, first + 2);
+    await daemon.agent.runner.idle();
+    assert.equal(daemon.agent.runner.state().started.deploy ?? 0, first + 2);
   });
 
   it("coalesces a burst of 200 concurrent pushes during a slow deploy into a bounded number of runs", async () => {
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     // 200 connections at once: above the default cap of 64, which the abuse suite covers.
     await daemon.app.close();
     await daemon.agent.close();
@@ -253,14 +253,14 @@ describe("webhook daemon", () => {
     process.env.SLOW_SECONDS = "1";
     let last = "";
     for (let i = 0; i < 3; i++) last = fx.push({ "landing/index.html": `<p>burst ${i}</p>\n` });
-    const started = daemon.agent.queue.state().runsStarted;
+    const started = daemon.agent.runner.state().started.deploy ?? 0;
     const bodies = Array.from({ length: 200 }, () => pushBody({ after: last }));
     const results = await Promise.all(bodies.map((b) => daemon.post(b, giteaHeaders(b, SECRET))));
     assert.ok(results.every((r) => r.status === 202));
     const during = await (await fetch(`${daemon.url}/metrics`)).text();
     assert.match(during, /deploy_agent_queue_depth\{host="lxctest"\} 2/, "one run in progress, one pending");
-    await daemon.agent.queue.idle();
-    const runs = daemon.agent.queue.state().runsStarted - started;
+    await daemon.agent.runner.idle();
+    const runs = (daemon.agent.runner.state().started.deploy ?? 0) - started;
     assert.ok(runs >= 1 && runs <= 2, `200 pushes made ${runs} runs`);
     assert.equal(daemon.logs.join("").includes("index.lock"), false, "no git lock errors");
     assert.equal(page(), "<p>burst 2</p>\n");
@@ -269,14 +269,14 @@ describe("webhook daemon", () => {
   });
 
   it("catches up at start-up with pushes made while it was down", async () => {
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     await daemon.app.close();
     await daemon.agent.close();
     const rev = fx.push({ "landing/index.html": "<p>missed</p>\n" });
     daemon = await startDaemon();
     daemon.agent.start();
     await sleep(50);
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     assert.equal(page(), "<p>missed</p>\n");
     assert.equal((await readState(daemon.stateDir, "lxctest")).state.steps.landing?.lastAppliedRevision, rev);
   });
@@ -284,7 +284,7 @@ describe("webhook daemon", () => {
   it("reports /healthz, /status and Prometheus /metrics without secrets", async () => {
     daemon.agent.start();
     await sleep(50);
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     await daemon.post("x", { "content-type": "application/json", "x-gitea-signature": "0".repeat(64) });
     const health = await fetch(`${daemon.url}/healthz`);
     assert.equal(health.status, 200);
@@ -324,11 +324,11 @@ describe("webhook daemon", () => {
   });
 
   it("turns /healthz 503 after repeated failed runs", async () => {
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     for (let i = 0; i < 3; i++) {
       fx.push({ "landing/index.html": null });
       daemon.agent.request("test");
-      await daemon.agent.queue.idle();
+      await daemon.agent.runner.idle();
       fx.push({ "landing/other.html": `${i}` });
     }
     const res = await fetch(`${daemon.url}/healthz`);
@@ -344,7 +344,7 @@ describe("webhook daemon", () => {
     const body = pushBody({ after: rev });
     assert.equal((await daemon.post(body, giteaHeaders(body, SECRET, "push"))).status, 202);
     assert.equal((await daemon.post(body, giteaHeaders(body, "wrong"))).status, 401);
-    await daemon.agent.queue.idle();
+    await daemon.agent.runner.idle();
     const status = (await (await fetch(`${daemon.url}/status`)).json()) as {
       dryRun: boolean;
       lastRun: { dryRun: boolean; steps: { outcome: string }[] };

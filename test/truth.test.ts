@@ -3,9 +3,11 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
 import { hostRoot, runArgs, runCli, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 
 /** What the agent says is what happened: the real CLI's output after real runs. */
 
@@ -158,3 +160,70 @@ async function freePort(): Promise<number> {
   await new Promise((done) => srv.close(done));
   return port;
 }
+
+describe("drift follows the truth", () => {
+  it("a deploy that re-applies a drifted step clears its drift in /status and the metric at once, as diff says", async () => {
+    const SECRET = "truth-drift-secret-0123456789";
+    const hostRootDir = hostRoot(fx.dir, SECRET);
+    const manifest = writeManifest(fx.dir, {
+      webhook: { pollIntervalSeconds: 0 },
+      drift: { intervalSeconds: 600 },
+      steps: [
+        { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
+      ],
+    });
+    assert.equal((await runCli(runArgs(manifest, fx.clone, hostRootDir, stateDir))).code, 0);
+    writeFileSync(path.join(hostRootDir, "var/www/index.html"), "<p>edited by hand</p>\n");
+    const daemon = startCli([...serveArgs(manifest, fx.clone, hostRootDir), "--state-dir", stateDir]);
+    try {
+      const url =
+        /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+      await daemon.waitFor(/"msg":"what is live drifted from git"/);
+      type Status = {
+        drift: { steps: { name: string; state: string }[] };
+        runner: { running: { task: string } | null; waiting: unknown[] };
+        queue: { runsStarted: number; running: boolean; pending: boolean };
+      };
+      const status = async () => (await (await fetch(`${url}/status`)).json()) as Status;
+      const gauge = async () =>
+        /^deploy_agent_drift\{step="landing",host="lxctest"\} (\d)$/m.exec(
+          await (await fetch(`${url}/metrics`)).text(),
+        )?.[1];
+      assert.equal((await status()).drift.steps.find((s) => s.name === "landing")?.state, "drifted");
+      assert.equal(await gauge(), "1");
+      const before = (await status()).queue.runsStarted;
+      const rev = fx.push({ "landing/index.html": "<p>fixed in git</p>\n" });
+      const body = pushBody({ after: rev });
+      const res = await fetch(`${url}/hooks/deploy`, {
+        method: "POST",
+        headers: giteaHeaders(body, SECRET),
+        body: new Uint8Array(body),
+      });
+      assert.equal(res.status, 202);
+      for (let i = 0; ; i++) {
+        const s = await status();
+        if (s.queue.runsStarted > before && !s.queue.running && !s.queue.pending) break;
+        assert.ok(i < 200, "the push's run finished");
+        await sleep(50);
+      }
+      // No drift check ran since (the next is 600 s away): the run itself is the evidence.
+      assert.equal((await status()).drift.steps.find((s) => s.name === "landing")?.state, "in-sync");
+      assert.equal(await gauge(), "0");
+      const diff = await runCli([
+        "diff",
+        "--config",
+        manifest,
+        "--repo",
+        fx.clone,
+        "--root",
+        hostRootDir,
+        "--state-dir",
+        stateDir,
+      ]);
+      assert.equal(diff.code, 0, diff.stdout);
+    } finally {
+      daemon.child.kill("SIGTERM");
+      await daemon.exited;
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { checkDrift, renderDrift } from "../drift.js";
 import { AgentError } from "../errors.js";
+import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../lock.js";
 import { type CommonFlags, commandLogger, resolve } from "./options.js";
 
 /** `deploy-agent diff [--step NAME] [--json]`: exit 0 in sync, 1 drifted, 2 could not tell. */
@@ -12,6 +13,8 @@ export async function diffCommand(
   const unknown = flags.step.filter((s) => !manifest.steps.some((x) => x.name === s));
   if (unknown.length)
     throw new AgentError("USAGE", `no step named ${unknown.join(", ")} in ${r.loaded.file}`);
+  // Read while no deploy writes: a half-applied step would show as drift.
+  const lock = await acquireLock(r.stateDir, COMMAND_LOCK_WAIT_MS);
   const report = await checkDrift({
     manifest,
     repoDir: r.repoDir,
@@ -19,7 +22,7 @@ export async function diffCommand(
     root: r.root,
     log: commandLogger(flags, r, { logFile: false }),
     only: flags.step,
-  });
+  }).finally(() => lock.release());
   out(flags.json ? `${JSON.stringify(report, null, 2)}\n` : renderDrift(report));
   if (report.steps.some((s) => s.state === "drifted")) return 1;
   return report.steps.some((s) => s.state === "unknown") ? 2 : 0;

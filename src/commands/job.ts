@@ -1,6 +1,7 @@
 import type { Effect } from "../effects.js";
 import { AgentError } from "../errors.js";
 import { jobConfig, type RegisteredJob } from "../jobs/index.js";
+import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../lock.js";
 import { renderEffect } from "../report.js";
 import { createContext } from "../steps/context.js";
 import { type CommonFlags, commandLogger, resolve } from "./options.js";
@@ -36,7 +37,9 @@ export async function jobCommand(
     }),
     force: flags.force,
   };
-  const result = await job.run(config, ctx);
+  // The operator's job waits its turn with the daemon's deploys, drift checks and jobs (the deploy lock).
+  const lock = flags.dryRun ? null : await acquireLock(r.stateDir, COMMAND_LOCK_WAIT_MS);
+  const result = await job.run(config, ctx).finally(() => lock?.release());
   log.info({ ...result }, result.message);
   if (flags.json) {
     out(

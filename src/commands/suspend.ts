@@ -1,4 +1,4 @@
-import { acquireLock } from "../lock.js";
+import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../lock.js";
 import { readState, writeState } from "../state.js";
 import { type CommonFlags, resolve } from "./options.js";
 import { type RunFlags, runCommand } from "./run.js";
@@ -9,11 +9,9 @@ import { type RunFlags, runCommand } from "./run.js";
  * the mark and deploys what came meanwhile at once. Both take the deploy lock (waiting up to a minute).
  */
 
-const LOCK_WAIT_MS = 60_000;
-
 async function mark(flags: CommonFlags, next: { reason: string; since: string } | undefined) {
   const r = await resolve(flags);
-  const lock = await acquireLock(r.stateDir, LOCK_WAIT_MS);
+  const lock = await acquireLock(r.stateDir, COMMAND_LOCK_WAIT_MS);
   try {
     const { state } = await readState(r.stateDir, r.loaded.manifest.host);
     const before = state.suspended;

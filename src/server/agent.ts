@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { checkDrift, type DriftReport } from "../drift.js";
 import { AgentError, asAgentError } from "../errors.js";
+import { acquireLock, type Lock } from "../lock.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
@@ -11,11 +12,12 @@ import { closeRepo, openRepo, type Repo, subjectOf } from "../source/git.js";
 import { orphanedSteps, readState, stepStatuses } from "../state.js";
 import { createContext } from "../steps/context.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
-import { createQueue, type DeployQueue } from "./queue.js";
+import { createRunner, DEPLOY, type Runner, type TaskHandler } from "./runner.js";
 
 /**
- * The daemon's loop: a coalescing queue of deploy runs, a fallback poll of the remote, and what /status,
- * /healthz and /metrics report about it. The HTTP layer only verifies, filters and calls `request`.
+ * The daemon's loop: one runner (runner.ts) for everything that touches the host — deploy runs, drift
+ * checks with their self-heal, host jobs — a fallback poll of the remote, and what /status, /healthz and
+ * /metrics report about it. The HTTP layer only verifies, filters and calls `request`.
  */
 
 export interface AgentOptions {
@@ -42,7 +44,7 @@ interface RunError {
 }
 
 export interface Agent {
-  queue: DeployQueue;
+  runner: Runner;
   metrics: AgentMetrics;
   request(reason: string): void;
   status(): Promise<Record<string, unknown>>;
@@ -79,8 +81,8 @@ export function createAgent(opts: AgentOptions): Agent {
   let manifest = opts.manifest;
   let pendingRestart: string[] = [];
   const metrics = createMetrics(manifest.host, JOBS, () => {
-    const q = queue.state();
-    return (q.running ? 1 : 0) + (q.pending ? 1 : 0);
+    const q = runner.state();
+    return (q.running?.task === DEPLOY ? 1 : 0) + (q.waiting.some((w) => w.task === DEPLOY) ? 1 : 0);
   });
   const stop = new AbortController();
   const abortNow = new AbortController();
@@ -111,9 +113,45 @@ export function createAgent(opts: AgentOptions): Agent {
   /** Steps to re-apply on the next run because they drifted (selfHeal). */
   const healing: string[] = [];
 
+  /** The metric, and the notice when the set of drifted steps changed, from a drift report; the drifted steps. */
+  function driftSaid(report: DriftReport) {
+    for (const s of report.steps) metrics.drift(s.name, s.state);
+    const drifted = report.steps.filter((s) => s.state === "drifted");
+    const key = drifted.map((s) => s.name).join(", ");
+    if (key && key !== driftKey) publish({ event: "drift.detected", revision: null, step: key });
+    driftKey = key;
+    return drifted;
+  }
+
+  /**
+   * A step that was just applied is what git says at that revision: its drift is over now, not at the next
+   * check (the alert would fire on a host that is in sync). The evidence is the run itself.
+   */
+  function clearAppliedDrift(report: RunReport) {
+    if (!lastDrift || report.dryRun) return;
+    const applied = new Map(report.steps.filter((s) => s.outcome === "succeeded").map((s) => [s.name, s]));
+    if (!applied.size) return;
+    lastDrift = {
+      ...lastDrift,
+      steps: lastDrift.steps.map((s) =>
+        applied.has(s.name) && s.state !== "in-sync"
+          ? {
+              ...s,
+              revision: report.revision,
+              state: "in-sync",
+              items: [
+                { id: s.name, state: "in-sync", detail: `re-applied at ${report.revision.slice(0, 12)}` },
+              ],
+            }
+          : s,
+      ),
+    };
+    driftSaid(lastDrift);
+  }
+
   /** Compares what is live with git; steps with selfHeal that drifted are re-applied by the next run. */
-  async function driftTick() {
-    if (queue.state().running || stop.signal.aborted) return;
+  async function driftCheck() {
+    if (stop.signal.aborted) return;
     try {
       repo ??= await openRepo(opts.repoDir, manifest.repo.remote, manifest.repo.branch);
       lastDrift = await checkDrift({
@@ -124,16 +162,12 @@ export function createAgent(opts: AgentOptions): Agent {
         log,
         repo,
       });
-      for (const s of lastDrift.steps) metrics.drift(s.name, s.state);
-      const drifted = lastDrift.steps.filter((s) => s.state === "drifted");
+      const drifted = driftSaid(lastDrift);
       if (drifted.length) log.warn({ steps: drifted.map((s) => s.name) }, "what is live drifted from git");
-      const key = drifted.map((s) => s.name).join(", ");
-      if (key && key !== driftKey) publish({ event: "drift.detected", revision: null, step: key });
-      driftKey = key;
       const heal = drifted.filter((s) => manifest.steps.find((x) => x.name === s.name)?.selfHeal);
       if (heal.length && !opts.dryRun) {
         healing.push(...heal.map((s) => s.name));
-        queue.request(`self-heal ${heal.map((s) => s.name).join(", ")}`);
+        runner.request(DEPLOY, `self-heal ${heal.map((s) => s.name).join(", ")}`);
       }
     } catch (err) {
       const e = asAgentError(err);
@@ -141,13 +175,10 @@ export function createAgent(opts: AgentOptions): Agent {
     }
   }
 
-  const jobsBusy = new Set<string>();
-
-  /** A host job that watches (LiveKit's restart): run between deploys, never during one. */
-  async function jobTick(job: RegisteredJob) {
+  /** A host job that watches (LiveKit's restart): a task of the runner, so never during a deploy. */
+  async function runJob(job: RegisteredJob) {
     const config = jobConfig(manifest, job);
-    if (config === undefined || jobsBusy.has(job.command) || queue.state().running) return;
-    jobsBusy.add(job.command);
+    if (config === undefined || stop.signal.aborted) return;
     const jobLog = log.child({ job: job.command });
     try {
       const ctx = createContext({
@@ -171,8 +202,6 @@ export function createAgent(opts: AgentOptions): Agent {
     } catch (err) {
       const e = asAgentError(err);
       jobLog.error({ code: e.code, err: e.message }, `${job.command} failed`);
-    } finally {
-      jobsBusy.delete(job.command);
     }
   }
 
@@ -216,6 +245,7 @@ export function createAgent(opts: AgentOptions): Agent {
       lastError = null;
       failuresInRow = report.result === "failed" ? failuresInRow + 1 : 0;
       metrics.run(report);
+      clearAppliedDrift(report);
       // The subject only for a run that says something (a poll with nothing to do costs no extra git call).
       const subject = ["succeeded", "failed"].includes(report.result)
         ? await subjectOf(repo, report.revision)
@@ -238,13 +268,47 @@ export function createAgent(opts: AgentOptions): Agent {
       });
       if (e.failure !== "stalled" && !stop.signal.aborted) {
         clearTimeout(retryTimer);
-        retryTimer = setTimeout(() => queue.request(`retry after ${e.code}`), opts.retryDelayMs ?? 30_000);
+        retryTimer = setTimeout(
+          () => runner.request(DEPLOY, `retry after ${e.code}`),
+          opts.retryDelayMs ?? 30_000,
+        );
         retryTimer.unref();
       }
     }
   }
 
-  const queue = createQueue(runOnce, log);
+  const JOB_TASK = "job:";
+  /**
+   * A task other than a deploy (which takes it itself) under the host's deploy lock: the runner orders the
+   * daemon's own work, the lock orders it with `deploy-agent run` and the other commands on the host.
+   */
+  const locked =
+    (what: string, work: () => Promise<void>): TaskHandler =>
+    async () => {
+      if (opts.dryRun) return work();
+      let lock: Lock;
+      try {
+        lock = await acquireLock(opts.stateDir, opts.lockWaitMs ?? 60_000);
+      } catch (err) {
+        const e = asAgentError(err);
+        log.warn({ code: e.code, err: e.message }, `${what} skipped: the host is busy`);
+        return;
+      }
+      try {
+        await work();
+      } finally {
+        await lock.release();
+      }
+    };
+  const tasks = new Map<string, TaskHandler>([
+    [DEPLOY, runOnce],
+    ["drift", locked("drift check", driftCheck)],
+    ...JOBS.map((job): [string, TaskHandler] => [
+      `${JOB_TASK}${job.command}`,
+      locked(job.command, () => runJob(job)),
+    ]),
+  ]);
+  const runner = createRunner((task) => tasks.get(task), log);
 
   /** The loop's timers follow the manifest in force: a pushed poll interval applies on the next run. */
   let started = false;
@@ -261,44 +325,48 @@ export function createAgent(opts: AgentOptions): Agent {
     clearInterval(driftTimer);
     for (const t of jobTimers.splice(0)) clearInterval(t);
     if (manifest.drift.intervalSeconds > 0) {
-      driftTimer = setInterval(() => void driftTick(), manifest.drift.intervalSeconds * 1000);
+      driftTimer = setInterval(
+        () => runner.request("drift", "interval"),
+        manifest.drift.intervalSeconds * 1000,
+      );
       driftTimer.unref();
     }
     const every = manifest.webhook.pollIntervalSeconds;
     if (every > 0) {
-      pollTimer = setInterval(() => queue.request("poll"), every * 1000);
+      pollTimer = setInterval(() => runner.request(DEPLOY, "poll"), every * 1000);
       pollTimer.unref();
     }
     for (const job of JOBS) {
       const seconds = watchEvery(manifest, job);
       if (seconds <= 0) continue;
-      const timer = setInterval(() => void jobTick(job), seconds * 1000);
+      const timer = setInterval(
+        () => runner.request(`${JOB_TASK}${job.command}`, "interval"),
+        seconds * 1000,
+      );
       timer.unref();
       jobTimers.push(timer);
     }
   }
 
   return {
-    queue,
+    runner,
     metrics,
-    request: (reason) => queue.request(reason),
+    request: (reason) => runner.request(DEPLOY, reason),
 
     start() {
       started = true;
-      queue.request("start-up reconcile");
+      runner.request(DEPLOY, "start-up reconcile");
+      // At start (after the start-up reconcile: deploys go first), then every drift.intervalSeconds.
+      if (manifest.drift.intervalSeconds > 0) runner.request("drift", "start-up");
       schedule();
-      // At start (once the start-up reconcile is done), then every drift.intervalSeconds.
-      void queue.idle().then(driftTick);
     },
 
     health() {
-      const q = queue.state();
+      const { running } = runner.state();
       const stepBudgetMs = manifest.steps.reduce((sum, s) => sum + s.timeoutSeconds * 1000, 0) + 5 * 60_000;
-      if (q.runningSince && Date.now() - q.runningSince > stepBudgetMs) {
-        return {
-          ok: false,
-          reason: `a deploy has been running for ${Math.round((Date.now() - q.runningSince) / 1000)}s`,
-        };
+      const runningMs = running?.task === DEPLOY ? Date.now() - Date.parse(running.since) : 0;
+      if (runningMs > stepBudgetMs) {
+        return { ok: false, reason: `a deploy has been running for ${Math.round(runningMs / 1000)}s` };
       }
       if (lastError?.code === "REPO_INVALID")
         return { ok: false, reason: `repository unusable: ${lastError.message}` };
@@ -315,7 +383,8 @@ export function createAgent(opts: AgentOptions): Agent {
 
     async status() {
       const { state, problem } = await readState(opts.stateDir, manifest.host);
-      const q = queue.state();
+      const r = runner.state();
+      const deploy = r.running?.task === DEPLOY ? r.running : r.waiting.find((w) => w.task === DEPLOY);
       return {
         schema: "deploy-agent/serve-status@1",
         host: manifest.host,
@@ -333,13 +402,15 @@ export function createAgent(opts: AgentOptions): Agent {
         },
         stateProblem: problem ?? null,
         health: this.health(),
+        // The deploy's place in the runner (as before the runner), and the runner itself: what runs, what waits.
         queue: {
-          running: q.running,
-          pending: q.pending,
-          requests: q.requests,
-          reasons: q.reasons,
-          runsStarted: q.runsStarted,
+          running: r.running?.task === DEPLOY,
+          pending: r.waiting.some((w) => w.task === DEPLOY),
+          requests: deploy?.requests ?? 0,
+          reasons: deploy?.reasons ?? [],
+          runsStarted: r.started[DEPLOY] ?? 0,
         },
+        runner: { running: r.running, waiting: r.waiting },
         steps: stepStatuses(manifest.steps, state),
         orphanedSteps: orphanedSteps(manifest.steps, state),
         drift: lastDrift && {
@@ -365,7 +436,7 @@ export function createAgent(opts: AgentOptions): Agent {
       for (const t of jobTimers.splice(0)) clearInterval(t);
       clearTimeout(retryTimer);
       stop.abort();
-      await queue.close();
+      await runner.close();
       closeRepo(repo);
       await notifier.drain(5000);
     },

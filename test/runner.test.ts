@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { silentLogger } from "../src/log.js";
+import { createRunner, DEPLOY, MAX_REASONS } from "../src/server/runner.js";
+
+/** The one runner: one task at a time, coalescing per task, deploys first, bounded whatever arrives. */
+
+function recording(ms = 20) {
+  const log: string[] = [];
+  let active = 0;
+  let overlap = false;
+  const handler = (task: string) => async (reasons: string[], count: number) => {
+    active++;
+    if (active > 1) overlap = true;
+    log.push(`${task} start (${count}: ${reasons.join(",")})`);
+    await sleep(ms);
+    log.push(`${task} end`);
+    active--;
+  };
+  return { log, handler, overlapped: () => overlap };
+}
+
+describe("runner", () => {
+  it("never runs two tasks at once; a deploy asked during a drift check waits for it, then goes before the other waiting", async () => {
+    const r = recording();
+    const runner = createRunner((task) => r.handler(task), silentLogger());
+    runner.request("drift", "interval");
+    runner.request("job:livekit-restart", "interval");
+    runner.request(DEPLOY, "push a");
+    runner.request(DEPLOY, "push b");
+    const during = runner.state();
+    assert.equal(during.running?.task, "drift");
+    assert.deepEqual(
+      during.waiting.map((w) => w.task),
+      ["job:livekit-restart", DEPLOY],
+    );
+    await runner.idle();
+    assert.equal(r.overlapped(), false);
+    assert.deepEqual(r.log, [
+      "drift start (1: interval)",
+      "drift end",
+      "deploy start (2: push b,push a)",
+      "deploy end",
+      "job:livekit-restart start (1: interval)",
+      "job:livekit-restart end",
+    ]);
+    assert.deepEqual(runner.state().started, { drift: 1, deploy: 1, "job:livekit-restart": 1 });
+  });
+
+  it("10,000 requests during a run cost one waiting entry with at most MAX_REASONS reasons", async () => {
+    const r = recording(50);
+    const runner = createRunner((task) => r.handler(task), silentLogger());
+    runner.request(DEPLOY, "first");
+    for (let i = 0; i < 10_000; i++) runner.request(DEPLOY, `push ${i}`);
+    for (let i = 0; i < 10_000; i++) runner.request("drift", `check ${i}`);
+    const s = runner.state();
+    assert.equal(s.waiting.length, 2);
+    assert.equal(s.waiting[0]?.requests, 10_000);
+    assert.equal(s.waiting[0]?.reasons.length, MAX_REASONS);
+    assert.equal(s.waiting[0]?.reasons[0], "push 9999", "newest first");
+    await runner.idle();
+    assert.equal(r.log.filter((l) => l.startsWith("deploy start")).length, 2);
+  });
+
+  it("a task that throws does not stop the runner; close drops the waiting and waits for the running", async () => {
+    const order: string[] = [];
+    const runner = createRunner(
+      (task) =>
+        task === "bad"
+          ? async () => {
+              throw new Error("boom");
+            }
+          : async () => {
+              await sleep(30);
+              order.push(task);
+            },
+      silentLogger(),
+    );
+    runner.request("bad", "x");
+    runner.request(DEPLOY, "y");
+    await runner.idle();
+    assert.deepEqual(order, [DEPLOY]);
+    runner.request(DEPLOY, "z");
+    runner.request("drift", "dropped");
+    await runner.close();
+    assert.deepEqual(
+      order,
+      [DEPLOY, DEPLOY],
+      "the running deploy finished; the waiting drift check was dropped",
+    );
+    runner.request(DEPLOY, "after close");
+    assert.equal(runner.state().waiting.length, 0, "closed: refused");
+  });
+});
