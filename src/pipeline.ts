@@ -3,7 +3,7 @@ import type { Effect } from "./effects.js";
 import { AgentError, asAgentError, type ErrorCode } from "./errors.js";
 import { rooted } from "./host-fs.js";
 import { acquireLock } from "./lock.js";
-import { manifestAt } from "./manifest/at-revision.js";
+import { type HostOverrides, manifestAt } from "./manifest/at-revision.js";
 import type { LoadOptions } from "./manifest/load.js";
 import type { Manifest } from "./manifest/schema.js";
 import { type Action, type PlanReason, planLazily, revisionsToDiff } from "./plan.js";
@@ -46,6 +46,8 @@ export interface DeployOptions {
    * `manifest` is applied as it is.
    */
   manifestPath?: string | undefined;
+  /** Restart-only settings the host sets outside the manifest (serve's environment and flags). */
+  overrides?: HostOverrides | undefined;
   /** How a manifest read from git is interpolated (env file, --root). */
   load?: LoadOptions | undefined;
   /** Told the revision a run is about to deploy (verified), before anything of it is applied. */
@@ -319,15 +321,12 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       warnings.push(
         `host suspended since ${suspended.since} (${suspended.reason}): a run deploys nothing until resume`,
       );
-    const { manifest, pendingRestart } = opts.manifestPath
-      ? await manifestAt(source.snapshot, opts.manifestPath, opts.manifest, opts.load ?? {})
-      : { manifest: opts.manifest, pendingRestart: [] };
+    const { manifest, pendingRestart, notes } = opts.manifestPath
+      ? await manifestAt(source.snapshot, opts.manifestPath, opts.manifest, opts.load ?? {}, opts.overrides)
+      : { manifest: opts.manifest, pendingRestart: [], notes: [] };
     opts.onManifest?.(manifest);
-    if (pendingRestart.length) {
-      warnings.push(
-        `${opts.manifestPath} changes ${pendingRestart.join(", ")}: takes effect after a restart of the agent`,
-      );
-    }
+    // Said once per revision (its first run here), not at every poll; /status keeps the pending keys.
+    if (state.lastRun?.revision !== source.revision) warnings.push(...notes);
     const actions = await planLazily(
       {
         steps: manifest.steps,

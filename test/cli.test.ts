@@ -146,7 +146,10 @@ describe("deploy-agent CLI", () => {
   it("validate checks the manifest's sources in the checkout and refuses symlinks", async () => {
     const ok = await runCli(["validate", ...args()]);
     assert.equal(ok.code, 0, ok.stderr);
-    assert.match(ok.stdout, /landing \(file\): 1 file\(s\) covered\nvalid/);
+    assert.match(
+      ok.stdout,
+      /landing \(file\): 1 file\(s\) covered\nwarning: repo\.verify is off: push access to the config repository is root on every host; .*\nvalid/,
+    );
     writeFileSync(path.join(fx.clone, "elsewhere.html"), "x");
     const page = path.join(fx.clone, "landing/index.html");
     (await import("node:fs")).rmSync(page);

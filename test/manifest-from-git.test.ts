@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -51,18 +52,20 @@ afterEach(async () => {
 });
 
 /** serve on the manifest inside the clone; resolves with its base URL once it listens. */
-async function serve(): Promise<string> {
-  daemon = startCli([
-    "serve",
-    "--config",
-    path.join(fx.clone, MANIFEST),
-    "--root",
-    root,
-    "--repo",
-    fx.clone,
-    "--listen",
-    "127.0.0.1:0",
-  ]);
+async function serve(opts: { manifestListen?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+  daemon = startCli(
+    [
+      "serve",
+      "--config",
+      path.join(fx.clone, MANIFEST),
+      "--root",
+      root,
+      "--repo",
+      fx.clone,
+      ...(opts.manifestListen ? [] : ["--listen", "127.0.0.1:0"]),
+    ],
+    opts.env,
+  );
   const line = await daemon.waitFor(/.*"msg":"listening".*/);
   const url = /"address":"(http:\/\/[^"]+)"/.exec(line)?.[1];
   assert.ok(url, line);
@@ -186,7 +189,12 @@ describe("the host manifest from git", () => {
   });
 
   it("a changed listen port is reported as taking effect after a restart; the rest applies now", async () => {
-    const url = await serve();
+    // The listener as the manifest file says (no --listen, which a restart would keep).
+    const port = await freePort();
+    const first = fx.push({ [MANIFEST]: manifest({ listen: { host: "127.0.0.1", port } }) });
+    git(fx.clone, "fetch", "--quiet", "origin");
+    git(fx.clone, "reset", "--quiet", "--hard", first);
+    const url = await serve({ manifestListen: true });
     await until("v1 live", async () => (await applied(url, "landing")) !== null);
     const rev = fx.push({
       "landing/index.html": "<p>v3</p>\n",
@@ -197,9 +205,52 @@ describe("the host manifest from git", () => {
     assert.deepEqual((await status(url)).configuration.pendingRestart, ["listen"]);
     assert.match(
       daemon?.out() ?? "",
-      /config\/lxctest\.yaml changes listen: takes effect after a restart of the agent/,
+      /listen: config\/lxctest\.yaml changes it to \{\\"host\\":\\"127\.0\.0\.1\\",\\"port\\":9123\}; the agent runs with .* \(its manifest file, read at start\) until it is restarted/,
     );
     assert.equal((await fetch(`${url}/healthz`)).status, 200, "still on the old address");
+  });
+
+  it("a migrated host's DEPLOY_AGENT_WEBHOOK_PATH is no pending restart; git changing it is said once, with both values and their sources", async () => {
+    const env = { DEPLOY_AGENT_WEBHOOK_PATH: "/hooks/matrix-deploy" };
+    const url = await serve({ env });
+    const hook = async (rev: string) => {
+      const body = pushBody({ after: rev });
+      const res = await fetch(`${url}/hooks/matrix-deploy`, {
+        method: "POST",
+        headers: giteaHeaders(body, SECRET),
+        body: new Uint8Array(body),
+      });
+      assert.equal(res.status, 202);
+      await until(`${rev} run`, () => ranTo(url, rev));
+    };
+    await hook(fx.push({ "landing/index.html": "<p>v2</p>\n" }));
+    await hook(fx.push({ "landing/index.html": "<p>v3</p>\n" }));
+    assert.deepEqual((await status(url)).configuration.pendingRestart, []);
+    assert.doesNotMatch(
+      daemon?.out() ?? "",
+      /webhook\.path|until it is restarted/,
+      "no warning while git and the host agree",
+    );
+    const rev = fx.push({
+      [MANIFEST]: manifest({ webhook: { pollIntervalSeconds: 0, path: "/hooks/other" } }),
+    });
+    await hook(rev);
+    // The same revision again (Gitea's Test Delivery): a second run of it, and nothing said again.
+    const runs = async () =>
+      ((await (await fetch(`${url}/status`)).json()) as { queue: { runsStarted: number } }).queue.runsStarted;
+    const before = await runs();
+    await hook(rev);
+    await until(
+      "the second run of the revision",
+      async () => (await runs()) > before && (await ranTo(url, rev)),
+    );
+    assert.deepEqual((await status(url)).configuration.pendingRestart, []);
+    const said = (daemon?.out() ?? "").match(/webhook\.path: config\/lxctest\.yaml sets [^\n]*/g) ?? [];
+    assert.equal(said.length, 1, "once per revision");
+    assert.match(
+      said[0] ?? "",
+      /sets \\"\/hooks\/other\\", DEPLOY_AGENT_WEBHOOK_PATH \(the unit's environment\) overrides it with \\"\/hooks\/matrix-deploy\\" \(a restart keeps that\)/,
+    );
   });
 
   it("a renamed step runs once as new; the old name's state is kept and reported as orphaned", async () => {
@@ -218,3 +269,11 @@ describe("the host manifest from git", () => {
     assert.match(text.stdout, /landing: orphaned \(no longer in the manifest; its state is kept\)/);
   });
 });
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((done) => srv.close(done));
+  return port;
+}

@@ -2,6 +2,7 @@ import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { AgentError } from "../errors.js";
 import { createLogger } from "../log.js";
+import type { HostOverrides } from "../manifest/at-revision.js";
 import { type Manifest, webhookPath } from "../manifest/schema.js";
 import { createAgent } from "../server/agent.js";
 import { buildServer } from "../server/app.js";
@@ -99,7 +100,28 @@ async function listenOn(app: FastifyInstance, listen: { host: string; port: numb
 export async function serveCommand(flags: ServeFlags): Promise<number> {
   const r = await resolve(flags);
   const manifest = withHostOverrides(r.loaded.manifest);
+  const listenFrom =
+    flags.listen !== undefined
+      ? "--listen"
+      : process.env.DEPLOY_AGENT_LISTEN !== undefined
+        ? "DEPLOY_AGENT_LISTEN (the unit's environment)"
+        : null;
   const listen = parseListen(flags.listen ?? process.env.DEPLOY_AGENT_LISTEN, manifest);
+  // What the host sets outside the manifest stays across restarts: git's value for it is never pending.
+  const overrides: HostOverrides = {
+    ...(listenFrom
+      ? { listen: { value: listen, source: listenFrom, fromFile: r.loaded.manifest.listen } }
+      : {}),
+    ...(process.env.DEPLOY_AGENT_WEBHOOK_PATH !== undefined
+      ? {
+          "webhook.path": {
+            value: manifest.webhook.path,
+            source: "DEPLOY_AGENT_WEBHOOK_PATH (the unit's environment)",
+            fromFile: r.loaded.manifest.webhook.path,
+          },
+        }
+      : {}),
+  };
   const secret = await loadWebhookSecret(secretSource(r));
   const tokenFile = manifest.webhook.statusAccess?.tokenFile;
   const statusToken = tokenFile ? await loadStatusToken(r.under(tokenFile)) : undefined;
@@ -113,6 +135,7 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
   const agent = createAgent({
     manifest,
     manifestPath: r.manifestPath,
+    overrides,
     load: r.load,
     repoDir: r.repoDir,
     stateDir: r.stateDir,

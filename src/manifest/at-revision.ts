@@ -31,15 +31,30 @@ const RESTART_ONLY: Record<string, (m: Manifest) => unknown> = {
 export interface ManifestAtRevision {
   /** What this run applies: the revision's manifest with the restart-only settings of the running one. */
   manifest: Manifest;
-  /** Restart-only keys whose value at this revision differs from the running one. */
+  /** Restart-only keys whose value at this revision differs from the running one (a restart applies it). */
   pendingRestart: string[];
+  /** What to tell about them, each value with where it comes from. */
+  notes: string[];
 }
+
+/**
+ * Restart-only keys the host sets outside the manifest (the unit's environment, a command-line flag): key →
+ * the value in force, where it comes from, and the manifest file's own value. A restart keeps them, so git's
+ * value for such a key is never "pending": it is said to be overridden when git changes it from the file's.
+ */
+export type HostOverrides = Record<string, { value: unknown; source: string; fromFile: unknown }>;
+
+const shown = (v: unknown) => {
+  const text = JSON.stringify(v) ?? "unset";
+  return text.length > 80 ? `${text.slice(0, 79)}…` : text;
+};
 
 export async function manifestAt(
   snapshot: Snapshot,
   manifestPath: string,
   running: Manifest,
   load: LoadOptions,
+  overrides: HostOverrides = {},
 ): Promise<ManifestAtRevision> {
   const at = `${manifestPath}@${snapshot.revision.slice(0, 12)}`;
   if (!(await snapshot.has(manifestPath))) {
@@ -59,9 +74,25 @@ export async function manifestAt(
     }
     throw err;
   }
-  const pendingRestart = Object.entries(RESTART_ONLY)
-    .filter(([, get]) => JSON.stringify(get(next)) !== JSON.stringify(get(running)))
-    .map(([key]) => key);
+  const pendingRestart: string[] = [];
+  const notes: string[] = [];
+  for (const [key, get] of Object.entries(RESTART_ONLY)) {
+    const inGit = get(next);
+    const over = overrides[key];
+    if (over) {
+      // Only when git changes it: an override the operator set on purpose is no news at every push.
+      if (JSON.stringify(inGit) !== JSON.stringify(over.fromFile))
+        notes.push(
+          `${key}: ${manifestPath} sets ${shown(inGit)}, ${over.source} overrides it with ${shown(over.value)} (a restart keeps that)`,
+        );
+      continue;
+    }
+    if (JSON.stringify(inGit) === JSON.stringify(get(running))) continue;
+    pendingRestart.push(key);
+    notes.push(
+      `${key}: ${manifestPath} changes it to ${shown(inGit)}; the agent runs with ${shown(get(running))} (its manifest file, read at start) until it is restarted`,
+    );
+  }
   return {
     manifest: {
       ...next,
@@ -77,5 +108,6 @@ export async function manifestAt(
       },
     },
     pendingRestart,
+    notes,
   };
 }

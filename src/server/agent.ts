@@ -1,8 +1,9 @@
 import type { Logger } from "pino";
 import { checkDrift, type DriftReport } from "../drift.js";
 import { AgentError, asAgentError } from "../errors.js";
-import { acquireLock, type Lock } from "../lock.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
+import { acquireLock, type Lock } from "../lock.js";
+import type { HostOverrides } from "../manifest/at-revision.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
 import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../notify/events.js";
@@ -25,6 +26,8 @@ export interface AgentOptions {
   manifest: Manifest;
   /** The manifest's path in the clone: each run applies the deployed revision's manifest. */
   manifestPath?: string | undefined;
+  /** Restart-only settings the host sets outside the manifest (see manifest/at-revision.ts). */
+  overrides?: HostOverrides | undefined;
   load?: LoadOptions | undefined;
   repoDir: string;
   stateDir: string;
@@ -221,6 +224,7 @@ export function createAgent(opts: AgentOptions): Agent {
         },
         manifest: opts.manifest,
         manifestPath: opts.manifestPath,
+        overrides: opts.overrides,
         load: opts.load,
         onManifest: (m) => {
           const reschedule = timing(m) !== timing(manifest);
