@@ -171,7 +171,7 @@ describe("signature abuse: 10,000 forged requests queue nothing", () => {
     const metrics = await agent.metrics.registry.metrics();
     assert.match(
       metrics,
-      new RegExp(`deploy_agent_webhook_deliveries_total\\{outcome="unauthorized",host="lxctest"\\} ${N}`),
+      new RegExp(`deploy_agent_webhook_deliveries_total\\{outcome="bad_signature",host="lxctest"\\} ${N}`),
     );
     assert.equal(logs.join("").includes(WEBHOOK_SECRET), false);
   });

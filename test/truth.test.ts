@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
@@ -221,6 +222,99 @@ describe("drift follows the truth", () => {
         stateDir,
       ]);
       assert.equal(diff.code, 0, diff.stdout);
+    } finally {
+      daemon.child.kill("SIGTERM");
+      await daemon.exited;
+    }
+  });
+});
+
+describe("every delivery leaves one line", () => {
+  it("accepted, duplicate, other branch, tag, other event, bad signature, bad body, unknown path, too large: one line each with its outcome, and a count", async () => {
+    const SECRET = "truth-deliveries-secret-0123456789";
+    const hostRootDir = hostRoot(fx.dir, SECRET);
+    const manifest = writeManifest(fx.dir, {
+      webhook: { pollIntervalSeconds: 0, bodyLimitBytes: 65536 },
+      drift: { intervalSeconds: 0 },
+      steps: [
+        { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
+      ],
+    });
+    const daemon = startCli([...serveArgs(manifest, fx.clone, hostRootDir), "--state-dir", stateDir]);
+    try {
+      const url =
+        /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+      const rev = git(fx.pusher, "rev-parse", "HEAD");
+      const post = async (body: Buffer, headers: Record<string, string>, at = "/hooks/deploy") =>
+        (await fetch(`${url}${at}`, { method: "POST", headers, body: new Uint8Array(body) })).status;
+      const signed = (body: Buffer, event = "push", id = randomUUID()) =>
+        giteaHeaders(body, SECRET, event, id);
+      const push = pushBody({ after: rev });
+      const id = randomUUID();
+      const sent: [string, number][] = [
+        ["accepted", await post(push, signed(push, "push", id))],
+        ["duplicate", await post(push, signed(push, "push", id))],
+        [
+          "ignored_branch",
+          await post(
+            pushBody({ after: rev, ref: "refs/heads/dev" }),
+            signed(pushBody({ after: rev, ref: "refs/heads/dev" })),
+          ),
+        ],
+        [
+          "ignored_branch",
+          await post(
+            pushBody({ after: rev, ref: "refs/tags/v1" }),
+            signed(pushBody({ after: rev, ref: "refs/tags/v1" })),
+          ),
+        ],
+        ["ignored_event", await post(push, signed(push, "issues"))],
+        ["bad_signature", await post(push, giteaHeaders(push, "not-the-secret-0123456789"))],
+        ["bad_body", await post(Buffer.from("not json"), signed(Buffer.from("not json")))],
+        ["unknown_path", await post(push, signed(push), `/hooks/${"x".repeat(2000)}`)],
+        ["too_large", await post(Buffer.alloc(70_000, 0x20), signed(Buffer.alloc(70_000, 0x20)))],
+      ];
+      assert.deepEqual(
+        sent.map(([, status]) => status),
+        [202, 202, 202, 202, 202, 401, 400, 404, 413],
+      );
+      await sleep(300);
+      const lines = daemon
+        .out()
+        .split("\n")
+        .filter((l) => l.includes('"msg":"delivery"'))
+        .map((l) => JSON.parse(l) as { outcome: string; delivery?: string; path?: string; reason?: string });
+      assert.deepEqual(
+        lines.map((l) => l.outcome),
+        sent.map(([outcome]) => outcome),
+        "exactly one line per delivery, in order",
+      );
+      assert.equal(lines[0]?.delivery, id);
+      assert.ok(
+        lines.every((l) => l.reason),
+        "each says why",
+      );
+      const unknown = lines[7];
+      assert.ok(unknown?.path && unknown.path.length <= 66, `path logged bounded: ${unknown?.path?.length}`);
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      for (const [outcome, n] of [
+        ["accepted", 1],
+        ["duplicate", 1],
+        ["ignored_branch", 2],
+        ["ignored_event", 1],
+        ["bad_signature", 1],
+        ["bad_body", 1],
+        ["unknown_path", 1],
+        ["too_large", 1],
+      ] as const) {
+        assert.match(
+          metrics,
+          new RegExp(
+            `^deploy_agent_webhook_deliveries_total\\{outcome="${outcome}",host="lxctest"\\} ${n}$`,
+            "m",
+          ),
+        );
+      }
     } finally {
       daemon.child.kill("SIGTERM");
       await daemon.exited;

@@ -62,19 +62,40 @@ const header = (req: FastifyRequest, ...names: string[]) => {
   return undefined;
 };
 
+/**
+ * Every POST is a delivery and leaves exactly one log line and one count, whatever became of it. The outcome
+ * the handler or a hook decided, else the one its status says (fastify answered before any handler ran).
+ */
 const OUTCOME_BY_STATUS: Record<number, string> = {
-  400: "bad_request",
-  401: "unauthorized",
+  400: "bad_body",
+  401: "bad_signature",
   403: "forbidden",
+  404: "unknown_path",
+  405: "method_not_allowed",
   413: "too_large",
   415: "unsupported",
+  503: "shutting_down",
 };
+/** An unknown path is logged this long at most (the sender chooses it). */
+const LOGGED_PATH_MAX = 64;
+
+interface Delivery {
+  outcome: string;
+  reason?: string;
+  id?: string;
+  event?: string;
+  ref?: string;
+}
 
 declare module "fastify" {
   interface FastifyRequest {
-    deliveryOutcome?: string;
+    delivery?: Delivery;
   }
 }
+
+const refused = (req: FastifyRequest, outcome: string, reason: string) => {
+  req.delivery = { ...req.delivery, outcome, reason };
+};
 
 function allowList(subnets: readonly Subnet[]): BlockList | null {
   if (!subnets.length) return null;
@@ -125,7 +146,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   // Callback-style hooks on every request: an async one costs a promise per request.
   app.addHook("onRequest", (req, reply, done) => {
     if (Number(req.headers["content-length"] ?? 0) <= hook.bodyLimitBytes) return done();
-    req.deliveryOutcome = "too_large";
+    refused(
+      req,
+      "too_large",
+      `announced ${req.headers["content-length"]} bytes, more than ${hook.bodyLimitBytes}`,
+    );
     // Node would close the socket right after the response, while the client is still sending: the client
     // then gets a reset instead of its 413. Instead: send the 413, half-close, read and drop what still comes
     // for up to LINGER_MS, then close (nginx's lingering close).
@@ -145,7 +170,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   if (sources) {
     app.addHook("onRequest", (req, reply, done) => {
       if (allowed(sources, req.socket.remoteAddress)) return done();
-      req.deliveryOutcome = "forbidden";
+      refused(req, "forbidden", "source not in webhook.allowFrom");
       reply.code(403).send({ error: "forbidden" });
     });
   }
@@ -174,53 +199,73 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       ? Buffer.from(new URLSearchParams(raw.toString("utf8")).get("payload") ?? "", "utf8")
       : raw;
     if (!verify(deps.secret.reveal(), signed, claimedSignature(req.headers))) {
-      req.deliveryOutcome = "unauthorized";
-      req.log.warn({ ip: req.ip }, "webhook rejected: signature missing or invalid");
+      refused(req, "bad_signature", "signature missing or invalid");
       return reply.code(401).send({ error: "signature missing or invalid" });
     }
+    // Named only once the signature holds: before that the id and event are the sender's words.
     const delivery = (
       header(req, "x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery", "x-github-delivery") ??
       randomUUID()
     ).slice(0, MAX_DELIVERY_ID);
-    const log = req.log;
-    const ignore = (why: string) => {
-      req.deliveryOutcome = "ignored";
-      log.debug({ delivery, why }, "delivery ignored");
+    const event = header(req, "x-gitea-event", "x-forgejo-event", "x-gogs-event", "x-github-event");
+    req.delivery = { outcome: "accepted", id: delivery, event: event ?? "(none)" };
+    const ignore = (outcome: string, why: string) => {
+      refused(req, outcome, why);
       return reply.code(202).send({ ignored: why, delivery });
     };
-    const event = header(req, "x-gitea-event", "x-forgejo-event", "x-gogs-event", "x-github-event");
-    if (event !== "push") return ignore(`event ${event ?? "(none)"} is not a push`);
+    if (event !== "push") return ignore("ignored_event", `event ${event ?? "(none)"} is not a push`);
     let json: unknown;
     try {
       json = JSON.parse(signed.toString("utf8"));
     } catch {
-      req.deliveryOutcome = "bad_request";
+      refused(req, "bad_body", "body is not valid JSON");
       return reply.code(400).send({ error: "body is not valid JSON", delivery });
     }
     const push = pushSchema.safeParse(json);
     if (!push.success) {
-      req.deliveryOutcome = "bad_request";
+      refused(req, "bad_body", "not a push payload: ref, before and after are required");
       return reply
         .code(400)
         .send({ error: "not a push payload: ref, before and after are required", delivery });
     }
     const { ref, before, after } = push.data;
-    if (ref.startsWith("refs/tags/")) return ignore(`tag ${ref.slice(10)}`);
-    if (ref !== branchRef) return ignore(`ref ${ref} is not ${branchRef}`);
-    if (ZERO.test(after)) return ignore(`${branchRef} was deleted`);
+    req.delivery.ref = ref.slice(0, 256);
+    if (ref.startsWith("refs/tags/")) return ignore("ignored_branch", `tag ${ref.slice(10)}`);
+    if (ref !== branchRef) return ignore("ignored_branch", `ref ${ref} is not ${branchRef}`);
+    if (ZERO.test(after)) return ignore("ignored_branch", `${branchRef} was deleted`);
     if (duplicate(delivery)) {
-      req.deliveryOutcome = "duplicate";
-      log.info({ delivery }, "duplicate delivery acknowledged, not run again");
+      refused(req, "duplicate", "delivery id seen within webhook.duplicateWindowSeconds");
       return reply.code(202).send({ duplicate: true, delivery });
     }
-    req.deliveryOutcome = "accepted";
-    log.info(
-      { delivery, before, after, repository: push.data.repository?.full_name },
-      before === after ? "test delivery: reconciling" : "push accepted",
-    );
+    req.delivery.reason =
+      before === after ? "test delivery: reconciling" : `push ${before.slice(0, 12)}..${after.slice(0, 12)}`;
     agent.request(`push ${after.slice(0, 12)} (delivery ${delivery})`);
     return reply.code(202).send({ queued: true, delivery, after });
   }
+
+  /** The one line and the count of a delivery (every POST), when its answer has gone. */
+  app.addHook("onResponse", (req, reply, done) => {
+    if (req.method !== "POST") return done();
+    const d = req.delivery ?? {
+      outcome: OUTCOME_BY_STATUS[reply.statusCode] ?? `http_${reply.statusCode}`,
+      reason: `HTTP ${reply.statusCode}`,
+    };
+    agent.metrics.delivery(d.outcome);
+    const path = req.url.split("?")[0] ?? "";
+    const fields = {
+      delivery: d.id,
+      event: d.event,
+      ref: d.ref,
+      outcome: d.outcome,
+      reason: d.reason,
+      status: reply.statusCode,
+      ip: req.ip,
+      ...(path === hook.path ? {} : { path: JSON.stringify(path.slice(0, LOGGED_PATH_MAX)) }),
+    };
+    const routine = d.outcome === "accepted" || d.outcome === "duplicate" || d.outcome.startsWith("ignored");
+    deps.log[routine ? "info" : "warn"](fields, "delivery");
+    done();
+  });
 
   app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
@@ -229,12 +274,6 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       { parseAs: "buffer", bodyLimit: hook.bodyLimitBytes },
       (_req, body, done) => done(null, body),
     );
-    scope.addHook("onResponse", (req, reply, done) => {
-      agent.metrics.delivery(
-        req.deliveryOutcome ?? OUTCOME_BY_STATUS[reply.statusCode] ?? `http_${reply.statusCode}`,
-      );
-      done();
-    });
     scope.post(hook.path, receive);
     scope.route({
       method: ["GET", "PUT", "DELETE", "PATCH"],

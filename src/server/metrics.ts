@@ -31,7 +31,7 @@ export function createMetrics(
   collectDefaultMetrics({ register: registry, prefix: "deploy_agent_" });
   const deliveries = new Counter({
     name: "deploy_agent_webhook_deliveries_total",
-    help: "Webhook deliveries by outcome (accepted, duplicate, ignored, unauthorized, bad_request, too_large, forbidden, unsupported)",
+    help: "Webhook deliveries (every POST) by outcome: accepted, duplicate, ignored_branch, ignored_event, bad_signature, bad_body, unknown_path, too_large, forbidden, unsupported, method_not_allowed, shutting_down",
     labelNames: ["outcome"],
     registers: [registry],
   });
@@ -140,7 +140,15 @@ export function createMetrics(
     help: "1 while the newest revision is refused because it does not descend from the last one run (repo.verify on)",
     registers: [registry],
   });
-  for (const outcome of ["accepted", "duplicate", "ignored", "unauthorized"]) deliveries.inc({ outcome }, 0);
+  for (const outcome of [
+    "accepted",
+    "duplicate",
+    "ignored_branch",
+    "ignored_event",
+    "bad_signature",
+    "bad_body",
+  ])
+    deliveries.inc({ outcome }, 0);
 
   return {
     registry,
