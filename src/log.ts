@@ -1,4 +1,4 @@
-import { openSync } from "node:fs";
+import { fstatSync, openSync } from "node:fs";
 import { createRequire } from "node:module";
 import { type DestinationStream, type Logger, type LoggerOptions, multistream, pino } from "pino";
 import { redact } from "./redact.js";
@@ -38,13 +38,53 @@ const requireLazily = createRequire(import.meta.url);
 const pretty = (options: Record<string, unknown>): DestinationStream =>
   (requireLazily("pino-pretty") as (o: Record<string, unknown>) => DestinationStream)(options);
 
+/** syslog priorities by pino level: journald reads a `<N>` prefix (SyslogLevelPrefix=, on by default). */
+const PRIORITY: Record<string, string> = {
+  "10": "<7>",
+  "20": "<7>",
+  "30": "<6>",
+  "40": "<4>",
+  "50": "<3>",
+  "60": "<2>",
+};
+
+/**
+ * Whether fd is connected to the journal: systemd sets JOURNAL_STREAM to its stream's device and inode
+ * (systemd.exec(5)); a redirected stdout keeps the variable but not the same file.
+ */
+function toJournal(fd: 1 | 2): boolean {
+  const [dev, ino] = (process.env.JOURNAL_STREAM ?? "").split(":");
+  if (!dev || !ino) return false;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return st.dev === BigInt(dev) && st.ino === BigInt(ino);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Each line with its syslog priority in front, so `journalctl -p warning` filters the agent's lines; the
+ * line after the prefix (which journald strips) is still one JSON object.
+ */
+function withPriority(dest: DestinationStream): DestinationStream {
+  return {
+    write(line: string) {
+      const level = /^\{"level":(\d+)/.exec(line)?.[1] ?? "30";
+      return dest.write(`${PRIORITY[level] ?? "<6>"}${line}`);
+    },
+  };
+}
+
 export function createLogger(opts: LogOptions): Logger {
   const tty = opts.fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
   const main: DestinationStream = opts.stream
     ? opts.stream
     : tty && !opts.json
       ? pretty({ destination: opts.fd, colorize: true, sync: true, ignore: "pid,hostname" })
-      : pino.destination({ dest: opts.fd, sync: true });
+      : toJournal(opts.fd)
+        ? withPriority(pino.destination({ dest: opts.fd, sync: true }))
+        : pino.destination({ dest: opts.fd, sync: true });
   const streams: { stream: DestinationStream; level?: string }[] = [{ stream: main, level: opts.level }];
   let fileProblem: string | undefined;
   if (opts.file) {

@@ -476,6 +476,20 @@ describe("system: the README's install under a real systemd, for each host role"
     it("the journal has the logs and never a secret", async () => {
       await assertNoSecrets(c, OLD_SECRET_151, MATRIX_TOKEN);
     });
+
+    it("journalctl -p filters the agent's lines by their level (syslog priorities under journald)", async () => {
+      const all = await c.journal("-u 'deploy-agent*' -p debug");
+      const warnings = await c.journal("-u 'deploy-agent*' -p warning");
+      assert.match(
+        all,
+        /^\{"level":30,/m,
+        "info lines are there, their priority prefix stripped by journald",
+      );
+      assert.doesNotMatch(warnings, /"level":(10|20|30),/, "-p warning shows no info or debug line");
+      for (const line of all.split("\n").filter(Boolean)) {
+        if (line.startsWith("{")) JSON.parse(line);
+      }
+    });
   });
 
   describe("LXC 106: Cinny, a fresh install", role("lxc106"), () => {
