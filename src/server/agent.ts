@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { checkDrift, type DriftReport } from "../drift.js";
 import { AgentError, asAgentError } from "../errors.js";
+import { type HistoryQuery, type HistoryRead, readHistory } from "../history.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
@@ -12,6 +13,7 @@ import { orphanedSteps, readState, stepStatuses } from "../state.js";
 import { createContext } from "../steps/context.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
 import { createQueue, type DeployQueue } from "./queue.js";
+import { triggerOf } from "./trigger.js";
 
 /**
  * The daemon's loop: a coalescing queue of deploy runs, a fallback poll of the remote, and what /status,
@@ -46,6 +48,8 @@ export interface Agent {
   metrics: AgentMetrics;
   request(reason: string): void;
   status(): Promise<Record<string, unknown>>;
+  /** The host's deploy history (/history). */
+  history(query: HistoryQuery): Promise<HistoryRead>;
   health(): { ok: boolean; reason?: string };
   /** Starts the start-up reconcile and the poll timer. */
   start(): void;
@@ -202,6 +206,7 @@ export function createAgent(opts: AgentOptions): Agent {
         stateDir: opts.stateDir,
         root: opts.root,
         dryRun: opts.dryRun,
+        trigger: triggerOf(reasons),
         fetch: true,
         all: false,
         only: [],
@@ -282,6 +287,7 @@ export function createAgent(opts: AgentOptions): Agent {
     queue,
     metrics,
     request: (reason) => queue.request(reason),
+    history: (query) => readHistory(opts.stateDir, query),
 
     start() {
       started = true;
