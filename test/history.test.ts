@@ -15,7 +15,7 @@ import {
 import { manifestSchema } from "../src/manifest/schema.js";
 import { triggerOf } from "../src/server/trigger.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
-import { type Fixture, makeFixture } from "./helpers/git.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
 /** The deploy history on one host: what `run`, `suspend` and `resume` record, its bounds, and its reader. */
 
@@ -185,6 +185,33 @@ describe("history: the CLI", () => {
     const [rec] = parsed();
     assert.equal(rec?.error?.code, "COMMAND_FAILED");
     assert.match(rec?.error?.message ?? "", /\[redacted\]/);
+  });
+
+  it("a run that throws before its steps (UNVERIFIED) is recorded with its error code and revision", async () => {
+    writeFileSync(path.join(root, "etc/deploy-agent/allowed_signers"), "");
+    const file = manifest({
+      repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
+    });
+    const res = await runCli(runArgs(file, fx.clone, root, stateDir), { SUDO_USER: "dave" });
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /error UNVERIFIED/);
+    const [rec] = parsed();
+    assert.deepEqual(
+      [rec?.trigger, rec?.result, rec?.error?.code, rec?.revision, rec?.verified, rec?.applied, rec?.steps],
+      [
+        { kind: "manual", user: "dave" },
+        "error",
+        "UNVERIFIED",
+        git(fx.pusher, "rev-parse", "HEAD"),
+        false,
+        false,
+        [],
+      ],
+    );
+    assert.match(
+      (await runCli(["history", ...common(file)])).stdout,
+      /run by dave {2}[0-9a-f]{12} {2}error: UNVERIFIED {2}\d+\.\ds/,
+    );
   });
 
   it("suspend and resume are recorded with who, and resume's run as theirs", async () => {
