@@ -1,5 +1,15 @@
 import assert from "node:assert/strict";
-import { appendFileSync, chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { main } from "../src/cli.js";
@@ -399,6 +409,19 @@ describe("history: which runs are worth a record", () => {
     ],
     ["a suspend", { ...handRecord(Date.now(), "r"), trigger: poll }, null, false],
   ];
+  it("appendHistory writes no routine record: a poll finding nothing new leaves the file as it was", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "deploy-agent-history-"));
+    try {
+      const bounds = { maxRecords: 10, maxAgeDays: 1 };
+      const push = run({ trigger: { kind: "push", delivery: "d" }, result: "succeeded" });
+      assert.equal(await appendHistory(dir, push, { bounds, locked: true }), true);
+      const before = readFileSync(path.join(dir, HISTORY_FILE), "utf8");
+      assert.equal(await appendHistory(dir, run({ trigger: poll }), { bounds, locked: true }), false);
+      assert.equal(readFileSync(path.join(dir, HISTORY_FILE), "utf8"), before);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   for (const [name, record, newest, expected] of cases) {
     it(`${name}: ${expected ? "not recorded" : "recorded"}`, () =>
       assert.equal(routine(record, newest), expected));
