@@ -159,21 +159,9 @@ async function tail(
   historyFile: string,
   max = MAX_READ_BYTES,
 ): Promise<{ bytes: Buffer; truncated: boolean } | null> {
-  let handle: Awaited<ReturnType<typeof open>>;
+  let handle: Awaited<ReturnType<typeof open>> | undefined;
   try {
     handle = await open(historyFile, "r");
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return null;
-    throw new AgentError(
-      "HISTORY_UNREADABLE",
-      `cannot read ${historyFile}: ${code ?? (err as Error).message}`,
-      {
-        cause: err,
-      },
-    );
-  }
-  try {
     const { size } = await handle.stat();
     const length = Math.min(size, max);
     const bytes = Buffer.alloc(length);
@@ -184,8 +172,18 @@ async function tail(
       got += bytesRead;
     }
     return { bytes: bytes.subarray(0, got), truncated: size > length };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return null;
+    throw new AgentError(
+      "HISTORY_UNREADABLE",
+      `cannot read ${historyFile}: ${code ?? (err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
   } finally {
-    await handle.close();
+    await handle?.close();
   }
 }
 
@@ -275,7 +273,8 @@ export interface AppendOptions {
 
 /**
  * Appends one record (one write; a new line first if a killed writer left a torn one) and, under the lock,
- * rewrites the file to its bounds. Returns false when the record was routine and not written.
+ * rewrites the file to its bounds. Returns false when the record was routine and not written. A record
+ * appended without the lock (a run refused LOCKED) may be lost to a rewrite by the lock's holder.
  */
 export async function appendHistory(
   stateDir: string,

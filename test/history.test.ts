@@ -179,6 +179,18 @@ describe("history: the CLI", () => {
     assert.equal(statSync(historyFile).mode & 0o777, 0o600);
   });
 
+  it("a history that cannot be read is HISTORY_UNREADABLE; one that cannot be written never fails a deploy", async () => {
+    const file = manifest();
+    mkdirSync(historyFile, { recursive: true });
+    const run = await runCli([...runArgs(file, fx.clone, root, stateDir), "--log-level", "warn"]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /could not record the run in the deploy history/);
+    assert.equal(readFileSync(path.join(root, "var/www/index.html"), "utf8"), "<p>ok v1</p>\n");
+    const res = await runCli(["history", ...common(file)]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /^error HISTORY_UNREADABLE: cannot read .*history\.jsonl: EISDIR\nhint: /);
+  });
+
   it("a registered secret forced into a step's error never reaches the history file", async () => {
     const SECRET_VALUE = "history-deploy-token-9f8e7d6c5b4a";
     const envFile = path.join(fx.dir, "test.env");
