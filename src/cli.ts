@@ -10,10 +10,13 @@ commands:
   run        sync the clone to origin/<branch> and apply the steps whose files changed
   validate   check the manifest, its \${VAR} interpolation and every repository file it references
   status     show per-step applied revision, last outcome and age
+  history    every run and operator command on this host, newest first (--limit N, default 20; --step NAME;
+             --json)
   serve      run the webhook daemon: verify Gitea pushes, deploy through a coalescing queue
 ${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
   diff       what is live against what git says, per step (--step NAME; exit 0 in sync, 1 drifted, 2 unknown)
   fleet status     every host of config/*.yaml: deployed commit, behind, last run, failing step (--json, --token-file F)
+  fleet history    the fleet's last runs merged by time (--limit N per host, default 20; --json, --token-file F)
   fleet wait REV   wait until every host runs REV (--timeout S, default 300); exit 1 naming the laggards
   suspend    pause deploys on this host (--reason TEXT): pushes are verified and remembered, nothing deployed
   resume     end the pause and deploy what came meanwhile
@@ -24,7 +27,8 @@ options:
   --config FILE      host manifest (config/<host>.yaml); default $DEPLOY_AGENT_CONFIG
   --dry-run          describe what run would do; change nothing (fetch only)
   --all              run every step, changed or not
-  --step NAME        run only this step (repeatable)
+  --step NAME        run only this step (repeatable); history: only runs in which this step ran
+  --limit N          history: at most N records (default 20, at most 10000)
   --json             print a machine-readable document instead of text
   --root DIR         treat DIR as / for every host path of the manifest (staging, tests, demos)
   --repo DIR         the config repo clone (default: the manifest's repo.path)
@@ -50,6 +54,7 @@ const commands = {
   run: () => import("./commands/run.js"),
   validate: () => import("./commands/validate.js"),
   status: () => import("./commands/status.js"),
+  history: () => import("./commands/history.js"),
   diff: () => import("./commands/diff.js"),
   suspend: () => import("./commands/suspend.js"),
   install: () => import("./commands/install.js"),
@@ -66,6 +71,7 @@ const OPTIONS_OF: Record<string, string[]> = {
   run: [...COMMON, "dry-run", "all", "step", "no-fetch", "wait", "accept-rewrite"],
   validate: COMMON,
   status: COMMON,
+  history: [...COMMON, "limit", "step"],
   serve: [...COMMON, "dry-run", "listen"],
   install: [...COMMON, "host", "dry-run", "force"],
   suspend: [...COMMON, "reason"],
@@ -149,6 +155,11 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
         return await (await commands.validate()).validateCommand(common, out);
       case "status":
         return await (await commands.status()).statusCommand(common, out);
+      case "history": {
+        const limit = historyLimit(v.limit);
+        if (v.step && v.step.length > 1) throw new AgentError("USAGE", "history takes one --step");
+        return await (await commands.history()).historyCommand({ ...common, limit, step: v.step?.[0] }, out);
+      }
       case "diff":
         return await (await commands.diff()).diffCommand({ ...common, step: v.step ?? [] }, out);
       case "suspend":
@@ -186,7 +197,21 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
   }
 }
 
-/** `fleet status` and `fleet wait <rev>`: subcommands with their own few options. */
+/** The most records `history --limit` and `fleet history --limit` take. */
+const MAX_HISTORY_LIMIT = 10_000;
+
+/** `--limit N`: a whole number from 1 (default 20); anything else is a usage error, never a silent default. */
+function historyLimit(given: string | undefined): number {
+  const limit = given === undefined ? 20 : /^\d+$/.test(given) ? Number(given) : Number.NaN;
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_HISTORY_LIMIT)
+    throw new AgentError(
+      "USAGE",
+      `--limit takes a whole number from 1 to ${MAX_HISTORY_LIMIT}, not "${given}"`,
+    );
+  return limit;
+}
+
+/** `fleet status`, `fleet history` and `fleet wait <rev>`: subcommands with their own few options. */
 async function fleet(
   args: string[],
   v: ReturnType<typeof parse>["values"],
@@ -194,16 +219,17 @@ async function fleet(
   err: Out,
 ): Promise<number> {
   const [sub, rev, ...rest] = args;
-  const foreign = Object.keys(v).find((k) => !["repo", "json", "token-file", "timeout"].includes(k));
+  const own = sub === "history" ? ["limit"] : ["timeout"];
+  const foreign = Object.keys(v).find((k) => !["repo", "json", "token-file", ...own].includes(k));
   if (
     foreign ||
     rest.length ||
-    (sub === "status" && rev) ||
+    ((sub === "status" || sub === "history") && rev) ||
     (sub === "wait" && !rev) ||
-    (sub !== "status" && sub !== "wait")
+    (sub !== "status" && sub !== "wait" && sub !== "history")
   ) {
     err(
-      `error USAGE: ${foreign ? `--${foreign} is not an option of fleet` : "fleet status | fleet wait <rev> [--timeout S]"}\n`,
+      `error USAGE: ${foreign ? `--${foreign} is not an option of fleet ${sub ?? ""}`.trimEnd() : "fleet status | fleet history [--limit N] | fleet wait <rev> [--timeout S]"}\n`,
     );
     return 2;
   }
@@ -215,6 +241,8 @@ async function fleet(
   const flags = { repo: v.repo, json: v.json ?? false, tokenFile: v["token-file"], timeoutSeconds };
   try {
     const fleet = await commands.fleet();
+    if (sub === "history")
+      return await fleet.fleetHistoryCommand({ ...flags, limit: historyLimit(v.limit) }, out);
     return sub === "status"
       ? await fleet.fleetStatusCommand(flags, out)
       : await fleet.fleetWaitCommand(flags, rev ?? "", out);
@@ -248,6 +276,7 @@ function parse(argv: string[]) {
       reason: { type: "string" },
       "token-file": { type: "string" },
       timeout: { type: "string" },
+      limit: { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },

@@ -81,6 +81,12 @@ const CODES = {
     exit: 1,
     hint: "check the state directory: df -h, its owner and mode",
   },
+  /** The deploy history cannot be read: it is root's (mode 0600), or the state directory is unusable. */
+  HISTORY_UNREADABLE: {
+    failure: "stalled",
+    exit: 1,
+    hint: "the history is readable by root only: sudo deploy-agent history",
+  },
   SOURCE_MISSING: {
     failure: "stalled",
     exit: 1,

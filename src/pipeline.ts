@@ -1,12 +1,14 @@
 import type { Logger } from "pino";
 import type { Effect } from "./effects.js";
 import { AgentError, asAgentError, type ErrorCode } from "./errors.js";
+import type { Trigger } from "./history.js";
 import { rooted } from "./host-fs.js";
 import { acquireLock } from "./lock.js";
 import { type HostOverrides, manifestAt } from "./manifest/at-revision.js";
 import type { LoadOptions } from "./manifest/load.js";
 import type { Manifest } from "./manifest/schema.js";
 import { type Action, type PlanReason, planLazily, revisionsToDiff } from "./plan.js";
+import { type RunFacts, recordRun } from "./run-record.js";
 import {
   clearStaleGitLocks,
   dirtyPaths,
@@ -59,6 +61,8 @@ export interface DeployOptions {
   /** Prefix for every host path a step touches; "" for the real host. */
   root: string;
   dryRun: boolean;
+  /** What started the run (push, poll, an operator…): kept in the deploy history. */
+  trigger: Trigger;
   fetch: boolean;
   all: boolean;
   only: readonly string[];
@@ -267,24 +271,44 @@ function skipped(
 export async function deploy(opts: DeployOptions): Promise<RunReport> {
   const started = Date.now();
   const warnings: string[] = [];
+  // The deploy history: what a real run did, or how far it got before it threw. A dry run records nothing.
+  const facts: RunFacts = {
+    started,
+    host: opts.manifest.host,
+    trigger: opts.trigger,
+    revision: null,
+    previousRevision: null,
+    verified: false,
+    applied: false,
+    bounds: opts.manifest.history,
+  };
+  const remember = async (outcome: Parameters<typeof recordRun>[2], locked: boolean) => {
+    if (!opts.dryRun) await recordRun(opts.stateDir, facts, outcome, { locked, log: opts.log });
+  };
   const lock = opts.dryRun
     ? null
     : await acquireLock(opts.stateDir, opts.lockWaitMs, (holder) =>
         opts.log.warn({ holder }, "waiting for the deploy lock held by another run"),
-      );
+      ).catch(async (error: unknown) => {
+        await remember({ error }, false);
+        throw error;
+      });
   opts.log.debug("syncing the source");
   try {
     const loaded = await readState(opts.stateDir, opts.manifest.host);
     if (loaded.problem) warnings.push(`state unusable, every step runs: ${loaded.problem}`);
     const { state } = loaded;
-    const source = await syncSource(opts, state, warnings);
-    // Before anything of the revision is used, its own manifest included.
     const from = state.lastRun?.revision ?? null;
+    facts.previousRevision = from;
+    const source = await syncSource(opts, state, warnings);
+    facts.revision = source.revision;
+    // Before anything of the revision is used, its own manifest included.
     const moved = await verifyRevision(source.repo, opts.manifest.repo.verify, rooted(opts.root), {
       from,
       to: source.revision,
       acceptRewrite: opts.acceptRewrite,
     });
+    facts.verified = opts.manifest.repo.verify.mode !== "off";
     const rewrittenFrom = moved === "rewritten" ? from : null;
     if (rewrittenFrom) {
       warnings.push(
@@ -302,7 +326,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
         { revision: source.revision, since: suspended.since, reason: suspended.reason },
         "suspended: nothing deployed; the newest revision is remembered for resume",
       );
-      return {
+      const report: RunReport = {
         schema: "deploy-agent/run@1",
         host: opts.manifest.host,
         dryRun: false,
@@ -316,6 +340,8 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
         steps: [],
         durationMs,
       };
+      await remember({ report }, true);
+      return report;
     }
     if (suspended)
       warnings.push(
@@ -325,6 +351,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       ? await manifestAt(source.snapshot, opts.manifestPath, opts.manifest, opts.load ?? {}, opts.overrides)
       : { manifest: opts.manifest, pendingRestart: [], notes: [] };
     opts.onManifest?.(manifest);
+    facts.bounds = manifest.history;
     // Said once per revision (its first run here), not at every poll; /status keeps the pending keys.
     if (state.lastRun?.revision !== source.revision) warnings.push(...notes);
     const actions = await planLazily(
@@ -402,7 +429,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       { revision: source.revision, result, durationMs, dryRun: opts.dryRun },
       "run finished",
     );
-    return {
+    const report: RunReport = {
       schema: "deploy-agent/run@1",
       host: opts.manifest.host,
       dryRun: opts.dryRun,
@@ -416,6 +443,12 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       steps,
       durationMs,
     };
+    facts.applied = manifest.steps.every((s) => state.steps[s.name]?.lastAppliedRevision === source.revision);
+    await remember({ report }, true);
+    return report;
+  } catch (error) {
+    await remember({ error }, true);
+    throw error;
   } finally {
     await lock?.release();
   }

@@ -4,10 +4,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseYaml } from "yaml";
 import { AgentError } from "../errors.js";
 import { fetchFailure } from "../fetch-failure.js";
+import { type HistoryRecord, parseRecord } from "../history.js";
 import { gitAt } from "../source/git.js";
+import { renderRecord } from "./history.js";
 
 /**
- * `deploy-agent fleet status|wait`: the whole fleet from one command, on an operator's clone of the config
+ * `deploy-agent fleet status|history|wait`: the whole fleet from one command, on an operator's clone of the config
  * repository. Every `config/*.yaml` names a host and its agent's `publicUrl`; each agent's /status is asked in
  * parallel with a short timeout.
  */
@@ -72,31 +74,44 @@ async function hosts(repo: string): Promise<HostEntry[]> {
   return out;
 }
 
-async function ask(flags: FleetFlags, repo: string): Promise<Host[]> {
+/** Every host's answer at `route` (its JSON, or null and why not), asked in parallel. */
+async function askAll(
+  flags: FleetFlags,
+  repo: string,
+  route: string,
+): Promise<(HostEntry & { answer: unknown; problem: string | null })[]> {
   const token = flags.tokenFile ? (await readFile(flags.tokenFile, "utf8")).trim() : undefined;
   return Promise.all(
-    (await hosts(repo)).map(async (entry): Promise<Host> => {
+    (await hosts(repo)).map(async (entry) => {
       const { url } = entry;
-      if (!url) return { ...entry, status: null, problem: "no publicUrl in its manifest" };
+      if (!url) return { ...entry, answer: null, problem: "no publicUrl in its manifest" };
+      const where = `${url}${route.split("?")[0]}`;
       try {
-        const res = await fetch(`${url}/status`, {
+        const res = await fetch(`${url}${route}`, {
           signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
           headers: token ? { authorization: `Bearer ${token}` } : {},
         });
         if (!res.ok) {
           await res.body?.cancel().catch(() => {});
-          return { ...entry, status: null, problem: `${url}/status unreachable: HTTP ${res.status}` };
+          return { ...entry, answer: null, problem: `${where} unreachable: HTTP ${res.status}` };
         }
-        return { ...entry, status: (await res.json()) as AgentStatus, problem: null };
+        return { ...entry, answer: (await res.json()) as unknown, problem: null };
       } catch (err) {
         return {
           ...entry,
-          status: null,
-          problem: `${url}/status unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}`,
+          answer: null,
+          problem: `${where} unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}`,
         };
       }
     }),
   );
+}
+
+async function ask(flags: FleetFlags, repo: string): Promise<Host[]> {
+  return (await askAll(flags, repo, "/status")).map(({ answer, ...h }) => ({
+    ...h,
+    status: answer as AgentStatus | null,
+  }));
 }
 
 const short = (rev: string | null | undefined) => (rev ? rev.slice(0, 12) : "—");
@@ -303,4 +318,45 @@ export async function fleetWaitCommand(
     }
     await sleep(1000);
   }
+}
+
+/**
+ * `fleet history [--limit N]`: each host's last N records (its /history), merged newest first and cut to N.
+ * What a host sends is checked record by record; a host that cannot be asked is named with its URL.
+ */
+export async function fleetHistoryCommand(
+  flags: FleetFlags & { limit: number },
+  out: (t: string) => void,
+): Promise<number> {
+  const repo = path.resolve(flags.repo ?? ".");
+  const asked = await askAll(flags, repo, `/history?limit=${flags.limit}`);
+  const records: (HistoryRecord & { host: string })[] = [];
+  const hostsSeen = asked.map((h) => {
+    const doc = h.answer as { records?: unknown } | null;
+    const got = Array.isArray(doc?.records) ? doc.records.map(parseRecord) : [];
+    for (const r of got) if (r) records.push({ ...r, host: h.host });
+    return {
+      host: h.host,
+      url: h.url,
+      reachable: h.answer !== null,
+      problem: h.problem,
+      invalid: got.filter((r) => !r).length,
+    };
+  });
+  records.sort((a, b) => Date.parse(b.at) - Date.parse(a.at));
+  const newest = records.slice(0, flags.limit);
+  if (flags.json) {
+    out(
+      `${JSON.stringify({ schema: "deploy-agent/fleet-history@1", hosts: hostsSeen, records: newest }, null, 2)}\n`,
+    );
+  } else {
+    const lines = hostsSeen.flatMap((h) => [
+      ...(h.problem ? [`${h.host.padEnd(8)} ${h.problem}`] : []),
+      ...(h.invalid ? [`${h.host.padEnd(8)} warning: ${h.invalid} record(s) it sent are not records`] : []),
+    ]);
+    if (!newest.length) lines.push("no runs recorded");
+    for (const r of newest) lines.push(`${r.host.padEnd(8)} ${renderRecord(r)}`);
+    out(`${lines.join("\n")}\n`);
+  }
+  return hostsSeen.every((h) => h.reachable) ? 0 : 1;
 }

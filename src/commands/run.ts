@@ -1,4 +1,5 @@
 import { AgentError, asAgentError } from "../errors.js";
+import { operator, type Trigger } from "../history.js";
 import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
 import { deploy, type RunReport } from "../pipeline.js";
@@ -19,8 +20,15 @@ export interface RunFlags extends CommonFlags {
   acceptRewrite?: boolean;
 }
 
-/** `deploy-agent run`: one deploy (or, with --dry-run, its description). Exit 1 when a step failed. */
-export async function runCommand(flags: RunFlags, out: (text: string) => void): Promise<number> {
+/**
+ * `deploy-agent run`: one deploy (or, with --dry-run, its description). Exit 1 when a step failed.
+ * The history records it as the operator's (`trigger`: resume passes its own).
+ */
+export async function runCommand(
+  flags: RunFlags,
+  out: (text: string) => void,
+  trigger: Trigger = { kind: "manual", user: operator() },
+): Promise<number> {
   const r = await resolve(flags);
   const { manifest } = r.loaded;
   const names = manifest.steps.map((s) => s.name);
@@ -57,6 +65,7 @@ export async function runCommand(flags: RunFlags, out: (text: string) => void): 
       stateDir: r.stateDir,
       root: r.root,
       dryRun: flags.dryRun,
+      trigger,
       fetch: flags.fetch,
       all: flags.all,
       only: flags.step,

@@ -1,3 +1,5 @@
+import { asAgentError } from "../errors.js";
+import { appendHistory, operator } from "../history.js";
 import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../lock.js";
 import { readState, writeState } from "../state.js";
 import { type CommonFlags, resolve } from "./options.js";
@@ -16,11 +18,36 @@ async function mark(flags: CommonFlags, next: { reason: string; since: string } 
     const { state } = await readState(r.stateDir, r.loaded.manifest.host);
     const before = state.suspended;
     // Resuming a host that is not suspended changes nothing, not even the state file's time.
-    if (!next && !before) return { r, before };
+    if (!next && !before) return { r, before, unrecorded: null };
     if (next) state.suspended = next;
     else delete state.suspended;
     await writeState(r.stateDir, state);
-    return { r, before };
+    const revision = state.lastRun?.revision ?? null;
+    // Done is done: a history that cannot be written is said, never a failed suspend.
+    const unrecorded = await appendHistory(
+      r.stateDir,
+      {
+        v: 1,
+        at: new Date().toISOString(),
+        host: r.loaded.manifest.host,
+        event: next ? "suspend" : "resume",
+        trigger: { kind: "manual", user: operator() },
+        revision,
+        previousRevision: revision,
+        result: next ? "suspended" : "resumed",
+        verified: false,
+        applied: false,
+        error: null,
+        steps: [],
+        durationMs: 0,
+        ...(next ? { reason: next.reason } : {}),
+      },
+      { bounds: r.loaded.manifest.history, locked: true },
+    ).then(
+      () => null,
+      (err: unknown) => `warning: not recorded in the deploy history: ${asAgentError(err).message}\n`,
+    );
+    return { r, before, unrecorded };
   } finally {
     await lock.release();
   }
@@ -32,7 +59,8 @@ export async function suspendCommand(
 ): Promise<number> {
   const reason = flags.reason?.trim() || "no reason given";
   const since = new Date().toISOString();
-  const { r, before } = await mark(flags, { reason, since });
+  const { r, before, unrecorded } = await mark(flags, { reason, since });
+  if (unrecorded && !flags.json) out(unrecorded);
   out(
     flags.json
       ? `${JSON.stringify({ schema: "deploy-agent/suspend@1", host: r.loaded.manifest.host, suspended: { reason, since } }, null, 2)}\n`
@@ -42,7 +70,8 @@ export async function suspendCommand(
 }
 
 export async function resumeCommand(flags: RunFlags, out: (t: string) => void): Promise<number> {
-  const { r, before } = await mark(flags, undefined);
+  const { r, before, unrecorded } = await mark(flags, undefined);
+  if (unrecorded && !flags.json) out(unrecorded);
   const host = r.loaded.manifest.host;
   if (!before) {
     out(
@@ -56,5 +85,5 @@ export async function resumeCommand(flags: RunFlags, out: (t: string) => void): 
     out(
       `${host} resumed (suspended since ${before.since}: ${before.reason}); deploying what came meanwhile\n`,
     );
-  return runCommand(flags, out);
+  return runCommand(flags, out, { kind: "resume", user: operator() });
 }

@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import { z } from "zod";
+import { historyBoundsSchema } from "../history.js";
 import { JOBS, jobConfig, jobSections } from "../jobs/index.js";
 import { notifySchema } from "../notify/notifier.js";
 import { argv, hostPath } from "../steps/common.js";
@@ -143,6 +144,8 @@ export const manifestSchema = z
     /** dotenv file whose variables `${VAR}` references may use; the process environment wins over it. */
     envFile: hostPath.optional(),
     stateDir: hostPath.default("/var/lib/deploy-agent"),
+    /** The deploy history in stateDir (src/history.ts): how many records, and how old, it keeps. */
+    history: historyBoundsSchema,
     log: z
       .strictObject({
         file: hostPath.optional(),

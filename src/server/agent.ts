@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { checkDrift, type DriftReport } from "../drift.js";
 import { AgentError, asAgentError } from "../errors.js";
+import { type HistoryQuery, type HistoryRead, readHistory } from "../history.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
 import { acquireLock, type Lock } from "../lock.js";
 import type { HostOverrides } from "../manifest/at-revision.js";
@@ -14,6 +15,7 @@ import { orphanedSteps, readState, stepStatuses } from "../state.js";
 import { createContext } from "../steps/context.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
 import { createRunner, DEPLOY, type Runner, type TaskHandler } from "./runner.js";
+import { triggerOf } from "./trigger.js";
 
 /**
  * The daemon's loop: one runner (runner.ts) for everything that touches the host — deploy runs, drift
@@ -51,6 +53,8 @@ export interface Agent {
   metrics: AgentMetrics;
   request(reason: string): void;
   status(): Promise<Record<string, unknown>>;
+  /** The host's deploy history (/history). */
+  history(query: HistoryQuery): Promise<HistoryRead>;
   health(): { ok: boolean; reason?: string };
   /** Starts the start-up reconcile and the poll timer. */
   start(): void;
@@ -235,6 +239,7 @@ export function createAgent(opts: AgentOptions): Agent {
         stateDir: opts.stateDir,
         root: opts.root,
         dryRun: opts.dryRun,
+        trigger: triggerOf(reasons),
         fetch: true,
         all: false,
         only: [],
@@ -356,6 +361,7 @@ export function createAgent(opts: AgentOptions): Agent {
     runner,
     metrics,
     request: (reason) => runner.request(DEPLOY, reason),
+    history: (query) => readHistory(opts.stateDir, query),
 
     start() {
       started = true;

@@ -9,6 +9,8 @@ import Fastify, {
 } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
+import { asAgentError } from "../errors.js";
+import { historyDocument } from "../history.js";
 import type { Manifest, Subnet } from "../manifest/schema.js";
 import { redact } from "../redact.js";
 import type { Secret } from "../secret.js";
@@ -36,6 +38,20 @@ export const MAX_DELIVERY_ID = 128;
 const LINGER_MS = 2000;
 
 const ZERO = /^0{40}$/;
+
+/** The most records one /history answer carries. */
+export const MAX_HISTORY_LIMIT = 1000;
+
+/** `/history?limit=N&step=NAME`: both optional, nothing else (a misspelt parameter is a 400, not ignored). */
+const historyQuery = z.strictObject({
+  limit: z
+    .string()
+    .regex(/^\d{1,5}$/)
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(MAX_HISTORY_LIMIT))
+    .optional(),
+  step: z.string().min(1).max(128).optional(),
+});
 
 /**
  * No route declares a JSON schema (zod checks what the agent reads), so fastify never needs its ajv and
@@ -305,12 +321,29 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       );
     };
     app.addHook("onRequest", async (req, reply) => {
-      if ((req.url === "/status" || req.url.startsWith("/metrics")) && !mayView(req)) {
+      const guarded =
+        req.url === "/status" || req.url.startsWith("/metrics") || req.routeOptions.url === "/history";
+      if (guarded && !mayView(req)) {
         return reply.code(403).send({ error: "forbidden: see webhook.statusAccess" });
       }
     });
   }
   app.get("/status", async () => agent.status());
+  // What ran here and when: guarded as /status is (by its route, so a query string cannot walk past it).
+  app.get("/history", async (req, reply) => {
+    const query = historyQuery.safeParse(req.query);
+    if (!query.success) {
+      return reply
+        .code(400)
+        .send({ error: `limit is a whole number from 1 to ${MAX_HISTORY_LIMIT}, step a step's name` });
+    }
+    try {
+      return historyDocument(manifest.host, await agent.history(query.data));
+    } catch (err) {
+      const e = asAgentError(err);
+      return reply.code(500).send({ error: e.code, message: e.message });
+    }
+  });
   app.get("/metrics", async (_req, reply) => {
     const text = await agent.metrics.registry.metrics();
     return reply.type(agent.metrics.registry.contentType).send(text);

@@ -48,6 +48,7 @@ export function makeAgent(dir: string, clone: string, manifestFile: string): Age
         stateDir,
         root,
         dryRun: false,
+        trigger: { kind: "manual", user: "test" },
         fetch: true,
         all: false,
         only: [],
