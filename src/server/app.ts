@@ -6,6 +6,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
   LogController,
+  type onRequestHookHandler,
 } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -250,31 +251,39 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       .code(h.ok ? 200 : 503)
       .send(h.ok ? { status: "ok" } : { status: "unhealthy", reason: h.reason });
   });
-  // Only /status and /metrics are guarded, and only when webhook.statusAccess says so.
-  const access = hook.statusAccess;
-  if (access) {
-    const viewers = allowList(access.allowFrom);
-    const mayView = (req: FastifyRequest) => {
-      if (viewers && allowed(viewers, req.socket.remoteAddress)) return true;
-      const token = deps.statusToken?.reveal();
-      const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
-      return (
-        !!token &&
-        !!given &&
-        given.length === token.length &&
-        timingSafeEqual(Buffer.from(given), Buffer.from(token))
-      );
-    };
-    app.addHook("onRequest", async (req, reply) => {
-      if ((req.url === "/status" || req.url.startsWith("/metrics")) && !mayView(req)) {
-        return reply.code(403).send({ error: "forbidden: see webhook.statusAccess" });
-      }
+  // /status and /metrics live in a scope of their own whose hook is the guard: it runs for whatever the router
+  // sends to these routes (a query string, percent-encoding, HEAD, the absolute form), never by comparing
+  // the URL's spelling.
+  app.register(async (viewing) => {
+    if (hook.statusAccess) viewing.addHook("onRequest", viewerGuard(hook.statusAccess, deps.statusToken));
+    viewing.get("/status", async () => agent.status());
+    viewing.get("/metrics", async (_req, reply) => {
+      const text = await agent.metrics.registry.metrics();
+      return reply.type(agent.metrics.registry.contentType).send(text);
     });
-  }
-  app.get("/status", async () => agent.status());
-  app.get("/metrics", async (_req, reply) => {
-    const text = await agent.metrics.registry.metrics();
-    return reply.type(agent.metrics.registry.contentType).send(text);
   });
   return app;
+}
+
+/** Who may read /status and /metrics: a source in statusAccess.allowFrom, or the bearer token. */
+function viewerGuard(
+  access: NonNullable<Manifest["webhook"]["statusAccess"]>,
+  statusToken: Secret | undefined,
+): onRequestHookHandler {
+  const viewers = allowList(access.allowFrom);
+  const mayView = (req: FastifyRequest) => {
+    if (viewers && allowed(viewers, req.socket.remoteAddress)) return true;
+    const token = statusToken?.reveal();
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+    return (
+      !!token &&
+      !!given &&
+      given.length === token.length &&
+      timingSafeEqual(Buffer.from(given), Buffer.from(token))
+    );
+  };
+  return (req, reply, done) => {
+    if (mayView(req)) return done();
+    reply.code(403).send({ error: "forbidden: see webhook.statusAccess" });
+  };
 }
