@@ -14,6 +14,7 @@ import type { Manifest, Subnet } from "../manifest/schema.js";
 import { redact } from "../redact.js";
 import type { Secret } from "../secret.js";
 import type { Agent } from "./agent.js";
+import { limitConnections } from "./connections.js";
 import { claimedSignature, verify } from "./verify.js";
 
 /**
@@ -35,6 +36,11 @@ export interface ServerDeps {
 export const MAX_DELIVERY_ID = 128;
 /** How long a refused oversized body is still read and dropped, so the client sees its 413 (lingering close). */
 const LINGER_MS = 2000;
+/**
+ * How often Node checks the headers and request timeouts of open connections (its default, 30 s, let a client
+ * sending a byte a second stay up to 30 s past them): each is enforced within this of its value.
+ */
+export const TIMEOUT_CHECK_MS = 250;
 
 const ZERO = /^0{40}$/;
 
@@ -112,8 +118,16 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     requestTimeout: limits.requestTimeoutSeconds * 1000,
     connectionTimeout: limits.requestTimeoutSeconds * 1000,
     keepAliveTimeout: limits.idleTimeoutSeconds * 1000,
+    http: { connectionsCheckingInterval: TIMEOUT_CHECK_MS },
   });
-  app.server.maxConnections = limits.maxConnections;
+  limitConnections(
+    app.server,
+    { maxConnections: limits.maxConnections, idleTimeoutMs: limits.idleTimeoutSeconds * 1000 },
+    {
+      evicted: () => agent.metrics.connection("evicted"),
+      refused: () => agent.metrics.connection("refused"),
+    },
+  );
   // Every body the daemon sends passes the one redaction point (/status carries error texts).
   app.addHook("onSend", (_req, _reply, payload, done) =>
     done(null, typeof payload === "string" ? redact(payload) : payload),
