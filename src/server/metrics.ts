@@ -120,7 +120,7 @@ export function createMetrics(
   });
   const connectionsRefused = new Counter({
     name: "deploy_agent_connections_refused_total",
-    help: "Connections closed at once: a request with a body while maxConnections requests were in progress, or a connection beyond 4 x maxConnections",
+    help: "Connections closed at once: a request with a body while maxConnections requests were in progress, or a new connection beyond 4 x maxConnections while every other one held a request",
     registers: [registry],
   });
   for (const outcome of ["accepted", "duplicate", "ignored", "unauthorized"]) deliveries.inc({ outcome }, 0);
