@@ -29,7 +29,10 @@ export function parseDuration(text: string): number {
   const m = /^(\d{1,6})([smhd])$/.exec(text.trim());
   const ms = m ? Number(m[1]) * (UNITS[m[2] ?? ""] ?? 0) : 0;
   if (!ms || ms > MAX_PIN_DAYS * UNITS.d) {
-    throw new AgentError("USAGE", `--until takes a duration like 90m, 24h or 2d (at most ${MAX_PIN_DAYS}d), not "${text}"`);
+    throw new AgentError(
+      "USAGE",
+      `--until takes a duration like 90m, 24h or 2d (at most ${MAX_PIN_DAYS}d), not "${text}"`,
+    );
   }
   return ms;
 }
@@ -56,15 +59,21 @@ export async function pinCommand(flags: PinFlags, target: string, out: (t: strin
       )
       .finally(() => closeRepo(repo));
     if (!onBranch) {
-      throw new AgentError("PIN_REFUSED", `${revision.slice(0, 12)} is not in the history of ${remote}/${branch}`, {
-        hint: "pin a commit of the branch, or pass --force (it is still verified)",
-      });
+      throw new AgentError(
+        "PIN_REFUSED",
+        `${revision.slice(0, 12)} is not in the history of ${remote}/${branch}`,
+        {
+          hint: "pin a commit of the branch, or pass --force (it is still verified)",
+        },
+      );
     }
     if (!(await findApplied(r.stateDir, revision))) {
       throw new AgentError(
         "PIN_REFUSED",
         `this host never applied ${revision.slice(0, 12)} successfully (not in its deploy history)`,
-        { hint: "deploy-agent history shows what it ran; pass --force to pin it anyway (it is still verified)" },
+        {
+          hint: "deploy-agent history shows what it ran; pass --force to pin it anyway (it is still verified)",
+        },
       );
     }
   }

@@ -6,6 +6,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
   LogController,
+  type onRequestHookHandler,
 } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -15,6 +16,7 @@ import type { Manifest, Subnet } from "../manifest/schema.js";
 import { redact } from "../redact.js";
 import type { Secret } from "../secret.js";
 import type { Agent } from "./agent.js";
+import { limitConnections } from "./connections.js";
 import { claimedSignature, verify } from "./verify.js";
 
 /**
@@ -36,6 +38,11 @@ export interface ServerDeps {
 export const MAX_DELIVERY_ID = 128;
 /** How long a refused oversized body is still read and dropped, so the client sees its 413 (lingering close). */
 const LINGER_MS = 2000;
+/**
+ * How often Node checks the headers and request timeouts of open connections (its default, 30 s, let a client
+ * sending a byte a second stay up to 30 s past them): each is enforced within this of its value.
+ */
+export const TIMEOUT_CHECK_MS = 250;
 
 const ZERO = /^0{40}$/;
 
@@ -148,8 +155,16 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     requestTimeout: limits.requestTimeoutSeconds * 1000,
     connectionTimeout: limits.requestTimeoutSeconds * 1000,
     keepAliveTimeout: limits.idleTimeoutSeconds * 1000,
+    http: { connectionsCheckingInterval: TIMEOUT_CHECK_MS },
   });
-  app.server.maxConnections = limits.maxConnections;
+  limitConnections(
+    app.server,
+    { maxConnections: limits.maxConnections, idleTimeoutMs: limits.idleTimeoutSeconds * 1000 },
+    {
+      evicted: () => agent.metrics.connection("evicted"),
+      refused: () => agent.metrics.connection("refused"),
+    },
+  );
   // Every body the daemon sends passes the one redaction point (/status carries error texts).
   app.addHook("onSend", (_req, _reply, payload, done) =>
     done(null, typeof payload === "string" ? redact(payload) : payload),
@@ -305,48 +320,54 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       .code(h.ok ? 200 : 503)
       .send(h.ok ? { status: "ok" } : { status: "unhealthy", reason: h.reason });
   });
-  // Only /status and /metrics are guarded, and only when webhook.statusAccess says so.
-  const access = hook.statusAccess;
-  if (access) {
-    const viewers = allowList(access.allowFrom);
-    const mayView = (req: FastifyRequest) => {
-      if (viewers && allowed(viewers, req.socket.remoteAddress)) return true;
-      const token = deps.statusToken?.reveal();
-      const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
-      return (
-        !!token &&
-        !!given &&
-        given.length === token.length &&
-        timingSafeEqual(Buffer.from(given), Buffer.from(token))
-      );
-    };
-    app.addHook("onRequest", async (req, reply) => {
-      const guarded =
-        req.url === "/status" || req.url.startsWith("/metrics") || req.routeOptions.url === "/history";
-      if (guarded && !mayView(req)) {
-        return reply.code(403).send({ error: "forbidden: see webhook.statusAccess" });
+  // /status, /history and /metrics live in a scope of their own whose hook is the guard: it runs for whatever
+  // the router sends to these routes (a query string, percent-encoding, HEAD, the absolute form), never by
+  // comparing the URL's spelling.
+  app.register(async (viewing) => {
+    if (hook.statusAccess) viewing.addHook("onRequest", viewerGuard(hook.statusAccess, deps.statusToken));
+    viewing.get("/status", async () => agent.status());
+    // What ran here and when.
+    viewing.get("/history", async (req, reply) => {
+      const query = historyQuery.safeParse(req.query);
+      if (!query.success) {
+        return reply
+          .code(400)
+          .send({ error: `limit is a whole number from 1 to ${MAX_HISTORY_LIMIT}, step a step's name` });
+      }
+      try {
+        return historyDocument(manifest.host, await agent.history(query.data));
+      } catch (err) {
+        const e = asAgentError(err);
+        return reply.code(500).send({ error: e.code, message: e.message });
       }
     });
-  }
-  app.get("/status", async () => agent.status());
-  // What ran here and when: guarded as /status is (by its route, so a query string cannot walk past it).
-  app.get("/history", async (req, reply) => {
-    const query = historyQuery.safeParse(req.query);
-    if (!query.success) {
-      return reply
-        .code(400)
-        .send({ error: `limit is a whole number from 1 to ${MAX_HISTORY_LIMIT}, step a step's name` });
-    }
-    try {
-      return historyDocument(manifest.host, await agent.history(query.data));
-    } catch (err) {
-      const e = asAgentError(err);
-      return reply.code(500).send({ error: e.code, message: e.message });
-    }
-  });
-  app.get("/metrics", async (_req, reply) => {
-    const text = await agent.metrics.registry.metrics();
-    return reply.type(agent.metrics.registry.contentType).send(text);
+    viewing.get("/metrics", async (_req, reply) => {
+      const text = await agent.metrics.registry.metrics();
+      return reply.type(agent.metrics.registry.contentType).send(text);
+    });
   });
   return app;
+}
+
+/** Who may read /status and /metrics: a source in statusAccess.allowFrom, or the bearer token. */
+function viewerGuard(
+  access: NonNullable<Manifest["webhook"]["statusAccess"]>,
+  statusToken: Secret | undefined,
+): onRequestHookHandler {
+  const viewers = allowList(access.allowFrom);
+  const mayView = (req: FastifyRequest) => {
+    if (viewers && allowed(viewers, req.socket.remoteAddress)) return true;
+    const token = statusToken?.reveal();
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+    return (
+      !!token &&
+      !!given &&
+      given.length === token.length &&
+      timingSafeEqual(Buffer.from(given), Buffer.from(token))
+    );
+  };
+  return (req, reply, done) => {
+    if (mayView(req)) return done();
+    reply.code(403).send({ error: "forbidden: see webhook.statusAccess" });
+  };
 }

@@ -18,6 +18,8 @@ export interface AgentMetrics {
   runError(code: string): void;
   /** Sets the gauge a host job declares (e.g. when LiveKit's pending restart was flagged). */
   jobGauge(command: string, value: number): void;
+  /** A connection closed by the listener's slot limit (src/server/connections.ts). */
+  connection(event: "evicted" | "refused"): void;
 }
 
 /** `queueDepth` is read at every scrape: runs in progress or pending, from the queue itself. */
@@ -135,6 +137,16 @@ export function createMetrics(
     help: "1 while the newest revision is refused because its commits are not signed by a trusted key",
     registers: [registry],
   });
+  const connectionsEvicted = new Counter({
+    name: "deploy_agent_connections_evicted_total",
+    help: "Connections without a request (slow headers, idle keep-alive) closed to make room for a new one",
+    registers: [registry],
+  });
+  const connectionsRefused = new Counter({
+    name: "deploy_agent_connections_refused_total",
+    help: "Connections closed at once: a request with a body while maxConnections requests were in progress, or a new connection beyond 4 x maxConnections while every other one held a request",
+    registers: [registry],
+  });
   const rewritten = new Gauge({
     name: "deploy_agent_history_rewritten",
     help: "1 while the newest revision is refused because it does not descend from the last one run (repo.verify on)",
@@ -177,6 +189,7 @@ export function createMetrics(
       if (code === "HISTORY_REWRITTEN") rewritten.set(1);
     },
     jobGauge: (command, value) => jobGauges.get(command)?.set(value),
+    connection: (event) => (event === "evicted" ? connectionsEvicted : connectionsRefused).inc(),
     notified: (target, result) => notifications.inc({ target, result }),
     notifier: (status) => {
       notifier = status;
