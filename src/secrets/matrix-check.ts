@@ -17,7 +17,13 @@ export async function checkMatrixToken(
 ): Promise<string> {
   const rejected = (why: string, hint: string, cause?: unknown) =>
     new AgentError("TOKEN_REJECTED", `${what}: ${why}; the old token stays in place`, { hint, cause });
-  const stalled = (err: unknown) => asAgentError(err).failure === "stalled";
+  // A dry run's context reports "could not look" as UNDETERMINED with the answer as its cause: a 401 or
+  // 403 there is still an answer about the token.
+  const answer = (err: unknown) => {
+    const e = asAgentError(err);
+    return e.code === "UNDETERMINED" && e.cause ? asAgentError(e.cause) : e;
+  };
+  const stalled = (err: unknown) => answer(err).failure === "stalled";
 
   let user: string;
   try {
@@ -25,7 +31,7 @@ export async function checkMatrixToken(
   } catch (err) {
     if (!stalled(err)) throw err;
     throw rejected(
-      `whoami failed (${asAgentError(err).message})`,
+      `whoami failed (${answer(err).message})`,
       "make a new token for the right user, set it again with deploy-agent secret set, commit and push",
       err,
     );
@@ -38,7 +44,7 @@ export async function checkMatrixToken(
   } catch (err) {
     if (!stalled(err)) throw err;
     throw rejected(
-      `${user} cannot read the state of ${room} (${asAgentError(err).message})`,
+      `${user} cannot read the state of ${room} (${answer(err).message})`,
       `invite ${user} to ${room}`,
       err,
     );

@@ -2,7 +2,7 @@ import { isMap, isNode, isScalar, parseDocument } from "yaml";
 import { z } from "zod";
 import { AgentError, asAgentError } from "../errors.js";
 import { registerSecret } from "../redact.js";
-import { secretName } from "../secrets/catalog.js";
+import { CATALOG_FILE, secretFile, secretName } from "../secrets/catalog.js";
 import { HOST_IDENTITY_FILE } from "../secrets/identity.js";
 import { openSecret } from "../secrets/open.js";
 import { hostPath, repoPath, stepCommon } from "./common.js";
@@ -148,8 +148,15 @@ async function restartAndCheck(
 
 export const draupnirConfigStep: StepKind<typeof schema> = {
   schema,
-  sources: (step) => [step.source],
-  triggers: (step) => [step.source],
+  // A new token is a commit of its secret: that makes the step run too.
+  sources: (step) => [
+    step.source,
+    ...(step.tokenSecret ? [secretFile(step.tokenSecret.name), CATALOG_FILE] : []),
+  ],
+  triggers: (step) => [
+    step.source,
+    ...(step.tokenSecret ? [secretFile(step.tokenSecret.name), CATALOG_FILE] : []),
+  ],
 
   plan(step) {
     return [
