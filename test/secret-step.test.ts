@@ -454,7 +454,7 @@ describe("serve: no plaintext in its log, /status, /metrics or notices", { skip 
         hosts: { lxctest: host.recipient },
       }),
     });
-    const s = { stop: () => {} };
+    const s = { stop: async () => {} };
     try {
       const root = hostRoot(fx.dir, WEBHOOK_SECRET, ["etc", "var/log"]);
       placeHostKey(root, host);
@@ -492,7 +492,11 @@ describe("serve: no plaintext in its log, /status, /metrics or notices", { skip 
         ],
       });
       const served = startCli([...serveArgs(manifest, fx.clone, root), "--log-level", "debug"]);
-      s.stop = () => served.child.kill("SIGKILL");
+      s.stop = async () => {
+        // SIGTERM: the daemon ends its git processes before the fixture is removed under them.
+        served.child.kill("SIGTERM");
+        await served.exited;
+      };
       await served.waitFor(/"msg":"run finished"/, 60_000);
       assert.equal(parse(readFileSync(path.join(root, "etc/matrix-deploy.env"))).MATRIX_TOKEN, TOKEN_A);
       await set(TOKEN_UNKNOWN);
@@ -533,7 +537,7 @@ describe("serve: no plaintext in its log, /status, /metrics or notices", { skip 
         "old kept",
       );
     } finally {
-      s.stop();
+      await s.stop();
       await matrix.close();
       await new Promise((r) => receiver.close(r));
       fx.cleanup();
