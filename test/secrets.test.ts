@@ -8,6 +8,7 @@ import { parse } from "dotenv";
 import { parseDocument } from "yaml";
 import { decrypt, encrypt } from "../src/secrets/age.js";
 import { fingerprint, MAX_SECRET_BYTES, parseCatalog } from "../src/secrets/catalog.js";
+import { hostRecipient, plannedHostIdentity } from "../src/secrets/identity.js";
 import { liveValue, place, shown } from "../src/secrets/place.js";
 import {
   type AgeKey,
@@ -56,6 +57,30 @@ describe("age: the library and the age CLI read each other's files", { skip }, (
     const i = lines.length - 3;
     lines[i] = `${lines[i]?.[0] === "A" ? "B" : "A"}${lines[i]?.slice(1)}`;
     await assert.rejects(decrypt(lines.join("\n"), host.identity, "y"), { code: "SECRET_UNREADABLE" });
+  });
+});
+
+describe("install's host identity", { skip }, () => {
+  it("is made once in age-keygen's format (age -d reads it), never replaced, its recipient readable without crypto", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "age-identity-"));
+    try {
+      const file = path.join(dir, "age.key");
+      const made = await plannedHostIdentity(file);
+      assert.ok(made.data && made.recipient);
+      writeFileSync(file, made.data, { mode: 0o600 });
+      const y = spawnSync("age-keygen", ["-y", file], { encoding: "utf8" });
+      assert.equal(y.stdout.trim(), made.recipient, "age-keygen derives the same recipient");
+      assert.equal(
+        ageDecrypt(await encrypt("to-the-host", [made.recipient]), { file, recipient: "", identity: "" }),
+        "to-the-host",
+      );
+      assert.equal(await hostRecipient(file), made.recipient);
+      const again = await plannedHostIdentity(file);
+      assert.deepEqual(again, { recipient: made.recipient, data: undefined }, "an existing key is kept");
+      assert.equal(await hostRecipient(path.join(dir, "none")), undefined);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
