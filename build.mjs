@@ -11,7 +11,9 @@
  * - acorn and acorn-walk (170 KiB), for hookshot transforms only (LXC 151);
  * - fastify's ajv and fast-json-stringify compilers (330 KiB with their dependencies): no route has a JSON
  *   schema, and src/server/app.ts gives fastify factories that never load them;
- * - light-my-request (fastify's inject(), for tests).
+ * - light-my-request (fastify's inject(), for tests);
+ * - age-encryption and its @noble/@scure dependencies (about 140 ms to load), for `secret` steps and commands
+ *   only: src/secrets/age.ts imports it on first use, so a host without secrets never loads it.
  * The diff library stays inside: loaded on its own it cost 4 MiB more at idle than the 40 KiB it adds here.
  * Measured together (#15): the file went from 2.3 MB to 1.4 MB, start-up about 30 ms faster, idle RSS 2 to
  * 9 MiB lower.
@@ -52,6 +54,7 @@ await build({
     "acorn",
     "acorn-walk",
     "light-my-request",
+    "age-encryption",
     "@fastify/ajv-compiler",
     "@fastify/fast-json-stringify-compiler",
   ],

@@ -20,6 +20,10 @@ ${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
   fleet wait REV   wait until every host runs REV (--timeout S, default 300); exit 1 naming the laggards
   suspend    pause deploys on this host (--reason TEXT): pushes are verified and remembered, nothing deployed
   resume     end the pause and deploy what came meanwhile
+  secret set NAME   encrypt a value from stdin (or typed, not echoed) to its hosts and the operators (--hosts a,b)
+  secret list       secrets of secrets/secrets.yaml: hosts, recipients, age (never values); exit 1 if one needs rekey
+  secret rekey [NAME]  re-encrypt to the catalog's recipients after a host was added or replaced (--identity F)
+  secret check      on the host: decrypt each secret step's Matrix token and check whoami and power (--step NAME)
   install    install this host's role: bin on PATH, unit(s), timer or cron, secret; migrate from webhook
              (--host lxcNNN required; --dry-run shows every effect; --force overwrites local changes)
 
@@ -61,6 +65,8 @@ const commands = {
   serve: () => import("./commands/serve.js"),
   job: () => import("./commands/job.js"),
   fleet: () => import("./commands/fleet.js"),
+  secret: () => import("./commands/secret.js"),
+  secretCheck: () => import("./commands/secret-check.js"),
 };
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
@@ -107,6 +113,7 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
   }
   const [command, ...extra] = positionals;
   if (command === "fleet") return fleet(extra, v, out, err);
+  if (command === "secret") return secret(extra, v, out, err);
   if (!command || extra.length) {
     err(`error USAGE: ${command ? `unexpected argument ${extra[0]}` : "no command given"}\n\n${USAGE}`);
     return 2;
@@ -251,6 +258,62 @@ async function fleet(
   }
 }
 
+/** `secret set|list|rekey` on the operator's machine, `secret check` on a host. */
+async function secret(
+  args: string[],
+  v: ReturnType<typeof parse>["values"],
+  out: Out,
+  err: Out,
+): Promise<number> {
+  const [sub, name, ...rest] = args;
+  const allowed: Record<string, string[]> = {
+    set: ["repo", "hosts", "raw"],
+    list: ["repo", "json"],
+    rekey: ["repo", "identity"],
+    check: [...COMMON, "step", "no-fetch"],
+  };
+  const options = sub ? allowed[sub] : undefined;
+  const foreign = options && Object.keys(v).find((k) => !options.includes(k));
+  const arity = sub === "set" ? name !== undefined : sub === "rekey" || name === undefined;
+  if (!options || foreign || rest.length || !arity) {
+    err(
+      `error USAGE: ${foreign ? `--${foreign} is not an option of secret ${sub}` : "secret set NAME [--hosts a,b] | secret list | secret rekey [NAME] [--identity F] | secret check [--step NAME]"}\n`,
+    );
+    return 2;
+  }
+  const flags = {
+    repo: v.repo,
+    json: v.json ?? false,
+    hosts: v.hosts,
+    identity: v.identity,
+    raw: v.raw ?? false,
+  };
+  try {
+    if (sub === "check") {
+      return await (await commands.secretCheck()).secretCheckCommand(
+        {
+          config: v.config,
+          root: v.root,
+          repo: v.repo,
+          stateDir: v["state-dir"],
+          envFile: v["env-file"],
+          json: v.json ?? false,
+          logLevel: v["log-level"],
+          step: v.step ?? [],
+          fetch: !v["no-fetch"],
+        },
+        out,
+      );
+    }
+    const m = await commands.secret();
+    if (sub === "set") return await m.secretSetCommand(flags, name, process.stdin, out, err);
+    if (sub === "list") return await m.secretListCommand(flags, out);
+    return await m.secretRekeyCommand(flags, name, out);
+  } catch (e) {
+    return reportError(e, err);
+  }
+}
+
 function parse(argv: string[]) {
   return parseArgs({
     args: argv,
@@ -277,6 +340,9 @@ function parse(argv: string[]) {
       "token-file": { type: "string" },
       timeout: { type: "string" },
       limit: { type: "string" },
+      hosts: { type: "string" },
+      identity: { type: "string" },
+      raw: { type: "boolean" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },

@@ -75,3 +75,34 @@ export function appendEnv(text: string, name: string, value: string): string {
   }
   return next;
 }
+
+/** Lines that define `name` (dotenv's `NAME=`, `export NAME=`, `NAME: value`). */
+const defines = (name: string) => new RegExp(`^\\s*(?:export\\s+)?${name}\\s*(?:=|:\\s)`);
+
+/**
+ * An env file's text with `name` set to `value`: its last definition replaced in place (earlier ones
+ * removed), or the line added at the end. Checked by reading it back with dotenv: `name` has exactly
+ * `value`, and every other variable is there with its value and no variable appeared.
+ */
+export function setEnv(text: string, name: string, value: string): string {
+  const line = envLine(name, value);
+  const lines = text.split("\n");
+  const at = lines.map((l, i) => (defines(name).test(l) ? i : -1)).filter((i) => i >= 0);
+  const last = at.at(-1);
+  if (last === undefined) return appendEnv(text, name, value);
+  const next = lines
+    .map((l, i) => (i === last ? line : l))
+    .filter((_, i) => i === last || !at.includes(i))
+    .join("\n");
+  const before = parse(text);
+  const after = parse(next);
+  const others = (o: Record<string, string>) => JSON.stringify(Object.entries(o).filter(([k]) => k !== name));
+  if (after[name] !== value || others(before) !== others(after)) {
+    throw new AgentError(
+      "ENV_VALUE_UNSAFE",
+      `setting ${name} would not read back as written (a multi-line or unclosed quoted value near it?)`,
+      { hint: `look at the env file, or set ${name} in it by hand` },
+    );
+  }
+  return next;
+}

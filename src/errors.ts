@@ -153,6 +153,18 @@ const CODES = {
     exit: 1,
     hint: "create the webhook connection in the room first",
   },
+  /** A secret of the repository this host cannot decrypt (not among its recipients, no key, a damaged file). */
+  SECRET_UNREADABLE: {
+    failure: "stalled",
+    exit: 1,
+    hint: "the target keeps its old value; add this host's recipient to the secret and run deploy-agent secret rekey",
+  },
+  /** A new Matrix token failed its check (whoami, membership, power level) before it replaced the old one. */
+  TOKEN_REJECTED: {
+    failure: "stalled",
+    exit: 1,
+    hint: "the old token stays in place; make a token that passes, set it again, commit and push",
+  },
   MATRIX_AUTH: { failure: "stalled", exit: 1, hint: "the Matrix token is invalid or expired: rotate it" },
   MATRIX_FORBIDDEN: {
     failure: "stalled",

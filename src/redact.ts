@@ -11,7 +11,7 @@ const known = new Set<string>();
 let ordered: string[] = [];
 
 /** Values shorter than this are not matched: they would blank ordinary words. */
-const MIN_LENGTH = 6;
+export const MIN_LENGTH = 6;
 
 export function registerSecret(value: string): void {
   if (value.length < MIN_LENGTH || known.has(value)) return;

@@ -301,7 +301,10 @@ describe("webhook daemon", () => {
         line,
       );
     }
-    assert.match(metrics, /deploy_agent_webhook_deliveries_total\{outcome="bad_signature",host="lxctest"\} 1/);
+    assert.match(
+      metrics,
+      /deploy_agent_webhook_deliveries_total\{outcome="bad_signature",host="lxctest"\} 1/,
+    );
     assert.match(metrics, /deploy_agent_runs_total\{result="succeeded",host="lxctest"\} 1/);
     assert.match(metrics, /deploy_agent_step_duration_seconds_count\{host="lxctest",step="landing"\} 1/);
     assert.ok(

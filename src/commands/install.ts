@@ -12,6 +12,7 @@ import { createHostFs, rooted } from "../host-fs.js";
 import { JOBS, jobConfig } from "../jobs/index.js";
 import type { Manifest } from "../manifest/schema.js";
 import { renderEffect } from "../report.js";
+import { HOST_IDENTITY_FILE, plannedHostIdentity } from "../secrets/identity.js";
 import { openRepo } from "../source/git.js";
 import { MIN_SECRET_LENGTH } from "../webhook-secret.js";
 import { HEALTH_TIMEOUT_MS, listenerProblem, probeHost } from "./install-probe.js";
@@ -112,6 +113,21 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
 
   const old = await readOldListener((argv) => query([...systemctl, ...argv.slice(1)]), r.under);
   const { files, secret } = await plannedFiles({ r, manifest, home, old, warnings, host });
+  // The host's age identity for the repository's secrets: made once, never replaced, never shown.
+  const age = await plannedHostIdentity(r.under(HOST_IDENTITY_FILE));
+  if (age.data) {
+    const after = Buffer.from("<age identity, not shown>\n");
+    files.push({
+      path: HOST_IDENTITY_FILE,
+      data: age.data,
+      mode: 0o600,
+      display: { before: null, after },
+      owned: false,
+    });
+  }
+  if (age.data && flags.dryRun) warnings.push(`a new age identity would be made: ${HOST_IDENTITY_FILE}`);
+  else if (age.recipient)
+    warnings.push(`age recipient of ${host}: ${age.recipient} (hosts: in secrets/secrets.yaml)`);
 
   // Local changes: a file that differs from what install would write, and that install did not write.
   const recordFile = path.join(manifest.stateDir, "installed.json");

@@ -1,3 +1,4 @@
+import { HOST_IDENTITY_FILE, hostRecipient } from "../secrets/identity.js";
 import { orphanedSteps, readState, stepStatuses } from "../state.js";
 import { type CommonFlags, resolve } from "./options.js";
 
@@ -18,6 +19,8 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
   const { state, problem } = await readState(r.stateDir, manifest.host);
   const steps = stepStatuses(manifest.steps, state);
   const orphaned = orphanedSteps(manifest.steps, state);
+  // The public half of the host's age identity: what secrets/secrets.yaml lists for this host.
+  const ageRecipient = (await hostRecipient(r.under(HOST_IDENTITY_FILE))) ?? null;
   if (flags.json) {
     const doc = {
       schema: "deploy-agent/status@1",
@@ -28,12 +31,18 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
       suspended: state.suspended ?? null,
       steps,
       orphanedSteps: orphaned,
+      ageRecipient,
     };
     out(`${JSON.stringify(doc, null, 2)}\n`);
     return 0;
   }
   const now = Date.now();
   const lines = [`host ${manifest.host}, state ${r.stateDir}`];
+  lines.push(
+    ageRecipient
+      ? `age recipient: ${ageRecipient} (${HOST_IDENTITY_FILE})`
+      : `age recipient: none (no ${HOST_IDENTITY_FILE}; deploy-agent install makes it)`,
+  );
   if (problem) lines.push(`warning: ${problem}`);
   if (state.suspended) {
     const s = state.suspended;

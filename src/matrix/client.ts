@@ -27,6 +27,8 @@ export interface MatrixClient {
   /** The state event's content, or null when the room has no such state (404 M_NOT_FOUND). */
   getState(roomId: string, type: string, stateKey: string): Promise<Record<string, unknown> | null>;
   putState(roomId: string, type: string, stateKey: string, content: Record<string, unknown>): Promise<string>;
+  /** The token's user (GET /account/whoami). */
+  whoami(): Promise<string>;
 }
 
 interface MatrixErrorBody {
@@ -88,7 +90,7 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
   const backoff = opts.backoffMs ?? 500;
 
   async function request(method: "GET" | "PUT", path: string, roomId: string, body?: unknown) {
-    const what = `${method} ${path.split("/").slice(0, 6).join("/")}/…`;
+    const what = roomId ? `${method} ${path.split("/").slice(0, 6).join("/")}/…` : `${method} ${path}`;
     let lastProblem = "";
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       opts.onRequest?.(method, path);
@@ -179,6 +181,14 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
         string,
         unknown
       > | null;
+    },
+    async whoami() {
+      const res = await request("GET", "/_matrix/client/v3/account/whoami", "");
+      const user = res?.user_id;
+      if (typeof user !== "string" || !user.startsWith("@")) {
+        throw new AgentError("MATRIX_REQUEST_FAILED", "whoami answered without a user_id");
+      }
+      return user;
     },
     async putState(roomId, type, stateKey, content) {
       const res = await request("PUT", statePath(roomId, type, stateKey), roomId, content);

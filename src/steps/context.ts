@@ -54,6 +54,16 @@ export function createContext(opts: ContextOptions): Omit<StepContext, "source">
         requestTimeoutMs: config.timeoutMs,
       });
       const matrix: StepMatrix = {
+        async whoami() {
+          try {
+            return await client.whoami();
+          } catch (err) {
+            const e = asAgentError(err);
+            // A rejected token is an answer, not a failure to look.
+            if (!dryRun || e.failure === "stalled") throw err;
+            throw new AgentError("UNDETERMINED", `whoami unknown (${e.code}: ${e.message})`, { cause: err });
+          }
+        },
         async getState(room, type, key) {
           try {
             return await client.getState(room, type, key);

@@ -2,6 +2,9 @@ import { isMap, isNode, isScalar, parseDocument } from "yaml";
 import { z } from "zod";
 import { AgentError, asAgentError } from "../errors.js";
 import { registerSecret } from "../redact.js";
+import { CATALOG_FILE, secretFile, secretName } from "../secrets/catalog.js";
+import { HOST_IDENTITY_FILE } from "../secrets/identity.js";
+import { openSecret } from "../secrets/open.js";
 import { hostPath, repoPath, stepCommon } from "./common.js";
 import { fileDrift } from "./drift.js";
 import type { StepContext, StepKind } from "./types.js";
@@ -10,7 +13,9 @@ import type { StepContext, StepKind } from "./types.js";
  * `draupnir-config`: overwrite Draupnir's config from the repository (which carries a placeholder token)
  * while keeping the live `accessToken`, then restart Draupnir and wait for its healthz endpoint. An unhealthy
  * bot gets its previous config back and another restart. The token never reaches logs, diffs or dry-run
- * output: diffs are computed over copies with the token replaced by `<redacted>`.
+ * output: diffs are computed over copies with the token replaced by `<redacted>`. With `tokenSecret` the token
+ * comes from that secret of the repository instead (rotation is a commit); the health gate and its rollback
+ * are the same, so a token Draupnir cannot start with gives the previous config, and token, back.
  */
 /** Time the step keeps, beyond the health wait, for the restart and a rollback. */
 const RESTART_MARGIN_SECONDS = 30;
@@ -27,6 +32,10 @@ export const schema = z
     healthTimeoutSeconds: z.number().int().min(1).max(900).default(90),
     /** Keys the merged config must have; a config missing one is never written. */
     requiredKeys: z.array(z.string().min(1)).default(["homeserverUrl", "rawHomeserverUrl", "managementRoom"]),
+    /** Take accessToken from this secret (src/steps/secret.ts) instead of keeping the live one. */
+    tokenSecret: z
+      .strictObject({ name: secretName, identityFile: hostPath.default(HOST_IDENTITY_FILE) })
+      .optional(),
   })
   .superRefine((step, ctx) => {
     // The restart and the rollback after a failed health check must fit inside the step's own timeout.
@@ -67,6 +76,20 @@ function liveToken(step: DraupnirConfigStep, live: Buffer | null): string {
   }
   registerSecret(token); // known to the redaction point from here on, wherever it might surface
   return token;
+}
+
+/**
+ * The token to write: the secret's, or the live one. With a secret the live token is still registered for
+ * redaction (the previous config may surface in a rollback), and a missing or placeholder one is no error.
+ */
+async function wantedToken(step: DraupnirConfigStep, ctx: StepContext, live: Buffer | null): Promise<string> {
+  if (!step.tokenSecret) return liveToken(step, live);
+  try {
+    liveToken(step, live);
+  } catch {
+    // nothing usable live: the secret is what Draupnir gets
+  }
+  return openSecret(ctx, step.tokenSecret.name, step.tokenSecret.identityFile);
 }
 
 /** The repository config with the live token set; comments and key order stay as committed. */
@@ -125,12 +148,21 @@ async function restartAndCheck(
 
 export const draupnirConfigStep: StepKind<typeof schema> = {
   schema,
-  sources: (step) => [step.source],
-  triggers: (step) => [step.source],
+  // A new token is a commit of its secret: that makes the step run too.
+  sources: (step) => [
+    step.source,
+    ...(step.tokenSecret ? [secretFile(step.tokenSecret.name), CATALOG_FILE] : []),
+  ],
+  triggers: (step) => [
+    step.source,
+    ...(step.tokenSecret ? [secretFile(step.tokenSecret.name), CATALOG_FILE] : []),
+  ],
 
   plan(step) {
     return [
-      `merge ${step.source} with the live accessToken of ${step.target}, write it (0600)`,
+      step.tokenSecret
+        ? `merge ${step.source} with the accessToken of secret ${step.tokenSecret.name}, write it to ${step.target} (0600)`
+        : `merge ${step.source} with the live accessToken of ${step.target}, write it (0600)`,
       `restart ${step.service}, wait for ${step.healthUrl}; roll back if unhealthy`,
     ];
   },
@@ -139,7 +171,7 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
     const live = await ctx.host.snapshot(step.target);
     let wanted: Buffer;
     try {
-      wanted = merge(step, await ctx.source.read(step.source), liveToken(step, live.data));
+      wanted = merge(step, await ctx.source.read(step.source), await wantedToken(step, ctx, live.data));
     } catch (err) {
       return [{ id: step.target, state: "unknown", detail: asAgentError(err).message }];
     }
@@ -149,7 +181,7 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
 
   async apply(step, ctx, work) {
     const before = await ctx.host.snapshot(step.target);
-    const token = liveToken(step, before.data);
+    const token = await wantedToken(step, ctx, before.data);
     const next = merge(step, await ctx.source.read(step.source), token);
     const display = { before: redactToken(before.data), after: redactToken(next) ?? Buffer.alloc(0) };
     const { outcome } = await ctx.host.write(step.target, next, { mode: 0o600, display });

@@ -3,11 +3,12 @@ import type { StepItem } from "../state.js";
 import { draupnirConfigStep } from "./draupnir-config.js";
 import { fileStep } from "./file.js";
 import { hookshotStep } from "./hookshot.js";
+import { secretStep } from "./secret.js";
 import { systemdUnitStep } from "./systemd-unit.js";
 import type { DriftItem, RepoFiles, StepConfigBase, StepContext, StepKind, StepWork } from "./types.js";
 
 /** The step kinds. Adding one is a file under src/steps/ and an entry here. */
-const KIND_LIST = [fileStep, systemdUnitStep, draupnirConfigStep, hookshotStep] as const;
+const KIND_LIST = [fileStep, systemdUnitStep, draupnirConfigStep, hookshotStep, secretStep] as const;
 
 type Schemas<T extends readonly { schema: unknown }[]> = { [K in keyof T]: T[K]["schema"] };
 

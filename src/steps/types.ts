@@ -18,6 +18,8 @@ export interface MatrixConfig {
 
 /** Matrix room state as a step may use it (src/steps/context.ts). */
 export interface StepMatrix {
+  /** The token's user; a rejected token is MATRIX_AUTH (in a dry run too), a failure to ask UNDETERMINED. */
+  whoami(): Promise<string>;
   /** The state's content, null when absent; in a dry run a failure to look is UNDETERMINED. */
   getState(room: string, type: string, key: string): Promise<Record<string, unknown> | null>;
   /** PUTs the whole content and reads it back (dry run: records the PUT). */

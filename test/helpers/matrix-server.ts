@@ -8,6 +8,9 @@ import type { AddressInfo } from "node:net";
  * following the spec and Synapse: bearer auth (401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN), membership and power levels (403 M_FORBIDDEN),
  * 404 M_NOT_FOUND for absent state, whole-content replacement on PUT, 429 M_LIMIT_EXCEEDED with
  * retry_after_ms, and injectable 5xx answers and hangs. It counts every request and write.
+ * `GET /account/whoami` answers the token's user (`{user_id, is_guest}`); the room's `m.room.power_levels`
+ * and each user's `m.room.member` are state like any other (from `users`, `stateDefault` and `events`), and
+ * a state PUT needs `events[type]`, else `state_default`, as the spec's authorization rules say.
  */
 
 export interface TestUser {
@@ -24,6 +27,10 @@ export interface MatrixServerOptions {
   stateDefault?: number;
   /** power level needed to send other events (m.room.power_levels events_default, default 0) */
   eventsDefault?: number;
+  /** per event type power levels (m.room.power_levels events) */
+  events?: Record<string, number>;
+  /** no m.room.power_levels event in the room at all (the spec's defaults then apply) */
+  noPowerLevels?: boolean;
 }
 
 export interface MatrixTestServer {
@@ -73,6 +80,22 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
   let maxInFlight = 0;
   const hung: ServerResponse[] = [];
 
+  /** The power levels and memberships the options describe, unless a test PUT its own. */
+  const roomState = (type: string | undefined, stateKey: string): Record<string, unknown> | undefined => {
+    const users = Object.values(opts.users);
+    if (type === "m.room.power_levels" && stateKey === "" && !opts.noPowerLevels) {
+      return {
+        users: Object.fromEntries(users.map((u) => [u.userId, u.powerLevel])),
+        users_default: 0,
+        state_default: opts.stateDefault ?? 50,
+        events_default: opts.eventsDefault ?? 0,
+        events: opts.events ?? {},
+      };
+    }
+    const member = type === "m.room.member" ? users.find((u) => u.userId === stateKey) : undefined;
+    return member ? { membership: member.joined === false ? "leave" : "join" } : undefined;
+  };
+
   const server = createServer(async (req, res) => {
     const entry = { method: req.method ?? "", path: req.url ?? "", at: Date.now(), status: 0, body: "" };
     requests.push(entry);
@@ -104,6 +127,11 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
     const user = opts.users[auth.slice(7)];
     if (!user)
       return reply(401, { ...err("M_UNKNOWN_TOKEN", "Invalid access token passed."), soft_logout: false });
+
+    if (req.url === "/_matrix/client/v3/account/whoami") {
+      if (req.method !== "GET") return reply(405, err("M_UNRECOGNIZED", "Unrecognized request"));
+      return reply(200, { user_id: user.userId, is_guest: false });
+    }
 
     const sent = /^\/_matrix\/client\/v3\/rooms\/([^/]+)\/send\/([^/]+)\/([^/?]+)$/.exec(req.url ?? "");
     if (sent) {
@@ -142,7 +170,7 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
     }
     const key = `${type}/${stateKey}`;
     if (req.method === "GET") {
-      const content = state.get(key);
+      const content = state.get(key) ?? roomState(type, stateKey ?? "");
       return content ? reply(200, content) : reply(404, err("M_NOT_FOUND", "Event not found."));
     }
     if (req.method === "PUT") {
@@ -155,7 +183,7 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
       if (!content || typeof content !== "object" || Array.isArray(content)) {
         return reply(400, err("M_BAD_JSON", "Body must be a JSON object"));
       }
-      const needed = opts.stateDefault ?? 50;
+      const needed = opts.events?.[type ?? ""] ?? (opts.noPowerLevels ? 0 : (opts.stateDefault ?? 50));
       if (user.powerLevel < needed) {
         return reply(
           403,
