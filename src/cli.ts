@@ -15,6 +15,9 @@ ${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
   diff       what is live against what git says, per step (--step NAME; exit 0 in sync, 1 drifted, 2 unknown)
   fleet status     every host of config/*.yaml: deployed commit, behind, last run, failing step (--json, --token-file F)
   fleet wait REV   wait until every host runs REV (--timeout S, default 300); exit 1 naming the laggards
+  plan       what each host would do if --to were pushed onto hosts running --from, and every check that
+             needs no host (--from REV required, --to REV default HEAD, --host NAME | --all, --json | --markdown,
+             --post-gitea: comment and statuses on the pull request; exit 0 clean, 1 a check failed)
   suspend    pause deploys on this host (--reason TEXT): pushes are verified and remembered, nothing deployed
   resume     end the pause and deploy what came meanwhile
   install    install this host's role: bin on PATH, unit(s), timer or cron, secret; migrate from webhook
@@ -56,6 +59,7 @@ const commands = {
   serve: () => import("./commands/serve.js"),
   job: () => import("./commands/job.js"),
   fleet: () => import("./commands/fleet.js"),
+  plan: () => import("./commands/plan.js"),
 };
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
@@ -101,6 +105,7 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
   }
   const [command, ...extra] = positionals;
   if (command === "fleet") return fleet(extra, v, out, err);
+  if (command === "plan") return plan(extra, v, out, err);
   if (!command || extra.length) {
     err(`error USAGE: ${command ? `unexpected argument ${extra[0]}` : "no command given"}\n\n${USAGE}`);
     return 2;
@@ -223,6 +228,41 @@ async function fleet(
   }
 }
 
+/** `plan`: a clone and two revisions; no manifest, root or env file (it needs no host). */
+async function plan(
+  args: string[],
+  v: ReturnType<typeof parse>["values"],
+  out: Out,
+  err: Out,
+): Promise<number> {
+  const own = ["repo", "from", "to", "host", "all", "json", "markdown", "post-gitea"];
+  const foreign = Object.keys(v).find((k) => !own.includes(k));
+  if (foreign || args.length) {
+    err(
+      `error USAGE: ${foreign ? `--${foreign} is not an option of plan` : `unexpected argument ${args[0]}`}\n\n${USAGE}`,
+    );
+    return 2;
+  }
+  try {
+    return await (await commands.plan()).planCommand(
+      {
+        repo: v.repo,
+        from: v.from,
+        to: v.to,
+        host: v.host,
+        all: v.all ?? false,
+        json: v.json ?? false,
+        markdown: v.markdown ?? false,
+        postGitea: v["post-gitea"] ?? false,
+      },
+      out,
+      err,
+    );
+  } catch (e) {
+    return reportError(e, err);
+  }
+}
+
 function parse(argv: string[]) {
   return parseArgs({
     args: argv,
@@ -248,6 +288,10 @@ function parse(argv: string[]) {
       reason: { type: "string" },
       "token-file": { type: "string" },
       timeout: { type: "string" },
+      from: { type: "string" },
+      to: { type: "string" },
+      markdown: { type: "boolean" },
+      "post-gitea": { type: "boolean" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },

@@ -128,6 +128,25 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
   sources: (step) => [step.source],
   triggers: (step) => [step.source],
 
+  async check(step, repo) {
+    if (!repo.paths().includes(step.source)) return [];
+    try {
+      // The merge a deploy makes, with a stand-in for the live token: YAML, the placeholder, required keys.
+      merge(step, await repo.read(step.source), "stand-in-for-the-live-token");
+      return [];
+    } catch (err) {
+      return [asAgentError(err).message];
+    }
+  },
+
+  // The placeholder stays visible; any other accessToken value is left out.
+  shown(step, data) {
+    const doc = parseDocument(data.toString("utf8"));
+    return !doc.errors.length && doc.get("accessToken") === step.placeholder
+      ? data
+      : (redactToken(data) ?? data);
+  },
+
   plan(step) {
     return [
       `merge ${step.source} with the live accessToken of ${step.target}, write it (0600)`,
