@@ -46,10 +46,15 @@ const DESCRIPTION_MAX = 140;
  * workflow passes from its secrets as GITEA_TOKEN. A reason instead when something is missing.
  */
 export async function giteaTargetFromEnv(env: NodeJS.ProcessEnv): Promise<GiteaTarget | string> {
-  const api = (env.GITEA_API || env.GITHUB_API_URL || (env.GITHUB_SERVER_URL ? `${env.GITHUB_SERVER_URL.replace(/\/+$/, "")}/api/v1` : "")).replace(/\/+$/, "");
+  const api = (
+    env.GITEA_API ||
+    env.GITHUB_API_URL ||
+    (env.GITHUB_SERVER_URL ? `${env.GITHUB_SERVER_URL.replace(/\/+$/, "")}/api/v1` : "")
+  ).replace(/\/+$/, "");
   const token = env.GITEA_TOKEN ?? "";
   const repository = env.GITHUB_REPOSITORY ?? "";
-  if (!/^https?:\/\/[^\s]+$/.test(api)) return "GITHUB_API_URL (or GITEA_API) is not set to the API's http(s) URL";
+  if (!/^https?:\/\/[^\s]+$/.test(api))
+    return "GITHUB_API_URL (or GITEA_API) is not set to the API's http(s) URL";
   if (!token) return "GITEA_TOKEN is empty: pass a token from the workflow's secrets";
   if (!/^[^/\s]+\/[^/\s]+$/.test(repository)) return "GITHUB_REPOSITORY is not owner/name";
   let event: Record<string, unknown> = {};
@@ -150,7 +155,10 @@ export function statusOf(host: HostPlan): { state: "success" | "failure"; descri
   const runs = host.steps.filter((s) => s.run).length;
   return {
     state: "success",
-    description: clip(`checks passed; ${runs ? `${runs} step(s) would run` : "nothing to deploy"}`, DESCRIPTION_MAX),
+    description: clip(
+      `checks passed; ${runs ? `${runs} step(s) would run` : "nothing to deploy"}`,
+      DESCRIPTION_MAX,
+    ),
   };
 }
 
@@ -176,7 +184,9 @@ export async function postToGitea(
         await request(t, opts, "PATCH", `${repo}/issues/comments/${mine.id}`, { body: markdown });
         done.push(`comment ${mine.id} on pull request #${t.pr} edited`);
       } else {
-        const made = (await request(t, opts, "POST", `${repo}/issues/${t.pr}/comments`, { body: markdown })) as {
+        const made = (await request(t, opts, "POST", `${repo}/issues/${t.pr}/comments`, {
+          body: markdown,
+        })) as {
           id?: unknown;
         } | null;
         done.push(`comment ${String(made?.id ?? "")} on pull request #${t.pr} created`);

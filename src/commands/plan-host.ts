@@ -98,20 +98,14 @@ export function hostOf(planned: PlannedManifest | null, manifestPath: string): s
   return planned?.manifest.host ?? path.posix.basename(manifestPath, ".yaml");
 }
 
-export async function planHost(
-  manifestPath: string,
-  revs: Revisions,
-  tools: HostTools,
-): Promise<HostPlan> {
+export async function planHost(manifestPath: string, revs: Revisions, tools: HostTools): Promise<HostPlan> {
   const { head, base } = revs;
   const checks: PlanCheck[] = [];
   const notes: string[] = [];
   const headText = await readOrNull(head, manifestPath);
   const baseText = await readOrNull(base, manifestPath);
   const manifestDiff =
-    revs.changed.includes(manifestPath) && headText
-      ? await fileDiff(manifestPath, baseText, headText)
-      : null;
+    revs.changed.includes(manifestPath) && headText ? await fileDiff(manifestPath, baseText, headText) : null;
   const at = tryPlanManifest(headText?.toString("utf8") ?? "", `${manifestPath}@${short(head.revision)}`);
   const before = baseText && tryPlanManifest(baseText.toString("utf8"), manifestPath);
   const baseManifest = before?.ok ? before.value.manifest : null;
@@ -134,7 +128,7 @@ export async function planHost(
   const manifest = at.value.manifest;
   if (at.value.placeholders.length) {
     notes.push(
-      `${at.value.placeholders.map((v) => `\${${v}}`).join(", ")} come from the host's env file${at.value.envFile ? ` (${at.value.envFile})` : ""}: placeholders stood in for them`,
+      `${at.value.placeholders.join(", ")} come from the host's env file${at.value.envFile ? ` (${at.value.envFile})` : ""}: placeholders stood in for them`,
     );
   }
   if (!baseText) notes.push(`${manifestPath} is new: every step runs as on a host that never ran it`);
@@ -246,13 +240,20 @@ async function stepChecks(manifest: Manifest, head: Snapshot): Promise<PlanCheck
       checks.push({ name, file, result: "failed", message: problem });
     }
     if (!problems.length && hasCheck(step))
-      checks.push({ name, file: sources.join(", "), result: "passed", message: "passed" });
+      checks.push({
+        name,
+        file: sources.length > 3 ? `${sources.length} files` : sources.join(", "),
+        result: "passed",
+        message: "passed",
+      });
   }
   return checks;
 }
 
 function hasCheck(step: StepConfig): boolean {
-  return step.kind === "hookshot" || step.kind === "draupnir-config" || (step.kind === "file" && !!step.check);
+  return (
+    step.kind === "hookshot" || step.kind === "draupnir-config" || (step.kind === "file" && !!step.check)
+  );
 }
 
 function checkName(step: StepConfig): string {

@@ -1,6 +1,7 @@
 import { AgentError, asAgentError } from "../errors.js";
 import { formatZodError, interpolate, manifestYaml } from "../manifest/load.js";
 import { type Manifest, manifestSchema } from "../manifest/schema.js";
+import { SECRET_NAME } from "../redact.js";
 
 /**
  * A host manifest as a plan reads it: from git, with no host. Its `${VAR}` values live in the host's env
@@ -22,7 +23,9 @@ const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 /** Stand-ins for one variable, most readable first; tried in turn where the schema refuses the last one. */
 const CANDIDATES: ((name: string) => string)[] = [
-  (name) => `\${${name}}`,
+  // A token's stand-in becomes a Secret, which the redaction point blanks wherever it appears: never the
+  // manifest's own `${NAME}` text, then.
+  (name) => (SECRET_NAME.test(name) ? `placeholder-for-${name}` : `\${${name}}`),
   (name) => `${name.toLowerCase().replaceAll("_", "-")}.placeholder.invalid`,
   (name) => `https://${name.toLowerCase().replaceAll("_", "-")}.placeholder.invalid`,
   (name) => `!${name.toLowerCase().replaceAll("_", "-")}:placeholder.invalid`,

@@ -78,7 +78,9 @@ function hostMarkdown(h: HostPlan, withDiffs: boolean): string {
   const out = [`### ${h.ok ? "✅" : "❌"} ${h.host} — \`${h.manifestPath}\``];
   if (h.manifestDiff) out.push(`The manifest changes (${diffLine(h.manifestDiff)}).`);
   if (h.pendingRestart.length)
-    out.push(`Takes effect after a restart of the agent: ${h.pendingRestart.map((k) => `\`${k}\``).join(", ")}.`);
+    out.push(
+      `Takes effect after a restart of the agent: ${h.pendingRestart.map((k) => `\`${k}\``).join(", ")}.`,
+    );
   for (const n of h.notes) out.push(`> ${cell(n)}`);
   if (h.steps.length) {
     out.push("", "| step | kind | runs | why | what it would do |", "| --- | --- | --- | --- | --- |");
@@ -94,7 +96,14 @@ function hostMarkdown(h: HostPlan, withDiffs: boolean): string {
   if (diffs.length) {
     if (withDiffs) {
       const body = diffs.map((d) => `${diffLine(d)}\n${d.patch ?? "(no text diff)"}`).join("\n\n");
-      out.push("", `<details><summary>Diffs (${diffs.length} file(s))</summary>`, "", fenced("diff", body), "", "</details>");
+      out.push(
+        "",
+        `<details><summary>Diffs (${diffs.length} file(s))</summary>`,
+        "",
+        fenced("diff", body),
+        "",
+        "</details>",
+      );
     } else out.push("", `Diffs of ${diffs.length} file(s) left out to keep this comment short.`);
   }
   return out.join("\n");
@@ -108,7 +117,12 @@ export function renderMarkdown(report: PlanReport, max = MAX_COMMENT_CHARS): str
   const head = [
     COMMENT_MARKER,
     `## Deploy preview: \`${short(report.base)}\` → \`${short(report.head)}\``,
-    report.ok ? "Every check passed." : `Failed: ${report.hosts.filter((h) => !h.ok).map((h) => `**${h.host}**`).join(", ")}.`,
+    report.ok
+      ? "Every check passed."
+      : `Failed: ${report.hosts
+          .filter((h) => !h.ok)
+          .map((h) => `**${h.host}**`)
+          .join(", ")}.`,
     "",
   ].join("\n");
   // Redacted before any cut: a cut secret is no longer recognised.

@@ -37,7 +37,11 @@ export function findTool(name: string, envPath = process.env.PATH ?? ""): string
 }
 
 export function hostTools(): HostTools {
-  return { systemdAnalyze: findTool("systemd-analyze"), nginx: findTool("nginx"), timeoutMs: TOOL_TIMEOUT_MS };
+  return {
+    systemdAnalyze: findTool("systemd-analyze"),
+    nginx: findTool("nginx"),
+    timeoutMs: TOOL_TIMEOUT_MS,
+  };
 }
 
 interface ToolRun {
@@ -51,7 +55,12 @@ function runTool(file: string, args: string[], timeoutMs: number): Promise<ToolR
     execFile(
       file,
       args,
-      { timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 1024 * 1024, env: { PATH: process.env.PATH ?? "", LC_ALL: "C" } },
+      {
+        timeout: timeoutMs,
+        killSignal: "SIGKILL",
+        maxBuffer: 1024 * 1024,
+        env: { PATH: process.env.PATH ?? "", LC_ALL: "C" },
+      },
       (err, stdout, stderr) => {
         const e = err as (NodeJS.ErrnoException & { killed?: boolean; code?: number | string }) | null;
         resolve({
@@ -93,9 +102,15 @@ async function verifyUnit(
   const name = `${step.name}: systemd-analyze verify`;
   const file = step.source;
   if (!tools.systemdAnalyze)
-    return { name, file, result: "skipped", message: "systemd-analyze is not on this machine: the unit was not verified" };
+    return {
+      name,
+      file,
+      result: "skipped",
+      message: "systemd-analyze is not on this machine: the unit was not verified",
+    };
   const data = await head.read(file).catch(() => null);
-  if (!data) return { name, file, result: "skipped", message: "the unit file is missing (see the source check)" };
+  if (!data)
+    return { name, file, result: "skipped", message: "the unit file is missing (see the source check)" };
   const unit = step.unit ?? path.posix.basename(file);
   return scratch(async (root) => {
     // The distribution's units for dependencies, the unit where the step installs it, and a stand-in for
@@ -113,9 +128,18 @@ async function verifyUnit(
       await chmod(exe, 0o755);
     }
     const instance = unit.includes("@.") ? unit.replace("@.", "@plan.") : unit;
-    const run = await runTool(tools.systemdAnalyze ?? "", ["verify", `--root=${root}`, instance], tools.timeoutMs);
+    const run = await runTool(
+      tools.systemdAnalyze ?? "",
+      ["verify", `--root=${root}`, instance],
+      tools.timeoutMs,
+    );
     if (run.timedOut)
-      return { name, file, result: "failed", message: `systemd-analyze did not finish within ${tools.timeoutMs} ms` };
+      return {
+        name,
+        file,
+        result: "failed",
+        message: `systemd-analyze did not finish within ${tools.timeoutMs} ms`,
+      };
     const output = run.output.split(root).join("");
     if (run.code !== 0 || output)
       return { name, file, result: "failed", message: tail(output || `exited with code ${run.code}`) };
@@ -132,7 +156,12 @@ async function nginxTest(
 ): Promise<PlanCheck> {
   const name = `${stepName}: nginx -t`;
   if (!tools.nginx)
-    return { name, file, result: "skipped", message: "nginx is not on this machine: the configuration was not tested" };
+    return {
+      name,
+      file,
+      result: "skipped",
+      message: "nginx is not on this machine: the configuration was not tested",
+    };
   const data = await head.read(file).catch(() => null);
   if (!data) return { name, file, result: "skipped", message: "the file is missing (see the source check)" };
   const main = targets.some((t) => path.posix.basename(t) === "nginx.conf");
@@ -140,21 +169,33 @@ async function nginxTest(
     const own = path.join(dir, "under-test.conf");
     await writeFile(own, data);
     // A site or conf.d snippet is included where nginx includes them: inside http {}.
-    const conf = main
-      ? own
-      : path.join(dir, "nginx.conf");
+    const conf = main ? own : path.join(dir, "nginx.conf");
     if (!main)
       await writeFile(
         conf,
         `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n  include ${own};\n}\n`,
       );
-    const run = await runTool(tools.nginx ?? "", ["-t", "-q", "-p", `${dir}/`, "-c", conf, "-e", `${dir}/error.log`], tools.timeoutMs);
+    const run = await runTool(
+      tools.nginx ?? "",
+      ["-t", "-q", "-p", `${dir}/`, "-c", conf, "-e", `${dir}/error.log`],
+      tools.timeoutMs,
+    );
     if (run.timedOut)
-      return { name, file, result: "failed", message: `nginx -t did not finish within ${tools.timeoutMs} ms` };
+      return {
+        name,
+        file,
+        result: "failed",
+        message: `nginx -t did not finish within ${tools.timeoutMs} ms`,
+      };
     const output = run.output.split(`${dir}/`).join("").split(dir).join("");
     if (run.code === 0) return { name, file, result: "passed", message: "nginx -t: syntax ok" };
     if (/No such file or directory/.test(output))
-      return { name, file, result: "skipped", message: `needs files that only the host has: ${tail(output, 300)}` };
+      return {
+        name,
+        file,
+        result: "skipped",
+        message: `needs files that only the host has: ${tail(output, 300)}`,
+      };
     return { name, file, result: "failed", message: tail(output) };
   });
 }

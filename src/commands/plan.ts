@@ -56,13 +56,11 @@ async function manifestsAt(head: Snapshot): Promise<{ file: string; host: string
   return out;
 }
 
-export async function buildPlan(
-  flags: PlanFlags,
-  tools: HostTools = hostTools(),
-): Promise<PlanReport> {
+export async function buildPlan(flags: PlanFlags, tools: HostTools = hostTools()): Promise<PlanReport> {
   if (flags.host && flags.all) throw usage("--host and --all exclude each other");
   if (flags.json && flags.markdown) throw usage("--json and --markdown exclude each other");
-  if (!flags.from) throw usage("--from <base> is required (the revision the hosts run now, e.g. origin/main)");
+  if (!flags.from)
+    throw usage("--from <base> is required (the revision the hosts run now, e.g. origin/main)");
   const to = flags.to ?? "HEAD";
   for (const rev of [flags.from, to])
     if (!REV.test(rev) || rev.startsWith("-")) throw usage(`"${rev}" is not a revision`);
@@ -101,7 +99,13 @@ export async function buildPlan(
     }
     const hosts: HostPlan[] = [];
     for (const m of manifests) hosts.push(await planHost(m.file, { base, head, changed }, tools));
-    return { schema: "deploy-agent/plan@1", base: baseRev, head: headRev, ok: hosts.every((h) => h.ok), hosts };
+    return {
+      schema: "deploy-agent/plan@1",
+      base: baseRev,
+      head: headRev,
+      ok: hosts.every((h) => h.ok),
+      hosts,
+    };
   } finally {
     objects.close();
   }

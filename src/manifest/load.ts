@@ -34,7 +34,12 @@ type KeyPath = (string | number)[];
 const keyPath = (p: readonly PropertyKey[]) => (p.length ? p.map(String).join(".") : "(top level)");
 
 /** Replaces `${NAME}` in every string of the tree; `$$` is a literal `$`. Collects what is missing. */
-export function interpolate(value: unknown, env: Record<string, string>, at: KeyPath, missing: string[]): unknown {
+export function interpolate(
+  value: unknown,
+  env: Record<string, string>,
+  at: KeyPath,
+  missing: string[],
+): unknown {
   if (typeof value === "string") {
     return value.replace(VAR, (match, name: string | undefined) => {
       if (match === "$$") return "$";
