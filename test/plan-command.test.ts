@@ -1,12 +1,22 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { buildPlan } from "../src/commands/plan.js";
+import {
+  giteaTargetFromEnv,
+  MAX_EVENT_BYTES,
+  POST_DEFAULTS,
+  postToGitea,
+} from "../src/commands/plan-gitea.js";
 import type { HostPlan } from "../src/commands/plan-host.js";
-import type { PlanReport } from "../src/commands/plan-render.js";
+import { MAX_COMMENT_CHARS, type PlanReport, renderMarkdown } from "../src/commands/plan-render.js";
+import { TOOL_TIMEOUT_MS } from "../src/commands/plan-tools.js";
+import { Secret } from "../src/secret.js";
 import { PROJECT, runCli } from "./helpers/agent.js";
 import { type Files, type Fixture, makeFixture } from "./helpers/git.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
@@ -461,5 +471,161 @@ describe("deploy-agent plan --post-gitea", () => {
       body: JSON.stringify({ body: "x" }),
     });
     assert.equal(edit.status, 404);
+  });
+});
+
+describe("deploy-agent plan: bounds", () => {
+  const report = (patch: string): PlanReport => ({
+    schema: "deploy-agent/plan@1",
+    base: "a".repeat(40),
+    head: "b".repeat(40),
+    ok: true,
+    hosts: [
+      {
+        host: "lxc139",
+        manifestPath: "config/lxc139.yaml",
+        manifestDiff: null,
+        pendingRestart: [],
+        placeholders: [],
+        notes: [],
+        ok: true,
+        checks: [],
+        steps: [
+          {
+            name: "landing-page",
+            kind: "file",
+            run: true,
+            reason: "Changed",
+            message: "changed",
+            work: [],
+            files: ["landing/index.html"],
+            diffs: [{ path: "landing/index.html", change: "modified", added: 1, removed: 0, patch }],
+            diffsLeftOut: [],
+          },
+        ],
+      },
+    ],
+  });
+
+  it("the comment keeps its diffs up to MAX_COMMENT_CHARS, leaves them out past it, and always fits", () => {
+    const r = report("+x".repeat(100));
+    const whole = renderMarkdown(r, 1e9).length - 1;
+    assert.match(renderMarkdown(r, whole), /<details>/);
+    assert.doesNotMatch(renderMarkdown(r, whole - 1), /<details>/);
+    assert.match(renderMarkdown(r, whole - 1), /Diffs left out: the comment would pass/);
+    assert.equal(MAX_COMMENT_CHARS, 60_000);
+    const huge = renderMarkdown(report("+y\n".repeat(40_000)));
+    assert.ok(huge.length <= MAX_COMMENT_CHARS, `${huge.length}`);
+    assert.doesNotMatch(huge, /<details>/);
+  });
+
+  it("an answer of maxResponseBytes is read, one byte more is refused; a silent server times out", async () => {
+    let size = 0;
+    const server = createHttpServer((req, res) => {
+      if (req.url === "/api/v1/hang") return; // never answers
+      const login = "x".repeat(size - '{"login":""}'.length);
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(req.url === "/api/v1/user" ? `{"login":"${login}"}` : "[]");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const api = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`;
+    const target = {
+      api,
+      token: new Secret("bound-test-token-1234"),
+      repository: "o/r",
+      pr: 1,
+      sha: null,
+      url: null,
+    };
+    try {
+      size = 1000;
+      const ok = await postToGitea(target, [], "body", { timeoutMs: 5000, maxResponseBytes: 1000 });
+      assert.doesNotMatch(ok.warnings.join("\n"), /larger than/);
+      size = 1001;
+      const big = await postToGitea(target, [], "body", { timeoutMs: 5000, maxResponseBytes: 1000 });
+      assert.match(big.warnings.join("\n"), /GET \/user: the answer is larger than 1000 bytes/);
+      assert.equal(POST_DEFAULTS.maxResponseBytes, 4 * 1024 * 1024);
+      assert.equal(POST_DEFAULTS.timeoutMs, 10_000);
+      const started = Date.now();
+      const slow = await postToGitea({ ...target, api: `${api}/hang#` }, [], "body", {
+        timeoutMs: 300,
+        maxResponseBytes: 1000,
+      });
+      assert.match(slow.warnings.join("\n"), /timed out after 300 ms/);
+      assert.ok(Date.now() - started < 3000);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it("an event file of MAX_EVENT_BYTES is read, one byte more is refused", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "plan-event-"));
+    try {
+      const file = path.join(dir, "event.json");
+      const doc = JSON.stringify({ after: "c".repeat(40) });
+      const env = {
+        GITHUB_API_URL: "http://127.0.0.1:9/api/v1",
+        GITEA_TOKEN: "t-123456789",
+        GITHUB_REPOSITORY: "o/r",
+        GITHUB_EVENT_PATH: file,
+      };
+      writeFileSync(file, doc + " ".repeat(MAX_EVENT_BYTES - doc.length));
+      const ok = await giteaTargetFromEnv(env);
+      assert.ok(typeof ok !== "string", String(ok));
+      assert.equal(ok.sha, "c".repeat(40));
+      assert.equal(ok.pr, null);
+      writeFileSync(file, doc + " ".repeat(MAX_EVENT_BYTES - doc.length + 1));
+      assert.match(String(await giteaTargetFromEnv(env)), /larger than 4194304 bytes/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a checking tool that does not finish within its timeout is killed and its check fails", async () => {
+    const bin = mkdtempSync(path.join(tmpdir(), "plan-tools-"));
+    try {
+      const tool = path.join(bin, "systemd-analyze");
+      writeFileSync(tool, "#!/bin/sh\nsleep 5\n", { mode: 0o755 });
+      const head = fx.push({ "systemd/livekit-server.service": "[Unit]\nDescription=x\n" });
+      const started = Date.now();
+      const r = await buildPlan(
+        {
+          repo: fx.pusher,
+          from: base,
+          to: head,
+          host: "lxc151",
+          all: false,
+          json: true,
+          markdown: false,
+          postGitea: false,
+        },
+        { systemdAnalyze: tool, nginx: null, timeoutMs: 300 },
+      );
+      const check = host(r, "lxc151").checks.find((c) => c.name === "livekit-unit: systemd-analyze verify");
+      assert.equal(check?.result, "failed");
+      assert.equal(check?.message, "systemd-analyze did not finish within 300 ms");
+      assert.ok(Date.now() - started < 4500, "killed, not waited for");
+      assert.equal(TOOL_TIMEOUT_MS, 30_000);
+      const none = await buildPlan(
+        {
+          repo: fx.pusher,
+          from: base,
+          to: head,
+          host: "lxc151",
+          all: false,
+          json: true,
+          markdown: false,
+          postGitea: false,
+        },
+        { systemdAnalyze: null, nginx: null, timeoutMs: 300 },
+      );
+      assert.equal(
+        host(none, "lxc151").checks.find((c) => c.name === "livekit-unit: systemd-analyze verify")?.result,
+        "skipped",
+      );
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 });

@@ -39,9 +39,9 @@ function uses(value: unknown, at: string[], out: Map<string, string[]>): Map<str
       const name = m[1] ?? "";
       out.set(name, [...(out.get(name) ?? []), at.join(".")]);
     }
-  } else if (Array.isArray(value)) value.forEach((v, i) => uses(v, [...at, String(i)], out));
-  else if (value && typeof value === "object")
+  } else if (value && typeof value === "object") {
     for (const [k, v] of Object.entries(value)) uses(v, [...at, k], out);
+  }
   return out;
 }
 
