@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { parse as parseYaml } from "yaml";
 import { buildPlan } from "../src/commands/plan.js";
 import {
   giteaTargetFromEnv,
@@ -627,5 +628,133 @@ describe("deploy-agent plan: bounds", () => {
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }
+  });
+});
+
+function bash(
+  script: string,
+  cwd: string,
+  env: NodeJS.ProcessEnv,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("bash", ["-e", "-c", script], { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => {
+      stdout += d;
+    });
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    child.on("error", reject);
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+describe("the Gitea Actions workflow", () => {
+  const file = path.join(PROJECT, ".gitea/workflows/deploy-preview.yaml");
+  const workflow = parseYaml(readFileSync(file, "utf8")) as {
+    on: Record<string, unknown>;
+    jobs: Record<
+      string,
+      {
+        steps: {
+          name?: string;
+          uses?: string;
+          with?: Record<string, unknown>;
+          env?: Record<string, string>;
+          run?: string;
+        }[];
+      }
+    >;
+  };
+  const steps = Object.values(workflow.jobs)[0]?.steps ?? [];
+
+  /** The `${{ a.b || c.d }}` expressions the workflow uses, evaluated as Gitea does over its context. */
+  const evaluate = (text: string, ctx: Record<string, unknown>) =>
+    text.replace(/\$\{\{\s*(.+?)\s*\}\}/g, (_, expr: string) => {
+      for (const operand of expr.split("||")) {
+        let v: unknown = ctx;
+        for (const key of operand.trim().split(".")) v = (v as Record<string, unknown> | undefined)?.[key];
+        if (v) return String(v);
+      }
+      return "";
+    });
+
+  it("runs on pull requests and pushes to any branch, on Node 20, with the token from the secrets", () => {
+    assert.ok("pull_request" in workflow.on);
+    assert.deepEqual(workflow.on.push, { branches: ["**"] });
+    assert.equal(steps.find((s) => s.uses?.startsWith("actions/setup-node"))?.with?.["node-version"], 20);
+    assert.ok(steps.some((s) => s.run?.trim() === "npm ci --no-audit --no-fund"));
+    const planStep = steps.find((s) => s.name === "plan every host");
+    assert.equal(planStep?.env?.GITEA_TOKEN, "${{ secrets.DEPLOY_PREVIEW_TOKEN }}");
+  });
+
+  it("its plan step, run as the runner runs it, comments on the pull request and sets the statuses", async (t) => {
+    const dist = path.join(PROJECT, "dist/src/bin.js");
+    if (!existsSync(dist)) assert.fail("dist/src/bin.js is missing: node build.mjs (npm ci runs it)");
+    const TOKEN = "workflow-secret-token-4242";
+    const gitea = await startGiteaApi({
+      token: TOKEN,
+      repository: "LotusGuild/matrix",
+      knows: () => true,
+      issues: [3],
+    });
+    const dir = mkdtempSync(path.join(tmpdir(), "plan-workflow-"));
+    t.after(async () => {
+      await gitea.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    // The job's checkout: the clone, with the agent built in it (npm ci).
+    symlinkSync(path.join(PROJECT, "dist"), path.join(fx.pusher, "dist"));
+    const head = fx.push({
+      "cinny/config.json": '{ "homeserverList": ["matrix.lotusguild.org"], "defaultHomeserver": 2 }\n',
+    });
+    const planStep = steps.find((s) => s.name === "plan every host");
+    const run = async (event: Record<string, unknown>, eventName: string) => {
+      const eventPath = path.join(dir, `${eventName}.json`);
+      writeFileSync(eventPath, JSON.stringify(event));
+      const ctx = { github: { event, sha: head }, secrets: { DEPLOY_PREVIEW_TOKEN: TOKEN } };
+      const env = Object.fromEntries(
+        Object.entries(planStep?.env ?? {}).map(([k, v]) => [k, evaluate(v, ctx)]),
+      );
+      // Not spawnSync: the Gitea test server answers from this process's event loop.
+      return bash(planStep?.run ?? "false", fx.pusher, {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        GITHUB_EVENT_NAME: eventName,
+        GITHUB_EVENT_PATH: eventPath,
+        GITHUB_REPOSITORY: "LotusGuild/matrix",
+        GITHUB_SERVER_URL: gitea.url.replace(/\/api\/v1$/, ""),
+        GITHUB_SHA: head,
+        ...env,
+      });
+    };
+    const pr = await run(
+      {
+        number: 3,
+        pull_request: { number: 3, head: { sha: head }, base: { sha: base }, html_url: "http://x/pulls/3" },
+      },
+      "pull_request",
+    );
+    assert.equal(pr.status, 1, pr.stderr);
+    assert.match(
+      pr.stdout,
+      /failed {2}cinny-config: content check \(cinny-config\) \[cinny\/config\.json\]: .*defaultHomeserver must index into homeserverList/,
+    );
+    assert.equal(gitea.comments.length, 1, pr.stderr);
+    assert.equal(gitea.latest(head, "preview/lxc106"), "failure");
+    assert.equal(gitea.latest(head, "preview/lxc151"), "success");
+    assert.ok(!`${pr.stdout}${pr.stderr}`.includes(TOKEN));
+
+    // A push that creates a branch: no "before"; planned from where it left the default branch; no comment.
+    const push = await run(
+      { before: "0".repeat(40), after: head, repository: { default_branch: "main" } },
+      "push",
+    );
+    assert.equal(push.status, 1, "the checks look at what the branch holds: Cinny's config is still broken");
+    assert.match(push.stdout, new RegExp(`^plan ${head.slice(0, 12)} -> ${head.slice(0, 12)}`));
+    assert.equal(gitea.comments.length, 1);
+    assert.equal(gitea.statuses.filter((s) => s.context === "preview/lxc106").length, 2);
   });
 });
