@@ -195,7 +195,7 @@ describe("deploy-agent plan", () => {
       '"homeserverList"',
       '"homeServerList"',
     );
-    const token = "syt_ZHJhdXBuaXI_livetoken123456789";
+    const token = "draupnir-live-livetoken123456789";
     const draupnir = readFileSync(path.join(PROJECT, "draupnir/production.yaml"), "utf8").replace(
       "accessToken: REDACTED",
       `accessToken: "${token}"`,
