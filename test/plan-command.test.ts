@@ -259,6 +259,17 @@ describe("deploy-agent plan", () => {
       ["--from", base, "--host", "lxc999"],
       ["--from", base, "--config", "x.yaml"],
       ["--from", base, "extra"],
+      [
+        "--from",
+        base,
+        "--to",
+        fx.push({
+          "config/lxc106.yaml": null,
+          "config/lxc110.yaml": null,
+          "config/lxc139.yaml": null,
+          "config/lxc151.yaml": null,
+        }),
+      ],
     ]) {
       const res = await plan(...args);
       assert.equal(res.code, 2, `${args.join(" ")}: ${res.stdout}${res.stderr}`);

@@ -8,7 +8,7 @@ import { type PlanReason, planLazily } from "../plan.js";
 import type { Snapshot } from "../source/snapshot.js";
 import { emptyState } from "../state.js";
 import { kindOf, type StepConfig, triggersOf } from "../steps/index.js";
-import { type PlannedManifest, tryPlanManifest } from "./plan-manifest.js";
+import { tryPlanManifest } from "./plan-manifest.js";
 import { type HostTools, toolChecks } from "./plan-tools.js";
 
 /**
@@ -91,11 +91,6 @@ async function fileDiff(
     removed: summary.removed,
     ...(summary.patch ? { patch: summary.patch } : {}),
   };
-}
-
-/** The host name a manifest file names, without interpolating it. */
-export function hostOf(planned: PlannedManifest | null, manifestPath: string): string {
-  return planned?.manifest.host ?? path.posix.basename(manifestPath, ".yaml");
 }
 
 export async function planHost(manifestPath: string, revs: Revisions, tools: HostTools): Promise<HostPlan> {
@@ -201,7 +196,9 @@ async function planSteps(
       reason: isNew ? "New" : action.reason,
       message: isNew
         ? `new in this change: runs on all ${action.files.length} file(s) it covers`
-        : action.message.replace(/since [0-9a-f]{12}/, "in this change"),
+        : action.reason === "NoRelevantChanges"
+          ? "none of its files change"
+          : action.message,
       work: action.work,
       files: action.files,
       diffs,

@@ -87,6 +87,8 @@ export async function buildPlan(flags: PlanFlags, tools: HostTools = hostTools()
     const base = baseRev ? loadSnapshot(repo, baseRev, trees) : null;
     const changed = baseRev ? ((await changedPaths(trees, baseRev, headRev)) ?? []) : await head.paths();
     let manifests = await manifestsAt(head);
+    if (!manifests.length)
+      throw usage(`no host manifests (config/*.yaml naming a host) at ${headRev.slice(0, 12)}`);
     if (flags.host) {
       const wanted = manifests.filter(
         (m) => m.host === flags.host || path.posix.basename(m.file, ".yaml") === flags.host,
