@@ -8,7 +8,7 @@
  * Left outside the bundle, resolved from node_modules at run time, because V8 parses the whole file at
  * every start whether or not a part ever runs:
  * - QuickJS (it loads its .wasm file beside its own module), execa and pino-pretty, loaded only when used;
- * - acorn and acorn-walk (170 KiB), for hookshot transforms only (LXC 151);
+ * - acorn and acorn-walk (170 KiB), for hookshot transforms only (LXC 151), and parse5, for `check: html`;
  * - fastify's ajv and fast-json-stringify compilers (330 KiB with their dependencies): no route has a JSON
  *   schema, and src/server/app.ts gives fastify factories that never load them;
  * - light-my-request (fastify's inject(), for tests);
@@ -53,6 +53,7 @@ await build({
     "pino-pretty",
     "acorn",
     "acorn-walk",
+    "parse5",
     "light-my-request",
     "age-encryption",
     "@fastify/ajv-compiler",

@@ -18,6 +18,9 @@ ${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
   fleet status     every host of config/*.yaml: deployed commit, behind, last run, failing step (--json, --token-file F)
   fleet history    the fleet's last runs merged by time (--limit N per host, default 20; --json, --token-file F)
   fleet wait REV   wait until every host runs REV (--timeout S, default 300); exit 1 naming the laggards
+  plan       what each host would do if --to were pushed onto hosts running --from, and every check that
+             needs no host (--from REV required, --to REV default HEAD, --host NAME | --all, --json | --markdown,
+             --post-gitea: comment and statuses on the pull request; exit 0 clean, 1 a check failed)
   suspend    pause deploys on this host (--reason TEXT): pushes are verified and remembered, nothing deployed
   resume     end the pause and deploy what came meanwhile
   secret set NAME   encrypt a value from stdin (or typed, not echoed) to its hosts and the operators (--hosts a,b)
@@ -65,6 +68,7 @@ const commands = {
   serve: () => import("./commands/serve.js"),
   job: () => import("./commands/job.js"),
   fleet: () => import("./commands/fleet.js"),
+  plan: () => import("./commands/plan.js"),
   secret: () => import("./commands/secret.js"),
   secretCheck: () => import("./commands/secret-check.js"),
 };
@@ -113,6 +117,7 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
   }
   const [command, ...extra] = positionals;
   if (command === "fleet") return fleet(extra, v, out, err);
+  if (command === "plan") return plan(extra, v, out, err);
   if (command === "secret") return secret(extra, v, out, err);
   if (!command || extra.length) {
     err(`error USAGE: ${command ? `unexpected argument ${extra[0]}` : "no command given"}\n\n${USAGE}`);
@@ -314,6 +319,41 @@ async function secret(
   }
 }
 
+/** `plan`: a clone and two revisions; no manifest, root or env file (it needs no host). */
+async function plan(
+  args: string[],
+  v: ReturnType<typeof parse>["values"],
+  out: Out,
+  err: Out,
+): Promise<number> {
+  const own = ["repo", "from", "to", "host", "all", "json", "markdown", "post-gitea"];
+  const foreign = Object.keys(v).find((k) => !own.includes(k));
+  if (foreign || args.length) {
+    err(
+      `error USAGE: ${foreign ? `--${foreign} is not an option of plan` : `unexpected argument ${args[0]}`}\n\n${USAGE}`,
+    );
+    return 2;
+  }
+  try {
+    return await (await commands.plan()).planCommand(
+      {
+        repo: v.repo,
+        from: v.from,
+        to: v.to,
+        host: v.host,
+        all: v.all ?? false,
+        json: v.json ?? false,
+        markdown: v.markdown ?? false,
+        postGitea: v["post-gitea"] ?? false,
+      },
+      out,
+      err,
+    );
+  } catch (e) {
+    return reportError(e, err);
+  }
+}
+
 function parse(argv: string[]) {
   return parseArgs({
     args: argv,
@@ -339,6 +379,10 @@ function parse(argv: string[]) {
       reason: { type: "string" },
       "token-file": { type: "string" },
       timeout: { type: "string" },
+      from: { type: "string" },
+      to: { type: "string" },
+      markdown: { type: "boolean" },
+      "post-gitea": { type: "boolean" },
       limit: { type: "string" },
       hosts: { type: "string" },
       identity: { type: "string" },

@@ -1,5 +1,6 @@
 import { parseDocument } from "yaml";
 import { cinnyConfigProblems } from "./cinny-config.js";
+import { htmlProblems } from "./html.js";
 
 /**
  * Content checks a manifest can name for a file (`check: cinny-config`): each returns the problems it finds,
@@ -25,7 +26,8 @@ export const CONTENT_CHECKS = {
     },
   },
   "cinny-config": { what: "a valid Cinny config", problems: cinnyConfigProblems },
-} satisfies Record<string, { what: string; problems(text: string): string[] }>;
+  html: { what: "an HTML document a browser parses without errors", problems: htmlProblems },
+} satisfies Record<string, { what: string; problems(text: string): string[] | Promise<string[]> }>;
 
 export type ContentCheck = keyof typeof CONTENT_CHECKS;
 export const CONTENT_CHECK_NAMES = Object.keys(CONTENT_CHECKS) as [ContentCheck, ...ContentCheck[]];

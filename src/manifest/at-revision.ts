@@ -11,7 +11,7 @@ import type { Manifest } from "./schema.js";
  */
 
 /** Keys bound at process start, as "key.path" → how to read them. */
-const RESTART_ONLY: Record<string, (m: Manifest) => unknown> = {
+export const RESTART_ONLY: Record<string, (m: Manifest) => unknown> = {
   host: (m) => m.host,
   listen: (m) => m.listen,
   repo: (m) => m.repo,

@@ -34,7 +34,12 @@ type KeyPath = (string | number)[];
 const keyPath = (p: readonly PropertyKey[]) => (p.length ? p.map(String).join(".") : "(top level)");
 
 /** Replaces `${NAME}` in every string of the tree; `$$` is a literal `$`. Collects what is missing. */
-function interpolate(value: unknown, env: Record<string, string>, at: KeyPath, missing: string[]): unknown {
+export function interpolate(
+  value: unknown,
+  env: Record<string, string>,
+  at: KeyPath,
+  missing: string[],
+): unknown {
   if (typeof value === "string") {
     return value.replace(VAR, (match, name: string | undefined) => {
       if (match === "$$") return "$";
@@ -99,23 +104,7 @@ export async function parseManifest(
   file: string,
   options: LoadOptions = {},
 ): Promise<LoadedManifest> {
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length) {
-    const lines = doc.errors.map((e) => {
-      const pos = e.linePos?.[0];
-      return `${file}${pos ? `:${pos.line}:${pos.col}` : ""}: ${e.message.split("\n")[0]}`;
-    });
-    throw new AgentError("CONFIG_INVALID", lines.join("\n"));
-  }
-  let raw: unknown;
-  try {
-    // yaml refuses more than 100 alias expansions (a "billion laughs" document) here.
-    raw = doc.toJS({ maxAliasCount: 100 });
-  } catch (err) {
-    throw new AgentError("CONFIG_INVALID", `${file}: ${(err as Error).message}`, {
-      hint: "a manifest needs no YAML aliases; write the values out",
-    });
-  }
+  const raw = manifestYaml(text, file);
   const declaredEnvFile =
     raw && typeof raw === "object" && "envFile" in raw && typeof raw.envFile === "string"
       ? raw.envFile
@@ -137,4 +126,26 @@ export async function parseManifest(
     throw new AgentError("CONFIG_INVALID", formatZodError(file, parsed.error));
   }
   return { file, manifest: parsed.data, env, envFile: envFile || undefined };
+}
+
+/** A manifest's YAML as plain data, before interpolation; syntax errors read `file:line:col: message`. */
+export function manifestYaml(text: string, file: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length) {
+    const lines = doc.errors.map((e) => {
+      const pos = e.linePos?.[0];
+      return `${file}${pos ? `:${pos.line}:${pos.col}` : ""}: ${e.message.split("\n")[0]}`;
+    });
+    throw new AgentError("CONFIG_INVALID", lines.join("\n"));
+  }
+  let raw: unknown;
+  try {
+    // yaml refuses more than 100 alias expansions (a "billion laughs" document) here.
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new AgentError("CONFIG_INVALID", `${file}: ${(err as Error).message}`, {
+      hint: "a manifest needs no YAML aliases; write the values out",
+    });
+  }
+  return raw;
 }

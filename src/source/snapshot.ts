@@ -70,7 +70,11 @@ async function listAll(tree: (oid: string) => Promise<Tree>, oid: string, prefix
   return out;
 }
 
-export function loadSnapshot(repo: Repo, revision: string, trees = gitTrees(repo.objects)): Snapshot {
+export function loadSnapshot(
+  repo: Pick<Repo, "dir" | "objects">,
+  revision: string,
+  trees = gitTrees(repo.objects),
+): Snapshot {
   const short = revision.slice(0, 12);
   const { tree } = trees;
   const rootOid = async () => {

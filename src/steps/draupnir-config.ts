@@ -158,6 +158,25 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
     ...(step.tokenSecret ? [secretFile(step.tokenSecret.name), CATALOG_FILE] : []),
   ],
 
+  async check(step, repo) {
+    if (!repo.paths().includes(step.source)) return [];
+    try {
+      // The merge a deploy makes, with a stand-in for the live token: YAML, the placeholder, required keys.
+      merge(step, await repo.read(step.source), "stand-in-for-the-live-token");
+      return [];
+    } catch (err) {
+      return [asAgentError(err).message];
+    }
+  },
+
+  // The placeholder stays visible; any other accessToken value is left out.
+  shown(step, data) {
+    const doc = parseDocument(data.toString("utf8"));
+    return !doc.errors.length && doc.get("accessToken") === step.placeholder
+      ? data
+      : (redactToken(data) ?? data);
+  },
+
   plan(step) {
     return [
       step.tokenSecret

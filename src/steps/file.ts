@@ -38,7 +38,7 @@ export const fileStep: StepKind<typeof schema> = {
   async check(step, repo) {
     if (!step.check || !repo.paths().includes(step.source)) return [];
     try {
-      checkContent(step.source, step.check, await repo.read(step.source));
+      await checkContent(step.source, step.check, await repo.read(step.source));
       return [];
     } catch (err) {
       return [(err as Error).message];
@@ -62,7 +62,7 @@ export const fileStep: StepKind<typeof schema> = {
 
   async apply(step, ctx, work) {
     const data = await ctx.source.read(step.source);
-    if (step.check) checkContent(step.source, step.check, data);
+    if (step.check) await checkContent(step.source, step.check, data);
     const items: StepItem[] = [];
     const replaced: FileSnapshot[] = [];
     try {
@@ -97,9 +97,9 @@ async function rollBack(step: FileStep, ctx: Parameters<typeof fileStep.apply>[1
   }
 }
 
-export function checkContent(name: string, check: ContentCheck, data: Buffer): void {
+export async function checkContent(name: string, check: ContentCheck, data: Buffer): Promise<void> {
   const { what, problems } = CONTENT_CHECKS[check];
-  const found = problems(data.toString("utf8"));
+  const found = await problems(data.toString("utf8"));
   if (found.length) {
     throw new AgentError("SOURCE_INVALID", `${name} is not ${what}: ${found.join("; ")}`, {
       hint: "fix the file in the repository and push again; the deployed copy was left as it was",

@@ -25,6 +25,7 @@ interface RegisteredKind {
   triggers(step: StepConfig): string[];
   check(step: StepConfig, repo: RepoFiles): Promise<string[]>;
   plan(step: StepConfig, work: StepWork): string[];
+  shown(step: StepConfig, data: Buffer): Buffer;
   drift(step: StepConfig, ctx: StepContext): Promise<DriftItem[]>;
   apply(step: StepConfig, ctx: StepContext, work: StepWork): Promise<StepItem[]>;
 }
@@ -41,6 +42,7 @@ function register<S extends z.ZodType<StepConfigBase>>(kind: StepKind<S>): [stri
       triggers: (step) => kind.triggers(own(step)),
       check: async (step, repo) => (kind.check ? kind.check(own(step), repo) : []),
       plan: (step, work) => kind.plan(own(step), work),
+      shown: (step, data) => (kind.shown ? kind.shown(own(step), data) : data),
       drift: async (step, ctx) =>
         kind.drift
           ? kind.drift(own(step), ctx)

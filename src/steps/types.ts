@@ -93,6 +93,11 @@ export interface StepKind<
   triggers(step: S): string[];
   /** Kind-specific checks for `validate` against the repository content; returns problems. */
   check?(step: S, repo: RepoFiles): Promise<string[]>;
+  /**
+   * A repository file of this step as a diff may show it, when it can carry a secret (Draupnir's token);
+   * default: as it is.
+   */
+  shown?(step: S, data: Buffer): Buffer;
   /** Pure: one line per piece of work these files would cause. */
   plan(step: S, work: StepWork): string[];
   /**

@@ -3,11 +3,18 @@ import type { AddressInfo } from "node:net";
 import { z } from "zod";
 
 /**
- * A Gitea API test server for `POST /api/v1/repos/{owner}/{repo}/statuses/{sha}`, following Gitea's published
- * API description (swagger: operation repoCreateStatus, body CreateStatusOption with CommitStatusState
- * "pending" | "success" | "error" | "failure" | "warning"): `Authorization: token <t>` or a bearer token, else
- * 401; an unknown repository or commit 404; a body that does not fit the schema 422; 201 with the created
- * CommitStatus. It records what it accepted and counts what it refused.
+ * A Gitea API test server following Gitea's published API description (swagger):
+ * - `POST /repos/{owner}/{repo}/statuses/{sha}` (repoCreateStatus, body CreateStatusOption with
+ *   CommitStatusState "pending" | "success" | "error" | "failure" | "warning"): 201 with the CommitStatus;
+ * - `GET /user` (userGetCurrent): 200 with the token's user;
+ * - `GET /repos/{owner}/{repo}/issues/{index}/comments` (issueGetComments): 200 with the Comment list;
+ * - `POST /repos/{owner}/{repo}/issues/{index}/comments` (issueCreateComment, body CreateIssueCommentOption
+ *   `{ body }`, required): 201 with the Comment;
+ * - `PATCH /repos/{owner}/{repo}/issues/comments/{id}` (issueEditComment, body EditIssueCommentOption
+ *   `{ body }`, required): 200 with the Comment; another user's comment 403.
+ * `Authorization: token <t>` or a bearer token, else 401; a read-only token writes nothing (403); an unknown
+ * repository, commit, issue or comment 404; a body that does not fit the schema 422. It records what it
+ * accepted and counts what it refused.
  */
 
 /** CreateStatusOption, as Gitea's swagger describes it (every field optional, typed). */
@@ -26,7 +33,22 @@ export interface GiteaStatus {
   target_url: string;
 }
 
+/** EditIssueCommentOption and CreateIssueCommentOption: `body` is required (Gitea's binding:"Required"). */
+const commentOption = z.object({ body: z.string().min(1) });
+
+export interface GiteaComment {
+  id: number;
+  issue: number;
+  body: string;
+  user: { login: string };
+  created_at: string;
+  updated_at: string;
+}
+
 export interface GiteaApi {
+  comments: GiteaComment[];
+  /** Adds a comment as another user (a pull request's author, say). */
+  addComment(issue: number, login: string, body: string): GiteaComment;
   /** The API root, …/api/v1. */
   url: string;
   statuses: GiteaStatus[];
@@ -49,8 +71,23 @@ export async function startGiteaApi(opts: {
   repository: string;
   /** The commits the repository has (unknown ones answer 404, as Gitea does). */
   knows: (sha: string) => boolean;
+  /** The token's user (default deploy-bot). */
+  login?: string;
+  /** A token that may read but not write (403 on every write). */
+  readOnlyToken?: string;
+  /** The issues and pull requests the repository has (default: none). */
+  issues?: readonly number[];
 }): Promise<GiteaApi> {
   const statuses: GiteaStatus[] = [];
+  const comments: GiteaComment[] = [];
+  let commentId = 100;
+  const login = opts.login ?? "deploy-bot";
+  const comment = (issue: number, user: string, body: string): GiteaComment => {
+    const now = new Date().toISOString();
+    const c = { id: ++commentId, issue, body, user: { login: user }, created_at: now, updated_at: now };
+    comments.push(c);
+    return c;
+  };
   const refused: GiteaApi["refused"] = [];
   const bodies: string[] = [];
   let id = 0;
@@ -60,25 +97,68 @@ export async function startGiteaApi(opts: {
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(doc));
     };
-    const m = /^\/api\/v1\/repos\/([^/]+\/[^/]+)\/statuses\/([0-9a-f]{40})$/.exec(req.url ?? "");
+    const url = req.url ?? "";
     const text = await body(req);
     bodies.push(text);
-    if (req.method !== "POST" || !m) return answer(404, { message: "Not Found" }, `${req.method} ${req.url}`);
     const given = /^(?:token|Bearer) (.+)$/.exec(req.headers.authorization ?? "")?.[1];
-    if (given !== opts.token) return answer(401, { message: "token is required" }, "no or wrong token");
+    const readOnly = opts.readOnlyToken !== undefined && given === opts.readOnlyToken;
+    const known = given === opts.token || readOnly;
+    const json = (): { ok: true; value: unknown } | { ok: false } => {
+      try {
+        return { ok: true, value: JSON.parse(text) };
+      } catch {
+        return { ok: false };
+      }
+    };
+    const issueRoute = /^\/api\/v1\/repos\/([^/]+\/[^/]+)\/issues\/(\d+)\/comments$/.exec(url);
+    const editRoute = /^\/api\/v1\/repos\/([^/]+\/[^/]+)\/issues\/comments\/(\d+)$/.exec(url);
+    if (url === "/api/v1/user" || issueRoute || editRoute) {
+      if (!known) return answer(401, { message: "token is required" }, "no or wrong token");
+      if (url === "/api/v1/user") {
+        if (req.method !== "GET") return answer(405, { message: "Method Not Allowed" }, "method");
+        return answer(200, { id: 1, login });
+      }
+      const repo = (issueRoute ?? editRoute)?.[1];
+      if (repo !== opts.repository) return answer(404, { message: "Not Found" }, `unknown ${repo}`);
+      const index = Number((issueRoute ?? editRoute)?.[2]);
+      if (issueRoute && !(opts.issues ?? []).includes(index))
+        return answer(404, { message: "The target couldn't be found." }, `unknown issue ${index}`);
+      if (issueRoute && req.method === "GET")
+        return answer(
+          200,
+          comments.filter((c) => c.issue === index),
+        );
+      if (req.method !== (issueRoute ? "POST" : "PATCH"))
+        return answer(405, { message: "Method Not Allowed" }, "method");
+      if (readOnly) return answer(403, { message: "token does not have write access" }, "read-only token");
+      const target = editRoute ? comments.find((c) => c.id === index) : undefined;
+      if (editRoute && !target)
+        return answer(404, { message: "The target couldn't be found." }, "no comment");
+      if (target && target.user.login !== login)
+        return answer(403, { message: "not your comment" }, "other user");
+      const doc = json();
+      const parsed = doc.ok ? commentOption.safeParse(doc.value) : null;
+      if (!parsed?.success) return answer(422, { message: "[Body]: Required" }, "schema");
+      if (target) {
+        target.body = parsed.data.body;
+        target.updated_at = new Date().toISOString();
+        return answer(200, target);
+      }
+      return answer(201, comment(index, login, parsed.data.body));
+    }
+    const m = /^\/api\/v1\/repos\/([^/]+\/[^/]+)\/statuses\/([0-9a-f]{40})$/.exec(url);
+    if (req.method !== "POST" || !m) return answer(404, { message: "Not Found" }, `${req.method} ${req.url}`);
+    if (!known) return answer(401, { message: "token is required" }, "no or wrong token");
+    if (readOnly) return answer(403, { message: "token does not have write access" }, "read-only token");
     if (m[1] !== opts.repository || !opts.knows(m[2] ?? "")) {
       return answer(404, { message: "The target couldn't be found." }, `unknown ${m[1]}@${m[2]}`);
     }
     if (!(req.headers["content-type"] ?? "").startsWith("application/json")) {
       return answer(415, { message: "content type must be JSON" }, "content type");
     }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      return answer(400, { message: "invalid JSON" }, "invalid JSON");
-    }
-    const parsed = createStatusOption.safeParse(json);
+    const doc = json();
+    if (!doc.ok) return answer(400, { message: "invalid JSON" }, "invalid JSON");
+    const parsed = createStatusOption.safeParse(doc.value);
     if (!parsed.success) return answer(422, { message: z.prettifyError(parsed.error) }, "schema");
     const s = {
       sha: m[2] ?? "",
@@ -101,6 +181,8 @@ export async function startGiteaApi(opts: {
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`,
     statuses,
+    comments,
+    addComment: comment,
     bodies,
     refused,
     latest: (sha, context) => statuses.filter((s) => s.sha === sha && s.context === context).at(-1)?.state,

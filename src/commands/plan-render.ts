@@ -1,0 +1,136 @@
+import { redact } from "../redact.js";
+import type { FileDiff, HostPlan, PlanCheck } from "./plan-host.js";
+
+/** A plan as people read it: text for a terminal, Markdown for a pull request comment. */
+
+export interface PlanReport {
+  schema: "deploy-agent/plan@1";
+  base: string | null;
+  head: string;
+  ok: boolean;
+  hosts: HostPlan[];
+}
+
+/** Finds the comment again on the next push; never shown. */
+export const COMMENT_MARKER = "<!-- deploy-agent:plan -->";
+
+/** Longest comment posted: Gitea keeps more, but a page of diffs past this is unreadable anyway. */
+export const MAX_COMMENT_CHARS = 60_000;
+
+const short = (rev: string | null) => (rev ? rev.slice(0, 12) : "(empty)");
+const indent = (text: string, by: string) =>
+  text
+    .split("\n")
+    .map((l) => by + l)
+    .join("\n");
+
+function diffLine(d: FileDiff): string {
+  return `${d.change} ${d.path} (+${d.added} -${d.removed})`;
+}
+
+/** The failing check that names a host's failure in one line (its commit status). */
+export function firstFailure(host: HostPlan): PlanCheck | undefined {
+  return host.checks.find((c) => c.result === "failed");
+}
+
+export function renderText(report: PlanReport): string {
+  const lines = [`plan ${short(report.base)} -> ${short(report.head)}`];
+  for (const h of report.hosts) {
+    lines.push("", `${h.host} (${h.manifestPath}): ${h.ok ? "ok" : "FAILED"}`);
+    if (h.manifestDiff) {
+      lines.push(`  manifest: ${diffLine(h.manifestDiff)}`);
+      if (h.manifestDiff.patch) lines.push(indent(h.manifestDiff.patch, "    "));
+    }
+    if (h.pendingRestart.length)
+      lines.push(`  takes effect after a restart of the agent: ${h.pendingRestart.join(", ")}`);
+    for (const n of h.notes) lines.push(`  note: ${n}`);
+    for (const s of h.steps) {
+      lines.push(`  step ${s.name} (${s.kind}): ${s.run ? "RUNS" : "skipped"}: ${s.message}`);
+      for (const w of s.work) lines.push(`    ${w}`);
+      for (const d of s.diffs) {
+        lines.push(`    ${diffLine(d)}`);
+        if (d.patch) lines.push(indent(d.patch, "      "));
+      }
+      if (s.diffsLeftOut.length) lines.push(`    diffs left out: ${s.diffsLeftOut.join(", ")}`);
+    }
+    lines.push("  checks:");
+    for (const c of h.checks)
+      lines.push(`    ${c.result.padEnd(7)} ${c.name}${c.file ? ` [${c.file}]` : ""}: ${c.message}`);
+  }
+  const failed = report.hosts.filter((h) => !h.ok).map((h) => h.host);
+  lines.push("", failed.length ? `FAILED: ${failed.join(", ")}` : "all checks passed");
+  return `${lines.join("\n")}\n`;
+}
+
+/** A table cell: one line, no pipes breaking the table. */
+const cell = (text: string) => text.replace(/\r?\n/g, " ").replaceAll("|", "\\|");
+
+/** A fence longer than any run of backticks inside, so a patch cannot close it. */
+function fenced(lang: string, text: string): string {
+  const longest = Math.max(2, ...[...text.matchAll(/`+/g)].map((m) => m[0].length));
+  const fence = "`".repeat(longest + 1);
+  return `${fence}${lang}\n${text}\n${fence}`;
+}
+
+const ICON = { passed: "✅", failed: "❌", skipped: "⏭️" } as const;
+
+function hostMarkdown(h: HostPlan, withDiffs: boolean): string {
+  const out = [`### ${h.ok ? "✅" : "❌"} ${h.host} — \`${h.manifestPath}\``];
+  if (h.manifestDiff) out.push(`The manifest changes (${diffLine(h.manifestDiff)}).`);
+  if (h.pendingRestart.length)
+    out.push(
+      `Takes effect after a restart of the agent: ${h.pendingRestart.map((k) => `\`${k}\``).join(", ")}.`,
+    );
+  for (const n of h.notes) out.push(`> ${cell(n)}`);
+  if (h.steps.length) {
+    out.push("", "| step | kind | runs | why | what it would do |", "| --- | --- | --- | --- | --- |");
+    for (const s of h.steps)
+      out.push(
+        `| ${cell(s.name)} | ${s.kind} | ${s.run ? "**yes**" : "no"} | ${cell(s.message)} | ${cell(s.work.join("; "))} |`,
+      );
+  }
+  out.push("", "| check | file | result |", "| --- | --- | --- |");
+  for (const c of h.checks)
+    out.push(`| ${cell(c.name)} | ${cell(c.file)} | ${ICON[c.result]} ${cell(c.message)} |`);
+  const diffs = [...(h.manifestDiff ? [h.manifestDiff] : []), ...h.steps.flatMap((s) => s.diffs)];
+  if (diffs.length) {
+    if (withDiffs) {
+      const body = diffs.map((d) => `${diffLine(d)}\n${d.patch ?? "(no text diff)"}`).join("\n\n");
+      out.push(
+        "",
+        `<details><summary>Diffs (${diffs.length} file(s))</summary>`,
+        "",
+        fenced("diff", body),
+        "",
+        "</details>",
+      );
+    } else out.push("", `Diffs of ${diffs.length} file(s) left out to keep this comment short.`);
+  }
+  return out.join("\n");
+}
+
+/**
+ * The pull request comment: the marker, a table per host and collapsible diffs. Past MAX_COMMENT_CHARS the
+ * diffs are left out, and past it still the text is cut: the comment always fits.
+ */
+export function renderMarkdown(report: PlanReport, max = MAX_COMMENT_CHARS): string {
+  const head = [
+    COMMENT_MARKER,
+    `## Deploy preview: \`${short(report.base)}\` → \`${short(report.head)}\``,
+    report.ok
+      ? "Every check passed."
+      : `Failed: ${report.hosts
+          .filter((h) => !h.ok)
+          .map((h) => `**${h.host}**`)
+          .join(", ")}.`,
+    "",
+  ].join("\n");
+  // Redacted before any cut: a cut secret is no longer recognised.
+  const full = redact(head + report.hosts.map((h) => hostMarkdown(h, true)).join("\n\n"));
+  if (full.length <= max) return `${full}\n`;
+  const note = `\n\n_Diffs left out: the comment would pass ${max} characters. \`deploy-agent plan --from ${short(report.base)} --to ${short(report.head)}\` in a clone shows them._\n`;
+  const brief = redact(head + report.hosts.map((h) => hostMarkdown(h, false)).join("\n\n") + note);
+  if (brief.length <= max) return brief;
+  const cut = "\n\n_…cut to fit the comment._\n";
+  return brief.slice(0, max - cut.length) + cut;
+}
