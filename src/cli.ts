@@ -23,6 +23,9 @@ ${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
              --post-gitea: comment and statuses on the pull request; exit 0 clean, 1 a check failed)
   suspend    pause deploys on this host (--reason TEXT): pushes are verified and remembered, nothing deployed
   resume     end the pause and deploy what came meanwhile
+  pin REV    deploy REV (an earlier revision this host ran) and hold the host there: pushes are verified and
+             remembered, not deployed (--reason TEXT, --until 24h, --dry-run; --force: a revision it never ran)
+  unpin      end the pin and deploy the branch's tip at once
   secret set NAME   encrypt a value from stdin (or typed, not echoed) to its hosts and the operators (--hosts a,b)
   secret list       secrets of secrets/secrets.yaml: hosts, recipients, age (never values); exit 1 if one needs rekey
   secret rekey [NAME]  re-encrypt to the catalog's recipients after a host was added or replaced (--identity F)
@@ -68,6 +71,7 @@ const commands = {
   serve: () => import("./commands/serve.js"),
   job: () => import("./commands/job.js"),
   fleet: () => import("./commands/fleet.js"),
+  pin: () => import("./commands/pin.js"),
   plan: () => import("./commands/plan.js"),
   secret: () => import("./commands/secret.js"),
   secretCheck: () => import("./commands/secret-check.js"),
@@ -85,6 +89,8 @@ const OPTIONS_OF: Record<string, string[]> = {
   serve: [...COMMON, "dry-run", "listen"],
   install: [...COMMON, "host", "dry-run", "force"],
   suspend: [...COMMON, "reason"],
+  pin: [...COMMON, "dry-run", "reason", "until", "force", "wait"],
+  unpin: [...COMMON, "dry-run", "wait"],
   diff: [...COMMON, "step"],
   resume: COMMON,
   ...Object.fromEntries(JOBS.map((j) => [j.command, [...COMMON, "dry-run", "force"]])),
@@ -115,7 +121,14 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
     out(`${version()}\n`);
     return 0;
   }
-  const [command, ...extra] = positionals;
+  const [command, ...given] = positionals;
+  // pin takes its revision as an argument; every other host command takes none.
+  const pinned = command === "pin" ? given[0] : undefined;
+  const extra = command === "pin" ? given.slice(1) : given;
+  if (command === "pin" && pinned === undefined) {
+    err(`error USAGE: pin needs a revision: deploy-agent pin <revision> [--reason TEXT] [--until 24h]\n`);
+    return 2;
+  }
   if (command === "fleet") return fleet(extra, v, out, err);
   if (command === "plan") return plan(extra, v, out, err);
   if (command === "secret") return secret(extra, v, out, err);
@@ -179,6 +192,27 @@ export async function main(argv: string[], out: Out, err: Out): Promise<number> 
       case "resume":
         return await (await commands.suspend()).resumeCommand(
           { ...common, dryRun: false, all: false, step: [], fetch: true, waitSeconds: 60 },
+          out,
+        );
+      case "pin":
+        return await (await commands.pin()).pinCommand(
+          {
+            ...common,
+            dryRun: v["dry-run"] ?? false,
+            all: false,
+            step: [],
+            fetch: false,
+            waitSeconds: wait,
+            reason: v.reason,
+            until: v.until,
+            force: v.force ?? false,
+          },
+          pinned ?? "",
+          out,
+        );
+      case "unpin":
+        return await (await commands.pin()).unpinCommand(
+          { ...common, dryRun: v["dry-run"] ?? false, all: false, step: [], fetch: true, waitSeconds: wait },
           out,
         );
       case "install":
@@ -377,6 +411,7 @@ function parse(argv: string[]) {
       force: { type: "boolean" },
       host: { type: "string" },
       reason: { type: "string" },
+      until: { type: "string" },
       "token-file": { type: "string" },
       timeout: { type: "string" },
       from: { type: "string" },

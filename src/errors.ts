@@ -73,7 +73,13 @@ const CODES = {
   HISTORY_REWRITTEN: {
     failure: "stalled",
     exit: 1,
-    hint: "push a commit on top of the last revision run, or run deploy-agent run --accept-rewrite on the host",
+    hint: "push a commit on top of the last revision run; to go back on purpose: deploy-agent pin <revision> on the host",
+  },
+  /** pin: the revision is not one this host may be held at without --force. */
+  PIN_REFUSED: {
+    failure: "stalled",
+    exit: 1,
+    hint: "deploy-agent history lists what this host ran; --force pins another revision (still verified)",
   },
   /** The state directory cannot be written: a full disk, a directory where state.json belongs. */
   STATE_WRITE_FAILED: {

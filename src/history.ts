@@ -52,6 +52,7 @@ const triggerSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("manual"), user: name }),
   z.object({ kind: z.literal("resume"), user: name }),
   z.object({ kind: z.literal("pin"), user: name }),
+  z.object({ kind: z.literal("unpin"), user: name }),
 ]);
 export type Trigger = z.infer<typeof triggerSchema>;
 

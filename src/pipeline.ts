@@ -22,6 +22,7 @@ import {
 import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "./source/snapshot.js";
 import { verifyRevision } from "./source/verify.js";
 import {
+  type Pin,
   readState,
   recordAttempt,
   recordResult,
@@ -79,6 +80,14 @@ export interface DeployOptions {
    * a revision that does not descend from the last one run is otherwise refused.
    */
   acceptRewrite?: boolean | undefined;
+  /**
+   * The operator's pin (`deploy-agent pin`): deploy this revision, whatever the tip, and hold the host there
+   * (state.pinned, written before the steps). It is verified, never checked for descent: going back is
+   * its purpose.
+   */
+  pin?: Pin | undefined;
+  /** `deploy-agent unpin`: the pin is cleared and the tip deployed. */
+  unpin?: boolean | undefined;
   /** An already opened clone (the daemon keeps one between runs); default: open and check repoDir. */
   repo?: Repo | undefined;
 }
@@ -109,6 +118,8 @@ export interface RunReport {
   result: "succeeded" | "failed" | "noop" | "planned" | "undetermined" | "suspended";
   /** The host was suspended on purpose (deploy-agent suspend): since when and why. */
   suspended: { reason: string; since: string } | null;
+  /** The host is pinned (deploy-agent pin): runs deploy this revision, whatever the tip. */
+  pinned: Pin | null;
   /** The last revision run before this one, when this one does not descend from it (a rewritten branch). */
   rewrittenFrom: string | null;
   /** Settings the revision's manifest changes that take effect only after a restart. */
@@ -133,7 +144,14 @@ interface Source {
  * work tree is reset after them (`syncWorkTree`), and only once the revision's manifest is known to be
  * valid: a clone reset to an invalid manifest would keep the agent from starting again.
  */
-async function syncSource(opts: DeployOptions, state: State, warnings: string[]): Promise<Source> {
+interface Fetched {
+  repo: Repo;
+  /** The branch's tip, as fetched (or as the remote-tracking ref has it). */
+  tip: string;
+  previousHead: string | null;
+}
+
+async function fetchSource(opts: DeployOptions, warnings: string[]): Promise<Fetched> {
   const { repo: cfg } = opts.manifest;
   const repo = opts.repo ?? (await openRepo(opts.repoDir, cfg.remote, cfg.branch));
   if (!opts.dryRun) {
@@ -146,7 +164,12 @@ async function syncSource(opts: DeployOptions, state: State, warnings: string[])
     opts.fetch ? fetchBranch(repo) : null,
     headCommit(repo),
   ]);
-  const revision = fetched ?? (await resolveTarget(repo));
+  return { repo, tip: fetched ?? (await resolveTarget(repo)), previousHead };
+}
+
+/** The revision to deploy, its content, and what changed since each revision the steps applied. */
+async function sourceAt(fetched: Fetched, state: State, revision: string): Promise<Source> {
+  const { repo, previousHead } = fetched;
   const froms = revisionsToDiff(state, revision);
   const trees = gitTrees(repo.objects);
   const diffs = await Promise.all(froms.map((from) => changedPaths(trees, from, revision)));
@@ -300,16 +323,33 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     const { state } = loaded;
     const from = state.lastRun?.revision ?? null;
     facts.previousRevision = from;
-    const source = await syncSource(opts, state, warnings);
-    facts.revision = source.revision;
+    const fetched = await fetchSource(opts, warnings);
+    const target = opts.pin?.revision ?? fetched.tip;
+    facts.revision = target;
     // Before anything of the revision is used, its own manifest included.
-    const moved = await verifyRevision(source.repo, opts.manifest.repo.verify, rooted(opts.root), {
+    const moved = await verifyRevision(fetched.repo, opts.manifest.repo.verify, rooted(opts.root), {
       from,
-      to: source.revision,
-      acceptRewrite: opts.acceptRewrite,
+      to: target,
+      acceptRewrite: opts.acceptRewrite || !!opts.pin,
     });
     facts.verified = opts.manifest.repo.verify.mode !== "off";
-    const rewrittenFrom = moved === "rewritten" ? from : null;
+    const rewrittenFrom = moved === "rewritten" && !opts.pin ? from : null;
+    if (opts.unpin) delete state.pinned;
+    if (opts.pin) state.pinned = { ...opts.pin };
+    let revision = target;
+    const { pinned } = state;
+    if (pinned && !opts.pin) {
+      // A push or poll while pinned: verified above and remembered; the pinned revision is what runs.
+      pinned.newestRevision = fetched.tip;
+      revision = pinned.revision;
+      warnings.push(
+        `pinned at ${pinned.revision.slice(0, 12)} by ${pinned.by} until ${pinned.until} (${pinned.reason}): ${fetched.tip.slice(0, 12)} is remembered for unpin`,
+      );
+    }
+    // The pin itself (or its end) is recorded before any step runs: a kill -9 mid-run converges to it.
+    if (!opts.dryRun && (opts.pin || opts.unpin)) await writeState(opts.stateDir, state);
+    facts.revision = revision;
+    const source = await sourceAt(fetched, state, revision);
     if (rewrittenFrom) {
       warnings.push(
         `history rewritten: ${source.revision.slice(0, 12)} does not descend from ${rewrittenFrom.slice(0, 12)}, the last revision this host ran (${opts.acceptRewrite ? "accepted by the operator" : "deployed because repo.verify is off"})`,
@@ -333,6 +373,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
         revision: source.revision,
         previousHead: source.previousHead,
         result: "suspended",
+        pinned: state.pinned ?? null,
         rewrittenFrom,
         suspended: { reason: suspended.reason, since: suspended.since },
         pendingRestart: [],
@@ -435,6 +476,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
       dryRun: opts.dryRun,
       revision: source.revision,
       previousHead: source.previousHead,
+      pinned: state.pinned ?? null,
       rewrittenFrom,
       suspended: suspended ? { reason: suspended.reason, since: suspended.since } : null,
       pendingRestart,

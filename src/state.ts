@@ -51,6 +51,20 @@ export const stateSchema = z.strictObject({
   host: z.string(),
   steps: z.record(z.string(), stepStateSchema),
   lastRun: runSummarySchema.optional(),
+  /**
+   * Set by `deploy-agent pin`: runs deploy this revision whatever the tip (remembered in newestRevision)
+   * until `unpin`. `until` is when the pin was meant to end (an alert fires after it), not an expiry.
+   */
+  pinned: z
+    .strictObject({
+      revision: z.string(),
+      reason: z.string(),
+      since: z.string(),
+      until: z.string(),
+      by: z.string(),
+      newestRevision: z.string().optional(),
+    })
+    .optional(),
   /** Set by `deploy-agent suspend`: runs verify and remember the newest revision, and deploy nothing. */
   suspended: z
     .strictObject({ reason: z.string(), since: z.string(), newestRevision: z.string().optional() })
@@ -62,6 +76,7 @@ export type StepState = z.infer<typeof stepStateSchema>;
 export type StepResult = z.infer<typeof resultSchema>;
 export type StepItem = z.infer<typeof itemSchema>;
 export type RunSummary = z.infer<typeof runSummarySchema>;
+export type Pin = NonNullable<State["pinned"]>;
 
 const HISTORY_LENGTH = 10;
 export const STATE_FILE = "state.json";

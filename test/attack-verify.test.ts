@@ -362,6 +362,12 @@ describe("descent", () => {
       const nearTip = git(fx.clone, "rev-parse", "origin/main~3");
       assert.equal(await descent(repo, nearTip, tip), "descends");
       assert.equal(await descent(repo, tip, start), "rewritten", "a rewind");
+      // A rewind to a commit with a long history: the walk cannot tell, git's exit code must (simple-git's
+      // raw() resolved on is-ancestor's silent exit 1, which read as "descends").
+      assert.equal(await descent(repo, tip, nearTip), "rewritten", "a rewind deeper than the walk");
+      const deep = git(fx.clone, "rev-parse", `origin/main~${PARENTS_WALKED + 2}`);
+      assert.equal(await descent(repo, nearTip, deep), "rewritten");
+      assert.equal(await descent(repo, deep, tip), "descends");
       assert.equal(await descent(repo, other, side), "rewritten", "another line");
       assert.equal(await descent(repo, "0".repeat(40), tip), "rewritten", "an unknown last revision");
     } finally {

@@ -26,6 +26,7 @@ const ASK_TIMEOUT_MS = 3000;
 interface AgentStatus {
   deployedRevision: string | null;
   suspended: { reason: string; since: string } | null;
+  pinned?: { revision: string; reason: string; until: string; by: string } | null;
   lastError: { code: string; message: string } | null;
   health: { ok: boolean; reason?: string };
   lastRun: { result: string; finishedAt: string } | null;
@@ -226,6 +227,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
         failing: failing ? { step: failing.name, code: failing.lastResult?.code ?? null } : null,
         lastError: h.status?.lastError ?? null,
         suspended: h.status?.suspended ?? null,
+        pinned: h.status?.pinned ?? null,
         jobs,
       };
     }),
@@ -258,6 +260,9 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
           : "",
         r.lastError ? `error ${r.lastError.code}` : "",
         r.suspended ? `SUSPENDED since ${r.suspended.since}: ${r.suspended.reason}` : "",
+        r.pinned
+          ? `PINNED at ${short(r.pinned.revision)} by ${r.pinned.by} until ${r.pinned.until}: ${r.pinned.reason}`
+          : "",
         ...r.jobs,
       ].filter(Boolean);
       lines.push(`${r.host.padEnd(8)} ${parts.join("; ")}`);

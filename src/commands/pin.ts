@@ -1,6 +1,6 @@
 import { AgentError } from "../errors.js";
 import { findApplied, operator } from "../history.js";
-import { closeRepo, gitAt, openRepo, trackingRef } from "../source/git.js";
+import { closeRepo, gitAt, isAncestor, openRepo, trackingRef } from "../source/git.js";
 import { resolve } from "./options.js";
 import { type RunFlags, runCommand } from "./run.js";
 
@@ -28,7 +28,7 @@ const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_
 export function parseDuration(text: string): number {
   const m = /^(\d{1,6})([smhd])$/.exec(text.trim());
   const ms = m ? Number(m[1]) * (UNITS[m[2] ?? ""] ?? 0) : 0;
-  if (!ms || ms > MAX_PIN_DAYS * UNITS.d) {
+  if (!ms || ms > MAX_PIN_DAYS * 86_400_000) {
     throw new AgentError(
       "USAGE",
       `--until takes a duration like 90m, 24h or 2d (at most ${MAX_PIN_DAYS}d), not "${text}"`,
@@ -51,12 +51,8 @@ export async function pinCommand(flags: PinFlags, target: string, out: (t: strin
   }
   if (!flags.force) {
     const repo = await openRepo(r.repoDir, remote, branch);
-    const onBranch = await repo.git
-      .raw(["merge-base", "--is-ancestor", revision, trackingRef(repo)])
-      .then(
-        () => true,
-        () => false,
-      )
+    const onBranch = await isAncestor(r.repoDir, revision, trackingRef(repo))
+      .catch(() => false)
       .finally(() => closeRepo(repo));
     if (!onBranch) {
       throw new AgentError(

@@ -4,6 +4,7 @@ import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../n
 import { createNotifier } from "../notify/notifier.js";
 import { deploy, type RunReport } from "../pipeline.js";
 import { renderRun } from "../report.js";
+import type { Pin } from "../state.js";
 import { STEP_KINDS } from "../steps/index.js";
 import { type CommonFlags, commandLogger, resolve } from "./options.js";
 
@@ -18,6 +19,9 @@ export interface RunFlags extends CommonFlags {
   waitSeconds: number;
   /** Take a rewritten branch on purpose (verify still checks its commits). */
   acceptRewrite?: boolean;
+  /** `pin`: deploy this revision and hold the host there; `unpin`: end it. */
+  pin?: Pin | undefined;
+  unpin?: boolean | undefined;
 }
 
 /**
@@ -71,6 +75,8 @@ export async function runCommand(
       only: flags.step,
       lockWaitMs: flags.waitSeconds * 1000,
       acceptRewrite: flags.acceptRewrite,
+      pin: flags.pin,
+      unpin: flags.unpin,
       log,
     });
   } catch (err) {

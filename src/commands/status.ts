@@ -29,6 +29,7 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
       stateProblem: problem ?? null,
       lastRun: state.lastRun ?? null,
       suspended: state.suspended ?? null,
+      pinned: state.pinned ?? null,
       steps,
       orphanedSteps: orphaned,
       ageRecipient,
@@ -48,6 +49,12 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
     const s = state.suspended;
     lines.push(
       `SUSPENDED since ${s.since} (${age(s.since, Date.now())}): ${s.reason}${s.newestRevision ? `; newest revision ${s.newestRevision.slice(0, 12)} waits for deploy-agent resume` : ""}`,
+    );
+  }
+  if (state.pinned) {
+    const p = state.pinned;
+    lines.push(
+      `PINNED at ${p.revision.slice(0, 12)} by ${p.by} since ${p.since}, meant until ${p.until}: ${p.reason}${p.newestRevision ? `; newest revision ${p.newestRevision.slice(0, 12)} waits for deploy-agent unpin` : ""}`,
     );
   }
   if (state.lastRun) {

@@ -29,6 +29,8 @@ export interface DeployEvent {
   url?: string;
   /** history.rewritten: the revision the host ran before one that does not descend from it. */
   previousRevision?: string;
+  /** The host is pinned (deploy-agent pin): the run deployed this revision, whatever the tip. */
+  pinned?: { revision: string; by: string; until: string; reason: string };
   /** How many times this failure happened since it was last sent. */
   repeats?: number;
   /** A run with nothing to do for the revision: only the commit status records it, no notice. */
@@ -111,10 +113,14 @@ export function runEvents(report: RunReport, base: Base): DeployEvent[] {
     const notes = report.steps.flatMap((s) =>
       s.items.flatMap((i) => (i.outcome === "changed" && i.detail ? [i.detail] : [])),
     );
+    const { pinned } = report;
     events.push({
       schema: "deploy-agent/event@1",
       event: failed ? "run.failed" : "run.succeeded",
       ...base,
+      ...(pinned
+        ? { pinned: { revision: pinned.revision, by: pinned.by, until: pinned.until, reason: pinned.reason } }
+        : {}),
       ...(failed ? { step: failed.name } : {}),
       ...(failed?.error ? { error: errorOf(failed.error) } : {}),
       ...(notes.length ? { notes } : {}),

@@ -106,6 +106,10 @@ export function createAgent(opts: AgentOptions): Agent {
     count: (target, result) => metrics.notified(target, result),
   });
   metrics.notifier(() => notifier.status());
+  metrics.hostMarks(async () => {
+    const { state } = await readState(opts.stateDir, manifest.host);
+    return { pinnedUntil: state.pinned?.until, suspendedSince: state.suspended?.since };
+  });
   /** Events of a daemon in --dry-run are logged, never sent. */
   function send(event: DeployEvent) {
     if (opts.dryRun) log.debug({ notices: notifier.describe(event) }, "would notify");
@@ -402,6 +406,7 @@ export function createAgent(opts: AgentOptions): Agent {
         branch: manifest.repo.branch,
         deployedRevision: state.lastRun?.revision ?? null,
         suspended: state.suspended ?? null,
+        pinned: state.pinned ?? null,
         jobs: jobResults,
         configuration: {
           valid: !(lastError?.code === "CONFIG_INVALID" || lastError?.code === "ENV_MISSING"),

@@ -3,6 +3,12 @@ import type { HostJob } from "../jobs/types.js";
 import type { NotifierStatus } from "../notify/notifier.js";
 import type { RunReport } from "../pipeline.js";
 
+/** What the state file says of the host's pin and suspension. */
+export interface HostMarks {
+  pinnedUntil?: string | undefined;
+  suspendedSince?: string | undefined;
+}
+
 /** The agent's Prometheus metrics, on a registry of its own (prom-client). */
 export interface AgentMetrics {
   registry: Registry;
@@ -12,6 +18,11 @@ export interface AgentMetrics {
   notified(target: string, result: "sent" | "failed" | "dropped"): void;
   /** Where the notify gauges read the notifier's queue and last sends, at every scrape. */
   notifier(status: () => NotifierStatus): void;
+  /**
+   * Where the pin and suspension gauges read the host's state at every scrape: `deploy-agent pin` and
+   * `suspend` are other processes, so a run of the daemon's own would come too late.
+   */
+  hostMarks(read: () => Promise<HostMarks>): void;
   /** A step's drift: 1 drifted, 0 in sync (no sample while it cannot be told). */
   drift(step: string, state: "in-sync" | "drifted" | "unknown"): void;
   /** A run that ended before its steps, with its error code. */
@@ -127,10 +138,23 @@ export function createMetrics(
     labelNames: ["step"],
     registers: [registry],
   });
-  const suspendedSince = new Gauge({
+  let marks: () => Promise<HostMarks> = async () => ({});
+  const seconds = (at: string | undefined) => (at ? Date.parse(at) / 1000 : 0);
+  new Gauge({
+    name: "deploy_agent_pinned_until_timestamp_seconds",
+    help: "While the host is pinned (deploy-agent pin): when the pin was meant to end; 0 while it is not pinned",
+    registers: [registry],
+    async collect() {
+      this.set(seconds((await marks()).pinnedUntil));
+    },
+  });
+  new Gauge({
     name: "deploy_agent_suspended_since_timestamp_seconds",
     help: "When the host was suspended (deploy-agent suspend); 0 while it deploys",
     registers: [registry],
+    async collect() {
+      this.set(seconds((await marks()).suspendedSince));
+    },
   });
   const unverified = new Gauge({
     name: "deploy_agent_revision_unverified",
@@ -164,12 +188,14 @@ export function createMetrics(
 
   return {
     registry,
+    hostMarks(read) {
+      marks = read;
+    },
     delivery: (outcome) => deliveries.inc({ outcome }),
     run(report) {
       configValid.set(1);
       unverified.set(0);
       rewritten.set(0);
-      suspendedSince.set(report.suspended ? Date.parse(report.suspended.since) / 1000 : 0);
       runs.inc({ result: report.result });
       for (const s of report.steps.filter((x) => x.run)) {
         stepRuns.inc({ step: s.name, result: s.outcome });

@@ -1,4 +1,4 @@
-import type { Repo } from "./git.js";
+import { isAncestor, type Repo } from "./git.js";
 
 /**
  * Whether a revision moves the host forward: the same as the last one it ran, a descendant of it, or
@@ -39,9 +39,6 @@ export async function descent(repo: Repo, from: string | null, to: string): Prom
     frontier = next;
   }
   if (!frontier.length) return "rewritten";
-  // Deeper: git answers (exit 0: an ancestor). Any failure, an unknown `from` included, counts as not.
-  return repo.git.raw(["merge-base", "--is-ancestor", from, to]).then(
-    () => "descends",
-    () => "rewritten",
-  );
+  // Deeper: git answers. Any failure, an unknown `from` included, counts as not descending.
+  return (await isAncestor(repo.dir, from, to).catch(() => false)) ? "descends" : "rewritten";
 }

@@ -67,6 +67,26 @@ export function gitAt(dir: string, signal?: AbortSignal): SimpleGit {
   }).env(gitEnv());
 }
 
+/**
+ * Whether `ancestor` is in the history of `descendant` (`git merge-base --is-ancestor`: exit 0 yes, 1 no).
+ * Asked with its exit code, not through simple-git, whose raw() resolves on an exit 1 that prints nothing.
+ * Anything else (an unknown commit, a broken repository) is GIT_FAILED.
+ */
+export async function isAncestor(dir: string, ancestor: string, descendant: string): Promise<boolean> {
+  const { execa } = await import("execa");
+  const res = await execa("git", ["-C", dir, "merge-base", "--is-ancestor", ancestor, descendant], {
+    reject: false,
+    env: gitEnv(),
+    extendEnv: false,
+    timeout: NETWORK_TIMEOUT_MS,
+  });
+  if (res.exitCode === 0 || res.exitCode === 1) return res.exitCode === 0;
+  throw new AgentError(
+    "GIT_FAILED",
+    `git merge-base --is-ancestor failed: ${sanitize(String(res.stderr).trim())}`,
+  );
+}
+
 /** Opens the clone, refusing anything that is not the top of a git work tree with the named remote. */
 export async function openRepo(dir: string, remote: string, branch: string): Promise<Repo> {
   const isDir = await stat(dir).then(
@@ -173,14 +193,14 @@ export async function fetchBranch(repo: Repo): Promise<string | null> {
 /** The commit the remote-tracking branch points at. */
 export async function resolveTarget(repo: Repo): Promise<string> {
   const ref = trackingRef(repo);
-  try {
-    return (await repo.git.revparse(["--verify", "--quiet", `${ref}^{commit}`])).trim();
-  } catch (err) {
+  // From the object reader: `rev-parse --quiet` exits 1 printing nothing, which simple-git takes as success.
+  const commit = await repo.objects.read(`${ref}^{commit}`).catch(() => null);
+  if (!commit) {
     throw new AgentError("REPO_INVALID", `${ref} does not exist in ${repo.dir}`, {
       hint: "run without --no-fetch, or check the branch name in the manifest",
-      cause: err,
     });
   }
+  return commit.oid;
 }
 
 export async function headCommit(repo: Repo): Promise<string | null> {

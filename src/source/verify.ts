@@ -28,14 +28,15 @@ async function commitsToVerify(
   to: string,
 ): Promise<string[]> {
   if (mode === "tip" || !from || from === to) return [to];
+  // The revision itself always: going back (a pin, an accepted rewrite) leaves `from..to` empty.
   const known = await repo.git.raw(["cat-file", "-t", from]).then(
     (t) => t.trim() === "commit",
     () => false,
   );
   // A last revision the repository no longer has: the history cannot be split, all of it counts.
   const range = known ? [`${from}..${to}`] : [to];
-  const listed = await repo.git.raw(["rev-list", ...range]);
-  return listed.split("\n").filter(Boolean);
+  const listed = (await repo.git.raw(["rev-list", ...range])).split("\n").filter(Boolean);
+  return listed.includes(to) ? listed : [to, ...listed];
 }
 
 export interface RevisionCheck {
@@ -61,7 +62,7 @@ export async function verifyRevision(
       "HISTORY_REWRITTEN",
       `${repo.remote}/${repo.branch} is at ${now}, which does not descend from ${was}, the last revision this host ran: the branch's history was rewritten (a force push to an older commit or onto another line); nothing was deployed`,
       {
-        hint: `the host stays on ${was}. Push a commit on top of ${was} instead (git revert keeps history); to take the rewritten branch on purpose, an operator runs on this host: deploy-agent run --accept-rewrite`,
+        hint: `the host stays on ${was}. Push a commit on top of ${was} instead (git revert keeps history); to go back to an earlier revision on purpose: deploy-agent pin <revision> on the host; to take the rewritten branch itself: deploy-agent run --accept-rewrite`,
       },
     );
   }

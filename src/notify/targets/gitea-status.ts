@@ -41,7 +41,7 @@ function describeRun(e: DeployEvent): string {
           ? "nothing to deploy for this commit"
           : `deployed${e.durationMs !== undefined ? ` in ${(e.durationMs / 1000).toFixed(1)} s` : ""}`
         : `${e.step ? `${e.step}: ` : ""}${e.error ? `${e.error.code}: ${e.error.message}` : "failed"}`;
-  return clip(text, DESCRIPTION_MAX);
+  return clip(e.pinned ? `pinned by ${e.pinned.by}: ${text}` : text, DESCRIPTION_MAX);
 }
 
 const context = (t: GiteaStatusTarget, host: string) => t.context ?? `deploy/${host}`;

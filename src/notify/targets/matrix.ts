@@ -46,11 +46,19 @@ export function noticeText(e: DeployEvent): string {
               ? `↩️ ${e.host}: ${e.step ?? "a step"} rolled back${commit ? ` at ${commit}` : ""}`
               : e.event === "job.done"
                 ? `🔁 ${e.host}: ${e.notes?.[0] ?? `${e.step ?? "a job"} done`}`
-                : `🧭 ${e.host}: ${e.step ?? "a step"} differs from git`;
+                : e.event === "history.rewritten"
+                  ? `⏪ ${e.host}: the branch's history was rewritten, deployed${commit ? ` ${commit}` : ""}`
+                  : `🧭 ${e.host}: ${e.step ?? "a step"} differs from git`;
+  const pin = e.pinned
+    ? [
+        `📌 pinned at ${e.pinned.revision.slice(0, 12)} by ${e.pinned.by} until ${e.pinned.until}: ${e.pinned.reason}`,
+      ]
+    : [];
   const lines = [
     headline,
     ...(problem ? [problem] : []),
     ...(e.error?.hint ? [`hint: ${e.error.hint}`] : []),
+    ...pin,
     ...(e.event !== "job.done" ? (e.notes ?? []) : []),
     ...(e.url ? [e.url] : []),
   ];

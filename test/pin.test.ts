@@ -1,0 +1,245 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  hostRoot,
+  runArgs,
+  runCli,
+  type Served,
+  serveArgs,
+  startCli,
+  writeManifest,
+} from "./helpers/agent.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { giteaHeaders, pushBody } from "./helpers/gitea.js";
+import { needs } from "./helpers/needs.js";
+
+/** The way back: pin an earlier revision with the real CLI beside the real daemon, and unpin. */
+
+const SECRET = "pin-test-webhook-secret-0123456789";
+let fx: Fixture;
+let root: string;
+let stateDir: string;
+let daemon: Served | undefined;
+
+beforeEach(() => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+  root = hostRoot(fx.dir, SECRET);
+  stateDir = path.join(fx.dir, "state");
+});
+afterEach(async () => {
+  daemon?.child.kill("SIGKILL");
+  await daemon?.exited;
+  daemon = undefined;
+  fx.cleanup();
+});
+
+const LANDING = {
+  name: "landing",
+  kind: "file",
+  source: "landing/index.html",
+  targets: ["/var/www/index.html"],
+};
+const page = () => {
+  try {
+    return readFileSync(path.join(root, "var/www/index.html"), "utf8");
+  } catch {
+    return "(nothing deployed)";
+  }
+};
+const manifest = (extra: Record<string, unknown> = {}) =>
+  writeManifest(fx.dir, {
+    webhook: { pollIntervalSeconds: 0 },
+    drift: { intervalSeconds: 0 },
+    steps: [LANDING],
+    ...extra,
+  });
+const cli = (file: string, ...args: string[]) =>
+  runCli([...args, "--config", file, "--repo", fx.clone, "--root", root, "--state-dir", stateDir], {
+    SUDO_USER: "jared",
+  });
+
+async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  ms = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}\n${daemon?.out() ?? ""}`);
+    await sleep(50);
+  }
+}
+
+type Status = {
+  pinned: { revision: string; reason: string; by: string; until: string; newestRevision?: string } | null;
+  deployedRevision: string;
+  queue: { runsStarted: number; running: boolean; pending: boolean };
+};
+
+describe("pin and unpin", () => {
+  it("pin holds the host at an earlier revision while pushes are verified and remembered; unpin deploys the tip", async () => {
+    const file = manifest();
+    daemon = startCli([...serveArgs(file, fx.clone, root), "--state-dir", stateDir]);
+    const url = /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+    const status = async () => (await (await fetch(`${url}/status`)).json()) as Status;
+    const deliver = async (after: string) => {
+      const before = (await status()).queue.runsStarted;
+      const body = pushBody({ after });
+      const res = await fetch(`${url}/hooks/deploy`, {
+        method: "POST",
+        headers: giteaHeaders(body, SECRET),
+        body: new Uint8Array(body),
+      });
+      assert.equal(res.status, 202);
+      await until("the push's run", async () => {
+        const s = await status();
+        return s.queue.runsStarted > before && !s.queue.running && !s.queue.pending ? s : undefined;
+      });
+    };
+    await until("v1 live", () => (page() === "<p>v1</p>\n" ? true : undefined));
+    const v1 = git(fx.pusher, "rev-parse", "HEAD");
+    const v2 = fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    await deliver(v2);
+    const v3 = fx.push({ "landing/index.html": "<p>v3 renders wrong</p>\n" });
+    await deliver(v3);
+    assert.equal(page(), "<p>v3 renders wrong</p>\n");
+
+    // A dry run first: what would change, nothing changed.
+    const dry = await cli(file, "pin", v2, "--dry-run");
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /write \/var\/www\/index\.html/);
+    assert.equal(page(), "<p>v3 renders wrong</p>\n");
+
+    // A revision this host never ran, or one off the branch, is refused without --force.
+    const offBranch = git(fx.clone, "commit-tree", `${v1}^{tree}`, "-m", "off the branch");
+    const refused = await cli(file, "pin", offBranch);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /error PIN_REFUSED: [0-9a-f]{12} is not in the history of origin\/main/);
+    assert.match(refused.stderr, /hint: pin a commit of the branch, or pass --force/);
+    const bad = await cli(file, "pin", v2, "--until", "45d");
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--until takes a duration like 90m, 24h or 2d \(at most 30d\)/);
+
+    const pinned = await cli(file, "pin", v2, "--reason", "v3 renders wrong", "--until", "2h");
+    assert.equal(pinned.code, 0, pinned.stderr + pinned.stdout);
+    assert.equal(page(), "<p>v2</p>\n", "back at v2");
+    const s = await status();
+    assert.equal(s.pinned?.revision, v2);
+    assert.equal(s.pinned?.by, "jared");
+    assert.equal(s.pinned?.reason, "v3 renders wrong");
+    assert.ok(Date.parse(s.pinned?.until ?? "") > Date.now() + 3_500_000);
+    assert.match(
+      await (await fetch(`${url}/metrics`)).text(),
+      /^deploy_agent_pinned_until_timestamp_seconds\{host="lxctest"\} [1-9]\d+/m,
+    );
+
+    // A push while pinned: verified, acknowledged, remembered, not deployed.
+    const v4 = fx.push({ "landing/index.html": "<p>v4 with the fix</p>\n" });
+    await deliver(v4);
+    const never = await cli(file, "pin", v4);
+    assert.equal(never.code, 1);
+    assert.match(never.stderr, /error PIN_REFUSED: this host never applied [0-9a-f]{12} successfully/);
+    assert.equal(page(), "<p>v2</p>\n", "still pinned");
+    assert.equal((await status()).pinned?.newestRevision, v4);
+    const shown = await cli(file, "status");
+    assert.match(
+      shown.stdout,
+      /PINNED at [0-9a-f]{12} by jared since .*: v3 renders wrong; newest revision [0-9a-f]{12} waits/,
+    );
+
+    const unpinned = await cli(file, "unpin");
+    assert.equal(unpinned.code, 0, unpinned.stderr);
+    assert.equal(page(), "<p>v4 with the fix</p>\n", "the tip at once");
+    assert.equal((await status()).pinned, null);
+
+    // The history tells it: the pin and the unpin, by whom.
+    const history = JSON.parse((await cli(file, "history", "--json", "--limit", "10")).stdout) as {
+      records: { trigger: { kind: string; user?: string }; revision: string }[];
+    };
+    const kinds = history.records.map((r) => `${r.trigger.kind}:${r.revision?.slice(0, 7)}`);
+    assert.deepEqual(kinds.slice(0, 3), [
+      `unpin:${v4.slice(0, 7)}`,
+      `push:${v2.slice(0, 7)}`,
+      `pin:${v2.slice(0, 7)}`,
+    ]);
+    assert.equal(history.records[0]?.trigger.user, "jared");
+    assert.ok(v1);
+  });
+
+  it("pin works while the origin is unreachable, and a kill -9 during it converges on the next start", async () => {
+    const file = manifest({
+      steps: [{ ...LANDING, reload: [["sh", "-c", `touch ${path.join(root, "reloading")}; sleep 2`]] }],
+    });
+    const args = runArgs(file, fx.clone, root, stateDir);
+    assert.equal((await runCli(args)).code, 0);
+    const v1 = git(fx.pusher, "rev-parse", "HEAD");
+    fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    assert.equal((await runCli(args)).code, 0);
+    assert.equal(page(), "<p>v2</p>\n");
+    renameSync(fx.origin, `${fx.origin}.gone`);
+    rmSync(path.join(root, "reloading"));
+    // Killed while the step's reload runs: the pin is recorded before any step.
+    const child = startCli(["pin", v1, ...args.slice(1)]);
+    await until("the reload in flight", () => {
+      try {
+        readFileSync(path.join(root, "reloading"));
+        return true;
+      } catch {
+        return undefined;
+      }
+    });
+    child.child.kill("SIGKILL");
+    await child.exited;
+    const state = JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as {
+      pinned?: { revision: string };
+    };
+    assert.equal(state.pinned?.revision, v1, "the pin was recorded before the step");
+    // The daemon's start-up reconcile (origin still gone: the fetch fails, then the retry) is not needed to
+    // converge: a run without fetching deploys the pinned revision.
+    const again = await runCli([...args, "--no-fetch"]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(page(), "<p>v1</p>\n");
+  });
+
+  it("a revision that fails repo.verify is refused even with --force", {
+    skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
+  }, async () => {
+    const key = path.join(fx.dir, "key");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
+    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
+    mkdirSync(path.dirname(allowed), { recursive: true });
+    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
+    const unsigned = git(fx.pusher, "rev-parse", "HEAD");
+    writeFileSync(path.join(fx.pusher, "landing/index.html"), "<p>signed</p>\n");
+    git(fx.pusher, "add", "-A");
+    git(
+      fx.pusher,
+      "-c",
+      "gpg.format=ssh",
+      "-c",
+      `user.signingkey=${key}`,
+      "commit",
+      "--quiet",
+      "-S",
+      "-m",
+      "signed",
+    );
+    git(fx.pusher, "push", "--quiet", "origin", "main");
+    const file = manifest({
+      repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
+    });
+    assert.equal((await cli(file, "run")).code, 0);
+    const res = await cli(file, "pin", unsigned, "--force");
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /error UNVERIFIED: commit [0-9a-f]{12} is not signed by a trusted key/);
+    assert.equal(page(), "<p>signed</p>\n");
+    const state = JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as { pinned?: unknown };
+    assert.equal(state.pinned, undefined, "nothing pinned");
+  });
+});
