@@ -23,6 +23,10 @@ const CODES = {
   FETCH_FAILED: { failure: "transient", exit: 1 },
   GIT_FAILED: { failure: "transient", exit: 1 },
   LOCKED: { failure: "waiting", exit: 1 },
+  /** The state directory (or its lock file, or a directory on the way) could be changed by another user. */
+  STATE_UNSAFE: { failure: "stalled", exit: 1 },
+  /** util-linux's flock(1), which takes the deploy lock, could not be run. */
+  LOCK_FAILED: { failure: "stalled", exit: 1 },
   /** The revision to deploy is not signed by a trusted key (repo.verify). */
   UNVERIFIED: { failure: "stalled", exit: 1 },
   /** The state directory cannot be written: a full disk, a directory where state.json belongs. */

@@ -106,6 +106,11 @@ export function createMetrics(
     help: "When the host was suspended (deploy-agent suspend); 0 while it deploys",
     registers: [registry],
   });
+  const lockBlocked = new Gauge({
+    name: "deploy_agent_lock_blocked",
+    help: "1 while the last run could not get the deploy lock within webhook.lockWaitSeconds (LOCKED)",
+    registers: [registry],
+  });
   const unverified = new Gauge({
     name: "deploy_agent_revision_unverified",
     help: "1 while the newest revision is refused because its commits are not signed by a trusted key",
@@ -119,6 +124,7 @@ export function createMetrics(
     run(report) {
       configValid.set(1);
       unverified.set(0);
+      lockBlocked.set(0);
       suspendedSince.set(report.suspended ? Date.parse(report.suspended.since) / 1000 : 0);
       runs.inc({ result: report.result });
       for (const s of report.steps.filter((x) => x.run)) {
@@ -136,6 +142,7 @@ export function createMetrics(
       runs.inc({ result: "error" });
       if (code === "CONFIG_INVALID" || code === "ENV_MISSING") configValid.set(0);
       if (code === "UNVERIFIED") unverified.set(1);
+      lockBlocked.set(code === "LOCKED" ? 1 : 0);
     },
     jobGauge: (command, value) => jobGauges.get(command)?.set(value),
     notified: (target, result) => notifications.inc({ target, result }),
