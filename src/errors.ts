@@ -63,6 +63,14 @@ const CODES = {
   },
   GIT_FAILED: { failure: "transient", exit: 1, hint: "retried; git's own message says why" },
   LOCKED: { failure: "waiting", exit: 1, hint: "wait for the other run to finish, or pass --wait SECONDS" },
+  /** The state directory (or its lock file, or a directory on the way) could be changed by another user. */
+  STATE_UNSAFE: {
+    failure: "stalled",
+    exit: 1,
+    hint: "make the state directory and those above it root's, writable by nobody else (chown root:, chmod go-w)",
+  },
+  /** util-linux's flock(1), which takes the deploy lock, could not be run. */
+  LOCK_FAILED: { failure: "stalled", exit: 1, hint: "flock(1) is in util-linux: apt-get install util-linux" },
   /** The revision to deploy is not signed by a trusted key (repo.verify). */
   UNVERIFIED: {
     failure: "stalled",

@@ -17,7 +17,7 @@ export const RESTART_ONLY: Record<string, (m: Manifest) => unknown> = {
   repo: (m) => m.repo,
   stateDir: (m) => m.stateDir,
   log: (m) => m.log,
-  // The listener's settings; the daemon's own loop reads pollIntervalSeconds and unhealthyAfterFailures.
+  // The listener's settings; the daemon's own loop reads pollIntervalSeconds, unhealthyAfterFailures and lockWaitSeconds.
   "webhook.path": (m) => m.webhook.path,
   "webhook.secretFile": (m) => m.webhook.secretFile,
   "webhook.secretEnv": (m) => m.webhook.secretEnv,
@@ -105,6 +105,7 @@ export async function manifestAt(
         ...running.webhook,
         pollIntervalSeconds: next.webhook.pollIntervalSeconds,
         unhealthyAfterFailures: next.webhook.unhealthyAfterFailures,
+        lockWaitSeconds: next.webhook.lockWaitSeconds,
       },
     },
     pendingRestart,

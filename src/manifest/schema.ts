@@ -79,6 +79,8 @@ const webhookSchema = z
     duplicateWindowSeconds: z.number().int().min(0).max(604_800).default(3600),
     /** /healthz turns 503 after this many failed runs in a row. */
     unhealthyAfterFailures: z.number().int().min(1).max(100).default(3),
+    /** How long a run waits for the deploy lock held by another run (a hand-run `run`); then LOCKED. */
+    lockWaitSeconds: z.number().int().min(0).max(3600).default(60),
     /**
      * What any client may cost: memory is at most maxConnections × bodyLimitBytes for request bodies, and
      * every connection ends within these timeouts, whatever it sends.

@@ -3,7 +3,7 @@ import { checkDrift, type DriftReport } from "../drift.js";
 import { AgentError, asAgentError } from "../errors.js";
 import { type HistoryQuery, type HistoryRead, readHistory } from "../history.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
-import { acquireLock, type Lock } from "../lock.js";
+import { acquireLock, type Lock, prepareLock } from "../lock.js";
 import type { HostOverrides } from "../manifest/at-revision.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
@@ -36,7 +36,7 @@ export interface AgentOptions {
   root: string;
   dryRun: boolean;
   log: Logger;
-  /** How long a run waits for a lock held by a manual `deploy-agent run`. */
+  /** How long a run waits for a lock held by a manual `deploy-agent run` (default webhook.lockWaitSeconds). */
   lockWaitMs?: number;
   /** Delay before retrying after a transient failure (fetch, lock). */
   retryDelayMs?: number;
@@ -248,7 +248,7 @@ export function createAgent(opts: AgentOptions): Agent {
         all: false,
         only: [],
         force: healing.splice(0),
-        lockWaitMs: opts.lockWaitMs ?? 60_000,
+        lockWaitMs: opts.lockWaitMs ?? manifest.webhook.lockWaitSeconds * 1000,
         log: runLog,
         stop: stop.signal,
         abort: abortNow.signal,
@@ -266,6 +266,7 @@ export function createAgent(opts: AgentOptions): Agent {
       for (const event of runEvents(report, eventBase(manifest, report.revision, subject))) send(event);
       // The next push's fetch, started now that nothing waits (fetch.ts).
       if (!stop.signal.aborted) repo.fetcher.prepare();
+      if (!stop.signal.aborted && !opts.dryRun) prepareLock(opts.stateDir);
     } catch (err) {
       const e = asAgentError(err);
       closeRepo(repo);
@@ -301,7 +302,7 @@ export function createAgent(opts: AgentOptions): Agent {
       if (opts.dryRun) return work();
       let lock: Lock;
       try {
-        lock = await acquireLock(opts.stateDir, opts.lockWaitMs ?? 60_000);
+        lock = await acquireLock(opts.stateDir, opts.lockWaitMs ?? manifest.webhook.lockWaitSeconds * 1000);
       } catch (err) {
         const e = asAgentError(err);
         log.warn({ code: e.code, err: e.message }, `${what} skipped: the host is busy`);
@@ -382,6 +383,13 @@ export function createAgent(opts: AgentOptions): Agent {
       if (runningMs > stepBudgetMs) {
         return { ok: false, reason: `a deploy has been running for ${Math.round(runningMs / 1000)}s` };
       }
+      if (lastError?.code === "LOCKED")
+        return {
+          ok: false,
+          reason: `the deploy lock was not free within ${(opts.lockWaitMs ?? manifest.webhook.lockWaitSeconds * 1000) / 1000} s: ${lastError.message}`,
+        };
+      if (lastError?.code === "STATE_UNSAFE" || lastError?.code === "LOCK_FAILED")
+        return { ok: false, reason: `the deploy lock cannot be taken: ${lastError.message}` };
       if (lastError?.code === "REPO_INVALID")
         return { ok: false, reason: `repository unusable: ${lastError.message}` };
       if (lastError?.code === "CONFIG_INVALID" || lastError?.code === "ENV_MISSING")

@@ -156,6 +156,11 @@ export function createMetrics(
       this.set(seconds((await marks()).suspendedSince));
     },
   });
+  const lockBlocked = new Gauge({
+    name: "deploy_agent_lock_blocked",
+    help: "1 while the last run could not get the deploy lock within webhook.lockWaitSeconds (LOCKED)",
+    registers: [registry],
+  });
   const unverified = new Gauge({
     name: "deploy_agent_revision_unverified",
     help: "1 while the newest revision is refused because its commits are not signed by a trusted key",
@@ -196,6 +201,7 @@ export function createMetrics(
       configValid.set(1);
       unverified.set(0);
       rewritten.set(0);
+      lockBlocked.set(0);
       runs.inc({ result: report.result });
       for (const s of report.steps.filter((x) => x.run)) {
         stepRuns.inc({ step: s.name, result: s.outcome });
@@ -213,6 +219,7 @@ export function createMetrics(
       if (code === "CONFIG_INVALID" || code === "ENV_MISSING") configValid.set(0);
       if (code === "UNVERIFIED") unverified.set(1);
       if (code === "HISTORY_REWRITTEN") rewritten.set(1);
+      lockBlocked.set(code === "LOCKED" ? 1 : 0);
     },
     jobGauge: (command, value) => jobGauges.get(command)?.set(value),
     connection: (event) => (event === "evicted" ? connectionsEvicted : connectionsRefused).inc(),

@@ -1,25 +1,53 @@
 /**
  * A process for the lock tests: takes the deploy lock of argv[2], proves it is alone inside (mkdir of a
  * shared directory fails if another holder is in), stays argv[3] ms, leaves, releases. Exit 3 if it met
- * another holder inside. With argv[3] = "hold" it prints "held" and keeps the lock until killed.
+ * another holder inside. With argv[3] = "hold" it prints "held" and keeps the lock until killed. With
+ * argv[3] = "rounds", it does that argv[4] times, waiting and staying 0–4 ms each time, drawn from the
+ * seed argv[5]. With argv[3] = "prepare" it readies the next acquisition (prepareLock), prints "prepared"
+ * and waits until killed.
  */
 import { mkdirSync, rmdirSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { acquireLock } from "../../src/lock.js";
+import { acquireLock, prepareLock } from "../../src/lock.js";
 
-const [dir = "", stay = "0"] = process.argv.slice(2);
-const lock = await acquireLock(dir, 60_000);
-if (stay === "hold") {
-  process.stdout.write("held\n");
-  await sleep(600_000);
+const [dir = "", stay = "0", count = "1", seed = "1"] = process.argv.slice(2);
+
+/** mulberry32: a small seeded generator, so a failing interleaving can be replayed. */
+function random(s: number): () => number {
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
-const inside = path.join(dir, "inside");
-try {
-  mkdirSync(inside);
-} catch {
-  process.exit(3);
+
+async function once(ms: () => number) {
+  const lock = await acquireLock(dir, 60_000);
+  if (stay === "hold") {
+    process.stdout.write("held\n");
+    await sleep(600_000);
+  }
+  const inside = path.join(dir, "inside");
+  try {
+    mkdirSync(inside);
+  } catch {
+    process.exit(3);
+  }
+  await sleep(ms());
+  rmdirSync(inside);
+  await lock.release();
 }
-await sleep(Number(stay));
-rmdirSync(inside);
-await lock.release();
+
+if (stay === "prepare") {
+  prepareLock(dir);
+  process.stdout.write("prepared\n");
+  setInterval(() => {}, 60_000);
+} else if (stay === "rounds") {
+  const next = random(Number(seed));
+  for (let i = 0; i < Number(count); i++) {
+    await sleep(Math.floor(next() * 5));
+    await once(() => Math.floor(next() * 5));
+  }
+} else await once(() => Number(stay));
