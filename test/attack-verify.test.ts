@@ -11,6 +11,7 @@ import { descent, PARENTS_WALKED } from "../src/source/ancestry.js";
 import { closeRepo, openRepo } from "../src/source/git.js";
 import {
   hostRoot,
+  listeningUrl,
   makeAgent,
   runArgs,
   runCli,
@@ -171,8 +172,7 @@ describe("attack: the way back by push", SSH, () => {
       path.join(fx.dir, "state"),
     ]);
     try {
-      const url =
-        /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+      const url = await listeningUrl(daemon);
       await daemon.waitFor(/"msg":"run finished"/);
       assert.equal(page(), "<p>v2</p>\n");
       const status = async () =>

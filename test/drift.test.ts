@@ -4,6 +4,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import {
   hostRoot,
+  listeningUrl,
   runArgs,
   runCli,
   type Served,
@@ -145,7 +146,7 @@ describe("drift", () => {
     assert.equal((await runCli([...runArgs(file, fx.clone, root, stateDir), "--step", "landing"])).code, 0);
     writeFileSync(path.join(root, "var/www/index.html"), "<p>edited by hand</p>\n");
     daemon = startCli([...serveArgs(file, fx.clone, root), "--state-dir", stateDir]);
-    const url = /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+    const url = await listeningUrl(daemon);
     await daemon.waitFor(/"msg":"what is live drifted from git"/);
     await daemon.waitFor(/"run":"self-heal landing"/);
     const deadline = Date.now() + 10_000;

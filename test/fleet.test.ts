@@ -2,13 +2,13 @@ import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
-import { type AddressInfo, createServer as createTcpServer } from "node:net";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
 import type { DeployEvent } from "../src/notify/events.js";
-import { hostRoot, runCli, type Served, startCli } from "./helpers/agent.js";
+import { freePort, hostRoot, runCli, type Served, startCli } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
@@ -32,14 +32,6 @@ let receiverUrl: string;
 const notices: DeployEvent[] = [];
 let badSignatures = 0;
 const agents: { host: string; port: number; daemon: Served }[] = [];
-
-async function freePort(): Promise<number> {
-  const srv = createTcpServer();
-  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((done) => srv.close(done));
-  return port;
-}
 
 function manifest(host: string, port: number): string {
   return stringify({

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
-import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
 import { HISTORY_FILE, type HistoryRecord } from "../src/history.js";
 import {
+  freePort,
   hostRoot,
+  listeningUrl,
   runArgs,
   runCli,
   type Served,
@@ -51,7 +52,7 @@ function host() {
 async function serve(manifest: string, clone: string, root: string, stateDir: string, listen?: string) {
   const d = startCli([...serveArgs(manifest, clone, root, listen), "--state-dir", stateDir]);
   daemons.push(d);
-  const url = /"address":"(http:\/\/[^"]+)"/.exec(await d.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+  const url = await listeningUrl(d);
   return { d, url };
 }
 
@@ -225,14 +226,6 @@ describe("history: the daemon", () => {
     assert.equal(((await most.json()) as Doc).records.length, 1);
   });
 });
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((done) => srv.close(done));
-  return port;
-}
 
 describe("history: the fleet", () => {
   it("fleet history merges two real agents' runs by time and names the one it cannot reach by its URL", async () => {

@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { type Agent, makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
+import { type Agent, freePort, makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 import { needs } from "./helpers/needs.js";
 
@@ -18,14 +17,6 @@ let agent: Agent;
 let conf: string;
 let port: number;
 let nginxArgs: string[];
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const p = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return p;
-}
 
 const get = async (p = "/") => {
   const res = await fetch(`http://127.0.0.1:${port}${p}`);

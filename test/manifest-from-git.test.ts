@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
-import { hostRoot, runCli, type Served, startCli } from "./helpers/agent.js";
+import { freePort, hostRoot, runCli, type Served, startCli } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 
@@ -269,11 +268,3 @@ describe("the host manifest from git", () => {
     assert.match(text.stdout, /landing: orphaned \(no longer in the manifest; its state is kept\)/);
   });
 });
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((done) => srv.close(done));
-  return port;
-}

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   hostRoot,
+  listeningUrl,
   runArgs,
   runCli,
   type Served,
@@ -86,7 +87,7 @@ describe("pin and unpin", () => {
   it("pin holds the host at an earlier revision while pushes are verified and remembered; unpin deploys the tip", async () => {
     const file = manifest();
     daemon = startCli([...serveArgs(file, fx.clone, root), "--state-dir", stateDir]);
-    const url = /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+    const url = await listeningUrl(daemon);
     const status = async () => (await (await fetch(`${url}/status`)).json()) as Status;
     const deliver = async (after: string) => {
       const before = (await status()).queue.runsStarted;

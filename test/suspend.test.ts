@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   hostRoot,
+  listeningUrl,
   runArgs,
   runCli,
   type Served,
@@ -53,7 +54,7 @@ describe("suspend and resume", () => {
     assert.match(paused.stdout, /lxctest suspended: Draupnir migration/);
 
     daemon = startCli([...serveArgs(manifest, fx.clone, root), "--state-dir", stateDir]);
-    const url = /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+    const url = await listeningUrl(daemon);
     const rev = fx.push({ "landing/index.html": "<p>v2</p>\n" });
     const body = pushBody({ after: rev });
     const res = await fetch(`${url}/hooks/deploy`, {

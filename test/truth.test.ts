@@ -1,12 +1,20 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
-import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
-import { hostRoot, runArgs, runCli, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
+import {
+  freePort,
+  hostRoot,
+  listeningUrl,
+  runArgs,
+  runCli,
+  serveArgs,
+  startCli,
+  writeManifest,
+} from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 
@@ -154,14 +162,6 @@ describe("fleet status tells what is live", () => {
   });
 });
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((done) => srv.close(done));
-  return port;
-}
-
 describe("drift follows the truth", () => {
   it("a deploy that re-applies a drifted step clears its drift in /status and the metric at once, as diff says", async () => {
     const SECRET = "truth-drift-secret-0123456789";
@@ -177,8 +177,7 @@ describe("drift follows the truth", () => {
     writeFileSync(path.join(hostRootDir, "var/www/index.html"), "<p>edited by hand</p>\n");
     const daemon = startCli([...serveArgs(manifest, fx.clone, hostRootDir), "--state-dir", stateDir]);
     try {
-      const url =
-        /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+      const url = await listeningUrl(daemon);
       await daemon.waitFor(/"msg":"what is live drifted from git"/);
       type Status = {
         drift: { steps: { name: string; state: string }[] };
@@ -242,8 +241,7 @@ describe("every delivery leaves one line", () => {
     });
     const daemon = startCli([...serveArgs(manifest, fx.clone, hostRootDir), "--state-dir", stateDir]);
     try {
-      const url =
-        /"address":"(http:\/\/[^"]+)"/.exec(await daemon.waitFor(/.*"msg":"listening".*/))?.[1] ?? "";
+      const url = await listeningUrl(daemon);
       const rev = git(fx.pusher, "rev-parse", "HEAD");
       const post = async (body: Buffer, headers: Record<string, string>, at = "/hooks/deploy") =>
         (await fetch(`${url}${at}`, { method: "POST", headers, body: new Uint8Array(body) })).status;

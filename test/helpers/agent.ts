@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
@@ -162,4 +163,21 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Served {
       throw new Error(`timed out waiting for ${pattern}; output:\n${out}`);
     },
   };
+}
+
+/** A loopback port free at the time of asking (for a listener a test cannot give port 0). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((done) => srv.close(done));
+  return port;
+}
+
+/** The base URL a `serve` process said it listens on. */
+export async function listeningUrl(daemon: Served): Promise<string> {
+  const line = await daemon.waitFor(/.*"msg":"listening".*/);
+  const url = /"address":"(http:\/\/[^"]+)"/.exec(line)?.[1];
+  if (!url) throw new Error(`no address in ${line}`);
+  return url;
 }
