@@ -229,3 +229,12 @@ export function asAgentError(err: unknown): AgentError {
   const message = err instanceof Error ? `${e.code ? `${e.code}: ` : ""}${err.message}` : String(err);
   return new AgentError("INTERNAL", message, { cause: err });
 }
+
+/**
+ * An error as a log line's fields: its code and message, and for INTERNAL (a bug) the stack of what was
+ * thrown, so the journal keeps where it happened.
+ */
+export function logFields(e: AgentError): { code: ErrorCode; err: string; stack?: string } {
+  const stack = e.code === "INTERNAL" ? (e.cause instanceof Error ? e.cause.stack : e.stack) : undefined;
+  return { code: e.code, err: e.message, ...(stack ? { stack } : {}) };
+}

@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { Effect } from "./effects.js";
-import { AgentError, asAgentError, type ErrorCode } from "./errors.js";
+import { AgentError, asAgentError, type ErrorCode, logFields } from "./errors.js";
 import type { Trigger } from "./history.js";
 import { rooted } from "./host-fs.js";
 import { acquireLock } from "./lock.js";
@@ -264,6 +264,8 @@ async function applyAction(
   } catch (err) {
     // Whatever apply threw once aborted (a killed command, a cancelled request), the abort is the cause.
     const e = asAgentError(signal.aborted ? signal.reason : err);
+    // A bug: its stack to the journal (the report and notices carry the code and message only).
+    if (e.code === "INTERNAL") log.error(logFields(e), "step crashed");
     return failedWith(e.code, e.message, e.hint, []);
   } finally {
     clearTimeout(timer);

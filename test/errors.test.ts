@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { main } from "../src/cli.js";
-import { AgentError, asAgentError } from "../src/errors.js";
+import { AgentError, asAgentError, logFields } from "../src/errors.js";
 
 describe("error codes", () => {
   it("the unforeseen is INTERNAL: exit 1, stalled (never retried on a timer), its errno kept", () => {
@@ -13,6 +13,27 @@ describe("error codes", () => {
     const known = new AgentError("ITEMS_FAILED", "2 of 11 failed");
     assert.equal(asAgentError(known), known);
     assert.equal(known.failure, "transient");
+  });
+});
+
+describe("error log fields", () => {
+  it("INTERNAL keeps the stack of what was thrown; a known code does not, and every code has a hint", () => {
+    function parseTheUnexpected(): never {
+      throw new TypeError("cannot read properties of undefined");
+    }
+    let thrown: unknown;
+    try {
+      parseTheUnexpected();
+    } catch (err) {
+      thrown = err;
+    }
+    const internal = logFields(asAgentError(thrown));
+    assert.equal(internal.code, "INTERNAL");
+    assert.match(internal.stack ?? "", /at parseTheUnexpected/);
+    const known = logFields(new AgentError("FETCH_FAILED", "git fetch failed"));
+    assert.deepEqual(known, { code: "FETCH_FAILED", err: "git fetch failed" });
+    assert.ok(new AgentError("FETCH_FAILED", "x").hint, "a default hint");
+    assert.equal(new AgentError("FETCH_FAILED", "x", { hint: "precise" }).hint, "precise");
   });
 });
 

@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { checkDrift, type DriftReport } from "../drift.js";
-import { AgentError, asAgentError } from "../errors.js";
+import { AgentError, asAgentError, logFields } from "../errors.js";
 import { type HistoryQuery, type HistoryRead, readHistory } from "../history.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
 import { acquireLock, type Lock, prepareLock } from "../lock.js";
@@ -182,7 +182,7 @@ export function createAgent(opts: AgentOptions): Agent {
       }
     } catch (err) {
       const e = asAgentError(err);
-      log.error({ code: e.code, err: e.message }, "drift check failed");
+      log.error(logFields(e), "drift check failed");
     }
   }
 
@@ -212,7 +212,7 @@ export function createAgent(opts: AgentOptions): Agent {
         publish({ event: "job.done", revision: null, step: job.command, notes: [result.message] });
     } catch (err) {
       const e = asAgentError(err);
-      jobLog.error({ code: e.code, err: e.message }, `${job.command} failed`);
+      jobLog.error(logFields(e), `${job.command} failed`);
     }
   }
 
@@ -274,7 +274,7 @@ export function createAgent(opts: AgentOptions): Agent {
       lastError = { code: e.code, message: e.message, at: new Date().toISOString() };
       failuresInRow++;
       metrics.runError(e.code);
-      runLog.error({ code: e.code, err: e.message }, "deploy run failed before its steps");
+      runLog.error(logFields(e), "deploy run failed before its steps");
       publish({
         event: "run.error",
         revision,
