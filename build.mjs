@@ -1,6 +1,6 @@
 /**
  * `npm run build`: bundles src/bin.ts into dist/src/bin.js with esbuild, the daemon's start-up and idle
- * memory being the reason (#15). Node 20 resolves and compiles each of the ~400 files of fastify, zod,
+ * memory being the reason. Node 20 resolves and compiles each of the ~400 files of fastify, zod,
  * pino, simple-git, yaml and prom-client one by one; one tree-shaken file starts in about half the time.
  * What src/ imports with `import()` (the diff library for writes and drift, the commands a daemon never
  * runs) stays uninitialised until first use. One file, not split into chunks: chunks cost the daemon about
@@ -15,7 +15,7 @@
  * - age-encryption and its @noble/@scure dependencies (about 140 ms to load), for `secret` steps and commands
  *   only: src/secrets/age.ts imports it on first use, so a host without secrets never loads it.
  * The diff library stays inside: loaded on its own it cost 4 MiB more at idle than the 40 KiB it adds here.
- * Measured together (#15): the file went from 2.3 MB to 1.4 MB, start-up about 30 ms faster, idle RSS 2 to
+ * Measured together: the file went from 2.3 MB to 1.4 MB, start-up about 30 ms faster, idle RSS 2 to
  * 9 MiB lower.
  * Type checking stays with `tsc --noEmit` (npm run typecheck); esbuild only strips the types.
  */

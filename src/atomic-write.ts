@@ -11,7 +11,7 @@ import path from "node:path";
  * out both fsyncs, for records that only a crash of this process (not of the machine) must find: the write
  * stays atomic, and the page cache survives a killed process. Such a write (small records: the lock holder,
  * the intent before a step, both on a push's path) is made with synchronous calls: five syscalls on the
- * page cache take tens of microseconds, five thread-pool round trips about a millisecond (#15).
+ * page cache take tens of microseconds, five thread-pool round trips about a millisecond.
  */
 const swept = new Set<string>();
 

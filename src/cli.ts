@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { AgentError } from "./errors.js";
 import { JOBS, jobByCommand } from "./jobs/index.js";
-import { sanitize } from "./secret.js";
+import { sanitize } from "./redact.js";
 
 const USAGE = `usage: deploy-agent <command> [options]
 

@@ -1,6 +1,6 @@
 import type { EffectRecorder } from "./effects.js";
 import { AgentError } from "./errors.js";
-import { sanitize } from "./secret.js";
+import { sanitize } from "./redact.js";
 
 export interface CommandResult {
   stdout: string;

@@ -140,7 +140,7 @@ interface Source {
 
 /**
  * Fetch (optional), resolve origin/<branch> and what changed, all from git objects: after the fetch a push
- * spawns no process until its steps are done (#15). Steps read git objects, never the work tree, so the
+ * spawns no process until its steps are done. Steps read git objects, never the work tree, so the
  * work tree is reset after them (`syncWorkTree`), and only once the revision's manifest is known to be
  * valid: a clone reset to an invalid manifest would keep the agent from starting again.
  */

@@ -1,5 +1,3 @@
-import { sanitize } from "./secret.js";
-
 /**
  * The one redaction point for every text that leaves the process: log lines (pino's streamWrite hook), HTTP
  * bodies (an onSend hook), the state file, and the CLI's stdout and stderr. It replaces every secret value the
@@ -28,4 +26,14 @@ export function redact(text: string): string {
   let out = text;
   for (const s of ordered) if (out.includes(s)) out = out.split(s).join("[redacted]");
   return sanitize(out);
+}
+
+/** Strips URL userinfo and query strings, and bearer tokens, from free text (Flux's sanitized.go idea). */
+export function sanitize(text: string): string {
+  // The patterns stop at quotes and backslashes too: they run over whole JSON log lines (no spaces in them).
+  return text
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@"\\]+@/gi, "$1")
+    .replace(/(\bhttps?:\/\/[^\s?#"\\]+)\?[^\s#"\\]*/gi, "$1?[redacted]")
+    .replace(/(bearer\s+)[A-Za-z0-9._~+/=-]+/gi, "$1[redacted]")
+    .replace(/\b(syt|mct|syr)_[A-Za-z0-9_]+/g, "[redacted]");
 }

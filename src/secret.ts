@@ -31,13 +31,3 @@ export class Secret {
     return REDACTED;
   }
 }
-
-/** Strips URL userinfo and query strings, and bearer tokens, from free text (Flux's sanitized.go idea). */
-export function sanitize(text: string): string {
-  // The patterns stop at quotes and backslashes too: they run over whole JSON log lines (no spaces in them).
-  return text
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@"\\]+@/gi, "$1")
-    .replace(/(\bhttps?:\/\/[^\s?#"\\]+)\?[^\s#"\\]*/gi, "$1?[redacted]")
-    .replace(/(bearer\s+)[A-Za-z0-9._~+/=-]+/gi, "$1[redacted]")
-    .replace(/\b(syt|mct|syr)_[A-Za-z0-9_]+/g, "[redacted]");
-}

@@ -10,7 +10,7 @@ import type { QuickJSWASMModule } from "quickjs-emscripten";
 
 export const TRANSFORMATION_TIMEOUT_MS = 500;
 
-// Loaded on first use: agents without a hookshot step (LXC 106, 139, 110) never carry QuickJS.
+// Loaded on first use: agents without a hookshot step never carry QuickJS.
 let module: Promise<QuickJSWASMModule> | undefined;
 function quickjs(): Promise<QuickJSWASMModule> {
   module ??= import("quickjs-emscripten").then((q) => q.newQuickJSWASMModule());

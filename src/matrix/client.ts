@@ -70,13 +70,13 @@ function explain(status: number, body: MatrixErrorBody, what: string, roomId: st
       "MATRIX_AUTH",
       `${what}: the homeserver rejected the access token (${code}${said})`,
       {
-        hint: "rotate MATRIX_TOKEN in the env file (README: Token rotation)",
+        hint: "the token expired or was logged out: rotate it (README: Token rotation)",
       },
     );
   }
   if (status === 403) {
     return new AgentError("MATRIX_FORBIDDEN", `${what}: forbidden in ${roomId} (${code}${said})`, {
-      hint: "the token's user must be joined with power level 50 or more to change hookshot state",
+      hint: "the token's user must be joined to the room with a power level its power_levels allow this event at",
     });
   }
   return new AgentError("MATRIX_REQUEST_FAILED", `${what}: ${code}${said}`);

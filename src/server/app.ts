@@ -63,7 +63,7 @@ const historyQuery = z.strictObject({
 /**
  * No route declares a JSON schema (zod checks what the agent reads), so fastify never needs its ajv and
  * fast-json-stringify compilers; these factories say so if that ever changes, and keep fastify from loading
- * the defaults (build.mjs leaves them out of the bundle: start-up, #15).
+ * the defaults (build.mjs leaves them out of the bundle: start-up).
  */
 const noRouteSchemas = (): never => {
   throw new Error("route schemas are not used here: requests are checked with zod");
@@ -144,7 +144,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     // One line per delivery from the handler instead of two per request (scrapes and probes stay quiet).
     logController: new LogController({ disableRequestLogging: true }),
     // No child logger per request (pino builds and serialises one each time: a quarter of a signed
-    // request's cost, #15): the lines that matter carry their delivery id instead.
+    // request's cost): the lines that matter carry their delivery id instead.
     childLoggerFactory: (logger) => logger,
     bodyLimit: hook.bodyLimitBytes,
     schemaController: {

@@ -3,7 +3,7 @@ import type { Readable, Writable } from "node:stream";
 import { holdOpen, stderrTail } from "./objects.js";
 
 /**
- * `git fetch`, started before the push that needs it (#15). Between runs the daemon starts a small shell
+ * `git fetch`, started before the push that needs it. Between runs the daemon starts a small shell
  * that waits for one line, the refspec, and then becomes `git fetch` (exec, no second fork); a push writes
  * that line instead of spawning: forking the Node process (2–3 ms at the daemon's size, during which
  * `spawn` blocks the event loop) is off the push's path. git itself starts only once it has its refspec,

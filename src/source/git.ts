@@ -3,7 +3,7 @@ import { stat } from "node:fs/promises";
 import path from "node:path";
 import { type SimpleGit, simpleGit } from "simple-git";
 import { AgentError } from "../errors.js";
-import { sanitize } from "../secret.js";
+import { sanitize } from "../redact.js";
 import { createFetcher, type Fetcher } from "./fetch.js";
 import { createObjectReader, type ObjectReader } from "./objects.js";
 
@@ -23,7 +23,7 @@ export interface Repo {
   fetcher: Fetcher;
 }
 
-/** simple-git's block timeout and the fetch's (#13's bound): a git command that takes longer is killed. */
+/** simple-git's block timeout and the fetch's: a git command that takes longer is killed. */
 const NETWORK_TIMEOUT_MS = 120_000;
 
 function gitError(code: "GIT_FAILED" | "FETCH_FAILED", what: string, err: unknown): AgentError {
@@ -149,7 +149,7 @@ export function closeRepo(repo: Repo | undefined): void {
 
 /**
  * A commit's subject, for notices: git's `%s`, its message's first paragraph on one line; null when it
- * cannot be read. From the object reader, not `git log`: a spawn less per push (#15). Header lines end at
+ * cannot be read. From the object reader, not `git log`: a spawn less per push. Header lines end at
  * the first empty line (a signature's continuation lines start with a space).
  */
 export async function subjectOf(repo: Repo, revision: string): Promise<string | null> {

@@ -3,7 +3,7 @@ import type { Readable } from "node:stream";
 import { AgentError } from "../errors.js";
 
 /**
- * Git objects through one long-lived `git cat-file --batch` (#15): a push's blob reads, tree walks and
+ * Git objects through one long-lived `git cat-file --batch`: a push's blob reads, tree walks and
  * the tree diff cost no process spawn (4–5 ms each from a Node process). simple-git has no object reader,
  * so this module talks to git's documented batch protocol itself: write "<object name>\n", read
  * "<oid> <type> <size>\n<size bytes>\n", or "<name> missing\n". git re-reads its pack directory when an

@@ -6,7 +6,7 @@ import { type ObjectReader, parseTree, type TreeEntry } from "./objects.js";
  * The repository's content at one revision, read from git objects rather than the work tree. Dry runs read
  * the fetched revision without touching the work tree, and a symlink can never redirect a read: git records
  * it as a blob of mode 120000, which `read` refuses. Paths are resolved tree by tree on demand, so what a
- * push costs follows what it changed and what the steps read, not the size of the repository (#15).
+ * push costs follows what it changed and what the steps read, not the size of the repository.
  */
 export interface Snapshot {
   revision: string;
