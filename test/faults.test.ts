@@ -22,6 +22,7 @@ import { type Fixture, makeFixture } from "./helpers/git.js";
 import { pushBody } from "./helpers/gitea.js";
 import { startMatrixServer } from "./helpers/matrix-server.js";
 import { cannot } from "./helpers/needs.js";
+import { seededRandom } from "./helpers/seeded.js";
 
 /** Faults and hostile input, bounded in time, loopback only. Every secret here is recognisable on purpose. */
 
@@ -253,6 +254,8 @@ describe("crash: kill -9 at random points of a multi-step deploy, 20 times", () 
   }, async () => {
     let newest = "";
     let outputs = "";
+    // Seeded kill points, the seed printed: KILL_SEED=<n> replays a failing run.
+    const next = seededRandom("KILL_SEED");
     for (let i = 1; i <= 20; i++) {
       newest = fx.push({
         "landing/index.html": `<p>${i}</p>\n`,
@@ -261,7 +264,7 @@ describe("crash: kill -9 at random points of a multi-step deploy, 20 times", () 
       });
       const s = serve();
       await s.waitFor(/"msg":"listening"/);
-      await sleep(Math.floor(Math.random() * 900));
+      await sleep(Math.floor(next() * 900));
       s.child.kill("SIGKILL");
       await new Promise((r) => s.child.on("exit", r));
       outputs += s.out();

@@ -24,6 +24,7 @@ import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemc
 import { type Fixture, makeFixture } from "./helpers/git.js";
 import { type MatrixTestServer, startMatrixServer } from "./helpers/matrix-server.js";
 import { needs } from "./helpers/needs.js";
+import { seededRandom } from "./helpers/seeded.js";
 
 /** The secret step through the real CLI: real age keys, a real Matrix test server, real git. */
 
@@ -271,13 +272,7 @@ describe("kill -9 during secret writes leaves the old value or the new, never ha
   };
 
   it("at seeded random points, 12 rounds", { timeout: 240_000 }, async () => {
-    const seed = Number(process.env.SECRET_KILL_SEED ?? Date.now() % 100_000);
-    console.log(`SECRET_KILL_SEED=${seed}`);
-    let x = seed;
-    const random = () => {
-      x = (x * 1103515245 + 12345) % 2 ** 31;
-      return x / 2 ** 31;
-    };
+    const random = seededRandom("SECRET_KILL_SEED");
     // A large whole-file secret and an env line, so a write takes long enough to be cut.
     const big = (i: number) => `${`round ${i} `.repeat(6000)}\n`;
     const manifest = writeManifest(fx.dir, {

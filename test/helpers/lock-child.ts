@@ -10,18 +10,9 @@ import { mkdirSync, rmdirSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { acquireLock, prepareLock } from "../../src/lock.js";
+import { mulberry32 as random } from "./seeded.js";
 
 const [dir = "", stay = "0", count = "1", seed = "1"] = process.argv.slice(2);
-
-/** mulberry32: a small seeded generator, so a failing interleaving can be replayed. */
-function random(s: number): () => number {
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function once(ms: () => number) {
   const lock = await acquireLock(dir, 60_000);
