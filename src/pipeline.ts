@@ -9,6 +9,7 @@ import type { LoadOptions } from "./manifest/load.js";
 import type { Manifest } from "./manifest/schema.js";
 import { type Action, type PlanReason, planLazily, revisionsToDiff } from "./plan.js";
 import { type RunFacts, recordRun } from "./run-record.js";
+import type { Descent } from "./source/ancestry.js";
 import {
   clearStaleGitLocks,
   dirtyPaths,
@@ -325,31 +326,48 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     const { state } = loaded;
     const from = state.lastRun?.revision ?? null;
     facts.previousRevision = from;
+    // How far the branch has come on this host: a pin goes back, the anchor never does, so a push must
+    // still descend from the newest revision verified here (a pin to B must not let a push of C undo D).
+    const anchor = state.anchor ?? from;
     const fetched = await fetchSource(opts, warnings);
-    const target = opts.pin?.revision ?? fetched.tip;
-    facts.revision = target;
-    // Before anything of the revision is used, its own manifest included.
-    const moved = await verifyRevision(fetched.repo, opts.manifest.repo.verify, rooted(opts.root), {
-      from,
-      to: target,
-      acceptRewrite: opts.acceptRewrite || !!opts.pin,
-    });
-    facts.verified = opts.manifest.repo.verify.mode !== "off";
-    const rewrittenFrom = moved === "rewritten" && !opts.pin ? from : null;
-    if (opts.unpin) delete state.pinned;
-    if (opts.pin) state.pinned = { ...opts.pin };
-    let revision = target;
-    const { pinned } = state;
-    if (pinned && !opts.pin) {
-      // A push or poll while pinned: verified above and remembered; the pinned revision is what runs.
-      pinned.newestRevision = fetched.tip;
-      revision = pinned.revision;
-      warnings.push(
-        `pinned at ${pinned.revision.slice(0, 12)} by ${pinned.by} until ${pinned.until} (${pinned.reason}): ${fetched.tip.slice(0, 12)} is remembered for unpin`,
-      );
+    const under = rooted(opts.root);
+    const { verify } = opts.manifest.repo;
+    let revision = fetched.tip;
+    let moved: Descent = "same";
+    if (opts.pin) {
+      // Going back on purpose: the revision itself is verified, never checked for descent.
+      await verifyRevision(fetched.repo, verify, under, { from: opts.pin.revision, to: opts.pin.revision });
+      revision = opts.pin.revision;
+    } else {
+      const pinned = opts.unpin ? undefined : state.pinned;
+      try {
+        // Before anything of the revision is used, its own manifest included.
+        moved = await verifyRevision(fetched.repo, verify, under, {
+          from: anchor,
+          to: fetched.tip,
+          acceptRewrite: opts.acceptRewrite,
+        });
+        state.anchor = fetched.tip;
+        if (pinned) pinned.newestRevision = fetched.tip;
+      } catch (err) {
+        // A pinned host keeps running its pin when the tip is refused: that is what a pin is for.
+        if (!pinned || !(err instanceof AgentError)) throw err;
+        warnings.push(
+          `the branch's tip ${fetched.tip.slice(0, 12)} is refused (${err.code}: ${err.message}); the pinned revision runs`,
+        );
+      }
+      if (pinned) {
+        // The pinned revision is verified again at every run (a key revoked since is a key revoked now).
+        await verifyRevision(fetched.repo, verify, under, { from: pinned.revision, to: pinned.revision });
+        revision = pinned.revision;
+        warnings.push(
+          `pinned at ${pinned.revision.slice(0, 12)} by ${pinned.by} until ${pinned.until} (${pinned.reason})${pinned.newestRevision ? `: ${pinned.newestRevision.slice(0, 12)} is remembered for unpin` : ""}`,
+        );
+      }
     }
-    // The pin itself (or its end) is recorded before any step runs: a kill -9 mid-run converges to it.
-    if (!opts.dryRun && (opts.pin || opts.unpin)) await writeState(opts.stateDir, state);
+    if (opts.unpin) delete state.pinned;
+    facts.verified = verify.mode !== "off";
+    const rewrittenFrom = moved === "rewritten" ? anchor : null;
     facts.revision = revision;
     const source = await sourceAt(fetched, state, revision);
     if (rewrittenFrom) {
@@ -359,6 +377,11 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     }
     opts.onStart?.(source.revision);
     const { suspended } = state;
+    if (suspended && opts.pin) {
+      throw new AgentError("PIN_REFUSED", `${opts.manifest.host} is suspended (${suspended.reason})`, {
+        hint: "deploy-agent resume first; a suspended host deploys nothing, a pin included",
+      });
+    }
     if (suspended && !opts.dryRun) {
       // Verified and remembered; deployed on resume.
       state.suspended = { ...suspended, newestRevision: source.revision };
@@ -393,6 +416,20 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     const { manifest, pendingRestart, notes } = opts.manifestPath
       ? await manifestAt(source.snapshot, opts.manifestPath, opts.manifest, opts.load ?? {}, opts.overrides)
       : { manifest: opts.manifest, pendingRestart: [], notes: [] };
+    if (opts.pin) {
+      // The revision's own repo settings (verify among them) would be the host's after a restart, since the
+      // clone then holds its manifest: a pin must not weaken how the host verifies.
+      if (pendingRestart.includes("repo")) {
+        throw new AgentError(
+          "PIN_REFUSED",
+          `the manifest at ${opts.pin.revision.slice(0, 12)} has other repo settings (repo.verify among them) than this host runs with`,
+          { hint: "pin a revision whose manifest has the same repo section, or push a fix instead" },
+        );
+      }
+      // The pin is recorded before any step runs: a kill -9 mid-run converges to it.
+      state.pinned = { ...opts.pin };
+      if (!opts.dryRun) await writeState(opts.stateDir, state);
+    } else if (opts.unpin && !opts.dryRun) await writeState(opts.stateDir, state);
     opts.onManifest?.(manifest);
     facts.bounds = manifest.history;
     // Said once per revision (its first run here), not at every poll; /status keeps the pending keys.

@@ -52,6 +52,11 @@ export const stateSchema = z.strictObject({
   steps: z.record(z.string(), stepStateSchema),
   lastRun: runSummarySchema.optional(),
   /**
+   * The newest revision of the branch verified here: a push must descend from it (repo.verify on). A pin
+   * goes back without moving it, so a force push to a revision between the pin and it is still refused.
+   */
+  anchor: z.string().optional(),
+  /**
    * Set by `deploy-agent pin`: runs deploy this revision whatever the tip (remembered in newestRevision)
    * until `unpin`. `until` is when the pin was meant to end (an alert fires after it), not an expiry.
    */

@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import type { AgentError } from "../src/errors.js";
 import type { DeployEvent } from "../src/notify/events.js";
-import { descent, PARENTS_WALKED } from "../src/source/ancestry.js";
+import { descent, PARENTS_WALKED, parentsOf } from "../src/source/ancestry.js";
 import { closeRepo, openRepo } from "../src/source/git.js";
 import {
   hostRoot,
@@ -338,6 +338,37 @@ describe("attack: the way back by push", SSH, () => {
 });
 
 describe("descent", () => {
+  it("a forged header that looks like a parent (after a lone CR, in a header the signature skips) is no parent", async () => {
+    const a = git(fx.clone, "rev-parse", "HEAD");
+    writeFileSync(path.join(fx.clone, "b.txt"), "b\n");
+    git(fx.clone, "add", "-A");
+    git(fx.clone, "commit", "--quiet", "-m", "B");
+    const b = git(fx.clone, "rev-parse", "HEAD");
+    const raw = execFileSync("git", ["-C", fx.clone, "cat-file", "commit", a]);
+    const end = raw.indexOf("\n\n");
+    const forged = Buffer.concat([
+      raw.subarray(0, end),
+      Buffer.from(`\ngpgsig-sha256 x\rparent ${b}`),
+      raw.subarray(end),
+    ]);
+    const f = execFileSync(
+      "git",
+      ["-C", fx.clone, "hash-object", "-t", "commit", "--literally", "-w", "--stdin"],
+      {
+        input: forged,
+        encoding: "utf8",
+      },
+    ).trim();
+    assert.deepEqual(parentsOf(forged), parentsOf(raw), "the forged line is not a parent");
+    const repo = await openRepo(fx.clone, "origin", "main");
+    try {
+      assert.equal(await descent(repo, b, f), "rewritten", "A with a forged header does not descend from B");
+      assert.equal(await descent(repo, a, b), "descends");
+    } finally {
+      closeRepo(repo);
+    }
+  });
+
   it("follows merges and histories longer than the walk, and refuses rewinds and other lines", async () => {
     const start = git(fx.pusher, "rev-parse", "HEAD");
     // A side branch merged back: its commits descend from start through the merge's second parent.

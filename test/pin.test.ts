@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { stringify } from "yaml";
 import {
   hostRoot,
   listeningUrl,
@@ -242,5 +243,87 @@ describe("pin and unpin", () => {
     assert.equal(page(), "<p>signed</p>\n");
     const state = JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as { pinned?: unknown };
     assert.equal(state.pinned, undefined, "nothing pinned");
+  });
+
+  it("a pin does not move the anchor: a force push between the pin and the newest revision is still refused; a pin cannot change repo.verify", {
+    skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
+  }, async () => {
+    const key = path.join(fx.dir, "key");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
+    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
+    mkdirSync(path.dirname(allowed), { recursive: true });
+    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
+    // The manifest lives in the repository, as on the hosts: each revision carries its own.
+    const inRepo = (verify: boolean) => ({
+      "config/lxctest.yaml": stringify({
+        version: 1,
+        host: "lxctest",
+        listen: { port: 9000 },
+        webhook: { pollIntervalSeconds: 0 },
+        ...(verify
+          ? { repo: { verify: { mode: "all", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } } }
+          : {}),
+        steps: [LANDING],
+      }),
+    });
+    const signed = (files: Record<string, string>, message: string) => {
+      for (const [rel, content] of Object.entries(files)) {
+        mkdirSync(path.dirname(path.join(fx.pusher, rel)), { recursive: true });
+        writeFileSync(path.join(fx.pusher, rel), content);
+      }
+      git(fx.pusher, "add", "-A");
+      git(
+        fx.pusher,
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        `user.signingkey=${key}`,
+        "commit",
+        "--quiet",
+        "-S",
+        "-m",
+        message,
+      );
+      git(fx.pusher, "push", "--quiet", "--force", "origin", "main");
+      return git(fx.pusher, "rev-parse", "HEAD");
+    };
+    const noVerify = signed({ ...inRepo(false), "landing/index.html": "<p>a</p>\n" }, "A, before verify");
+    const b = signed({ ...inRepo(true), "landing/index.html": "<p>b</p>\n" }, "B");
+    const c = signed({ "landing/index.html": "<p>c</p>\n" }, "C");
+    signed({ "landing/index.html": "<p>d with the fix</p>\n" }, "D");
+    git(fx.clone, "fetch", "--quiet", "origin");
+    git(fx.clone, "reset", "--quiet", "--hard", "origin/main");
+    const file = path.join(fx.clone, "config/lxctest.yaml");
+    const run = (...args: string[]) => cli(file, ...args);
+    // B and C run (each pinned in turn; A, from before verify existed, is refused), then D.
+    for (const rev of [noVerify, b, c]) {
+      const r = await run("pin", rev, "--force");
+      assert.equal(r.code, rev === noVerify ? 1 : 0, r.stderr);
+    }
+    assert.equal((await run("unpin")).code, 0);
+    assert.equal(page(), "<p>d with the fix</p>\n");
+    // A pin whose manifest has no verify would leave the host without it after a restart: refused.
+    const weaker = await run("pin", noVerify, "--force");
+    assert.equal(weaker.code, 1);
+    assert.match(weaker.stderr, /error PIN_REFUSED: the manifest at [0-9a-f]{12} has other repo settings/);
+    // Pinned at B, the branch force-pushed back to C: C descends from B but not from D. Refused, and
+    // the pinned host keeps running B; unpin refuses it too.
+    assert.equal((await run("pin", b)).code, 0);
+    git(fx.pusher, "push", "--quiet", "--force", "origin", `${c}:refs/heads/main`);
+    const whilePinned = await run("run", "--json");
+    assert.equal(whilePinned.code, 0, whilePinned.stderr);
+    const report = JSON.parse(whilePinned.stdout) as { warnings: string[]; revision: string };
+    assert.equal(report.revision, b);
+    assert.ok(
+      report.warnings.some((w) => /tip [0-9a-f]{12} is refused \(HISTORY_REWRITTEN/.test(w)),
+      report.warnings.join("\n"),
+    );
+    const unpin = await run("unpin");
+    assert.equal(unpin.code, 1);
+    assert.match(
+      unpin.stderr,
+      /error HISTORY_REWRITTEN: origin\/main is at [0-9a-f]{12}, which does not descend from [0-9a-f]{12}/,
+    );
+    assert.equal(page(), "<p>b</p>\n", "still at the pin");
   });
 });

@@ -10,11 +10,21 @@ export type Descent = "first" | "same" | "descends" | "rewritten";
 /** Commits walked through the object reader before asking git (a push adds a handful). */
 export const PARENTS_WALKED = 64;
 
-function parentsOf(commit: Buffer): string[] {
-  const text = commit.toString("latin1");
-  const end = text.indexOf("\n\n");
-  const headers = end < 0 ? text : text.slice(0, end);
-  return [...headers.matchAll(/^parent ([0-9a-f]{40,64})$/gm)].map((m) => m[1] as string);
+/**
+ * A commit's parents as git reads them: the `parent` lines right after the `tree` line, lines split on "\n"
+ * only. Never a pattern over the whole header: a forged extra header ("gpgsig-sha256 x\rparent <oid>", which
+ * the signature does not cover) would otherwise pass for a parent, and a rewind for a descendant.
+ */
+export function parentsOf(commit: Buffer): string[] {
+  const lines = commit.toString("latin1").split("\n");
+  if (!/^tree [0-9a-f]{40}([0-9a-f]{24})?$/.test(lines[0] ?? "")) return [];
+  const parents: string[] = [];
+  for (const line of lines.slice(1)) {
+    const m = /^parent ([0-9a-f]{40}([0-9a-f]{24})?)$/.exec(line);
+    if (!m) break;
+    parents.push(m[1] as string);
+  }
+  return parents;
 }
 
 export async function descent(repo: Repo, from: string | null, to: string): Promise<Descent> {
