@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -316,6 +318,54 @@ describe("every delivery leaves one line", () => {
     } finally {
       daemon.child.kill("SIGTERM");
       await daemon.exited;
+    }
+  });
+});
+
+describe("fleet status against a hostile agent", () => {
+  it("a /status that lies (options as revisions), is huge, or carries escape sequences is named, never trusted", async () => {
+    const clobbered = path.join(fx.dir, "clobbered");
+    const valid = {
+      deployedRevision: git(fx.pusher, "rev-parse", "HEAD"),
+      suspended: { reason: "\u001b]0;owned\u0007\u001b[2Jmigration", since: "2026-01-01T00:00:00Z" },
+      lastError: null,
+      health: { ok: true },
+      lastRun: null,
+      steps: [],
+    };
+    const answers: Record<string, string> = {
+      "/liar/status": JSON.stringify({ ...valid, deployedRevision: `--output=${clobbered}` }),
+      "/huge/status": JSON.stringify({ ...valid, padding: "x".repeat(5 * 1024 * 1024) }),
+      "/escapes/status": JSON.stringify(valid),
+    };
+    const server = createHttpServer((req, res) => {
+      res.writeHead(200, { "content-type": "application/json" }).end(answers[req.url ?? ""] ?? "{}");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const config = path.join(fx.pusher, "config");
+    mkdirSync(config, { recursive: true });
+    for (const name of ["liar", "huge", "escapes"])
+      writeFileSync(
+        path.join(config, `${name}.yaml`),
+        stringify({ version: 1, host: name, publicUrl: `${base}/${name}` }),
+      );
+    try {
+      const res = await runCli(["fleet", "status", "--repo", fx.pusher]);
+      assert.equal(res.code, 1);
+      assert.match(
+        res.stdout,
+        /^liar +http:\/\/127\.0\.0\.1:\d+\/liar\/status answered something that is not an agent's status$/m,
+      );
+      assert.match(
+        res.stdout,
+        /^huge +http:\/\/127\.0\.0\.1:\d+\/huge\/status unreachable: .*answered more than 4194304 bytes/m,
+      );
+      assert.match(res.stdout, /^escapes .*SUSPENDED since .*: \?\]0;owned\?\?\[2Jmigration/m);
+      assert.doesNotMatch(res.stdout, /\u001b/);
+      assert.equal(existsSync(clobbered), false, "no file written by an option from a host");
+    } finally {
+      server.close();
     }
   });
 });

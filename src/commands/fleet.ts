@@ -2,6 +2,7 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseYaml } from "yaml";
+import { z } from "zod";
 import { AgentError } from "../errors.js";
 import { fetchFailure } from "../fetch-failure.js";
 import { type HistoryRecord, parseRecord } from "../history.js";
@@ -23,20 +24,58 @@ export interface FleetFlags {
 
 const ASK_TIMEOUT_MS = 3000;
 
-interface AgentStatus {
-  deployedRevision: string | null;
-  suspended: { reason: string; since: string } | null;
-  pinned?: { revision: string; reason: string; until: string; by: string } | null;
-  lastError: { code: string; message: string } | null;
-  health: { ok: boolean; reason?: string };
-  lastRun: { result: string; finishedAt: string } | null;
-  steps: {
-    name: string;
-    lastAppliedRevision: string | null;
-    lastResult: { outcome: string; revision: string; code?: string; message: string } | null;
-  }[];
-  jobs?: Record<string, { message: string; gauge?: number }>;
+/** The most an agent's answer may be: a fleet command's memory is its own, never what a host sends. */
+export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+
+/** A commit id, as git prints it (SHA-1 or SHA-256): anything else from a host never reaches git's argv. */
+const revision = z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/);
+
+/** What fleet reads of an agent's /status, checked: a host that lies gets named, never trusted. */
+const agentStatusSchema = z.object({
+  deployedRevision: revision.nullable(),
+  suspended: z.object({ reason: z.string(), since: z.string() }).nullable(),
+  pinned: z.object({ revision, reason: z.string(), until: z.string(), by: z.string() }).nullable().optional(),
+  lastError: z.object({ code: z.string(), message: z.string() }).nullable(),
+  health: z.object({ ok: z.boolean(), reason: z.string().optional() }),
+  lastRun: z.object({ result: z.string(), finishedAt: z.string() }).nullable(),
+  steps: z.array(
+    z.object({
+      name: z.string(),
+      lastAppliedRevision: revision.nullable(),
+      lastResult: z
+        .object({
+          outcome: z.string(),
+          revision: z.string(),
+          code: z.string().optional(),
+          message: z.string(),
+        })
+        .nullable(),
+    }),
+  ),
+  jobs: z.record(z.string(), z.object({ message: z.string(), gauge: z.number().optional() })).optional(),
+});
+type AgentStatus = z.infer<typeof agentStatusSchema>;
+
+/** A body read to MAX_ANSWER_BYTES at most. */
+async function boundedJson(res: Response): Promise<unknown> {
+  const reader = res.body?.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = reader ? await reader.read() : { done: true, value: undefined };
+    if (done || !value) break;
+    size += value.byteLength;
+    if (size > MAX_ANSWER_BYTES) {
+      await reader?.cancel().catch(() => {});
+      throw new Error(`answered more than ${MAX_ANSWER_BYTES} bytes`);
+    }
+    chunks.push(value);
+  }
+  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
 }
+
+/** Text from a host, printed to the operator's terminal: control characters (escape sequences) shown as ?. */
+const printable = (text: string) => text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, "?");
 
 interface Host extends HostEntry {
   status: AgentStatus | null;
@@ -49,6 +88,8 @@ interface HostEntry {
   /** The branch the host deploys (its manifest's repo.branch; main by default). */
   branch: string;
 }
+
+const BRANCH = /^[A-Za-z0-9_][A-Za-z0-9._/-]*$/;
 
 async function hosts(repo: string): Promise<HostEntry[]> {
   const dir = path.join(repo, "config");
@@ -69,7 +110,13 @@ async function hosts(repo: string): Promise<HostEntry[]> {
     out.push({
       host: doc.host,
       url: typeof doc.publicUrl === "string" ? doc.publicUrl.replace(/\/+$/, "") : null,
-      branch: typeof doc.repo?.branch === "string" ? doc.repo.branch : "main",
+      // A branch name goes into a refspec: only a plain one (no wildcard, no option, no "..").
+      branch:
+        typeof doc.repo?.branch === "string" &&
+        BRANCH.test(doc.repo.branch) &&
+        !doc.repo.branch.includes("..")
+          ? doc.repo.branch
+          : "main",
     });
   }
   return out;
@@ -96,7 +143,7 @@ async function askAll(
           await res.body?.cancel().catch(() => {});
           return { ...entry, answer: null, problem: `${where} unreachable: HTTP ${res.status}` };
         }
-        return { ...entry, answer: (await res.json()) as unknown, problem: null };
+        return { ...entry, answer: await boundedJson(res), problem: null };
       } catch (err) {
         return {
           ...entry,
@@ -109,10 +156,13 @@ async function askAll(
 }
 
 async function ask(flags: FleetFlags, repo: string): Promise<Host[]> {
-  return (await askAll(flags, repo, "/status")).map(({ answer, ...h }) => ({
-    ...h,
-    status: answer as AgentStatus | null,
-  }));
+  return (await askAll(flags, repo, "/status")).map(({ answer, ...h }) => {
+    if (answer === null) return { ...h, status: null };
+    const parsed = agentStatusSchema.safeParse(answer);
+    return parsed.success
+      ? { ...h, status: parsed.data }
+      : { ...h, status: null, problem: `${h.url}/status answered something that is not an agent's status` };
+  });
 }
 
 const short = (rev: string | null | undefined) => (rev ? rev.slice(0, 12) : "—");
@@ -183,6 +233,8 @@ function liveness(s: AgentStatus): {
 }
 
 export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => void): Promise<number> {
+  // Every text from the hosts reaches the terminal without control characters.
+  const print = (t: string) => out(printable(t));
   const repo = path.resolve(flags.repo ?? ".");
   const asked = await ask(flags, repo);
   const { tips, note } = await branchTips(repo, [...new Set(asked.map((h) => h.branch))]);
@@ -192,14 +244,14 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
       const rev = h.status?.deployedRevision ?? null;
       const tip = tips.get(h.branch) ?? null;
       const subject = rev
-        ? await git.raw(["log", "-1", "--format=%s", rev]).then(
+        ? await git.raw(["log", "-1", "--format=%s", "--end-of-options", rev]).then(
             (s) => s.trim(),
             () => "",
           )
         : "";
       const behind =
         rev && tip
-          ? await git.raw(["rev-list", "--count", `${rev}..${tip}`]).then(
+          ? await git.raw(["rev-list", "--count", "--end-of-options", `${rev}..${tip}`]).then(
               (n) => Number(n.trim()),
               () => null,
             )
@@ -233,7 +285,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
     }),
   );
   if (flags.json) {
-    out(`${JSON.stringify({ schema: "deploy-agent/fleet@2", fetch: note, hosts: rows }, null, 2)}\n`);
+    print(`${JSON.stringify({ schema: "deploy-agent/fleet@2", fetch: note, hosts: rows }, null, 2)}\n`);
   } else {
     const lines = [...new Set(rows.map((r) => `${r.branch} at ${short(r.tip)}`))].map(
       (b) => `fleet: origin/${b}`,
@@ -267,7 +319,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
       ].filter(Boolean);
       lines.push(`${r.host.padEnd(8)} ${parts.join("; ")}`);
     }
-    out(`${lines.join("\n")}\n`);
+    print(`${lines.join("\n")}\n`);
   }
   return rows.every((r) => r.reachable && !r.failing && !r.lastError && !r.lagging) ? 0 : 1;
 }
@@ -290,6 +342,8 @@ export async function fleetWaitCommand(
   target: string,
   out: (t: string) => void,
 ): Promise<number> {
+  // Every text from the hosts reaches the terminal without control characters.
+  const print = (t: string) => out(printable(t));
   const repo = path.resolve(flags.repo ?? ".");
   const rev = (
     await gitAt(repo)
@@ -308,15 +362,15 @@ export async function fleetWaitCommand(
     // Progress: a line whenever who is waited for, or why, changes.
     const now = waiting.join("; ");
     if (waiting.length && now !== said && Date.now() < deadline) {
-      out(`waiting for ${short(rev)} (${Math.round((Date.now() - started) / 1000)}s): ${now}\n`);
+      print(`waiting for ${short(rev)} (${Math.round((Date.now() - started) / 1000)}s): ${now}\n`);
       said = now;
     }
     if (!waiting.length) {
-      out(`every host runs ${short(rev)}\n`);
+      print(`every host runs ${short(rev)}\n`);
       return 0;
     }
     if (Date.now() >= deadline) {
-      out(
+      print(
         `not every host runs ${short(rev)} after ${flags.timeoutSeconds}s:\n${waiting.map((w) => `  ${w}`).join("\n")}\n`,
       );
       return 1;
@@ -333,6 +387,8 @@ export async function fleetHistoryCommand(
   flags: FleetFlags & { limit: number },
   out: (t: string) => void,
 ): Promise<number> {
+  // Every text from the hosts reaches the terminal without control characters.
+  const print = (t: string) => out(printable(t));
   const repo = path.resolve(flags.repo ?? ".");
   const asked = await askAll(flags, repo, `/history?limit=${flags.limit}`);
   const records: (HistoryRecord & { host: string })[] = [];
@@ -351,7 +407,7 @@ export async function fleetHistoryCommand(
   records.sort((a, b) => Date.parse(b.at) - Date.parse(a.at));
   const newest = records.slice(0, flags.limit);
   if (flags.json) {
-    out(
+    print(
       `${JSON.stringify({ schema: "deploy-agent/fleet-history@1", hosts: hostsSeen, records: newest }, null, 2)}\n`,
     );
   } else {
@@ -361,7 +417,7 @@ export async function fleetHistoryCommand(
     ]);
     if (!newest.length) lines.push("no runs recorded");
     for (const r of newest) lines.push(`${r.host.padEnd(8)} ${renderRecord(r)}`);
-    out(`${lines.join("\n")}\n`);
+    print(`${lines.join("\n")}\n`);
   }
   return hostsSeen.every((h) => h.reachable) ? 0 : 1;
 }
