@@ -26,10 +26,13 @@ ${JOBS.map((j) => `  ${j.command.padEnd(16)} ${j.summary}`).join("\n")}
   pin REV    deploy REV (an earlier revision this host ran) and hold the host there: pushes are verified and
              remembered, not deployed (--reason TEXT, --until 24h, --dry-run; --force: a revision it never ran)
   unpin      end the pin and deploy the branch's tip at once
-  secret set NAME   encrypt a value from stdin (or typed, not echoed) to its hosts and the operators (--hosts a,b)
+  secret set NAME   encrypt a value from stdin (or typed, not echoed; --editor: written in $EDITOR) to its hosts
+             and the operators (--hosts a,b)
   secret list       secrets of secrets/secrets.yaml: hosts, recipients, age (never values); exit 1 if one needs rekey
   secret rekey [NAME]  re-encrypt to the catalog's recipients after a host was added or replaced (--identity F)
   secret check      on the host: decrypt each secret step's Matrix token and check whoami and power (--step NAME)
+  secret rotate-webhook  on the host: a next webhook secret accepted beside the current one, given to Gitea with
+             --hook URL (GITEA_TOKEN or --token-file F); --finish makes it the current one (--force: unconfirmed)
   install    install this host's role: bin on PATH, unit(s), timer or cron, secret; migrate from webhook
              (--host lxcNNN required; --dry-run shows every effect; --force overwrites local changes)
 
@@ -75,6 +78,7 @@ const commands = {
   plan: () => import("./commands/plan.js"),
   secret: () => import("./commands/secret.js"),
   secretCheck: () => import("./commands/secret-check.js"),
+  secretRotate: () => import("./commands/secret-rotate.js"),
 };
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
@@ -306,17 +310,18 @@ async function secret(
 ): Promise<number> {
   const [sub, name, ...rest] = args;
   const allowed: Record<string, string[]> = {
-    set: ["repo", "hosts", "raw"],
+    set: ["repo", "hosts", "raw", "editor"],
     list: ["repo", "json"],
     rekey: ["repo", "identity"],
     check: [...COMMON, "step", "no-fetch"],
+    "rotate-webhook": [...COMMON, "finish", "force", "hook", "token-file"],
   };
   const options = sub ? allowed[sub] : undefined;
   const foreign = options && Object.keys(v).find((k) => !options.includes(k));
   const arity = sub === "set" ? name !== undefined : sub === "rekey" || name === undefined;
   if (!options || foreign || rest.length || !arity) {
     err(
-      `error USAGE: ${foreign ? `--${foreign} is not an option of secret ${sub}` : "secret set NAME [--hosts a,b] | secret list | secret rekey [NAME] [--identity F] | secret check [--step NAME]"}\n`,
+      `error USAGE: ${foreign ? `--${foreign} is not an option of secret ${sub}` : "secret set NAME [--hosts a,b] [--editor] | secret list | secret rekey [NAME] [--identity F] | secret check [--step NAME] | secret rotate-webhook [--hook URL] [--finish] [--force]"}\n`,
     );
     return 2;
   }
@@ -326,8 +331,27 @@ async function secret(
     hosts: v.hosts,
     identity: v.identity,
     raw: v.raw ?? false,
+    editor: v.editor ?? false,
   };
   try {
+    if (sub === "rotate-webhook") {
+      return await (await commands.secretRotate()).rotateWebhookCommand(
+        {
+          config: v.config,
+          root: v.root,
+          repo: v.repo,
+          stateDir: v["state-dir"],
+          envFile: v["env-file"],
+          json: v.json ?? false,
+          logLevel: v["log-level"],
+          finish: v.finish ?? false,
+          force: v.force ?? false,
+          hook: v.hook,
+          tokenFile: v["token-file"],
+        },
+        out,
+      );
+    }
     if (sub === "check") {
       return await (await commands.secretCheck()).secretCheckCommand(
         {
@@ -422,6 +446,9 @@ function parse(argv: string[]) {
       hosts: { type: "string" },
       identity: { type: "string" },
       raw: { type: "boolean" },
+      editor: { type: "boolean" },
+      finish: { type: "boolean" },
+      hook: { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },

@@ -173,6 +173,18 @@ const CODES = {
     exit: 1,
     hint: "the target keeps its old value; add this host's recipient to the secret and run deploy-agent secret rekey",
   },
+  /** `secret rotate-webhook --finish` before any delivery was verified with the next secret. */
+  ROTATION_UNCONFIRMED: {
+    failure: "stalled",
+    exit: 1,
+    hint: "send a delivery signed with the next secret first (Gitea's Test Delivery); the current secret stays",
+  },
+  /** Gitea's API refused or failed to give a webhook its new secret. */
+  GITEA_HOOK_FAILED: {
+    failure: "transient",
+    exit: 1,
+    hint: "the agent still accepts the current and the next secret; fix what it names and run it again",
+  },
   /** A new Matrix token failed its check (whoami, membership, power level) before it replaced the old one. */
   TOKEN_REJECTED: {
     failure: "stalled",

@@ -1,4 +1,4 @@
-import { readFile, stat } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
 import { AgentError } from "./errors.js";
 import type { Manifest } from "./manifest/schema.js";
 import { Secret } from "./secret.js";
@@ -11,6 +11,10 @@ import { Secret } from "./secret.js";
 
 /** Shorter secrets are refused: `openssl rand -hex 32` gives 64 characters. */
 export const MIN_SECRET_LENGTH = 16;
+/** Longer secrets are refused: a shared secret is a random string, not a document. */
+export const MAX_SECRET_LENGTH = 1024;
+/** A secret file larger than this is refused before it is read. */
+export const MAX_SECRET_FILE_BYTES = 4096;
 
 export interface SecretSource {
   manifest: Manifest;
@@ -34,30 +38,86 @@ export async function checkPrivate(file: string, what: string): Promise<void> {
   }
 }
 
-export async function loadWebhookSecret(src: SecretSource): Promise<Secret> {
-  const { secretEnv, secretFile } = src.manifest.webhook;
-  const where = secretEnv ? `${secretEnv} (env file or environment)` : `${secretFile} (mode 0600)`;
-  const hint = `put it in ${where}; it must match the Gitea webhook's secret (openssl rand -hex 32)`;
-  let value: string | undefined;
-  if (secretEnv) {
-    value = src.env[secretEnv];
-    if (value !== undefined && src.envFile && process.env[secretEnv] === undefined)
-      await checkPrivate(src.envFile, "env file");
-  } else {
-    const file = src.under(secretFile);
-    await checkPrivate(file, "webhook secret file");
-    value = await readFile(file, "utf8").catch(() => undefined);
+/**
+ * A private file's text, read through one handle (its mode and size are those of what is read), or
+ * undefined when there is no such file. Refused when group or others may read it, or when it is larger
+ * than MAX_SECRET_FILE_BYTES.
+ */
+export async function readPrivateFile(file: string, what: string): Promise<string | undefined> {
+  const handle = await open(file, "r").catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return undefined;
+    throw new AgentError("CONFIG_INVALID", `cannot read ${what} ${file}: ${err.code}`, {
+      hint: `it must be readable by the agent's user (chmod 600 ${file}, owned by that user)`,
+    });
+  });
+  if (!handle) return undefined;
+  try {
+    const st = await handle.stat();
+    if ((st.mode & 0o077) !== 0) {
+      throw new AgentError(
+        "CONFIG_INVALID",
+        `${what} ${file} is readable by others (mode 0${(st.mode & 0o777).toString(8)})`,
+        { hint: `chmod 600 ${file}` },
+      );
+    }
+    if (!st.isFile() || st.size > MAX_SECRET_FILE_BYTES) {
+      throw new AgentError(
+        "CONFIG_INVALID",
+        `${what} ${file} is ${st.isFile() ? `${st.size} bytes, more than ${MAX_SECRET_FILE_BYTES}` : "not a regular file"}`,
+        { hint: "it holds one line: the secret (openssl rand -hex 32)" },
+      );
+    }
+    const buf = Buffer.alloc(MAX_SECRET_FILE_BYTES + 1);
+    const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
+    return buf.subarray(0, Math.min(bytesRead, MAX_SECRET_FILE_BYTES)).toString("utf8");
+  } finally {
+    await handle.close();
   }
+}
+
+/**
+ * A webhook secret's value, trimmed and checked against its length bounds; `where` says where it comes from,
+ * `label` what it is ("webhook secret", "next webhook secret").
+ */
+export function checkedSecret(value: string | undefined, where: string, label = "webhook secret"): Secret {
   const secret = value?.trim();
-  if (!secret) throw new AgentError("CONFIG_INVALID", "no webhook secret", { hint });
-  if (secret.length < MIN_SECRET_LENGTH) {
-    throw new AgentError(
-      "CONFIG_INVALID",
-      `the webhook secret is ${secret.length} characters; at least ${MIN_SECRET_LENGTH} are required`,
-      { hint: `use a long random one in ${where} and in Gitea's webhook settings (openssl rand -hex 32)` },
-    );
+  if (!secret) {
+    throw new AgentError("CONFIG_INVALID", `no ${label}`, {
+      hint: `put it in ${where}; it must match the Gitea webhook's secret (openssl rand -hex 32)`,
+    });
+  }
+  if (secret.length < MIN_SECRET_LENGTH || secret.length > MAX_SECRET_LENGTH) {
+    const bound =
+      secret.length < MIN_SECRET_LENGTH
+        ? `at least ${MIN_SECRET_LENGTH} are required`
+        : `at most ${MAX_SECRET_LENGTH} are allowed`;
+    throw new AgentError("CONFIG_INVALID", `the ${label} is ${secret.length} characters; ${bound}`, {
+      hint: `use a long random one in ${where} and in Gitea's webhook settings (openssl rand -hex 32)`,
+    });
   }
   return new Secret(secret);
+}
+
+export async function loadWebhookSecret(src: SecretSource): Promise<Secret> {
+  const { secretEnv, secretFile } = src.manifest.webhook;
+  if (secretEnv) {
+    const value = src.env[secretEnv];
+    if (value !== undefined && src.envFile && process.env[secretEnv] === undefined)
+      await checkPrivate(src.envFile, "env file");
+    return checkedSecret(value, `${secretEnv} (env file or environment)`);
+  }
+  const file = src.under(secretFile);
+  return checkedSecret(await readPrivateFile(file, "webhook secret file"), `${file} (mode 0600)`);
+}
+
+/**
+ * The next webhook secret (webhook.nextSecretFile) while a rotation is under way, checked as the current
+ * one is; undefined when there is no such file.
+ */
+export async function loadNextWebhookSecret(src: SecretSource): Promise<Secret | undefined> {
+  const file = src.under(src.manifest.webhook.nextSecretFile);
+  const text = await readPrivateFile(file, "next webhook secret file");
+  return text === undefined ? undefined : checkedSecret(text, `${file} (mode 0600)`, "next webhook secret");
 }
 
 /** The bearer token for /status and /metrics (webhook.statusAccess.tokenFile): private, and not trivial. */

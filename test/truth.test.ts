@@ -297,20 +297,21 @@ describe("every delivery leaves one line", () => {
       const unknown = lines[7];
       assert.ok(unknown?.path && unknown.path.length <= 66, `path logged bounded: ${unknown?.path?.length}`);
       const metrics = await (await fetch(`${url}/metrics`)).text();
-      for (const [outcome, n] of [
-        ["accepted", 1],
-        ["duplicate", 1],
-        ["ignored_branch", 2],
-        ["ignored_event", 1],
-        ["bad_signature", 1],
-        ["bad_body", 1],
-        ["unknown_path", 1],
-        ["too_large", 1],
+      // Those whose signature held say which secret signed them.
+      for (const [outcome, n, secret] of [
+        ["accepted", 1, "current"],
+        ["duplicate", 1, "current"],
+        ["ignored_branch", 2, "current"],
+        ["ignored_event", 1, "current"],
+        ["bad_signature", 1, null],
+        ["bad_body", 1, "current"],
+        ["unknown_path", 1, null],
+        ["too_large", 1, null],
       ] as const) {
         assert.match(
           metrics,
           new RegExp(
-            `^deploy_agent_webhook_deliveries_total\\{outcome="${outcome}",host="lxctest"\\} ${n}$`,
+            `^deploy_agent_webhook_deliveries_total\\{outcome="${outcome}",${secret ? `secret="${secret}",` : ""}host="lxctest"\\} ${n}$`,
             "m",
           ),
         );

@@ -1,3 +1,8 @@
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { lstat, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { AgentError } from "../errors.js";
 import { MIN_LENGTH } from "../redact.js";
 import { MAX_SECRET_BYTES } from "../secrets/catalog.js";
@@ -10,9 +15,13 @@ import { MAX_SECRET_BYTES } from "../secrets/catalog.js";
 export async function readSecretValue(
   input: NodeJS.ReadStream,
   prompt: (text: string) => void,
-  opts: { raw: boolean; name: string },
+  opts: { raw: boolean; name: string; editor?: boolean },
 ): Promise<string> {
-  const value = input.isTTY ? await readHidden(input, prompt, opts.name) : await readPipe(input, opts.raw);
+  const value = opts.editor
+    ? await readFromEditor(opts.raw, prompt)
+    : input.isTTY
+      ? await readHidden(input, prompt, opts.name)
+      : await readPipe(input, opts.raw);
   if (!value)
     throw new AgentError("USAGE", `no value given for ${opts.name}`, {
       hint: "pipe it in: … | deploy-agent secret set NAME",
@@ -75,4 +84,83 @@ function readHidden(input: NodeJS.ReadStream, prompt: (text: string) => void, na
     };
     input.on("data", onData);
   });
+}
+
+/**
+ * A directory for the value's file that is memory, not disk, when the host has one: $XDG_RUNTIME_DIR (the
+ * user's own tmpfs), else /dev/shm; the system temp directory only when neither exists (said on stderr).
+ */
+async function privateBase(prompt: (text: string) => void): Promise<string> {
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  if (runtime && path.isAbsolute(runtime)) {
+    const st = await stat(runtime).catch(() => null);
+    if (st?.isDirectory() && st.uid === process.getuid?.() && (st.mode & 0o077) === 0) return runtime;
+  }
+  if (existsSync("/dev/shm")) return "/dev/shm";
+  prompt(`warning: no XDG_RUNTIME_DIR or /dev/shm: the value passes through ${tmpdir()} (removed after)\n`);
+  return tmpdir();
+}
+
+/** Overwrites every regular file under dir with zeros (an editor's swap and backup files too), then removes it. */
+async function shred(dir: string): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const file = path.join(dir, name);
+    const st = await lstat(file).catch(() => null);
+    if (!st?.isFile()) continue;
+    const handle = await open(file, "r+").catch(() => null);
+    if (!handle) continue;
+    try {
+      await handle.write(Buffer.alloc(Math.min(st.size, MAX_SECRET_BYTES * 4)), 0, undefined, 0);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * `secret set NAME --editor`: the value written in $EDITOR (else vi), in a file of its own (0600) in a
+ * directory of its own (0700) in memory (privateBase). The file is read once the editor exits 0, then
+ * overwritten and removed with its directory, whatever happened. One trailing line break is dropped (editors
+ * add one) unless `raw`.
+ */
+async function readFromEditor(raw: boolean, prompt: (text: string) => void): Promise<string> {
+  const editor = process.env.EDITOR?.trim() || "vi";
+  const dir = await mkdtemp(path.join(await privateBase(prompt), "deploy-agent-secret-"));
+  try {
+    const file = path.join(dir, "value");
+    await (await open(file, "wx", 0o600)).close();
+    // Through the shell, as git runs core.editor: EDITOR may carry arguments ("code --wait").
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn("sh", ["-c", `${editor} "$1"`, "editor", file], { stdio: "inherit" });
+      child.on("error", reject);
+      child.on("exit", (c, signal) => resolve(signal ? null : c));
+    });
+    if (code !== 0) {
+      throw new AgentError(
+        "USAGE",
+        `the editor (${editor}) exited ${code ?? "on a signal"}; nothing was written`,
+        {
+          hint: "set EDITOR to an editor that waits until the file is closed, or pipe the value in",
+        },
+      );
+    }
+    const handle = await open(file, "r");
+    try {
+      const st = await handle.stat();
+      if (st.size > MAX_SECRET_BYTES + 2) throw tooLarge();
+      const buf = Buffer.alloc(st.size);
+      await handle.read(buf, 0, st.size, 0);
+      let text = buf.toString("utf8");
+      buf.fill(0);
+      if (!raw) text = text.replace(/\r?\n$/, "");
+      if (Buffer.byteLength(text) > MAX_SECRET_BYTES) throw tooLarge();
+      return text;
+    } finally {
+      await handle.close();
+    }
+  } finally {
+    await shred(dir);
+  }
 }

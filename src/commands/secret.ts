@@ -29,6 +29,8 @@ export interface SecretFlags {
   hosts?: string | undefined;
   identity?: string | undefined;
   raw: boolean;
+  /** `set`: write the value in $EDITOR instead of typing or piping it. */
+  editor?: boolean;
 }
 
 type Out = (text: string) => void;
@@ -106,7 +108,7 @@ export async function secretSetCommand(
       },
     );
   }
-  const value = await readSecretValue(input, err, { raw: flags.raw, name });
+  const value = await readSecretValue(input, err, { raw: flags.raw, name, editor: flags.editor ?? false });
   const recipients = wantedRecipients(catalog, hosts);
   await writeSecret(repo, name, await encrypt(value, recipients));
   await saveCatalog(

@@ -4,9 +4,11 @@ import { AgentError } from "../errors.js";
 import { createLogger } from "../log.js";
 import type { HostOverrides } from "../manifest/at-revision.js";
 import { type Manifest, webhookPath } from "../manifest/schema.js";
+import { Secret } from "../secret.js";
 import { createAgent } from "../server/agent.js";
 import { buildServer } from "../server/app.js";
-import { loadStatusToken, loadWebhookSecret } from "../webhook-secret.js";
+import { watchWebhookKeys } from "../server/webhook-keys.js";
+import { loadStatusToken } from "../webhook-secret.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
 
 /**
@@ -122,7 +124,6 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
         }
       : {}),
   };
-  const secret = await loadWebhookSecret(secretSource(r));
   const tokenFile = manifest.webhook.statusAccess?.tokenFile;
   const statusToken = tokenFile ? await loadStatusToken(r.under(tokenFile)) : undefined;
   const logFile = manifest.log.file ? r.under(manifest.log.file) : undefined;
@@ -132,6 +133,7 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
     file: logFile,
     json: flags.json,
   });
+  const webhookKeys = await watchWebhookKeys(secretSource(r), r.stateDir, log);
   const agent = createAgent({
     manifest,
     manifestPath: r.manifestPath,
@@ -143,7 +145,8 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
     dryRun: flags.dryRun,
     log,
   });
-  const app = buildServer({ manifest, secret, agent, log, statusToken });
+  const secret = new Secret(webhookKeys.initial.current);
+  const app = buildServer({ manifest, secret, agent, log, statusToken, keys: webhookKeys });
   const address = await listenOn(app, listen);
   log.info({ address, host: manifest.host, path: manifest.webhook.path, dryRun: flags.dryRun }, "listening");
   agent.start();

@@ -5,7 +5,7 @@ import { asAgentError } from "../errors.js";
 import { openRepo, resolveTarget } from "../source/git.js";
 import { verifyRevision } from "../source/verify.js";
 import { kindOf, triggersOf } from "../steps/index.js";
-import { loadStatusToken, loadWebhookSecret } from "../webhook-secret.js";
+import { loadNextWebhookSecret, loadStatusToken, loadWebhookSecret } from "../webhook-secret.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
 import { verifyOffNotice } from "./verify-notice.js";
 
@@ -54,6 +54,7 @@ export async function validateCommand(flags: CommonFlags, out: (text: string) =>
   for (const check of [
     () => openRepo(r.repoDir, remote, branch),
     () => loadWebhookSecret(secretSource(r)),
+    () => loadNextWebhookSecret(secretSource(r)),
     async () => tokenFile && (await loadStatusToken(r.under(tokenFile))),
     // The revision a run would deploy now (the remote-tracking branch), as repo.verify asks.
     async () => {

@@ -60,6 +60,8 @@ const webhookSchema = z
     path: webhookPath.default("/hooks/deploy"),
     /** File holding the shared secret (one line); used unless secretEnv is set. */
     secretFile: hostPath.default("/etc/deploy-agent/webhook-secret"),
+    /** During a rotation: the secret Gitea is being moved to, accepted beside the current one. */
+    nextSecretFile: hostPath.default("/etc/deploy-agent/webhook-secret.next"),
     /** Name of an env-file/environment variable holding the secret instead, e.g. WEBHOOK_SECRET. */
     secretEnv: z
       .string()

@@ -17,7 +17,8 @@ import { redact } from "../redact.js";
 import type { Secret } from "../secret.js";
 import type { Agent } from "./agent.js";
 import { limitConnections } from "./connections.js";
-import { claimedSignature, verify } from "./verify.js";
+import { claimedSignature, matchSecret, type SecretRole } from "./verify.js";
+import type { LiveWebhookKeys } from "./webhook-keys.js";
 
 /**
  * The HTTP layer: it verifies, filters and enqueues — nothing else. Only the webhook route reads raw
@@ -32,6 +33,8 @@ export interface ServerDeps {
   log: Logger;
   /** The bearer token for /status and /metrics (webhook.statusAccess.tokenFile), read at start. */
   statusToken?: Secret | undefined;
+  /** The current and next webhook secrets kept in step with their files (serve); else `secret` alone. */
+  keys?: Pick<LiveWebhookKeys, "keys" | "verified"> | undefined;
 }
 
 /** Longer delivery ids are cut: the duplicate window keeps them, so their size must not be the sender's. */
@@ -108,6 +111,8 @@ interface Delivery {
   id?: string;
   event?: string;
   ref?: string;
+  /** Which secret signed it (only once the signature holds). */
+  secret?: SecretRole;
 }
 
 declare module "fastify" {
@@ -229,7 +234,9 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     const signed = form
       ? Buffer.from(new URLSearchParams(raw.toString("utf8")).get("payload") ?? "", "utf8")
       : raw;
-    if (!verify(deps.secret.reveal(), signed, claimedSignature(req.headers))) {
+    const keys = deps.keys ? await deps.keys.keys() : { current: deps.secret.reveal() };
+    const secret = matchSecret(keys, signed, claimedSignature(req.headers));
+    if (!secret) {
       refused(req, "bad_signature", "signature missing or invalid");
       return reply.code(401).send({ error: "signature missing or invalid" });
     }
@@ -239,7 +246,8 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       randomUUID()
     ).slice(0, MAX_DELIVERY_ID);
     const event = header(req, "x-gitea-event", "x-forgejo-event", "x-gogs-event", "x-github-event");
-    req.delivery = { outcome: "accepted", id: delivery, event: event ?? "(none)" };
+    req.delivery = { outcome: "accepted", id: delivery, event: event ?? "(none)", secret };
+    deps.keys?.verified(secret, delivery);
     const ignore = (outcome: string, why: string) => {
       refused(req, outcome, why);
       return reply.code(202).send({ ignored: why, delivery });
@@ -281,13 +289,15 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       outcome: OUTCOME_BY_STATUS[reply.statusCode] ?? `http_${reply.statusCode}`,
       reason: `HTTP ${reply.statusCode}`,
     };
-    agent.metrics.delivery(d.outcome);
+    agent.metrics.delivery(d.outcome, d.secret);
     const path = req.url.split("?")[0] ?? "";
     const fields = {
       delivery: d.id,
       event: d.event,
       ref: d.ref,
       outcome: d.outcome,
+      // Not `secret`: that key is redacted on every line (log.ts), whatever it holds.
+      signedWith: d.secret,
       reason: d.reason,
       status: reply.statusCode,
       ip: req.ip,

@@ -12,7 +12,8 @@ export interface HostMarks {
 /** The agent's Prometheus metrics, on a registry of its own (prom-client). */
 export interface AgentMetrics {
   registry: Registry;
-  delivery(outcome: string): void;
+  /** A delivery's outcome, and which webhook secret signed it (none when the signature did not hold). */
+  delivery(outcome: string, secret?: "current" | "next"): void;
   run(report: RunReport): void;
   /** A notification's fate, by target name. */
   notified(target: string, result: "sent" | "failed" | "dropped"): void;
@@ -44,8 +45,8 @@ export function createMetrics(
   collectDefaultMetrics({ register: registry, prefix: "deploy_agent_" });
   const deliveries = new Counter({
     name: "deploy_agent_webhook_deliveries_total",
-    help: "Webhook deliveries (every POST) by outcome: accepted, duplicate, ignored_branch, ignored_event, bad_signature, bad_body, unknown_path, too_large, forbidden, unsupported, method_not_allowed, shutting_down",
-    labelNames: ["outcome"],
+    help: "Webhook deliveries (every POST) by outcome: accepted, duplicate, ignored_branch, ignored_event, bad_signature, bad_body, unknown_path, too_large, forbidden, unsupported, method_not_allowed, shutting_down; secret: which webhook secret signed it (current, or next during a rotation), absent when none did",
+    labelNames: ["outcome", "secret"],
     registers: [registry],
   });
   const runs = new Counter({
@@ -181,22 +182,16 @@ export function createMetrics(
     help: "1 while the newest revision is refused because it does not descend from the last one run (repo.verify on)",
     registers: [registry],
   });
-  for (const outcome of [
-    "accepted",
-    "duplicate",
-    "ignored_branch",
-    "ignored_event",
-    "bad_signature",
-    "bad_body",
-  ])
-    deliveries.inc({ outcome }, 0);
+  for (const outcome of ["accepted", "duplicate", "ignored_branch", "ignored_event", "bad_body"])
+    deliveries.inc({ outcome, secret: "current" }, 0);
+  deliveries.inc({ outcome: "bad_signature" }, 0);
 
   return {
     registry,
     hostMarks(read) {
       marks = read;
     },
-    delivery: (outcome) => deliveries.inc({ outcome }),
+    delivery: (outcome, secret) => deliveries.inc(secret ? { outcome, secret } : { outcome }),
     run(report) {
       configValid.set(1);
       unverified.set(0);

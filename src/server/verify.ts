@@ -32,3 +32,42 @@ export function verify(secret: string, payload: Buffer, signature: string | null
   const expected = createHmac("sha256", secret).update(payload).digest();
   return timingSafeEqual(expected, Buffer.from(signature, "hex"));
 }
+
+/** Which of the agent's secrets signed a delivery: during a rotation Gitea may sign with either. */
+export type SecretRole = "current" | "next";
+
+export interface WebhookKeys {
+  current: string;
+  /** Set only while a rotation is under way (webhook.nextSecretFile exists). */
+  next?: string | undefined;
+}
+
+/** The primitives `matchSecret` uses; a test wraps them to count the calls. */
+export interface HmacPrimitives {
+  digest(secret: string, payload: Buffer): Buffer;
+  equal(a: Buffer, b: Buffer): boolean;
+}
+
+const CRYPTO: HmacPrimitives = {
+  digest: (secret, payload) => createHmac("sha256", secret).update(payload).digest(),
+  equal: timingSafeEqual,
+};
+
+/**
+ * The secret that signed `payload`, or null. While a next secret is set, both HMACs are computed and both
+ * compared, always, whichever matched: the time taken never tells which one did. The results are combined
+ * without branching on the first.
+ */
+export function matchSecret(
+  keys: WebhookKeys,
+  payload: Buffer,
+  signature: string | null,
+  crypto: HmacPrimitives = CRYPTO,
+): SecretRole | null {
+  if (!keys.current || signature === null || !HEX64.test(signature)) return null;
+  const claimed = Buffer.from(signature, "hex");
+  const current = crypto.equal(crypto.digest(keys.current, payload), claimed);
+  if (!keys.next) return current ? "current" : null;
+  const next = crypto.equal(crypto.digest(keys.next, payload), claimed);
+  return current ? "current" : next ? "next" : null;
+}

@@ -1,3 +1,4 @@
+import { createHmac, randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { z } from "zod";
@@ -12,6 +13,14 @@ import { z } from "zod";
  *   `{ body }`, required): 201 with the Comment;
  * - `PATCH /repos/{owner}/{repo}/issues/comments/{id}` (issueEditComment, body EditIssueCommentOption
  *   `{ body }`, required): 200 with the Comment; another user's comment 403.
+ * - `GET /repos/{owner}/{repo}/hooks/{id}` (repoGetHook): 200 with the Hook, whose config carries url and
+ *   content_type, never the secret;
+ * - `PATCH /repos/{owner}/{repo}/hooks/{id}` (repoEditHook, body EditHookOption: config, events, branch_filter,
+ *   authorization_header, active, none required): 200 with the Hook; config.content_type other than json or
+ *   form 422; as Gitea's editHook, events left out become ["push"] and branch_filter and
+ *   authorization_header left out become empty;
+ * - `POST /repos/{owner}/{repo}/hooks/{id}/tests` (repoTestHook): 204, and a push delivery (before = after)
+ *   POSTed to the hook's url, signed with its secret in X-Gitea-Signature, as Gitea's Test Delivery.
  * `Authorization: token <t>` or a bearer token, else 401; a read-only token writes nothing (403); an unknown
  * repository, commit, issue or comment 404; a body that does not fit the schema 422. It records what it
  * accepted and counts what it refused.
@@ -45,7 +54,30 @@ export interface GiteaComment {
   updated_at: string;
 }
 
+/** A repository webhook as the server keeps it (the secret is never in an answer). */
+export interface GiteaHook {
+  id: number;
+  type: string;
+  active: boolean;
+  events: string[];
+  branch_filter: string;
+  authorization_header: string;
+  config: { url: string; content_type: string; secret: string };
+}
+
+/** EditHookOption, as Gitea's swagger describes it (every field optional, typed). */
+const editHookOption = z.object({
+  active: z.boolean().optional(),
+  authorization_header: z.string().optional(),
+  branch_filter: z.string().optional(),
+  config: z.record(z.string(), z.string()).optional(),
+  events: z.array(z.string()).optional(),
+});
+
 export interface GiteaApi {
+  hooks: GiteaHook[];
+  /** The test deliveries sent: the hook's url and the answer's status. */
+  tested: { url: string; status: number }[];
   comments: GiteaComment[];
   /** Adds a comment as another user (a pull request's author, say). */
   addComment(issue: number, login: string, body: string): GiteaComment;
@@ -77,7 +109,22 @@ export async function startGiteaApi(opts: {
   readOnlyToken?: string;
   /** The issues and pull requests the repository has (default: none). */
   issues?: readonly number[];
+  /** The repository's webhooks (default: none). */
+  hooks?: GiteaHook[];
+  /** The commit a test delivery names (default 40 a's). */
+  testCommit?: string;
 }): Promise<GiteaApi> {
+  const hooks = opts.hooks ?? [];
+  const tested: GiteaApi["tested"] = [];
+  const shown = (h: GiteaHook) => ({
+    id: h.id,
+    type: h.type,
+    active: h.active,
+    events: h.events,
+    branch_filter: h.branch_filter,
+    authorization_header: h.authorization_header,
+    config: { url: h.config.url, content_type: h.config.content_type },
+  });
   const statuses: GiteaStatus[] = [];
   const comments: GiteaComment[] = [];
   let commentId = 100;
@@ -110,6 +157,58 @@ export async function startGiteaApi(opts: {
         return { ok: false };
       }
     };
+    const hookRoute = /^\/api\/v1\/repos\/([^/]+\/[^/]+)\/hooks\/(\d+)(\/tests)?$/.exec(url);
+    if (hookRoute) {
+      if (!known) return answer(401, { message: "token is required" }, "no or wrong token");
+      if (hookRoute[1] !== opts.repository) return answer(404, { message: "Not Found" }, "unknown repo");
+      const hook = hooks.find((h) => h.id === Number(hookRoute[2]));
+      // Gitea asks for repository admin on every hook route, reading included.
+      if (readOnly) return answer(403, { message: "token does not have admin access" }, "read-only token");
+      if (!hook) return answer(404, { message: "The target couldn't be found." }, "unknown hook");
+      if (hookRoute[3]) {
+        if (req.method !== "POST") return answer(405, { message: "Method Not Allowed" }, "method");
+        const sha = opts.testCommit ?? "a".repeat(40);
+        const payload = JSON.stringify({
+          ref: "refs/heads/main",
+          before: sha,
+          after: sha,
+          repository: { full_name: opts.repository },
+        });
+        const status = await fetch(hook.config.url, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            "x-gitea-event": "push",
+            "x-gitea-delivery": randomUUID(),
+            "x-gitea-signature": createHmac("sha256", hook.config.secret).update(payload).digest("hex"),
+          },
+          body: payload,
+        }).then(
+          (r) => r.status,
+          () => 0,
+        );
+        tested.push({ url: hook.config.url, status });
+        res.writeHead(204);
+        return res.end();
+      }
+      if (req.method === "GET") return answer(200, shown(hook));
+      if (req.method !== "PATCH") return answer(405, { message: "Method Not Allowed" }, "method");
+      const doc = json();
+      const parsed = doc.ok ? editHookOption.safeParse(doc.value) : null;
+      if (!parsed?.success) return answer(422, { message: "invalid EditHookOption" }, "schema");
+      const form = parsed.data;
+      const ct = form.config?.content_type;
+      if (ct !== undefined && ct !== "json" && ct !== "form")
+        return answer(422, { message: "Invalid content type" }, "content type");
+      if (form.config?.url !== undefined) hook.config.url = form.config.url;
+      if (ct !== undefined) hook.config.content_type = ct;
+      if (form.config?.secret !== undefined) hook.config.secret = form.config.secret;
+      hook.events = form.events?.length ? form.events : ["push"];
+      hook.branch_filter = form.branch_filter ?? "";
+      hook.authorization_header = form.authorization_header ?? "";
+      if (form.active !== undefined) hook.active = form.active;
+      return answer(200, shown(hook));
+    }
     const issueRoute = /^\/api\/v1\/repos\/([^/]+\/[^/]+)\/issues\/(\d+)\/comments$/.exec(url);
     const editRoute = /^\/api\/v1\/repos\/([^/]+\/[^/]+)\/issues\/comments\/(\d+)$/.exec(url);
     if (url === "/api/v1/user" || issueRoute || editRoute) {
@@ -182,6 +281,8 @@ export async function startGiteaApi(opts: {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`,
     statuses,
     comments,
+    hooks,
+    tested,
     addComment: comment,
     bodies,
     refused,
