@@ -88,6 +88,12 @@ export interface DeployOptions {
   pin?: Pin | undefined;
   /** `deploy-agent unpin`: the pin is cleared and the tip deployed. */
   unpin?: boolean | undefined;
+  /**
+   * A preview (a pull request's head, fetched apart from the branch): this revision, dry-run against the
+   * host as it is. Not verified (a pull request may be unsigned) — so refused unless dryRun; the pin is
+   * ignored, and no request leaves with the host's credentials (the context is offline).
+   */
+  preview?: string | undefined;
   /** An already opened clone (the daemon keeps one between runs); default: open and check repoDir. */
   repo?: Repo | undefined;
 }
@@ -214,6 +220,7 @@ async function applyAction(
     signal,
     commands: manifest.commands,
     record,
+    offline: !!opts.preview,
   });
   const started = Date.now();
   log.info({ reason: action.reason, files: action.files.length }, action.message);
@@ -294,6 +301,8 @@ function skipped(
 }
 
 export async function deploy(opts: DeployOptions): Promise<RunReport> {
+  if (opts.preview && !opts.dryRun)
+    throw new AgentError("INTERNAL", "a preview revision is never applied: it is not verified");
   const started = Date.now();
   const warnings: string[] = [];
   // The deploy history: what a real run did, or how far it got before it threw. A dry run records nothing.
@@ -326,21 +335,23 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     const from = state.lastRun?.revision ?? null;
     facts.previousRevision = from;
     const fetched = await fetchSource(opts, warnings);
-    const target = opts.pin?.revision ?? fetched.tip;
+    const target = opts.preview ?? opts.pin?.revision ?? fetched.tip;
     facts.revision = target;
-    // Before anything of the revision is used, its own manifest included.
-    const moved = await verifyRevision(fetched.repo, opts.manifest.repo.verify, rooted(opts.root), {
-      from,
-      to: target,
-      acceptRewrite: opts.acceptRewrite || !!opts.pin,
-    });
+    // Before anything of the revision is used, its own manifest included (a preview is never applied).
+    const moved = opts.preview
+      ? "descends"
+      : await verifyRevision(fetched.repo, opts.manifest.repo.verify, rooted(opts.root), {
+          from,
+          to: target,
+          acceptRewrite: opts.acceptRewrite || !!opts.pin,
+        });
     facts.verified = opts.manifest.repo.verify.mode !== "off";
     const rewrittenFrom = moved === "rewritten" && !opts.pin ? from : null;
     if (opts.unpin) delete state.pinned;
     if (opts.pin) state.pinned = { ...opts.pin };
     let revision = target;
     const { pinned } = state;
-    if (pinned && !opts.pin) {
+    if (pinned && !opts.pin && !opts.preview) {
       // A push or poll while pinned: verified above and remembered; the pinned revision is what runs.
       pinned.newestRevision = fetched.tip;
       revision = pinned.revision;
