@@ -89,6 +89,12 @@ export interface DeployOptions {
   pin?: Pin | undefined;
   /** `deploy-agent unpin`: the pin is cleared and the tip deployed. */
   unpin?: boolean | undefined;
+  /**
+   * A preview (a pull request's head, fetched apart from the branch): this revision, dry-run against the
+   * host as it is. Not verified (a pull request may be unsigned) — so refused unless dryRun; the pin is
+   * ignored, and no request leaves with the host's credentials (the context is offline).
+   */
+  preview?: string | undefined;
   /** An already opened clone (the daemon keeps one between runs); default: open and check repoDir. */
   repo?: Repo | undefined;
 }
@@ -215,6 +221,7 @@ async function applyAction(
     signal,
     commands: manifest.commands,
     record,
+    offline: !!opts.preview,
   });
   const started = Date.now();
   log.info({ reason: action.reason, files: action.files.length }, action.message);
@@ -295,6 +302,8 @@ function skipped(
 }
 
 export async function deploy(opts: DeployOptions): Promise<RunReport> {
+  if (opts.preview && !opts.dryRun)
+    throw new AgentError("INTERNAL", "a preview revision is never applied: it is not verified");
   const started = Date.now();
   const warnings: string[] = [];
   // The deploy history: what a real run did, or how far it got before it threw. A dry run records nothing.
@@ -334,7 +343,10 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     const { verify } = opts.manifest.repo;
     let revision = fetched.tip;
     let moved: Descent = "same";
-    if (opts.pin) {
+    if (opts.preview) {
+      // A pull request's head, only ever planned in the dry context: not verified, never applied.
+      revision = opts.preview;
+    } else if (opts.pin) {
       // Going back on purpose: the revision itself is verified, never checked for descent.
       await verifyRevision(fetched.repo, verify, under, { from: opts.pin.revision, to: opts.pin.revision });
       revision = opts.pin.revision;

@@ -87,7 +87,8 @@ export async function giteaTargetFromEnv(env: NodeJS.ProcessEnv): Promise<GiteaT
 
 class PostError extends Error {}
 
-async function request(
+/** One Gitea API request, bounded by opts; the body passes the redaction point; its answer parsed. */
+export async function request(
   t: GiteaTarget,
   opts: PostOptions,
   method: string,

@@ -26,6 +26,7 @@ export const RESTART_ONLY: Record<string, (m: Manifest) => unknown> = {
   "webhook.duplicateWindowSeconds": (m) => m.webhook.duplicateWindowSeconds,
   "webhook.limits": (m) => m.webhook.limits,
   "webhook.statusAccess": (m) => m.webhook.statusAccess,
+  "webhook.previews": (m) => m.webhook.previews,
 };
 
 export interface ManifestAtRevision {

@@ -107,6 +107,18 @@ const webhookSchema = z
         tokenFile: hostPath.optional(),
       })
       .optional(),
+    /**
+     * Live previews: a `pull_request` event (opened, reopened, synchronized) to the same webhook makes the
+     * agent dry-run the pull request's head against this host and set the commit status preview/<host>
+     * (src/server/preview.ts). Off unless enabled here, in the manifest file the agent starts with.
+     */
+    previews: z
+      .strictObject({
+        enabled: z.boolean().default(false),
+        /** Pull requests waiting for a preview at most; one more is dropped (and counted). */
+        maxPending: z.number().int().min(1).max(100).default(10),
+      })
+      .prefault({}),
   })
   .prefault({});
 

@@ -14,6 +14,8 @@ import { closeRepo, openRepo, type Repo, subjectOf } from "../source/git.js";
 import { orphanedSteps, readState, stepStatuses } from "../state.js";
 import { createContext } from "../steps/context.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
+import { createPreviews } from "./preview.js";
+import type { PullRequest } from "./pull-request.js";
 import { createRunner, DEPLOY, type Runner, type TaskHandler } from "./runner.js";
 import { triggerOf } from "./trigger.js";
 
@@ -52,6 +54,8 @@ export interface Agent {
   runner: Runner;
   metrics: AgentMetrics;
   request(reason: string): void;
+  /** A pull request's live preview (webhook.previews), queued unless maxPending wait already. */
+  preview(pr: PullRequest): "queued" | "coalesced" | "dropped";
   status(): Promise<Record<string, unknown>>;
   /** The host's deploy history (/history). */
   history(query: HistoryQuery): Promise<HistoryRead>;
@@ -322,7 +326,19 @@ export function createAgent(opts: AgentOptions): Agent {
       locked(job.command, () => runJob(job)),
     ]),
   ]);
-  const runner = createRunner((task) => tasks.get(task), log);
+  const previews = createPreviews({
+    ...opts,
+    startManifest: opts.manifest,
+    manifest: () => manifest,
+    metrics,
+    runner: () => runner,
+    repo: async () => {
+      repo ??= await openRepo(opts.repoDir, manifest.repo.remote, manifest.repo.branch);
+      return repo;
+    },
+    stop: stop.signal,
+  });
+  const runner = createRunner((task) => tasks.get(task) ?? previews.handlerOf(task), log);
 
   /** The loop's timers follow the manifest in force: a pushed poll interval applies on the next run. */
   let started = false;
@@ -366,6 +382,7 @@ export function createAgent(opts: AgentOptions): Agent {
     runner,
     metrics,
     request: (reason) => runner.request(DEPLOY, reason),
+    preview: (pr) => previews.request(pr),
     history: (query) => readHistory(opts.stateDir, query),
 
     start() {
@@ -434,6 +451,7 @@ export function createAgent(opts: AgentOptions): Agent {
           runsStarted: r.started[DEPLOY] ?? 0,
         },
         runner: { running: r.running, waiting: r.waiting },
+        previews: previews.status(),
         steps: stepStatuses(manifest.steps, state),
         orphanedSteps: orphanedSteps(manifest.steps, state),
         drift: lastDrift && {

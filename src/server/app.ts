@@ -17,6 +17,7 @@ import { redact } from "../redact.js";
 import type { Secret } from "../secret.js";
 import type { Agent } from "./agent.js";
 import { limitConnections } from "./connections.js";
+import { PREVIEW_ACTIONS, PULL_REQUEST_EVENTS, readPullRequest } from "./pull-request.js";
 import { claimedSignature, matchSecret, type SecretRole } from "./verify.js";
 import type { LiveWebhookKeys } from "./webhook-keys.js";
 
@@ -252,6 +253,51 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       refused(req, outcome, why);
       return reply.code(202).send({ ignored: why, delivery });
     };
+    /** A pull request's delivery (webhook.previews on): a live preview of its head, queued. */
+    function preview(id: string) {
+      let body: unknown;
+      try {
+        body = JSON.parse(signed.toString("utf8"));
+      } catch {
+        refused(req, "bad_body", "body is not valid JSON");
+        return reply.code(400).send({ error: "body is not valid JSON", delivery: id });
+      }
+      const pr = readPullRequest(body);
+      if (!pr) {
+        refused(
+          req,
+          "bad_body",
+          "not a pull request payload: action, number and pull_request.head.sha are required",
+        );
+        return reply.code(400).send({ error: "not a pull request payload", delivery: id });
+      }
+      req.delivery = { ...req.delivery, outcome: "accepted", ref: `refs/pull/${pr.number}/head` };
+      if (!PREVIEW_ACTIONS.includes(pr.action))
+        return ignore("ignored_event", `pull request ${pr.action.slice(0, 64)}: no new head to preview`);
+      if (pr.base !== manifest.repo.branch)
+        return ignore(
+          "ignored_branch",
+          `pull request into ${pr.base.slice(0, 64)}, not ${manifest.repo.branch}`,
+        );
+      if (duplicate(id)) {
+        refused(req, "duplicate", "delivery id seen within webhook.duplicateWindowSeconds");
+        return reply.code(202).send({ duplicate: true, delivery: id });
+      }
+      const result = agent.preview(pr);
+      if (result === "dropped") {
+        refused(
+          req,
+          "preview_dropped",
+          `${hook.previews.maxPending} previews wait already (webhook.previews.maxPending)`,
+        );
+        return reply
+          .code(202)
+          .send({ dropped: `${hook.previews.maxPending} previews wait already`, delivery: id });
+      }
+      req.delivery.reason = `preview #${pr.number} ${pr.head.slice(0, 12)} ${result}`;
+      return reply.code(202).send({ preview: pr.number, [result]: true, delivery: id, head: pr.head });
+    }
+    if (hook.previews.enabled && event && PULL_REQUEST_EVENTS.includes(event)) return preview(delivery);
     if (event !== "push") return ignore("ignored_event", `event ${event ?? "(none)"} is not a push`);
     let json: unknown;
     try {

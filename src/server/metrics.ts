@@ -32,6 +32,8 @@ export interface AgentMetrics {
   jobGauge(command: string, value: number): void;
   /** A connection closed by the listener's slot limit (src/server/connections.ts). */
   connection(event: "evicted" | "refused"): void;
+  /** A pull request's preview (src/server/preview.ts), by what became of it. */
+  preview(result: string): void;
 }
 
 /** `queueDepth` is read at every scrape: runs in progress or pending, from the queue itself. */
@@ -182,6 +184,12 @@ export function createMetrics(
     help: "1 while the newest revision is refused because it does not descend from the last one run (repo.verify on)",
     registers: [registry],
   });
+  const previews = new Counter({
+    name: "deploy_agent_previews_total",
+    help: "Pull request previews by result: queued, coalesced (a newer head of a waiting one), dropped (webhook.previews.maxPending waiting), success, failure, error (not posted or not planned), preempted (a deploy came first; it runs again after)",
+    labelNames: ["result"],
+    registers: [registry],
+  });
   for (const outcome of ["accepted", "duplicate", "ignored_branch", "ignored_event", "bad_body"])
     deliveries.inc({ outcome, secret: "current" }, 0);
   deliveries.inc({ outcome: "bad_signature" }, 0);
@@ -217,6 +225,7 @@ export function createMetrics(
       lockBlocked.set(code === "LOCKED" ? 1 : 0);
     },
     jobGauge: (command, value) => jobGauges.get(command)?.set(value),
+    preview: (result) => previews.inc({ result }),
     connection: (event) => (event === "evicted" ? connectionsEvicted : connectionsRefused).inc(),
     notified: (target, result) => notifications.inc({ target, result }),
     notifier: (status) => {

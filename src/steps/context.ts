@@ -24,6 +24,11 @@ export interface ContextOptions {
   signal: AbortSignal;
   commands: { systemctl: readonly string[] };
   record: EffectRecorder;
+  /**
+   * Nothing leaves the host with its credentials (a pull request's preview: its manifest may name any
+   * homeserver): Matrix reads answer "unknown" without a request. Only with dryRun.
+   */
+  offline?: boolean | undefined;
 }
 
 /** A step's context: the world, and the revision being deployed. */
@@ -44,6 +49,7 @@ export function createContext(opts: ContextOptions): Omit<StepContext, "source">
     commands: opts.commands,
 
     matrix(config: MatrixConfig) {
+      if (opts.offline && dryRun) return offlineMatrix(record);
       const client = createMatrixClient({
         homeserver: config.homeserver,
         token: config.token,
@@ -95,6 +101,26 @@ export function createContext(opts: ContextOptions): Omit<StepContext, "source">
       record({ type: "request", method: "GET", url, detail: `until 200, up to ${timeoutSeconds}s` });
       if (dryRun) return { healthy: true, last: "not checked (dry run)" };
       return waitHealthy(url, { timeoutMs: timeoutSeconds * 1000, signal });
+    },
+  };
+}
+
+/** Matrix for a context that sends nothing: every read is unknown, every write only recorded. */
+function offlineMatrix(record: EffectRecorder): StepMatrix {
+  const unknown = (what: string) =>
+    new AgentError(
+      "UNDETERMINED",
+      `${what} unknown (not asked: a preview sends no request with the host's token)`,
+    );
+  return {
+    whoami: async () => {
+      throw unknown("whoami");
+    },
+    getState: async () => {
+      throw unknown("current state");
+    },
+    replaceState: async (room, type, key, _content, detail) => {
+      record({ type: "request", method: "PUT", url: `${room} state ${type}/${key}`, detail });
     },
   };
 }
