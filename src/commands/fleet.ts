@@ -75,7 +75,7 @@ async function boundedJson(res: Response): Promise<unknown> {
 }
 
 /** Text from a host, printed to the operator's terminal: control characters (escape sequences) shown as ?. */
-const printable = (text: string) => text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, "?");
+const printable = (text: string) => text.replace(/[^\P{Cc}\n]/gu, "?");
 
 interface Host extends HostEntry {
   status: AgentStatus | null;
