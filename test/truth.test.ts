@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -278,6 +278,19 @@ describe("every delivery leaves one line", () => {
         sent.map(([, status]) => status),
         [202, 202, 202, 202, 202, 401, 400, 404, 413],
       );
+      // A signed body replayed with a huge event header (headers are not signed), and a POST abandoned
+      // mid-body: each one line too, bounded.
+      assert.equal(await post(push, { ...signed(push), "x-gitea-event": "e".repeat(10_000) }), 202);
+      sent.push(["ignored_event", 202]);
+      const { port } = new URL(url);
+      const gone = connect(Number(port), "127.0.0.1");
+      gone.on("error", () => {});
+      gone.write(
+        "POST /hooks/deploy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+      );
+      await sleep(200);
+      gone.destroy();
+      sent.push(["aborted", 0]);
       await sleep(300);
       const lines = daemon
         .out()
@@ -290,6 +303,11 @@ describe("every delivery leaves one line", () => {
         "exactly one line per delivery, in order",
       );
       assert.equal(lines[0]?.delivery, id);
+      const huge = lines[9] as { event?: string; reason?: string };
+      assert.ok(
+        (huge.event?.length ?? 0) <= 256 && (huge.reason?.length ?? 0) <= 300,
+        "unsigned headers logged bounded",
+      );
       assert.ok(
         lines.every((l) => l.reason),
         "each says why",
@@ -302,11 +320,12 @@ describe("every delivery leaves one line", () => {
         ["accepted", 1, "current"],
         ["duplicate", 1, "current"],
         ["ignored_branch", 2, "current"],
-        ["ignored_event", 1, "current"],
+        ["ignored_event", 2, "current"],
         ["bad_signature", 1, null],
         ["bad_body", 1, "current"],
         ["unknown_path", 1, null],
         ["too_large", 1, null],
+        ["aborted", 1, null],
       ] as const) {
         assert.match(
           metrics,

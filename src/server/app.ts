@@ -105,6 +105,8 @@ const OUTCOME_BY_STATUS: Record<number, string> = {
 };
 /** An unknown path is logged this long at most (the sender chooses it). */
 const LOGGED_PATH_MAX = 64;
+/** An event name or ref is logged and answered this long at most (headers are not signed; a ref is a body's). */
+const LOGGED_NAME_MAX = 256;
 
 interface Delivery {
   outcome: string;
@@ -246,7 +248,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       header(req, "x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery", "x-github-delivery") ??
       randomUUID()
     ).slice(0, MAX_DELIVERY_ID);
-    const event = header(req, "x-gitea-event", "x-forgejo-event", "x-gogs-event", "x-github-event");
+    // The headers are not signed: what of them is logged or answered is cut to a bound.
+    const event = header(req, "x-gitea-event", "x-forgejo-event", "x-gogs-event", "x-github-event")?.slice(
+      0,
+      LOGGED_NAME_MAX,
+    );
     req.delivery = { outcome: "accepted", id: delivery, event: event ?? "(none)", secret };
     deps.keys?.verified(secret, delivery);
     const ignore = (outcome: string, why: string) => {
@@ -314,9 +320,10 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
         .send({ error: "not a push payload: ref, before and after are required", delivery });
     }
     const { ref, before, after } = push.data;
-    req.delivery.ref = ref.slice(0, 256);
-    if (ref.startsWith("refs/tags/")) return ignore("ignored_branch", `tag ${ref.slice(10)}`);
-    if (ref !== branchRef) return ignore("ignored_branch", `ref ${ref} is not ${branchRef}`);
+    req.delivery.ref = ref.slice(0, LOGGED_NAME_MAX);
+    const shownRef = ref.slice(0, LOGGED_NAME_MAX);
+    if (ref.startsWith("refs/tags/")) return ignore("ignored_branch", `tag ${shownRef.slice(10)}`);
+    if (ref !== branchRef) return ignore("ignored_branch", `ref ${shownRef} is not ${branchRef}`);
     if (ZERO.test(after)) return ignore("ignored_branch", `${branchRef} was deleted`);
     if (duplicate(delivery)) {
       refused(req, "duplicate", "delivery id seen within webhook.duplicateWindowSeconds");
@@ -329,8 +336,21 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   }
 
   /** The one line and the count of a delivery (every POST), when its answer has gone. */
+  const said = new WeakSet<FastifyRequest>();
+  // A POST that ends without an answer (the client went away mid-body) has no onResponse: its line here.
+  app.addHook("onRequestAbort", (req, done) => {
+    if (req.method !== "POST" || said.has(req)) return done();
+    said.add(req);
+    agent.metrics.delivery("aborted");
+    deps.log.warn(
+      { outcome: "aborted", reason: "the client closed the connection before the answer", ip: req.ip },
+      "delivery",
+    );
+    done();
+  });
   app.addHook("onResponse", (req, reply, done) => {
-    if (req.method !== "POST") return done();
+    if (req.method !== "POST" || said.has(req)) return done();
+    said.add(req);
     const d = req.delivery ?? {
       outcome: OUTCOME_BY_STATUS[reply.statusCode] ?? `http_${reply.statusCode}`,
       reason: `HTTP ${reply.statusCode}`,
