@@ -4,6 +4,7 @@ import picomatch from "picomatch";
 import { asAgentError } from "../errors.js";
 import { openRepo, resolveTarget } from "../source/git.js";
 import { verifyRevision } from "../source/verify.js";
+import { readState } from "../state.js";
 import { kindOf, triggersOf } from "../steps/index.js";
 import { loadNextWebhookSecret, loadStatusToken, loadWebhookSecret } from "../webhook-secret.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
@@ -59,8 +60,10 @@ export async function validateCommand(flags: CommonFlags, out: (text: string) =>
     // The revision a run would deploy now (the remote-tracking branch), as repo.verify asks.
     async () => {
       const repo = await openRepo(r.repoDir, remote, branch);
+      // From where this host stands (its state, when there is one): a rewind is refused here as in a run.
+      const { state } = await readState(r.stateDir, manifest.host);
       await verifyRevision(repo, manifest.repo.verify, r.under, {
-        from: null,
+        from: state.anchor ?? state.lastRun?.revision ?? null,
         to: await resolveTarget(repo),
       });
     },

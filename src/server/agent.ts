@@ -396,9 +396,13 @@ export function createAgent(opts: AgentOptions): Agent {
     health() {
       const { running } = runner.state();
       const stepBudgetMs = manifest.steps.reduce((sum, s) => sum + s.timeoutSeconds * 1000, 0) + 5 * 60_000;
-      const runningMs = running?.task === DEPLOY ? Date.now() - Date.parse(running.since) : 0;
-      if (runningMs > stepBudgetMs) {
-        return { ok: false, reason: `a deploy has been running for ${Math.round(runningMs / 1000)}s` };
+      // Any task of the runner, not only a deploy: a stuck drift check or job holds every deploy behind it.
+      const job = JOBS.find((j) => running?.task === `job:${j.command}`);
+      const budgetMs = job ? job.timeoutSeconds * 1000 + 5 * 60_000 : stepBudgetMs;
+      const runningMs = running ? Date.now() - Date.parse(running.since) : 0;
+      if (running && runningMs > budgetMs) {
+        const what = running.task === DEPLOY ? "a deploy" : `the ${running.task} task`;
+        return { ok: false, reason: `${what} has been running for ${Math.round(runningMs / 1000)}s` };
       }
       if (lastError?.code === "LOCKED")
         return {

@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import { AgentError } from "../errors.js";
 import type { Manifest } from "../manifest/schema.js";
 import { type Descent, descent } from "./ancestry.js";
-import type { Repo } from "./git.js";
+import { gitEnv, type Repo } from "./git.js";
 
 /**
  * Commit signatures, checked by git itself (`git verify-commit`): SSH signatures against the allowed-signers
@@ -82,7 +82,9 @@ export async function verifyRevision(
   for (const commit of await commitsToVerify(repo, config.mode, from, to)) {
     const res = await execa("git", ["-C", repo.dir, ...settings, "verify-commit", commit], {
       reject: false,
-      env: { ...env, LC_ALL: "C" },
+      // The one minimal environment git gets everywhere: never the daemon's own GNUPGHOME or GIT_* settings.
+      env: { ...gitEnv(), ...env },
+      extendEnv: false,
       timeout: 30_000,
     });
     if (res.exitCode === 0) continue;
