@@ -396,7 +396,7 @@ describe("abuse: secrets and bad configuration", () => {
 
     const full = path.join(fx.dir, "full");
     mkdirSync(full);
-    if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=16k", "tmpfs", full]).status !== 0) {
+    if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", full]).status !== 0) {
       return cannot(t, "this machine cannot mount a small tmpfs");
     }
     try {

@@ -1,4 +1,4 @@
-import { stat } from "node:fs/promises";
+import { statSync } from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
 import { writeFileAtomic } from "../atomic-write.js";
@@ -47,10 +47,18 @@ function watchedFiles(src: SecretSource): { current: string | null; next: string
   };
 }
 
-async function identity(file: string | null): Promise<string> {
+/**
+ * What a file is now, synchronously: two stat calls per delivery, on the delivery's own path, never a
+ * thread-pool round trip that every delivery at once would queue behind.
+ */
+function identity(file: string | null): string {
   if (!file) return "fixed";
-  const st = await stat(file).catch(() => null);
-  return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}` : "absent";
+  try {
+    const st = statSync(file);
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}`;
+  } catch {
+    return "absent";
+  }
 }
 
 /** The current secret as `loadWebhookSecret` reads it, with the env file read again when it comes from one. */
@@ -68,7 +76,7 @@ export async function watchWebhookKeys(
 ): Promise<LiveWebhookKeys> {
   const files = watchedFiles(src);
   // Looked at in this order: next, then current (see above).
-  let seen = { next: await identity(files.next), current: await identity(files.current) };
+  let seen = { next: identity(files.next), current: identity(files.current) };
   const initial: WebhookKeys = {
     next: (await loadNextWebhookSecret(src))?.reveal(),
     current: (await loadWebhookSecret(src)).reveal(),
@@ -77,9 +85,7 @@ export async function watchWebhookKeys(
   let recorded: string | null = null;
   let refreshing: Promise<WebhookKeys> | null = null;
 
-  async function refresh(): Promise<WebhookKeys> {
-    const now = { next: await identity(files.next), current: await identity(files.current) };
-    if (now.next === seen.next && now.current === seen.current) return keys;
+  async function refresh(now: typeof seen): Promise<WebhookKeys> {
     let { current, next } = keys;
     if (now.next !== seen.next) {
       next = await loadNextWebhookSecret(src).then(
@@ -115,8 +121,11 @@ export async function watchWebhookKeys(
   return {
     initial,
     keys() {
+      // Unchanged files (nearly every delivery): the keys in memory, without waiting for anything.
+      const now = { next: identity(files.next), current: identity(files.current) };
+      if (now.next === seen.next && now.current === seen.current) return Promise.resolve(keys);
       if (!refreshing) {
-        refreshing = refresh().finally(() => {
+        refreshing = refresh(now).finally(() => {
           refreshing = null;
         });
       }
