@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer, Agent as HttpAgent, request, type Server } from "node:http";
 import { type AddressInfo, connect, type Socket } from "node:net";
 import path from "node:path";
@@ -404,10 +404,19 @@ describe("abuse: secrets and bad configuration", () => {
       const res2 = await runCli(runArgs(file, fx.clone, root, full));
       assert.equal(res2.code, 1, res2.stderr);
       assert.match(res2.stderr, /error STATE_WRITE_FAILED: cannot write .*: ENOSPC\nhint: the disk is full/);
+      // The lock file (empty, kept by design: it is the lock) and the history, whose reader skips a record
+      // the full disk cut short; no state file, no temporary file left behind.
       assert.deepEqual(
-        readdirSync(full).filter((n) => n !== "filler"),
-        [],
-        "no half-written lock or state files",
+        readdirSync(full)
+          .filter((n) => n !== "filler")
+          .sort(),
+        ["deploy.flock", "history.jsonl"].filter((n) => readdirSync(full).includes(n)),
+        "no half-written state or temporary files",
+      );
+      assert.equal(statSync(path.join(full, "deploy.flock")).size, 0);
+      assert.equal(
+        readdirSync(full).some((n) => n.startsWith("state.json")),
+        false,
       );
     } finally {
       spawnSync("umount", [full]);
