@@ -325,7 +325,9 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     : await acquireLock(opts.stateDir, opts.lockWaitMs, (holder) =>
         opts.log.warn({ holder }, "waiting for the deploy lock held by another run"),
       ).catch(async (error: unknown) => {
-        await remember({ error }, false);
+        // Only a lock another run holds is recorded: the directory passed its safety check. An unsafe state
+        // directory (STATE_UNSAFE) is never written to, nor created, not even for the history.
+        if (error instanceof AgentError && error.code === "LOCKED") await remember({ error }, false);
         throw error;
       });
   opts.log.debug("syncing the source");
