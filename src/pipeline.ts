@@ -341,6 +341,8 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     // still descend from the newest revision verified here (a pin to B must not let a push of C undo D).
     const anchor = state.anchor ?? from;
     const fetched = await fetchSource(opts, warnings);
+    // Known before it is verified: a refused revision is recorded with it.
+    facts.revision = opts.preview ?? opts.pin?.revision ?? fetched.tip;
     const under = rooted(opts.root);
     const { verify } = opts.manifest.repo;
     let revision = fetched.tip;

@@ -387,7 +387,13 @@ describe("deploy lock held beyond webhook.lockWaitSeconds, seen from outside", (
       });
       assert.equal(res.status, 202);
       await daemon.waitFor(/"msg":"run finished"/);
-      assert.equal((await fetch(`${address}/healthz`)).status, 200);
+      // The line is logged as the run ends; its outcome reaches /healthz a moment later (the history write).
+      let healthz = (await fetch(`${address}/healthz`)).status;
+      for (let i = 0; i < 50 && healthz !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        healthz = (await fetch(`${address}/healthz`)).status;
+      }
+      assert.equal(healthz, 200);
       assert.match(
         await (await fetch(`${address}/metrics`)).text(),
         /^deploy_agent_lock_blocked\{host="lxctest"\} 0$/m,

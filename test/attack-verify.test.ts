@@ -329,8 +329,12 @@ describe("attack: the way back by push", SSH, () => {
     const agent = agentWith({ mode: "all", allowedSignersFile: signers });
     assert.equal((await agent.run()).result, "succeeded");
     const file = path.join(agent.stateDir, "state.json");
-    const state = JSON.parse(readFileSync(file, "utf8")) as { lastRun: { revision: string } };
+    const state = JSON.parse(readFileSync(file, "utf8")) as {
+      lastRun: { revision: string };
+      anchor?: string;
+    };
     state.lastRun.revision = "f".repeat(40);
+    state.anchor = "f".repeat(40);
     writeFileSync(file, JSON.stringify(state));
     chmodSync(file, 0o600);
     await assert.rejects(agent.run(), (e: AgentError) => e.code === "HISTORY_REWRITTEN");

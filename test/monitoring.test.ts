@@ -17,7 +17,7 @@ describe("monitoring/deploy-agent.rules.yml", {
       encoding: "utf8",
     });
     assert.equal(res.status, 0, res.stdout + res.stderr);
-    assert.match(res.stdout, /SUCCESS: 6 rules found/);
+    assert.match(res.stdout, /SUCCESS: 8 rules found/);
   });
 
   it("fires as its unit tests expect (promtool test rules)", () => {

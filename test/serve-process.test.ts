@@ -90,7 +90,7 @@ describe("deploy-agent serve (process)", () => {
     assert.equal(empty.code, 2);
     assert.match(
       empty.stderr,
-      /error CONFIG_INVALID: no webhook secret\nhint: put it in \/etc\/deploy-agent\/webhook-secret/,
+      /error CONFIG_INVALID: no webhook secret\nhint: put it in \S*\/etc\/deploy-agent\/webhook-secret /,
     );
     writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), `${SECRET}\n`);
     chmodSync(path.join(root, "etc/deploy-agent/webhook-secret"), 0o644);
