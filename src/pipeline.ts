@@ -388,7 +388,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     const source = await sourceAt(fetched, state, revision);
     if (rewrittenFrom) {
       warnings.push(
-        `history rewritten: ${source.revision.slice(0, 12)} does not descend from ${rewrittenFrom.slice(0, 12)}, the last revision this host ran (${opts.acceptRewrite ? "accepted by the operator" : "deployed because repo.verify is off"})`,
+        `history rewritten: ${source.revision.slice(0, 12)} does not descend from ${rewrittenFrom.slice(0, 12)}, the newest revision verified on this host (${opts.acceptRewrite ? "accepted by the operator" : "deployed because repo.verify is off"})`,
       );
     }
     opts.onStart?.(source.revision);

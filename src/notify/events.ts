@@ -88,7 +88,7 @@ export function runEvents(report: RunReport, base: Base): DeployEvent[] {
       ...base,
       previousRevision: report.rewrittenFrom,
       notes: [
-        `${report.revision.slice(0, 12)} does not descend from ${report.rewrittenFrom.slice(0, 12)}, the last revision run here`,
+        `${report.revision.slice(0, 12)} does not descend from ${report.rewrittenFrom.slice(0, 12)}, the newest revision verified here`,
       ],
       at,
     });

@@ -40,7 +40,7 @@ async function commitsToVerify(
 }
 
 export interface RevisionCheck {
-  /** The last revision this host ran (its state), null on a first run. */
+  /** Where this host stands: the newest revision verified here (state.anchor), null on a first run. */
   from: string | null;
   to: string;
   /** The operator takes a rewritten branch on purpose (`run --accept-rewrite`); its commits are still verified. */
@@ -60,7 +60,7 @@ export async function verifyRevision(
     const [was, now] = [from?.slice(0, 12), to.slice(0, 12)];
     throw new AgentError(
       "HISTORY_REWRITTEN",
-      `${repo.remote}/${repo.branch} is at ${now}, which does not descend from ${was}, the last revision this host ran: the branch's history was rewritten (a force push to an older commit or onto another line); nothing was deployed`,
+      `${repo.remote}/${repo.branch} is at ${now}, which does not descend from ${was}, the newest revision verified on this host: the branch's history was rewritten (a force push to an older commit or onto another line); nothing was deployed`,
       {
         hint: `the host stays on ${was}. Push a commit on top of ${was} instead (git revert keeps history); to go back to an earlier revision on purpose: deploy-agent pin <revision> on the host; to take the rewritten branch itself: deploy-agent run --accept-rewrite`,
       },
