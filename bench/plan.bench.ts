@@ -1,8 +1,8 @@
 /** Planner cost for a push touching 10,000 files, with the real LXC 151 manifest. */
 import path from "node:path";
 import { loadManifest } from "../src/manifest/load.js";
-import { plan } from "../src/plan.js";
-import { emptyState } from "../src/state.js";
+import { plan } from "../src/plan/plan.js";
+import { emptyState } from "../src/state/state.js";
 import { PROJECT } from "../test/helpers/agent.js";
 import { percentile, round } from "./lib.js";
 

@@ -4,7 +4,7 @@
 // (symlinks). The `--` in the shebang ends Node's own options: Node 20 otherwise reads a `--env-file`
 // meant for deploy-agent, loads that file itself and exits 9 when it is missing.
 import { main } from "./cli.js";
-import { redact } from "./redact.js";
+import { redact } from "./core/redact.js";
 
 // Reports and errors leave through the one redaction point, as log lines do.
 process.exitCode = await main(

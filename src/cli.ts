@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { AgentError } from "./errors.js";
+import { AgentError } from "./core/errors.js";
+import { sanitize } from "./core/redact.js";
 import { JOBS, jobByCommand } from "./jobs/index.js";
-import { sanitize } from "./redact.js";
 
 const USAGE = `usage: deploy-agent <command> [options]
 

@@ -7,8 +7,8 @@ import path from "node:path";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
+import { Secret } from "../src/core/secret.js";
 import { createMatrixClient } from "../src/matrix/client.js";
-import { Secret } from "../src/secret.js";
 import {
   hostRoot,
   makeAgent,

@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import type { AgentError } from "../src/errors.js";
+import type { AgentError } from "../src/core/errors.js";
 import type { DeployEvent } from "../src/notify/events.js";
 import { descent, PARENTS_WALKED, parentsOf } from "../src/source/ancestry.js";
 import { closeRepo, openRepo } from "../src/source/git.js";

@@ -3,12 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { appendEnv, envLine, readEnvFile } from "../src/env.js";
-import { AgentError } from "../src/errors.js";
+import { AgentError } from "../src/core/errors.js";
+import { appendEnv, envLine, readEnvFile } from "../src/host/env.js";
 import { HOSTILE_VALUES } from "./helpers/env-values.js";
 
 /**
- * Env values written by the agent (src/env.ts envLine) read back identically through dotenv, the reader the
+ * Env values written by the agent (src/host/env.ts envLine) read back identically through dotenv, the reader the
  * agent uses, from a real file. systemd's EnvironmentFile= reads the same table in test/system/.
  */
 

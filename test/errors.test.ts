@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { main } from "../src/cli.js";
-import { AgentError, asAgentError, logFields } from "../src/errors.js";
+import { AgentError, asAgentError, logFields } from "../src/core/errors.js";
 
 describe("error codes", () => {
   it("the unforeseen is INTERNAL: exit 1, stalled (never retried on a timer), its errno kept", () => {

@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
-import { HISTORY_FILE, type HistoryRecord } from "../src/history.js";
+import { HISTORY_FILE, type HistoryRecord } from "../src/state/history.js";
 import {
   freePort,
   hostRoot,

@@ -13,6 +13,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { main } from "../src/cli.js";
+import { manifestSchema } from "../src/manifest/schema.js";
+import { triggerOf } from "../src/server/trigger.js";
 import {
   appendHistory,
   HISTORY_FILE,
@@ -21,9 +23,7 @@ import {
   MAX_RECORD_BYTES,
   readHistory,
   routine,
-} from "../src/history.js";
-import { manifestSchema } from "../src/manifest/schema.js";
-import { triggerOf } from "../src/server/trigger.js";
+} from "../src/state/history.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 

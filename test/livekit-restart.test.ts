@@ -6,8 +6,8 @@ import { connect, createServer, type Socket, type Server as TcpServer } from "no
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { silentLogger } from "../src/core/log.js";
 import { establishedTcp, sumSamples } from "../src/jobs/livekit-restart.js";
-import { silentLogger } from "../src/log.js";
 import { loadManifest } from "../src/manifest/load.js";
 import { createAgent } from "../src/server/agent.js";
 import { runCli, writeManifest } from "./helpers/agent.js";

@@ -13,8 +13,8 @@ import {
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import type { AgentError } from "../src/errors.js";
-import { acquireLock, FLOCK_FILE, LOCK_FILE, prepareLock } from "../src/lock.js";
+import type { AgentError } from "../src/core/errors.js";
+import { acquireLock, FLOCK_FILE, LOCK_FILE, prepareLock } from "../src/state/lock.js";
 import { PROJECT } from "./helpers/agent.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "deploy-agent-lock-"));

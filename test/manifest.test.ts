@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { AgentError } from "../src/errors.js";
+import { AgentError } from "../src/core/errors.js";
 import { loadManifest } from "../src/manifest/load.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "deploy-agent-manifest-"));

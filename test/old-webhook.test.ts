@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { renderHooksTemplate } from "../src/commands/old-webhook.js";
-import { AgentError } from "../src/errors.js";
+import { AgentError } from "../src/core/errors.js";
 
 /**
  * webhook -template's getenv, as install renders it (the whole migration runs through the CLI in

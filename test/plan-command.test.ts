@@ -17,7 +17,7 @@ import {
 import type { HostPlan } from "../src/commands/plan-host.js";
 import { MAX_COMMENT_CHARS, type PlanReport, renderMarkdown } from "../src/commands/plan-render.js";
 import { TOOL_TIMEOUT_MS } from "../src/commands/plan-tools.js";
-import { Secret } from "../src/secret.js";
+import { Secret } from "../src/core/secret.js";
 import { PROJECT, runCli } from "./helpers/agent.js";
 import { type Files, type Fixture, makeFixture } from "./helpers/git.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { plan } from "../src/plan.js";
-import { emptyState, type State } from "../src/state.js";
+import { plan } from "../src/plan/plan.js";
+import { emptyState, type State } from "../src/state/state.js";
 import { type StepConfig, stepSchema } from "../src/steps/index.js";
 
 const A = "a".repeat(40);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { silentLogger } from "../src/log.js";
+import { silentLogger } from "../src/core/log.js";
 import { createRunner, DEPLOY, MAX_REASONS } from "../src/server/runner.js";
 
 /** The one runner: one task at a time, coalescing per task, deploys first, bounded whatever arrives. */

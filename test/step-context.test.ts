@@ -4,12 +4,12 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "no
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Effect } from "../src/effects.js";
-import { silentLogger } from "../src/log.js";
-import { Secret } from "../src/secret.js";
+import { silentLogger } from "../src/core/log.js";
+import { Secret } from "../src/core/secret.js";
+import type { Effect } from "../src/host/effects.js";
 import { openRepo } from "../src/source/git.js";
 import { loadSnapshot } from "../src/source/snapshot.js";
-import { readState, writeState } from "../src/state.js";
+import { readState, writeState } from "../src/state/state.js";
 import { createStepContext } from "../src/steps/context.js";
 import { CLI, makeAgent, runArgs, runCli, stepOf, writeManifest } from "./helpers/agent.js";
 import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemctl.js";

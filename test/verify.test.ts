@@ -3,7 +3,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import type { AgentError } from "../src/errors.js";
+import type { AgentError } from "../src/core/errors.js";
 import { makeAgent, runCli, stepOf, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { needs } from "./helpers/needs.js";

@@ -1,6 +1,6 @@
-import { checkDrift, renderDrift } from "../drift.js";
-import { AgentError } from "../errors.js";
-import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../lock.js";
+import { AgentError } from "../core/errors.js";
+import { checkDrift, renderDrift } from "../deploy/drift.js";
+import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../state/lock.js";
 import { type CommonFlags, commandLogger, resolve } from "./options.js";
 
 /** `deploy-agent diff [--step NAME] [--json]`: exit 0 in sync, 1 drifted, 2 could not tell. */

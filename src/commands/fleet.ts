@@ -3,10 +3,10 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { AgentError } from "../errors.js";
-import { fetchFailure } from "../fetch-failure.js";
-import { type HistoryRecord, parseRecord } from "../history.js";
+import { AgentError } from "../core/errors.js";
+import { fetchFailure } from "../core/fetch-failure.js";
 import { gitAt } from "../source/git.js";
+import { type HistoryRecord, parseRecord } from "../state/history.js";
 import { renderRecord } from "./history.js";
 
 /**

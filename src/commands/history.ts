@@ -1,4 +1,4 @@
-import { type HistoryRecord, historyDocument, readHistory } from "../history.js";
+import { type HistoryRecord, historyDocument, readHistory } from "../state/history.js";
 import { type CommonFlags, resolve } from "./options.js";
 
 /** `deploy-agent history [--limit N] [--step NAME] [--json]`: what ran on this host, newest first. */

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { fetchFailure } from "../fetch-failure.js";
-import { waitHealthy } from "../health.js";
+import { fetchFailure } from "../core/fetch-failure.js";
+import { waitHealthy } from "../host/health.js";
 import { sign } from "../server/verify.js";
 
 /**

@@ -1,8 +1,8 @@
-import type { Effect } from "../effects.js";
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
+import { renderEffect } from "../deploy/report.js";
+import type { Effect } from "../host/effects.js";
 import { jobConfig, type RegisteredJob } from "../jobs/index.js";
-import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../lock.js";
-import { renderEffect } from "../report.js";
+import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../state/lock.js";
 import { createContext } from "../steps/context.js";
 import { type CommonFlags, commandLogger, resolve } from "./options.js";
 

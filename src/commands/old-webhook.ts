@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
-import type { CommandRunner } from "../command.js";
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
+import type { CommandRunner } from "../host/command.js";
 import { webhookPath } from "../manifest/schema.js";
 
 /**

@@ -1,11 +1,11 @@
 import { realpath } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import { AgentError } from "../errors.js";
-import { rooted } from "../host-fs.js";
-import { createLogger } from "../log.js";
+import { AgentError } from "../core/errors.js";
+import { createLogger } from "../core/log.js";
+import type { SecretSource } from "../gitea/webhook-secret.js";
+import { rooted } from "../host/host-fs.js";
 import { type LoadedManifest, type LoadOptions, loadManifest } from "../manifest/load.js";
-import type { SecretSource } from "../webhook-secret.js";
 
 /** Flags shared by the commands, and how they turn into paths: manifest paths go under --root, flag paths do not. */
 export interface CommonFlags {

@@ -1,6 +1,6 @@
-import { AgentError } from "../errors.js";
-import { findApplied, operator } from "../history.js";
+import { AgentError } from "../core/errors.js";
 import { closeRepo, gitAt, isAncestor, openRepo, trackingRef } from "../source/git.js";
+import { findApplied, operator } from "../state/history.js";
 import { resolve } from "./options.js";
 import { type RunFlags, runCommand } from "./run.js";
 

@@ -1,8 +1,8 @@
 import { readFile, stat } from "node:fs/promises";
-import { fetchFailure } from "../fetch-failure.js";
+import { fetchFailure } from "../core/fetch-failure.js";
+import { redact } from "../core/redact.js";
+import { Secret } from "../core/secret.js";
 import { clip } from "../notify/targets/text.js";
-import { redact } from "../redact.js";
-import { Secret } from "../secret.js";
 import type { HostPlan } from "./plan-host.js";
 import { COMMENT_MARKER, firstFailure } from "./plan-render.js";
 

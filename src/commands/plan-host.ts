@@ -1,12 +1,12 @@
 import path from "node:path";
 import picomatch from "picomatch";
-import { diffSummary } from "../diff-summary.js";
-import { asAgentError } from "../errors.js";
+import { asAgentError } from "../core/errors.js";
+import { diffSummary } from "../host/diff-summary.js";
 import { RESTART_ONLY } from "../manifest/at-revision.js";
 import type { Manifest } from "../manifest/schema.js";
-import { type PlanReason, planLazily } from "../plan.js";
+import { type PlanReason, planLazily } from "../plan/plan.js";
 import type { Snapshot } from "../source/snapshot.js";
-import { emptyState } from "../state.js";
+import { emptyState } from "../state/state.js";
 import { kindOf, type StepConfig, triggersOf } from "../steps/index.js";
 import { tryPlanManifest } from "./plan-manifest.js";
 import { type HostTools, toolChecks } from "./plan-tools.js";

@@ -1,7 +1,7 @@
-import { AgentError, asAgentError } from "../errors.js";
+import { AgentError, asAgentError } from "../core/errors.js";
+import { SECRET_NAME } from "../core/redact.js";
 import { formatZodError, interpolate, manifestYaml } from "../manifest/load.js";
 import { type Manifest, manifestSchema } from "../manifest/schema.js";
-import { SECRET_NAME } from "../redact.js";
 
 /**
  * A host manifest as a plan reads it: from git, with no host. Its `${VAR}` values live in the host's env

@@ -1,4 +1,4 @@
-import { redact } from "../redact.js";
+import { redact } from "../core/redact.js";
 import type { FileDiff, HostPlan, PlanCheck } from "./plan-host.js";
 
 /** A plan as people read it: text for a terminal, Markdown for a pull request comment. */

@@ -1,6 +1,6 @@
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
 import { gitAt, gitEnv } from "../source/git.js";
 import { createObjectReader } from "../source/objects.js";
 import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "../source/snapshot.js";

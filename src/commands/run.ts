@@ -1,10 +1,10 @@
-import { AgentError, asAgentError } from "../errors.js";
-import { operator, type Trigger } from "../history.js";
+import { AgentError, asAgentError } from "../core/errors.js";
+import { deploy, type RunReport } from "../deploy/pipeline.js";
+import { renderRun } from "../deploy/report.js";
 import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
-import { deploy, type RunReport } from "../pipeline.js";
-import { renderRun } from "../report.js";
-import type { Pin } from "../state.js";
+import { operator, type Trigger } from "../state/history.js";
+import type { Pin } from "../state/state.js";
 import { STEP_KINDS } from "../steps/index.js";
 import { type CommonFlags, commandLogger, resolve } from "./options.js";
 

@@ -1,5 +1,5 @@
-import { AgentError, asAgentError } from "../errors.js";
-import { Secret } from "../secret.js";
+import { AgentError, asAgentError } from "../core/errors.js";
+import { Secret } from "../core/secret.js";
 import { checkMatrixToken } from "../secrets/matrix-check.js";
 import { openSecret } from "../secrets/open.js";
 import { closeRepo, fetchBranch, openRepo, resolveTarget } from "../source/git.js";

@@ -1,21 +1,21 @@
 import { randomBytes } from "node:crypto";
 import { chown, open, readFile, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
-import { writeFileAtomic } from "../atomic-write.js";
-import { setEnv } from "../env.js";
-import { AgentError } from "../errors.js";
-import { parseHookRef, setHookSecret } from "../gitea-hook.js";
-import { Secret } from "../secret.js";
+import { AgentError } from "../core/errors.js";
+import { Secret } from "../core/secret.js";
+import { parseHookRef, setHookSecret } from "../gitea/hook.js";
+import { loadNextWebhookSecret, loadWebhookSecret, readPrivateFile } from "../gitea/webhook-secret.js";
+import { writeFileAtomic } from "../host/atomic-write.js";
+import { setEnv } from "../host/env.js";
 import { fingerprint } from "../secrets/catalog.js";
 import { ROTATION_FILE, type RotationRecord } from "../server/webhook-keys.js";
-import { loadNextWebhookSecret, loadWebhookSecret, readPrivateFile } from "../webhook-secret.js";
 import { type CommonFlags, type Resolved, resolve, secretSource } from "./options.js";
 
 /**
  * `deploy-agent secret rotate-webhook`, on the host: a new webhook secret without a missed push.
  * 1. (no --finish) makes the next secret (32 random bytes, 64 hex digits) in webhook.nextSecretFile (0600,
  *    the current secret's owner); the daemon accepts it beside the current one from its next delivery on.
- *    With --hook, gives it to Gitea (src/gitea-hook.ts) and asks Gitea for a test delivery; else prints the
+ *    With --hook, gives it to Gitea (src/gitea/hook.ts) and asks Gitea for a test delivery; else prints the
  *    steps. Run again, it keeps the next secret it made (--force makes another).
  * 2. --finish, once a delivery was verified with the next secret (the daemon records the first one in the
  *    state directory): the next becomes the current in one rename (or one env-file write, with secretEnv),

@@ -3,8 +3,8 @@ import { existsSync } from "node:fs";
 import { lstat, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { AgentError } from "../errors.js";
-import { MIN_LENGTH } from "../redact.js";
+import { AgentError } from "../core/errors.js";
+import { MIN_LENGTH } from "../core/redact.js";
 import { MAX_SECRET_BYTES } from "../secrets/catalog.js";
 
 /**

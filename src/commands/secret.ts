@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { writeFileAtomic } from "../atomic-write.js";
-import { AgentError, asAgentError } from "../errors.js";
+import { AgentError, asAgentError } from "../core/errors.js";
+import { writeFileAtomic } from "../host/atomic-write.js";
 import { decrypt, encrypt } from "../secrets/age.js";
 import {
   CATALOG_FILE,

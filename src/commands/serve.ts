@@ -1,14 +1,14 @@
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
-import { AgentError } from "../errors.js";
-import { createLogger } from "../log.js";
+import { AgentError } from "../core/errors.js";
+import { createLogger } from "../core/log.js";
+import { Secret } from "../core/secret.js";
+import { loadStatusToken } from "../gitea/webhook-secret.js";
 import type { HostOverrides } from "../manifest/at-revision.js";
 import { type Manifest, webhookPath } from "../manifest/schema.js";
-import { Secret } from "../secret.js";
 import { createAgent } from "../server/agent.js";
 import { buildServer } from "../server/app.js";
 import { watchWebhookKeys } from "../server/webhook-keys.js";
-import { loadStatusToken } from "../webhook-secret.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
 
 /**

@@ -1,5 +1,5 @@
 import { HOST_IDENTITY_FILE, hostRecipient } from "../secrets/identity.js";
-import { orphanedSteps, readState, stepStatuses } from "../state.js";
+import { orphanedSteps, readState, stepStatuses } from "../state/state.js";
 import { type CommonFlags, resolve } from "./options.js";
 
 /** `deploy-agent status`: per step the applied revision, last outcome and its age, from the state file. */

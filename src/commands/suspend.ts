@@ -1,7 +1,7 @@
-import { asAgentError } from "../errors.js";
-import { appendHistory, operator } from "../history.js";
-import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../lock.js";
-import { readState, writeState } from "../state.js";
+import { asAgentError } from "../core/errors.js";
+import { appendHistory, operator } from "../state/history.js";
+import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../state/lock.js";
+import { readState, writeState } from "../state/state.js";
 import { type CommonFlags, resolve } from "./options.js";
 import { type RunFlags, runCommand } from "./run.js";
 

@@ -1,12 +1,12 @@
 import { lstat, readdir, readFile, realpath } from "node:fs/promises";
 import path from "node:path";
 import picomatch from "picomatch";
-import { asAgentError } from "../errors.js";
+import { asAgentError } from "../core/errors.js";
+import { loadNextWebhookSecret, loadStatusToken, loadWebhookSecret } from "../gitea/webhook-secret.js";
 import { openRepo, resolveTarget } from "../source/git.js";
 import { verifyRevision } from "../source/verify.js";
-import { readState } from "../state.js";
+import { readState } from "../state/state.js";
 import { kindOf, triggersOf } from "../steps/index.js";
-import { loadNextWebhookSecret, loadStatusToken, loadWebhookSecret } from "../webhook-secret.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
 import { verifyOffNotice } from "./verify-notice.js";
 

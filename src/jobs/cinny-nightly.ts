@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
 import { gitAt } from "../source/git.js";
 import { argv, hostPath } from "../steps/common.js";
 import type { HostJob, JobContext, JobResult } from "./types.js";

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { fetchFailure } from "../fetch-failure.js";
+import { fetchFailure } from "../core/fetch-failure.js";
 import { hostPath } from "../steps/common.js";
 import type { HostJob, JobContext, JobResult } from "./types.js";
 

@@ -1,4 +1,4 @@
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
 import type { Snapshot } from "../source/snapshot.js";
 import { type LoadOptions, parseManifest } from "./load.js";
 import type { Manifest } from "./schema.js";

@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { parseDocument } from "yaml";
 import type { core, z } from "zod";
-import { mergeEnv, readEnvFile } from "../env.js";
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
+import { mergeEnv, readEnvFile } from "../host/env.js";
 import { STEP_KINDS } from "../steps/index.js";
 import { type Manifest, manifestSchema } from "./schema.js";
 

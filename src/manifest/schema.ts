@@ -1,8 +1,8 @@
 import { isIP } from "node:net";
 import { z } from "zod";
-import { historyBoundsSchema } from "../history.js";
 import { JOBS, jobConfig, jobSections } from "../jobs/index.js";
 import { notifySchema } from "../notify/notifier.js";
+import { historyBoundsSchema } from "../state/history.js";
 import { argv, hostPath } from "../steps/common.js";
 import { stepSchema } from "../steps/index.js";
 
@@ -160,7 +160,7 @@ export const manifestSchema = z
     /** dotenv file whose variables `${VAR}` references may use; the process environment wins over it. */
     envFile: hostPath.optional(),
     stateDir: hostPath.default("/var/lib/deploy-agent"),
-    /** The deploy history in stateDir (src/history.ts): how many records, and how old, it keeps. */
+    /** The deploy history in stateDir (src/state/history.ts): how many records, and how old, it keeps. */
     history: historyBoundsSchema,
     log: z
       .strictObject({

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { AgentError } from "../errors.js";
-import { fetchFailure } from "../fetch-failure.js";
-import type { Secret } from "../secret.js";
+import { AgentError } from "../core/errors.js";
+import { fetchFailure } from "../core/fetch-failure.js";
+import type { Secret } from "../core/secret.js";
 
 /**
  * The few Matrix client-server calls the agent makes (room state get/put), with the behaviour the spec

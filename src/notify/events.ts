@@ -1,4 +1,4 @@
-import type { RunReport } from "../pipeline.js";
+import type { RunReport } from "../deploy/pipeline.js";
 
 /**
  * What the agent tells the world (src/notify/notifier.ts sends it): one JSON document per event, the same

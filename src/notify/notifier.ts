@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { fetchFailure } from "../fetch-failure.js";
-import { redact } from "../redact.js";
+import { fetchFailure } from "../core/fetch-failure.js";
+import { redact } from "../core/redact.js";
 import type { DeployEvent } from "./events.js";
 import { COMMIT_STATE } from "./targets/gitea-status.js";
 import { kindOf, type Target, targetNames, targetSchema } from "./targets/index.js";

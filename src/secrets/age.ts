@@ -1,4 +1,4 @@
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
 
 /**
  * age (X25519 recipients) through `age-encryption`, the reference implementation's TypeScript port. It is

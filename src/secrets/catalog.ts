@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { parseDocument } from "yaml";
 import { z } from "zod";
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
 import { RECIPIENT } from "./age.js";
 
 /**

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
-import { AgentError } from "../errors.js";
-import type { HostFs } from "../host-fs.js";
-import { Secret } from "../secret.js";
+import { AgentError } from "../core/errors.js";
+import { Secret } from "../core/secret.js";
+import type { HostFs } from "../host/host-fs.js";
 import { generateIdentity, IDENTITY, RECIPIENT, recipientOf } from "./age.js";
 
 /**

@@ -1,4 +1,4 @@
-import { AgentError, asAgentError } from "../errors.js";
+import { AgentError, asAgentError } from "../core/errors.js";
 import type { StepMatrix } from "../steps/types.js";
 
 /**

@@ -1,5 +1,5 @@
-import { AgentError } from "../errors.js";
-import { registerSecret } from "../redact.js";
+import { AgentError } from "../core/errors.js";
+import { registerSecret } from "../core/redact.js";
 import type { StepContext } from "../steps/types.js";
 import { decrypt } from "./age.js";
 import { CATALOG_FILE, hostsWith, MAX_CIPHERTEXT_BYTES, parseCatalog, secretFile } from "./catalog.js";

@@ -1,8 +1,8 @@
 import { parse } from "dotenv";
 import { isNode, isScalar, parseDocument } from "yaml";
-import { setEnv } from "../env.js";
-import { AgentError } from "../errors.js";
-import { SECRET_NAME } from "../redact.js";
+import { AgentError } from "../core/errors.js";
+import { SECRET_NAME } from "../core/redact.js";
+import { setEnv } from "../host/env.js";
 import { fingerprint } from "./catalog.js";
 
 /**

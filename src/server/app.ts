@@ -10,11 +10,11 @@ import Fastify, {
 } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { asAgentError } from "../errors.js";
-import { historyDocument } from "../history.js";
+import { asAgentError } from "../core/errors.js";
+import { redact } from "../core/redact.js";
+import type { Secret } from "../core/secret.js";
 import type { Manifest, Subnet } from "../manifest/schema.js";
-import { redact } from "../redact.js";
-import type { Secret } from "../secret.js";
+import { historyDocument } from "../state/history.js";
 import type { Agent } from "./agent.js";
 import { limitConnections } from "./connections.js";
 import { PREVIEW_ACTIONS, PULL_REQUEST_EVENTS, readPullRequest } from "./pull-request.js";

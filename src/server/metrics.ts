@@ -1,7 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { RunReport } from "../deploy/pipeline.js";
 import type { HostJob } from "../jobs/types.js";
 import type { NotifierStatus } from "../notify/notifier.js";
-import type { RunReport } from "../pipeline.js";
 
 /** What the state file says of the host's pin and suspension. */
 export interface HostMarks {

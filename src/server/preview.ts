@@ -1,13 +1,13 @@
 import type { Logger } from "pino";
 import { request as giteaRequest, POST_DEFAULTS } from "../commands/plan-gitea.js";
-import { checkDrift, type DriftReport } from "../drift.js";
-import { AgentError, asAgentError, logFields } from "../errors.js";
+import { AgentError, asAgentError, logFields } from "../core/errors.js";
+import { checkDrift, type DriftReport } from "../deploy/drift.js";
+import { deploy, type RunReport } from "../deploy/pipeline.js";
 import type { HostOverrides } from "../manifest/at-revision.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
 import type { GiteaStatusTarget } from "../notify/targets/gitea-status.js";
 import { clip } from "../notify/targets/text.js";
-import { deploy, type RunReport } from "../pipeline.js";
 import type { Repo } from "../source/git.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { PullRequest } from "./pull-request.js";

@@ -1,4 +1,4 @@
-import type { Trigger } from "../history.js";
+import type { Trigger } from "../state/history.js";
 
 /**
  * The deploy queue's reasons as the history's trigger. The queue keeps the newest reasons first; a run

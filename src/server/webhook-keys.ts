@@ -1,11 +1,11 @@
 import { statSync } from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
-import { writeFileAtomic } from "../atomic-write.js";
-import { readEnvFile } from "../env.js";
-import { asAgentError } from "../errors.js";
+import { asAgentError } from "../core/errors.js";
+import { loadNextWebhookSecret, loadWebhookSecret, type SecretSource } from "../gitea/webhook-secret.js";
+import { writeFileAtomic } from "../host/atomic-write.js";
+import { readEnvFile } from "../host/env.js";
 import { fingerprint } from "../secrets/catalog.js";
-import { loadNextWebhookSecret, loadWebhookSecret, type SecretSource } from "../webhook-secret.js";
 import type { SecretRole, WebhookKeys } from "./verify.js";
 
 /**

@@ -2,8 +2,8 @@ import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { type SimpleGit, simpleGit } from "simple-git";
-import { AgentError } from "../errors.js";
-import { sanitize } from "../redact.js";
+import { AgentError } from "../core/errors.js";
+import { sanitize } from "../core/redact.js";
 import { createFetcher, type Fetcher } from "./fetch.js";
 import { createObjectReader, type ObjectReader } from "./objects.js";
 

@@ -1,6 +1,6 @@
 import { type ChildProcess, type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import type { Readable } from "node:stream";
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
 
 /**
  * Git objects through one long-lived `git cat-file --batch`: a push's blob reads, tree walks and

@@ -1,4 +1,4 @@
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
 import type { Repo } from "./git.js";
 import { type ObjectReader, parseTree, type TreeEntry } from "./objects.js";
 

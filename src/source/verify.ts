@@ -1,5 +1,5 @@
 import { fileURLToPath } from "node:url";
-import { AgentError } from "../errors.js";
+import { AgentError } from "../core/errors.js";
 import type { Manifest } from "../manifest/schema.js";
 import { type Descent, descent } from "./ancestry.js";
 import { gitEnv, type Repo } from "./git.js";

@@ -1,9 +1,9 @@
 import type { Logger } from "pino";
-import { createCommandRunner } from "../command.js";
-import type { EffectRecorder } from "../effects.js";
-import { AgentError, asAgentError } from "../errors.js";
-import { waitHealthy } from "../health.js";
-import { createHostFs } from "../host-fs.js";
+import { AgentError, asAgentError } from "../core/errors.js";
+import { createCommandRunner } from "../host/command.js";
+import type { EffectRecorder } from "../host/effects.js";
+import { waitHealthy } from "../host/health.js";
+import { createHostFs } from "../host/host-fs.js";
 import { createMatrixClient } from "../matrix/client.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { MatrixConfig, StepContext, StepMatrix } from "./types.js";

@@ -1,7 +1,7 @@
 import { isMap, isNode, isScalar, parseDocument } from "yaml";
 import { z } from "zod";
-import { AgentError, asAgentError } from "../errors.js";
-import { registerSecret } from "../redact.js";
+import { AgentError, asAgentError } from "../core/errors.js";
+import { registerSecret } from "../core/redact.js";
 import { CATALOG_FILE, secretFile, secretName } from "../secrets/catalog.js";
 import { HOST_IDENTITY_FILE } from "../secrets/identity.js";
 import { openSecret } from "../secrets/open.js";

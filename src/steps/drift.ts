@@ -1,5 +1,5 @@
-import { diffSummary } from "../diff-summary.js";
-import { resolveOwner } from "../owner.js";
+import { diffSummary } from "../host/diff-summary.js";
+import { resolveOwner } from "../host/owner.js";
 import type { DriftItem, StepContext } from "./types.js";
 
 /**

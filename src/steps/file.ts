@@ -1,8 +1,8 @@
 import { z } from "zod";
 import { CONTENT_CHECK_NAMES, CONTENT_CHECKS, type ContentCheck } from "../content/checks.js";
-import { AgentError } from "../errors.js";
-import type { FileSnapshot } from "../host-fs.js";
-import type { StepItem } from "../state.js";
+import { AgentError } from "../core/errors.js";
+import type { FileSnapshot } from "../host/host-fs.js";
+import type { StepItem } from "../state/state.js";
 import { argv, fileMode, hostPath, owner, repoPath, stepCommon } from "./common.js";
 import { fileDrift } from "./drift.js";
 import type { StepKind } from "./types.js";

@@ -1,9 +1,9 @@
 import path from "node:path";
 import { z } from "zod";
-import { asAgentError } from "../errors.js";
+import { asAgentError } from "../core/errors.js";
+import { Secret } from "../core/secret.js";
 import { runTransform, transformProblem } from "../hookshot/transform.js";
-import { Secret } from "../secret.js";
-import type { StepItem } from "../state.js";
+import type { StepItem } from "../state/state.js";
 import { repoPath, stepCommon } from "./common.js";
 import type { DriftItem, RepoFiles, StepContext, StepKind, StepMatrix } from "./types.js";
 

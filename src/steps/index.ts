@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { StepItem } from "../state.js";
+import type { StepItem } from "../state/state.js";
 import { draupnirConfigStep } from "./draupnir-config.js";
 import { fileStep } from "./file.js";
 import { hookshotStep } from "./hookshot.js";

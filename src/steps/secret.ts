@@ -1,7 +1,7 @@
 import { z } from "zod";
-import { asAgentError } from "../errors.js";
-import type { FileSnapshot } from "../host-fs.js";
-import { Secret } from "../secret.js";
+import { asAgentError } from "../core/errors.js";
+import { Secret } from "../core/secret.js";
+import type { FileSnapshot } from "../host/host-fs.js";
 import { CATALOG_FILE, fingerprint, parseCatalog, secretFile, secretName } from "../secrets/catalog.js";
 import { HOST_IDENTITY_FILE } from "../secrets/identity.js";
 import { checkMatrixToken } from "../secrets/matrix-check.js";

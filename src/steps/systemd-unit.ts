@@ -1,6 +1,6 @@
 import path from "node:path";
 import { z } from "zod";
-import type { StepItem } from "../state.js";
+import type { StepItem } from "../state/state.js";
 import { hostPath, repoPath, stepCommon } from "./common.js";
 import { fileDrift } from "./drift.js";
 import type { StepContext, StepKind } from "./types.js";

@@ -1,11 +1,11 @@
 import type { Logger } from "pino";
 import type { z } from "zod";
-import type { CommandRunner } from "../command.js";
-import type { EffectRecorder } from "../effects.js";
-import type { HostFs } from "../host-fs.js";
-import type { Secret } from "../secret.js";
+import type { Secret } from "../core/secret.js";
+import type { CommandRunner } from "../host/command.js";
+import type { EffectRecorder } from "../host/effects.js";
+import type { HostFs } from "../host/host-fs.js";
 import type { Snapshot } from "../source/snapshot.js";
-import type { StepItem } from "../state.js";
+import type { StepItem } from "../state/state.js";
 
 /** Where and how a step talks to a homeserver. */
 export interface MatrixConfig {

@@ -4,9 +4,9 @@ import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { silentLogger } from "../../src/log.js";
+import { silentLogger } from "../../src/core/log.js";
+import { type DeployOptions, deploy, type RunReport } from "../../src/deploy/pipeline.js";
 import { loadManifest } from "../../src/manifest/load.js";
-import { type DeployOptions, deploy, type RunReport } from "../../src/pipeline.js";
 
 export const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const CLI = path.join(PROJECT, "src/bin.ts");

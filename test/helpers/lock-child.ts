@@ -9,7 +9,7 @@
 import { mkdirSync, rmdirSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { acquireLock, prepareLock } from "../../src/lock.js";
+import { acquireLock, prepareLock } from "../../src/state/lock.js";
 import { mulberry32 as random } from "./seeded.js";
 
 const [dir = "", stay = "0", count = "1", seed = "1"] = process.argv.slice(2);

@@ -15,7 +15,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse } from "dotenv";
-import { envLine } from "../../src/env.js";
+import { envLine } from "../../src/host/env.js";
 import { PROJECT } from "../helpers/agent.js";
 import { HOSTILE_VALUES } from "../helpers/env-values.js";
 import { git } from "../helpers/git.js";

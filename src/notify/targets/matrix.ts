@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
-import { Secret } from "../../secret.js";
+import { Secret } from "../../core/secret.js";
 import type { DeployEvent } from "../events.js";
 import { clip } from "./text.js";
 import { TARGET_NAME, type TargetKind } from "./types.js";

@@ -1,4 +1,4 @@
-import { redact } from "../../redact.js";
+import { redact } from "../../core/redact.js";
 
 /**
  * A text cut to max characters, redacted first: a cut made before redaction could leave the first

@@ -1,6 +1,6 @@
 import { createHmac } from "node:crypto";
 import { z } from "zod";
-import { Secret } from "../../secret.js";
+import { Secret } from "../../core/secret.js";
 import { TARGET_NAME, type TargetKind } from "./types.js";
 
 /** `webhook`: the JSON event (schema deploy-agent/event@1) POSTed to a URL, e.g. a hookshot generic webhook. */

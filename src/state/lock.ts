@@ -12,8 +12,8 @@ import {
   unlinkSync,
 } from "node:fs";
 import path from "node:path";
-import { writeFileAtomic } from "./atomic-write.js";
-import { AgentError } from "./errors.js";
+import { AgentError } from "../core/errors.js";
+import { writeFileAtomic } from "../host/atomic-write.js";
 import { stateWriteError } from "./state.js";
 
 /**

@@ -1,8 +1,8 @@
-import { AgentError } from "./errors.js";
-import { fetchFailure } from "./fetch-failure.js";
-import { clip } from "./notify/targets/text.js";
-import { sanitize } from "./redact.js";
-import type { Secret } from "./secret.js";
+import { AgentError } from "../core/errors.js";
+import { fetchFailure } from "../core/fetch-failure.js";
+import { sanitize } from "../core/redact.js";
+import type { Secret } from "../core/secret.js";
+import { clip } from "../notify/targets/text.js";
 
 /**
  * Gives a Gitea repository webhook a new secret through Gitea's API. Gitea never returns a hook's secret,

@@ -1,4 +1,4 @@
-import type { Effect } from "./effects.js";
+import type { Effect } from "../host/effects.js";
 import type { RunReport, StepReport } from "./pipeline.js";
 
 /** Human rendering of run reports; `--json` prints the report objects themselves. */

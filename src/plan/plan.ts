@@ -1,6 +1,6 @@
 import picomatch from "picomatch";
-import { type State, unfinished } from "./state.js";
-import { kindOf, type StepConfig, triggersOf } from "./steps/index.js";
+import { type State, unfinished } from "../state/state.js";
+import { kindOf, type StepConfig, triggersOf } from "../steps/index.js";
 
 /**
  * The planner: pure. Manifest steps × changed paths × per-step state → ordered actions, each with the

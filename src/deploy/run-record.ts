@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
-import { asAgentError } from "./errors.js";
-import { appendHistory, type HistoryBounds, type HistoryRecord, type Trigger } from "./history.js";
+import { asAgentError } from "../core/errors.js";
+import { appendHistory, type HistoryBounds, type HistoryRecord, type Trigger } from "../state/history.js";
 import type { RunReport } from "./pipeline.js";
 
 /**

@@ -1,12 +1,12 @@
 import type { Logger } from "pino";
-import type { Effect } from "./effects.js";
-import type { Manifest } from "./manifest/schema.js";
-import { openRepo, type Repo } from "./source/git.js";
-import { loadSnapshot, type Snapshot } from "./source/snapshot.js";
-import { readState } from "./state.js";
-import { createStepContext } from "./steps/context.js";
-import { kindOf } from "./steps/index.js";
-import type { DriftItem } from "./steps/types.js";
+import type { Effect } from "../host/effects.js";
+import type { Manifest } from "../manifest/schema.js";
+import { openRepo, type Repo } from "../source/git.js";
+import { loadSnapshot, type Snapshot } from "../source/snapshot.js";
+import { readState } from "../state/state.js";
+import { createStepContext } from "../steps/context.js";
+import { kindOf } from "../steps/index.js";
+import type { DriftItem } from "../steps/types.js";
 
 /**
  * Drift: for every step, what is live against what git says at the revision the step last applied (read

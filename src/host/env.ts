@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { parse } from "dotenv";
-import { AgentError } from "./errors.js";
-import { registerSecret, SECRET_NAME } from "./redact.js";
+import { AgentError } from "../core/errors.js";
+import { registerSecret, SECRET_NAME } from "../core/redact.js";
 
 /** Reads a dotenv file; a named file that cannot be read is an error, not an empty environment. */
 export async function readEnvFile(file: string): Promise<Record<string, string>> {
@@ -34,7 +34,7 @@ export function mergeEnv(
 }
 
 /**
- * One `NAME=value` line that reads back as exactly `value` through dotenv (the agent's reader, src/env.ts)
+ * One `NAME=value` line that reads back as exactly `value` through dotenv (the agent's reader, src/host/env.ts)
  * and through systemd's EnvironmentFile= parser alike. Unquoted, dotenv cuts a value at `#` and both trim
  * spaces; inside single quotes both take every character literally, inside double quotes both take every
  * character but `\` and `"` literally. What neither quoting carries (a line break or another control

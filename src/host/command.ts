@@ -1,6 +1,6 @@
+import { AgentError } from "../core/errors.js";
+import { sanitize } from "../core/redact.js";
 import type { EffectRecorder } from "./effects.js";
-import { AgentError } from "./errors.js";
-import { sanitize } from "./redact.js";
 
 export interface CommandResult {
   stdout: string;

@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { AgentError } from "./errors.js";
+import { AgentError } from "../core/errors.js";
 
 /** Resolves `user[:group]` (names or numbers) to ids through /etc/passwd and /etc/group. */
 export interface Ids {

@@ -14,11 +14,11 @@ import {
   unlink,
 } from "node:fs/promises";
 import path from "node:path";
+import { AgentError } from "../core/errors.js";
 import { writeFileAtomic } from "./atomic-write.js";
 import type { CommandRunner } from "./command.js";
 import { diffSummary } from "./diff-summary.js";
 import type { EffectRecorder } from "./effects.js";
-import { AgentError } from "./errors.js";
 import { resolveOwner } from "./owner.js";
 
 /**

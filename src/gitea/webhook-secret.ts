@@ -1,7 +1,7 @@
 import { open, readFile, stat } from "node:fs/promises";
-import { AgentError } from "./errors.js";
-import type { Manifest } from "./manifest/schema.js";
-import { Secret } from "./secret.js";
+import { AgentError } from "../core/errors.js";
+import { Secret } from "../core/secret.js";
+import type { Manifest } from "../manifest/schema.js";
 
 /**
  * The webhook secret, from the variable the manifest names (env file or environment) or from its secret

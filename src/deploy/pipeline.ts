@@ -1,15 +1,12 @@
 import type { Logger } from "pino";
-import type { Effect } from "./effects.js";
-import { AgentError, asAgentError, type ErrorCode, logFields } from "./errors.js";
-import type { Trigger } from "./history.js";
-import { rooted } from "./host-fs.js";
-import { acquireLock } from "./lock.js";
-import { type HostOverrides, manifestAt } from "./manifest/at-revision.js";
-import type { LoadOptions } from "./manifest/load.js";
-import type { Manifest } from "./manifest/schema.js";
-import { type Action, type PlanReason, planLazily, revisionsToDiff } from "./plan.js";
-import { type RunFacts, recordRun } from "./run-record.js";
-import type { Descent } from "./source/ancestry.js";
+import { AgentError, asAgentError, type ErrorCode, logFields } from "../core/errors.js";
+import type { Effect } from "../host/effects.js";
+import { rooted } from "../host/host-fs.js";
+import { type HostOverrides, manifestAt } from "../manifest/at-revision.js";
+import type { LoadOptions } from "../manifest/load.js";
+import type { Manifest } from "../manifest/schema.js";
+import { type Action, type PlanReason, planLazily, revisionsToDiff } from "../plan/plan.js";
+import type { Descent } from "../source/ancestry.js";
 import {
   clearStaleGitLocks,
   dirtyPaths,
@@ -19,9 +16,11 @@ import {
   type Repo,
   resetHard,
   resolveTarget,
-} from "./source/git.js";
-import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "./source/snapshot.js";
-import { verifyRevision } from "./source/verify.js";
+} from "../source/git.js";
+import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "../source/snapshot.js";
+import { verifyRevision } from "../source/verify.js";
+import type { Trigger } from "../state/history.js";
+import { acquireLock } from "../state/lock.js";
 import {
   type Pin,
   readState,
@@ -31,9 +30,10 @@ import {
   type State,
   type StepItem,
   writeState,
-} from "./state.js";
-import { createStepContext } from "./steps/context.js";
-import { kindOf } from "./steps/index.js";
+} from "../state/state.js";
+import { createStepContext } from "../steps/context.js";
+import { kindOf } from "../steps/index.js";
+import { type RunFacts, recordRun } from "./run-record.js";
 
 /**
  * One deploy run: sync source → plan → apply → finalize. A dry run is the same pipeline with the

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { fetchFailure } from "./fetch-failure.js";
+import { fetchFailure } from "../core/fetch-failure.js";
 
 /**
  * Polls an HTTP health endpoint until it answers the healthy status or the deadline passes.

@@ -1,9 +1,9 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
-import { writeFileAtomic } from "./atomic-write.js";
-import { AgentError } from "./errors.js";
-import { redact } from "./redact.js";
+import { AgentError } from "../core/errors.js";
+import { redact } from "../core/redact.js";
+import { writeFileAtomic } from "../host/atomic-write.js";
 
 /**
  * Per-step deploy state, recorded the Flux way: `lastAttemptedRevision` when a step starts,
@@ -22,7 +22,7 @@ const resultSchema = z.strictObject({
   revision: z.string(),
   /** Why, for people: Succeeded or StepFailed (as Flux's reasons). */
   reason: z.string(),
-  /** The error's stable code (src/errors.ts) when it failed. */
+  /** The error's stable code (src/core/errors.ts) when it failed. */
   code: z.string().optional(),
   message: z.string(),
   at: z.string(),

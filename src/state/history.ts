@@ -3,9 +3,9 @@ import { open } from "node:fs/promises";
 import { userInfo } from "node:os";
 import path from "node:path";
 import { z } from "zod";
-import { writeFileAtomic } from "./atomic-write.js";
-import { AgentError } from "./errors.js";
-import { redact } from "./redact.js";
+import { AgentError } from "../core/errors.js";
+import { redact } from "../core/redact.js";
+import { writeFileAtomic } from "../host/atomic-write.js";
 
 /**
  * The host's deploy history: one JSON line per run and per operator command, appended to `history.jsonl`
