@@ -5,6 +5,8 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
+import { MAX_PIN_DAYS, parseDuration } from "../src/commands/pin.js";
+import type { AgentError } from "../src/core/errors.js";
 import {
   hostRoot,
   listeningUrl,
@@ -325,5 +327,34 @@ describe("pin and unpin", () => {
       /error HISTORY_REWRITTEN: origin\/main is at [0-9a-f]{12}, which does not descend from [0-9a-f]{12}/,
     );
     assert.equal(page(), "<p>b</p>\n", "still at the pin");
+  });
+});
+
+describe("pin --until durations", () => {
+  it("takes s, m, h and d up to the 30-day bound exactly, and nothing else", () => {
+    assert.equal(parseDuration("3600s"), 3_600_000);
+    assert.equal(parseDuration("90m"), 5_400_000);
+    assert.equal(parseDuration(" 24h "), 86_400_000);
+    assert.equal(parseDuration(`${MAX_PIN_DAYS}d`), MAX_PIN_DAYS * 86_400_000);
+    assert.equal(parseDuration(`${MAX_PIN_DAYS * 24}h`), MAX_PIN_DAYS * 86_400_000);
+    for (const bad of [
+      `${MAX_PIN_DAYS + 1}d`,
+      `${MAX_PIN_DAYS * 24 + 1}h`,
+      "0h",
+      "1w",
+      "2",
+      "h",
+      "-1h",
+      "1.5h",
+      "1e3s",
+      "1234567s",
+      "",
+    ]) {
+      assert.throws(
+        () => parseDuration(bad),
+        (e: AgentError) => e.code === "USAGE",
+        bad,
+      );
+    }
   });
 });

@@ -22,13 +22,13 @@ export const DEFAULT_PIN_HOURS = 24;
 /** The longest a pin may be meant to last: a forgotten pin must come to someone's attention. */
 export const MAX_PIN_DAYS = 30;
 
-const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const UNITS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** "90m", "24h", "2d", "3600s" → milliseconds; a usage error otherwise or beyond MAX_PIN_DAYS. */
 export function parseDuration(text: string): number {
-  const m = /^(\d{1,6})([smhd])$/.exec(text.trim());
-  const ms = m ? Number(m[1]) * (UNITS[m[2] ?? ""] ?? 0) : 0;
-  if (!ms || ms > MAX_PIN_DAYS * 86_400_000) {
+  const m = new RegExp(`^(\\d{1,6})([${Object.keys(UNITS).join("")}])$`).exec(text.trim());
+  const ms = m ? Number(m[1]) * (UNITS[m[2] as keyof typeof UNITS] ?? 0) : 0;
+  if (!ms || ms > MAX_PIN_DAYS * UNITS.d) {
     throw new AgentError(
       "USAGE",
       `--until takes a duration like 90m, 24h or 2d (at most ${MAX_PIN_DAYS}d), not "${text}"`,

@@ -131,7 +131,6 @@ const CODES = {
     exit: 1,
     hint: "check the target's directory: it exists, has space and is writable",
   },
-  STEP_FAILED: { failure: "transient", exit: 1, hint: "the message says why; the next push or poll retries" },
   /** Some of a step's items (targets, connections) failed; each item says why. */
   ITEMS_FAILED: { failure: "transient", exit: 1, hint: "each failed item says why; the others were applied" },
   /** The agent was stopping and cancelled the running step. */
@@ -156,16 +155,6 @@ const CODES = {
     failure: "transient",
     exit: 1,
     hint: "the live site is untouched; the build's output is in the message",
-  },
-  TRANSFORM_INVALID: {
-    failure: "stalled",
-    exit: 1,
-    hint: "fix the transform in git; the room keeps the previous one",
-  },
-  CONNECTION_MISSING: {
-    failure: "stalled",
-    exit: 1,
-    hint: "create the webhook connection in the room first",
   },
   /** A secret of the repository this host cannot decrypt (not among its recipients, no key, a damaged file). */
   SECRET_UNREADABLE: {
