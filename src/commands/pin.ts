@@ -8,7 +8,8 @@ import { type RunFlags, runCommand } from "./run.js";
  * `deploy-agent pin <revision>` and `unpin`: the way back at 3 a.m. A pin deploys the revision through the
  * same pipeline as any run (its manifest, checks, health gates, rollbacks) and holds the host there: pushes
  * are still fetched, verified and remembered, but runs deploy the pinned revision until `unpin`, which
- * returns to the branch's tip at once. Both take the deploy lock, so they wait for a running deploy.
+ * returns to the branch's tip at once. Both take the deploy lock: with --wait SECONDS they wait that long for a running
+ * deploy, else they fail at once with LOCKED.
  */
 
 export interface PinFlags extends RunFlags {
