@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import {
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -68,7 +76,11 @@ describe("deploy-agent install", () => {
     const before = treeHash(root);
     const res = await install("--dry-run");
     assert.equal(res.code, 0, res.stderr);
-    assert.match(res.stdout, /would link \/usr\/local\/bin\/deploy-agent -> .*dist\/src\/bin\.js/);
+    assert.match(
+      res.stdout,
+      /would point \/usr\/local\/bin\/deploy-agent at .*dist\/src\/bin\.js \(one atomic rename\)/,
+    );
+    assert.match(res.stdout, /would create directory \/etc\/deploy-agent \(mode 0700\)/);
     assert.match(res.stdout, /would write \/etc\/systemd\/system\/deploy-agent@\.service \(created/);
     assert.match(
       res.stdout,
@@ -78,7 +90,15 @@ describe("deploy-agent install", () => {
     assert.match(res.stdout, /would run: systemctl enable deploy-agent@lxctest\.service/);
     assert.match(res.stdout, /nothing changed \(dry run\)/);
     assert.equal(treeHash(root), before);
-    assert.deepEqual(systemctl.calls(), ["is-active webhook.service"], "only a question to systemd");
+    assert.deepEqual(
+      systemctl.calls(),
+      [
+        "is-active webhook.service",
+        "is-enabled deploy-agent@lxctest.service",
+        "is-active deploy-agent@lxctest.service",
+      ],
+      "only questions to systemd",
+    );
   });
 
   it("installs the unit, the bin link, a private secret and its record; starts the unit; again: nothing to do", async () => {
@@ -105,12 +125,14 @@ describe("deploy-agent install", () => {
     assert.deepEqual(systemctl.calls(), [
       "is-active webhook.service",
       "daemon-reload",
+      "is-enabled deploy-agent@lxctest.service",
+      "is-active deploy-agent@lxctest.service",
       "enable deploy-agent@lxctest.service",
       "restart deploy-agent@lxctest.service",
     ]);
     const again = await install();
     assert.equal(again.code, 0, again.stderr);
-    assert.doesNotMatch(again.stdout, /write|link/, "nothing to write the second time");
+    assert.doesNotMatch(again.stdout, /write|point|create/, "nothing to write the second time");
   });
 
   it("refuses to overwrite a local change without --force, and overwrites it with --force", async () => {
@@ -312,6 +334,102 @@ describe("deploy-agent install: the unit must take Gitea's deliveries before web
     assert.equal((await runCommand("systemctl", ["is-enabled", "webhook.service"])).trim(), "enabled");
     assert.equal((await runCommand("systemctl", ["is-active", "webhook.service"])).trim(), "active");
     assert.equal(systemctl.calls().includes("stop webhook.service"), false, "never stopped");
+  });
+});
+
+/** Every path below a directory with its type, mode, owner, size, mtime (ns) and content: what "unchanged" means. */
+function treeListing(dir: string): string[] {
+  const lines: string[] = [];
+  const walk = (rel: string) => {
+    const st = lstatSync(path.join(dir, rel), { bigint: true });
+    const kind = st.isSymbolicLink()
+      ? `-> ${readlinkSync(path.join(dir, rel))}`
+      : st.isDirectory()
+        ? "dir"
+        : "file";
+    const data = st.isFile() ? readFileSync(path.join(dir, rel)).toString("base64") : "";
+    lines.push(`${rel} ${kind} ${st.mode.toString(8)} ${st.uid}:${st.gid} ${st.size} ${st.mtimeNs} ${data}`);
+    if (st.isDirectory())
+      for (const name of readdirSync(path.join(dir, rel)).sort()) walk(path.join(rel, name));
+  };
+  walk(".");
+  return lines;
+}
+
+/** chattr +i (or -i) on every file and directory below `dir`: not even root may change them. */
+const immutable = (dir: string, on: boolean) =>
+  runCommand("sh", ["-c", `find "$1" ! -type l -exec chattr ${on ? "+i" : "-i"} {} +`, "sh", dir]);
+
+describe("deploy-agent install: a dry run only records, a failed install is taken back", () => {
+  it("a dry run of a migration against a read-only, immutable root succeeds and changes nothing", async () => {
+    await makeHost(migrating);
+    await oldWebhook({
+      hooks: hooksJson(JSON.stringify("old-secret-0123456789abcdef")),
+      port: await freePort(),
+    });
+    await runCommand("chmod", ["-R", "a-w", root]);
+    await immutable(root, true);
+    try {
+      assert.throws(() => writeFileSync(path.join(root, "etc/probe"), ""), /EPERM/, "the root is immutable");
+      const before = treeListing(root);
+      const res = await install("--dry-run");
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      for (const effect of [
+        /would create directory \/etc\/deploy-agent \(mode 0700\)/,
+        /would write \/etc\/matrix-deploy\.env \(modified, \d+ bytes, mode 0600/,
+        /would write \/etc\/systemd\/system\/deploy-agent@lxctest\.service\.d\/listen\.conf \(created/,
+        /would write \/run\/systemd\/system\/deploy-agent@lxctest\.service\.d\/zz-install-check\.conf \(created/,
+        /would run: systemctl stop webhook\.service/,
+        /would POST http:\/\/127\.0\.0\.1:\d+\/hooks\/matrix-deploy \(a ping signed with the webhook secret/,
+        /would run: systemctl disable webhook\.service/,
+      ]) {
+        assert.match(res.stdout, effect);
+      }
+      assert.deepEqual(treeListing(root), before);
+      assert.equal((await runCommand("systemctl", ["is-active", "webhook.service"])).trim(), "active");
+    } finally {
+      await immutable(root, false);
+      await runCommand("chmod", ["-R", "u+w", root]);
+    }
+  });
+
+  it("a fresh install whose last systemctl call fails (enable) leaves the host as it found it", async () => {
+    const before = treeHash(root);
+    systemctl.failOn("enable deploy-agent@lxctest.service");
+    const res = await install();
+    assert.equal(res.code, 1, res.stdout + res.stderr);
+    assert.match(
+      res.stderr,
+      /^error COMMAND_FAILED: systemctl enable deploy-agent@lxctest\.service exited with code 1: Job for .* failed/,
+    );
+    assert.equal(treeHash(root), before, "every file, link and directory it made is gone");
+    assert.deepEqual(systemctl.calls().slice(-3), [
+      "enable deploy-agent@lxctest.service",
+      "disable --now deploy-agent@lxctest.service",
+      "daemon-reload",
+    ]);
+  });
+
+  it("an upgrade whose restart fails puts the old files back and the unit running on them", async () => {
+    assert.equal((await install()).code, 0);
+    writeFileSync(unit(), `${readFileSync(unit(), "utf8")}# tuned by hand\n`);
+    // The agent's own state and the page it deployed change while it runs; install's files must not.
+    const skip = (rel: string) => rel.startsWith("var/lib/deploy-agent/") && !rel.endsWith("installed.json");
+    const before = treeHash(root, skip);
+    systemctl.failOn("restart deploy-agent@lxctest.service", 2);
+    const res = await install("--force");
+    assert.equal(res.code, 1, res.stdout + res.stderr);
+    assert.match(res.stderr, /^error COMMAND_FAILED: systemctl restart deploy-agent@lxctest\.service exited/);
+    assert.equal(treeHash(root, skip), before, "the hand-tuned unit file is back");
+    assert.deepEqual(systemctl.calls().slice(-3), [
+      "restart deploy-agent@lxctest.service",
+      "daemon-reload",
+      "restart deploy-agent@lxctest.service",
+    ]);
+    assert.equal(
+      (await runCommand("systemctl", ["is-active", "deploy-agent@lxctest.service"])).trim(),
+      "active",
+    );
   });
 });
 

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { fetchFailure } from "../core/fetch-failure.js";
-import { waitHealthy } from "../host/health.js";
+import type { HttpSender } from "../host/http.js";
 import { sign } from "../server/verify.js";
 
 /**
@@ -35,27 +35,34 @@ export function testDelivery(secret: string): { body: Buffer; headers: Record<st
   };
 }
 
-/** null when the unit at host:port is healthy and accepts the secret; otherwise what went wrong. */
+/** What the probe needs of install's context: a health check and one request, both recorded. */
+export interface ProbeContext {
+  health(url: string, timeoutSeconds: number): Promise<{ healthy: boolean; last: string }>;
+  send: HttpSender;
+}
+
+/** null when the unit at host:port is healthy and accepts the secret (or was not asked: dry run). */
 export async function listenerProblem(
+  ctx: ProbeContext,
   host: string,
   port: number,
   hookPath: string,
   secret: string,
-  signal: AbortSignal,
 ): Promise<string | null> {
   const base = `http://${probeHost(host)}:${port}`;
-  const health = await waitHealthy(`${base}/healthz`, { timeoutMs: HEALTH_TIMEOUT_MS, signal });
+  const health = await ctx.health(`${base}/healthz`, HEALTH_TIMEOUT_MS / 1000);
   if (!health.healthy) return `GET /healthz: ${health.last}`;
   const { body, headers } = testDelivery(secret);
   try {
-    const res = await fetch(`${base}${hookPath}`, {
+    const res = await ctx.send({
       method: "POST",
+      url: `${base}${hookPath}`,
       headers,
-      body: new Uint8Array(body),
-      signal: AbortSignal.any([signal, AbortSignal.timeout(DELIVERY_TIMEOUT_MS)]),
+      body,
+      timeoutMs: DELIVERY_TIMEOUT_MS,
+      detail: "a ping signed with the webhook secret: 2xx, not 401",
     });
-    await res.body?.cancel();
-    if (res.status >= 200 && res.status < 300) return null;
+    if (!res || (res.status >= 200 && res.status < 300)) return null;
     const why =
       res.status === 401
         ? " (the unit does not read the webhook secret Gitea signs with)"

@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
 import { AgentError } from "../core/errors.js";
 import type { CommandRunner } from "../host/command.js";
+import type { HostFs } from "../host/host-fs.js";
 import { webhookPath } from "../manifest/schema.js";
 
 /**
@@ -119,39 +120,39 @@ async function processEnvironment(pid: number): Promise<Map<string, string>> {
   return env;
 }
 
+/** What reading the old listener needs: systemctl questions and the host's files (reads in a dry run too). */
+export interface OldListenerHost {
+  run: CommandRunner;
+  host: Pick<HostFs, "read">;
+  commands: { systemctl: readonly string[] };
+}
+
 /** webhook.service's setup when it is active; null when there is nothing to migrate from. */
-export async function readOldListener(
-  query: CommandRunner,
-  under: (p: string) => string,
-): Promise<OldListener | null> {
-  const active = await query(["systemctl", "is-active", OLD_UNIT]).then(
+export async function readOldListener(ctx: OldListenerHost): Promise<OldListener | null> {
+  const ask = (...args: string[]) => ctx.run([...ctx.commands.systemctl, ...args], { query: true });
+  const active = await ask("is-active", OLD_UNIT).then(
     (r) => r.stdout.trim() === "active",
     () => false,
   );
   if (!active) return null;
-  const unit = (await query(["systemctl", "cat", OLD_UNIT])).stdout;
+  const unit = (await ask("cat", OLD_UNIT)).stdout;
   const exec = unit
     .split("\n")
     .filter((l) => /^ExecStart=\S/.test(l))
     .pop();
   const args = exec?.replace(/^ExecStart=[-@:+!]*/, "").split(/\s+/) ?? [];
   const hooksFile = flagValue(args, "hooks") ?? "/etc/webhook/hooks.json";
-  const unreadable = (err: unknown) =>
-    new AgentError(
-      "CONFIG_INVALID",
-      `cannot read the old hooks file ${hooksFile}: ${(err as Error).message}`,
-      {
-        hint: `fix or remove it, or stop ${OLD_UNIT} by hand and install again`,
-      },
-    );
-  let text: string;
-  try {
-    text = await readFile(under(hooksFile), "utf8");
-  } catch (err) {
-    throw unreadable(err);
-  }
+  const unreadable = (why: string) =>
+    new AgentError("CONFIG_INVALID", `cannot read the old hooks file ${hooksFile}: ${why}`, {
+      hint: `fix or remove it, or stop ${OLD_UNIT} by hand and install again`,
+    });
+  const data = await ctx.host.read(hooksFile).catch((err: Error) => {
+    throw unreadable((err.cause as NodeJS.ErrnoException | undefined)?.code ?? err.message);
+  });
+  if (!data) throw unreadable("it does not exist");
+  let text = data.toString("utf8");
   if (boolFlag(args, "template")) {
-    const shown = await query(["systemctl", "show", "-p", "MainPID", "--value", OLD_UNIT]);
+    const shown = await ask("show", "-p", "MainPID", "--value", OLD_UNIT);
     const pid = Number(shown.stdout.trim());
     const env = await (pid > 0 ? processEnvironment(pid) : Promise.reject(new Error("no MainPID"))).catch(
       (err: Error) => {
@@ -167,7 +168,7 @@ export async function readOldListener(
   try {
     hooks = parseYaml(text);
   } catch (err) {
-    throw unreadable(err);
+    throw unreadable((err as Error).message);
   }
   const list = Array.isArray(hooks) ? (hooks as { id?: string; "trigger-rule"?: unknown }[]) : [];
   const hook = list.find((h) => hmacSecret(h["trigger-rule"])) ?? list[0];

@@ -33,6 +33,8 @@ export function renderEffect(e: Effect, dryRun: boolean): string {
       return `${would}copy ${e.from} to ${e.to}`;
     case "link":
       return `${would}point ${e.path} at ${e.target} (one atomic rename)`;
+    case "mkdir":
+      return `${would}create directory ${e.path} (mode ${octal(e.mode)})`;
     case "request":
       return `${would}${e.method} ${e.url}${e.detail ? ` (${e.detail})` : ""}`;
     case "note":
@@ -94,6 +96,27 @@ export function renderRun(report: RunReport): string {
   const failed = report.steps.filter((s) => s.outcome === "failed").length;
   lines.push(
     `result: ${report.result} (${ran} step(s) ${report.dryRun ? "planned" : "ran"}, ${failed} failed, ${report.steps.length - ran} skipped) in ${report.durationMs} ms`,
+  );
+  return `${lines.join("\n")}\n`;
+}
+
+/** What `install` did, or in a dry run would do; `--json` prints it as it is. */
+export interface InstallReport {
+  schema: "deploy-agent/install@1";
+  host: string;
+  dryRun: boolean;
+  effects: Effect[];
+  warnings: string[];
+}
+
+export function renderInstall(report: InstallReport): string {
+  const lines = [`deploy-agent install${report.dryRun ? " (dry run)" : ""}: host ${report.host}`];
+  for (const e of report.effects) lines.push(indent(renderEffect(e, report.dryRun), "  "));
+  for (const w of report.warnings) lines.push(`note: ${w}`);
+  lines.push(
+    report.dryRun
+      ? "nothing changed (dry run)"
+      : `deploy-agent@${report.host}.service is running and healthy`,
   );
   return `${lines.join("\n")}\n`;
 }

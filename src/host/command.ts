@@ -9,13 +9,18 @@ export interface CommandResult {
   ran: boolean;
 }
 
-/** Runs a command (argv, no shell). In a dry run it records the command instead and returns empty output. */
+/**
+ * Runs a command (argv, no shell). In a dry run it records the command instead and returns empty output;
+ * a query runs in both modes.
+ */
 export type CommandRunner = (
   argv: readonly string[],
   options?: {
     input?: string;
     /** false when the caller records its own effect */
     record?: boolean;
+    /** A question that changes nothing (systemctl is-active, cat): asked in a dry run too, never recorded. */
+    query?: boolean;
     cwd?: string;
     /** Added to the environment. */
     env?: Record<string, string>;
@@ -38,8 +43,8 @@ export function createCommandRunner(opts: {
   env?: NodeJS.ProcessEnv;
 }): CommandRunner {
   return async (argv, options = {}) => {
-    if (options.record !== false) opts.record({ type: "run", argv: [...argv] });
-    if (opts.dryRun) return { stdout: "", stderr: "", ran: false };
+    if (options.record !== false && !options.query) opts.record({ type: "run", argv: [...argv] });
+    if (opts.dryRun && !options.query) return { stdout: "", stderr: "", ran: false };
     const [file = "", ...args] = argv;
     // Imported on first use: a daemon that has run no command yet does not carry execa's memory.
     const { execa } = await import("execa");

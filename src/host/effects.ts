@@ -21,6 +21,7 @@ export type Effect =
   | { type: "remove"; path: string }
   | { type: "copy"; from: string; to: string }
   | { type: "link"; path: string; target: string }
+  | { type: "mkdir"; path: string; mode: number }
   | { type: "request"; method: string; url: string; detail?: string }
   | { type: "note"; message: string };
 

@@ -37,6 +37,12 @@ export interface FileSnapshot {
   mtimeMs?: number;
 }
 
+/** What `symlink` replaced when it was a symlink: its target, for restore. */
+export interface LinkSnapshot {
+  path: string;
+  link: string;
+}
+
 export interface WriteOptions {
   /** Declared mode; default: keep the current file's mode, or 0644 for a new file. */
   mode?: number | undefined;
@@ -58,8 +64,8 @@ export interface HostFs {
     data: Buffer,
     options?: WriteOptions,
   ): Promise<{ outcome: "changed" | "unchanged"; previous: FileSnapshot }>;
-  /** Puts a snapshot back: the old content, mode and owner, or removes a file that did not exist. */
-  restore(snapshot: FileSnapshot): Promise<void>;
+  /** Puts a snapshot back: the old content, mode and owner, the old link, or removes what did not exist. */
+  restore(snapshot: FileSnapshot | LinkSnapshot): Promise<void>;
   /** The target of a symlink, or null. */
   readlink(hostPath: string): Promise<string | null>;
   /** Removes a file or a whole tree; absent is fine. */
@@ -68,6 +74,16 @@ export interface HostFs {
   copyTree(from: string, to: string): Promise<void>;
   /** Points `hostPath` (a symlink, or a directory first moved to `aside`) at `target` with one rename. */
   swapLink(hostPath: string, target: string, aside: string): Promise<void>;
+  /**
+   * Points the symlink `hostPath` at `target` with one rename. The target is taken as it is, not under the
+   * root: it is outside the host's tree (the agent's own bin). `previous` is what was there, for restore.
+   */
+  symlink(
+    hostPath: string,
+    target: string,
+  ): Promise<{ outcome: "changed" | "unchanged"; previous: FileSnapshot | LinkSnapshot }>;
+  /** Makes a directory and its missing parents with `mode`; `created` is the first one made, null if none. */
+  mkdir(hostPath: string, mode: number): Promise<{ created: string | null }>;
   /** Entries of a directory with their modification times; [] when absent. */
   list(hostPath: string): Promise<{ path: string; mtimeMs: number }[]>;
 }
@@ -157,6 +173,16 @@ export function createHostFs(opts: {
     }
   }
 
+  /** Replaces whatever is at `at` with a symlink to `target`, atomically. */
+  async function pointLink(at: string, target: string): Promise<void> {
+    const link = `${at}.${randomBytes(6).toString("hex")}.tmp`;
+    await symlink(target, link);
+    await rename(link, at).catch(async (err: unknown) => {
+      await unlink(link).catch(() => {});
+      throw err;
+    });
+  }
+
   return {
     resolve,
     read,
@@ -214,9 +240,33 @@ export function createHostFs(opts: {
         await mkdir(path.dirname(resolve(aside)), { recursive: true });
         await rename(at, resolve(aside));
       }
-      const link = `${at}.${randomBytes(6).toString("hex")}.tmp`;
-      await symlink(resolve(target), link);
-      await rename(link, at);
+      await pointLink(at, resolve(target));
+    },
+
+    async symlink(hostPath, target) {
+      const now = await readlink(resolve(hostPath)).catch(() => null);
+      const previous = now === null ? await snapshot(hostPath) : { path: hostPath, link: now };
+      if (now === target) return { outcome: "unchanged", previous };
+      opts.record({ type: "link", path: hostPath, target });
+      if (!opts.dryRun)
+        await pointLink(resolve(hostPath), target).catch((err) => Promise.reject(writeError(hostPath, err)));
+      return { outcome: "changed", previous };
+    },
+
+    async mkdir(hostPath, mode) {
+      let created: string | null = null;
+      for (let dir = hostPath; dir !== "/" && !(await stat(resolve(dir)).catch(() => null)); ) {
+        created = dir;
+        dir = path.posix.dirname(dir);
+      }
+      if (created === null) return { created };
+      opts.record({ type: "mkdir", path: hostPath, mode });
+      if (!opts.dryRun) {
+        await mkdir(resolve(hostPath), { recursive: true, mode }).catch((err) =>
+          Promise.reject(writeError(hostPath, err)),
+        );
+      }
+      return { created };
     },
 
     async list(hostPath) {
@@ -233,6 +283,12 @@ export function createHostFs(opts: {
     async restore(snap) {
       opts.record({ type: "restore", path: snap.path });
       if (opts.dryRun) return;
+      if ("link" in snap) {
+        await pointLink(resolve(snap.path), snap.link).catch((err) =>
+          Promise.reject(writeError(snap.path, err)),
+        );
+        return;
+      }
       if (snap.data === null) {
         await unlink(resolve(snap.path)).catch((err: NodeJS.ErrnoException) => {
           if (err.code !== "ENOENT") throw writeError(snap.path, err);

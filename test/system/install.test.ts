@@ -5,6 +5,7 @@ import {
   chmodSync,
   copyFileSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -315,6 +316,7 @@ describe("system: the README's install under a real systemd, for each host role"
         dropIn,
         "[Service]\nExecStartPre=/bin/sh -c 'case \"$$DEPLOY_AGENT_LISTEN\" in 127.0.0.1:*) exit 0;; esac; echo no real port; exit 1'\n",
       );
+      const envBefore = readFileSync(c.file("/etc/matrix-deploy.env"), "utf8");
       const res = await install(c, w, "lxc151", { check: false });
       assert.equal(res.code, 1, res.stdout + res.stderr);
       assert.match(
@@ -324,9 +326,17 @@ describe("system: the README's install under a real systemd, for each host role"
       assert.equal(res.stderr.includes(OLD_SECRET_151), false, "install never prints the secret");
       const old = await c.show("webhook.service", "ActiveState", "UnitFileState");
       assert.deepEqual(old, { ActiveState: "active", UnitFileState: "enabled" });
-      const agent = await c.show("deploy-agent@lxc151.service", "ActiveState", "UnitFileState");
+      const agent = await c.show("deploy-agent@lxc151.service", "ActiveState", "LoadState");
       assert.notEqual(agent.ActiveState, "active");
-      assert.equal(agent.UnitFileState, "disabled");
+      // Taken back with everything install wrote: no unit file left to start it at boot.
+      assert.equal(agent.LoadState, "not-found");
+      assert.equal(existsSync(c.file("/etc/systemd/system/deploy-agent@.service")), false);
+      assert.equal(lstatSync(c.file("/usr/local/bin/deploy-agent"), { throwIfNoEntry: false }), undefined);
+      assert.equal(
+        readFileSync(c.file("/etc/matrix-deploy.env"), "utf8"),
+        envBefore,
+        "the env file as it was",
+      );
       // The webhook binary answers its hook again (a delivery without a signature does not match its rule).
       await eventually(
         "the old listener on :9500",

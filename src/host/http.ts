@@ -1,0 +1,38 @@
+import type { EffectRecorder } from "./effects.js";
+
+/**
+ * One HTTP request that acts on the host's services (a signed test delivery, say), through the host layer:
+ * recorded, and in a dry run only recorded. Reads that decide a plan are not requests of this kind.
+ */
+export interface HttpRequest {
+  method: string;
+  url: string;
+  headers?: Record<string, string>;
+  body?: Buffer;
+  /** The whole request, answer included. */
+  timeoutMs: number;
+  /** What the report says about it. */
+  detail?: string;
+}
+
+/** The answer's status; null when the request was only recorded (dry run), as a command's `ran: false`. */
+export type HttpSender = (request: HttpRequest) => Promise<{ status: number } | null>;
+
+export function createHttpSender(opts: {
+  dryRun: boolean;
+  record: EffectRecorder;
+  signal: AbortSignal;
+}): HttpSender {
+  return async (req) => {
+    opts.record({ type: "request", method: req.method, url: req.url, detail: req.detail });
+    if (opts.dryRun) return null;
+    const res = await fetch(req.url, {
+      method: req.method,
+      headers: req.headers,
+      body: req.body ? new Uint8Array(req.body) : undefined,
+      signal: AbortSignal.any([opts.signal, AbortSignal.timeout(req.timeoutMs)]),
+    });
+    await res.body?.cancel();
+    return { status: res.status };
+  };
+}
