@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { fetchFailure } from "../core/fetch-failure.js";
+import { withTimeout } from "../core/with-timeout.js";
 import { waitHealthy } from "../host/health.js";
 import { sign } from "../server/verify.js";
 
@@ -48,13 +49,16 @@ export async function listenerProblem(
   if (!health.healthy) return `GET /healthz: ${health.last}`;
   const { body, headers } = testDelivery(secret);
   try {
-    const res = await fetch(`${base}${hookPath}`, {
-      method: "POST",
-      headers,
-      body: new Uint8Array(body),
-      signal: AbortSignal.any([signal, AbortSignal.timeout(DELIVERY_TIMEOUT_MS)]),
+    const res = await withTimeout(DELIVERY_TIMEOUT_MS, signal, async (s) => {
+      const r = await fetch(`${base}${hookPath}`, {
+        method: "POST",
+        headers,
+        body: new Uint8Array(body),
+        signal: s,
+      });
+      await r.body?.cancel();
+      return r;
     });
-    await res.body?.cancel();
     if (res.status >= 200 && res.status < 300) return null;
     const why =
       res.status === 401
