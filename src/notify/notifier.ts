@@ -14,8 +14,9 @@ import { kindOf, type Target, targetNames, targetSchema } from "./targets/index.
  * host (context deploy/<host>), a JSON event POSTed to a URL (signed like Flux's generic-hmac) and/or an
  * m.notice in a Matrix room; kinds in ./targets/. Sent once per host, revision and outcome; a failure that
  * repeats is sent again at most every repeatMinutes, with a count; a recovery always. Publishing never waits
- * and never throws: a bounded queue, each notice retried under NOTIFY_RETRY (../core/retry.ts), errors logged and counted. A deploy is
- * never delayed or failed by a notifier. Every body leaves through `send`, after the redaction point.
+ * and never throws: a bounded queue, each notice retried under NOTIFY_RETRY (../core/retry.ts), errors
+ * logged and counted. A deploy is never delayed or failed by a notifier. Every body leaves through `send`,
+ * after the redaction point.
  */
 
 export const notifySchema = z
@@ -185,7 +186,6 @@ export function createNotifier(opts: {
         },
         { policy, random: opts.random },
       );
-      record(name, true);
     } catch (err) {
       const e = asAgentError(err);
       record(name, false, e.message);
@@ -193,7 +193,9 @@ export function createNotifier(opts: {
         { target: name, event: event.event, code: e.code, problem: e.message },
         "notification not delivered",
       );
+      return;
     }
+    record(name, true);
   }
 
   /**
