@@ -186,13 +186,29 @@ const CODES = {
     exit: 1,
     hint: "the token's user lacks the power level for this room state",
   },
-  MATRIX_RATE_LIMITED: { failure: "transient", exit: 1, hint: "retried after the homeserver's delay" },
+  MATRIX_RATE_LIMITED: { failure: "waiting", exit: 1, hint: "retried after the homeserver's delay" },
   MATRIX_UNAVAILABLE: { failure: "transient", exit: 1, hint: "retried; check that the homeserver is up" },
   MATRIX_REQUEST_FAILED: {
     failure: "transient",
     exit: 1,
     hint: "retried; the homeserver's answer is in the message",
   },
+  /** The homeserver refused the request itself (a 4xx other than 401/403/429, a redirect, an oversized answer). */
+  MATRIX_REFUSED: {
+    failure: "stalled",
+    exit: 1,
+    hint: "not retried: the homeserver's answer is in the message; check MATRIX_SERVER and the room id",
+  },
+  /** An HTTP service did not answer usefully (5xx, a network error, a timeout). */
+  HTTP_UNAVAILABLE: {
+    failure: "transient",
+    exit: 1,
+    hint: "retried with backoff; check that the service is up",
+  },
+  /** An HTTP service asked to be called later (429). */
+  HTTP_RATE_LIMITED: { failure: "waiting", exit: 1, hint: "retried after the delay the service advised" },
+  /** An HTTP service refused the request itself (a 4xx other than 429, a redirect). */
+  HTTP_REFUSED: { failure: "stalled", exit: 1, hint: "not retried: check the URL and the credentials" },
   /** A dry run could not find out what a step would do (the homeserver could not be asked). */
   UNDETERMINED: {
     failure: "transient",

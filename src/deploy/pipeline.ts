@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { AgentError, asAgentError, type ErrorCode, logFields } from "../core/errors.js";
+import { follow } from "../core/with-timeout.js";
 import type { Effect } from "../host/effects.js";
 import { rooted } from "../host/host-fs.js";
 import { type HostOverrides, manifestAt } from "../manifest/at-revision.js";
@@ -212,7 +213,8 @@ async function applyAction(
       ),
     step.timeoutSeconds * 1000,
   );
-  const signal = opts.abort ? AbortSignal.any([timeout.signal, opts.abort]) : timeout.signal;
+  const unfollow = follow(timeout, opts.abort);
+  const signal = timeout.signal;
   const ctx = createStepContext({
     dryRun: opts.dryRun,
     root: opts.root,
@@ -277,6 +279,7 @@ async function applyAction(
     return failedWith(e.code, e.message, e.hint, []);
   } finally {
     clearTimeout(timer);
+    unfollow();
   }
 }
 

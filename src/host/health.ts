@@ -1,32 +1,57 @@
-import { setTimeout as sleep } from "node:timers/promises";
+import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
+import { RetryAfterError, retry, retryAfterHeader } from "../core/retry.js";
 
 /**
- * Polls an HTTP health endpoint until it answers the healthy status or the deadline passes.
- * Returns the last observation, for the failure message.
+ * Polls an HTTP health endpoint until it answers the healthy status or the deadline passes, under the retry
+ * policy (../core/retry.ts): every other answer is transient, polled again after a fixed interval, except a
+ * 429, which is polled again after its Retry-After. An answer takes at most twice the interval (0.5 to 5 s),
+ * and never past the deadline. Returns the last observation, for the failure message.
  */
 export async function waitHealthy(
   url: string,
   opts: { timeoutMs: number; intervalMs?: number; healthyStatus?: number; signal?: AbortSignal },
 ): Promise<{ healthy: boolean; last: string }> {
-  const deadline = Date.now() + opts.timeoutMs;
   const interval = opts.intervalMs ?? 1000;
   let last = "no answer yet";
-  for (;;) {
-    try {
-      const res = await fetch(url, {
-        // The step's signal too: a probe that hangs must not outlive the step's timeout.
-        signal: opts.signal
-          ? AbortSignal.any([opts.signal, AbortSignal.timeout(Math.min(5000, Math.max(500, interval * 2)))])
-          : AbortSignal.timeout(Math.min(5000, Math.max(500, interval * 2))),
-      });
-      await res.body?.cancel();
-      last = `HTTP ${res.status}`;
-      if (res.status === (opts.healthyStatus ?? 200)) return { healthy: true, last };
-    } catch (err) {
-      last = fetchFailure(err);
-    }
-    if (Date.now() + interval > deadline || opts.signal?.aborted) return { healthy: false, last };
-    await sleep(interval, undefined, { signal: opts.signal }).catch(() => {});
+  try {
+    await retry(
+      async ({ signal, timeoutMs }) => {
+        let res: Response;
+        try {
+          res = await fetch(url, { signal });
+          await res.body?.cancel();
+        } catch (err) {
+          last = fetchFailure(err, timeoutMs);
+          throw new AgentError("HEALTH_CHECK_FAILED", last);
+        }
+        last = `HTTP ${res.status}`;
+        if (res.status === (opts.healthyStatus ?? 200)) return;
+        if (res.status === 429) {
+          throw new RetryAfterError(
+            "HTTP_RATE_LIMITED",
+            last,
+            retryAfterHeader(res.headers.get("retry-after")),
+          );
+        }
+        throw new AgentError("HEALTH_CHECK_FAILED", last);
+      },
+      {
+        policy: {
+          attempts: Number.POSITIVE_INFINITY,
+          backoffMs: interval,
+          factor: 1,
+          jitter: 0,
+          attemptTimeoutMs: Math.min(5000, Math.max(500, interval * 2)),
+          maxRetryAfterMs: opts.timeoutMs,
+          deadlineMs: opts.timeoutMs,
+        },
+        // The step's signal: a probe that hangs must not outlive the step's timeout.
+        signal: opts.signal,
+      },
+    );
+    return { healthy: true, last };
+  } catch {
+    return { healthy: false, last };
   }
 }

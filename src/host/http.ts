@@ -1,3 +1,4 @@
+import { withTimeout } from "../core/with-timeout.js";
 import type { EffectRecorder } from "./effects.js";
 
 /**
@@ -26,13 +27,15 @@ export function createHttpSender(opts: {
   return async (req) => {
     opts.record({ type: "request", method: req.method, url: req.url, detail: req.detail });
     if (opts.dryRun) return null;
-    const res = await fetch(req.url, {
-      method: req.method,
-      headers: req.headers,
-      body: req.body ? new Uint8Array(req.body) : undefined,
-      signal: AbortSignal.any([opts.signal, AbortSignal.timeout(req.timeoutMs)]),
+    return withTimeout(req.timeoutMs, opts.signal, async (signal) => {
+      const res = await fetch(req.url, {
+        method: req.method,
+        headers: req.headers,
+        body: req.body ? new Uint8Array(req.body) : undefined,
+        signal,
+      });
+      await res.body?.cancel();
+      return { status: res.status };
     });
-    await res.body?.cancel();
-    return { status: res.status };
   };
 }

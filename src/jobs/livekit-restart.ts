@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { fetchFailure } from "../core/fetch-failure.js";
+import { withTimeout } from "../core/with-timeout.js";
 import { hostPath } from "../steps/common.js";
 import type { HostJob, JobContext, JobResult } from "./types.js";
 
@@ -71,9 +72,13 @@ async function scrape(
   signal: AbortSignal,
 ): Promise<{ participants: number | null; rooms: number | null; problem?: string }> {
   try {
-    const res = await fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(3000)]) });
+    const res = await withTimeout(3000, signal, async (s) => {
+      const r = await fetch(url, { signal: s });
+      if (!r.ok) await r.body?.cancel();
+      return { ok: r.ok, status: r.status, text: r.ok ? await r.text() : "" };
+    });
     if (!res.ok) return { participants: null, rooms: null, problem: `HTTP ${res.status}` };
-    const sums = sumSamples(await res.text(), ["livekit_participant_total", "livekit_room_total"]);
+    const sums = sumSamples(res.text, ["livekit_participant_total", "livekit_room_total"]);
     const participants = sums.livekit_participant_total ?? null;
     if (participants === null)
       return { participants, rooms: null, problem: "no livekit_participant_total in the metrics" };

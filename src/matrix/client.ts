@@ -1,12 +1,13 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
+import { type Attempt, RetryAfterError, type RetryPolicy, retry, retryAfterHeader } from "../core/retry.js";
 import type { Secret } from "../core/secret.js";
 
 /**
  * The few Matrix client-server calls the agent makes (room state get/put), with the behaviour the spec
  * asks of clients: bearer auth, 429 M_LIMIT_EXCEEDED honoured through retry_after_ms, bounded retries with
- * backoff on 5xx, network errors and timeouts, and plain-spoken errors for 401 and 403.
+ * backoff on 5xx, network errors and timeouts (the retry policy, ../core/retry.ts), and plain-spoken
+ * errors for 401 and 403.
  */
 
 export interface MatrixClientOptions {
@@ -18,7 +19,12 @@ export interface MatrixClientOptions {
   /** Longest rate-limit wait honoured; a longer retry_after_ms fails the request instead of stalling. */
   maxRetryAfterMs?: number;
   backoffMs?: number;
+  /** The whole request, its retries and waits included. */
+  deadlineMs?: number;
+  /** Ends a request or a wait at once; the request rejects with the signal's reason. */
   signal?: AbortSignal;
+  /** The backoff's jitter source (tests pass a seeded one). */
+  random?: () => number;
   /** Called before each request: counts for reports and tests. */
   onRequest?: (method: string, path: string) => void;
 }
@@ -49,10 +55,7 @@ async function readCapped(res: Response, max: number): Promise<string> {
     size += chunk.length;
     if (size > max) {
       await res.body.cancel().catch(() => {});
-      throw new AgentError(
-        "MATRIX_REQUEST_FAILED",
-        `the homeserver's answer is larger than ${max} bytes; refused`,
-      );
+      throw new AgentError("MATRIX_REFUSED", `the homeserver's answer is larger than ${max} bytes; refused`);
     }
     chunks.push(chunk);
   }
@@ -79,100 +82,103 @@ function explain(status: number, body: MatrixErrorBody, what: string, roomId: st
       hint: "the token's user must be joined to the room with a power level its power_levels allow this event at",
     });
   }
-  return new AgentError("MATRIX_REQUEST_FAILED", `${what}: ${code}${said}`);
+  return new AgentError("MATRIX_REFUSED", `${what}: ${code}${said}`);
 }
 
 export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
   const base = opts.homeserver.replace(/\/+$/, "");
-  const maxAttempts = opts.maxAttempts ?? 5;
-  const timeoutMs = opts.requestTimeoutMs ?? 15_000;
-  const maxRetryAfter = opts.maxRetryAfterMs ?? 60_000;
-  const backoff = opts.backoffMs ?? 500;
+  const policy: Partial<RetryPolicy> = {
+    attempts: opts.maxAttempts ?? 5,
+    attemptTimeoutMs: opts.requestTimeoutMs ?? 15_000,
+    maxRetryAfterMs: opts.maxRetryAfterMs ?? 60_000,
+    backoffMs: opts.backoffMs ?? 500,
+    deadlineMs: opts.deadlineMs ?? 300_000,
+  };
+
+  /** One request: the answer, or an AgentError whose code's failure class tells the policy what to do. */
+  async function once(
+    method: "GET" | "PUT",
+    path: string,
+    what: string,
+    roomId: string,
+    body: unknown,
+    a: Attempt,
+  ) {
+    opts.onRequest?.(method, path);
+    let res: Response;
+    let text: string;
+    try {
+      res = await fetch(base + path, {
+        method,
+        headers: {
+          authorization: `Bearer ${opts.token.reveal()}`,
+          ...(body !== undefined ? { "content-type": "application/json" } : {}),
+        },
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+        signal: a.signal,
+        // A redirect would turn this PUT into one against another URL, with the token: refused.
+        redirect: "manual",
+      });
+      text = await readCapped(res, MAX_RESPONSE_BYTES);
+    } catch (err) {
+      if (err instanceof AgentError) throw err;
+      throw new AgentError("MATRIX_UNAVAILABLE", fetchFailure(err, a.timeoutMs));
+    }
+    let json: MatrixErrorBody & Record<string, unknown> = {};
+    try {
+      json = text ? (JSON.parse(text) as typeof json) : {};
+    } catch {
+      // Not JSON: a proxy's error page. The status still decides.
+    }
+    if (res.status >= 300 && res.status < 400) {
+      throw new AgentError(
+        "MATRIX_REFUSED",
+        `${what}: the homeserver redirected (HTTP ${res.status}); refusing to follow`,
+        {
+          hint: "point MATRIX_SERVER at the homeserver's own client-server URL",
+        },
+      );
+    }
+    if (res.ok) return json;
+    if (res.status === 404 && json.errcode === "M_NOT_FOUND" && method === "GET") return null;
+    if (res.status === 429) {
+      // retry_after_ms as the spec has it (an integer), tolerated as a numeric string; else Retry-After.
+      const given = Number(json.retry_after_ms);
+      const wait =
+        Number.isFinite(given) && given >= 0 ? given : retryAfterHeader(res.headers.get("retry-after"));
+      const after = wait === undefined ? "" : `, retry after ${wait} ms`;
+      throw new RetryAfterError("MATRIX_RATE_LIMITED", `rate limited (M_LIMIT_EXCEEDED${after})`, wait);
+    }
+    if (res.status >= 500) {
+      throw new AgentError(
+        "MATRIX_UNAVAILABLE",
+        `HTTP ${res.status}${json.errcode ? ` ${json.errcode}` : ""}`,
+      );
+    }
+    throw explain(res.status, json, what, roomId);
+  }
 
   async function request(method: "GET" | "PUT", path: string, roomId: string, body?: unknown) {
     const what = roomId ? `${method} ${path.split("/").slice(0, 6).join("/")}/…` : `${method} ${path}`;
-    let lastProblem = "";
-    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      opts.onRequest?.(method, path);
-      // A timer of our own, cleared when the body is read: a signal from AbortSignal.timeout() combined
-      // through AbortSignal.any() can be garbage-collected before it fires (seen under load on Node 20),
-      // leaving a hung request to the step timeout.
-      const timeout = new AbortController();
-      const timer = setTimeout(() => timeout.abort(new DOMException("timed out", "TimeoutError")), timeoutMs);
-      let res: Response;
-      let text: string;
-      try {
-        res = await fetch(base + path, {
-          method,
-          headers: {
-            authorization: `Bearer ${opts.token.reveal()}`,
-            ...(body !== undefined ? { "content-type": "application/json" } : {}),
-          },
-          body: body !== undefined ? JSON.stringify(body) : undefined,
-          signal: opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal,
-          // A redirect would turn this PUT into one against another URL, with the token: refused.
-          redirect: "manual",
-        });
-        text = await readCapped(res, MAX_RESPONSE_BYTES);
-      } catch (err) {
-        if (opts.signal?.aborted) throw err;
-        lastProblem = fetchFailure(err, timeoutMs);
-        await sleep(backoff * 2 ** (attempt - 1));
-        continue;
-      } finally {
-        clearTimeout(timer);
-      }
-      let json: MatrixErrorBody & Record<string, unknown> = {};
-      try {
-        json = text ? (JSON.parse(text) as typeof json) : {};
-      } catch {
-        // Not JSON: a proxy's error page. The status still decides.
-      }
-      if (res.status >= 300 && res.status < 400) {
-        throw new AgentError(
-          "MATRIX_REQUEST_FAILED",
-          `${what}: the homeserver redirected (HTTP ${res.status}); refusing to follow`,
-          {
-            hint: "point MATRIX_SERVER at the homeserver's own client-server URL",
-          },
-        );
-      }
-      if (res.ok) return json;
-      if (res.status === 404 && json.errcode === "M_NOT_FOUND" && method === "GET") return null;
-      if (res.status === 429) {
-        const header = Number(res.headers.get("retry-after"));
-        // retry_after_ms as the spec has it (an integer), tolerated as a numeric string; anything else: backoff.
-        const given = Number(json.retry_after_ms);
-        const wait =
-          Number.isFinite(given) && given >= 0
-            ? given
-            : Number.isFinite(header) && header > 0
-              ? header * 1000
-              : backoff * 2 ** (attempt - 1);
-        if (wait > maxRetryAfter) {
-          throw new AgentError(
+    return retry((a) => once(method, path, what, roomId, body, a), {
+      policy,
+      signal: opts.signal,
+      random: opts.random,
+      giveUp: ({ last, attempts, reason }) => {
+        if (reason === "retry-after" && last instanceof RetryAfterError) {
+          return new AgentError(
             "MATRIX_RATE_LIMITED",
-            `${what}: rate limited for ${wait} ms, longer than the ${maxRetryAfter} ms the agent waits`,
+            `${what}: rate limited for ${last.retryAfterMs} ms, longer than the ${policy.maxRetryAfterMs} ms the agent waits`,
           );
         }
-        lastProblem = `rate limited (M_LIMIT_EXCEEDED, retry after ${wait} ms)`;
-        await sleep(wait);
-        continue;
-      }
-      if (res.status >= 500) {
-        lastProblem = `HTTP ${res.status}${json.errcode ? ` ${json.errcode}` : ""}`;
-        await sleep(backoff * 2 ** (attempt - 1));
-        continue;
-      }
-      throw explain(res.status, json, what, roomId);
-    }
-    throw new AgentError(
-      "MATRIX_UNAVAILABLE",
-      `${what}: gave up after ${maxAttempts} attempt${maxAttempts === 1 ? "" : "s"} (${lastProblem})`,
-      {
-        hint: `check that ${base} is reachable from this host`,
+        const within = reason === "deadline" ? ` within ${policy.deadlineMs} ms` : "";
+        return new AgentError(
+          "MATRIX_UNAVAILABLE",
+          `${what}: gave up after ${attempts} attempt${attempts === 1 ? "" : "s"}${within} (${last.message})`,
+          { hint: `check that ${base} is reachable from this host` },
+        );
       },
-    );
+    });
   }
 
   return {

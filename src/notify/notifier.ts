@@ -1,8 +1,10 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { z } from "zod";
+import { AgentError, asAgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
 import { redact } from "../core/redact.js";
+import { RetryAfterError, type RetryPolicy, retry, retryAfterHeader } from "../core/retry.js";
 import type { DeployEvent } from "./events.js";
 import { COMMIT_STATE } from "./targets/gitea-status.js";
 import { kindOf, type Target, targetNames, targetSchema } from "./targets/index.js";
@@ -12,8 +14,9 @@ import { kindOf, type Target, targetNames, targetSchema } from "./targets/index.
  * host (context deploy/<host>), a JSON event POSTed to a URL (signed like Flux's generic-hmac) and/or an
  * m.notice in a Matrix room; kinds in ./targets/. Sent once per host, revision and outcome; a failure that
  * repeats is sent again at most every repeatMinutes, with a count; a recovery always. Publishing never waits
- * and never throws: a bounded queue, bounded retries with backoff, errors logged and counted. A deploy is
- * never delayed or failed by a notifier. Every body leaves through `send`, after the redaction point.
+ * and never throws: a bounded queue, each notice retried under NOTIFY_RETRY (../core/retry.ts), errors
+ * logged and counted. A deploy is never delayed or failed by a notifier. Every body leaves through `send`,
+ * after the redaction point.
  */
 
 export const notifySchema = z
@@ -56,8 +59,14 @@ export interface Notifier {
   status(): NotifierStatus;
 }
 
-const ATTEMPTS = 3;
-const TIMEOUT_MS = 10_000;
+/** Each notice's retries: 3 attempts of 10 s each, backoff from 500 ms, at most 60 s in all. */
+export const NOTIFY_RETRY: Partial<RetryPolicy> = {
+  attempts: 3,
+  attemptTimeoutMs: 10_000,
+  backoffMs: 500,
+  maxRetryAfterMs: 30_000,
+  deadlineMs: 60_000,
+};
 
 interface Job {
   target: Target;
@@ -72,8 +81,13 @@ export function createNotifier(opts: {
   /** Counts every send by target name and result (sent, failed, dropped). */
   count?: (target: string, result: "sent" | "failed" | "dropped") => void;
   now?: () => number;
+  /** The per-notice retry policy over NOTIFY_RETRY (tests shorten it). */
+  retry?: Partial<RetryPolicy>;
+  /** The backoff's jitter source (tests pass a seeded one). */
+  random?: () => number;
 }): Notifier {
   const now = opts.now ?? Date.now;
+  const policy = { ...NOTIFY_RETRY, ...opts.retry };
   const queue: Job[] = [];
   /** The worker sending the queue, while there is one. */
   let working: Promise<void> | null = null;
@@ -136,33 +150,52 @@ export function createNotifier(opts: {
     opts.count?.(name, ok ? "sent" : "failed");
   }
 
-  /** The one way out: the body is serialized, redacted, then signed, and sent with bounded retries. */
+  /** The one way out: the body is serialized, redacted, then signed, and sent under the retry policy. */
   async function send({ target, name, event }: Job): Promise<void> {
     const kind = kindOf(target);
     const request = kind.request(target, event, opts.host);
     const body = redact(JSON.stringify(request.payload));
     const headers = { "content-type": "application/json", ...request.headers, ...kind.sign?.(target, body) };
-    let problem = "";
-    for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
-      try {
-        const res = await fetch(request.url, {
-          method: request.method,
-          headers,
-          body,
-          redirect: "manual",
-          signal: AbortSignal.timeout(TIMEOUT_MS),
-        });
-        await res.body?.cancel();
-        if (res.ok) return record(name, true);
-        problem = `HTTP ${res.status}`;
-        if (res.status < 500 && res.status !== 429) break; // the request itself is wrong: retrying cannot help
-      } catch (err) {
-        problem = fetchFailure(err, TIMEOUT_MS);
-      }
-      if (attempt < ATTEMPTS) await sleep(500 * 2 ** (attempt - 1));
+    try {
+      await retry(
+        async ({ signal, timeoutMs }) => {
+          let res: Response;
+          try {
+            res = await fetch(request.url, {
+              method: request.method,
+              headers,
+              body,
+              redirect: "manual",
+              signal,
+            });
+            await res.body?.cancel();
+          } catch (err) {
+            throw new AgentError("HTTP_UNAVAILABLE", fetchFailure(err, timeoutMs));
+          }
+          if (res.ok) return;
+          const problem = `HTTP ${res.status}`;
+          if (res.status === 429) {
+            throw new RetryAfterError(
+              "HTTP_RATE_LIMITED",
+              problem,
+              retryAfterHeader(res.headers.get("retry-after")),
+            );
+          }
+          // Any other 3xx or 4xx: the request itself is wrong, and retrying cannot help.
+          throw new AgentError(res.status >= 500 ? "HTTP_UNAVAILABLE" : "HTTP_REFUSED", problem);
+        },
+        { policy, random: opts.random },
+      );
+    } catch (err) {
+      const e = asAgentError(err);
+      record(name, false, e.message);
+      opts.log.warn(
+        { target: name, event: event.event, code: e.code, problem: e.message },
+        "notification not delivered",
+      );
+      return;
     }
-    record(name, false, problem);
-    opts.log.warn({ target: name, event: event.event, problem }, "notification not delivered");
+    record(name, true);
   }
 
   /**

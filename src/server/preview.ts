@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { request as giteaRequest, POST_DEFAULTS } from "../commands/plan-gitea.js";
 import { AgentError, asAgentError, logFields } from "../core/errors.js";
+import { follow } from "../core/with-timeout.js";
 import { checkDrift, type DriftReport } from "../deploy/drift.js";
 import { deploy, type RunReport } from "../deploy/pipeline.js";
 import type { HostOverrides } from "../manifest/at-revision.js";
@@ -87,7 +88,8 @@ export function createPreviews(deps: PreviewDeps): Previews {
     const watch = setInterval(() => {
       if (runner.state().waiting.some((w) => w.task === DEPLOY)) preempt.abort();
     }, PREEMPT_CHECK_MS);
-    const stop = AbortSignal.any([preempt.signal, deps.stop]);
+    const unfollow = follow(preempt, deps.stop);
+    const stop = preempt.signal;
     let repo: Repo | undefined;
     let revision: string | null = null;
     let result: Omit<PreviewResult, "posted" | "at" | "number" | "revision">;
@@ -146,6 +148,7 @@ export function createPreviews(deps: PreviewDeps): Previews {
       result = { state: theirs ? "failure" : "error", description: `${e.code}: ${e.message}` };
     } finally {
       clearInterval(watch);
+      unfollow();
       if (repo) {
         await repo.git.raw(["update-ref", "-d", ref]).catch(() => {});
         if (!deps.stop.aborted) repo.fetcher.prepare();
