@@ -19,6 +19,8 @@ function manyFiles(n: number): Files {
 async function point(files: number, commits: number) {
   const sys = agentSystem({ files: manyFiles(files), history: commits - 1 });
   const { child } = await sys.start();
+  // Its start-up reconcile and drift check done, so that the first push does not queue behind them.
+  await sys.settled();
   const live = await pushToLive(sys, PUSHES);
   await stop(child);
   sys.fx.cleanup();
