@@ -8,7 +8,7 @@
  * the landing page to a target under their own root, so push-to-live means the same for both.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -67,6 +67,7 @@ export function shims(): string {
 }
 
 const SHIMS = shims();
+process.on("exit", () => rmSync(SHIMS, { recursive: true, force: true }));
 /** The environment both systems run in: the stand-ins first on PATH. */
 export const shimmedEnv = (): NodeJS.ProcessEnv => ({ ...process.env, PATH: `${SHIMS}:${process.env.PATH}` });
 
