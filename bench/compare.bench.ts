@@ -1,6 +1,6 @@
 /**
  * One host, deploy-agent against the old pipeline, side by side (bench/systems.ts): start-up and idle RSS
- * (each started alone), then with both running: signed pushes at 32 connections (Gitea's real 5.9 KB push
+ * (each started alone, cold, several times in turns), then with both running: signed pushes at 32 connections (Gitea's real 5.9 KB push
  * body to another branch: verified, parsed, ignored), a forged-signature flood with the liveness probe's
  * latency during it, and push-to-live. The load of this shared machine drifts within a run, so the two
  * systems take turns: the HTTP load in slices of a few seconds, push-to-live one push each.
@@ -8,13 +8,23 @@
 import type { ChildProcess } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sign } from "../src/server/verify.js";
-import { percentile, round, rssMiB, treeCpuMs, type WrkResult, wrk } from "./lib.js";
-import { agentSystem, ignoredPush, pushesToLive, type System, stop, webhookSystem } from "./systems.js";
+import { percentile, QUICK, round, rssMiB, treeCpuMs, type WrkResult, wrk } from "./lib.js";
+import {
+  agentSystem,
+  ignoredPush,
+  pushesToLive,
+  SETTLE_MS,
+  type System,
+  stop,
+  webhookSystem,
+} from "./systems.js";
 
-const PUSHES = 30;
+const PUSHES = QUICK ? 8 : 30;
 /** Each system gets SLICES × SLICE_SECONDS of each load, in turns. */
-const SLICES = 5;
+const SLICES = QUICK ? 2 : 5;
 const SLICE_SECONDS = 2;
+/** Cold starts of each system, in turns. */
+const STARTS = QUICK ? 2 : 5;
 
 /** Slices of one system's load as one result: requests/s and statuses over all, p50 and p99 the median slice's. */
 function merged(slices: WrkResult[]): WrkResult {
@@ -22,6 +32,7 @@ function merged(slices: WrkResult[]): WrkResult {
   for (const s of slices)
     for (const [k, v] of Object.entries(s.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
   return {
+    requests: slices.reduce((sum, s) => sum + s.requests, 0),
     rps: Math.round(slices.reduce((sum, s) => sum + s.rps, 0) / slices.length),
     p50ms: percentile(
       slices.map((s) => s.p50ms),
@@ -55,18 +66,58 @@ async function inTurns(
   return slices.map(merged);
 }
 
+interface Started {
+  child: ChildProcess;
+  startupMs: number[];
+  rssIdleMiB: number[];
+}
+
+/**
+ * Each system started STARTS times, alone and cold (a new process), in turns: start-up to the first answer,
+ * then idle RSS once it is settled (the agent's start-up reconcile and drift check done) and 3 s more. The
+ * first start of the agent deploys the page (an empty state); the later ones find it deployed, as a
+ * restart of the unit does. The last start of each stays up for the rest.
+ */
+async function startInTurns(systems: readonly System[]): Promise<Started[]> {
+  const out: Started[] = systems.map(() => ({ child: undefined as never, startupMs: [], rssIdleMiB: [] }));
+  for (let i = 0; i < STARTS; i++) {
+    for (const [k, sys] of systems.entries()) {
+      const { child, startupMs } = await sys.start();
+      await sys.settled();
+      await sleep(SETTLE_MS);
+      const o = out[k] as Started;
+      o.startupMs.push(startupMs);
+      o.rssIdleMiB.push(rssMiB(child.pid ?? 0));
+      if (i < STARTS - 1) await stop(child);
+      else o.child = child;
+    }
+  }
+  return out;
+}
+
+export const spread = (xs: readonly number[], digits = 0) => ({
+  median: round(percentile(xs, 50), digits),
+  min: round(Math.min(...xs), digits),
+  max: round(Math.max(...xs), digits),
+  n: xs.length,
+});
+
 export async function compare() {
   const systems: System[] = [agentSystem(), webhookSystem()];
-  const started: { child: ChildProcess; startupMs: number; rssIdleMiB: number }[] = [];
-  for (const sys of systems) {
-    const { child, startupMs } = await sys.start();
-    await sleep(2000);
-    started.push({ child, startupMs, rssIdleMiB: rssMiB(child.pid ?? 0) });
-  }
+  const started = await startInTurns(systems);
+  const pids = started.map((s) => s.child.pid ?? 0);
   const { body, headers } = ignoredPush();
-  const signed = await inTurns(systems, (sys) =>
-    wrk(sys.url, { body, headers, connections: 32, seconds: SLICE_SECONDS }),
-  );
+  // CPU of each one's process tree over its own slices, per request answered.
+  const signedCpu = systems.map(() => ({ ms: 0, requests: 0 }));
+  const signed = await inTurns(systems, async (sys) => {
+    const k = systems.indexOf(sys);
+    const before = treeCpuMs(pids[k] ?? 0);
+    const r = await wrk(sys.url, { body, headers, connections: 32, seconds: SLICE_SECONDS });
+    const c = signedCpu[k] as { ms: number; requests: number };
+    c.ms += treeCpuMs(pids[k] ?? 0) - before;
+    c.requests += r.requests;
+    return r;
+  });
   const forged = { ...headers, "x-gitea-signature": sign("not-the-secret", body) };
   const probes: number[][] = systems.map(() => []);
   const flood = await inTurns(
@@ -84,7 +135,6 @@ export async function compare() {
   );
   const loaded = started.map((s) => rssMiB(s.child.pid ?? 0));
   // CPU per push from each one's own process tree.
-  const pids = started.map((s) => s.child.pid ?? 0);
   const cpuBefore = pids.map(treeCpuMs);
   const live = await pushesToLive(systems, PUSHES);
   const cpuPerPushMs = pids.map((pid, k) => (treeCpuMs(pid) - (cpuBefore[k] ?? 0)) / PUSHES);
@@ -93,11 +143,12 @@ export async function compare() {
   const [agent, baseline] = started.map((s, k) => {
     const f = flood[k] as WrkResult;
     const accepted = (f.statuses["200"] ?? 0) + (f.statuses["202"] ?? 0);
+    const cpu = signedCpu[k] as { ms: number; requests: number };
     return {
-      startupMs: Math.round(s.startupMs),
-      rssIdleMiB: round(s.rssIdleMiB),
+      startupMs: spread(s.startupMs),
+      rssIdleMiB: spread(s.rssIdleMiB, 1),
       rssAfterLoadMiB: round(loaded[k] ?? 0),
-      signedPush: signed[k] as WrkResult,
+      signedPush: { ...(signed[k] as WrkResult), cpuPerRequestUs: round((cpu.ms * 1000) / cpu.requests) },
       forgedFlood: {
         rejectedPerSecond: Math.round(f.rps - accepted / (SLICES * SLICE_SECONDS)),
         accepted,
@@ -108,7 +159,9 @@ export async function compare() {
       pushToLiveMs: {
         p50: round(percentile(live[k] ?? [], 50)),
         p90: round(percentile(live[k] ?? [], 90)),
+        max: round(Math.max(...(live[k] ?? [])), 1),
         n: live[k]?.length ?? 0,
+        all: (live[k] ?? []).map((ms) => round(ms)),
       },
     };
   });

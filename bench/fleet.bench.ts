@@ -3,38 +3,43 @@
  * from git as on the hosts) on their own loopback addresses, each with its own clone, root and state, and
  * a sender that fans one push out to all four at once, as Gitea does. The push changes a file of every
  * host: a hookshot transform (live: in the Matrix test homeserver's room state), Cinny's config, the
- * landing page and Draupnir's config (live: the file under the host's root). Then the same with four
- * legacy listeners (webhook 2.8.0 + bash) side by side; LXC 151's runs the old hookshot/deploy.sh.
- * systemctl and nginx are stand-ins on PATH that exit 0; Draupnir's health URL answers 200.
+ * landing page and Draupnir's config (live: the file under the host's root). Beside it four legacy
+ * listeners (webhook 2.8.0 + bash) on their own origin; LXC 151's runs the old hookshot/deploy.sh, LXC 139's
+ * reloads nginx and LXC 110's restarts Draupnir after the copy. Both fleets run at once and take turns, one
+ * push each, every member idle before the next. systemctl and nginx are stand-ins on PATH that exit 0;
+ * Draupnir's health URL answers 200.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
+import { PROJECT } from "../test/helpers/agent.js";
 import { type Files, git, makeFixture } from "../test/helpers/git.js";
 import { giteaHeaders, realPushBody } from "../test/helpers/gitea.js";
 import { startMatrixServer } from "../test/helpers/matrix-server.js";
-import { percentile, round, until } from "./lib.js";
-import { current, freshPort, legacyHook, SECRET, stop } from "./systems.js";
+import { percentile, QUICK, round, until } from "./lib.js";
+import {
+  agentIdle,
+  agentSettled,
+  childless,
+  current,
+  freshPort,
+  legacyCopy,
+  legacyHook,
+  repositoryFiles,
+  SECRET,
+  serveBin,
+  shimmedEnv,
+  stop,
+} from "./systems.js";
 
 const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
 const TOKEN = "syt_fleet_bench_token";
 const TYPE = "uk.half-shot.matrix-hookshot.generic.hook";
-const PUSHES = 15;
+const PUSHES = QUICK ? 5 : 15;
 const HOSTS = { lxc151: "127.0.0.151", lxc106: "127.0.0.106", lxc139: "127.0.0.139", lxc110: "127.0.0.110" };
 type Host = keyof typeof HOSTS;
-
-/** This repository's tracked files: what the config repository holds. */
-function repositoryFiles(): Files {
-  const files: Files = {};
-  for (const f of execFileSync("git", ["ls-files", "-z"], { cwd: PROJECT, encoding: "utf8" }).split("\0")) {
-    if (f) files[f] = readFileSync(path.join(PROJECT, f));
-  }
-  return files;
-}
 
 /** The push: one change per host, with a marker that tells when each is live. */
 function change(i: number): { files: Files; marker: string } {
@@ -53,16 +58,30 @@ function change(i: number): { files: Files; marker: string } {
   };
 }
 
-function shims(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "bench-shims-"));
-  for (const tool of ["systemctl", "nginx"]) {
-    writeFileSync(path.join(dir, tool), "#!/bin/sh\nexit 0\n");
-    chmodSync(path.join(dir, tool), 0o755);
+export async function fleet(): Promise<{ agents: FleetResult; baseline: FleetResult }> {
+  // One test homeserver each, so that neither fleet's writes meet the other's.
+  const servers = await Promise.all([homeserver(), homeserver()]);
+  const health = createServer((_req, res) => res.end("ok"));
+  await new Promise<void>((r) => health.listen(8081, "127.0.0.1", r));
+  const fleets: Fleet[] = [];
+  try {
+    fleets.push(await startFleet(servers[0] as MatrixServer, agentFor));
+    fleets.push(await startFleet(servers[1] as MatrixServer, legacyFor));
+    const [agents, baseline] = await pushInTurns(fleets);
+    return { agents: agents as FleetResult, baseline: baseline as FleetResult };
+  } finally {
+    for (const f of fleets) {
+      for (const m of f.members) await stop(m.child);
+      f.fx.cleanup();
+    }
+    health.close();
+    for (const hs of servers) await hs.close();
   }
-  return dir;
 }
 
-export async function fleet(): Promise<{ agents: FleetResult; baseline: FleetResult }> {
+type MatrixServer = Awaited<ReturnType<typeof startMatrixServer>>;
+
+async function homeserver(): Promise<MatrixServer> {
   const hs = await startMatrixServer({
     roomId: ROOM,
     users: { [TOKEN]: { userId: "@jared:matrix.lotusguild.org", powerLevel: 100 } },
@@ -71,27 +90,21 @@ export async function fleet(): Promise<{ agents: FleetResult; baseline: FleetRes
     /^ {6}([\w-]+)\.js: ~$/gm,
   ))
     hs.state.set(`${TYPE}/${f[1]}`, { name: f[1], hookId: `hook-${f[1]}` });
-  const health = createServer((_req, res) => res.end("ok"));
-  await new Promise<void>((r) => health.listen(8081, "127.0.0.1", r));
-  const shimDir = shims();
-  const env = { ...process.env, PATH: `${shimDir}:${process.env.PATH}` };
-  try {
-    return {
-      agents: await run("agents", hs, (m) => agentFor(m, hs.url, env)),
-      baseline: await run("baseline", hs, (m) => legacyFor(m, hs.url, env)),
-    };
-  } finally {
-    health.close();
-    await hs.close();
-    rmSync(shimDir, { recursive: true, force: true });
-  }
+  return hs;
 }
 
 interface Member {
   host: Host;
   url: string;
   live(marker: string): boolean;
+  /** Resolves once nothing of the last push runs any more on this member. */
+  idle(): Promise<void>;
   child: ChildProcess;
+}
+
+interface Fleet {
+  fx: ReturnType<typeof makeFixture>;
+  members: Member[];
 }
 
 export interface FleetResult {
@@ -107,7 +120,7 @@ interface Seat {
   root: string;
   port: number;
 }
-type Starter = (seat: Seat) => Promise<Omit<Member, "host">>;
+type Starter = (seat: Seat, hsUrl: string) => Promise<Omit<Member, "host">>;
 
 function fileLive(file: string) {
   return (marker: string) => current(file)?.includes(marker) ?? false;
@@ -118,11 +131,7 @@ function matrixLive(hs: Awaited<ReturnType<typeof startMatrixServer>>) {
     String(hs.state.get(`${TYPE}/grafana`)?.transformationFunction ?? "").includes(marker);
 }
 
-async function agentFor(
-  { fx, host, root, port }: Seat,
-  hsUrl: string,
-  env: NodeJS.ProcessEnv,
-): Promise<Omit<Member, "host">> {
+async function agentFor({ fx, host, root, port }: Seat, hsUrl: string): Promise<Omit<Member, "host">> {
   const clone = host === "lxc151" ? fx.clone : path.join(fx.dir, `clone-${host}`);
   if (clone !== fx.clone) git(fx.dir, "clone", "--quiet", fx.origin, clone);
   for (const d of [
@@ -159,46 +168,35 @@ async function agentFor(
     "--listen",
     `${HOSTS[host]}:${port}`,
   ];
-  const child = spawn(path.join(PROJECT, "dist/src/bin.js"), args, {
-    stdio: ["ignore", "ignore", "inherit"],
-    env: { ...env, ...unitEnvironment() },
-  });
+  const child = serveBin(args);
   const base = `http://${HOSTS[host]}:${port}`;
-  const rev = git(fx.origin, "rev-parse", "main");
-  // Up, and done with its start-up reconcile (every step applied once).
-  await until(
-    `fleet: ${host} to apply ${rev.slice(0, 12)} at start`,
-    async () => {
-      const s = await fetch(`${base}/status`)
-        .then((r) => r.json() as Promise<{ deployedRevision: string | null; queue: { running: boolean } }>)
-        .catch(() => null);
-      return s?.deployedRevision === rev && !s.queue.running;
-    },
-    120_000,
-  );
+  // Up, and done with its start-up reconcile (every step applied once) and drift check.
+  await agentSettled(base, fx.origin, `fleet: ${host}`);
   const target: Record<Host, string> = {
     lxc151: "",
     lxc106: "var/www/html/config.json",
     lxc139: "var/www/matrix-landing/index.html",
     lxc110: "opt/draupnir/config/production.yaml",
   };
-  return { url: `${base}/hooks/deploy`, child, live: fileLive(path.join(root, target[host])) };
+  return {
+    url: `${base}/hooks/deploy`,
+    child,
+    live: fileLive(path.join(root, target[host])),
+    idle: () => agentIdle(base, `fleet: ${host}`),
+  };
 }
 
-async function legacyFor(
-  { fx, host, root, port }: Seat,
-  hsUrl: string,
-  env: NodeJS.ProcessEnv,
-): Promise<Omit<Member, "host">> {
+async function legacyFor({ fx, host, root, port }: Seat, hsUrl: string): Promise<Omit<Member, "host">> {
   const clone = path.join(fx.dir, `legacy-${host}`);
   git(fx.dir, "clone", "--quiet", fx.origin, clone);
-  const file: Record<Host, [string, string]> = {
-    lxc151: ["", ""],
-    lxc106: ["cinny/config.json", "var/www/html/config.json"],
-    lxc139: ["landing/index.html", "var/www/matrix-landing/index.html"],
-    lxc110: ["draupnir/production.yaml", "opt/draupnir/config/production.yaml"],
+  // The repository file, where it goes, and what the old script did after the copy.
+  const file: Record<Host, [string, string, string]> = {
+    lxc151: ["", "", ""],
+    lxc106: ["cinny/config.json", "var/www/html/config.json", ""],
+    lxc139: ["landing/index.html", "var/www/matrix-landing/index.html", "nginx -s reload"],
+    lxc110: ["draupnir/production.yaml", "opt/draupnir/config/production.yaml", "systemctl restart draupnir"],
   };
-  const [source, target] = file[host];
+  const [source, target, after] = file[host];
   mkdirSync(path.dirname(path.join(root, target || "x")), { recursive: true });
   const command =
     host === "lxc151"
@@ -211,19 +209,12 @@ async function legacyFor(
             { source: "string", envname: "MATRIX_TOKEN", name: TOKEN },
           ],
         }
-      : {
-          "execute-command": path.join(PROJECT, "bench/baseline/deploy-landing.sh"),
-          "pass-arguments-to-command": [
-            { source: "string", name: clone },
-            { source: "string", name: path.join(root, target) },
-            { source: "string", name: source },
-          ],
-        };
+      : legacyCopy(clone, path.join(root, target), source, after);
   const hooks = path.join(root, "hooks.json");
   writeFileSync(hooks, JSON.stringify([legacyHook(clone, command)]));
   const child = spawn("webhook", ["-hooks", hooks, "-ip", HOSTS[host], "-port", String(port)], {
     stdio: ["ignore", "ignore", "ignore"],
-    env,
+    env: shimmedEnv(),
   });
   const url = `http://${HOSTS[host]}:${port}/hooks/deploy`;
   await until(
@@ -231,56 +222,65 @@ async function legacyFor(
     async () => (await fetch(url).catch(() => null)) !== null,
     120_000,
   );
-  return { url, child, live: fileLive(path.join(root, target)) };
+  return {
+    url,
+    child,
+    live: fileLive(path.join(root, target)),
+    idle: () => childless(child.pid ?? 0, `fleet: webhook for ${host}`),
+  };
 }
 
-async function run(
-  what: string,
-  hs: Awaited<ReturnType<typeof startMatrixServer>>,
-  start: Starter,
-): Promise<FleetResult> {
-  const fx = makeFixture(repositoryFiles());
-  const members: Member[] = [];
-  try {
-    for (const host of Object.keys(HOSTS) as Host[]) {
-      const root = path.join(fx.dir, `root-${host}`);
-      mkdirSync(root, { recursive: true });
-      const m = await start({ fx, host, root, port: freshPort() });
-      members.push({ host, ...m, live: host === "lxc151" ? matrixLive(hs) : m.live });
-    }
-    const all: number[] = [];
-    const perHost: Record<string, number[]> = {};
-    for (let i = 1; i <= PUSHES; i++) {
-      const { files, marker } = change(i);
-      const rev = fx.push(files, `bench ${i}`);
-      const body = realPushBody({ after: rev });
-      const t = performance.now();
-      // Gitea's fan-out: one delivery per host, at once.
-      const answers = await Promise.all(
-        members.map((m) =>
-          fetch(m.url, { method: "POST", headers: giteaHeaders(body, SECRET), body: new Uint8Array(body) }),
-        ),
-      );
-      const bad = answers.find((r) => r.status !== 202);
-      if (bad) throw new Error(`fleet ${what}: a delivery answered ${bad.status}`);
-      await Promise.all(
-        members.map(async (m) => {
-          await until(`fleet: ${what} ${m.host} push ${i} live`, () => m.live(marker), 60_000);
-          perHost[m.host] = [...(perHost[m.host] ?? []), performance.now() - t];
-        }),
-      );
-      all.push(performance.now() - t);
+/** Four members on one origin of this repository, each on its own address, root and clone. */
+async function startFleet(hs: MatrixServer, start: Starter): Promise<Fleet> {
+  const fleet: Fleet = { fx: makeFixture(repositoryFiles()), members: [] };
+  for (const host of Object.keys(HOSTS) as Host[]) {
+    const root = path.join(fleet.fx.dir, `root-${host}`);
+    mkdirSync(root, { recursive: true });
+    const m = await start({ fx: fleet.fx, host, root, port: freshPort() }, hs.url);
+    fleet.members.push({ host, ...m, live: host === "lxc151" ? matrixLive(hs) : m.live });
+  }
+  return fleet;
+}
+
+/** One push to all four members at once, as Gitea fans it out: ms until each is live, and until all are. */
+async function fanOut(fleet: Fleet, i: number, perHost: Record<string, number[]>): Promise<number> {
+  const { files, marker } = change(i);
+  const rev = fleet.fx.push(files, `bench ${i}`);
+  const body = realPushBody({ after: rev });
+  const t = performance.now();
+  const answers = await Promise.all(
+    fleet.members.map((m) =>
+      fetch(m.url, { method: "POST", headers: giteaHeaders(body, SECRET), body: new Uint8Array(body) }),
+    ),
+  );
+  const bad = answers.find((r) => r.status !== 202);
+  if (bad) throw new Error(`fleet: a delivery answered ${bad.status}`);
+  await Promise.all(
+    fleet.members.map(async (m) => {
+      await until(`fleet: ${m.host} push ${i} live`, () => m.live(marker), 60_000);
+      perHost[m.host] = [...(perHost[m.host] ?? []), performance.now() - t];
+    }),
+  );
+  const ms = performance.now() - t;
+  await Promise.all(fleet.members.map((m) => m.idle()));
+  return ms;
+}
+
+/** The fleets take turns, one push each, so that both meet the same moments of this shared machine. */
+async function pushInTurns(fleets: Fleet[]): Promise<FleetResult[]> {
+  const all: number[][] = fleets.map(() => []);
+  const perHost: Record<string, number[]>[] = fleets.map(() => ({}));
+  for (let i = 1; i <= PUSHES; i++) {
+    for (const [k, f] of fleets.entries()) {
+      all[k]?.push(await fanOut(f, i, perHost[k] ?? {}));
       await sleep(100);
     }
-    return {
-      allLiveMs: { p50: round(percentile(all, 50)), p90: round(percentile(all, 90)) },
-      perHostP50Ms: Object.fromEntries(
-        Object.entries(perHost).map(([h, xs]) => [h, round(percentile(xs, 50))]),
-      ),
-      n: all.length,
-    };
-  } finally {
-    for (const m of members) await stop(m.child);
-    fx.cleanup();
   }
+  return fleets.map((_, k) => ({
+    allLiveMs: { p50: round(percentile(all[k] ?? [], 50)), p90: round(percentile(all[k] ?? [], 90)) },
+    perHostP50Ms: Object.fromEntries(
+      Object.entries(perHost[k] ?? {}).map(([h, xs]) => [h, round(percentile(xs, 50))]),
+    ),
+    n: all[k]?.length ?? 0,
+  }));
 }

@@ -8,6 +8,9 @@ import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
 
 /** Small shared pieces of the benchmarks. */
 
+/** `BENCH_QUICK=1`: fewer pushes, slices and starts, for a check that the bench runs (not for figures). */
+export const QUICK = process.env.BENCH_QUICK === "1";
+
 export { rssMiB } from "../test/helpers/proc.js";
 
 export function percentile(xs: readonly number[], p: number): number {
@@ -59,6 +62,7 @@ export function machine(): string {
 }
 
 export interface WrkResult {
+  requests: number;
   rps: number;
   p50ms: number;
   p99ms: number;
@@ -117,6 +121,7 @@ end
   const statuses: Record<string, number> = {};
   for (const m of out.stdout.matchAll(/STATUS (\d+) (\d+)/g)) statuses[m[1] ?? ""] = Number(m[2]);
   return {
+    requests,
     rps: Math.round(requests / (durationUs / 1e6)),
     p50ms: round(p50 / 1000, 2),
     p99ms: round(p99 / 1000, 2),

@@ -1,16 +1,21 @@
 /**
  * Matrix API calls per push: deploy-agent's hookshot step against the old "push every transform" script,
- * on the same test homeserver, for (a) a push that changes one transform and (b) a push that changes
- * nothing relevant. Then scale: 500 changed transforms under rate limiting (bounded concurrency,
+ * on the same test homeserver, for (a) a push that changes one transform, (b) a push that changes
+ * nothing relevant and (c) a prelude change (every transform). Then scale: 500 changed transforms under rate limiting (bounded concurrency,
  * retry_after_ms honoured).
  */
 import { execFile } from "node:child_process";
-import { cpSync, readdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
-import { makeAgent, PROJECT, writeManifest } from "../test/helpers/agent.js";
-import { type Files, makeFixture } from "../test/helpers/git.js";
+import { makeAgent, PROJECT, unitEnvironment, writeManifest } from "../test/helpers/agent.js";
+import { type Files, git, makeFixture } from "../test/helpers/git.js";
 import { startMatrixServer } from "../test/helpers/matrix-server.js";
+import { QUICK } from "./lib.js";
+import { repositoryFiles, SECRET, shimmedEnv } from "./systems.js";
+
+/** Prelude changes timed, each system once per push. */
+const PRELUDE_PUSHES = QUICK ? 1 : 3;
 
 const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
 const TOKEN = "syt_bench_token";
@@ -46,6 +51,20 @@ async function agentRun(
   return { fx, run };
 }
 
+/** Runs a command to its end; its wall time in ms (asynchronously: the test homeserver answers from this process). */
+async function timed(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const t = performance.now();
+  await promisify(execFile)(command, args, { env, maxBuffer: 64 * 2 ** 20 });
+  return performance.now() - t;
+}
+
+/**
+ * LXC 151's deploy from a push, both systems cold, as a process each, on one origin of this repository:
+ * `deploy-agent run` (the bin, the unit's environment) with the shipped config/lxc151.yaml and its env
+ * file, against the old deploy (bench/baseline/deploy-hookshot.sh: fetch, hard reset, diff, and on a
+ * hookshot change the old hookshot/deploy.sh, one `jq` + `curl` PUT per transform). Both fetch from the
+ * same origin into their own clone; the order alternates at each push.
+ */
 export async function matrixCalls() {
   const hs = await startMatrixServer({
     roomId: ROOM,
@@ -54,73 +73,81 @@ export async function matrixCalls() {
   const names = readdirSync(path.join(PROJECT, "hookshot")).filter((f) => f.endsWith(".js"));
   for (const n of names)
     hs.state.set(`${TYPE}/${n.replace(/\.js$/, "")}`, { name: n.replace(/\.js$/, ""), hookId: n });
-  const files: Files = {
-    "README.md": "x\n",
-    "hookshot/lib/prelude.js": readFileSync(path.join(PROJECT, "hookshot/lib/prelude.js")),
-  };
-  for (const n of names) files[`hookshot/${n}`] = readFileSync(path.join(PROJECT, "hookshot", n));
-  // Each transform is also run over its sample payloads before it is pushed, as on LXC 151.
-  const payloads = path.join(PROJECT, "test/fixtures/payloads");
-  for (const f of readdirSync(payloads, { recursive: true, withFileTypes: true }))
-    if (f.isFile()) {
-      const full = path.join(f.parentPath, f.name);
-      files[path.relative(PROJECT, full)] = readFileSync(full);
-    }
-  const { fx, run } = await agentRun(
-    files,
-    Object.fromEntries(names.map((n) => [n, null])),
-    hs.url,
-    "hookshot",
-    4,
-    "test/fixtures/payloads",
+  const fx = makeFixture(repositoryFiles());
+  const root = path.join(fx.dir, "root");
+  for (const d of ["etc/systemd/system", "run", "var/log", "var/lib"])
+    mkdirSync(path.join(root, d), { recursive: true });
+  const matrixEnv = { MATRIX_SERVER: hs.url, MATRIX_ROOM: ROOM, MATRIX_TOKEN: TOKEN };
+  writeFileSync(
+    path.join(root, "etc/matrix-deploy.env"),
+    `${Object.entries({ ...matrixEnv, WEBHOOK_SECRET: SECRET })
+      .map(([k, v]) => `${k}=${v}`)
+      .join("\n")}\n`,
+    { mode: 0o600 },
   );
-  await run();
+  const agent = () =>
+    timed(
+      path.join(PROJECT, "dist/src/bin.js"),
+      [
+        "run",
+        ...["--config", path.join(fx.clone, "config/lxc151.yaml"), "--repo", fx.clone, "--root", root],
+        ...["--state-dir", path.join(root, "var/lib/deploy-agent")],
+      ],
+      { ...shimmedEnv(), ...unitEnvironment() },
+    );
+  const legacyClone = path.join(fx.dir, "legacy");
+  git(fx.dir, "clone", "--quiet", fx.origin, legacyClone);
+  const legacy = () =>
+    timed(path.join(PROJECT, "bench/baseline/deploy-hookshot.sh"), [legacyClone], {
+      ...shimmedEnv(),
+      ...matrixEnv,
+    });
+  // The host's first run: every step applied once (the transforms are already in the room).
+  await agent();
+  const read = (f: string) => readFileSync(path.join(PROJECT, f), "utf8");
+  let turn = 0;
+  /** One push, then both systems in turn: requests, writes and wall time of each. */
   const count = async (push: Files) => {
     fx.push(push);
-    const [r0, w0] = [hs.requests.length, hs.writes()];
-    const t = performance.now();
-    await run();
-    const ms = Math.round(performance.now() - t);
-    return { requests: hs.requests.length - r0, writes: hs.writes() - w0, ms };
+    const runs = turn++ % 2 ? ([legacy, agent] as const) : ([agent, legacy] as const);
+    const out = new Map<() => Promise<number>, { requests: number; writes: number; ms: number }>();
+    for (const run of runs) {
+      const [r0, w0] = [hs.requests.length, hs.writes()];
+      const ms = Math.round(await run());
+      out.set(run, { requests: hs.requests.length - r0, writes: hs.writes() - w0, ms });
+    }
+    return { agent: out.get(agent) as Calls, legacy: out.get(legacy) as Calls };
   };
-  const oneTransform = await count({
-    "hookshot/grafana.js": `${readFileSync(path.join(PROJECT, "hookshot/grafana.js"), "utf8")}\n// changed\n`,
-  });
-  const unrelated = await count({ "README.md": "unrelated change\n" });
-  // A prelude change: every transform is checked, compared and written again.
-  const prelude = await count({
-    "hookshot/lib/prelude.js": `${readFileSync(path.join(PROJECT, "hookshot/lib/prelude.js"), "utf8")}\n// changed\n`,
-  });
-
-  // The old script on the same change: every transform, one PUT each (and nothing for an unrelated push,
-  // which the old deploy script did not act on).
-  const old = path.join(fx.dir, "old");
-  cpSync(path.join(fx.pusher, "hookshot"), old, { recursive: true });
-  const [r0, w0] = [hs.requests.length, hs.writes()];
-  const oldStarted = performance.now();
-  // Asynchronously: the test homeserver answers from this very process.
-  await promisify(execFile)("bash", [path.join(PROJECT, "bench/baseline/hookshot-deploy.sh"), old], {
-    env: { ...process.env, MATRIX_TOKEN: TOKEN, MATRIX_SERVER: hs.url, MATRIX_ROOM: ROOM },
-  });
-  const oldMs = performance.now() - oldStarted;
-  const oldOne = { requests: hs.requests.length - r0, writes: hs.writes() - w0, ms: Math.round(oldMs) };
+  const oneTransform = await count({ "hookshot/grafana.js": `${read("hookshot/grafana.js")}\n// changed\n` });
   const clobbered = hs.state.get(`${TYPE}/grafana`)?.hookId === undefined;
+  const unrelated = await count({ "README.md": `${read("README.md")}\nunrelated change\n` });
+  // A prelude change: every transform is checked, compared and written again; repeated for the spread.
+  const prelude: { agent: Calls; legacy: Calls }[] = [];
+  for (let i = 0; i < PRELUDE_PUSHES; i++)
+    prelude.push(await count({ "hookshot/lib/prelude.js": `${read("hookshot/lib/prelude.js")}\n// ${i}\n` }));
   await hs.close();
   fx.cleanup();
+  const ms = (xs: Calls[]) => xs.map((x) => x.ms);
+  const first = prelude[0] as { agent: Calls; legacy: Calls };
   return {
     agent: {
-      oneTransformChanged: oneTransform,
-      unrelatedPush: unrelated,
-      preludeChanged: { ...prelude, transforms: names.length },
+      oneTransformChanged: oneTransform.agent,
+      unrelatedPush: unrelated.agent,
+      preludeChanged: { ...first.agent, transforms: names.length, allMs: ms(prelude.map((p) => p.agent)) },
     },
     baseline: {
-      oneTransformChanged: oldOne,
-      unrelatedPush: { requests: 0, writes: 0, ms: 0 },
-      // The old script pushes every transform whatever changed, the prelude included.
-      preludeChanged: { ...oldOne, transforms: names.length },
+      oneTransformChanged: oneTransform.legacy,
+      unrelatedPush: unrelated.legacy,
+      preludeChanged: { ...first.legacy, transforms: names.length, allMs: ms(prelude.map((p) => p.legacy)) },
     },
     baselineDroppedHookshotKeys: clobbered,
   };
+}
+
+interface Calls {
+  requests: number;
+  writes: number;
+  ms: number;
 }
 
 export async function manyTransforms(count = 500, retryAfterMs = 250, limitedRequests = 12) {

@@ -1,15 +1,19 @@
 /**
- * The two systems the benchmarks compare, each on its own local bare origin: deploy-agent `serve` (the
- * built bin, with the systemd unit's environment) and the old pipeline (Debian's `webhook` 2.8.0 running
- * bench/baseline/deploy-landing.sh: fetch, hard reset, diff, copy). Both deploy one file of the repository
- * to a target under their own root, so push-to-live means the same for both.
+ * The two systems the benchmarks compare, each on its own local bare origin holding this repository (the
+ * config repository's manifests, landing page, transforms): deploy-agent `serve` (the built bin, with the
+ * systemd unit's environment) running the shipped config/lxc139.yaml as the unit runs it (read from git,
+ * polling, drift, the `check: html` parse, `nginx -t` and `nginx -s reload`, the log file), and the old
+ * pipeline (Debian's `webhook` 2.8.0 running bench/baseline/deploy-landing.sh: fetch, hard reset, diff,
+ * copy, `nginx -s reload`). nginx and systemctl are stand-ins on PATH that exit 0, for both. Both deploy
+ * the landing page to a target under their own root, so push-to-live means the same for both.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { PROJECT, serveArgs, unitEnvironment, writeManifest } from "../test/helpers/agent.js";
-import { type Files, type Fixture, makeFixture } from "../test/helpers/git.js";
+import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
+import { type Files, type Fixture, git, makeFixture } from "../test/helpers/git.js";
 import { giteaFixture, giteaHeaders, realPushBody } from "../test/helpers/gitea.js";
 import { until } from "./lib.js";
 
@@ -25,7 +29,14 @@ export interface System {
   source: string;
   target: string;
   start(): Promise<{ child: ChildProcess; startupMs: number }>;
+  /** Resolves once the system is idle after its start: the agent's start-up reconcile and drift check done. */
+  settled(): Promise<void>;
+  /** Resolves once nothing of the last push runs any more (the agent's run finished; the old script exited). */
+  idle(): Promise<void>;
 }
+
+/** How long a settled system is left alone before its idle RSS is read. */
+export const SETTLE_MS = 3000;
 
 let nextPort = 19_000 + Math.floor(Math.random() * 400) * 4;
 export const freshPort = () => nextPort++;
@@ -36,24 +47,55 @@ export function ignoredPush(secret = SECRET) {
   return { body, headers: giteaHeaders(body, secret) };
 }
 
-export interface SystemOptions {
-  files?: Files;
-  history?: number;
-  /** Loopback address to listen on (the fleet puts each host on its own). */
-  host?: string;
-  source?: string;
+/** This repository's tracked files: what the config repository holds. */
+export function repositoryFiles(): Files {
+  const files: Files = {};
+  for (const f of execFileSync("git", ["ls-files", "-z"], { cwd: PROJECT, encoding: "utf8" }).split("\0")) {
+    if (f) files[f] = readFileSync(path.join(PROJECT, f));
+  }
+  return files;
 }
 
-function landingFixture(o: SystemOptions): { fx: Fixture; source: string; root: string } {
-  const source = o.source ?? "landing/index.html";
-  const fx = makeFixture({ [source]: "<p>0</p>\n", ...o.files }, { history: o.history });
+/** A directory of stand-ins for systemctl and nginx that exit 0, to put first on PATH. */
+export function shims(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "bench-shims-"));
+  for (const tool of ["systemctl", "nginx"]) {
+    writeFileSync(path.join(dir, tool), "#!/bin/sh\nexit 0\n");
+    chmodSync(path.join(dir, tool), 0o755);
+  }
+  return dir;
+}
+
+const SHIMS = shims();
+process.on("exit", () => rmSync(SHIMS, { recursive: true, force: true }));
+/** The environment both systems run in: the stand-ins first on PATH. */
+export const shimmedEnv = (): NodeJS.ProcessEnv => ({ ...process.env, PATH: `${SHIMS}:${process.env.PATH}` });
+
+export interface SystemOptions {
+  /** Instead of this repository: these files, with LXC 139's manifest and landing page (the cost curve). */
+  files?: Files;
+  history?: number;
+  /** Loopback address to listen on. */
+  host?: string;
+}
+
+const LANDING = "landing/index.html";
+const LANDING_TARGET = "var/www/matrix-landing/index.html";
+
+function landingFixture(o: SystemOptions): { fx: Fixture; root: string } {
+  const own = (f: string) => readFileSync(path.join(PROJECT, f));
+  const files = o.files
+    ? { "config/lxc139.yaml": own("config/lxc139.yaml"), [LANDING]: own(LANDING), ...o.files }
+    : repositoryFiles();
+  const fx = makeFixture(files, { history: o.history });
   const root = path.join(fx.dir, "root");
-  mkdirSync(path.join(root, "var/www/matrix-landing"), { recursive: true });
-  return { fx, source, root };
+  for (const d of ["var/www/matrix-landing", "var/log", "var/lib", "etc/deploy-agent"])
+    mkdirSync(path.join(root, d), { recursive: true });
+  return { fx, root };
 }
 
 /** Starts a child and waits for the first answer to a signed push: the start-up time. */
-async function started(url: string, run: () => ChildProcess) {
+export async function started(url: string, run: () => ChildProcess) {
   const { body, headers } = ignoredPush();
   const t = performance.now();
   const child = run();
@@ -65,39 +107,101 @@ async function started(url: string, run: () => ChildProcess) {
   }
 }
 
+interface ServeStatus {
+  deployedRevision: string | null;
+  runner: { running: unknown; waiting: unknown[] };
+  drift: unknown;
+}
+
+/** Waits until `serve` at base runs and waits for nothing: the run after the page went live has finished. */
+export async function agentIdle(base: string, what: string): Promise<void> {
+  await until(
+    `${what}: idle`,
+    async () => {
+      const s = (await fetch(`${base}/status`)
+        .then((r) => r.json())
+        .catch(() => null)) as ServeStatus | null;
+      return !!s && !s.runner.running && !s.runner.waiting.length;
+    },
+    60_000,
+  );
+}
+
+/** Waits until a process has no child processes: webhook's command and its git children have exited. */
+export async function childless(pid: number, what: string): Promise<void> {
+  const kids = () => {
+    try {
+      return readdirSync(`/proc/${pid}/task`).some(
+        (t) => readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").trim() !== "",
+      );
+    } catch {
+      return false;
+    }
+  };
+  await until(`${what}: its command to exit`, () => !kids(), 60_000);
+}
+
+/** Waits until `serve` at base has deployed the origin's main and run its start-up drift check, and is idle. */
+export async function agentSettled(base: string, origin: string, what: string): Promise<void> {
+  const rev = git(origin, "rev-parse", "main");
+  await until(
+    `${what}: start-up reconcile of ${rev.slice(0, 12)} and drift check`,
+    async () => {
+      const s = (await fetch(`${base}/status`)
+        .then((r) => r.json())
+        .catch(() => null)) as ServeStatus | null;
+      return !!s && s.deployedRevision === rev && !s.runner.running && !s.runner.waiting.length && !!s.drift;
+    },
+    120_000,
+  );
+}
+
+/**
+ * `serve` of the built bin with the unit's environment, info logging as the unit has it, to /dev/null.
+ * BENCH_NODE_FLAGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) runs it under node with those flags, to
+ * profile the daemon as the bench drives it.
+ */
+export function serveBin(args: string[]): ChildProcess {
+  const bin = path.join(PROJECT, "dist/src/bin.js");
+  const flags = process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [];
+  const [command, argv] = flags.length ? [process.execPath, [...flags, bin, ...args]] : [bin, args];
+  return spawn(command, argv, {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...shimmedEnv(), ...unitEnvironment() },
+  });
+}
+
 export function agentSystem(o: SystemOptions = {}): System {
-  const { fx, source, root } = landingFixture(o);
+  const { fx, root } = landingFixture(o);
   const port = freshPort();
   const host = o.host ?? "127.0.0.1";
-  mkdirSync(path.join(root, "etc/deploy-agent"), { recursive: true });
   writeFileSync(path.join(root, "etc/deploy-agent/webhook-secret"), SECRET, { mode: 0o600 });
-  const manifest = writeManifest(fx.dir, {
-    host: "lxc139",
-    webhook: { pollIntervalSeconds: 0 },
-    drift: { intervalSeconds: 0 },
-    steps: [{ name: "landing-page", kind: "file", source, targets: ["/var/www/matrix-landing/index.html"] }],
-  });
+  // The shipped manifest from the clone, as the unit names it; only the listen address is the bench's.
   const args = [
-    ...serveArgs(manifest, fx.clone, root, `${host}:${port}`),
+    "serve",
+    "--config",
+    path.join(fx.clone, "config/lxc139.yaml"),
+    "--repo",
+    fx.clone,
+    "--root",
+    root,
     "--state-dir",
-    path.join(fx.dir, "state"),
+    path.join(root, "var/lib/deploy-agent"),
+    "--listen",
+    `${host}:${port}`,
   ];
-  const url = `http://${host}:${port}/hooks/deploy`;
+  const base = `http://${host}:${port}`;
+  const url = `${base}/hooks/deploy`;
   return {
     name: "deploy-agent",
     url,
-    probe: `http://${host}:${port}/healthz`,
+    probe: `${base}/healthz`,
     fx,
-    source,
-    target: path.join(root, "var/www/matrix-landing/index.html"),
-    start: () =>
-      started(url, () =>
-        // The bin npm links, with the unit's environment; info logging as the unit has it, to /dev/null.
-        spawn(path.join(PROJECT, "dist/src/bin.js"), args, {
-          stdio: ["ignore", "ignore", "inherit"],
-          env: { ...process.env, ...unitEnvironment() },
-        }),
-      ),
+    source: LANDING,
+    target: path.join(root, LANDING_TARGET),
+    start: () => started(url, () => serveBin(args)),
+    settled: () => agentSettled(base, fx.origin, "deploy-agent"),
+    idle: () => agentIdle(base, "deploy-agent"),
   };
 }
 
@@ -133,39 +237,45 @@ export function legacyHook(cwd: string, command: Record<string, unknown>) {
   };
 }
 
+/** The old per-host copy script's arguments: clone, target, repository file, and the command run after a copy. */
+export function legacyCopy(clone: string, target: string, source: string, after: string) {
+  return {
+    "execute-command": path.join(PROJECT, "bench/baseline/deploy-landing.sh"),
+    "pass-arguments-to-command": [clone, target, source, after].map((name) => ({ source: "string", name })),
+  };
+}
+
 export function webhookSystem(o: SystemOptions = {}): System {
-  const { fx, source, root } = landingFixture(o);
+  const { fx, root } = landingFixture(o);
   const port = freshPort();
   const host = o.host ?? "127.0.0.1";
-  const target = path.join(root, "var/www/matrix-landing/index.html");
+  const target = path.join(root, LANDING_TARGET);
   const hooks = path.join(fx.dir, "hooks.json");
   writeFileSync(
     hooks,
-    JSON.stringify([
-      legacyHook(fx.dir, {
-        "execute-command": path.join(PROJECT, "bench/baseline/deploy-landing.sh"),
-        "pass-arguments-to-command": [
-          { source: "string", name: fx.clone },
-          { source: "string", name: target },
-          { source: "string", name: source },
-        ],
-      }),
-    ]),
+    JSON.stringify([legacyHook(fx.dir, legacyCopy(fx.clone, target, LANDING, "nginx -s reload"))]),
   );
   const url = `http://${host}:${port}/hooks/deploy`;
+  let pid = 0;
   return {
     name: "webhook 2.8.0 + bash",
     url,
     probe: `http://${host}:${port}/`,
     fx,
-    source,
+    source: LANDING,
     target,
-    start: () =>
-      started(url, () =>
+    start: async () => {
+      const s = await started(url, () =>
         spawn("webhook", ["-hooks", hooks, "-ip", host, "-port", String(port)], {
           stdio: ["ignore", "ignore", "ignore"],
+          env: shimmedEnv(),
         }),
-      ),
+      );
+      pid = s.child.pid ?? 0;
+      return s;
+    },
+    settled: async () => {},
+    idle: () => childless(pid, "webhook"),
   };
 }
 
@@ -179,16 +289,19 @@ export function current(file: string): string | null {
 
 /**
  * Push-to-live: a commit pushed to the origin, then the timer runs from the signed POST (Gitea's real push
- * body) until the target holds the commit's content. Each push waits for the previous one to be live and
- * then 50 ms, as pushes by hand are spaced. With several systems the pushes alternate between them (one
+ * body) until the target holds the commit's content. Each push waits until the system is idle again (what
+ * it does after the page is live, the agent's reload, reset and records, finished: pushes by hand are
+ * minutes apart, and work left over from one system's push must not slow the other's turn) and then 50 ms. With several systems the pushes alternate between them (one
  * each, in turn), so that each sees the same moments of this shared machine: its load drifts within a
  * run, and a ratio of two series measured a minute apart measured the drift too.
  */
+const PAGE = readFileSync(path.join(PROJECT, LANDING), "utf8");
+
 export async function pushesToLive(systems: readonly System[], pushes: number): Promise<number[][]> {
   const times: number[][] = systems.map(() => []);
   for (let i = 1; i <= pushes; i++) {
     for (const [k, sys] of systems.entries()) {
-      const content = `<p>${i} ${Date.now()}</p>\n`;
+      const content = `${PAGE}<!-- bench push ${i} ${Date.now()} -->\n`;
       const rev = sys.fx.push({ [sys.source]: content });
       const body = realPushBody({ after: rev });
       const t = performance.now();
@@ -200,6 +313,7 @@ export async function pushesToLive(systems: readonly System[], pushes: number): 
       if (res.status !== 202) throw new Error(`${sys.name}: push ${i} answered ${res.status}`);
       await until(`${sys.name}: push ${i} live`, () => current(sys.target) === content, 30_000);
       times[k]?.push(performance.now() - t);
+      await sys.idle();
       await sleep(50);
     }
   }
