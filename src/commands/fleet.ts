@@ -28,7 +28,7 @@ const ASK_TIMEOUT_MS = 3000;
 export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
 
 /** A body read to MAX_ANSWER_BYTES at most. */
-async function boundedJson(res: Response): Promise<unknown> {
+async function boundedText(res: Response): Promise<string> {
   const reader = res.body?.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -42,7 +42,16 @@ async function boundedJson(res: Response): Promise<unknown> {
     }
     chunks.push(value);
   }
-  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** JSON's value, or undefined for what is not JSON. */
+function jsonOf(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Text from a host, printed to the operator's terminal: control characters (escape sequences) shown as ?. */
@@ -114,7 +123,10 @@ async function askAll(
           await res.body?.cancel().catch(() => {});
           return { ...entry, answer: null, problem: `${where} unreachable: HTTP ${res.status}` };
         }
-        return { ...entry, answer: await boundedJson(res), problem: null };
+        const answer = jsonOf(await boundedText(res));
+        if (answer === undefined)
+          return { ...entry, answer: null, problem: `${where} answered something that is not JSON` };
+        return { ...entry, answer, problem: null };
       } catch (err) {
         return {
           ...entry,
@@ -128,7 +140,7 @@ async function askAll(
 
 async function ask(flags: FleetFlags, repo: string): Promise<Host[]> {
   return (await askAll(flags, repo, "/status")).map(({ answer, ...h }) => {
-    if (answer === null) return { ...h, status: null };
+    if (h.problem) return { ...h, status: null };
     // Checked with the status model: a host that lies gets named with the field, never trusted.
     const parsed = fleetStatusSchema.safeParse(answer);
     return parsed.success
