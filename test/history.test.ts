@@ -14,7 +14,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { main } from "../src/cli.js";
 import { manifestSchema } from "../src/manifest/schema.js";
-import { triggerOf } from "../src/server/trigger.js";
+import { historyTrigger, reasonOf, type Trigger } from "../src/server/runner.js";
 import {
   appendHistory,
   HISTORY_FILE,
@@ -440,19 +440,23 @@ describe("history: which runs are worth a record", () => {
   }
 });
 
-describe("history: the daemon's reasons as triggers", () => {
-  const cases: [string[], unknown][] = [
-    [["push 0123456789ab (delivery d-1)"], { kind: "push", delivery: "d-1" }],
+describe("history: the daemon's triggers as the record's trigger", () => {
+  const push = (delivery: string): Trigger => ({ kind: "push", after: "0123456789abcdef", delivery });
+  const cases: [Trigger[], unknown][] = [
+    [[push("d-1")], { kind: "push", delivery: "d-1" }],
     [
-      ["poll", "push 0123456789ab (delivery a (b))", "start-up reconcile"],
+      [{ kind: "poll" }, push("a (b)"), { kind: "start-up", task: "deploy" }],
       { kind: "push", delivery: "a (b)" },
     ],
-    [["poll"], { kind: "poll" }],
-    [["start-up reconcile"], { kind: "start-up" }],
-    [["self-heal landing, units"], { kind: "self-heal", steps: ["landing", "units"] }],
-    [["retry after FETCH_FAILED"], { kind: "retry", after: "FETCH_FAILED" }],
+    [[{ kind: "poll" }], { kind: "poll" }],
+    [[{ kind: "start-up", task: "deploy" }], { kind: "start-up" }],
+    [
+      [{ kind: "self-heal", steps: ["landing", "units"] }],
+      { kind: "self-heal", steps: ["landing", "units"] },
+    ],
+    [[{ kind: "retry", after: "FETCH_FAILED" }], { kind: "retry", after: "FETCH_FAILED" }],
   ];
-  for (const [reasons, trigger] of cases) {
-    it(`${reasons.join(" + ")}`, () => assert.deepEqual(triggerOf(reasons), trigger));
+  for (const [triggers, trigger] of cases) {
+    it(`${triggers.map(reasonOf).join(" + ")}`, () => assert.deepEqual(historyTrigger(triggers), trigger));
   }
 });

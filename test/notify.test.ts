@@ -262,7 +262,7 @@ describe("notifier", () => {
         dryRun: true,
         log: silentLogger(),
       });
-      agent.request("test");
+      agent.request({ kind: "poll" });
       await agent.runner.idle();
       assert.equal(agent.runner.state().started.deploy ?? 0, 1);
       await agent.close();

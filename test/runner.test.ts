@@ -2,15 +2,18 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { silentLogger } from "../src/core/log.js";
-import { createRunner, DEPLOY, MAX_REASONS } from "../src/server/runner.js";
+import { createRunner, DEPLOY, MAX_REASONS, reasonOf, type Trigger } from "../src/server/runner.js";
 
 /** The one runner: one task at a time, coalescing per task, deploys first, bounded whatever arrives. */
+
+const push = (delivery: string): Trigger => ({ kind: "push", after: delivery, delivery });
 
 function recording(ms = 20) {
   const log: string[] = [];
   let active = 0;
   let overlap = false;
-  const handler = (task: string) => async (reasons: string[], count: number) => {
+  const handler = (task: string) => async (triggers: Trigger[], count: number) => {
+    const reasons = triggers.map(reasonOf);
     active++;
     if (active > 1) overlap = true;
     log.push(`${task} start (${count}: ${reasons.join(",")})`);
@@ -25,10 +28,10 @@ describe("runner", () => {
   it("never runs two tasks at once; a deploy asked during a drift check waits for it, then goes before the other waiting", async () => {
     const r = recording();
     const runner = createRunner((task) => r.handler(task), silentLogger());
-    runner.request("drift", "interval");
-    runner.request("job:livekit-restart", "interval");
-    runner.request(DEPLOY, "push a");
-    runner.request(DEPLOY, "push b");
+    runner.request("drift", { kind: "interval" });
+    runner.request("job:livekit-restart", { kind: "interval" });
+    runner.request(DEPLOY, push("a"));
+    runner.request(DEPLOY, push("b"));
     const during = runner.state();
     assert.equal(during.running?.task, "drift");
     assert.deepEqual(
@@ -40,7 +43,7 @@ describe("runner", () => {
     assert.deepEqual(r.log, [
       "drift start (1: interval)",
       "drift end",
-      "deploy start (2: push b,push a)",
+      "deploy start (2: push b (delivery b),push a (delivery a))",
       "deploy end",
       "job:livekit-restart start (1: interval)",
       "job:livekit-restart end",
@@ -51,14 +54,20 @@ describe("runner", () => {
   it("10,000 requests during a run cost one waiting entry with at most MAX_REASONS reasons", async () => {
     const r = recording(50);
     const runner = createRunner((task) => r.handler(task), silentLogger());
-    runner.request(DEPLOY, "first");
-    for (let i = 0; i < 10_000; i++) runner.request(DEPLOY, `push ${i}`);
-    for (let i = 0; i < 10_000; i++) runner.request("drift", `check ${i}`);
+    runner.request(DEPLOY, { kind: "poll" });
+    for (let i = 0; i < 10_000; i++) runner.request(DEPLOY, push(`${i}`));
+    for (let i = 0; i < 10_000; i++)
+      runner.request("drift", { kind: "retry", after: i % 2 ? "LOCKED" : "FETCH_FAILED" });
     const s = runner.state();
     assert.equal(s.waiting.length, 2);
     assert.equal(s.waiting[0]?.requests, 10_000);
     assert.equal(s.waiting[0]?.reasons.length, MAX_REASONS);
-    assert.equal(s.waiting[0]?.reasons[0], "push 9999", "newest first");
+    assert.equal(s.waiting[0]?.reasons[0], "push 9999 (delivery 9999)", "newest first");
+    assert.deepEqual(
+      s.waiting[1]?.reasons,
+      ["retry after LOCKED", "retry after FETCH_FAILED"],
+      "the same reason kept once",
+    );
     await runner.idle();
     assert.equal(r.log.filter((l) => l.startsWith("deploy start")).length, 2);
   });
@@ -67,7 +76,7 @@ describe("runner", () => {
     const order: string[] = [];
     const runner = createRunner(
       (task) =>
-        task === "bad"
+        task === "job:bad"
           ? async () => {
               throw new Error("boom");
             }
@@ -77,19 +86,19 @@ describe("runner", () => {
             },
       silentLogger(),
     );
-    runner.request("bad", "x");
-    runner.request(DEPLOY, "y");
+    runner.request("job:bad", { kind: "interval" });
+    runner.request(DEPLOY, { kind: "poll" });
     await runner.idle();
     assert.deepEqual(order, [DEPLOY]);
-    runner.request(DEPLOY, "z");
-    runner.request("drift", "dropped");
+    runner.request(DEPLOY, { kind: "poll" });
+    runner.request("drift", { kind: "interval" });
     await runner.close();
     assert.deepEqual(
       order,
       [DEPLOY, DEPLOY],
       "the running deploy finished; the waiting drift check was dropped",
     );
-    runner.request(DEPLOY, "after close");
+    runner.request(DEPLOY, { kind: "poll" });
     assert.equal(runner.state().waiting.length, 0, "closed: refused");
   });
 });

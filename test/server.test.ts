@@ -330,7 +330,7 @@ describe("webhook daemon", () => {
     await daemon.agent.runner.idle();
     for (let i = 0; i < 3; i++) {
       fx.push({ "landing/index.html": null });
-      daemon.agent.request("test");
+      daemon.agent.request({ kind: "poll" });
       await daemon.agent.runner.idle();
       fx.push({ "landing/other.html": `${i}` });
     }

@@ -375,7 +375,7 @@ describe("fleet status against a hostile agent", () => {
       assert.equal(res.code, 1);
       assert.match(
         res.stdout,
-        /^liar +http:\/\/127\.0\.0\.1:\d+\/liar\/status answered something that is not an agent's status$/m,
+        /^liar +http:\/\/127\.0\.0\.1:\d+\/liar\/status answered something that is not an agent's status: deployedRevision: not a commit id$/m,
       );
       assert.match(
         res.stdout,

@@ -2,9 +2,9 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseYaml } from "yaml";
-import { z } from "zod";
 import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
+import { type FleetStatus as AgentStatus, fleetStatusSchema, refusal } from "../server/status-model.js";
 import { gitAt } from "../source/git.js";
 import { type HistoryRecord, parseRecord } from "../state/history.js";
 import { renderRecord } from "./history.js";
@@ -27,37 +27,8 @@ const ASK_TIMEOUT_MS = 3000;
 /** The most an agent's answer may be: a fleet command's memory is its own, never what a host sends. */
 export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
 
-/** A commit id, as git prints it (SHA-1 or SHA-256): anything else from a host never reaches git's argv. */
-const revision = z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/);
-
-/** What fleet reads of an agent's /status, checked: a host that lies gets named, never trusted. */
-const agentStatusSchema = z.object({
-  deployedRevision: revision.nullable(),
-  suspended: z.object({ reason: z.string(), since: z.string() }).nullable(),
-  pinned: z.object({ revision, reason: z.string(), until: z.string(), by: z.string() }).nullable().optional(),
-  lastError: z.object({ code: z.string(), message: z.string() }).nullable(),
-  health: z.object({ ok: z.boolean(), reason: z.string().optional() }),
-  lastRun: z.object({ result: z.string(), finishedAt: z.string() }).nullable(),
-  steps: z.array(
-    z.object({
-      name: z.string(),
-      lastAppliedRevision: revision.nullable(),
-      lastResult: z
-        .object({
-          outcome: z.string(),
-          revision: z.string(),
-          code: z.string().optional(),
-          message: z.string(),
-        })
-        .nullable(),
-    }),
-  ),
-  jobs: z.record(z.string(), z.object({ message: z.string(), gauge: z.number().optional() })).optional(),
-});
-type AgentStatus = z.infer<typeof agentStatusSchema>;
-
 /** A body read to MAX_ANSWER_BYTES at most. */
-async function boundedJson(res: Response): Promise<unknown> {
+async function boundedText(res: Response): Promise<string> {
   const reader = res.body?.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -71,7 +42,16 @@ async function boundedJson(res: Response): Promise<unknown> {
     }
     chunks.push(value);
   }
-  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** JSON's value, or undefined for what is not JSON. */
+function jsonOf(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Text from a host, printed to the operator's terminal: control characters (escape sequences) shown as ?. */
@@ -143,7 +123,10 @@ async function askAll(
           await res.body?.cancel().catch(() => {});
           return { ...entry, answer: null, problem: `${where} unreachable: HTTP ${res.status}` };
         }
-        return { ...entry, answer: await boundedJson(res), problem: null };
+        const answer = jsonOf(await boundedText(res));
+        if (answer === undefined)
+          return { ...entry, answer: null, problem: `${where} answered something that is not JSON` };
+        return { ...entry, answer, problem: null };
       } catch (err) {
         return {
           ...entry,
@@ -157,11 +140,16 @@ async function askAll(
 
 async function ask(flags: FleetFlags, repo: string): Promise<Host[]> {
   return (await askAll(flags, repo, "/status")).map(({ answer, ...h }) => {
-    if (answer === null) return { ...h, status: null };
-    const parsed = agentStatusSchema.safeParse(answer);
+    if (h.problem) return { ...h, status: null };
+    // Checked with the status model: a host that lies gets named with the field, never trusted.
+    const parsed = fleetStatusSchema.safeParse(answer);
     return parsed.success
       ? { ...h, status: parsed.data }
-      : { ...h, status: null, problem: `${h.url}/status answered something that is not an agent's status` };
+      : {
+          ...h,
+          status: null,
+          problem: `${h.url}/status answered something that is not an agent's status: ${refusal(parsed.error)}`,
+        };
   });
 }
 

@@ -1,4 +1,5 @@
 import { HOST_IDENTITY_FILE, hostRecipient } from "../secrets/identity.js";
+import type { LocalStatus } from "../server/status-model.js";
 import { orphanedSteps, readState, stepStatuses } from "../state/state.js";
 import { type CommonFlags, resolve } from "./options.js";
 
@@ -22,7 +23,7 @@ export async function statusCommand(flags: CommonFlags, out: (text: string) => v
   // The public half of the host's age identity: what secrets/secrets.yaml lists for this host.
   const ageRecipient = (await hostRecipient(r.under(HOST_IDENTITY_FILE))) ?? null;
   if (flags.json) {
-    const doc = {
+    const doc: LocalStatus = {
       schema: "deploy-agent/status@1",
       host: manifest.host,
       stateDir: r.stateDir,

@@ -12,6 +12,8 @@ interface CodeInfo {
   exit: 1 | 2;
   /** What to do, when the place that threw has nothing more precise to say: every error carries a hint. */
   hint: string;
+  /** The configuration (manifest, its env) is invalid: nothing is deployed until a human fixes it. */
+  configInvalid?: true;
 }
 
 const CODES = {
@@ -19,11 +21,13 @@ const CODES = {
   CONFIG_INVALID: {
     failure: "stalled",
     exit: 2,
+    configInvalid: true,
     hint: "fix the manifest and check it with deploy-agent validate; nothing is deployed until it is valid",
   },
   ENV_MISSING: {
     failure: "stalled",
     exit: 2,
+    configInvalid: true,
     hint: "set the variable in the manifest's envFile (or the unit's environment)",
   },
   REPO_INVALID: {
@@ -218,6 +222,11 @@ const CODES = {
 } as const satisfies Record<string, CodeInfo>;
 
 export type ErrorCode = keyof typeof CODES;
+
+/** Whether the code says the configuration is invalid (its flag in the table); false for unknown codes. */
+export function isConfigInvalid(code: string): boolean {
+  return Object.hasOwn(CODES, code) && (CODES as Record<string, CodeInfo>)[code]?.configInvalid === true;
+}
 
 export class AgentError extends Error {
   override readonly name = "AgentError";

@@ -1,4 +1,4 @@
-import { AgentError } from "../core/errors.js";
+import { AgentError, isConfigInvalid } from "../core/errors.js";
 import type { Snapshot } from "../source/snapshot.js";
 import { type LoadOptions, parseManifest } from "./load.js";
 import type { Manifest } from "./schema.js";
@@ -67,7 +67,7 @@ export async function manifestAt(
   try {
     next = (await parseManifest((await snapshot.read(manifestPath)).toString("utf8"), at, load)).manifest;
   } catch (err) {
-    if (err instanceof AgentError && (err.code === "CONFIG_INVALID" || err.code === "ENV_MISSING")) {
+    if (err instanceof AgentError && isConfigInvalid(err.code)) {
       throw new AgentError(err.code, err.message, {
         hint: `nothing was deployed from ${snapshot.revision.slice(0, 12)}; push a fixed ${manifestPath} (${err.hint ?? "see the lines above"})`,
         cause: err,

@@ -331,7 +331,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     }
     req.delivery.reason =
       before === after ? "test delivery: reconciling" : `push ${before.slice(0, 12)}..${after.slice(0, 12)}`;
-    agent.request(`push ${after.slice(0, 12)} (delivery ${delivery})`);
+    agent.request({ kind: "push", after, delivery });
     return reply.code(202).send({ queued: true, delivery, after });
   }
 

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { isConfigInvalid } from "../core/errors.js";
 import type { RunReport } from "../deploy/pipeline.js";
 import type { HostJob } from "../jobs/types.js";
 import type { NotifierStatus } from "../notify/notifier.js";
@@ -219,7 +220,7 @@ export function createMetrics(
     },
     runError(code) {
       runs.inc({ result: "error" });
-      if (code === "CONFIG_INVALID" || code === "ENV_MISSING") configValid.set(0);
+      if (isConfigInvalid(code)) configValid.set(0);
       if (code === "UNVERIFIED") unverified.set(1);
       if (code === "HISTORY_REWRITTEN") rewritten.set(1);
       lockBlocked.set(code === "LOCKED" ? 1 : 0);

@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { request as giteaRequest, POST_DEFAULTS } from "../commands/plan-gitea.js";
-import { AgentError, asAgentError, logFields } from "../core/errors.js";
+import { AgentError, asAgentError, isConfigInvalid, logFields } from "../core/errors.js";
 import { follow } from "../core/with-timeout.js";
 import { checkDrift, type DriftReport } from "../deploy/drift.js";
 import { deploy, type RunReport } from "../deploy/pipeline.js";
@@ -12,7 +12,7 @@ import { clip } from "../notify/targets/text.js";
 import type { Repo } from "../source/git.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { PullRequest } from "./pull-request.js";
-import { DEPLOY, type Runner, type TaskHandler } from "./runner.js";
+import { DEPLOY, type Runner, type Task, type TaskHandler } from "./runner.js";
 
 /**
  * Live previews: a pull request's head, dry-run by the host against what is live, as the commit status
@@ -25,6 +25,7 @@ import { DEPLOY, type Runner, type TaskHandler } from "./runner.js";
  */
 
 export const PREVIEW_TASK = "preview:";
+const previewTask = (number: number): Task => `${PREVIEW_TASK}${number}` as const;
 /** Gitea keeps a status's description short. */
 const DESCRIPTION_MAX = 140;
 /** How often a running preview looks whether a deploy waits. */
@@ -55,7 +56,7 @@ export interface Previews {
   /** Queues a preview of the pull request; what became of the request. */
   request(pr: PullRequest): "queued" | "coalesced" | "dropped";
   /** The runner's handler for a preview task. */
-  handlerOf(task: string): TaskHandler | undefined;
+  handlerOf(task: Task): TaskHandler | undefined;
   status(): { pending: number; maxPending: number; last: PreviewResult[] };
 }
 
@@ -127,7 +128,7 @@ export function createPreviews(deps: PreviewDeps): Previews {
       });
       if (stop.aborted) {
         deps.metrics.preview("preempted");
-        if (!deps.stop.aborted) runner.request(`${PREVIEW_TASK}${number}`, "after a deploy");
+        if (!deps.stop.aborted) runner.request(previewTask(number), { kind: "after-deploy" });
         log.info("preview stopped for a deploy; it runs again after it");
         return;
       }
@@ -144,7 +145,7 @@ export function createPreviews(deps: PreviewDeps): Previews {
       const e = asAgentError(err);
       log.warn(logFields(e), "preview failed before its steps");
       // What the pull request broke is a failure; what the host could not do (fetch, git) an error.
-      const theirs = e.code === "CONFIG_INVALID" || e.code === "ENV_MISSING";
+      const theirs = isConfigInvalid(e.code);
       result = { state: theirs ? "failure" : "error", description: `${e.code}: ${e.message}` };
     } finally {
       clearInterval(watch);
@@ -199,14 +200,14 @@ export function createPreviews(deps: PreviewDeps): Previews {
   return {
     request(pr) {
       const runner = deps.runner();
-      const task = `${PREVIEW_TASK}${pr.number}`;
-      const reason = `pull request #${pr.number} ${pr.action} ${pr.head.slice(0, 12)}`;
+      const task = previewTask(pr.number);
       const result = runner.state().waiting.some((w) => w.task === task)
         ? "coalesced"
         : waitingPreviews() >= deps.startManifest.webhook.previews.maxPending
           ? "dropped"
           : "queued";
-      if (result !== "dropped") runner.request(task, reason);
+      if (result !== "dropped")
+        runner.request(task, { kind: "pull-request", number: pr.number, action: pr.action, head: pr.head });
       deps.metrics.preview(result);
       return result;
     },
