@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -234,6 +234,28 @@ describe("the fleet: notices, commit statuses, fleet wait and status", () => {
     await until("recovery notice", () => noticesOf(fixed, "run.succeeded").includes("lxc110"));
     assert.equal(gitea.latest(fixed, "deploy/lxc110"), "success");
     assert.equal((await fleet("wait", "HEAD", "--timeout", "20")).code, 0);
+  });
+
+  it("--token-file that is missing, empty or readable by others is a clear error, never INTERNAL", async () => {
+    const file = path.join(fx.dir, "status-token");
+    const missing = await fleet("status", "--token-file", file);
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /error USAGE: --token-file .*status-token is missing or empty/);
+    writeFileSync(file, "\n", { mode: 0o600 });
+    const empty = await fleet("status", "--token-file", file);
+    assert.match(empty.stderr, /error USAGE: --token-file .* is missing or empty/);
+    writeFileSync(file, "a-status-token-0123456789\n");
+    chmodSync(file, 0o644);
+    const open = await fleet("status", "--token-file", file);
+    assert.equal(open.code, 2, open.stderr);
+    assert.match(
+      open.stderr,
+      /error CONFIG_INVALID: status token file .* is readable by others \(mode 0644\)/,
+    );
+    assert.doesNotMatch(open.stderr + open.stdout, /a-status-token-0123456789/);
+    chmodSync(file, 0o600);
+    const ok = await fleet("status", "--token-file", file);
+    assert.equal(ok.code, 0, ok.stderr);
   });
 
   it("fleet status shows every host up to date; the stand-in Gitea refuses what real Gitea refuses", async () => {

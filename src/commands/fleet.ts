@@ -4,6 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseYaml } from "yaml";
 import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
+import { readPrivateFile } from "../gitea/webhook-secret.js";
 import { type FleetStatus as AgentStatus, fleetStatusSchema, refusal } from "../server/status-model.js";
 import { gitAt } from "../source/git.js";
 import { type HistoryRecord, parseRecord } from "../state/history.js";
@@ -102,13 +103,24 @@ async function hosts(repo: string): Promise<HostEntry[]> {
   return out;
 }
 
+/** --token-file: the hosts' status token, in a file private to the user running fleet. */
+async function bearerToken(file: string): Promise<string> {
+  const value = (await readPrivateFile(path.resolve(file), "status token file"))?.trim();
+  if (!value) {
+    throw new AgentError("USAGE", `--token-file ${file} is missing or empty`, {
+      hint: "the file holds the hosts' webhook.statusAccess token (mode 0600)",
+    });
+  }
+  return value;
+}
+
 /** Every host's answer at `route` (its JSON, or null and why not), asked in parallel. */
 async function askAll(
   flags: FleetFlags,
   repo: string,
   route: string,
 ): Promise<(HostEntry & { answer: unknown; problem: string | null })[]> {
-  const token = flags.tokenFile ? (await readFile(flags.tokenFile, "utf8")).trim() : undefined;
+  const token = flags.tokenFile ? await bearerToken(flags.tokenFile) : undefined;
   return Promise.all(
     (await hosts(repo)).map(async (entry) => {
       const { url } = entry;
