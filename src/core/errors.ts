@@ -6,7 +6,7 @@
 /** stalled: a human must act; waiting: retry later as-is; transient: retry with backoff. */
 export type FailureClass = "stalled" | "waiting" | "transient";
 
-interface CodeInfo {
+export interface CodeInfo {
   failure: FailureClass;
   /** CLI exit code when this error ends a command: 2 = usage or configuration, 1 = runtime failure. */
   exit: 1 | 2;
@@ -222,6 +222,9 @@ const CODES = {
 } as const satisfies Record<string, CodeInfo>;
 
 export type ErrorCode = keyof typeof CODES;
+
+/** The code table, for what documents it (the README's table is checked against it). */
+export const ERROR_CODES: Readonly<Record<ErrorCode, Readonly<CodeInfo>>> = CODES;
 
 /** Whether the code says the configuration is invalid (its flag in the table); false for unknown codes. */
 export function isConfigInvalid(code: string): boolean {
