@@ -1,7 +1,8 @@
 import type { Logger } from "pino";
 import { AgentError, asAgentError, logFields } from "../core/errors.js";
 import { checkDrift, type DriftReport } from "../deploy/drift.js";
-import { deploy, type RunReport } from "../deploy/pipeline.js";
+import { deploy } from "../deploy/pipeline.js";
+import type { RunReport } from "../deploy/run-report.js";
 import { JOBS, jobConfig, type RegisteredJob } from "../jobs/index.js";
 import type { HostOverrides } from "../manifest/at-revision.js";
 import type { LoadOptions } from "../manifest/load.js";
@@ -190,7 +191,7 @@ export function createAgent(opts: AgentOptions): Agent {
     }
   }
 
-  /** A host job that watches (LiveKit's restart): a task of the runner, so never during a deploy. */
+  /** A host job that watches (a deferred restart): a task of the runner, so never during a deploy. */
   async function runJob(job: RegisteredJob) {
     const config = jobConfig(manifest, job);
     if (config === undefined || stop.signal.aborted) return;
