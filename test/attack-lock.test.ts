@@ -171,7 +171,10 @@ describe("deploy lock against another local user", { skip: unavailable() }, () =
       const r = await runCli(runArgs(manifest, fx.clone, root, stateDir));
       assert.equal(r.code, 1, r.stdout + r.stderr);
       assert.match(r.stderr, /error STATE_UNSAFE: state directory .*\/state is owned by uid 65534/);
-      assert.match(r.stderr, /hint: /);
+      assert.match(
+        r.stderr,
+        /\nhint: a state directory must be the agent's alone: .* then chown \d+ \S+\/state and chmod 0700 /,
+      );
       assert.doesNotMatch(r.stdout + r.stderr, /LOCKED/);
       assert.equal(existsSync(path.join(root, "var/www/index.html")), false, "nothing deployed");
       assert.equal(existsSync(path.join(stateDir, "state.json")), false, "no state written");

@@ -84,6 +84,20 @@ describe("cinny-nightly", () => {
     assert.equal(readlinkSync(web()), release);
   });
 
+  it("git runs with the agent's minimal environment: a GIT_DIR in the caller's environment is not seen", async () => {
+    await nightly();
+    // Another repository the caller's environment points git at: a git that saw it would reset that one.
+    const decoy = path.join(fx.dir, "decoy");
+    git(fx.dir, "init", "--quiet", "--initial-branch=main", decoy);
+    git(decoy, "commit", "--quiet", "--allow-empty", "-m", "decoy");
+    const decoyHead = git(decoy, "rev-parse", "HEAD");
+    fx.push({ "version.txt": "2\n" });
+    const res = await nightly({ GIT_DIR: path.join(decoy, ".git"), GIT_WORK_TREE: decoy });
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(readFileSync(path.join(web(), "index.html"), "utf8"), "<p>cinny 2</p>");
+    assert.equal(git(decoy, "rev-parse", "HEAD"), decoyHead, "the decoy is untouched");
+  });
+
   it("a failed build exits 1 with the build log tail and leaves the live site untouched", async () => {
     await nightly();
     const release = readlinkSync(web());

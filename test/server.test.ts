@@ -297,7 +297,8 @@ describe("webhook daemon", () => {
       if (line === "" || line.startsWith("#")) continue;
       assert.match(
         line,
-        /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? -?[0-9.e+-]+|NaN|[+-]Inf$/,
+        // Prometheus's text format: name, labels, value, an optional timestamp, and nothing else on the line.
+        /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? (-?[0-9.e+-]+|NaN|[+-]Inf)( -?\d+)?$/,
         line,
       );
     }

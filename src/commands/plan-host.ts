@@ -9,7 +9,7 @@ import type { Snapshot } from "../source/snapshot.js";
 import { emptyState } from "../state/state.js";
 import { kindOf, type StepConfig, triggersOf } from "../steps/index.js";
 import { tryPlanManifest } from "./plan-manifest.js";
-import { type HostTools, toolChecks } from "./plan-tools.js";
+import { type HostTools, type PlanCheck, toolChecks } from "./plan-tools.js";
 
 /**
  * One host's plan between two revisions, with no host: the manifest as `head` has it, each step's last
@@ -26,14 +26,6 @@ export interface FileDiff {
   added: number;
   removed: number;
   patch?: string | undefined;
-}
-
-export interface PlanCheck {
-  name: string;
-  /** The repository file it is about. */
-  file: string;
-  result: "passed" | "failed" | "skipped";
-  message: string;
 }
 
 export interface StepPlan {

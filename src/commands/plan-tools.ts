@@ -5,13 +5,21 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Manifest } from "../manifest/schema.js";
 import type { Snapshot } from "../source/snapshot.js";
-import type { PlanCheck } from "./plan-host.js";
 
 /**
  * The checks a plan hands to the tools that own the formats: `systemd-analyze verify` for units and
  * `nginx -t` for nginx configuration, each on a copy in a scratch directory (never a host path), with a
  * timeout. A tool this machine lacks makes its check "skipped", said as such.
  */
+
+/** One check of a host's plan: a tool's verdict here, the step kinds' own checks in plan-host. */
+export interface PlanCheck {
+  name: string;
+  /** The repository file it is about. */
+  file: string;
+  result: "passed" | "failed" | "skipped";
+  message: string;
+}
 
 export interface HostTools {
   systemdAnalyze: string | null;

@@ -1,6 +1,7 @@
 import { AgentError, asAgentError } from "../core/errors.js";
-import { deploy, type RunReport } from "../deploy/pipeline.js";
+import { deploy } from "../deploy/pipeline.js";
 import { renderRun } from "../deploy/report.js";
+import type { RunReport } from "../deploy/run-report.js";
 import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
 import { operator, type Trigger } from "../state/history.js";

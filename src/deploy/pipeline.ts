@@ -35,6 +35,7 @@ import {
 import { createStepContext } from "../steps/context.js";
 import { kindOf } from "../steps/index.js";
 import { type RunFacts, recordRun } from "./run-record.js";
+import type { RunReport, StepReport } from "./run-report.js";
 
 /**
  * One deploy run: sync source → plan → apply → finalize. A dry run is the same pipeline with the
@@ -98,43 +99,6 @@ export interface DeployOptions {
   preview?: string | undefined;
   /** An already opened clone (the daemon keeps one between runs); default: open and check repoDir. */
   repo?: Repo | undefined;
-}
-
-export interface StepReport {
-  name: string;
-  kind: string;
-  run: boolean;
-  reason: PlanReason | "Stopped" | "Suspended";
-  message: string;
-  files: string[];
-  work: string[];
-  /** A dry run's steps are "planned", or "unknown" when part of what they would do could not be determined. */
-  outcome: "succeeded" | "failed" | "skipped" | "planned" | "unknown";
-  error?: { code: ErrorCode; message: string; hint?: string | undefined } | undefined;
-  items: StepItem[];
-  effects: Effect[];
-  durationMs: number;
-}
-
-export interface RunReport {
-  schema: "deploy-agent/run@1";
-  host: string;
-  dryRun: boolean;
-  revision: string;
-  previousHead: string | null;
-  /** Dry runs end "planned" or "undetermined" (a step could not tell what it would do), never "succeeded". */
-  result: "succeeded" | "failed" | "noop" | "planned" | "undetermined" | "suspended";
-  /** The host was suspended on purpose (deploy-agent suspend): since when and why. */
-  suspended: { reason: string; since: string } | null;
-  /** The host is pinned (deploy-agent pin): runs deploy this revision, whatever the tip. */
-  pinned: Pin | null;
-  /** The last revision run before this one, when this one does not descend from it (a rewritten branch). */
-  rewrittenFrom: string | null;
-  /** Settings the revision's manifest changes that take effect only after a restart. */
-  pendingRestart: string[];
-  warnings: string[];
-  steps: StepReport[];
-  durationMs: number;
 }
 
 /** The synced source: the revision to deploy, its content, and what changed since each applied revision. */

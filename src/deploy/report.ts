@@ -1,5 +1,5 @@
 import type { Effect } from "../host/effects.js";
-import type { RunReport, StepReport } from "./pipeline.js";
+import type { RunReport, StepReport } from "./run-report.js";
 
 /** Human rendering of run reports; `--json` prints the report objects themselves. */
 

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import { asAgentError } from "../core/errors.js";
 import { appendHistory, type HistoryBounds, type HistoryRecord, type Trigger } from "../state/history.js";
-import type { RunReport } from "./pipeline.js";
+import type { RunReport } from "./run-report.js";
 
 /**
  * What the deploy history keeps of one run, gathered as the pipeline goes: a run that throws is recorded

@@ -148,7 +148,7 @@ export function createHostFs(opts: {
   ): Promise<void> {
     const target = resolve(hostPath);
     const dir = path.dirname(target);
-    // stat, not lstat: a web root may be a symlink to the live release (cinny-nightly).
+    // stat, not lstat: a web root may be a symlink to the live release (a job that swaps releases).
     const dirStat = await stat(dir).catch(() => null);
     if (!dirStat?.isDirectory()) {
       throw new AgentError(

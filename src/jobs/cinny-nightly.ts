@@ -66,7 +66,7 @@ export async function cinnyNightly(c: CinnyConfig, ctx: JobContext): Promise<Nig
   if (path.basename(live).startsWith(`${short}-`) && !ctx.force) {
     return { built: false, revision: target, message: `${c.branch} unchanged at ${short}; nothing to build` };
   }
-  await ctx.run(["git", "-C", source, "reset", "--quiet", "--hard", target]);
+  await ctx.git(c.source, ["reset", "--quiet", "--hard", target]);
   await ctx.host.remove(path.posix.join(c.source, "dist"));
   let ran = true;
   for (const command of c.build) {

@@ -1,4 +1,4 @@
-import type { RunReport } from "../deploy/pipeline.js";
+import type { RunReport } from "../deploy/run-report.js";
 
 /**
  * What the agent tells the world (src/notify/notifier.ts sends it): one JSON document per event, the same
@@ -22,7 +22,7 @@ export interface DeployEvent {
   /** The step (failed or rolled back), the job, or the drifted steps. */
   step?: string;
   error?: { code: string; message: string; hint?: string };
-  /** Changes worth a line: "restart deferred until no call is active", "restarted livekit-server.service". */
+  /** Changes worth a line from the steps, e.g. "restart deferred until it is safe", "restarted <unit>". */
   notes?: string[];
   durationMs?: number;
   /** The agent's /status (manifest publicUrl). */

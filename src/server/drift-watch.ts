@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import { asAgentError, logFields } from "../core/errors.js";
 import { checkDrift, type DriftReport } from "../deploy/drift.js";
-import type { RunReport } from "../deploy/pipeline.js";
+import type { RunReport } from "../deploy/run-report.js";
 import type { hostEvent } from "../notify/events.js";
 import type { Repo } from "../source/git.js";
 import type { AgentMetrics } from "./metrics.js";

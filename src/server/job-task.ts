@@ -7,7 +7,7 @@ import type { AgentMetrics } from "./metrics.js";
 import type { LiveState } from "./status.js";
 
 /**
- * A host job that watches (LiveKit's restart) as a task of the runner, so never during a deploy: reads
+ * A host job that watches (a call-aware restart, say) as a task of the runner, so never during a deploy: reads
  * live.manifest for its configuration, writes its result to live.jobs, its gauge and, when it acted, a notice.
  */
 

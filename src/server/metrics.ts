@@ -1,6 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { isConfigInvalid } from "../core/errors.js";
-import type { RunReport } from "../deploy/pipeline.js";
+import type { RunReport } from "../deploy/run-report.js";
 import type { HostJob } from "../jobs/types.js";
 import type { NotifierStatus } from "../notify/notifier.js";
 
@@ -29,7 +29,7 @@ export interface AgentMetrics {
   drift(step: string, state: "in-sync" | "drifted" | "unknown"): void;
   /** A run that ended before its steps, with its error code. */
   runError(code: string): void;
-  /** Sets the gauge a host job declares (e.g. when LiveKit's pending restart was flagged). */
+  /** Sets the gauge a host job declares (e.g. when its deferred restart was flagged). */
   jobGauge(command: string, value: number): void;
   /** A connection closed by the listener's slot limit (src/server/connections.ts). */
   connection(event: "evicted" | "refused"): void;

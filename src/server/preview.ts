@@ -3,7 +3,8 @@ import { request as giteaRequest, POST_DEFAULTS } from "../commands/plan-gitea.j
 import { AgentError, asAgentError, isConfigInvalid, logFields } from "../core/errors.js";
 import { follow } from "../core/with-timeout.js";
 import { checkDrift, type DriftReport } from "../deploy/drift.js";
-import { deploy, type RunReport } from "../deploy/pipeline.js";
+import { deploy } from "../deploy/pipeline.js";
+import type { RunReport } from "../deploy/run-report.js";
 import type { HostOverrides } from "../manifest/at-revision.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";

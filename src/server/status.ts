@@ -1,6 +1,6 @@
 import { isConfigInvalid } from "../core/errors.js";
 import type { DriftReport } from "../deploy/drift.js";
-import type { RunReport } from "../deploy/pipeline.js";
+import type { RunReport } from "../deploy/run-report.js";
 import type { Manifest } from "../manifest/schema.js";
 import type { NotifierStatus } from "../notify/notifier.js";
 import { type LoadedState, orphanedSteps, stepStatuses } from "../state/state.js";

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
-import { type SimpleGit, simpleGit } from "simple-git";
+import { GitPluginError, type SimpleGit, type SimpleGitOptions, simpleGit } from "simple-git";
 import { AgentError } from "../core/errors.js";
 import { sanitize } from "../core/redact.js";
 import { createFetcher, type Fetcher } from "./fetch.js";
@@ -47,13 +47,30 @@ export function gitEnv(): Record<string, string> {
   };
 }
 
+/** What a caller may add to the one way git is started. */
+export interface GitOptions {
+  /** Cancels the command (kills git). */
+  signal?: AbortSignal | undefined;
+  /** Added to the minimal environment, e.g. GNUPGHOME for verify-commit. */
+  env?: Record<string, string> | undefined;
+  /** Kill git after this long without output (default: the network bound). */
+  timeoutMs?: number | undefined;
+  /** simple-git refuses some settings unless allowed: verify-commit's own ssh program needs allowUnsafeGpgProgram. */
+  unsafe?: { allowUnsafeGpgProgram?: boolean } | undefined;
+}
+
 /**
- * git in a directory, started the one way the agent starts it (simple-git, the minimal environment, the
- * network bound; cancelled by `signal`). The object reader and the fetch started ahead spawn git themselves
- * (objects.ts, fetch.ts say why) with the same environment. Throws REPO_INVALID for a missing directory
- * (simple-git's own error is a plain Error).
+ * git in a directory, started the one way the agent starts it: simple-git, the minimal environment (gitEnv;
+ * never the process's GIT_*, GNUPGHOME or the like), a timeout, cancelled by `signal`. The object reader
+ * (objects.ts) and the fetch started ahead (fetch.ts) are the exceptions: both are long-lived processes fed
+ * on stdin, which simple-git cannot do, and both get the same environment. Throws REPO_INVALID for a missing
+ * directory (simple-git's own error is a plain Error).
  */
-export function gitAt(dir: string, signal?: AbortSignal): SimpleGit {
+export function gitAt(dir: string, signal?: AbortSignal, opts: GitOptions = {}): SimpleGit {
+  return simpleGitAt(dir, { ...opts, signal });
+}
+
+function simpleGitAt(dir: string, opts: GitOptions & Pick<SimpleGitOptions, "errors">): SimpleGit {
   if (!existsSync(dir)) {
     throw new AgentError("REPO_INVALID", `${dir} does not exist`, {
       hint: `clone the repository there first: git clone <url> ${dir}`,
@@ -61,30 +78,53 @@ export function gitAt(dir: string, signal?: AbortSignal): SimpleGit {
   }
   return simpleGit({
     baseDir: dir,
-    timeout: { block: NETWORK_TIMEOUT_MS },
+    timeout: { block: opts.timeoutMs ?? NETWORK_TIMEOUT_MS },
     allowEnvironment: ["GIT_TERMINAL_PROMPT"],
-    ...(signal ? { abort: signal } : {}),
-  }).env(gitEnv());
+    ...(opts.unsafe ? { unsafe: opts.unsafe } : {}),
+    ...(opts.errors ? { errors: opts.errors } : {}),
+    ...(opts.signal ? { abort: opts.signal } : {}),
+  }).env({ ...gitEnv(), ...opts.env });
+}
+
+export interface GitExit {
+  /** null when git did not finish: killed by the timeout, the signal or another signal, or refused by simple-git. */
+  exitCode: number | null;
+  stdout: string;
+  /** git's stderr; when it did not finish, why. */
+  stderr: string;
+}
+
+/**
+ * git started the one way (gitAt), for the commands whose answer is their exit code (merge-base
+ * --is-ancestor, verify-commit): simple-git resolves on an exit 1 that prints nothing and rejects other
+ * exits with their output only, so here every exit comes back as git gave it, and never as a rejection.
+ */
+export async function gitExit(dir: string, args: readonly string[], opts: GitOptions = {}): Promise<GitExit> {
+  let exit: Omit<GitExit, "stdout"> = { exitCode: null, stderr: "" };
+  try {
+    const stdout = await simpleGitAt(dir, {
+      ...opts,
+      errors(error, result) {
+        exit = { exitCode: result.exitCode, stderr: Buffer.concat(result.stdErr).toString("utf8") };
+        // A timeout or an abort is simple-git's own error: it rejects below.
+        return error instanceof GitPluginError ? error : undefined;
+      },
+    }).raw([...args]);
+    return { ...exit, stdout };
+  } catch (err) {
+    if (err instanceof AgentError) throw err; // REPO_INVALID: no such directory
+    return { exitCode: null, stdout: "", stderr: err instanceof Error ? err.message : String(err) };
+  }
 }
 
 /**
  * Whether `ancestor` is in the history of `descendant` (`git merge-base --is-ancestor`: exit 0 yes, 1 no).
- * Asked with its exit code, not through simple-git, whose raw() resolves on an exit 1 that prints nothing.
  * Anything else (an unknown commit, a broken repository) is GIT_FAILED.
  */
 export async function isAncestor(dir: string, ancestor: string, descendant: string): Promise<boolean> {
-  const { execa } = await import("execa");
-  const res = await execa("git", ["-C", dir, "merge-base", "--is-ancestor", ancestor, descendant], {
-    reject: false,
-    env: gitEnv(),
-    extendEnv: false,
-    timeout: NETWORK_TIMEOUT_MS,
-  });
+  const res = await gitExit(dir, ["merge-base", "--is-ancestor", ancestor, descendant]);
   if (res.exitCode === 0 || res.exitCode === 1) return res.exitCode === 0;
-  throw new AgentError(
-    "GIT_FAILED",
-    `git merge-base --is-ancestor failed: ${sanitize(String(res.stderr).trim())}`,
-  );
+  throw new AgentError("GIT_FAILED", `git merge-base --is-ancestor failed: ${sanitize(res.stderr.trim())}`);
 }
 
 /** Opens the clone, refusing anything that is not the top of a git work tree with the named remote. */

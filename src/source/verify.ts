@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import { AgentError } from "../core/errors.js";
 import type { Manifest } from "../manifest/schema.js";
 import { type Descent, descent } from "./ancestry.js";
-import { gitEnv, type Repo } from "./git.js";
+import { gitExit, type Repo } from "./git.js";
 
 /**
  * Commit signatures, checked by git itself (`git verify-commit`): SSH signatures against the allowed-signers
@@ -19,6 +19,9 @@ export type VerifyConfig = Manifest["repo"]["verify"];
  * OpenPGP needs nothing: gpg judges a key's expiry and creation at the current time itself.
  */
 const SSH_KEYGEN_NOW = fileURLToPath(new URL("../../libexec/ssh-keygen-now", import.meta.url));
+
+/** One verify-commit may take this long (without output) before git is killed and the commit counts as unverified. */
+const VERIFY_TIMEOUT_MS = 30_000;
 
 /** The commits a deploy of `to` must verify: the tip, or (mode all) every commit since the last deployed one. */
 async function commitsToVerify(
@@ -66,7 +69,6 @@ export async function verifyRevision(
       },
     );
   }
-  const { execa } = await import("execa");
   const settings = [
     ...(config.allowedSignersFile
       ? [
@@ -78,14 +80,14 @@ export async function verifyRevision(
       : []),
     ...(config.revokedKeysFile ? ["-c", `gpg.ssh.revocationFile=${under(config.revokedKeysFile)}`] : []),
   ];
-  const env = config.gpgHome ? { GNUPGHOME: under(config.gpgHome) } : {};
+  // The minimal environment plus the manifest's GnuPG home: never the daemon's own GNUPGHOME or GIT_* settings.
+  const env: Record<string, string> = config.gpgHome ? { GNUPGHOME: under(config.gpgHome) } : {};
   for (const commit of await commitsToVerify(repo, config.mode, from, to)) {
-    const res = await execa("git", ["-C", repo.dir, ...settings, "verify-commit", commit], {
-      reject: false,
-      // The one minimal environment git gets everywhere: never the daemon's own GNUPGHOME or GIT_* settings.
-      env: { ...gitEnv(), ...env },
-      extendEnv: false,
-      timeout: 30_000,
+    const res = await gitExit(repo.dir, [...settings, "verify-commit", commit], {
+      env,
+      timeoutMs: VERIFY_TIMEOUT_MS,
+      // gpg.ssh.program is ours (libexec/ssh-keygen-now), not the repository's.
+      unsafe: { allowUnsafeGpgProgram: true },
     });
     if (res.exitCode === 0) continue;
     const said = String(res.stderr)

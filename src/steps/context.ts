@@ -1,10 +1,12 @@
 import type { Logger } from "pino";
 import { AgentError, asAgentError } from "../core/errors.js";
+import { sanitize } from "../core/redact.js";
 import { createCommandRunner } from "../host/command.js";
 import type { EffectRecorder } from "../host/effects.js";
 import { waitHealthy } from "../host/health.js";
 import { createHostFs } from "../host/host-fs.js";
 import { createMatrixClient } from "../matrix/client.js";
+import { gitAt } from "../source/git.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { MatrixConfig, StepContext, StepMatrix } from "./types.js";
 
@@ -40,9 +42,24 @@ export function createStepContext(opts: ContextOptions & { source: Snapshot }): 
 export function createContext(opts: ContextOptions): Omit<StepContext, "source"> {
   const { dryRun, record, signal } = opts;
   const run = createCommandRunner({ dryRun, record, signal });
+  const host = createHostFs({ root: opts.root, dryRun, record, run });
   return {
-    host: createHostFs({ root: opts.root, dryRun, record, run }),
+    host,
     run,
+    async git(hostDir, args) {
+      const dir = host.resolve(hostDir);
+      const argv = ["git", "-C", dir, ...args];
+      record({ type: "run", argv });
+      if (dryRun) return { stdout: "", stderr: "", ran: false };
+      try {
+        const stdout = await gitAt(dir, signal).raw([...args]);
+        return { stdout: stdout.replace(/\n$/, ""), stderr: "", ran: true };
+      } catch (err) {
+        if (err instanceof AgentError) throw err;
+        const why = (err instanceof Error ? err.message : String(err)).trim().split("\n").at(-1);
+        throw new AgentError("COMMAND_FAILED", sanitize(`${argv.join(" ")} failed: ${why}`));
+      }
+    },
     record,
     log: opts.log,
     signal,

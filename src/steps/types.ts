@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { z } from "zod";
 import type { Secret } from "../core/secret.js";
-import type { CommandRunner } from "../host/command.js";
+import type { CommandResult, CommandRunner } from "../host/command.js";
 import type { EffectRecorder } from "../host/effects.js";
 import type { HostFs } from "../host/host-fs.js";
 import type { Snapshot } from "../source/snapshot.js";
@@ -41,6 +41,11 @@ export interface StepContext {
   source: Snapshot;
   host: HostFs;
   run: CommandRunner;
+  /**
+   * git in a clone on the host (a host path), started the agent's one way with its minimal environment
+   * (source/git.ts), never with the process's. A dry run records it and runs nothing.
+   */
+  git(hostDir: string, args: readonly string[]): Promise<CommandResult>;
   record: EffectRecorder;
   log: Logger;
   /** Aborted when the step times out or the agent must stop now; every IO call gets it. */

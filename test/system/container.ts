@@ -1,4 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, rmSync, symlinkSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
@@ -11,7 +12,8 @@ import { setTimeout as sleep } from "node:timers/promises";
  * proxy needs. Facts behind each choice: ../shared/systemd-in-ci.md.
  */
 
-export const WORK = "/var/tmp/deploy-agent-systest";
+/** Where runs keep their containers: each run in a directory of its own below it (not /tmp: a tmpfs may be small). */
+const WORK = "/var/tmp/deploy-agent-systest";
 const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -43,6 +45,31 @@ export interface Container {
   destroy(): Promise<void>;
 }
 
+/**
+ * One run of the suite: its own directory for container roots and console logs, and an id in every machine
+ * name, so two runs on one machine share no container, name or path. `remove` deletes it all.
+ */
+export interface Run {
+  id: string;
+  dir: string;
+  remove(): void;
+}
+
+export function startRun(): Run {
+  mkdirSync(WORK, { recursive: true });
+  const id = randomBytes(4).toString("hex");
+  const dir = path.join(WORK, `run-${id}`);
+  mkdirSync(dir); // not recursive: an existing directory (an id drawn twice) throws instead of being shared
+  return {
+    id,
+    dir,
+    remove() {
+      if (process.env.SYSTEST_KEEP && !process.env.CI) return; // local debugging: the containers stay up
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + ms;
   let last: unknown;
@@ -58,12 +85,18 @@ async function until<T>(what: string, ms: number, probe: () => Promise<T | undef
   throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last}` : ""}`);
 }
 
-/** Unpacks the root filesystem tarball and boots it. `binds` are host paths shared read-write at the same path. */
-export async function boot(name: string, tarball: string, binds: string[]): Promise<Container> {
-  const dir = path.join(WORK, name);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
+/**
+ * Unpacks the root filesystem tarball and boots it as `role` of the run (machine name da-<run id>-<role>).
+ * `binds` are host paths shared read-write at the same path.
+ */
+export async function boot(run: Run, role: string, tarball: string, binds: string[]): Promise<Container> {
+  const name = `da-${run.id}-${role}`;
+  const dir = path.join(run.dir, role);
+  mkdirSync(dir);
   execFileSync("tar", ["-C", dir, "-xf", tarball]);
+  // The container shares the host's network: nothing in the image may listen on a fixed port at boot, or two
+  // runs' containers collide (nginx's default site takes :80). A test that needs nginx adds its own site.
+  rmSync(path.join(dir, "etc/nginx/sites-enabled/default"), { force: true });
   // npm and npx as the host has them (/usr/lib/node_modules is bound read-only below).
   for (const tool of ["npm", "npx"])
     symlinkSync(`../lib/node_modules/npm/bin/${tool}-cli.js`, path.join(dir, `usr/bin/${tool}`));
@@ -76,7 +109,7 @@ export async function boot(name: string, tarball: string, binds: string[]): Prom
   for (const b of binds) mkdirSync(path.join(dir, b), { recursive: true });
   mkdirSync(path.join(dir, "root/.npm"), { recursive: true });
 
-  const log = openSync(path.join(WORK, `${name}.console.log`), "w");
+  const log = openSync(path.join(run.dir, `${role}.console.log`), "w");
   // detached: a session of its own (setsid), as the facts doc asks; stdin from /dev/null.
   const nspawn: ChildProcess = spawn(
     "systemd-nspawn",

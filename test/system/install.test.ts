@@ -17,13 +17,13 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse } from "dotenv";
 import { envLine } from "../../src/host/env.js";
-import { PROJECT } from "../helpers/agent.js";
+import { freePort, PROJECT } from "../helpers/agent.js";
 import { HOSTILE_VALUES } from "../helpers/env-values.js";
 import { git } from "../helpers/git.js";
 import { giteaHeaders, pushBody } from "../helpers/gitea.js";
 import { type MatrixTestServer, startMatrixServer } from "../helpers/matrix-server.js";
 import { needs } from "../helpers/needs.js";
-import { boot, type Container } from "./container.js";
+import { boot, type Container, type Run, startRun } from "./container.js";
 
 /**
  * The product run exactly as a host runs it: for each of the four host roles, a freshly booted Debian 12
@@ -45,6 +45,8 @@ const OLD_SECRET_110 = `old-webhook-secret-110-${randomBytes(12).toString("hex")
 const TRANSFORMS = readFileSync(path.join(PROJECT, "config/lxc151.yaml"), "utf8")
   .split("\n")
   .flatMap((l) => /^\s{6}([a-z-]+)\.js: ~$/.exec(l)?.[1] ?? []);
+// The transform checks loop over these: none found would make them pass without checking anything.
+assert.ok(TRANSFORMS.length >= 10, `config/lxc151.yaml's transforms found: ${TRANSFORMS.join(", ")}`);
 
 function unavailable(): string | false {
   if (process.getuid?.() !== 0) {
@@ -69,7 +71,56 @@ function readmeInstall(host: string, origin: string): string[] {
     .map((l) => l.replaceAll(URL_IN_README, origin).replace(/--host lxc151\b/, `--host ${host}`));
 }
 
+/**
+ * The host ports of this run, chosen free. The containers share the host's network, and so would a second run
+ * on the same machine: no port is fixed. The repository's configuration is rewritten to them (usePorts).
+ */
+const PORT_NAMES = [
+  "lxc151",
+  "lxc106",
+  "lxc139",
+  "lxc110",
+  "livekitMetrics",
+  "livekitRtc",
+  "draupnirHealth",
+  "landing",
+] as const;
+type Ports = Record<(typeof PORT_NAMES)[number], number>;
+
+async function freePorts(): Promise<Ports> {
+  const ports = {} as Ports;
+  const taken = new Set<number>();
+  for (const name of PORT_NAMES) {
+    let port: number;
+    do port = await freePort();
+    while (taken.has(port));
+    taken.add(port);
+    ports[name] = port;
+  }
+  return ports;
+}
+
+/** Puts this run's ports in place of the production ones in the configuration the containers deploy. */
+function usePorts(tree: string, p: Ports) {
+  const edit = (file: string, from: RegExp, to: (match: string) => string) => {
+    const f = path.join(tree, file);
+    const text = readFileSync(f, "utf8");
+    assert.match(text, from, `${file} still has what the system test rewrites`);
+    writeFileSync(f, text.replace(from, to));
+  };
+  const port = (n: number) => (m: string) => m.replace(/\d+$/, String(n));
+  edit("config/lxc151.yaml", /^ {2}port: 9500$/m, port(p.lxc151));
+  edit("config/lxc151.yaml", /^ {2}metricsUrl: http:\/\/127\.0\.0\.1:6789/m, port(p.livekitMetrics));
+  edit("config/lxc151.yaml", /^ {2}rtcTcpPort: 7881$/m, port(p.livekitRtc));
+  for (const host of ["lxc106", "lxc139", "lxc110"] as const)
+    edit(`config/${host}.yaml`, /^ {2}port: 9000$/m, port(p[host]));
+  edit("config/lxc110.yaml", /^ {4}healthUrl: http:\/\/127\.0\.0\.1:8081/m, port(p.draupnirHealth));
+  edit("draupnir/production.yaml", /^ {2}healthz:\n(?: {4}.*\n)*? {4}port: 8081$/m, port(p.draupnirHealth));
+}
+
 interface World {
+  run: Run;
+  ports: Ports;
   tarball: string;
   srv: string;
   origin: string;
@@ -233,6 +284,9 @@ describe("system: the README's install under a real systemd, for each host role"
       timeout: 15 * 60_000,
     }).trim();
     console.log(`# system: root filesystem ready in ${Date.now() - started} ms (${w.tarball})`);
+    w.run = startRun();
+    w.ports = await freePorts();
+    console.log(`# system: run ${w.run.id} in ${w.run.dir}, ports ${JSON.stringify(w.ports)}`);
     // Outside /tmp and /var/tmp: the unit's PrivateTmp would hide the origin from the agent.
     w.srv = mkdtempSync("/srv/deploy-agent-systest-");
     // The origin holds this working tree as it is (tracked and new files): the agent and the config repo.
@@ -247,6 +301,7 @@ describe("system: the README's install under a real systemd, for each host role"
       mkdirSync(path.dirname(path.join(tree, rel)), { recursive: true });
       copyFileSync(from, path.join(tree, rel));
     }
+    usePorts(tree, w.ports);
     git(tree, "init", "-q", "-b", "main");
     git(tree, "add", "-A");
     git(tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "deploy-agent under test");
@@ -273,26 +328,29 @@ describe("system: the README's install under a real systemd, for each host role"
   after(async () => {
     await w.hs?.close();
     if (w.srv) rmSync(w.srv, { recursive: true, force: true });
+    w.run?.remove();
   });
 
-  describe("LXC 151: hookshot and LiveKit, migrated from webhook.service on :9500", role("lxc151"), () => {
+  describe("LXC 151: hookshot and LiveKit, migrated from webhook.service on its port", role("lxc151"), () => {
     let c: Container;
-    const hook = { id: "matrix-deploy", port: 9500, secret: OLD_SECRET_151 };
     const livekitPid = async () => (await c.show("livekit-server.service", "MainPID")).MainPID;
     const fn = (file: string) =>
       `${readFileSync(path.join(w.pusher, "hookshot/lib/prelude.js"), "utf8")}\n${readFileSync(path.join(w.pusher, "hookshot", file), "utf8")}`;
 
     before(async () => {
-      c = await boot("da-lxc151", w.tarball, [w.srv]);
+      c = await boot(w.run, "lxc151", w.tarball, [w.srv]);
       current = c;
-      await prepareHost(c, w, hook);
+      await prepareHost(c, w, { id: "matrix-deploy", port: w.ports.lxc151, secret: OLD_SECRET_151 });
       writeFileSync(
         c.file("/etc/matrix-deploy.env"),
         `MATRIX_TOKEN=${MATRIX_TOKEN}\nMATRIX_SERVER=${w.hs.url}\nMATRIX_ROOM=${ROOM}\n`,
         { mode: 0o600 },
       );
       mkdirSync(c.file("/etc/livekit"), { recursive: true });
-      writeFileSync(c.file("/etc/livekit/config.yaml"), "port: 7880\n");
+      writeFileSync(
+        c.file("/etc/livekit/config.yaml"),
+        `port: 7880\nprometheus_port: ${w.ports.livekitMetrics}\nrtc:\n  tcp_port: ${w.ports.livekitRtc}\n`,
+      );
       writeFileSync(c.file("/etc/livekit/participants"), "1\n"); // a call is on while the agent deploys
       copyFileSync(
         path.join(PROJECT, "test/system/standins/livekit-server.cjs"),
@@ -309,7 +367,7 @@ describe("system: the README's install under a real systemd, for each host role"
 
     it("a final restart that fails after webhook.service stopped: install puts webhook.service back, enabled and answering", async () => {
       // An operator's drop-in that lets the unit start on install's spare loopback port but not on the real
-      // one: the trial passes, the restart on :9500 fails (systemctl restart exits 1).
+      // one: the trial passes, the restart on the real one fails (systemctl restart exits 1).
       const dropIn = c.file("/etc/systemd/system/deploy-agent@lxc151.service.d/zz-fail-on-real-port.conf");
       mkdirSync(path.dirname(dropIn), { recursive: true });
       writeFileSync(
@@ -339,10 +397,13 @@ describe("system: the README's install under a real systemd, for each host role"
       );
       // The webhook binary answers its hook again (a delivery without a signature does not match its rule).
       await eventually(
-        "the old listener on :9500",
+        "the old listener on its port",
         async () =>
-          (await fetch("http://127.0.0.1:9500/hooks/matrix-deploy", { method: "POST" }).catch(() => null))
-            ?.status,
+          (
+            await fetch(`http://127.0.0.1:${w.ports.lxc151}/hooks/matrix-deploy`, { method: "POST" }).catch(
+              () => null,
+            )
+          )?.status,
       );
       rmSync(dropIn);
       await c.sh("systemctl daemon-reload && systemctl reset-failed deploy-agent@lxc151.service || true");
@@ -369,7 +430,7 @@ describe("system: the README's install under a real systemd, for each host role"
       console.log(`# system: lxc151 install took ${Date.now() - started} ms`);
       assert.ok(existsSync(c.file("/etc/systemd/system/deploy-agent@lxc151.service.d/listen.conf")));
       assert.equal(out.includes(OLD_SECRET_151), false, "install never prints the secret");
-      await assertRunning(c, "lxc151", 9500);
+      await assertRunning(c, "lxc151", w.ports.lxc151);
       const old = await c.show("webhook.service", "ActiveState", "UnitFileState");
       assert.deepEqual(old, { ActiveState: "inactive", UnitFileState: "disabled" });
       assert.equal(parse(readFileSync(c.file("/etc/matrix-deploy.env"))).WEBHOOK_SECRET, OLD_SECRET_151);
@@ -408,7 +469,7 @@ describe("system: the README's install under a real systemd, for each host role"
         },
         "grafana: tune",
       );
-      assert.equal(await deliver(9500, "/hooks/matrix-deploy", OLD_SECRET_151, rev), 202);
+      assert.equal(await deliver(w.ports.lxc151, "/hooks/matrix-deploy", OLD_SECRET_151, rev), 202);
       await eventually(
         "the new grafana transform",
         () =>
@@ -416,7 +477,10 @@ describe("system: the README's install under a real systemd, for each host role"
             fn("grafana.js") || undefined,
       );
       assert.equal(w.hs.writes() - writes, 1, "only the changed connection is written");
-      assert.equal(await deliver(9500, "/hooks/matrix-deploy", "wrong-secret-wrong-secret", rev), 401);
+      assert.equal(
+        await deliver(w.ports.lxc151, "/hooks/matrix-deploy", "wrong-secret-wrong-secret", rev),
+        401,
+      );
     });
 
     it("systemctl stop ends the agent by itself with status 0", async () => {
@@ -480,7 +544,11 @@ describe("system: the README's install under a real systemd, for each host role"
         1,
         "flag cleared",
       );
-      assert.match(await c.journal("-u livekit-graceful-restart.service"), /restart/i);
+      // The job's own verdict: the unit's name alone ("Starting livekit-graceful-restart.service") says "restart".
+      assert.match(
+        await c.journal("-u livekit-graceful-restart.service"),
+        /no call active \(.*\): restarted livekit-server\.service$/m,
+      );
     });
 
     it("the journal has the logs and never a secret", async () => {
@@ -534,7 +602,7 @@ describe("system: the README's install under a real systemd, for each host role"
       git(src, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "cinny dev");
       cinnyOrigin = path.join(w.srv, "cinny.git");
       git(w.srv, "clone", "-q", "--bare", src, cinnyOrigin);
-      c = await boot("da-lxc106", w.tarball, [w.srv]);
+      c = await boot(w.run, "lxc106", w.tarball, [w.srv]);
       current = c;
       await prepareHost(c, w);
       await c.sh(`git clone -q -b dev ${cinnyOrigin} /opt/cinny-dev`);
@@ -543,7 +611,7 @@ describe("system: the README's install under a real systemd, for each host role"
 
     it("installs from the README with a new private secret and the cron file", async () => {
       const { stdout: out } = await install(c, w, "lxc106");
-      await assertRunning(c, "lxc106", 9000);
+      await assertRunning(c, "lxc106", w.ports.lxc106);
       const secret = readFileSync(c.file("/etc/deploy-agent/webhook-secret"), "utf8").trim();
       assert.match(secret, /^[0-9a-f]{64}$/);
       assert.equal((await c.sh("stat -c %a /etc/deploy-agent/webhook-secret")).stdout.trim(), "600");
@@ -582,7 +650,10 @@ describe("system: the README's install under a real systemd, for each host role"
         readFileSync(path.join(w.pusher, "cinny/config.json"), "utf8"),
         "the deployed config survives the rebuild",
       );
-      assert.match(readFileSync(c.file("/var/log/cinny-dev-update.log"), "utf8"), /cinny/i);
+      assert.match(
+        readFileSync(c.file("/var/log/cinny-dev-update.log"), "utf8"),
+        /deployed cinny dev [0-9a-f]{12} to \/var\/www\/html/,
+      );
     });
 
     it("a configuration error stops the unit with exit 2 and no restart loop", async () => {
@@ -618,24 +689,24 @@ describe("system: the README's install under a real systemd, for each host role"
     let secret: string;
 
     before(async () => {
-      c = await boot("da-lxc139", w.tarball, [w.srv]);
+      c = await boot(w.run, "lxc139", w.tarball, [w.srv]);
       current = c;
       await prepareHost(c, w);
       mkdirSync(c.file("/var/www/matrix-landing"), { recursive: true });
       writeFileSync(c.file("/var/www/matrix-landing/index.html"), "<p>old page</p>\n");
       writeFileSync(
         c.file("/etc/nginx/sites-enabled/matrix-landing"),
-        "server {\n  listen 127.0.0.1:8139;\n  root /var/www/matrix-landing;\n}\n",
+        `server {\n  listen 127.0.0.1:${w.ports.landing};\n  root /var/www/matrix-landing;\n}\n`,
       );
       await c.sh("nginx -t -q && systemctl reload nginx");
     });
     after(() => c?.destroy());
 
-    const page = () => fetch("http://127.0.0.1:8139/").then((r) => r.text());
+    const page = () => fetch(`http://127.0.0.1:${w.ports.landing}/`).then((r) => r.text());
 
     it("installs from the README; the start-up reconcile puts the page live through nginx", async () => {
       await install(c, w, "lxc139");
-      await assertRunning(c, "lxc139", 9000);
+      await assertRunning(c, "lxc139", w.ports.lxc139);
       secret = readFileSync(c.file("/etc/deploy-agent/webhook-secret"), "utf8").trim();
       const want = readFileSync(path.join(w.pusher, "landing/index.html"), "utf8");
       await eventually("the landing page from git", async () => ((await page()) === want ? true : undefined));
@@ -659,14 +730,14 @@ describe("system: the README's install under a real systemd, for each host role"
         60_000,
       );
       await eventually("/healthz after the restart", async () =>
-        (await healthz(9000)) === 200 ? true : undefined,
+        (await healthz(w.ports.lxc139)) === 200 ? true : undefined,
       );
       const rev = push(
         w,
         { "landing/index.html": "<!doctype html><title>Lotus Guild</title><p>new page</p>\n" },
         "landing: new page",
       );
-      assert.equal(await deliver(9000, "/hooks/deploy", secret, rev), 202);
+      assert.equal(await deliver(w.ports.lxc139, "/hooks/deploy", secret, rev), 202);
       await eventually("the new page through nginx", async () =>
         (await page()).includes("new page") ? true : undefined,
       );
@@ -678,13 +749,13 @@ describe("system: the README's install under a real systemd, for each host role"
     });
   });
 
-  describe("LXC 110: Draupnir, migrated from webhook.service on :9000", role("lxc110"), () => {
+  describe("LXC 110: Draupnir, migrated from webhook.service with -template", role("lxc110"), () => {
     let c: Container;
-    const hook = { id: "draupnir-deploy", port: 9000, secret: OLD_SECRET_110, template: true };
 
     before(async () => {
-      c = await boot("da-lxc110", w.tarball, [w.srv]);
+      c = await boot(w.run, "lxc110", w.tarball, [w.srv]);
       current = c;
+      const hook = { id: "draupnir-deploy", port: w.ports.lxc110, secret: OLD_SECRET_110, template: true };
       await prepareHost(c, w, hook);
       await c.sh(
         "useradd --system --home-dir /opt/draupnir draupnir && mkdir -p /opt/draupnir/lib /opt/draupnir/config /data/storage && chown draupnir: /data/storage",
@@ -713,7 +784,7 @@ describe("system: the README's install under a real systemd, for each host role"
 
     it("installs from the README, migrating the old -template hook (getenv from its EnvironmentFile=); the reconcile keeps the live token", async () => {
       await install(c, w, "lxc110");
-      await assertRunning(c, "lxc110", 9000);
+      await assertRunning(c, "lxc110", w.ports.lxc110);
       assert.equal((await c.show("webhook.service", "ActiveState")).ActiveState, "inactive");
       assert.equal(readFileSync(c.file("/etc/deploy-agent/webhook-secret"), "utf8").trim(), OLD_SECRET_110);
       await eventually("draupnir-config applied", () => applied(c, "draupnir-config"), 90_000);
@@ -732,7 +803,7 @@ describe("system: the README's install under a real systemd, for each host role"
         { "draupnir/production.yaml": `${yaml}# pushed during the system test\n` },
         "draupnir: comment",
       );
-      assert.equal(await deliver(9000, "/hooks/draupnir-deploy", OLD_SECRET_110, rev), 202);
+      assert.equal(await deliver(w.ports.lxc110, "/hooks/draupnir-deploy", OLD_SECRET_110, rev), 202);
       // Draupnir was restarted by the step, which now waits (3 s) for its /healthz: stop the agent now.
       await eventually(
         "Draupnir restarted by the step",

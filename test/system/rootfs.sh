@@ -14,11 +14,20 @@ if [ -s "$tarball" ]; then
   exit 0
 fi
 
+# Two runs on one machine may both find no tarball: the second waits for the first's build under a lock
+# (10 minutes at most; a build takes about 2), then finds it. The tarball appears by rename, whole or not at all.
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/build.lock"
+flock -w 600 9 || { echo "rootfs.sh: another run held $CACHE_DIR/build.lock for 10 minutes" >&2; exit 1; }
+if [ -s "$tarball" ]; then
+  echo "$tarball"
+  exit 0
+fi
+
 mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1 || true)
 [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $0 !~ /security/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
 [ -n "$mirror" ] || { echo "rootfs.sh: no Debian mirror found in /etc/apt" >&2; exit 1; }
 
-mkdir -p "$CACHE_DIR"
 work=$(mktemp -d "$CACHE_DIR/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "rootfs.sh: debootstrap bookworm from $mirror (about 2 minutes, once)" >&2

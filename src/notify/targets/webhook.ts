@@ -3,7 +3,7 @@ import { z } from "zod";
 import { Secret } from "../../core/secret.js";
 import { TARGET_NAME, type TargetKind } from "./types.js";
 
-/** `webhook`: the JSON event (schema deploy-agent/event@1) POSTed to a URL, e.g. a hookshot generic webhook. */
+/** `webhook`: the JSON event (schema deploy-agent/event@1) POSTed to a URL, e.g. a chat bridge's generic webhook. */
 export const schema = z.strictObject({
   kind: z.literal("webhook"),
   name: z.string().regex(TARGET_NAME).optional(),

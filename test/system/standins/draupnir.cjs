@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Draupnir stand-in for the system tests (installed as /opt/draupnir/lib/index.js, started by the repository's
 // draupnir.service as user draupnir). Like Draupnir it reads --draupnir-config at start and cannot log in
-// without a real accessToken; /healthz on :8081 answers 200 once "synced", after the delay in
-// /opt/draupnir/start-delay-ms (0 when absent), and 418 before.
+// without a real accessToken; /healthz on the config's health.healthz.port (8081 when absent) answers 200 once
+// "synced", after the delay in /opt/draupnir/start-delay-ms (0 when absent), and 418 before.
 const { readFileSync } = require("node:fs");
 const { createServer } = require("node:http");
 
@@ -13,6 +13,7 @@ if (!token || token === "REDACTED") {
   console.error("no usable accessToken in the config: cannot log in");
   process.exit(1);
 }
+const port = Number(/^\s+healthz:\s*\n(?:\s+\w+:.*\n)*?\s+port:\s*(\d+)/m.exec(config)?.[1] ?? 8081);
 let delay = 0;
 try {
   delay = Number(readFileSync("/opt/draupnir/start-delay-ms", "utf8").trim());
@@ -23,5 +24,5 @@ const readyAt = Date.now() + delay;
 createServer((req, res) => {
   res.statusCode = req.url === "/healthz" ? (Date.now() >= readyAt ? 200 : 418) : 404;
   res.end();
-}).listen(8081, "127.0.0.1");
+}).listen(port, "127.0.0.1");
 console.log(`draupnir stand-in up, healthy in ${delay} ms`);
