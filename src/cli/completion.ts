@@ -105,7 +105,8 @@ _deploy_agent() {
     case "$option" in
 ${values.join("\n")}
     esac
-  elif [[ $cur == -* ]] && ((!ended && !help)); then
+  elif [[ $cur == -* ]] && ((!ended)); then
+    ((help)) && path=help
     COMPREPLY=($(compgen -W "$(_deploy_agent_opts "$path")" -- "$cur"))
   elif ((!help)) || [[ -z $path || " ${words(commands.filter(isGroup).map((g) => g.name))} " == *" $path "* ]]; then
     COMPREPLY=($(compgen -W "$(_deploy_agent_next "$path")" -- "$cur"))

@@ -146,6 +146,8 @@ export function parseCommandLine(
     throw usage(`unexpected argument "${rest[leaf.args.length]}"`, `usage: ${usageLine(path)}`);
   leaf.args.forEach((a, i) => {
     const value = rest[i];
+    if (value === "")
+      throw usage(`${where} takes ${a.name}, not an empty value`, `usage: ${usageLine(path)}`);
     if (value !== undefined && a.choices && !a.choices.includes(value))
       throw usage(
         `${where} takes ${a.name} ${a.choices.join("|")}, not "${value}"`,
