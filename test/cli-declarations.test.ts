@@ -297,6 +297,19 @@ describe("hostile argv", () => {
     }
   });
 
+  it("a typed word with control characters is quoted in the error, never printed raw to the terminal", async () => {
+    for (const argv of [
+      ["\u001b[2Jx"],
+      ["fleet", "\u001b]0;pwned\u0007"],
+      ["status", "--log-level=\u001b[31m"],
+    ]) {
+      const res = await cli(...argv);
+      assert.equal(res.code, 2);
+      assert.ok(!res.err.includes("\u001b") && !res.err.includes("\u0007"), argv.join(" "));
+      assert.match(res.err, /\\u001b/, "escaped as JSON escapes it");
+    }
+  });
+
   describe("unicode and shell metacharacters in a value reach the command as they are", () => {
     let fx: Fixture;
     before(() => {

@@ -18,6 +18,9 @@ export type Parsed =
 
 const HELP = { name: "help", help: "this text" } satisfies OptionSpec;
 
+/** A word the operator typed, quoted with its control characters escaped: it never drives the terminal. */
+const quote = (word: string) => JSON.stringify(word);
+
 function usage(message: string, hint: string): AgentError {
   return new AgentError("USAGE", message, { hint });
 }
@@ -71,7 +74,7 @@ export function resolvePath(
   if (!cmd) {
     const names = commands.map((c) => c.name);
     throw usage(
-      `unknown command "${name}"`,
+      `unknown command ${quote(name)}`,
       `${didYouMean(name, names)}deploy-agent help lists the commands`,
     );
   }
@@ -84,7 +87,7 @@ export function resolvePath(
   const leaf = cmd.subcommands.find((s) => s.name === sub);
   if (!leaf)
     throw usage(
-      `unknown subcommand "${sub}" of ${name}`,
+      `unknown subcommand ${quote(sub)} of ${name}`,
       `${didYouMean(sub, subs)}deploy-agent help ${name} lists them: ${subs.join(", ")}`,
     );
   return { path: [cmd, leaf], rest: more };
@@ -143,14 +146,14 @@ export function parseCommandLine(
   if (rest.length < required)
     throw usage(`${where} needs ${leaf.args[rest.length]?.name}`, `usage: ${usageLine(path)}`);
   if (rest.length > leaf.args.length)
-    throw usage(`unexpected argument "${rest[leaf.args.length]}"`, `usage: ${usageLine(path)}`);
+    throw usage(`unexpected argument ${quote(rest[leaf.args.length] ?? "")}`, `usage: ${usageLine(path)}`);
   leaf.args.forEach((a, i) => {
     const value = rest[i];
     if (value === "")
       throw usage(`${where} takes ${a.name}, not an empty value`, `usage: ${usageLine(path)}`);
     if (value !== undefined && a.choices && !a.choices.includes(value))
       throw usage(
-        `${where} takes ${a.name} ${a.choices.join("|")}, not "${value}"`,
+        `${where} takes ${a.name} ${a.choices.join("|")}, not ${quote(value)}`,
         `${didYouMean(value, a.choices)}usage: ${usageLine(path)}`,
       );
   });
@@ -175,7 +178,7 @@ function check(o: OptionSpec, given: (string | boolean)[] | undefined, where: st
     const wrong = o.choices
       ? o.choices.includes(value)
         ? undefined
-        : `--${o.name} takes ${o.choices.join("|")}, not "${value}"`
+        : `--${o.name} takes ${o.choices.join("|")}, not ${quote(value)}`
       : o.check
         ? o.check(value)
         : value === ""
