@@ -55,7 +55,7 @@ export const OPT = {
     name: "log-level",
     arg: "LEVEL",
     choices: LOG_LEVELS,
-    help: "the least level logged to stderr (default: the manifest's log.level)",
+    help: "the least level logged (default: the manifest's log.level)",
   }),
   dryRun: opt({ name: "dry-run", help: "describe what it would do; change nothing" }),
   step: opt({ name: "step", arg: "NAME", repeat: true, help: "only this step (repeatable)" }),
