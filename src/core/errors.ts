@@ -17,7 +17,7 @@ export interface CodeInfo {
 }
 
 const CODES = {
-  USAGE: { failure: "stalled", exit: 2, hint: "deploy-agent --help lists the commands and their options" },
+  USAGE: { failure: "stalled", exit: 2, hint: "deploy-agent help COMMAND shows its usage and options" },
   CONFIG_INVALID: {
     failure: "stalled",
     exit: 2,
