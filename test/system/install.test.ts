@@ -831,5 +831,39 @@ describe("system: the README's install under a real systemd, for each host role"
       await c.waitUnit(unit, (u) => u.ActiveState === "active");
       await assertNoSecrets(c, OLD_SECRET_110, DRAUPNIR_TOKEN);
     });
+
+    it("goes back to webhook.service by the README's lines, and install takes over again", async () => {
+      const readme = readFileSync(path.join(PROJECT, "README.md"), "utf8");
+      const block = /<!-- webhook-back:begin[^>]*-->\n```sh\n([\s\S]*?)```\n<!-- webhook-back:end -->/.exec(
+        readme,
+      )?.[1];
+      assert.ok(block, "README has the way back");
+      const back = block.trim().replaceAll("deploy-agent@lxc151", "deploy-agent@lxc110");
+      const res = await c.sh(`set -ex\n${back}`);
+      assert.match(res.stdout, /^active$/m, "the README's last line says webhook.service is active");
+      assert.deepEqual(await c.show("deploy-agent@lxc110.service", "ActiveState", "UnitFileState"), {
+        ActiveState: "inactive",
+        UnitFileState: "disabled",
+      });
+      assert.deepEqual(await c.show("webhook.service", "ActiveState", "UnitFileState"), {
+        ActiveState: "active",
+        UnitFileState: "enabled",
+      });
+      const rev = push(w, { "way-back.txt": "webhook again\n" }, "the way back");
+      const status = await eventually("webhook.service answers a signed push", async () => {
+        const code = await deliver(w.ports.lxc110, "/hooks/draupnir-deploy", OLD_SECRET_110, rev).catch(
+          () => 0,
+        );
+        return code === 200 ? code : undefined;
+      });
+      assert.equal(status, 200);
+      await eventually("the old script ran", async () =>
+        (await c.journal("-u webhook.service")).includes("old deploy script") ? true : undefined,
+      );
+      await install(c, w, "lxc110");
+      await assertRunning(c, "lxc110", w.ports.lxc110);
+      assert.equal((await c.show("webhook.service", "ActiveState")).ActiveState, "inactive");
+      assert.equal(readFileSync(c.file("/etc/deploy-agent/webhook-secret"), "utf8").trim(), OLD_SECRET_110);
+    });
   });
 });
