@@ -2,7 +2,8 @@ import http from "node:http";
 import https from "node:https";
 
 /**
- * The daemon's own HTTP requests (the Matrix client, the LiveKit metrics), on node:http. Node's fetch()
+ * The daemon's own HTTP requests (Matrix, LiveKit's metrics, health probes, notices, a step's requests), on
+ * node:http. Node's fetch()
  * loads undici, whose code and llhttp WebAssembly stay for the life of the process: 10-12 MiB of resident
  * memory once a request has been made, against 2 MiB for node:http (which the listener has loaded anyway).
  * Redirects are never followed; an abort rejects with the signal's reason, as fetch() does.
@@ -18,11 +19,26 @@ export interface HttpAnswer {
 export interface HttpRequestInit {
   method?: string;
   headers?: Record<string, string>;
-  body?: string;
+  body?: string | Uint8Array;
   signal?: AbortSignal;
+  /** false: answer with the status and headers only, and close the connection without reading the body. */
+  readBody?: boolean;
   /** When given, the body is refused past this many bytes: the request rejects with onTooLarge's error. */
   maxBytes?: number;
   onTooLarge?: (maxBytes: number) => Error;
+}
+
+function answer(res: http.IncomingMessage, text: string): HttpAnswer {
+  const status = res.statusCode ?? 0;
+  return {
+    status,
+    ok: status >= 200 && status < 300,
+    header: (name) => {
+      const v = res.headers[name.toLowerCase()];
+      return Array.isArray(v) ? v.join(", ") : v;
+    },
+    text,
+  };
 }
 
 export function httpRequest(url: string, init: HttpRequestInit): Promise<HttpAnswer> {
@@ -45,6 +61,12 @@ export function httpRequest(url: string, init: HttpRequestInit): Promise<HttpAns
     signal?.addEventListener("abort", onAbort, { once: true });
     req.on("error", (err) => fail(signal?.aborted ? signal.reason : err));
     req.on("response", (res) => {
+      if (init.readBody === false) {
+        signal?.removeEventListener("abort", onAbort);
+        res.destroy();
+        resolve(answer(res, ""));
+        return;
+      }
       const chunks: Buffer[] = [];
       let size = 0;
       res.on("data", (chunk: Buffer) => {
@@ -57,16 +79,7 @@ export function httpRequest(url: string, init: HttpRequestInit): Promise<HttpAns
       res.on("error", (err) => fail(signal?.aborted ? signal.reason : err));
       res.on("end", () => {
         signal?.removeEventListener("abort", onAbort);
-        const status = res.statusCode ?? 0;
-        resolve({
-          status,
-          ok: status >= 200 && status < 300,
-          header: (name) => {
-            const v = res.headers[name.toLowerCase()];
-            return Array.isArray(v) ? v.join(", ") : v;
-          },
-          text: Buffer.concat(chunks).toString("utf8"),
-        });
+        resolve(answer(res, Buffer.concat(chunks).toString("utf8")));
       });
     });
     req.end(init.body);
