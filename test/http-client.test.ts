@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import { Secret } from "../src/core/secret.js";
 import { httpRequest } from "../src/host/http-client.js";
 import { createMatrixClient } from "../src/matrix/client.js";
+import { PROJECT, unitNodeFlags } from "./helpers/agent.js";
 import { startMatrixServer } from "./helpers/matrix-server.js";
 
 /**
@@ -71,6 +77,51 @@ describe("the Matrix client", () => {
       assert.deepEqual(await client.getState("!r:x", "t.type", "k"), { a: 1 });
     } finally {
       globalThis.fetch = real;
+      await hs.close();
+    }
+  });
+});
+
+describe("under the unit's node flags (no WebAssembly)", () => {
+  it("the Matrix client, the health probe and the transform check still work", async () => {
+    const hs = await startMatrixServer({
+      roomId: "!r:x",
+      users: { tok: { userId: "@a:x", powerLevel: 100 } },
+    });
+    const dir = mkdtempSync(path.join(tmpdir(), "unit-flags-"));
+    try {
+      const script = path.join(dir, "daemon-parts.mts");
+      const src = (p: string) => JSON.stringify(path.join(PROJECT, p));
+      writeFileSync(
+        script,
+        `import { Secret } from ${src("src/core/secret.ts")};
+import { createMatrixClient } from ${src("src/matrix/client.ts")};
+import { waitHealthy } from ${src("src/host/health.ts")};
+import { checkTransforms } from ${src("src/hookshot/checks.ts")};
+const client = createMatrixClient({ homeserver: ${JSON.stringify(hs.url)}, token: new Secret("tok"), maxAttempts: 1 });
+await client.putState("!r:x", "t.type", "k", { a: 1 });
+const health = await waitHealthy(${JSON.stringify(`${base}/`)}, { timeoutMs: 5000 });
+const [verdict] = await checkTransforms([{ src: "result = {", payloads: [] }]);
+console.log(JSON.stringify({ wasm: typeof WebAssembly, state: await client.getState("!r:x", "t.type", "k"), health, problem: verdict?.problem }));
+`,
+      );
+      const flags = unitNodeFlags();
+      assert.ok(flags.includes("--lite-mode"), `the unit's flags: ${flags.join(" ")}`);
+      const { stdout, stderr } = await promisify(execFile)(
+        process.execPath,
+        [...flags, "--import", "tsx", script],
+        {
+          cwd: PROJECT,
+        },
+      );
+      assert.equal(stderr, "");
+      const out = JSON.parse(stdout);
+      assert.equal(out.wasm, "undefined");
+      assert.deepEqual(out.state, { a: 1 });
+      assert.deepEqual(out.health, { healthy: true, last: "HTTP 200" });
+      assert.match(out.problem, /does not compile in hookshot's QuickJS/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
       await hs.close();
     }
   });
