@@ -7,8 +7,9 @@
  * 2.5 MiB more at idle (Node's ESM loader per module) than they save.
  * Left outside the bundle, resolved from node_modules at run time, because V8 parses the whole file at
  * every start whether or not a part ever runs:
- * - QuickJS (it loads its .wasm file beside its own module), execa and pino-pretty, loaded only when used;
- * - acorn and acorn-walk (170 KiB), for hookshot transforms only (LXC 151), and parse5, for `check: html`;
+ * - QuickJS (it loads its .wasm file beside its own module) and acorn with acorn-walk (170 KiB), which only
+ *   the hookshot transform checks' child process (dist/src/hookshot-sandbox.js) loads, never the daemon;
+ * - execa and pino-pretty, loaded only when used, and parse5, for `check: html`;
  * - fastify's ajv and fast-json-stringify compilers (330 KiB with their dependencies): no route has a JSON
  *   schema, and src/server/app.ts gives fastify factories that never load them;
  * - light-my-request (fastify's inject(), for tests);
@@ -41,7 +42,8 @@ const zodWithoutLocales = {
 
 rmSync("dist", { recursive: true, force: true });
 await build({
-  entryPoints: { bin: "src/bin.ts" },
+  // The hookshot transform checks' child process (src/hookshot/checks.ts starts it from beside bin.js).
+  entryPoints: { bin: "src/bin.ts", "hookshot-sandbox": "src/hookshot/sandbox.ts" },
   outdir: "dist/src",
   bundle: true,
   format: "esm",

@@ -12,7 +12,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, w
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
+import { PROJECT, unitEnvironment, unitNodeFlags } from "../test/helpers/agent.js";
 import { type Files, type Fixture, git, makeFixture } from "../test/helpers/git.js";
 import { giteaFixture, giteaHeaders, realPushBody } from "../test/helpers/gitea.js";
 import { until } from "./lib.js";
@@ -157,15 +157,14 @@ export async function agentSettled(base: string, origin: string, what: string): 
 }
 
 /**
- * `serve` of the built bin with the unit's environment, info logging as the unit has it, to /dev/null.
- * BENCH_NODE_FLAGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) runs it under node with those flags, to
- * profile the daemon as the bench drives it.
+ * `serve` of the built bin with the unit's environment and its ExecStart's node flags, info logging as the
+ * unit has it, to /dev/null. BENCH_NODE_FLAGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) adds node
+ * flags, to profile the daemon as the bench drives it.
  */
 export function serveBin(args: string[]): ChildProcess {
   const bin = path.join(PROJECT, "dist/src/bin.js");
-  const flags = process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [];
-  const [command, argv] = flags.length ? [process.execPath, [...flags, bin, ...args]] : [bin, args];
-  return spawn(command, argv, {
+  const flags = [...unitNodeFlags(), ...(process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [])];
+  return spawn(process.execPath, [...flags, bin, ...args], {
     stdio: ["ignore", "ignore", "inherit"],
     env: { ...shimmedEnv(), ...unitEnvironment() },
   });

@@ -137,6 +137,12 @@ const CODES = {
   },
   /** Some of a step's items (targets, connections) failed; each item says why. */
   ITEMS_FAILED: { failure: "transient", exit: 1, hint: "each failed item says why; the others were applied" },
+  /** The child process that checks hookshot transforms (QuickJS) failed, timed out or answered too much. */
+  TRANSFORM_CHECK_FAILED: {
+    failure: "transient",
+    exit: 1,
+    hint: "the message says why; the step runs again at the next push",
+  },
   /** The agent was stopping and cancelled the running step. */
   ABORTED: { failure: "transient", exit: 1, hint: "the step runs again at the next start" },
   /** Anything the agent did not expect: a bug or an unforeseen environment. Not retried on a timer. */

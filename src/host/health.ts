@@ -1,6 +1,7 @@
 import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
 import { RetryAfterError, retry, retryAfterHeader } from "../core/retry.js";
+import { type HttpAnswer, httpRequest } from "./http-client.js";
 
 /**
  * Polls an HTTP health endpoint until it answers the healthy status or the deadline passes, under the retry
@@ -17,10 +18,9 @@ export async function waitHealthy(
   try {
     await retry(
       async ({ signal, timeoutMs }) => {
-        let res: Response;
+        let res: HttpAnswer;
         try {
-          res = await fetch(url, { signal });
-          await res.body?.cancel();
+          res = await httpRequest(url, { signal, readBody: false });
         } catch (err) {
           last = fetchFailure(err, timeoutMs);
           throw new AgentError("HEALTH_CHECK_FAILED", last);
@@ -31,7 +31,7 @@ export async function waitHealthy(
           throw new RetryAfterError(
             "HTTP_RATE_LIMITED",
             last,
-            retryAfterHeader(res.headers.get("retry-after")),
+            retryAfterHeader(res.header("retry-after") ?? null),
           );
         }
         throw new AgentError("HEALTH_CHECK_FAILED", last);

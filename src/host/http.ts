@@ -1,5 +1,6 @@
 import { withTimeout } from "../core/with-timeout.js";
 import type { EffectRecorder } from "./effects.js";
+import { httpRequest } from "./http-client.js";
 
 /**
  * One HTTP request that acts on the host's services (a signed test delivery, say), through the host layer:
@@ -28,13 +29,13 @@ export function createHttpSender(opts: {
     opts.record({ type: "request", method: req.method, url: req.url, detail: req.detail });
     if (opts.dryRun) return null;
     return withTimeout(req.timeoutMs, opts.signal, async (signal) => {
-      const res = await fetch(req.url, {
+      const res = await httpRequest(req.url, {
         method: req.method,
-        headers: req.headers,
-        body: req.body ? new Uint8Array(req.body) : undefined,
+        ...(req.headers ? { headers: req.headers } : {}),
+        ...(req.body ? { body: req.body } : {}),
         signal,
+        readBody: false,
       });
-      await res.body?.cancel();
       return { status: res.status };
     });
   };

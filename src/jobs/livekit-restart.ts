@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { fetchFailure } from "../core/fetch-failure.js";
 import { withTimeout } from "../core/with-timeout.js";
+import { httpRequest } from "../host/http-client.js";
 import { hostPath } from "../steps/common.js";
 import type { HostJob, JobContext, JobResult } from "./types.js";
 
@@ -72,11 +73,7 @@ async function scrape(
   signal: AbortSignal,
 ): Promise<{ participants: number | null; rooms: number | null; problem?: string }> {
   try {
-    const res = await withTimeout(3000, signal, async (s) => {
-      const r = await fetch(url, { signal: s });
-      if (!r.ok) await r.body?.cancel();
-      return { ok: r.ok, status: r.status, text: r.ok ? await r.text() : "" };
-    });
+    const res = await withTimeout(3000, signal, (s) => httpRequest(url, { signal: s }));
     if (!res.ok) return { participants: null, rooms: null, problem: `HTTP ${res.status}` };
     const sums = sumSamples(res.text, ["livekit_participant_total", "livekit_room_total"]);
     const participants = sums.livekit_participant_total ?? null;

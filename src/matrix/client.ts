@@ -2,6 +2,7 @@ import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
 import { type Attempt, RetryAfterError, type RetryPolicy, retry, retryAfterHeader } from "../core/retry.js";
 import type { Secret } from "../core/secret.js";
+import { type HttpAnswer, httpRequest } from "../host/http-client.js";
 
 /**
  * The few Matrix client-server calls the agent makes (room state get/put), with the behaviour the spec
@@ -46,22 +47,6 @@ interface MatrixErrorBody {
 /** A room-state answer is a few KiB; a larger one is refused rather than held in memory. */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
 
-/** The body as text, reading no more than max bytes (the connection is dropped past it). */
-async function readCapped(res: Response, max: number): Promise<string> {
-  if (!res.body) return "";
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
-    size += chunk.length;
-    if (size > max) {
-      await res.body.cancel().catch(() => {});
-      throw new AgentError("MATRIX_REFUSED", `the homeserver's answer is larger than ${max} bytes; refused`);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
-
 const statePath = (roomId: string, type: string, stateKey: string) =>
   `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/${encodeURIComponent(type)}/${encodeURIComponent(stateKey)}`;
 
@@ -105,25 +90,26 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
     a: Attempt,
   ) {
     opts.onRequest?.(method, path);
-    let res: Response;
-    let text: string;
+    let res: HttpAnswer;
     try {
-      res = await fetch(base + path, {
+      // Never redirected: a redirect would turn this PUT into one against another URL, with the token.
+      res = await httpRequest(base + path, {
         method,
         headers: {
           authorization: `Bearer ${opts.token.reveal()}`,
           ...(body !== undefined ? { "content-type": "application/json" } : {}),
         },
-        body: body !== undefined ? JSON.stringify(body) : undefined,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
         signal: a.signal,
-        // A redirect would turn this PUT into one against another URL, with the token: refused.
-        redirect: "manual",
+        maxBytes: MAX_RESPONSE_BYTES,
+        onTooLarge: (max) =>
+          new AgentError("MATRIX_REFUSED", `the homeserver's answer is larger than ${max} bytes; refused`),
       });
-      text = await readCapped(res, MAX_RESPONSE_BYTES);
     } catch (err) {
       if (err instanceof AgentError) throw err;
       throw new AgentError("MATRIX_UNAVAILABLE", fetchFailure(err, a.timeoutMs));
     }
+    const text = res.text;
     let json: MatrixErrorBody & Record<string, unknown> = {};
     try {
       json = text ? (JSON.parse(text) as typeof json) : {};
@@ -145,7 +131,7 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
       // retry_after_ms as the spec has it (an integer), tolerated as a numeric string; else Retry-After.
       const given = Number(json.retry_after_ms);
       const wait =
-        Number.isFinite(given) && given >= 0 ? given : retryAfterHeader(res.headers.get("retry-after"));
+        Number.isFinite(given) && given >= 0 ? given : retryAfterHeader(res.header("retry-after") ?? null);
       const after = wait === undefined ? "" : `, retry after ${wait} ms`;
       throw new RetryAfterError("MATRIX_RATE_LIMITED", `rate limited (M_LIMIT_EXCEEDED${after})`, wait);
     }

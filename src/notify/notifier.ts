@@ -5,6 +5,7 @@ import { AgentError, asAgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
 import { redact } from "../core/redact.js";
 import { RetryAfterError, type RetryPolicy, retry, retryAfterHeader } from "../core/retry.js";
+import { type HttpAnswer, httpRequest } from "../host/http-client.js";
 import type { DeployEvent } from "./events.js";
 import { COMMIT_STATE } from "./targets/gitea-status.js";
 import { kindOf, type Target, targetNames, targetSchema } from "./targets/index.js";
@@ -159,16 +160,16 @@ export function createNotifier(opts: {
     try {
       await retry(
         async ({ signal, timeoutMs }) => {
-          let res: Response;
+          let res: HttpAnswer;
           try {
-            res = await fetch(request.url, {
+            // Never redirected, as before (fetch's redirect: "manual"): node:http does not follow.
+            res = await httpRequest(request.url, {
               method: request.method,
               headers,
               body,
-              redirect: "manual",
               signal,
+              readBody: false,
             });
-            await res.body?.cancel();
           } catch (err) {
             throw new AgentError("HTTP_UNAVAILABLE", fetchFailure(err, timeoutMs));
           }
@@ -178,7 +179,7 @@ export function createNotifier(opts: {
             throw new RetryAfterError(
               "HTTP_RATE_LIMITED",
               problem,
-              retryAfterHeader(res.headers.get("retry-after")),
+              retryAfterHeader(res.header("retry-after") ?? null),
             );
           }
           // Any other 3xx or 4xx: the request itself is wrong, and retrying cannot help.

@@ -2,7 +2,7 @@ import path from "node:path";
 import { z } from "zod";
 import { asAgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
-import { runTransform, transformProblem } from "../hookshot/transform.js";
+import { checkTransforms, type TransformVerdict } from "../hookshot/checks.js";
 import type { StepItem } from "../state/state.js";
 import { repoPath, stepCommon } from "./common.js";
 import type { DriftItem, RepoFiles, StepContext, StepKind, StepMatrix } from "./types.js";
@@ -60,27 +60,31 @@ const stateKeyOf = (step: HookshotStep, file: string) =>
 const fileOf = (step: HookshotStep, rel: string) =>
   path.posix.dirname(rel) === step.directory && rel.endsWith(".js") ? path.posix.basename(rel) : null;
 
-/** Runs the transform on every fixture of its service; a throw, "No content" or an empty message is a problem. */
-async function fixtureProblems(
-  step: HookshotStep,
-  repo: RepoFiles,
-  file: string,
-  src: string,
-): Promise<string[]> {
+/** The fixtures (JSON text) of a transform's service, by path. */
+async function fixturesOf(step: HookshotStep, repo: RepoFiles, file: string): Promise<[string, string][]> {
   if (!step.fixtures) return [];
   const prefix = `${step.fixtures}/${path.posix.basename(file, ".js")}/`;
-  const problems: string[] = [];
-  for (const fixture of repo.paths().filter((p) => p.startsWith(prefix) && p.endsWith(".json"))) {
-    try {
-      const out = await runTransform(src, JSON.parse((await repo.read(fixture)).toString("utf8")));
-      if (out.content && (out.content.plain === "No content" || out.content.plain.trim() === "")) {
-        problems.push(`${step.directory}/${file} on ${fixture}: hookshot would post "${out.content.plain}"`);
-      }
-    } catch (err) {
-      problems.push(`${step.directory}/${file} on ${fixture}: ${(err as Error).message}`);
-    }
-  }
-  return problems;
+  const paths = repo.paths().filter((p) => p.startsWith(prefix) && p.endsWith(".json"));
+  return Promise.all(
+    paths.map(async (p): Promise<[string, string]> => [p, (await repo.read(p)).toString("utf8")]),
+  );
+}
+
+/** A throw, "No content" or an empty message on a fixture is a problem. */
+function fixtureProblems(
+  step: HookshotStep,
+  file: string,
+  fixtures: readonly string[],
+  runs: TransformVerdict["runs"],
+): string[] {
+  return runs.flatMap((run, i) => {
+    const where = `${step.directory}/${file} on ${fixtures[i]}`;
+    if ("error" in run) return [`${where}: ${run.error}`];
+    const content = run.output.content;
+    return content && (content.plain === "No content" || content.plain.trim() === "")
+      ? [`${where}: hookshot would post "${content.plain}"`]
+      : [];
+  });
 }
 
 /** The transform files a change touches: all mapped ones when the prelude changed. */
@@ -116,11 +120,33 @@ export async function assemble(
   return step.prelude ? `${(await read(step.prelude)).toString("utf8")}\n${own}` : own;
 }
 
+/** The transforms' sources, mapped files present in the revision only, checked in one child process. */
+async function problemsOf(step: HookshotStep, ctx: StepContext, files: readonly string[]) {
+  const srcs = new Map<string, string>();
+  for (const file of files) {
+    const rel = `${step.directory}/${file}`;
+    if (file in step.transforms && (await ctx.source.has(rel))) {
+      srcs.set(file, await assemble(step, (p) => ctx.source.read(p), rel));
+    }
+  }
+  const verdicts = await checkTransforms(
+    [...srcs.values()].map((src) => ({ src, payloads: [] })),
+    { signal: ctx.signal },
+  );
+  return new Map(
+    [...srcs.keys()].map((file, i) => [
+      file,
+      { src: srcs.get(file) as string, problem: verdicts[i]?.problem ?? null },
+    ]),
+  );
+}
+
 async function syncOne(
   step: HookshotStep,
   ctx: StepContext,
   matrix: StepMatrix,
   file: string,
+  checked: { src: string; problem: string | null } | undefined,
 ): Promise<StepItem> {
   const rel = `${step.directory}/${file}`;
   const key = stateKeyOf(step, file);
@@ -139,8 +165,8 @@ async function syncOne(
       detail: `not mapped to a connection: add "${file}" under transforms in the manifest`,
     };
   }
-  const src = await assemble(step, (p) => ctx.source.read(p), rel);
-  const problem = await transformProblem(src);
+  if (!checked) throw new Error(`${rel} was not checked`);
+  const { src, problem } = checked;
   if (problem) return { id, outcome: "failed", detail: problem };
 
   try {
@@ -191,13 +217,28 @@ export const hookshotStep: StepKind<typeof schema> = {
     const problems = files
       .filter((f) => !(f in step.transforms))
       .map((f) => `${step.directory}/${f} is not mapped to a connection under transforms`);
-    for (const f of files) {
-      if (!(f in step.transforms)) continue;
-      const src = await assemble(step, (p) => repo.read(p), `${step.directory}/${f}`);
-      const problem = await transformProblem(src);
-      if (problem) problems.push(`${step.directory}/${f} ${problem}`);
-      else problems.push(...(await fixtureProblems(step, repo, f, src)));
-    }
+    const mapped = files.filter((f) => f in step.transforms);
+    const fixtures = await Promise.all(mapped.map((f) => fixturesOf(step, repo, f)));
+    const jobs = await Promise.all(
+      mapped.map(async (f, i) => ({
+        src: await assemble(step, (p) => repo.read(p), `${step.directory}/${f}`),
+        payloads: (fixtures[i] ?? []).map(([, json]) => json),
+      })),
+    );
+    const verdicts = await checkTransforms(jobs);
+    mapped.forEach((f, i) => {
+      const verdict = verdicts[i] as TransformVerdict;
+      if (verdict.problem) problems.push(`${step.directory}/${f} ${verdict.problem}`);
+      else
+        problems.push(
+          ...fixtureProblems(
+            step,
+            f,
+            (fixtures[i] ?? []).map(([p]) => p),
+            verdict.runs,
+          ),
+        );
+    });
     return problems;
   },
 
@@ -228,7 +269,8 @@ export const hookshotStep: StepKind<typeof schema> = {
 
   async apply(step, ctx, work) {
     const files = [...new Set(transformsFor(step, work.files).flatMap((rel) => fileOf(step, rel) ?? []))];
+    const checked = await problemsOf(step, ctx, files);
     const matrix = ctx.matrix({ homeserver: step.homeserver, token: step.token, ...step.retry });
-    return pool(files, step.concurrency, (file) => syncOne(step, ctx, matrix, file));
+    return pool(files, step.concurrency, (file) => syncOne(step, ctx, matrix, file, checked.get(file)));
   },
 };

@@ -135,6 +135,13 @@ export function unitEnvironment(): Record<string, string> {
   return env;
 }
 
+/** The node flags the unit's ExecStart gives `serve` (`/usr/bin/env node FLAGS /usr/local/bin/deploy-agent`). */
+export function unitNodeFlags(): string[] {
+  const unit = readFileSync(path.join(PROJECT, "systemd/deploy-agent@.service"), "utf8");
+  const exec = /^ExecStart=\/usr\/bin\/env node (.*?) ?\/usr\/local\/bin\/deploy-agent /m.exec(unit);
+  return exec?.[1]?.split(" ").filter(Boolean) ?? [];
+}
+
 /** `deploy-agent <args>` as a long-running child process (serve), through tsx. */
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Served {
   const child = spawn(process.execPath, cliArgv(args), {

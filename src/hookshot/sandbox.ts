@@ -1,0 +1,26 @@
+import { text } from "node:stream/consumers";
+import type { TransformJob, TransformVerdict } from "./checks.js";
+import { runTransform, transformProblem } from "./transform.js";
+
+/**
+ * The child process that checks hookshot transforms (started by checks.ts): reads the jobs as JSON on stdin,
+ * writes the verdicts as JSON on stdout and exits, so QuickJS's memory leaves with it.
+ */
+async function verdict(job: TransformJob): Promise<TransformVerdict> {
+  const problem = await transformProblem(job.src);
+  if (problem) return { problem, runs: [] };
+  const runs: TransformVerdict["runs"] = [];
+  for (const payload of job.payloads) {
+    try {
+      runs.push({ output: await runTransform(job.src, JSON.parse(payload)) });
+    } catch (err) {
+      runs.push({ error: (err as Error).message });
+    }
+  }
+  return { problem: null, runs };
+}
+
+const jobs = JSON.parse(await text(process.stdin)) as TransformJob[];
+const verdicts: TransformVerdict[] = [];
+for (const job of jobs) verdicts.push(await verdict(job));
+process.stdout.write(JSON.stringify(verdicts));

@@ -1,0 +1,87 @@
+import http from "node:http";
+import https from "node:https";
+
+/**
+ * The daemon's own HTTP requests (Matrix, LiveKit's metrics, health probes, notices, a step's requests), on
+ * node:http. Node's fetch()
+ * loads undici, whose code and llhttp WebAssembly stay for the life of the process: 10-12 MiB of resident
+ * memory once a request has been made, against 2 MiB for node:http (which the listener has loaded anyway).
+ * Redirects are never followed; an abort rejects with the signal's reason, as fetch() does.
+ */
+export interface HttpAnswer {
+  status: number;
+  ok: boolean;
+  header(name: string): string | undefined;
+  /** The body as UTF-8. */
+  text: string;
+}
+
+export interface HttpRequestInit {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string | Uint8Array;
+  signal?: AbortSignal;
+  /** false: answer with the status and headers only, and close the connection without reading the body. */
+  readBody?: boolean;
+  /** When given, the body is refused past this many bytes: the request rejects with onTooLarge's error. */
+  maxBytes?: number;
+  onTooLarge?: (maxBytes: number) => Error;
+}
+
+function answer(res: http.IncomingMessage, text: string): HttpAnswer {
+  const status = res.statusCode ?? 0;
+  return {
+    status,
+    ok: status >= 200 && status < 300,
+    header: (name) => {
+      const v = res.headers[name.toLowerCase()];
+      return Array.isArray(v) ? v.join(", ") : v;
+    },
+    text,
+  };
+}
+
+export function httpRequest(url: string, init: HttpRequestInit): Promise<HttpAnswer> {
+  const signal = init.signal;
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const target = new URL(url);
+    const client = target.protocol === "https:" ? https : http;
+    const headers = {
+      ...init.headers,
+      ...(init.body !== undefined ? { "content-length": String(Buffer.byteLength(init.body)) } : {}),
+    };
+    const req = client.request(target, { method: init.method ?? "GET", headers });
+    const fail = (err: unknown) => {
+      signal?.removeEventListener("abort", onAbort);
+      req.destroy();
+      reject(err);
+    };
+    const onAbort = () => fail(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    req.on("error", (err) => fail(signal?.aborted ? signal.reason : err));
+    req.on("response", (res) => {
+      if (init.readBody === false) {
+        signal?.removeEventListener("abort", onAbort);
+        res.destroy();
+        resolve(answer(res, ""));
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on("data", (chunk: Buffer) => {
+        size += chunk.length;
+        const max = init.maxBytes;
+        if (max !== undefined && size > max)
+          fail(init.onTooLarge?.(max) ?? new Error(`larger than ${max} bytes`));
+        else chunks.push(chunk);
+      });
+      res.on("error", (err) => fail(signal?.aborted ? signal.reason : err));
+      res.on("end", () => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(answer(res, Buffer.concat(chunks).toString("utf8")));
+      });
+    });
+    req.end(init.body);
+  });
+}

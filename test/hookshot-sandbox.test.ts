@@ -1,0 +1,87 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { AgentError } from "../src/core/errors.js";
+import { checkTransforms, SANDBOX_OUTPUT_MAX_BYTES, SANDBOX_TIMEOUT_MS } from "../src/hookshot/checks.js";
+import { runTransform, transformProblem } from "../src/hookshot/transform.js";
+
+/**
+ * The transform checks run in a child process (src/hookshot/sandbox.ts) and answer exactly what the
+ * in-process checks (transform.ts) answer; the child is bounded by a timeout, an answer size and the signal.
+ */
+
+const good = 'result = { version: "v2", plain: "hi " + data.who };';
+const spins = "while (true) {}";
+const code = (err: unknown) => (err instanceof AgentError ? err.code : String(err));
+
+describe("hookshot transform checks in a child process", () => {
+  it("answer what the in-process checks answer, per transform and per payload", async () => {
+    const jobs = [
+      { src: good, payloads: ['{"who":"ana"}', "{not json", '{"who":1}'] },
+      { src: "result = {", payloads: ['{"who":"x"}'] },
+      { src: 'const result = { version: "v2", plain: "x" };', payloads: [] },
+      { src: 'result = { plain: "x" };', payloads: ["{}"] },
+    ];
+    const verdicts = await checkTransforms(jobs);
+    assert.deepEqual(verdicts[0], {
+      problem: null,
+      runs: [
+        { output: await runTransform(good, { who: "ana" }) },
+        {
+          error: (() => {
+            try {
+              JSON.parse("{not json");
+            } catch (e) {
+              return (e as Error).message;
+            }
+          })() as string,
+        },
+        { output: { content: { plain: "hi 1" } } },
+      ],
+    });
+    assert.deepEqual(verdicts[0]?.runs[0], { output: { content: { plain: "hi ana" } } });
+    assert.deepEqual(verdicts[1], { problem: await transformProblem("result = {"), runs: [] });
+    assert.match(verdicts[1]?.problem ?? "", /does not compile in hookshot's QuickJS/);
+    assert.match(verdicts[2]?.problem ?? "", /declares `result`/);
+    assert.deepEqual(verdicts[3], {
+      problem: null,
+      runs: [{ error: "Result returned from transformation didn't specify version = v2" }],
+    });
+  });
+
+  it("stops a batch that outlasts the timeout, and the defaults are as documented", async () => {
+    assert.equal(SANDBOX_TIMEOUT_MS, 60_000);
+    assert.equal(SANDBOX_OUTPUT_MAX_BYTES, 4 * 1024 * 1024);
+    // Ten runs of 500 ms each (hookshot's deadline) take 5 s; the timeout is 1 s.
+    const started = Date.now();
+    const err = await checkTransforms([{ src: spins, payloads: Array(10).fill("{}") }], {
+      timeoutMs: 1000,
+    }).catch((e: unknown) => e);
+    assert.equal(code(err), "TRANSFORM_CHECK_FAILED");
+    assert.match((err as Error).message, /took longer than 1000 ms/);
+    assert.ok(Date.now() - started < 4000, `stopped after ${Date.now() - started} ms`);
+  });
+
+  it("takes an answer of exactly the limit and refuses one byte more", async () => {
+    const jobs = [{ src: good, payloads: ['{"who":"ana"}'] }];
+    const size = Buffer.byteLength(JSON.stringify(await checkTransforms(jobs)));
+    assert.equal((await checkTransforms(jobs, { maxOutputBytes: size })).length, 1);
+    const err = await checkTransforms(jobs, { maxOutputBytes: size - 1 }).catch((e: unknown) => e);
+    assert.equal(code(err), "TRANSFORM_CHECK_FAILED");
+    assert.match((err as Error).message, new RegExp(`larger than ${size - 1} bytes`));
+  });
+
+  it("kills the child when the signal aborts", async () => {
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 300);
+    const started = Date.now();
+    const err = await checkTransforms([{ src: spins, payloads: Array(10).fill("{}") }], {
+      signal: ac.signal,
+    }).catch((e: unknown) => e);
+    assert.equal(code(err), "ABORTED");
+    assert.ok(Date.now() - started < 4000, `stopped after ${Date.now() - started} ms`);
+  });
+
+  it("starts no child for an empty batch", async () => {
+    assert.deepEqual(await checkTransforms([], { timeoutMs: 1 }), []);
+  });
+});
