@@ -137,7 +137,7 @@ const CODES = {
   },
   /** Some of a step's items (targets, connections) failed; each item says why. */
   ITEMS_FAILED: { failure: "transient", exit: 1, hint: "each failed item says why; the others were applied" },
-  /** The child process that checks hookshot transforms (QuickJS) failed, timed out or answered too much. */
+  /** A sandboxed check's child process (transform checks in QuickJS) failed, timed out or answered too much. */
   TRANSFORM_CHECK_FAILED: {
     failure: "transient",
     exit: 1,

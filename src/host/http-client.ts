@@ -2,7 +2,7 @@ import http from "node:http";
 import https from "node:https";
 
 /**
- * The daemon's own HTTP requests (Matrix, LiveKit's metrics, health probes, notices, a step's requests), on
+ * The daemon's own HTTP requests (Matrix, a job's metrics scrape, health probes, notices, a step's requests), on
  * node:http. Node's fetch()
  * loads undici, whose code and llhttp WebAssembly stay for the life of the process: 10-12 MiB of resident
  * memory once a request has been made, against 2 MiB for node:http (which the listener has loaded anyway).
