@@ -53,11 +53,12 @@ function watchedFiles(src: SecretSource): { current: string | null; next: string
  */
 function identity(file: string | null): string {
   if (!file) return "fixed";
+  // No ENOENT exception for the next secret's file, absent nearly always: an Error and its stack per delivery.
   try {
-    const st = statSync(file);
-    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}`;
+    const st = statSync(file, { throwIfNoEntry: false });
+    return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}` : "absent";
   } catch {
-    return "absent";
+    return "absent"; // not a file it can look at (a directory in the path is a file): as if absent
   }
 }
 
