@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { type PlanInput, plan, planLazily } from "../src/plan/plan.js";
 import { emptyState, type State } from "../src/state/state.js";
 import { type StepConfig, stepSchema } from "../src/steps/index.js";
+import { stateWith } from "./helpers/plan-state.js";
 
 /**
  * planLazily is the planner production runs (the pipeline and `plan`): the same actions as `plan`, with the
@@ -50,29 +51,6 @@ const tree = [
   "systemd/livekit-server.service",
   "README.md",
 ];
-
-/** State where each named step was applied at a revision, maybe with a failed attempt after it. */
-function stateWith(entries: Record<string, { applied?: string; failedAt?: string }>): State {
-  const state = emptyState("lxctest");
-  for (const [name, e] of Object.entries(entries)) {
-    state.steps[name] = {
-      lastAppliedRevision: e.applied,
-      history: [],
-      lastResult: e.failedAt
-        ? {
-            outcome: "failed",
-            revision: e.failedAt,
-            reason: "COMMAND_FAILED",
-            message: "x",
-            at: "",
-            durationMs: 1,
-            items: [],
-          }
-        : undefined,
-    };
-  }
-  return state;
-}
 
 const all = (rev: string) => stateWith(Object.fromEntries(steps.map((s) => [s.name, { applied: rev }])));
 

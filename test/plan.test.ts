@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { plan } from "../src/plan/plan.js";
 import { emptyState, type State } from "../src/state/state.js";
 import { type StepConfig, stepSchema } from "../src/steps/index.js";
+import { stateWith } from "./helpers/plan-state.js";
 
 const A = "a".repeat(40);
 const B = "b".repeat(40);
@@ -20,28 +21,6 @@ const steps: StepConfig[] = [
 ].map((s) => stepSchema.parse(s));
 
 const tree = ["landing/index.html", "landing/img/hero.webp", "cinny/config.json", "README.md"];
-
-function stateWith(entries: Record<string, { applied?: string; failedAt?: string }>): State {
-  const state = emptyState("lxctest");
-  for (const [name, e] of Object.entries(entries)) {
-    state.steps[name] = {
-      lastAppliedRevision: e.applied,
-      history: [],
-      lastResult: e.failedAt
-        ? {
-            outcome: "failed",
-            revision: e.failedAt,
-            reason: "COMMAND_FAILED",
-            message: "x",
-            at: "",
-            durationMs: 1,
-            items: [],
-          }
-        : undefined,
-    };
-  }
-  return state;
-}
 
 const cases: {
   name: string;

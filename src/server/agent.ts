@@ -1,8 +1,5 @@
-import type { Logger } from "pino";
 import { AgentError, asAgentError } from "../core/errors.js";
 import { JOBS } from "../jobs/index.js";
-import type { HostOverrides } from "../manifest/at-revision.js";
-import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
 import { type DeployEvent, hostEvent } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
@@ -17,6 +14,7 @@ import { runJob } from "./job-task.js";
 import { type AgentMetrics, createMetrics } from "./metrics.js";
 import { createPreviews } from "./preview.js";
 import type { PullRequest } from "./pull-request.js";
+import type { HostRunSettings } from "./run-settings.js";
 import { createRunner, DEPLOY, type Runner, type Task, type TaskHandler, type Trigger } from "./runner.js";
 import { createSchedule, jobTask, timing } from "./schedule.js";
 import { liveState, statusDocument } from "./status.js";
@@ -29,19 +27,9 @@ import type { ServeStatus } from "./status-model.js";
  * and /metrics report from. The HTTP layer only verifies, filters and calls `request`.
  */
 
-export interface AgentOptions {
+export interface AgentOptions extends HostRunSettings {
   /** The manifest the process started with; runs may apply a newer one from git (manifestPath). */
   manifest: Manifest;
-  /** The manifest's path in the clone: each run applies the deployed revision's manifest. */
-  manifestPath?: string | undefined;
-  /** Restart-only settings the host sets outside the manifest (see manifest/at-revision.ts). */
-  overrides?: HostOverrides | undefined;
-  load?: LoadOptions | undefined;
-  repoDir: string;
-  stateDir: string;
-  root: string;
-  dryRun: boolean;
-  log: Logger;
   /** How long a run waits for a lock held by a manual `deploy-agent run` (default webhook.lockWaitSeconds). */
   lockWaitMs?: number;
   /** Delay before retrying after a transient failure (fetch, lock); default 30 s. */

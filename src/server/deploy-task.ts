@@ -1,14 +1,12 @@
-import type { Logger } from "pino";
 import { asAgentError, logFields } from "../core/errors.js";
 import { deploy } from "../deploy/pipeline.js";
-import type { HostOverrides } from "../manifest/at-revision.js";
-import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
 import { type DeployEvent, errorOf, eventBase, type hostEvent, runEvents } from "../notify/events.js";
 import { type Repo, subjectOf } from "../source/git.js";
 import { prepareLock } from "../state/lock.js";
 import type { DriftWatch } from "./drift-watch.js";
 import type { AgentMetrics } from "./metrics.js";
+import type { HostRunSettings } from "./run-settings.js";
 import { DEPLOY, historyTrigger, type Runner, reasonOf, type TaskHandler } from "./runner.js";
 import type { LiveState } from "./status.js";
 
@@ -18,18 +16,10 @@ import type { LiveState } from "./status.js";
  * notices; after a failure before the steps that is not stalled, asks for a retry after retryDelayMs.
  */
 
-export interface DeployTaskDeps {
+export interface DeployTaskDeps extends HostRunSettings {
   live: LiveState;
   /** The manifest the process started with: each run applies the deployed revision's from it. */
   manifest: Manifest;
-  manifestPath?: string | undefined;
-  overrides?: HostOverrides | undefined;
-  load?: LoadOptions | undefined;
-  repoDir: string;
-  stateDir: string;
-  root: string;
-  dryRun: boolean;
-  log: Logger;
   lockWaitMs: () => number;
   retryDelayMs: number;
   metrics: Pick<AgentMetrics, "run" | "runError">;

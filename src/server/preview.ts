@@ -5,7 +5,6 @@ import { follow } from "../core/with-timeout.js";
 import { checkDrift, type DriftReport } from "../deploy/drift.js";
 import { deploy } from "../deploy/pipeline.js";
 import type { RunReport } from "../deploy/run-report.js";
-import type { HostOverrides } from "../manifest/at-revision.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
 import type { GiteaStatusTarget } from "../notify/targets/gitea-status.js";
@@ -13,6 +12,7 @@ import { clip } from "../notify/targets/text.js";
 import type { Repo } from "../source/git.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { PullRequest } from "./pull-request.js";
+import type { HostRunSettings } from "./run-settings.js";
 import { DEPLOY, type Runner, type Task, type TaskHandler } from "./runner.js";
 
 /**
@@ -32,19 +32,10 @@ const DESCRIPTION_MAX = 140;
 /** How often a running preview looks whether a deploy waits. */
 const PREEMPT_CHECK_MS = 100;
 
-export interface PreviewDeps {
+export interface PreviewDeps extends HostRunSettings {
   /** The manifest the process started with (as runs get it) and the one in force now. */
   startManifest: Manifest;
   manifest: () => Manifest;
-  manifestPath?: string | undefined;
-  overrides?: HostOverrides | undefined;
-  load?: LoadOptions | undefined;
-  repoDir: string;
-  stateDir: string;
-  root: string;
-  /** A daemon in --dry-run logs the status instead of posting it. */
-  dryRun: boolean;
-  log: Logger;
   metrics: Pick<AgentMetrics, "preview">;
   runner: () => Runner;
   /** The daemon's clone (opened once, shared with deploys: the runner serialises them). */
