@@ -107,6 +107,8 @@ export function makeFixture(initial: Files, options: { history?: number } = {}):
       git(pusher, "push", "--quiet", "origin", "main");
       return git(pusher, "rev-parse", "HEAD");
     },
-    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+    // A git the killed daemon started (a fetch, the object reader) may still be writing into the clone for a
+    // moment: rm retries on ENOTEMPTY instead of failing the test that ran before it.
+    cleanup: () => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }),
   };
 }
