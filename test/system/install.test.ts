@@ -849,7 +849,8 @@ describe("system: the README's install under a real systemd, for each host role"
         ActiveState: "active",
         UnitFileState: "enabled",
       });
-      const rev = push(w, { "way-back.txt": "webhook again\n" }, "the way back");
+      const readmeNow = readFileSync(path.join(w.pusher, "README.md"), "utf8");
+      const rev = push(w, { "README.md": `${readmeNow}\n` }, "the way back");
       const status = await eventually("webhook.service answers a signed push", async () => {
         const code = await deliver(w.ports.lxc110, "/hooks/draupnir-deploy", OLD_SECRET_110, rev).catch(
           () => 0,
