@@ -17,8 +17,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { PROJECT } from "../test/helpers/agent.js";
 import { type Files, git, makeFixture } from "../test/helpers/git.js";
 import { giteaHeaders, realPushBody } from "../test/helpers/gitea.js";
-import { startMatrixServer } from "../test/helpers/matrix-server.js";
-import { percentile, QUICK, round, until } from "./lib.js";
+import type { startMatrixServer } from "../test/helpers/matrix-server.js";
+import { HOOK_TYPE, HOOKSHOT_ROOM, hookshotHomeserver, percentile, QUICK, round, until } from "./lib.js";
 import {
   agentIdle,
   agentSettled,
@@ -34,9 +34,9 @@ import {
   stop,
 } from "./systems.js";
 
-const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
+const ROOM = HOOKSHOT_ROOM;
 const TOKEN = "syt_fleet_bench_token";
-const TYPE = "uk.half-shot.matrix-hookshot.generic.hook";
+const TYPE = HOOK_TYPE;
 const PUSHES = QUICK ? 5 : 15;
 const HOSTS = { lxc151: "127.0.0.151", lxc106: "127.0.0.106", lxc139: "127.0.0.139", lxc110: "127.0.0.110" };
 type Host = keyof typeof HOSTS;
@@ -60,7 +60,7 @@ function change(i: number): { files: Files; marker: string } {
 
 export async function fleet(): Promise<{ agents: FleetResult; baseline: FleetResult }> {
   // One test homeserver each, so that neither fleet's writes meet the other's.
-  const servers = await Promise.all([homeserver(), homeserver()]);
+  const servers = await Promise.all([hookshotHomeserver(TOKEN), hookshotHomeserver(TOKEN)]);
   const health = createServer((_req, res) => res.end("ok"));
   await new Promise<void>((r) => health.listen(8081, "127.0.0.1", r));
   const fleets: Fleet[] = [];
@@ -80,18 +80,6 @@ export async function fleet(): Promise<{ agents: FleetResult; baseline: FleetRes
 }
 
 type MatrixServer = Awaited<ReturnType<typeof startMatrixServer>>;
-
-async function homeserver(): Promise<MatrixServer> {
-  const hs = await startMatrixServer({
-    roomId: ROOM,
-    users: { [TOKEN]: { userId: "@jared:matrix.lotusguild.org", powerLevel: 100 } },
-  });
-  for (const f of readFileSync(path.join(PROJECT, "config/lxc151.yaml"), "utf8").matchAll(
-    /^ {6}([\w-]+)\.js: ~$/gm,
-  ))
-    hs.state.set(`${TYPE}/${f[1]}`, { name: f[1], hookId: `hook-${f[1]}` });
-  return hs;
-}
 
 interface Member {
   host: Host;

@@ -6,13 +6,11 @@
  * check runs: start-up to the first answer, then idle RSS once that is done and the process has been
  * left alone for a while.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { PROJECT } from "../test/helpers/agent.js";
 import { makeFixture } from "../test/helpers/git.js";
-import { startMatrixServer } from "../test/helpers/matrix-server.js";
-import { QUICK, rssMiB } from "./lib.js";
+import { HOOKSHOT_ROOM, hookshotHomeserver, QUICK, rssMiB } from "./lib.js";
 import {
   agentSettled,
   freshPort,
@@ -24,21 +22,12 @@ import {
   stop,
 } from "./systems.js";
 
-const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
+const ROOM = HOOKSHOT_ROOM;
 const TOKEN = "syt_hosts_bench_token";
-const TYPE = "uk.half-shot.matrix-hookshot.generic.hook";
 const STARTS = QUICK ? 2 : 5;
 
 export async function lxc151Starts() {
-  const hs = await startMatrixServer({
-    roomId: ROOM,
-    users: { [TOKEN]: { userId: "@jared:matrix.lotusguild.org", powerLevel: 100 } },
-  });
-  // The connections as the room holds them (the manifest's transforms, by file name).
-  for (const f of readFileSync(path.join(PROJECT, "config/lxc151.yaml"), "utf8").matchAll(
-    /^ {6}([\w-]+)\.js: ~$/gm,
-  ))
-    hs.state.set(`${TYPE}/${f[1]}`, { name: f[1], hookId: `hook-${f[1]}` });
+  const hs = await hookshotHomeserver(TOKEN);
   const fx = makeFixture(repositoryFiles());
   const root = path.join(fx.dir, "root");
   for (const d of ["etc/systemd/system", "run", "var/log", "var/lib"])

@@ -5,6 +5,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
+import { type MatrixTestServer, startMatrixServer } from "../test/helpers/matrix-server.js";
 
 /** Small shared pieces of the benchmarks. */
 
@@ -154,4 +155,21 @@ export function treeCpuMs(pid: number): number {
   };
   visit(pid);
   return total;
+}
+
+/** LXC 151's room and hookshot's state event type, as the shipped manifest names them. */
+export const HOOKSHOT_ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
+export const HOOK_TYPE = "uk.half-shot.matrix-hookshot.generic.hook";
+
+/** A Matrix test homeserver whose room holds the connections of LXC 151's transforms (by file name). */
+export async function hookshotHomeserver(token: string): Promise<MatrixTestServer> {
+  const hs = await startMatrixServer({
+    roomId: HOOKSHOT_ROOM,
+    users: { [token]: { userId: "@jared:matrix.lotusguild.org", powerLevel: 100 } },
+  });
+  for (const f of readFileSync(path.join(PROJECT, "config/lxc151.yaml"), "utf8").matchAll(
+    /^ {6}([\w-]+)\.js: ~$/gm,
+  ))
+    hs.state.set(`${HOOK_TYPE}/${f[1]}`, { name: f[1], hookId: `hook-${f[1]}` });
+  return hs;
 }
