@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { AgentError } from "../src/core/errors.js";
-import { checkTransforms, SANDBOX_OUTPUT_MAX_BYTES, SANDBOX_TIMEOUT_MS } from "../src/hookshot/checks.js";
+import {
+  checkTransforms,
+  SANDBOX_NODE_FLAGS,
+  SANDBOX_OUTPUT_MAX_BYTES,
+  SANDBOX_TIMEOUT_MS,
+} from "../src/hookshot/checks.js";
 import { runTransform, transformProblem } from "../src/hookshot/transform.js";
 
 /**
@@ -79,6 +85,16 @@ describe("hookshot transform checks in a child process", () => {
     }).catch((e: unknown) => e);
     assert.equal(code(err), "ABORTED");
     assert.ok(Date.now() - started < 4000, `stopped after ${Date.now() - started} ms`);
+  });
+
+  it("starts the child with Liftoff only, a flag this node accepts without a word", () => {
+    // The flag is V8's: a misspelt one makes node exit 9 ("bad option") or warn on stderr.
+    assert.deepEqual([...SANDBOX_NODE_FLAGS], ["--liftoff-only"]);
+    const r = spawnSync(process.execPath, [...SANDBOX_NODE_FLAGS, "-e", "0"], { encoding: "utf8" });
+    assert.equal(r.status, 0);
+    assert.equal(r.stderr, "");
+    const typo = spawnSync(process.execPath, ["--liftof-only", "-e", "0"], { encoding: "utf8" });
+    assert.notEqual(typo.status === 0 && typo.stderr === "", true);
   });
 
   it("starts no child for an empty batch", async () => {

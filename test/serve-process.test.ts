@@ -44,7 +44,7 @@ describe("deploy-agent serve (process)", () => {
   it("SIGTERM during a slow step: the step finishes, the rest is skipped, state is saved, exit 0", async () => {
     const s = serve();
     await s.waitFor(/"step":"slow".*"msg":"never applied on this host"/);
-    // SIGTERM while the reload command runs: execa's own signal handler must not end the daemon.
+    // SIGTERM while the reload command runs: no other signal handler may end the daemon.
     while (!existsSync(path.join(root, "var/www/reloading"))) await new Promise((r) => setTimeout(r, 10));
     s.child.kill("SIGTERM");
     assert.equal(await s.exited, 0, s.out());

@@ -59,8 +59,8 @@ function parseListen(value: string | undefined, manifest: Manifest): { host: str
 
 /**
  * Resolves on the first SIGTERM or SIGINT. The handlers stay for the life of the process: with `once`, a
- * second library's handler (execa's signal-exit) would find itself alone and re-raise the signal, killing
- * the daemon in the middle of a step.
+ * handler a library adds (signal-exit's) would find itself alone and re-raise the signal, killing the daemon
+ * in the middle of a step.
  */
 function signals(log: Logger): Promise<string> {
   return new Promise((done) => {

@@ -1,6 +1,7 @@
 import { AgentError } from "../core/errors.js";
 import { sanitize } from "../core/redact.js";
 import type { EffectRecorder } from "./effects.js";
+import { runProcess } from "./process.js";
 
 export interface CommandResult {
   stdout: string;
@@ -30,6 +31,8 @@ export type CommandRunner = (
 ) => Promise<CommandResult>;
 
 const OUTPUT_TAIL = 600;
+/** A command writing more than this to stdout or to stderr is stopped and fails (COMMAND_FAILED). */
+export const COMMAND_OUTPUT_MAX_BYTES = 16 * 1024 * 1024;
 
 function tail(text: string, max = OUTPUT_TAIL): string {
   const t = text.trim();
@@ -46,29 +49,30 @@ export function createCommandRunner(opts: {
     if (options.record !== false && !options.query) opts.record({ type: "run", argv: [...argv] });
     if (opts.dryRun && !options.query) return { stdout: "", stderr: "", ran: false };
     const [file = "", ...args] = argv;
-    // Imported on first use: a daemon that has run no command yet does not carry execa's memory.
-    const { execa } = await import("execa");
-    const result = await execa(file, args, {
-      reject: false,
-      cancelSignal: opts.signal,
+    const result = await runProcess(file, args, {
       input: options.input ?? "",
-      env: { ...opts.env, ...options.env },
+      env: { ...process.env, ...opts.env, ...options.env },
       cwd: options.cwd,
-      all: true,
+      signal: opts.signal,
+      maxBytes: { stdout: COMMAND_OUTPUT_MAX_BYTES, stderr: COMMAND_OUTPUT_MAX_BYTES },
       stripFinalNewline: true,
     });
-    if (result.failed) {
-      const why = result.isCanceled
+    if (result.exitCode !== 0 || result.canceled || result.overflow) {
+      const why = result.canceled
         ? "was cancelled"
-        : result.exitCode !== undefined
-          ? `exited with code ${result.exitCode}`
-          : `failed: ${result.originalMessage ?? result.shortMessage}`;
-      const output = tail(String(result.all ?? `${result.stderr}\n${result.stdout}`), options.tail);
+        : result.startError !== undefined
+          ? `failed: ${result.startError}`
+          : result.overflow
+            ? `wrote more than ${COMMAND_OUTPUT_MAX_BYTES} bytes to ${result.overflow}`
+            : result.signal
+              ? `was killed by ${result.signal}`
+              : `exited with code ${result.exitCode}`;
+      const output = tail(result.all || `${result.stderr}\n${result.stdout}`, options.tail);
       throw new AgentError(
         "COMMAND_FAILED",
         sanitize(`${argv.join(" ")} ${why}${output ? `: ${output}` : ""}`),
       );
     }
-    return { stdout: String(result.stdout), stderr: String(result.stderr), ran: true };
+    return { stdout: result.stdout, stderr: result.stderr, ran: true };
   };
 }
