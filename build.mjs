@@ -9,7 +9,7 @@
  * every start whether or not a part ever runs:
  * - QuickJS (it loads its .wasm file beside its own module) and acorn with acorn-walk (170 KiB), which only
  *   the hookshot transform checks' child process (dist/src/hookshot-sandbox.js) loads, never the daemon;
- * - execa and pino-pretty, loaded only when used, and parse5, for `check: html`;
+ * - pino-pretty, loaded only when used, and parse5, for `check: html`;
  * - fastify's ajv and fast-json-stringify compilers (330 KiB with their dependencies): no route has a JSON
  *   schema, and src/server/app.ts gives fastify factories that never load them;
  * - light-my-request (fastify's inject(), for tests);
@@ -40,6 +40,48 @@ const zodWithoutLocales = {
   },
 };
 
+/**
+ * prom-client's index also loads its Pushgateway (node:https, node:zlib), cluster aggregator (node:cluster) and
+ * Summary, which the agent never uses; only the parts src/server/metrics.ts imports are bundled.
+ */
+const promClientCore = {
+  name: "prom-client-core",
+  setup(b) {
+    b.onResolve({ filter: /^prom-client$/ }, () => ({ path: "prom-client", namespace: "prom-client-core" }));
+    b.onLoad({ filter: /.*/, namespace: "prom-client-core" }, () => ({
+      contents: [
+        'import Registry from "prom-client/lib/registry.js";',
+        'import Counter from "prom-client/lib/counter.js";',
+        'import Gauge from "prom-client/lib/gauge.js";',
+        'import Histogram from "prom-client/lib/histogram.js";',
+        'import collectDefaultMetrics from "prom-client/lib/defaultMetrics.js";',
+        "export { Registry, Counter, Gauge, Histogram, collectDefaultMetrics };",
+      ].join("\n"),
+      loader: "js",
+      resolveDir: process.cwd(),
+    }));
+  },
+};
+
+/**
+ * fastify requires node:http2 (and node:https) at load for servers the agent never makes (HTTP/2, TLS); the
+ * module is only read on first use, so a daemon on plain HTTP never loads them.
+ */
+const lazyBuiltins = {
+  name: "lazy-builtins",
+  setup(b) {
+    b.onResolve({ filter: /^node:(http2|https)$/ }, (args) =>
+      args.importer.includes(`${path.sep}fastify${path.sep}lib${path.sep}server.js`)
+        ? { path: args.path, namespace: "lazy-builtin" }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "lazy-builtin" }, (args) => ({
+      contents: `let m; const load = () => (m ??= require(${JSON.stringify(args.path)})); module.exports = new Proxy({}, { get: (_, k) => load()[k], has: (_, k) => k in load() });`,
+      loader: "js",
+    }));
+  },
+};
+
 rmSync("dist", { recursive: true, force: true });
 await build({
   // The hookshot transform checks' child process (src/hookshot/checks.ts starts it from beside bin.js).
@@ -51,7 +93,6 @@ await build({
   target: "node20",
   external: [
     "quickjs-emscripten",
-    "execa",
     "pino-pretty",
     "acorn",
     "acorn-walk",
@@ -61,7 +102,7 @@ await build({
     "@fastify/ajv-compiler",
     "@fastify/fast-json-stringify-compiler",
   ],
-  plugins: [zodWithoutLocales],
+  plugins: [zodWithoutLocales, promClientCore, lazyBuiltins],
   // The CommonJS dependencies (fastify, pino…) call require() for Node's own modules.
   banner: {
     js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",

@@ -19,6 +19,7 @@ import { lxc151Starts } from "./hosts.bench.js";
 import { machine, percentile, QUICK, writeResults } from "./lib.js";
 import { manyTransforms, matrixCalls } from "./matrix.bench.js";
 import { planScale } from "./plan.bench.js";
+import { SETTLE_MS } from "./systems.js";
 
 for (const tool of ["webhook", "wrk", "curl", "jq"]) {
   if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0)
@@ -145,7 +146,7 @@ out.push(
 );
 out.push(
   "",
-  "**One host** (LXC 139's landing page: `config/lxc139.yaml` — `check: html`, then `nginx -t` and `nginx -s reload` — against Debian's `webhook` 2.8.0 running `bench/baseline/deploy-landing.sh`: fetch, hard reset, diff, copy, `nginx -s reload`; both deploy from their own bare origin of this whole repository; load from `wrk`, one thread, 32 connections; both running and taking turns: the HTTP load in slices of 2 s each, push-to-live one push each, each system idle again — the agent's run finished, the old script exited — before the next push; start-up and idle RSS over cold starts in turns, the agent's first on an empty state, the later ones restarts; idle RSS read 3 s after the start-up reconcile and drift check; bodies are Gitea's real pushes from `test/fixtures/gitea/`):",
+  `**One host** (LXC 139's landing page: \`config/lxc139.yaml\` — \`check: html\`, then \`nginx -t\` and \`nginx -s reload\` — against Debian's \`webhook\` 2.8.0 running \`bench/baseline/deploy-landing.sh\`: fetch, hard reset, diff, copy, \`nginx -s reload\`; both deploy from their own bare origin of this whole repository; load from \`wrk\`, one thread, 32 connections; both running and taking turns: the HTTP load in slices of 2 s each, push-to-live one push each, each system idle again — the agent's run finished, the old script exited — before the next push; start-up and idle RSS over cold starts in turns, the agent's first on an empty state, the later ones restarts; idle RSS read ${SETTLE_MS / 1000} s after the start-up reconcile and drift check (V8 returns the start-up's garbage 8–20 s after the last activity); bodies are Gitea's real pushes from \`test/fixtures/gitea/\`):`,
   "",
   md(
     ["figure", "deploy-agent", "webhook + bash", "ratio", "target", ""],
@@ -243,7 +244,7 @@ out.push(
 );
 out.push(
   "",
-  `**LXC 151 as shipped** (\`config/lxc151.yaml\` with its env file, the Matrix test homeserver as hookshot's; ${lxc151.startupMs.length} cold starts, each on an empty state, so the start-up reconcile compile-checks every transform in QuickJS and writes them, installs the LiveKit unit and raises its restart flag; then the drift check; idle RSS read 3 s after):`,
+  `**LXC 151 as shipped** (\`config/lxc151.yaml\` with its env file, the Matrix test homeserver as hookshot's; ${lxc151.startupMs.length} cold starts, each on an empty state, so the start-up reconcile compile-checks every transform in QuickJS and writes them, installs the LiveKit unit and raises its restart flag; then the drift check; idle RSS read ${SETTLE_MS / 1000} s after):`,
   "",
   md(
     ["figure", "deploy-agent", "target", ""],
@@ -354,7 +355,7 @@ out.push(
       d.name,
       `${d.rssMiB} MiB`,
       `${d.importMs} ms`,
-      ["execa", "pino-pretty", "quickjs-emscripten", "acorn", "acorn-walk", "diff"].includes(d.name)
+      ["pino-pretty", "quickjs-emscripten", "acorn", "acorn-walk", "diff"].includes(d.name)
         ? "on first use"
         : "at start",
     ]),

@@ -1,5 +1,5 @@
 import http from "node:http";
-import https from "node:https";
+import { createRequire } from "node:module";
 
 /**
  * The daemon's own HTTP requests (Matrix, a job's metrics scrape, health probes, notices, a step's requests), on
@@ -41,12 +41,20 @@ function answer(res: http.IncomingMessage, text: string): HttpAnswer {
   };
 }
 
+// node:https (and TLS with it) is loaded on the first https URL: a host whose requests all stay on plain HTTP
+// (a homeserver on the LAN, loopback) does not carry it.
+const requireLazily = createRequire(import.meta.url);
+let https: typeof import("node:https") | undefined;
+
 export function httpRequest(url: string, init: HttpRequestInit): Promise<HttpAnswer> {
   const signal = init.signal;
   if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
     const target = new URL(url);
-    const client = target.protocol === "https:" ? https : http;
+    const client =
+      target.protocol === "https:"
+        ? (https ??= requireLazily("node:https") as typeof import("node:https"))
+        : http;
     const headers = {
       ...init.headers,
       ...(init.body !== undefined ? { "content-length": String(Buffer.byteLength(init.body)) } : {}),
