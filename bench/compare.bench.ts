@@ -74,7 +74,7 @@ interface Started {
 
 /**
  * Each system started STARTS times, alone and cold (a new process), in turns: start-up to the first answer,
- * then idle RSS once it is settled (the agent's start-up reconcile and drift check done) and 3 s more. The
+ * then idle RSS once it is settled (the agent's start-up reconcile and drift check done) and SETTLE_MS more. The
  * first start of the agent deploys the page (an empty state); the later ones find it deployed, as a
  * restart of the unit does. The last start of each stays up for the rest.
  */

@@ -21,16 +21,17 @@ export function percentile(xs: readonly number[], p: number): number {
 
 export const round = (n: number, digits = 1) => Number(n.toFixed(digits));
 
-/** Polls `probe` every millisecond until it holds; throws naming `what` after `ms`. */
+/** Polls `probe` every `everyMs` (1 ms) until it holds; throws naming `what` after `ms`. */
 export async function until(
   what: string,
   probe: () => boolean | Promise<boolean>,
   ms: number,
+  everyMs = 1,
 ): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await probe())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(1);
+    await sleep(everyMs);
   }
 }
 
