@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { AgentError } from "../src/core/errors.js";
+import { COMMAND_OUTPUT_MAX_BYTES, createCommandRunner } from "../src/host/command.js";
 import { runProcess } from "../src/host/process.js";
 
 /** runProcess: the one way the daemon runs a process (host commands, the transform checks' child). */
@@ -101,5 +103,38 @@ describe("runProcess", () => {
   it("survives a command that never reads a large stdin", async () => {
     const r = await sh("exit 0", { input: "x".repeat(4 << 20) });
     assert.equal(r.exitCode, 0);
+  });
+});
+
+describe("the host command runner (createCommandRunner)", () => {
+  const runner = (signal = new AbortController().signal) =>
+    createCommandRunner({ dryRun: false, record: () => {}, signal });
+
+  it("takes 16 MiB of output and fails a command that writes one byte more, naming the bound", async () => {
+    assert.equal(COMMAND_OUTPUT_MAX_BYTES, 16 * 1024 * 1024);
+    const at = await runner()(["head", "-c", String(COMMAND_OUTPUT_MAX_BYTES), "/dev/zero"]);
+    assert.equal(at.stdout.length, COMMAND_OUTPUT_MAX_BYTES);
+    const err = await runner()(["head", "-c", String(COMMAND_OUTPUT_MAX_BYTES + 1), "/dev/zero"]).catch(
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof AgentError);
+    assert.equal(err.code, "COMMAND_FAILED");
+    assert.match(err.message, /^head -c 16777217 \/dev\/zero wrote more than 16777216 bytes to stdout/);
+  });
+
+  it("fails a command that exits 0 after its cancellation, and one that cannot start", async () => {
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 100);
+    const cancelled = await runner(ac.signal)(["sh", "-c", "trap 'exit 0' TERM; sleep 30 & wait"]).catch(
+      (e: unknown) => e,
+    );
+    assert.ok(cancelled instanceof AgentError);
+    assert.match(cancelled.message, /was cancelled/);
+    const missing = await runner()(["/nonexistent/deploy-agent-cmd"]).catch((e: unknown) => e);
+    assert.ok(missing instanceof AgentError);
+    assert.match(
+      missing.message,
+      /^\/nonexistent\/deploy-agent-cmd failed: spawn \/nonexistent\/deploy-agent-cmd ENOENT/,
+    );
   });
 });
