@@ -8,7 +8,7 @@ import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import { AgentError } from "../src/core/errors.js";
 import { COMMAND_OUTPUT_MAX_BYTES, createCommandRunner } from "../src/host/command.js";
-import { runProcess } from "../src/host/process.js";
+import { runProcess, STREAMS_AFTER_EXIT_MS } from "../src/host/process.js";
 
 /** runProcess: the one way the daemon runs a process (host commands, the transform checks' child). */
 const big = { stdout: 1 << 20, stderr: 1 << 20 };
@@ -184,6 +184,18 @@ describe("runProcess under attack", () => {
     const e = await sh("(sleep 30 >/dev/null) 2>&1 & echo started", { timeoutMs: 200 });
     assert.equal(e.timedOut, true);
     assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+  });
+
+  it("ends a command that started a daemon holding its stdout, with no timeout or signal, soon after its exit", async () => {
+    const t0 = Date.now();
+    // The daemon writes once just within the wait after the exit (kept), then holds stdout for 30 s.
+    const late = (STREAMS_AFTER_EXIT_MS / 2000).toFixed(1);
+    const r = await sh(`(sleep ${late}; echo daemon; exec sleep 30) & echo started`);
+    const took = Date.now() - t0;
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.timedOut || r.canceled, false);
+    assert.equal(r.stdout, "started\ndaemon\n");
+    assert.ok(took >= STREAMS_AFTER_EXIT_MS - 50 && took < STREAMS_AFTER_EXIT_MS + 3000, `took ${took} ms`);
   });
 
   it("takes stderr of exactly its bound and stops at one byte more", async () => {

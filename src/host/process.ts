@@ -10,6 +10,9 @@ import { existsSync } from "node:fs";
 /** After SIGTERM (timeout, cancel, output over its bound), a process that has not ended gets SIGKILL. */
 export const KILL_GRACE_MS = 5000;
 
+/** After the process exits, how long a child it left behind (a daemon it started) may hold its stdout or stderr. */
+export const STREAMS_AFTER_EXIT_MS = 2000;
+
 export interface ProcessOptions {
   /** Written to stdin, which is then closed (empty when absent). */
   input?: string;
@@ -85,8 +88,8 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
     let done = false;
 
     const exited = () => child.exitCode !== null || child.signalCode !== null;
-    // A process that left a child of its own holding its stdout or stderr (`cmd &`) has exited, but its
-    // streams stay open: stopping it then means no longer waiting for them.
+    // A process that left a child of its own holding its stdout or stderr (`cmd &`, a daemon it started) has
+    // exited, but its streams stay open: stopping it, or STREAMS_AFTER_EXIT_MS, ends the wait for them.
     const release = () => {
       child.stdout?.destroy();
       child.stderr?.destroy();
@@ -97,8 +100,10 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
       child.kill("SIGTERM");
       forceKill = setTimeout(() => child.kill("SIGKILL"), o.graceMs ?? KILL_GRACE_MS);
     };
+    let afterExit: NodeJS.Timeout | undefined;
     child.on("exit", () => {
       if (timedOut || canceled || overflow) release();
+      else afterExit = setTimeout(release, STREAMS_AFTER_EXIT_MS);
     });
     const onAbort = () => {
       canceled = true;
@@ -118,6 +123,7 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
       done = true;
       clearTimeout(timer);
       clearTimeout(forceKill);
+      clearTimeout(afterExit);
       o.signal?.removeEventListener("abort", onAbort);
       resolve(result);
     };
