@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { getEventListeners } from "node:events";
+import { execFile, spawn } from "node:child_process";
+import { getEventListeners, once } from "node:events";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -142,6 +142,35 @@ describe("runProcess under attack", () => {
     const r = JSON.parse(stdout);
     assert.equal(r.exitCode, null);
     assert.match(r.startError, /EMFILE/);
+  });
+
+  it("signals no one when cancelled before node reports that the command could not start", async () => {
+    // A child that never started has no pid, and node's kill() then signals the caller's own process
+    // group (kill(0, …)): run in a group of its own, so that the test runner is not in it.
+    const script = `
+      const { runProcess } = await import(${JSON.stringify(path.resolve("src/host/process.ts"))});
+      let signalled = false;
+      process.on("SIGTERM", () => { signalled = true; });
+      const ac = new AbortController();
+      const run = runProcess("/nonexistent/deploy-agent-no-such-command", [], { signal: ac.signal, maxBytes: { stdout: 10, stderr: 10 } });
+      ac.abort();
+      const r = await run;
+      await new Promise((ok) => setTimeout(ok, 200));
+      console.log(JSON.stringify({ signalled, startError: r.startError }));`;
+    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      detached: true,
+      stdio: ["ignore", "pipe", "inherit"],
+      timeout: 20_000,
+    });
+    let out = "";
+    child.stdout.on("data", (c) => {
+      out += c;
+    });
+    await once(child, "close");
+    assert.deepEqual(JSON.parse(out), {
+      signalled: false,
+      startError: "spawn /nonexistent/deploy-agent-no-such-command ENOENT",
+    });
   });
 
   it("reports a file it may not execute, and names a working directory that does not exist", async () => {

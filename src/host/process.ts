@@ -95,6 +95,8 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
       child.stderr?.destroy();
     };
     const stop = () => {
+      // Not started (its 'error' is still to come): node's kill() would signal our own process group.
+      if (child.pid === undefined) return;
       if (exited()) return release();
       if (forceKill) return;
       child.kill("SIGTERM");
