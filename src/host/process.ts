@@ -1,4 +1,5 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 
 /**
  * One process, run to its end with its output captured within bounds: the host commands' runner and the
@@ -8,6 +9,9 @@ import { spawn } from "node:child_process";
 
 /** After SIGTERM (timeout, cancel, output over its bound), a process that has not ended gets SIGKILL. */
 export const KILL_GRACE_MS = 5000;
+
+/** After the process exits, how long a child it left behind (a daemon it started) may hold its stdout or stderr. */
+export const STREAMS_AFTER_EXIT_MS = 2000;
 
 export interface ProcessOptions {
   /** Written to stdin, which is then closed (empty when absent). */
@@ -43,6 +47,13 @@ export interface ProcessResult {
 
 const strip = (s: string) => (s.endsWith("\r\n") ? s.slice(0, -2) : s.endsWith("\n") ? s.slice(0, -1) : s);
 
+/** libuv reports a missing working directory as the command's ENOENT: say which is missing. */
+function startError(err: NodeJS.ErrnoException, cwd: string | undefined): string {
+  return err.code === "ENOENT" && cwd !== undefined && !existsSync(cwd)
+    ? `${err.message}: the working directory ${cwd} does not exist`
+    : err.message;
+}
+
 export function runProcess(file: string, args: readonly string[], o: ProcessOptions): Promise<ProcessResult> {
   const text = (chunks: Buffer[]) => {
     const s = Buffer.concat(chunks).toString("utf8");
@@ -60,8 +71,14 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
   });
   if (o.signal?.aborted) return Promise.resolve(ended({ canceled: true }));
 
+  let child: ChildProcess;
+  try {
+    child = spawn(file, args, { cwd: o.cwd, env: o.env ?? process.env, stdio: "pipe" });
+  } catch (err) {
+    // A NUL byte in an argument or the environment: node refuses it at once, quoting the value (a secret?).
+    return Promise.resolve(ended({ startError: (err as Error).message.replace(/\. Received .*$/s, "") }));
+  }
   return new Promise((resolve) => {
-    const child = spawn(file, args, { cwd: o.cwd, env: o.env ?? process.env, stdio: "pipe" });
     const out = { stdout: [] as Buffer[], stderr: [] as Buffer[], all: [] as Buffer[] };
     const size = { stdout: 0, stderr: 0 };
     let timedOut = false;
@@ -71,20 +88,24 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
     let done = false;
 
     const exited = () => child.exitCode !== null || child.signalCode !== null;
-    // A process that left a child of its own holding its stdout or stderr (`cmd &`) has exited, but its
-    // streams stay open: stopping it then means no longer waiting for them.
+    // A process that left a child of its own holding its stdout or stderr (`cmd &`, a daemon it started) has
+    // exited, but its streams stay open: stopping it, or STREAMS_AFTER_EXIT_MS, ends the wait for them.
     const release = () => {
-      child.stdout.destroy();
-      child.stderr.destroy();
+      child.stdout?.destroy();
+      child.stderr?.destroy();
     };
     const stop = () => {
+      // Not started (its 'error' is still to come): node's kill() would signal our own process group.
+      if (child.pid === undefined) return;
       if (exited()) return release();
       if (forceKill) return;
       child.kill("SIGTERM");
       forceKill = setTimeout(() => child.kill("SIGKILL"), o.graceMs ?? KILL_GRACE_MS);
     };
+    let afterExit: NodeJS.Timeout | undefined;
     child.on("exit", () => {
       if (timedOut || canceled || overflow) release();
+      else afterExit = setTimeout(release, STREAMS_AFTER_EXIT_MS);
     });
     const onAbort = () => {
       canceled = true;
@@ -104,12 +125,21 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
       done = true;
       clearTimeout(timer);
       clearTimeout(forceKill);
+      clearTimeout(afterExit);
       o.signal?.removeEventListener("abort", onAbort);
       resolve(result);
     };
 
-    for (const name of ["stdout", "stderr"] as const) {
-      child[name].on("data", (chunk: Buffer) => {
+    child.on("error", (err) => {
+      // No pid: it never started (ENOENT, EACCES). Otherwise a kill failed; 'close' still follows.
+      if (child.pid === undefined) finish(ended({ startError: startError(err, o.cwd) }));
+    });
+    // Out of file descriptors (EMFILE), node gives up before it makes the pipes: only 'error' follows.
+    const { stdin, stdout, stderr } = child;
+    if (!stdin || !stdout || !stderr) return;
+
+    for (const [name, stream] of [["stdout", stdout] as const, ["stderr", stderr] as const]) {
+      stream.on("data", (chunk: Buffer) => {
         if (overflow) return;
         size[name] += chunk.length;
         if (size[name] > o.maxBytes[name]) {
@@ -122,13 +152,9 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
       });
     }
     // A command that does not read its stdin closes the pipe under us (EPIPE): not an error of the command.
-    child.stdin.on("error", () => {});
-    child.stdin.end(o.input ?? "");
+    stdin.on("error", () => {});
+    stdin.end(o.input ?? "");
 
-    child.on("error", (err) => {
-      // No pid: it never started (ENOENT, EACCES). Otherwise a kill failed; 'close' still follows.
-      if (child.pid === undefined) finish(ended({ startError: err.message }));
-    });
     child.on("close", (exitCode, signal) =>
       finish({
         exitCode,
