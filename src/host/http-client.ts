@@ -45,16 +45,17 @@ function answer(res: http.IncomingMessage, text: string): HttpAnswer {
 // (a homeserver on the LAN, loopback) does not carry it.
 const requireLazily = createRequire(import.meta.url);
 let https: typeof import("node:https") | undefined;
+function httpsModule(): typeof import("node:https") {
+  https ??= requireLazily("node:https") as typeof import("node:https");
+  return https;
+}
 
 export function httpRequest(url: string, init: HttpRequestInit): Promise<HttpAnswer> {
   const signal = init.signal;
   if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
     const target = new URL(url);
-    const client =
-      target.protocol === "https:"
-        ? (https ??= requireLazily("node:https") as typeof import("node:https"))
-        : http;
+    const client = target.protocol === "https:" ? httpsModule() : http;
     const headers = {
       ...init.headers,
       ...(init.body !== undefined ? { "content-length": String(Buffer.byteLength(init.body)) } : {}),
