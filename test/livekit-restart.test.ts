@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { silentLogger } from "../src/core/log.js";
-import { establishedTcp, sumSamples } from "../src/jobs/livekit-restart.js";
+import { establishedTcp, LIVEKIT_METRICS_MAX_BYTES, sumSamples } from "../src/jobs/livekit-restart.js";
 import { loadManifest } from "../src/manifest/load.js";
 import { createAgent } from "../src/server/agent.js";
 import { runCli, writeManifest } from "./helpers/agent.js";
@@ -159,6 +159,29 @@ describe("livekit-restart", () => {
     assert.equal(d.restart, true);
     metrics = createHttpServer();
     await new Promise<void>((r) => metrics.listen(0, "127.0.0.1", r));
+  });
+
+  it("reads a metrics answer of exactly 1 MiB and refuses one byte more, deciding on TCP alone", async () => {
+    assert.equal(LIVEKIT_METRICS_MAX_BYTES, 1024 * 1024);
+    writeFileSync(flag(), "rev\n");
+    const gauges = livekitMetrics(2, 1);
+    const padded = (size: number) => {
+      const filler = size - Buffer.byteLength(gauges) - 3;
+      return `# ${"x".repeat(filler)}\n${gauges}`;
+    };
+    metricsBody = padded(LIVEKIT_METRICS_MAX_BYTES);
+    assert.equal(Buffer.byteLength(metricsBody), LIVEKIT_METRICS_MAX_BYTES);
+    const at = await livekitRestart();
+    assert.equal(at.participants, 2);
+    assert.equal(at.restart, false);
+    metricsBody = padded(LIVEKIT_METRICS_MAX_BYTES + 1);
+    const over = await livekitRestart();
+    assert.equal(over.participants, null);
+    assert.match(
+      over.warnings.join(),
+      /LiveKit metrics unreadable .*larger than 1048576 bytes.*TCP connections alone/,
+    );
+    assert.equal(over.restart, true);
   });
 
   it("the watcher in serve restarts within seconds after the last call ends", async () => {

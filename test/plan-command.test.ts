@@ -598,7 +598,7 @@ describe("deploy-agent plan: bounds", () => {
     const bin = mkdtempSync(path.join(tmpdir(), "plan-tools-"));
     try {
       const tool = path.join(bin, "systemd-analyze");
-      writeFileSync(tool, "#!/bin/sh\nsleep 5\n", { mode: 0o755 });
+      writeFileSync(tool, "#!/bin/sh\nsleep 30\n", { mode: 0o755 });
       const head = fx.push({ "systemd/livekit-server.service": "[Unit]\nDescription=x\n" });
       const started = Date.now();
       const r = await buildPlan(
@@ -617,7 +617,8 @@ describe("deploy-agent plan: bounds", () => {
       const check = host(r, "lxc151").checks.find((c) => c.name === "livekit-unit: systemd-analyze verify");
       assert.equal(check?.result, "failed");
       assert.equal(check?.message, "systemd-analyze did not finish within 300 ms");
-      assert.ok(Date.now() - started < 4500, "killed, not waited for");
+      // Waited for, it would take 30 s; the plan's own git work took up to 7 s on a loaded CI machine.
+      assert.ok(Date.now() - started < 20_000, "killed, not waited for");
       assert.equal(TOOL_TIMEOUT_MS, 30_000);
       const none = await buildPlan(
         {

@@ -68,12 +68,21 @@ export function sumSamples(text: string, names: readonly string[]): Record<strin
   return sums;
 }
 
+/** LiveKit's /metrics answer (a few KiB) is refused past this; the decision then rests on TCP alone. */
+export const LIVEKIT_METRICS_MAX_BYTES = 1024 * 1024;
+
 async function scrape(
   url: string,
   signal: AbortSignal,
 ): Promise<{ participants: number | null; rooms: number | null; problem?: string }> {
   try {
-    const res = await withTimeout(3000, signal, (s) => httpRequest(url, { signal: s }));
+    const res = await withTimeout(3000, signal, (s) =>
+      httpRequest(url, {
+        signal: s,
+        maxBytes: LIVEKIT_METRICS_MAX_BYTES,
+        onTooLarge: (max) => new Error(`the answer is larger than ${max} bytes`),
+      }),
+    );
     if (!res.ok) return { participants: null, rooms: null, problem: `HTTP ${res.status}` };
     const sums = sumSamples(res.text, ["livekit_participant_total", "livekit_room_total"]);
     const participants = sums.livekit_participant_total ?? null;

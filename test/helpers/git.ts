@@ -109,6 +109,7 @@ export function makeFixture(initial: Files, options: { history?: number } = {}):
     },
     // A git the killed daemon started (a fetch, the object reader) may still be writing into the clone for a
     // moment: rm retries on ENOTEMPTY instead of failing the test that ran before it.
-    cleanup: () => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }),
+    // A git fetch that a SIGKILLed daemon started goes on writing in the clone until it ends on its own.
+    cleanup: () => rmSync(dir, { recursive: true, force: true, maxRetries: 50, retryDelay: 100 }),
   };
 }
