@@ -1,7 +1,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { AgentError } from "../core/errors.js";
-import { runProcess } from "../host/process.js";
+import { endedHow, runProcess } from "../host/process.js";
 import type { TransformOutput } from "./transform.js";
 
 /**
@@ -76,15 +76,9 @@ export async function checkTransforms(
   }
   if (res.exitCode !== 0) {
     const stderr = res.stderr.trim().slice(-STDERR_TAIL);
-    const how =
-      res.startError !== undefined
-        ? `failed: ${res.startError}`
-        : res.signal
-          ? `was killed by ${res.signal}`
-          : `exited with code ${res.exitCode}`;
     throw new AgentError(
       "TRANSFORM_CHECK_FAILED",
-      `the transform check ${how}${stderr ? `: ${stderr}` : ""}`,
+      `the transform check ${endedHow(res)}${stderr ? `: ${stderr}` : ""}`,
     );
   }
   let verdicts: unknown;

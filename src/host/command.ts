@@ -1,7 +1,7 @@
 import { AgentError } from "../core/errors.js";
 import { sanitize } from "../core/redact.js";
 import type { EffectRecorder } from "./effects.js";
-import { runProcess } from "./process.js";
+import { endedHow, runProcess } from "./process.js";
 
 export interface CommandResult {
   stdout: string;
@@ -58,15 +58,12 @@ export function createCommandRunner(opts: {
       stripFinalNewline: true,
     });
     if (result.exitCode !== 0 || result.canceled || result.overflow) {
+      // A command that could not start has no output to overflow: the three never meet.
       const why = result.canceled
         ? "was cancelled"
-        : result.startError !== undefined
-          ? `failed: ${result.startError}`
-          : result.overflow
-            ? `wrote more than ${COMMAND_OUTPUT_MAX_BYTES} bytes to ${result.overflow}`
-            : result.signal
-              ? `was killed by ${result.signal}`
-              : `exited with code ${result.exitCode}`;
+        : result.overflow
+          ? `wrote more than ${COMMAND_OUTPUT_MAX_BYTES} bytes to ${result.overflow}`
+          : endedHow(result);
       const output = tail(result.all || `${result.stderr}\n${result.stdout}`, options.tail);
       throw new AgentError(
         "COMMAND_FAILED",

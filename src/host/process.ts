@@ -45,6 +45,12 @@ export interface ProcessResult {
   overflow?: "stdout" | "stderr";
 }
 
+/** How a process that did not exit 0 ended, in words: `failed: <why it could not start>`, `was killed by SIGTERM`, `exited with code 3`. */
+export function endedHow(r: Pick<ProcessResult, "startError" | "signal" | "exitCode">): string {
+  if (r.startError !== undefined) return `failed: ${r.startError}`;
+  return r.signal ? `was killed by ${r.signal}` : `exited with code ${r.exitCode}`;
+}
+
 const strip = (s: string) => (s.endsWith("\r\n") ? s.slice(0, -2) : s.endsWith("\n") ? s.slice(0, -1) : s);
 
 /** libuv reports a missing working directory as the command's ENOENT: say which is missing. */
