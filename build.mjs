@@ -7,8 +7,8 @@
  * 2.5 MiB more at idle (Node's ESM loader per module) than they save.
  * Left outside the bundle, resolved from node_modules at run time, because V8 parses the whole file at
  * every start whether or not a part ever runs:
- * - QuickJS (it loads its .wasm file beside its own module) and acorn with acorn-walk (170 KiB), which only
- *   the hookshot transform checks' child process (dist/src/hookshot-sandbox.js) loads, never the daemon;
+ * - QuickJS and acorn with acorn-walk, which only the hookshot transform checks' child process loads, never
+ *   the daemon (the child is its own bundle, below);
  * - pino-pretty, loaded only when used, and parse5, for `check: html`;
  * - fastify's ajv and fast-json-stringify compilers (330 KiB with their dependencies): no route has a JSON
  *   schema, and src/server/app.ts gives fastify factories that never load them;
@@ -20,7 +20,8 @@
  * 9 MiB lower.
  * Type checking stays with `tsc --noEmit` (npm run typecheck); esbuild only strips the types.
  */
-import { chmodSync, rmSync } from "node:fs";
+import { chmodSync, copyFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { build } from "esbuild";
 
@@ -84,15 +85,15 @@ const lazyBuiltins = {
 
 rmSync("dist", { recursive: true, force: true });
 await build({
-  // The hookshot transform checks' child process (src/hookshot/checks.ts starts it from beside bin.js).
-  entryPoints: { bin: "src/bin.ts", "hookshot-sandbox": "src/hookshot/sandbox.ts" },
+  entryPoints: { bin: "src/bin.ts" },
   outdir: "dist/src",
   bundle: true,
   format: "esm",
   platform: "node",
   target: "node20",
   external: [
-    "quickjs-emscripten",
+    "quickjs-emscripten-core",
+    "@jitl/quickjs-wasmfile-release-sync",
     "pino-pretty",
     "acorn",
     "acorn-walk",
@@ -114,3 +115,26 @@ await build({
   logLevel: "warning",
 });
 chmodSync("dist/src/bin.js", 0o755);
+
+/**
+ * The hookshot transform checks' child process (src/hookshot/checks.ts starts it from beside bin.js), with
+ * everything it runs in one file: resolving QuickJS and acorn from node_modules, file by file, took the
+ * child 40–65 ms of its 260 ms. QuickJS's WebAssembly stays a file of its own, beside the child, where the
+ * module looks for it (next to itself).
+ */
+await build({
+  entryPoints: { "hookshot-sandbox": "src/hookshot/sandbox.ts" },
+  outdir: "dist/src",
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  minifyWhitespace: true,
+  minifySyntax: true,
+  legalComments: "none",
+  logLevel: "warning",
+});
+copyFileSync(
+  createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm"),
+  "dist/src/emscripten-module.wasm",
+);

@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
 import { round } from "./lib.js";
+import { serviceEnv } from "./systems.js";
 
 function idle(specifier: string | null): { rssMiB: number; importMs: number } {
   const code = `const t = performance.now();
@@ -18,7 +19,7 @@ await new Promise((r) => setTimeout(r, 300));
 console.log(JSON.stringify({ rss: process.memoryUsage.rss(), ms }));`;
   const out = execFileSync(process.execPath, ["--input-type=module", "-e", code], {
     cwd: PROJECT,
-    env: { ...process.env, ...unitEnvironment() },
+    env: { ...serviceEnv(), ...unitEnvironment() },
     encoding: "utf8",
   });
   const { rss, ms } = JSON.parse(out) as { rss: number; ms: number };

@@ -30,7 +30,7 @@ import {
   repositoryFiles,
   SECRET,
   serveBin,
-  shimmedEnv,
+  serviceEnv,
   stop,
 } from "./systems.js";
 
@@ -202,7 +202,7 @@ async function legacyFor({ fx, host, root, port }: Seat, hsUrl: string): Promise
   writeFileSync(hooks, JSON.stringify([legacyHook(clone, command)]));
   const child = spawn("webhook", ["-hooks", hooks, "-ip", HOSTS[host], "-port", String(port)], {
     stdio: ["ignore", "ignore", "ignore"],
-    env: shimmedEnv(),
+    env: serviceEnv(),
   });
   const url = `http://${HOSTS[host]}:${port}/hooks/deploy`;
   await until(

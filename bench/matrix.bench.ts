@@ -12,7 +12,7 @@ import { makeAgent, PROJECT, unitEnvironment, writeManifest } from "../test/help
 import { type Files, git, makeFixture } from "../test/helpers/git.js";
 import { startMatrixServer } from "../test/helpers/matrix-server.js";
 import { QUICK } from "./lib.js";
-import { repositoryFiles, SECRET, shimmedEnv } from "./systems.js";
+import { repositoryFiles, SECRET, serviceEnv } from "./systems.js";
 
 /** Prelude changes timed, each system once per push. */
 const PRELUDE_PUSHES = QUICK ? 1 : 3;
@@ -93,13 +93,13 @@ export async function matrixCalls() {
         ...["--config", path.join(fx.clone, "config/lxc151.yaml"), "--repo", fx.clone, "--root", root],
         ...["--state-dir", path.join(root, "var/lib/deploy-agent")],
       ],
-      { ...shimmedEnv(), ...unitEnvironment() },
+      { ...serviceEnv(), ...unitEnvironment() },
     );
   const legacyClone = path.join(fx.dir, "legacy");
   git(fx.dir, "clone", "--quiet", fx.origin, legacyClone);
   const legacy = () =>
     timed(path.join(PROJECT, "bench/baseline/deploy-hookshot.sh"), [legacyClone], {
-      ...shimmedEnv(),
+      ...serviceEnv(),
       ...matrixEnv,
     });
   // The host's first run: every step applied once (the transforms are already in the room).

@@ -355,7 +355,14 @@ out.push(
       d.name,
       `${d.rssMiB} MiB`,
       `${d.importMs} ms`,
-      ["pino-pretty", "quickjs-emscripten", "acorn", "acorn-walk", "diff"].includes(d.name)
+      [
+        "pino-pretty",
+        "quickjs-emscripten-core",
+        "@jitl/quickjs-wasmfile-release-sync",
+        "acorn",
+        "acorn-walk",
+        "diff",
+      ].includes(d.name)
         ? "on first use"
         : "at start",
     ]),

@@ -73,8 +73,16 @@ export function shims(): string {
 
 const SHIMS = shims();
 process.on("exit", () => rmSync(SHIMS, { recursive: true, force: true }));
-/** The environment both systems run in: the stand-ins first on PATH. */
-export const shimmedEnv = (): NodeJS.ProcessEnv => ({ ...process.env, PATH: `${SHIMS}:${process.env.PATH}` });
+/**
+ * The environment both systems run in: what systemd gives a system service (systemd.exec(5): a clean
+ * environment with only PATH and LANG, plus the unit's Environment= lines, which the agent's starters add),
+ * with the stand-ins first on PATH. Not the bench's own: a shell's NODE_EXTRA_CA_CERTS (this project's
+ * machine sets one) made every node process start 40 ms later, the daemon and its transform checks alike.
+ */
+export const serviceEnv = (): NodeJS.ProcessEnv => ({
+  PATH: `${SHIMS}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+  LANG: process.env.LANG ?? "C.UTF-8",
+});
 
 export interface SystemOptions {
   /** Instead of this repository: these files, with LXC 139's manifest and landing page (the cost curve). */
@@ -180,7 +188,7 @@ export function serveBin(args: string[]): ChildProcess {
   const flags = [...unitNodeFlags(), ...(process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [])];
   return spawn(process.execPath, [...flags, bin, ...args], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...shimmedEnv(), ...unitEnvironment() },
+    env: { ...serviceEnv(), ...unitEnvironment() },
   });
 }
 
@@ -281,7 +289,7 @@ export function webhookSystem(o: SystemOptions = {}): System {
       const s = await started(url, () =>
         spawn("webhook", ["-hooks", hooks, "-ip", host, "-port", String(port)], {
           stdio: ["ignore", "ignore", "ignore"],
-          env: shimmedEnv(),
+          env: serviceEnv(),
         }),
       );
       pid = s.child.pid ?? 0;

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, it } from "node:test";
 import { AgentError } from "../src/core/errors.js";
 import {
@@ -7,8 +10,10 @@ import {
   SANDBOX_NODE_FLAGS,
   SANDBOX_OUTPUT_MAX_BYTES,
   SANDBOX_TIMEOUT_MS,
+  type TransformVerdict,
 } from "../src/hookshot/checks.js";
 import { runTransform, transformProblem } from "../src/hookshot/transform.js";
+import { PROJECT } from "./helpers/agent.js";
 
 /**
  * The transform checks run in a child process (src/hookshot/sandbox.ts) and answer exactly what the
@@ -95,6 +100,37 @@ describe("hookshot transform checks in a child process", () => {
     assert.equal(r.stderr, "");
     const typo = spawnSync(process.execPath, ["--liftof-only", "-e", "0"], { encoding: "utf8" });
     assert.notEqual(typo.status === 0 && typo.stderr === "", true);
+  });
+
+  it("built, the child is one file and QuickJS's WebAssembly beside it: it needs no node_modules", (t) => {
+    // Where the build puts them; copied out of the project, so that nothing resolves from node_modules.
+    const dir = mkdtempSync(path.join(tmpdir(), "sandbox-built-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    for (const f of ["hookshot-sandbox.js", "emscripten-module.wasm"]) {
+      copyFileSync(path.join(PROJECT, "dist/src", f), path.join(dir, f));
+    }
+    const child = path.join(dir, "hookshot-sandbox.js");
+    const jobs = [
+      { src: good, payloads: ['{"who":"ana"}'] },
+      { src: 'let result = "x";', payloads: [] },
+    ];
+    const r = spawnSync(process.execPath, [...SANDBOX_NODE_FLAGS, child], {
+      input: JSON.stringify(jobs),
+      encoding: "utf8",
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const [ran, declared] = JSON.parse(r.stdout) as TransformVerdict[];
+    assert.deepEqual(ran, { problem: null, runs: [{ output: { content: { plain: "hi ana" } } }] });
+    assert.match(declared?.problem ?? "", /declares `result`/);
+    // Without its WebAssembly the child fails, and says so: it never answers "no problem".
+    rmSync(path.join(dir, "emscripten-module.wasm"));
+    const broken = spawnSync(process.execPath, [...SANDBOX_NODE_FLAGS, child], {
+      input: JSON.stringify(jobs),
+      encoding: "utf8",
+    });
+    assert.notEqual(broken.status, 0);
+    assert.equal(broken.stdout, "");
+    assert.match(broken.stderr, /emscripten-module\.wasm/);
   });
 
   it("starts no child for an empty batch", async () => {

@@ -14,6 +14,7 @@ import {
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
+import { SANDBOX_NODE_FLAGS } from "../src/hookshot/checks.js";
 import { needs } from "./helpers/needs.js";
 
 /**
@@ -100,14 +101,17 @@ describe("the units' NODE_OPTIONS", () => {
       const options = /^Environment="?NODE_OPTIONS=([^"\n]*)"?$/m.exec(text)?.[1] ?? "";
       assert.ok(options.length > 0, "NODE_OPTIONS is set");
       // As systemd passes it: in the environment, where Node refuses options it takes as argv (--no-opt).
-      const script =
-        'import("quickjs-emscripten").then(async (q) => { const m = await q.newQuickJSWASMModule(); const c = m.newContext(); const r = c.evalCode("1 + 1"); console.log(c.dump(r.value)); r.value.dispose(); c.dispose(); })';
-      const res = spawnSync(process.execPath, ["-e", script], {
-        encoding: "utf8",
-        env: { ...process.env, NODE_OPTIONS: options },
-      });
+      // The built transform check's child, as the daemon starts it, checks and runs a transform.
+      const job = [{ src: 'result = { version: "v2", plain: String(1 + 1) };', payloads: ["{}"] }];
+      const res = spawnSync(
+        process.execPath,
+        [...SANDBOX_NODE_FLAGS, path.resolve("dist/src/hookshot-sandbox.js")],
+        { encoding: "utf8", input: JSON.stringify(job), env: { ...process.env, NODE_OPTIONS: options } },
+      );
       assert.equal(res.status, 0, res.stderr);
-      assert.equal(res.stdout.trim(), "2", res.stderr);
+      assert.deepEqual(JSON.parse(res.stdout), [
+        { problem: null, runs: [{ output: { content: { plain: "2" } } }] },
+      ]);
     });
   }
 });

@@ -1,5 +1,5 @@
 import type { Node } from "acorn";
-import type { QuickJSWASMModule } from "quickjs-emscripten";
+import type { QuickJSSyncVariant, QuickJSWASMModule } from "quickjs-emscripten-core";
 
 /**
  * Hookshot's transformation sandbox, reproduced: the same QuickJS build, the same compile check
@@ -10,11 +10,21 @@ import type { QuickJSWASMModule } from "quickjs-emscripten";
 
 export const TRANSFORMATION_TIMEOUT_MS = 500;
 
-// Loaded on first use: agents without a hookshot step never carry QuickJS.
+// Loaded on first use: agents without a hookshot step never carry QuickJS. The build hookshot uses
+// (quickjs-emscripten's default, release-sync), named directly: the package that bundles all four builds
+// makes the check's child parse them all.
 let module: Promise<QuickJSWASMModule> | undefined;
 function quickjs(): Promise<QuickJSWASMModule> {
-  module ??= import("quickjs-emscripten").then((q) => q.newQuickJSWASMModule());
+  module ??= import("quickjs-emscripten-core").then((core) =>
+    core.newQuickJSWASMModuleFromVariant(releaseSync()),
+  );
   return module;
+}
+
+async function releaseSync(): Promise<QuickJSSyncVariant> {
+  const m = await import("@jitl/quickjs-wasmfile-release-sync");
+  // Its types describe the CommonJS file (a default inside the default); Node loads the ESM one.
+  return m.default as unknown as QuickJSSyncVariant;
 }
 
 /** The error hookshot would report for this source, or null when it compiles. */
@@ -99,7 +109,7 @@ export interface TransformOutput {
 
 /** Runs a transform on a payload exactly as hookshot does; throws hookshot's error text on failure. */
 export async function runTransform(src: string, data: unknown): Promise<TransformOutput> {
-  const { shouldInterruptAfterDeadline } = await import("quickjs-emscripten");
+  const { shouldInterruptAfterDeadline } = await import("quickjs-emscripten-core");
   const ctx = (await quickjs()).newContext();
   ctx.runtime.setInterruptHandler(shouldInterruptAfterDeadline(Date.now() + TRANSFORMATION_TIMEOUT_MS));
   let result: unknown;
