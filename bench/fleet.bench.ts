@@ -234,7 +234,10 @@ async function startFleet(hs: MatrixServer, start: Starter): Promise<Fleet> {
 async function fanOut(fleet: Fleet, i: number, perHost: Record<string, number[]>): Promise<number> {
   const { files, marker } = change(i);
   const rev = fleet.fx.push(files, `bench ${i}`);
-  const body = realPushBody({ after: rev });
+  // Gitea's push, listing the files this push changed (as Gitea lists each commit's).
+  const push = JSON.parse(realPushBody({ after: rev }).toString("utf8")) as { commits: object[] };
+  push.commits = [{ ...push.commits[0], added: [], removed: [], modified: Object.keys(files) }];
+  const body = Buffer.from(JSON.stringify(push, null, 2));
   const t = performance.now();
   const answers = await Promise.all(
     fleet.members.map((m) =>

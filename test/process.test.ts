@@ -29,6 +29,27 @@ describe("runProcess", () => {
     assert.equal(r.timedOut || r.canceled || r.overflow !== undefined, false);
   });
 
+  it("starts a process before its input is known; the timeout counts from when the input is written", async () => {
+    const max = { stdout: 1024, stderr: 1024 };
+    const later = (ms: number, text: string) => new Promise<string>((r) => setTimeout(() => r(text), ms));
+    // 600 ms to the input, 400 ms bound: within it from the write, past it from the start.
+    const fed = await runProcess("cat", [], { input: later(600, "late"), timeoutMs: 400, maxBytes: max });
+    assert.deepEqual([fed.exitCode, fed.timedOut, fed.stdout], [0, false, "late"]);
+    // After the write the bound holds: a process that then hangs is ended at it.
+    const started = Date.now();
+    const hung = await runProcess("sh", ["-c", "read -r x; sleep 30"], {
+      input: later(300, "go\n"),
+      timeoutMs: 300,
+      maxBytes: max,
+      graceMs: 100,
+    });
+    assert.equal(hung.timedOut, true);
+    assert.ok(Date.now() - started < 5000, `ended after ${Date.now() - started} ms`);
+    // A rejected input is an empty one.
+    const none = await runProcess("cat", [], { input: Promise.reject(new Error("no")), maxBytes: max });
+    assert.deepEqual([none.exitCode, none.stdout], [0, ""]);
+  });
+
   it("keeps a final newline unless told, and strips \\r\\n as one", async () => {
     assert.equal((await sh("printf 'a\\n'")).stdout, "a\n");
     assert.equal((await sh("printf 'a\\r\\n'", { stripFinalNewline: true })).stdout, "a");

@@ -1,13 +1,15 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { AgentError } from "../core/errors.js";
-import { endedHow, runProcess } from "../host/process.js";
+import { endedHow, type ProcessResult, runProcess } from "../host/process.js";
 import type { TransformOutput } from "./transform.js";
 
 /**
  * Hookshot transform checks (transform.ts) run in a short-lived child process: QuickJS keeps 14–19 MiB
  * (its compiled WebAssembly) for the life of the process that ran it, even in a terminated worker thread,
- * so the daemon never loads it. One child per batch: a step's changed transforms are checked together.
+ * so the daemon never loads it. One child per batch: a step's changed transforms are checked together. A push
+ * that says it changed a transform starts the child ahead (warmChecks), so that Node and QuickJS load while
+ * the run fetches.
  */
 
 /** A transform's source, and the payloads (JSON text) to run it on when it compiles. */
@@ -49,6 +51,89 @@ const childArgv = (): string[] => [
     : [path.join(path.dirname(here), "hookshot-sandbox.js")]),
 ];
 
+/** How long a child started ahead (warmChecks) waits for a batch; then it is given none and exits. */
+export const SPARE_WAIT_MS = 30_000;
+
+interface Spare {
+  /** Gives the child its batch (an empty one when nobody took it in time). */
+  feed(input: string): void;
+  /** Cancels the child (the daemon stopping; once taken, the run's signal). */
+  cancel: AbortController;
+  result: Promise<ProcessResult>;
+  /** Unhooks it from the daemon's stop signal. */
+  taken(): void;
+}
+
+/** At most one child waits at a time. */
+let spare: Spare | undefined;
+
+function startChild(input: string | Promise<string>, signal: AbortSignal | undefined, o: Bounds) {
+  return runProcess(process.execPath, childArgv(), {
+    input,
+    timeoutMs: o.timeoutMs,
+    maxBytes: { stdout: o.maxOutputBytes, stderr: SANDBOX_STDERR_MAX_BYTES },
+    ...(signal ? { signal } : {}),
+  });
+}
+
+interface Bounds {
+  timeoutMs: number;
+  maxOutputBytes: number;
+}
+const DEFAULT_BOUNDS: Bounds = { timeoutMs: SANDBOX_TIMEOUT_MS, maxOutputBytes: SANDBOX_OUTPUT_MAX_BYTES };
+
+/**
+ * Starts the next check's child now, while the run fetches: Node's start and QuickJS's compile are most of
+ * a check's time. The next checkTransforms within SPARE_WAIT_MS takes it; otherwise it is given an empty
+ * batch and exits. Nothing happens when a child already waits.
+ */
+export function warmChecks(signal: AbortSignal, waitMs = SPARE_WAIT_MS): void {
+  if (spare || signal.aborted) return;
+  let feed: (input: string) => void = () => {};
+  const input = new Promise<string>((resolve) => {
+    feed = resolve;
+  });
+  const cancel = new AbortController();
+  const self: Spare = {
+    feed,
+    cancel,
+    result: startChild(input, cancel.signal, DEFAULT_BOUNDS),
+    taken: () => {},
+  };
+  spare = self;
+  const expire = setTimeout(() => {
+    if (spare === self) spare = undefined;
+    feed("[]");
+  }, waitMs);
+  expire.unref();
+  // The daemon stopping ends a child nobody took; a taken one belongs to its run's signal.
+  const onStop = () => {
+    if (spare === self) spare = undefined;
+    cancel.abort();
+  };
+  signal.addEventListener("abort", onStop, { once: true });
+  self.taken = () => signal.removeEventListener("abort", onStop);
+  // A child that ended before it was taken (it could not start, it crashed) is not offered.
+  void self.result.finally(() => {
+    clearTimeout(expire);
+    signal.removeEventListener("abort", onStop);
+    if (spare === self) spare = undefined;
+  });
+}
+
+/** The waiting child for a batch with the default bounds, linked to the caller's signal. */
+function takeSpare(jobs: string, signal: AbortSignal | undefined): Promise<ProcessResult> | undefined {
+  const taken = spare;
+  if (!taken) return undefined;
+  spare = undefined;
+  taken.taken();
+  const onAbort = () => taken.cancel.abort();
+  if (signal?.aborted) onAbort();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  taken.feed(jobs);
+  return taken.result.finally(() => signal?.removeEventListener("abort", onAbort));
+}
+
 export async function checkTransforms(
   jobs: readonly TransformJob[],
   opts: { signal?: AbortSignal; timeoutMs?: number; maxOutputBytes?: number } = {},
@@ -56,12 +141,10 @@ export async function checkTransforms(
   if (jobs.length === 0) return [];
   const timeoutMs = opts.timeoutMs ?? SANDBOX_TIMEOUT_MS;
   const maxOutputBytes = opts.maxOutputBytes ?? SANDBOX_OUTPUT_MAX_BYTES;
-  const res = await runProcess(process.execPath, childArgv(), {
-    input: JSON.stringify(jobs),
-    timeoutMs,
-    maxBytes: { stdout: maxOutputBytes, stderr: SANDBOX_STDERR_MAX_BYTES },
-    ...(opts.signal ? { signal: opts.signal } : {}),
-  });
+  const input = JSON.stringify(jobs);
+  const defaults = opts.timeoutMs === undefined && opts.maxOutputBytes === undefined;
+  const res = await ((defaults ? takeSpare(input, opts.signal) : undefined) ??
+    startChild(input, opts.signal, { timeoutMs, maxOutputBytes }));
   if (res.canceled) throw new AgentError("ABORTED", "the transform check was cancelled");
   if (res.timedOut) {
     throw new AgentError("TRANSFORM_CHECK_FAILED", `the transform check took longer than ${timeoutMs} ms`);

@@ -1,6 +1,6 @@
 import { text } from "node:stream/consumers";
 import type { TransformJob, TransformVerdict } from "./checks.js";
-import { runTransform, transformProblem } from "./transform.js";
+import { loadSandbox, runTransform, transformProblem } from "./transform.js";
 
 /**
  * The child process that checks hookshot transforms (started by checks.ts): reads the jobs as JSON on stdin,
@@ -20,7 +20,10 @@ async function verdict(job: TransformJob): Promise<TransformVerdict> {
   return { problem: null, runs };
 }
 
+// QuickJS and acorn load while the batch is on its way (the daemon may start this child ahead of it).
+const loaded = loadSandbox();
 const jobs = JSON.parse(await text(process.stdin)) as TransformJob[];
+await loaded;
 const verdicts: TransformVerdict[] = [];
 for (const job of jobs) verdicts.push(await verdict(job));
 process.stdout.write(JSON.stringify(verdicts));

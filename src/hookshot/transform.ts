@@ -21,6 +21,14 @@ function quickjs(): Promise<QuickJSWASMModule> {
   return module;
 }
 
+/**
+ * Loads QuickJS (its WebAssembly compiled) and acorn now: a check's child started ahead of its batch does
+ * this while it waits.
+ */
+export async function loadSandbox(): Promise<void> {
+  await Promise.all([quickjs(), import("acorn"), import("acorn-walk")]);
+}
+
 async function releaseSync(): Promise<QuickJSSyncVariant> {
   const m = await import("@jitl/quickjs-wasmfile-release-sync");
   // Its types describe the CommonJS file (a default inside the default); Node loads the ESM one.

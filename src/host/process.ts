@@ -14,8 +14,11 @@ export const KILL_GRACE_MS = 5000;
 export const STREAMS_AFTER_EXIT_MS = 2000;
 
 export interface ProcessOptions {
-  /** Written to stdin, which is then closed (empty when absent). */
-  input?: string;
+  /**
+   * Written to stdin, which is then closed (empty when absent). A promise: the process starts now and gets
+   * its input when it is known (a child that loads its code meanwhile); `timeoutMs` counts from then.
+   */
+  input?: string | Promise<string>;
   /** The whole environment (not added to this process's). */
   env?: NodeJS.ProcessEnv;
   cwd?: string;
@@ -117,13 +120,7 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
       canceled = true;
       stop();
     };
-    const timer =
-      o.timeoutMs !== undefined
-        ? setTimeout(() => {
-            timedOut = true;
-            stop();
-          }, o.timeoutMs)
-        : undefined;
+    let timer: NodeJS.Timeout | undefined;
     o.signal?.addEventListener("abort", onAbort, { once: true });
 
     const finish = (result: ProcessResult) => {
@@ -159,7 +156,18 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
     }
     // A command that does not read its stdin closes the pipe under us (EPIPE): not an error of the command.
     stdin.on("error", () => {});
-    stdin.end(o.input ?? "");
+    const write = (input: string) => {
+      if (done) return;
+      stdin.end(input);
+      if (o.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          timedOut = true;
+          stop();
+        }, o.timeoutMs);
+      }
+    };
+    if (typeof o.input === "object") o.input.then(write, () => write(""));
+    else write(o.input ?? "");
 
     child.on("close", (exitCode, signal) =>
       finish({

@@ -1,6 +1,5 @@
-import picomatch from "picomatch";
 import { type State, unfinished } from "../state/state.js";
-import { kindOf, type StepConfig, triggersOf } from "../steps/index.js";
+import { kindOf, matcherOf, type StepConfig } from "../steps/index.js";
 
 /**
  * The planner: pure. Manifest steps × changed paths × per-step state → ordered actions, each with the
@@ -83,7 +82,7 @@ export async function planLazily(
 function planOver(input: Omit<PlanInput, "tree">, tree: () => readonly string[]): Action[] {
   const { options, revision } = input;
   return input.steps.map((step): Action => {
-    const matches = picomatch(triggersOf(step), { dot: true });
+    const matches = matcherOf(step);
     const covered = () => tree().filter((p) => matches(p));
     const resume = unfinished(input.state, step.name);
     const action = (run: boolean, reason: PlanReason, message: string, files: string[]): Action => ({

@@ -7,6 +7,7 @@ import { closeRepo, openRepo, type Repo } from "../source/git.js";
 import { type HistoryQuery, type HistoryRead, readHistory } from "../state/history.js";
 import { acquireLock, type Lock } from "../state/lock.js";
 import { readState } from "../state/state.js";
+import { warmSteps } from "../steps/index.js";
 import { createDeployTask } from "./deploy-task.js";
 import { createDriftWatch } from "./drift-watch.js";
 import { type Health, healthOf, taskBudgetMs } from "./health.js";
@@ -41,6 +42,8 @@ export interface Agent {
   metrics: AgentMetrics;
   /** Asks for a deploy run. */
   request(trigger: Trigger): void;
+  /** A push said it changed these files: the steps they concern may start ahead of its run. */
+  warm(files: readonly string[]): void;
   /** A pull request's live preview (webhook.previews), queued unless maxPending wait already. */
   preview(pr: PullRequest): "queued" | "coalesced" | "dropped";
   status(): Promise<ServeStatus>;
@@ -193,6 +196,7 @@ export function createAgent(opts: AgentOptions): Agent {
     runner,
     metrics,
     request: (trigger) => runner.request(DEPLOY, trigger),
+    warm: (files) => warmSteps(live.manifest.steps, files, stop.signal),
     preview: (pr) => previews.request(pr),
     history: (query) => readHistory(opts.stateDir, query),
     health,

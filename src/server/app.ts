@@ -81,6 +81,25 @@ const pushSchema = z.object({
   repository: z.object({ full_name: z.string() }).partial().optional(),
 });
 
+/** The files a push says its commits touched (Gitea lists them per commit): a hint to start steps ahead. */
+const pushedFilesSchema = z.object({
+  commits: z.array(
+    z
+      .object({ added: z.array(z.string()), removed: z.array(z.string()), modified: z.array(z.string()) })
+      .partial(),
+  ),
+});
+
+function pushedFiles(json: unknown): string[] {
+  const push = pushedFilesSchema.safeParse(json);
+  if (!push.success) return [];
+  return [
+    ...new Set(
+      push.data.commits.flatMap((c) => [...(c.added ?? []), ...(c.removed ?? []), ...(c.modified ?? [])]),
+    ),
+  ];
+}
+
 const header = (req: FastifyRequest, ...names: string[]) => {
   for (const n of names) {
     const v = req.headers[n];
@@ -332,6 +351,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     req.delivery.reason =
       before === after ? "test delivery: reconciling" : `push ${before.slice(0, 12)}..${after.slice(0, 12)}`;
     agent.request({ kind: "push", after, delivery });
+    agent.warm(pushedFiles(json));
     return reply.code(202).send({ queued: true, delivery, after });
   }
 

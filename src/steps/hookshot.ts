@@ -2,7 +2,7 @@ import path from "node:path";
 import { z } from "zod";
 import { asAgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
-import { checkTransforms, type TransformVerdict } from "../hookshot/checks.js";
+import { checkTransforms, type TransformVerdict, warmChecks } from "../hookshot/checks.js";
 import type { StepItem } from "../state/state.js";
 import { repoPath, stepCommon } from "./common.js";
 import type { DriftItem, RepoFiles, StepContext, StepKind, StepMatrix } from "./types.js";
@@ -266,6 +266,9 @@ export const hookshotStep: StepKind<typeof schema> = {
       }
     });
   },
+
+  // The check's child loads Node and QuickJS while the run fetches.
+  warm: (_step, signal) => warmChecks(signal),
 
   async apply(step, ctx, work) {
     const files = [...new Set(transformsFor(step, work.files).flatMap((rel) => fileOf(step, rel) ?? []))];

@@ -1,3 +1,4 @@
+import picomatch from "picomatch";
 import { z } from "zod";
 import type { StepItem } from "../state/state.js";
 import { draupnirConfigStep } from "./draupnir-config.js";
@@ -28,6 +29,7 @@ interface RegisteredKind {
   shown(step: StepConfig, data: Buffer): Buffer;
   drift(step: StepConfig, ctx: StepContext): Promise<DriftItem[]>;
   apply(step: StepConfig, ctx: StepContext, work: StepWork): Promise<StepItem[]>;
+  warm(step: StepConfig, signal: AbortSignal): void;
 }
 
 function register<S extends z.ZodType<StepConfigBase>>(kind: StepKind<S>): [string, RegisteredKind] {
@@ -48,6 +50,7 @@ function register<S extends z.ZodType<StepConfigBase>>(kind: StepKind<S>): [stri
           ? kind.drift(own(step), ctx)
           : [{ id: step.name, state: "unknown", detail: `the ${literal} step kind cannot check drift` }],
       apply: (step, ctx, work) => kind.apply(own(step), ctx, work),
+      warm: (step, signal) => kind.warm?.(own(step), signal),
     },
   ];
 }
@@ -65,4 +68,21 @@ export function kindOf(step: StepConfig): RegisteredKind {
 /** The globs that make a step run: its own `paths`, or its kind's default. */
 export function triggersOf(step: StepConfig): string[] {
   return step.paths ?? kindOf(step).triggers(step);
+}
+
+/** Whether a repository path makes the step run (its triggers; dot files included). */
+export function matcherOf(step: StepConfig): (path: string) => boolean {
+  return picomatch(triggersOf(step), { dot: true });
+}
+
+/**
+ * Lets the steps that would run for these paths (what a push says it changed: a hint, never what is deployed)
+ * start ahead of the run.
+ */
+export function warmSteps(steps: readonly StepConfig[], paths: readonly string[], signal: AbortSignal): void {
+  if (paths.length === 0 || signal.aborted) return;
+  for (const step of steps) {
+    const matches = matcherOf(step);
+    if (paths.some((p) => matches(p))) kindOf(step).warm(step, signal);
+  }
 }

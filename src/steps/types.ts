@@ -112,4 +112,10 @@ export interface StepKind<
   drift?(step: S, ctx: StepContext): Promise<DriftItem[]>;
   /** Does the work (or describes it, in a dry run) and reports one item per target. */
   apply(step: S, ctx: StepContext, work: StepWork): Promise<StepItem[]>;
+  /**
+   * A push says it changed files this step watches: start ahead, while the run fetches, what its apply will
+   * need (a process to load). Only a head start: apply must work as well without it, and what was started
+   * must end by itself when no run takes it, or when `signal` (the daemon stopping) aborts.
+   */
+  warm?(step: S, signal: AbortSignal): void;
 }
