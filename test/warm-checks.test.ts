@@ -10,7 +10,7 @@ import { Secret } from "../src/core/secret.js";
 import { checkTransforms, SPARE_WAIT_MS, warmChecks } from "../src/hookshot/checks.js";
 import { loadManifest } from "../src/manifest/load.js";
 import { createAgent } from "../src/server/agent.js";
-import { buildServer } from "../src/server/app.js";
+import { buildServer, PUSHED_FILES_MAX } from "../src/server/app.js";
 import { stepSchema, warmSteps } from "../src/steps/index.js";
 import { writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
@@ -176,8 +176,11 @@ describe("a delivery's commits", () => {
   let close: () => Promise<void>;
   const SECRET = "whsec-warm-checks-secret-value";
 
-  before(async () => {
+  before(() => {
     fx = makeFixture({ "hookshot/grafana.js": "result = 1;\n", "landing/index.html": "<p>hi</p>\n" });
+  });
+  /** A daemon (its agent and server) for one test; the test closes it. */
+  const open = async () => {
     const manifestFile = writeManifest(fx.dir, {
       webhook: { pollIntervalSeconds: 0 },
       drift: { intervalSeconds: 0 },
@@ -213,7 +216,7 @@ describe("a delivery's commits", () => {
       await app.close();
       await agent.close();
     };
-  });
+  };
   after(() => fx.cleanup());
 
   const deliver = async (commits: unknown, ref = "refs/heads/main") => {
@@ -233,6 +236,7 @@ describe("a delivery's commits", () => {
 
   it("start the check's child when they list a transform, and only then; any shape of commits is answered as before", async () => {
     stop = new AbortController();
+    await open();
     const hostile = [
       null,
       "hookshot/grafana.js",
@@ -249,6 +253,29 @@ describe("a delivery's commits", () => {
     assert.equal(await deliver([{ added: [], removed: [], modified: ["hookshot/grafana.js"] }]), 202);
     assert.equal(children.length, 1);
     // The daemon stopping ends it.
+    await close();
+    assert.equal((await children[0]?.exit)?.signal, "SIGTERM");
+  });
+
+  it("a list of hundreds of thousands of non-strings is answered 202, as before, and starts nothing", async () => {
+    stop = new AbortController();
+    await open();
+    assert.equal(await deliver([{ added: new Array(300_000).fill(1) }]), 202);
+    assert.equal(children.length, 0);
+    await close();
+  });
+
+  it(`reads the first ${PUSHED_FILES_MAX} files the commits list, no more`, async () => {
+    stop = new AbortController();
+    await open();
+    const filler = Array.from({ length: PUSHED_FILES_MAX - 1 }, (_, i) => `landing/${i}.html`);
+    assert.equal(
+      await deliver([{ modified: filler }, { added: ["x.txt"], modified: ["hookshot/grafana.js"] }]),
+      202,
+    );
+    assert.equal(children.length, 0, "the transform is one past the bound");
+    assert.equal(await deliver([{ modified: filler }, { modified: ["hookshot/grafana.js"] }]), 202);
+    assert.equal(children.length, 1, "the transform is at the bound");
     await close();
     assert.equal((await children[0]?.exit)?.signal, "SIGTERM");
   });
