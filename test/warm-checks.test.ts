@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ChildProcess } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -79,6 +79,22 @@ describe("the transform check's child, started ahead", () => {
     // The next check has none waiting: it starts its own, as before.
     assert.deepEqual(await checkTransforms([good]), hi);
     assert.equal(children.length, 2);
+  });
+
+  it("gets none of the daemon's environment but its NODE_OPTIONS: no secret reaches the child", async (t) => {
+    const saved = { ...process.env };
+    t.after(() => {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+    });
+    process.env.WEBHOOK_SECRET = "whsec-must-not-reach-the-child";
+    process.env.MATRIX_TOKEN = "syt_must_not_reach_the_child";
+    process.env.NODE_OPTIONS = "--max-old-space-size=160";
+    stop = new AbortController();
+    warmChecks(stop.signal);
+    const environ = readFileSync(`/proc/${children[0]?.pid}/environ`, "utf8").split("\0").filter(Boolean);
+    assert.deepEqual(environ, ["NODE_OPTIONS=--max-old-space-size=160"]);
+    assert.deepEqual(await checkTransforms([good]), hi, "and it still checks");
   });
 
   it(`is given an empty batch and exits when no check takes it within its wait (${SPARE_WAIT_MS} ms)`, async () => {

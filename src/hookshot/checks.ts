@@ -67,9 +67,17 @@ interface Spare {
 /** At most one child waits at a time. */
 let spare: Spare | undefined;
 
+/**
+ * The child's whole environment: the unit's NODE_OPTIONS (its memory caps), nothing else. The daemon's holds
+ * its secrets (the webhook secret, a Matrix token) and the child needs none of them.
+ */
+const childEnv = (): NodeJS.ProcessEnv =>
+  process.env.NODE_OPTIONS === undefined ? {} : { NODE_OPTIONS: process.env.NODE_OPTIONS };
+
 function startChild(input: string | Promise<string>, signal: AbortSignal | undefined, o: Bounds) {
   return runProcess(process.execPath, childArgv(), {
     input,
+    env: childEnv(),
     timeoutMs: o.timeoutMs,
     maxBytes: { stdout: o.maxOutputBytes, stderr: SANDBOX_STDERR_MAX_BYTES },
     ...(signal ? { signal } : {}),
