@@ -60,7 +60,7 @@ export function machine(): string {
   const env = Object.entries(unitEnvironment())
     .map(([k, v]) => `${k}=${v}`)
     .join(" ");
-  return `${cpu.length} × ${cpu[0]?.model ?? "cpu"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}; Node ${process.version}; ${git}; daemon environment (systemd/deploy-agent@.service): ${env}`;
+  return `${cpu.length} × ${cpu[0]?.model ?? "cpu"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}; Node ${process.version}; ${git}; both systems in a system service's environment (PATH and LANG only, as systemd gives one), the daemon with the unit's lines (systemd/deploy-agent@.service): ${env}`;
 }
 
 export interface WrkResult {
