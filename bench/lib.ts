@@ -1,11 +1,12 @@
 import { execFile, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { PROJECT, unitEnvironment } from "../test/helpers/agent.js";
 import { type MatrixTestServer, startMatrixServer } from "../test/helpers/matrix-server.js";
+import { childrenOf } from "../test/helpers/proc.js";
 
 /** Small shared pieces of the benchmarks. */
 
@@ -146,10 +147,7 @@ export function treeCpuMs(pid: number): number {
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       // Fields 14-17 of stat(5): utime stime cutime cstime; the slice starts at field 3.
       total += [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i] ?? 0), 0) * TICK_MS;
-      for (const task of readdirSync(`/proc/${p}/task`)) {
-        const kids = readFileSync(`/proc/${p}/task/${task}/children`, "utf8").trim();
-        for (const kid of kids ? kids.split(" ") : []) visit(Number(kid));
-      }
+      for (const kid of childrenOf(p)) visit(kid);
     } catch {
       // exited meanwhile: its time is in its parent's cutime
     }

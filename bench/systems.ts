@@ -8,13 +8,14 @@
  * the landing page to a target under their own root, so push-to-live means the same for both.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { PROJECT, unitEnvironment, unitNodeFlags } from "../test/helpers/agent.js";
 import { type Files, type Fixture, git, makeFixture } from "../test/helpers/git.js";
 import { giteaFixture, giteaHeaders, realPushBody } from "../test/helpers/gitea.js";
+import { childrenOf } from "../test/helpers/proc.js";
 import { QUICK, until } from "./lib.js";
 
 export const SECRET = "bench-webhook-secret-0123456789";
@@ -150,16 +151,7 @@ export async function agentIdle(base: string, what: string): Promise<void> {
 
 /** Waits until a process has no child processes: webhook's command and its git children have exited. */
 export async function childless(pid: number, what: string): Promise<void> {
-  const kids = () => {
-    try {
-      return readdirSync(`/proc/${pid}/task`).some(
-        (t) => readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").trim() !== "",
-      );
-    } catch {
-      return false;
-    }
-  };
-  await until(`${what}: its command to exit`, () => !kids(), 60_000);
+  await until(`${what}: its command to exit`, () => childrenOf(pid).length === 0, 60_000);
 }
 
 /** Waits until `serve` at base has deployed the origin's main and run its start-up drift check, and is idle. */

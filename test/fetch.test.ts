@@ -7,6 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { createFetcher, type Fetcher } from "../src/source/fetch.js";
 import { PROJECT } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { childrenOf } from "./helpers/proc.js";
 
 /**
  * The fetch started ahead (src/source/fetch.ts): a real clone and bare origin, the waiting process found
@@ -26,10 +27,7 @@ const tracking = () => git(fx.clone, "rev-parse", "refs/remotes/origin/main");
 
 /** This process's fetches that wait for their refspec, from /proc. */
 function waitingFetches(parent = process.pid): number[] {
-  const kids = readdirSync(`/proc/${parent}/task`).flatMap((t) =>
-    readFileSync(`/proc/${parent}/task/${t}/children`, "utf8").trim().split(" ").filter(Boolean).map(Number),
-  );
-  return kids.filter((pid) => {
+  return childrenOf(parent).filter((pid) => {
     try {
       return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("deploy-agent-fetch");
     } catch {
