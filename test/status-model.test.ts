@@ -82,8 +82,11 @@ describe("the status model against a real daemon", () => {
         SUDO_USER: "jared",
       });
     const head = git(fx.clone, "rev-parse", "HEAD");
-    assert.equal((await cli("pin", head, "--reason", "hold")).code, 0);
-    assert.equal((await cli("suspend", "--reason", "maintenance")).code, 0);
+    // The drift check (every second) holds the deploy lock for a moment: the pin waits for it.
+    const pinned = await cli("pin", head, "--reason", "hold", "--wait", "30");
+    assert.equal(pinned.code, 0, pinned.stderr);
+    const suspended = await cli("suspend", "--reason", "maintenance");
+    assert.equal(suspended.code, 0, suspended.stderr);
     // An error before the steps: the origin is gone, the next push cannot be fetched.
     renameSync(fx.origin, `${fx.origin}.gone`);
     const body = pushBody({ after: "1".repeat(40) });
