@@ -1,20 +1,21 @@
 /**
- * `npm run build`: bundles src/bin.ts into dist/src/bin.js with esbuild, the daemon's start-up and idle
- * memory being the reason. Node 20 resolves and compiles each of the ~400 files of fastify, zod,
- * pino, simple-git, yaml and prom-client one by one; one tree-shaken file starts in about half the time.
- * What src/ imports with `import()` (the diff library for writes and drift, the commands a daemon never
- * runs) stays uninitialised until first use. One file, not split into chunks: chunks cost the daemon about
- * 2.5 MiB more at idle (Node's ESM loader per module) than they save.
+ * `npm run build`: bundles src/bin.ts into dist/src/agent.cjs with esbuild, the daemon's start-up and idle
+ * memory being the reason, and builds the executable dist/src/bin.js (src/start.ts) that runs it. Node 20
+ * resolves and compiles each of the ~400 files of fastify, zod, pino, simple-git, yaml and prom-client one by
+ * one; one tree-shaken file starts in about half the time, and, CommonJS, it can be compiled with V8's code
+ * cache (src/start.ts). What src/ imports with `import()` (the diff library for writes and drift, the
+ * commands a daemon never runs) stays uninitialised until first use. One file, not split into chunks: chunks
+ * cost the daemon about 2.5 MiB more at idle (Node's ESM loader per module) than they save.
  * Left outside the bundle, resolved from node_modules at run time, because V8 parses the whole file at
  * every start whether or not a part ever runs:
  * - QuickJS and acorn with acorn-walk, which only the hookshot transform checks' child process loads, never
  *   the daemon (the child is its own bundle, below);
- * - pino-pretty, loaded only when used, and parse5, for `check: html`;
+ * - pino-pretty, loaded only when used, and parse5, for `check: html` (vendored, below);
  * - fastify's ajv and fast-json-stringify compilers (330 KiB with their dependencies): no route has a JSON
  *   schema, and src/server/app.ts gives fastify factories that never load them;
  * - light-my-request (fastify's inject(), for tests);
  * - age-encryption and its @noble/@scure dependencies (about 140 ms to load), for `secret` steps and commands
- *   only: src/secrets/age.ts imports it on first use, so a host without secrets never loads it.
+ *   only: src/secrets/age.ts imports it on first use, so a host without secrets never loads it (vendored).
  * The diff library stays inside: loaded on its own it cost 4 MiB more at idle than the 40 KiB it adds here.
  * Measured together: the file went from 2.3 MB to 1.4 MB, start-up about 30 ms faster, idle RSS 2 to
  * 9 MiB lower.
@@ -83,12 +84,34 @@ const lazyBuiltins = {
   },
 };
 
+/**
+ * The ESM-only packages the bundle leaves outside (above) are each bundled on their own into a CommonJS file
+ * in dist/src/vendor/, and the bundle's `import()` of them becomes a `require()` of that file, made on first
+ * use as before: code compiled by node:vm (the start-up below) cannot `import()` on Node 20 without a flag
+ * or an experimental warning, and Node 20 before 20.19 cannot `require()` an ES module.
+ */
+const VENDORED = ["age-encryption", "parse5"];
+const vendored = {
+  name: "vendored",
+  setup(b) {
+    b.onResolve({ filter: new RegExp(`^(${VENDORED.join("|")})$`) }, (args) => ({
+      path: `./vendor/${args.path}.cjs`,
+      external: true,
+    }));
+  },
+};
+
 rmSync("dist", { recursive: true, force: true });
+/**
+ * The agent: CommonJS, so that the start-up (src/start.ts, dist/src/bin.js) can compile it with V8's code
+ * cache, which Node 20 offers for scripts (node:vm) and not for ES modules.
+ */
 await build({
-  entryPoints: { bin: "src/bin.ts" },
+  entryPoints: { agent: "src/bin.ts" },
   outdir: "dist/src",
+  outExtension: { ".js": ".cjs" },
   bundle: true,
-  format: "esm",
+  format: "cjs",
   platform: "node",
   target: "node20",
   external: [
@@ -97,20 +120,45 @@ await build({
     "pino-pretty",
     "acorn",
     "acorn-walk",
-    "parse5",
     "light-my-request",
-    "age-encryption",
     "@fastify/ajv-compiler",
     "@fastify/fast-json-stringify-compiler",
   ],
-  plugins: [zodWithoutLocales, promClientCore, lazyBuiltins],
-  // The CommonJS dependencies (fastify, pino…) call require() for Node's own modules.
-  banner: {
-    js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
-  },
+  plugins: [zodWithoutLocales, promClientCore, lazyBuiltins, vendored],
+  // import() of what stays outside becomes require(), still made on first use (see vendored).
+  supported: { "dynamic-import": false },
+  // import.meta as in an ES module: the file's URL (paths beside the code), no resolve() (tests from source only).
+  banner: { js: 'const __importMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
+  define: { "import.meta.url": "__importMetaUrl", "import.meta.resolve": "undefined" },
   // Names stay (stack traces in the journal must be readable); whitespace and dead code go.
   minifyWhitespace: true,
   minifySyntax: true,
+  legalComments: "none",
+  logLevel: "warning",
+});
+for (const name of VENDORED) {
+  await build({
+    entryPoints: { [`vendor/${name}`]: name },
+    outdir: "dist/src",
+    outExtension: { ".js": ".cjs" },
+    bundle: true,
+    format: "cjs",
+    platform: "node",
+    target: "node20",
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: "none",
+    logLevel: "warning",
+  });
+}
+/** The executable: a small ES module that compiles and runs the agent (src/start.ts). */
+await build({
+  entryPoints: { bin: "src/start.ts" },
+  outdir: "dist/src",
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
   legalComments: "none",
   logLevel: "warning",
 });

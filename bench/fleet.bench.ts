@@ -156,7 +156,7 @@ async function agentFor({ fx, host, root, port }: Seat, hsUrl: string): Promise<
     "--listen",
     `${HOSTS[host]}:${port}`,
   ];
-  const child = serveBin(args);
+  const child = serveBin(args, root);
   const base = `http://${HOSTS[host]}:${port}`;
   // Up, and done with its start-up reconcile (every step applied once) and drift check.
   await agentSettled(base, fx.origin, `fleet: ${host}`);

@@ -47,7 +47,7 @@ export async function lxc151Starts() {
       const base = `http://127.0.0.1:${port}`;
       const args = ["serve", "--config", path.join(fx.clone, "config/lxc151.yaml"), "--repo", fx.clone];
       args.push("--root", root, "--state-dir", stateDir, "--listen", `127.0.0.1:${port}`);
-      const s = await started(`${base}/hooks/deploy`, () => serveBin(args));
+      const s = await started(`${base}/hooks/deploy`, () => serveBin(args, root));
       await agentSettled(base, fx.origin, "lxc151");
       await sleep(SETTLE_MS);
       startupMs.push(s.startupMs);

@@ -172,15 +172,19 @@ export async function agentSettled(base: string, origin: string, what: string): 
 
 /**
  * `serve` of the built bin with the unit's environment and its ExecStart's node flags, info logging as the
- * unit has it, to /dev/null. BENCH_NODE_FLAGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) adds node
- * flags, to profile the daemon as the bench drives it.
+ * unit has it, to /dev/null, and the cache directory systemd gives the unit (CacheDirectory=, 0700, as
+ * $CACHE_DIRECTORY) under the host's root: the first start writes V8's code cache there, later ones use it.
+ * BENCH_NODE_FLAGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) adds node flags, to profile the daemon as
+ * the bench drives it.
  */
-export function serveBin(args: string[]): ChildProcess {
+export function serveBin(args: string[], root: string): ChildProcess {
   const bin = path.join(PROJECT, "dist/src/bin.js");
   const flags = [...unitNodeFlags(), ...(process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [])];
+  const cache = path.join(root, "var/cache/deploy-agent");
+  mkdirSync(cache, { recursive: true, mode: 0o700 });
   return spawn(process.execPath, [...flags, bin, ...args], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...serviceEnv(), ...unitEnvironment() },
+    env: { ...serviceEnv(), ...unitEnvironment(), CACHE_DIRECTORY: cache },
   });
 }
 
@@ -212,7 +216,7 @@ export function agentSystem(o: SystemOptions = {}): System {
     fx,
     source: LANDING,
     target: path.join(root, LANDING_TARGET),
-    start: () => started(url, () => serveBin(args)),
+    start: () => started(url, () => serveBin(args, root)),
     settled: () => agentSettled(base, fx.origin, "deploy-agent"),
     idle: () => agentIdle(base, "deploy-agent"),
   };

@@ -99,6 +99,10 @@ async function listenOn(app: FastifyInstance, listen: { host: string; port: numb
   }
 }
 
+/** What the start-up (src/start.ts) did with V8's code cache: "off" when started without one (from source). */
+const codeCache = () =>
+  (globalThis as Record<symbol, unknown>)[Symbol.for("deploy-agent.code-cache")] ?? "off";
+
 export async function serveCommand(flags: ServeFlags): Promise<number> {
   const r = await resolve(flags);
   const manifest = withHostOverrides(r.loaded.manifest);
@@ -148,7 +152,16 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
   const secret = new Secret(webhookKeys.initial.current);
   const app = buildServer({ manifest, secret, agent, log, statusToken, keys: webhookKeys });
   const address = await listenOn(app, listen);
-  log.info({ address, host: manifest.host, path: manifest.webhook.path, dryRun: flags.dryRun }, "listening");
+  log.info(
+    {
+      address,
+      host: manifest.host,
+      path: manifest.webhook.path,
+      dryRun: flags.dryRun,
+      codeCache: codeCache(),
+    },
+    "listening",
+  );
   agent.start();
 
   const why = await (flags.shutdown ?? signals(log));

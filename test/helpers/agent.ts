@@ -144,7 +144,19 @@ export function unitNodeFlags(): string[] {
 
 /** `deploy-agent <args>` as a long-running child process (serve), through tsx. */
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Served {
-  const child = spawn(process.execPath, cliArgv(args), {
+  return served(cliArgv(args), env);
+}
+
+/** The executable as built (`node build.mjs`) and installed. */
+export const BUILT_BIN = path.join(PROJECT, "dist/src/bin.js");
+
+/** `deploy-agent <args>` of the built executable as a long-running child process. */
+export function startBuilt(args: string[], env: NodeJS.ProcessEnv = {}): Served {
+  return served([BUILT_BIN, ...args], env);
+}
+
+function served(argv: string[], env: NodeJS.ProcessEnv): Served {
+  const child = spawn(process.execPath, argv, {
     cwd: PROJECT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],

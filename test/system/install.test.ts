@@ -722,6 +722,18 @@ describe("system: the README's install under a real systemd, for each host role"
 
     it("kill -9 of the main process: systemd restarts it and it converges on the next push", async () => {
       const unit = "deploy-agent@lxc139.service";
+      // The unit's CacheDirectory= holds V8's code cache, root's and nobody else's; the restart uses it.
+      const cache = await eventually("V8's code cache in the unit's cache directory", async () => {
+        const { stdout } = await c.sh(
+          "stat -c '%a %U %n' /var/cache/deploy-agent /var/cache/deploy-agent/agent-*.v8cache",
+          { check: false },
+        );
+        return /\.v8cache\n$/.test(stdout) ? stdout : undefined;
+      });
+      assert.match(
+        cache,
+        /^700 root \/var\/cache\/deploy-agent\n600 root \/var\/cache\/deploy-agent\/agent-[0-9a-f]{16}\.v8cache\n$/,
+      );
       const { MainPID } = await c.show(unit, "MainPID");
       await c.sh(`kill -9 ${MainPID}`);
       await c.waitUnit(
@@ -732,6 +744,10 @@ describe("system: the README's install under a real systemd, for each host role"
       await eventually("/healthz after the restart", async () =>
         (await healthz(w.ports.lxc139)) === 200 ? true : undefined,
       );
+      const listening = (await c.journal(`-u ${unit}`))
+        .split("\n")
+        .filter((l) => l.includes('"msg":"listening"'));
+      assert.match(listening.at(-1) ?? "", /"codeCache":"used"/, listening.join("\n"));
       const rev = push(
         w,
         { "landing/index.html": "<!doctype html><title>Lotus Guild</title><p>new page</p>\n" },
