@@ -52,15 +52,14 @@ const trusted = (st: { uid: number; mode: number }) =>
  * The cache file for this bundle, this Node and these flags (they decide whether V8 accepts it). The
  * bundle's content, not its size and times: V8 checks only the source's length, and runs the cached code of
  * another bundle of that length (a one-character fix, a copy keeping the mtime: npm sets every file's to
- * 1985). Hashing it takes about 1 ms.
+ * 1985). Hashing its bytes takes about 1 ms (its decoded text, joined to the rest, took 6 to 12).
  */
-function cacheFile(dir: string, source: string): string {
+function cacheFile(dir: string, bundle: Buffer): string {
   const key = createHash("sha256")
     .update(
-      [process.version, process.arch, process.execArgv, process.env.NODE_OPTIONS, source]
-        .map(String)
-        .join("\0"),
+      [process.version, process.arch, process.execArgv, process.env.NODE_OPTIONS].map(String).join("\0"),
     )
+    .update(bundle)
     .digest("hex")
     .slice(0, 16);
   return path.join(dir, `agent-${key}.v8cache`);
@@ -113,21 +112,21 @@ function statDir(dir: string): Stats | "off" | "untrusted" {
 function start(): void {
   // systemd gives a list when a unit names several directories; the first is the agent's.
   const dir = process.env.CACHE_DIRECTORY?.split(":")[0];
-  const source = readFileSync(agent, "utf8");
+  const bundle = readFileSync(agent);
   let state: CodeCache = "off";
   let file: string | undefined;
   let cachedData: Buffer | undefined;
   const st = dir ? statDir(dir) : "off";
   if (typeof st === "string") state = st;
   else if (dir && st.isDirectory() && trusted(st)) {
-    file = cacheFile(dir, source);
+    file = cacheFile(dir, bundle);
     const read = readCache(file);
     if (typeof read === "string") state = read;
     else cachedData = read;
   } else {
     state = "untrusted";
   }
-  const script = new Script(Module.wrap(source), { filename: agent, cachedData });
+  const script = new Script(Module.wrap(bundle.toString("utf8")), { filename: agent, cachedData });
   if (cachedData) state = script.cachedDataRejected ? "rejected" : "used";
   (globalThis as Record<symbol, unknown>)[STATE] = state;
   const run = script.runInThisContext() as (...args: unknown[]) => void;
