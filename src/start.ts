@@ -95,7 +95,10 @@ function writeCache(file: string, data: Buffer): void {
       if (OURS.test(name) && name !== path.basename(file)) rmSync(path.join(dir, name), { force: true });
     }
   } catch {
-    rmSync(tmp, { force: true });
+    // The cache is optional: a failed write waits for the next start and never stops this daemon.
+    try {
+      rmSync(tmp, { force: true });
+    } catch {}
   }
 }
 

@@ -7,6 +7,7 @@ import {
   cpSync,
   existsSync,
   lstatSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -256,6 +257,18 @@ describe("V8's code cache of the built agent", () => {
     assert.equal(await cacheWritten(dir, ""), name);
     assert.deepEqual(readFileSync(path.join(dir, name)).subarray(0, 16), valid.subarray(0, 16));
     assert.deepEqual(readdirSync(dir), [name]);
+  });
+
+  it("a write that fails, even to remove its temporary file, never stops the daemon", async () => {
+    const dir = cacheDir();
+    const s = await serve(dir);
+    // A directory where the temporary file goes: neither written nor removed.
+    const tmp = path.join(dir, `${name}.${s.daemon.child.pid}.tmp`);
+    mkdirSync(tmp);
+    await sleep(WRITE_AFTER_MS + 2_000);
+    assert.equal(s.daemon.child.exitCode, null, s.daemon.out());
+    assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
+    assert.deepEqual(readdirSync(dir), [path.basename(tmp)]);
   });
 
   it("a bundle replaced by another of the same length, inode and mtime runs its own code, not the cached one", async () => {
