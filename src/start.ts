@@ -52,7 +52,7 @@ const trusted = (st: { uid: number; mode: number }) =>
  * The cache file for this bundle, this Node and these flags (they decide whether V8 accepts it). The
  * bundle's content, not its size and times: V8 checks only the source's length, and runs the cached code of
  * another bundle of that length (a one-character fix, a copy keeping the mtime: npm sets every file's to
- * 1985). Hashing its bytes takes about 1 ms (its decoded text, joined to the rest, took 6 to 12).
+ * 1985). Hashing its bytes takes about 1 ms (its decoded text joined to the rest: 6 to 12 ms).
  */
 function cacheFile(dir: string, bundle: Buffer): string {
   const key = createHash("sha256")
