@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import {
   chmodSync,
   chownSync,
+  copyFileSync,
+  cpSync,
   existsSync,
   lstatSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -11,6 +15,7 @@ import {
   statSync,
   symlinkSync,
   truncateSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,6 +26,7 @@ import {
   BUILT_BIN,
   hostRoot,
   listeningUrl,
+  PROJECT,
   type Served,
   serveArgs,
   startBuilt,
@@ -77,16 +83,22 @@ function cacheDir(): string {
 /** Starts the built daemon with this cache directory; resolves with what its "listening" line says of it. */
 async function serve(dir: string | undefined, env: NodeJS.ProcessEnv = {}) {
   const startedAt = Date.now();
-  const state = mkdtempSync(path.join(fx.dir, "state-"));
-  const daemon = startBuilt([...serveArgs(manifest, fx.clone, root), "--state-dir", state], {
-    CACHE_DIRECTORY: dir,
-    ...env,
-  });
-  running.push(daemon);
+  const daemon = startDaemon(dir, env);
   const url = await listeningUrl(daemon);
   const line = await daemon.waitFor(/.*"msg":"listening".*/);
   const codeCache = /"codeCache":"(\w+)"/.exec(line)?.[1];
   return { codeCache, url, daemon, startedAt };
+}
+
+function startDaemon(dir: string | undefined, env: NodeJS.ProcessEnv = {}, bin = BUILT_BIN): Served {
+  const state = mkdtempSync(path.join(fx.dir, "state-"));
+  const daemon = startBuilt(
+    [...serveArgs(manifest, fx.clone, root), "--state-dir", state],
+    { CACHE_DIRECTORY: dir, ...env },
+    bin,
+  );
+  running.push(daemon);
+  return daemon;
 }
 
 async function cacheWritten(dir: string, besides: string): Promise<string> {
@@ -116,6 +128,9 @@ describe("V8's code cache of the built agent", () => {
     const stale = "agent-0123456789abcdef.v8cache";
     writeFileSync(path.join(dir, stale), "an older build's cache", { mode: 0o600 });
     writeFileSync(path.join(dir, "notes"), "not ours", { mode: 0o600 });
+    // Not ours though named alike (a directory given by hand, shared); a crashed daemon's temporary file is.
+    writeFileSync(path.join(dir, "agent-notes.txt"), "not ours", { mode: 0o600 });
+    writeFileSync(path.join(dir, `${stale}.4242.tmp`), "a crashed write", { mode: 0o600 });
     const first = await serve(dir);
     assert.equal(first.codeCache, "absent");
     name = await cacheWritten(dir, stale);
@@ -123,7 +138,11 @@ describe("V8's code cache of the built agent", () => {
     assert.ok(writtenAfter >= WRITE_AFTER_MS, `written ${writtenAfter} ms after the start, not before 10 s`);
     const st = statSync(path.join(dir, name));
     assert.equal(st.mode & 0o777, 0o600);
-    assert.deepEqual(readdirSync(dir).sort(), [name, "notes"], "no temporary file left, the stale one gone");
+    assert.deepEqual(
+      readdirSync(dir).sort(),
+      ["agent-notes.txt", name, "notes"].sort(),
+      "no temporary file left, the stale one gone",
+    );
     valid = readFileSync(path.join(dir, name));
     assert.ok(valid.length > 100_000, `a cache of the whole start-up (${valid.length} bytes)`);
     await stopAll();
@@ -205,16 +224,86 @@ describe("V8's code cache of the built agent", () => {
       rmSync(dir, { recursive: true, force: true });
   });
 
-  it("a directory that does not exist is off, a file in its place untrusted; the daemon starts either way", async () => {
+  it("a directory that does not exist is off, a file in its place or one it cannot reach untrusted; the daemon starts either way", async () => {
     const file = path.join(fx.dir, "a-file");
     writeFileSync(file, "");
+    const loop = path.join(fx.dir, "a-loop");
+    symlinkSync(loop, loop);
     for (const [dir, state] of [
       [path.join(fx.dir, "missing"), "off"],
+      [path.join(file, "sub"), "off"],
       [file, "untrusted"],
+      [loop, "untrusted"],
     ] as const) {
       const s = await serve(dir);
       assert.equal(s.codeCache, state, dir);
       assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
     }
+  });
+
+  it("a FIFO in the cache file's place does not hold up the start", async () => {
+    const dir = cacheDir();
+    execFileSync("mkfifo", ["-m", "0600", path.join(dir, name)]);
+    const s = await serve(dir);
+    assert.equal(s.codeCache, "untrusted");
+    assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
+  });
+
+  it("a temporary file left by a killed daemon of the same pid does not stop the write", async () => {
+    const dir = cacheDir();
+    const s = await serve(dir);
+    assert.equal(s.codeCache, "absent");
+    writeFileSync(path.join(dir, `${name}.${s.daemon.child.pid}.tmp`), "cut short", { mode: 0o600 });
+    assert.equal(await cacheWritten(dir, ""), name);
+    assert.deepEqual(readFileSync(path.join(dir, name)).subarray(0, 16), valid.subarray(0, 16));
+    assert.deepEqual(readdirSync(dir), [name]);
+  });
+
+  it("a write that fails, even to remove its temporary file, never stops the daemon", async () => {
+    const dir = cacheDir();
+    const s = await serve(dir);
+    // A directory where the temporary file goes: neither written nor removed.
+    const tmp = path.join(dir, `${name}.${s.daemon.child.pid}.tmp`);
+    mkdirSync(tmp);
+    await sleep(WRITE_AFTER_MS + 2_000);
+    assert.equal(s.daemon.child.exitCode, null, s.daemon.out());
+    assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
+    assert.deepEqual(readdirSync(dir), [path.basename(tmp)]);
+  });
+
+  it("a bundle replaced by another of the same length, inode and mtime runs its own code, not the cached one", async () => {
+    // A copy of the build, its files dated as npm dates them (1985-10-26).
+    const copy = mkdtempSync(path.join(fx.dir, "build-"));
+    cpSync(path.join(PROJECT, "dist"), path.join(copy, "dist"), { recursive: true });
+    copyFileSync(path.join(PROJECT, "package.json"), path.join(copy, "package.json"));
+    symlinkSync(path.join(PROJECT, "node_modules"), path.join(copy, "node_modules"));
+    const bundle = path.join(copy, "dist/src/agent.cjs");
+    const NPM_MTIME = 499162500;
+    utimesSync(bundle, NPM_MTIME, NPM_MTIME);
+    const bin = path.join(copy, "dist/src/bin.js");
+    const dir = cacheDir();
+    const listening = /.*"msg":"(listening|LISTENING)".*/;
+    const first = startDaemon(dir, {}, bin);
+    assert.match(
+      await first.waitFor(listening),
+      /"msg":"listening".*"codeCache":"absent"|"codeCache":"absent".*"msg":"listening"/,
+    );
+    await cacheWritten(dir, "");
+    await stopAll();
+
+    // A fix of one character, written over the file in place (cp -p, tar) with the date kept.
+    const before = statSync(bundle);
+    const old = readFileSync(bundle, "utf8");
+    const edited = old.replace('codeCache:codeCache()},"listening")', 'codeCache:codeCache()},"LISTENING")');
+    assert.notEqual(edited, old, "the serve command's listening line is in the bundle");
+    writeFileSync(bundle, edited);
+    utimesSync(bundle, NPM_MTIME, NPM_MTIME);
+    const after = statSync(bundle);
+    assert.deepEqual([after.ino, after.size, after.mtimeMs], [before.ino, before.size, before.mtimeMs]);
+
+    const second = startDaemon(dir, {}, bin);
+    const line = await second.waitFor(listening);
+    assert.match(line, /"msg":"LISTENING"/, "the new bundle's code runs");
+    assert.match(line, /"codeCache":"absent"/);
   });
 });

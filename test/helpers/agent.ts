@@ -150,9 +150,9 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Served {
 /** The executable as built (`node build.mjs`) and installed. */
 export const BUILT_BIN = path.join(PROJECT, "dist/src/bin.js");
 
-/** `deploy-agent <args>` of the built executable as a long-running child process. */
-export function startBuilt(args: string[], env: NodeJS.ProcessEnv = {}): Served {
-  return served([BUILT_BIN, ...args], env);
+/** `deploy-agent <args>` of the built executable (or a copy of it) as a long-running child process. */
+export function startBuilt(args: string[], env: NodeJS.ProcessEnv = {}, bin = BUILT_BIN): Served {
+  return served([bin, ...args], env);
 }
 
 function served(argv: string[], env: NodeJS.ProcessEnv): Served {
