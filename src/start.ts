@@ -36,7 +36,7 @@ const CACHE_MAX_BYTES = 64 * 1024 * 1024;
 const OURS = /^agent-[0-9a-f]{16}\.v8cache(\.\d+\.tmp)?$/;
 
 /** What became of the cache, for the daemon's "listening" line. */
-export type CodeCache = "off" | "absent" | "used" | "rejected" | "untrusted";
+type CodeCache = "off" | "absent" | "used" | "rejected" | "untrusted";
 const STATE = Symbol.for("deploy-agent.code-cache");
 
 const agent = path.join(path.dirname(fileURLToPath(import.meta.url)), "agent.cjs");
@@ -77,6 +77,9 @@ function readCache(file: string): Buffer | "absent" | "untrusted" {
     const st = fstatSync(fd);
     if (!st.isFile() || !trusted(st) || st.size > CACHE_MAX_BYTES) return "untrusted";
     return readFileSync(fd);
+  } catch {
+    // A read that fails (EIO) costs the cache, never the start.
+    return "untrusted";
   } finally {
     closeSync(fd);
   }
