@@ -101,19 +101,28 @@ const vendored = {
   },
 };
 
+/** What every file built here shares: for Node 20, everything it imports inside. */
+const node20 = {
+  outdir: "dist/src",
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  legalComments: "none",
+  logLevel: "warning",
+};
+/** Names stay (stack traces in the journal must be readable); whitespace and dead code go. */
+const minified = { ...node20, minifyWhitespace: true, minifySyntax: true };
+
 rmSync("dist", { recursive: true, force: true });
 /**
  * The agent: CommonJS, so that the start-up (src/start.ts, dist/src/bin.js) can compile it with V8's code
  * cache, which Node 20 offers for scripts (node:vm) and not for ES modules.
  */
 await build({
+  ...minified,
   entryPoints: { agent: "src/bin.ts" },
-  outdir: "dist/src",
   outExtension: { ".js": ".cjs" },
-  bundle: true,
   format: "cjs",
-  platform: "node",
-  target: "node20",
   external: [
     "quickjs-emscripten-core",
     "@jitl/quickjs-wasmfile-release-sync",
@@ -130,38 +139,17 @@ await build({
   // import.meta as in an ES module: the file's URL (paths beside the code), no resolve() (tests from source only).
   banner: { js: 'const __importMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
   define: { "import.meta.url": "__importMetaUrl", "import.meta.resolve": "undefined" },
-  // Names stay (stack traces in the journal must be readable); whitespace and dead code go.
-  minifyWhitespace: true,
-  minifySyntax: true,
-  legalComments: "none",
-  logLevel: "warning",
 });
 for (const name of VENDORED) {
   await build({
+    ...minified,
     entryPoints: { [`vendor/${name}`]: name },
-    outdir: "dist/src",
     outExtension: { ".js": ".cjs" },
-    bundle: true,
     format: "cjs",
-    platform: "node",
-    target: "node20",
-    minifyWhitespace: true,
-    minifySyntax: true,
-    legalComments: "none",
-    logLevel: "warning",
   });
 }
 /** The executable: a small ES module that compiles and runs the agent (src/start.ts). */
-await build({
-  entryPoints: { bin: "src/start.ts" },
-  outdir: "dist/src",
-  bundle: true,
-  format: "esm",
-  platform: "node",
-  target: "node20",
-  legalComments: "none",
-  logLevel: "warning",
-});
+await build({ ...node20, entryPoints: { bin: "src/start.ts" }, format: "esm" });
 chmodSync("dist/src/bin.js", 0o755);
 
 /**
@@ -170,18 +158,7 @@ chmodSync("dist/src/bin.js", 0o755);
  * child 40–65 ms of its 260 ms. QuickJS's WebAssembly stays a file of its own, beside the child, where the
  * module looks for it (next to itself).
  */
-await build({
-  entryPoints: { "hookshot-sandbox": "src/hookshot/sandbox.ts" },
-  outdir: "dist/src",
-  bundle: true,
-  format: "esm",
-  platform: "node",
-  target: "node20",
-  minifyWhitespace: true,
-  minifySyntax: true,
-  legalComments: "none",
-  logLevel: "warning",
-});
+await build({ ...minified, entryPoints: { "hookshot-sandbox": "src/hookshot/sandbox.ts" }, format: "esm" });
 copyFileSync(
   createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm"),
   "dist/src/emscripten-module.wasm",
