@@ -33,7 +33,13 @@ async function nightly(env: Record<string, string> = {}, ...extra: string[]) {
 }
 
 beforeEach(() => {
-  fx = makeFixture({ "build.js": BUILD, "version.txt": "1\n" });
+  // Its own package.json, as Cinny's checkout has: Node takes build.js's module type from the nearest one,
+  // never from whatever directory the test's temporary files happen to sit under.
+  fx = makeFixture({
+    "build.js": BUILD,
+    "version.txt": "1\n",
+    "package.json": '{ "name": "cinny-fixture", "private": true, "type": "commonjs" }\n',
+  });
   root = path.join(fx.dir, "root");
   mkdirSync(path.join(root, "opt"), { recursive: true });
   mkdirSync(path.join(root, "var/www"), { recursive: true });
