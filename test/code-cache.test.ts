@@ -18,7 +18,6 @@ import {
   utimesSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -75,7 +74,7 @@ afterEach(stopAll);
 
 /** A cache directory as systemd makes it (CacheDirectoryMode=0700, root's). */
 function cacheDir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "deploy-agent-cache-"));
+  const dir = mkdtempSync(path.join(fx.dir, "cache-"));
   chmodSync(dir, 0o700);
   return dir;
 }
