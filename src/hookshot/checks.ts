@@ -33,7 +33,7 @@ const SANDBOX_STDERR_MAX_BYTES = 64 * 1024;
 /** Characters of the child's stderr kept in the error when it fails. */
 const STDERR_TAIL = 600;
 
-// Bundled, this code is in dist/src/bin.js and build.mjs puts the child beside it; from source (tsx, the
+// Bundled, this code is in dist/src/agent.cjs and build.mjs puts the child beside it; from source (tsx, the
 // tests) the child is this directory's sandbox.ts and needs tsx too.
 const here = fileURLToPath(import.meta.url);
 const fromSource = here.endsWith(".ts");

@@ -20,10 +20,16 @@ async function verdict(job: TransformJob): Promise<TransformVerdict> {
   return { problem: null, runs };
 }
 
-// QuickJS and acorn load while the batch is on its way (the daemon may start this child ahead of it).
-const loaded = loadSandbox();
-const jobs = JSON.parse(await text(process.stdin)) as TransformJob[];
-await loaded;
-const verdicts: TransformVerdict[] = [];
-for (const job of jobs) verdicts.push(await verdict(job));
-process.stdout.write(JSON.stringify(verdicts));
+async function main(): Promise<void> {
+  // QuickJS and acorn load while the batch is on its way (the daemon may start this child ahead of it).
+  const loaded = loadSandbox();
+  const jobs = JSON.parse(await text(process.stdin)) as TransformJob[];
+  await loaded;
+  const verdicts: TransformVerdict[] = [];
+  for (const job of jobs) verdicts.push(await verdict(job));
+  process.stdout.write(JSON.stringify(verdicts));
+}
+
+// No top-level await: the bundle is CommonJS. A rejection ends the child as an unhandled one does: its
+// stack on stderr, exit 1.
+void main();
