@@ -105,6 +105,10 @@ describe("deploy-agent CLI", () => {
   });
 
   it("exits 2 on usage and configuration errors with a hint", async () => {
+    const noRemote = path.join(fx.dir, "no-remote");
+    mkdirSync(noRemote);
+    git(noRemote, "init", "-q");
+    git(noRemote, "remote", "add", "upstream", fx.origin);
     const cases: [string[], RegExp][] = [
       [["deploy"], /error USAGE: unknown command "deploy"/],
       [[], /error USAGE: no command given/],
@@ -116,6 +120,10 @@ describe("deploy-agent CLI", () => {
         /error CONFIG_INVALID: cannot read manifest \/nonexistent\.yaml: ENOENT/,
       ],
       [["run", "--config", manifest, "--repo", root], /error REPO_INVALID: .* is not a git work tree/],
+      [
+        ["run", "--config", manifest, "--repo", noRemote],
+        /error REPO_INVALID: repository .*no-remote has no remote named "origin"\nhint: git -C .*no-remote remote add origin <url>/,
+      ],
     ];
     for (const [argv, pattern] of cases) {
       const res = await runCli(argv, { DEPLOY_AGENT_CONFIG: "" });

@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
@@ -127,6 +128,26 @@ export async function isAncestor(dir: string, ancestor: string, descendant: stri
   throw new AgentError("GIT_FAILED", `git merge-base --is-ancestor failed: ${sanitize(res.stderr.trim())}`);
 }
 
+/**
+ * The work tree's top and the clone's remotes, from one process (`git rev-parse --show-toplevel`, then `git
+ * remote`): each process the daemon starts blocks its event loop while Node forks it (5–10 ms at its size),
+ * and this is on the path of the start's first answer. No value reaches the shell's command line.
+ */
+function topAndRemotes(
+  dir: string,
+  env: Record<string, string>,
+): Promise<{ top: string | null; remotes: string[]; refusal: string }> {
+  const command = "git rev-parse --show-toplevel && git remote";
+  const options = { cwd: dir, env, timeout: NETWORK_TIMEOUT_MS, maxBuffer: 1024 * 1024 };
+  return new Promise((resolve) => {
+    execFile("/bin/sh", ["-c", command], options, (_err, stdout, stderr) => {
+      // Without a top, rev-parse failed and `git remote` never ran; git says why on stderr.
+      const [top = null, ...remotes] = stdout.split("\n").filter(Boolean);
+      resolve({ top, remotes, refusal: stderr });
+    });
+  });
+}
+
 /** Opens the clone, refusing anything that is not the top of a git work tree with the named remote. */
 export async function openRepo(dir: string, remote: string, branch: string): Promise<Repo> {
   const isDir = await stat(dir).then(
@@ -139,15 +160,7 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
     });
   }
   const env = gitEnv();
-  const git = gitAt(dir);
-  let refusal = "";
-  const [top, remotes] = await Promise.all([
-    git.revparse(["--show-toplevel"]).catch((err: Error) => {
-      refusal = err.message;
-      return null;
-    }),
-    git.getRemotes().catch(() => []),
-  ]);
+  const { top, remotes, refusal } = await topAndRemotes(dir, env);
   if (top === null && /dubious ownership/.test(refusal)) {
     // git (2.35.2+) refuses a repository owned by another user; say so instead of "not a work tree".
     const owner = (await stat(dir)).uid;
@@ -164,7 +177,7 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
       hint: "clone the config repository there, or pass --repo DIR",
     });
   }
-  if (!remotes.some((r) => r.name === remote)) {
+  if (!remotes.includes(remote)) {
     throw new AgentError("REPO_INVALID", `repository ${dir} has no remote named "${remote}"`, {
       hint: `git -C ${dir} remote add ${remote} <url>`,
     });
@@ -175,7 +188,7 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
     dir,
     remote,
     branch,
-    git,
+    git: gitAt(dir),
     objects: createObjectReader(dir, env),
     fetcher: createFetcher(dir, env, fetchOptions, NETWORK_TIMEOUT_MS),
   };
