@@ -14,7 +14,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { stringify } from "yaml";
 import { readEnvFile } from "../src/host/env.js";
-import { PROJECT, runCli } from "./helpers/agent.js";
+import { BUILT_BIN, PROJECT, runCli } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { treeHash } from "./helpers/tree-hash.js";
@@ -99,6 +99,21 @@ describe("deploy-agent install", () => {
       ],
       "only questions to systemd",
     );
+  });
+
+  it("the built executable finds its own checkout: the unit it installs and the link to itself", async () => {
+    // dist/src has a package.json of its own (its files are CommonJS): not the agent's checkout.
+    const res = await new Promise<{ code: number | null; stdout: string; stderr: string }>((done) => {
+      execFile(
+        process.execPath,
+        [BUILT_BIN, "install", "--host", "lxctest", "--root", root, "--dry-run"],
+        (err, stdout, stderr) => done({ code: err ? (err.code as number) : 0, stdout, stderr }),
+      );
+    });
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /would point \/usr\/local\/bin\/deploy-agent at (\S+) /);
+    assert.equal(/would point \S+ at (\S+) /.exec(res.stdout)?.[1], BUILT_BIN);
+    assert.match(res.stdout, /would write \/etc\/systemd\/system\/deploy-agent@\.service \(created/);
   });
 
   it("installs the unit, the bin link, a private secret and its record; starts the unit; again: nothing to do", async () => {

@@ -1,8 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { AgentError } from "../core/errors.js";
 import { MIN_SECRET_LENGTH } from "../gitea/webhook-secret.js";
 import { appendEnv } from "../host/env.js";
@@ -30,13 +28,6 @@ export interface PlannedFile {
   display?: { before: Buffer | null; after: Buffer };
   /** Secrets are the host's: never a conflict, never recorded. */
   owned?: false;
-}
-
-/** The agent's own checkout: the directory holding its package.json (from src/ or dist/src/). */
-export function agentHome(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, "package.json"))) dir = path.dirname(dir);
-  return dir;
 }
 
 /** Env-file lines with every value hidden: what a diff of an env file may show. */

@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import path from "node:path";
 import { AgentError, asAgentError } from "../core/errors.js";
 import { silentLogger } from "../core/log.js";
+import { agentPackage } from "../core/package.js";
 import { renderInstall } from "../deploy/report.js";
 import type { Effect } from "../host/effects.js";
 import { rooted } from "../host/host-fs.js";
@@ -12,7 +13,7 @@ import type { Manifest } from "../manifest/schema.js";
 import { HOST_IDENTITY_FILE, plannedHostIdentity } from "../secrets/identity.js";
 import { openRepo } from "../source/git.js";
 import { createContext } from "../steps/context.js";
-import { agentHome, hostJobs, type PlannedFile, plannedFiles, UNIT_DIR } from "./install-files.js";
+import { hostJobs, type PlannedFile, plannedFiles, UNIT_DIR } from "./install-files.js";
 import { listenerProblem } from "./install-probe.js";
 import { createUndo, keepUnitState, type Undo } from "./install-undo.js";
 import { OLD_UNIT, type OldListener, readOldListener } from "./old-webhook.js";
@@ -104,7 +105,7 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   const { files, secret } = await plannedFiles({
     r,
     host: ctx.host,
-    home: agentHome(),
+    home: agentPackage().dir,
     old,
     warnings,
     name: host,
@@ -128,7 +129,7 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
     files,
     secret,
     old,
-    binTarget: path.join(agentHome(), "dist/src/bin.js"),
+    binTarget: path.join(agentPackage().dir, "dist/src/bin.js"),
     installed: JSON.parse((await ctx.host.read(recordFile))?.toString("utf8") ?? "{}").files ?? {},
     recordFile,
   };
