@@ -106,7 +106,9 @@ describe("hookshot transform checks in a child process", () => {
     // Where the build puts them; copied out of the project, so that nothing resolves from node_modules.
     const dir = mkdtempSync(path.join(tmpdir(), "sandbox-built-"));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
-    for (const f of ["hookshot-sandbox.js", "emscripten-module.wasm"]) {
+    // package.json: what makes the child CommonJS; without it a package.json of type module in a directory
+    // above (one a test left in /tmp) made it an ES module that could not start.
+    for (const f of ["hookshot-sandbox.js", "emscripten-module.wasm", "package.json"]) {
       copyFileSync(path.join(PROJECT, "dist/src", f), path.join(dir, f));
     }
     const child = path.join(dir, "hookshot-sandbox.js");
@@ -122,6 +124,17 @@ describe("hookshot transform checks in a child process", () => {
     const [ran, declared] = JSON.parse(r.stdout) as TransformVerdict[];
     assert.deepEqual(ran, { problem: null, runs: [{ output: { content: { plain: "hi ana" } } }] });
     assert.match(declared?.problem ?? "", /declares `result`/);
+    // Bad input fails it too, whatever --unhandled-rejections the unit's NODE_OPTIONS (passed on) say.
+    for (const mode of ["throw", "warn", "none"]) {
+      const bad = spawnSync(process.execPath, [...SANDBOX_NODE_FLAGS, child], {
+        input: "{}",
+        encoding: "utf8",
+        env: { NODE_OPTIONS: `--unhandled-rejections=${mode}` },
+      });
+      assert.equal(bad.status, 1, mode);
+      assert.equal(bad.stdout, "", mode);
+      assert.match(bad.stderr, /TypeError: jobs is not iterable/, mode);
+    }
     // Without its WebAssembly the child fails, and says so: it never answers "no problem".
     rmSync(path.join(dir, "emscripten-module.wasm"));
     const broken = spawnSync(process.execPath, [...SANDBOX_NODE_FLAGS, child], {

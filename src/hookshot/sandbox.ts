@@ -30,6 +30,10 @@ async function main(): Promise<void> {
   process.stdout.write(JSON.stringify(verdicts));
 }
 
-// No top-level await: the bundle is CommonJS. A rejection ends the child as an unhandled one does: its
-// stack on stderr, exit 1.
-void main();
+// No top-level await: the bundle is CommonJS. A failure ends the child with its stack on stderr and exit 1,
+// whatever --unhandled-rejections the unit's NODE_OPTIONS (passed on to this child) say: with =warn or =none
+// an unhandled rejection would end it with exit 0 and nothing on stdout.
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
