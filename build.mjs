@@ -125,6 +125,12 @@ const commonjs = {
   banner: { js: 'const __importMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
   define: { "import.meta.url": "__importMetaUrl", "import.meta.resolve": "undefined" },
 };
+/**
+ * The banner is a statement, so esbuild's "use strict" after it is no directive and the file runs sloppy.
+ * The executable and the child were ES modules, strict throughout; they stay strict. (agent.cjs has run
+ * sloppy since it became CommonJS, with CommonJS packages inside that may rely on it: left so.)
+ */
+const strict = { js: `"use strict";${commonjs.banner.js}` };
 
 rmSync("dist", { recursive: true, force: true });
 /**
@@ -157,7 +163,7 @@ for (const name of VENDORED) {
   });
 }
 /** The executable: a small file that compiles and runs the agent (src/start.ts). */
-await build({ ...node20, ...commonjs, entryPoints: { bin: "src/start.ts" } });
+await build({ ...node20, ...commonjs, banner: strict, entryPoints: { bin: "src/start.ts" } });
 chmodSync("dist/src/bin.js", 0o755);
 writeFileSync("dist/src/package.json", `${JSON.stringify({ type: "commonjs" })}\n`);
 
@@ -167,7 +173,12 @@ writeFileSync("dist/src/package.json", `${JSON.stringify({ type: "commonjs" })}\
  * child 40–65 ms of its 260 ms. QuickJS's WebAssembly stays a file of its own, beside the child, where the
  * module looks for it (next to itself).
  */
-await build({ ...minified, ...commonjs, entryPoints: { "hookshot-sandbox": "src/hookshot/sandbox.ts" } });
+await build({
+  ...minified,
+  ...commonjs,
+  banner: strict,
+  entryPoints: { "hookshot-sandbox": "src/hookshot/sandbox.ts" },
+});
 copyFileSync(
   createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm"),
   "dist/src/emscripten-module.wasm",
