@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { type ExecFileException, execFile } from "node:child_process";
 import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
@@ -26,8 +26,14 @@ export interface Repo {
 
 /** simple-git's block timeout and the fetch's: a git command that takes longer is killed. */
 const NETWORK_TIMEOUT_MS = 120_000;
+/** The clone's remotes, one name a line: more is refused, never cut. */
+const REMOTES_MAX_BYTES = 1024 * 1024;
 
-function gitError(code: "GIT_FAILED" | "FETCH_FAILED", what: string, err: unknown): AgentError {
+function gitError(
+  code: "GIT_FAILED" | "FETCH_FAILED" | "REPO_INVALID",
+  what: string,
+  err: unknown,
+): AgentError {
   // git's own verdict is on its "fatal:"/"error:" lines; the rest is advice.
   const lines = (err instanceof Error ? err.message : String(err))
     .split("\n")
@@ -129,21 +135,24 @@ export async function isAncestor(dir: string, ancestor: string, descendant: stri
 }
 
 /**
- * The work tree's top and the clone's remotes, from one process (`git rev-parse --show-toplevel`, then `git
- * remote`): each process the daemon starts blocks its event loop while Node forks it (5–10 ms at its size),
- * and this is on the path of the start's first answer. No value reaches the shell's command line.
+ * Whether the directory is in a git work tree, and the clone's remotes, from one process (`git rev-parse
+ * --show-toplevel`, then `git remote`): each process the daemon starts blocks its event loop while Node forks
+ * it (5–10 ms at its size), and this is on the path of the start's first answer. No value reaches the shell's
+ * command line. The top itself is not read (a path may hold a newline, which made its second line a remote):
+ * a mark line says rev-parse passed. `exec`: the timeout's kill reaches `git remote`, not only the shell.
+ * `failed`: set when the shell did not end well (git remote failed, the timeout, more than maxBuffer).
  */
-function topAndRemotes(
+function inTreeAndRemotes(
   dir: string,
   env: Record<string, string>,
-): Promise<{ top: string | null; remotes: string[]; refusal: string }> {
-  const command = "git rev-parse --show-toplevel && git remote";
-  const options = { cwd: dir, env, timeout: NETWORK_TIMEOUT_MS, maxBuffer: 1024 * 1024 };
+): Promise<{ inTree: boolean; remotes: string[]; refusal: string; failed: ExecFileException | null }> {
+  const command = "git rev-parse --show-toplevel >/dev/null && echo . && exec git remote";
+  const options = { cwd: dir, env, timeout: NETWORK_TIMEOUT_MS, maxBuffer: REMOTES_MAX_BYTES };
   return new Promise((resolve) => {
-    execFile("/bin/sh", ["-c", command], options, (_err, stdout, stderr) => {
-      // Without a top, rev-parse failed and `git remote` never ran; git says why on stderr.
-      const [top = null, ...remotes] = stdout.split("\n").filter(Boolean);
-      resolve({ top, remotes, refusal: stderr });
+    execFile("/bin/sh", ["-c", command], options, (err, stdout, stderr) => {
+      // Without the mark, rev-parse failed and `git remote` never ran; git says why on stderr.
+      const [mark, ...remotes] = stdout.split("\n");
+      resolve({ inTree: mark === ".", remotes: remotes.filter(Boolean), refusal: stderr, failed: err });
     });
   });
 }
@@ -160,8 +169,16 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
     });
   }
   const env = gitEnv();
-  const { top, remotes, refusal } = await topAndRemotes(dir, env);
-  if (top === null && /dubious ownership/.test(refusal)) {
+  const { inTree, remotes, refusal, failed } = await inTreeAndRemotes(dir, env);
+  // Killed: a list cut short (more than maxBuffer) could lack the remote or end in a part of another's name;
+  // a hung git (the timeout) is no verdict on the clone.
+  if (failed?.code === "ERR_CHILD_PROCESS_STDIO_MAXBUFFER") {
+    throw new AgentError("REPO_INVALID", `git remote in ${dir} listed more than ${REMOTES_MAX_BYTES} bytes`);
+  }
+  if (failed?.killed) {
+    throw new AgentError("GIT_FAILED", `git in ${dir} took longer than ${NETWORK_TIMEOUT_MS} ms`);
+  }
+  if (!inTree && /dubious ownership/.test(refusal)) {
     // git (2.35.2+) refuses a repository owned by another user; say so instead of "not a work tree".
     const owner = (await stat(dir)).uid;
     throw new AgentError(
@@ -172,10 +189,18 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
       },
     );
   }
-  if (top === null) {
+  if (!inTree) {
     throw new AgentError("REPO_INVALID", `${dir} is not a git work tree`, {
       hint: "clone the config repository there, or pass --repo DIR",
     });
+  }
+  if (failed) {
+    // git refuses the clone's config (a bad refspec, a key without a value): a human must fix it.
+    throw gitError(
+      "REPO_INVALID",
+      `git cannot list the remotes of ${dir}`,
+      new Error(refusal || failed.message),
+    );
   }
   if (!remotes.includes(remote)) {
     throw new AgentError("REPO_INVALID", `repository ${dir} has no remote named "${remote}"`, {
