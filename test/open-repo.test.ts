@@ -78,6 +78,19 @@ describe("openRepo", () => {
     assert.match(err.message, /listed more than 1048576 bytes/);
   });
 
+  it('says git cannot run when it is not on PATH, instead of "not a git work tree"', async () => {
+    const top = workTree("no-git-on-path", ["origin"]);
+    const saved = process.env.PATH;
+    process.env.PATH = path.join(dir, "empty-bin");
+    try {
+      const err = await refusal(top);
+      assert.equal(err.code, "GIT_FAILED");
+      assert.match(err.message, /cannot run git in .*git: (command )?not found/);
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+
   it("refuses a bare repository and the .git directory: no work tree", async () => {
     const bare = path.join(dir, "bare.git");
     git(dir, "init", "--quiet", "--bare", bare);

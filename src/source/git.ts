@@ -178,6 +178,16 @@ export async function openRepo(dir: string, remote: string, branch: string): Pro
   if (failed?.killed) {
     throw new AgentError("GIT_FAILED", `git in ${dir} took longer than ${NETWORK_TIMEOUT_MS} ms`);
   }
+  if (!inTree && (failed?.code === 127 || failed?.code === "ENOENT")) {
+    // The shell's "git: not found" (127), or no /bin/sh: no verdict on the clone.
+    throw new AgentError(
+      "GIT_FAILED",
+      `cannot run git in ${dir}: ${sanitize(refusal.trim() || failed.message)}`,
+      {
+        hint: "install git, or give the unit a PATH that has it",
+      },
+    );
+  }
   if (!inTree && /dubious ownership/.test(refusal)) {
     // git (2.35.2+) refuses a repository owned by another user; say so instead of "not a work tree".
     const owner = (await stat(dir)).uid;
