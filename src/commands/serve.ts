@@ -176,6 +176,7 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
   }, graceMs);
   grace.unref();
   await app.close();
+  webhookKeys.close();
   await agent.close();
   clearTimeout(grace);
   log.info("stopped");

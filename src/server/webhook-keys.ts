@@ -1,4 +1,4 @@
-import { statSync } from "node:fs";
+import { type FSWatcher, lstatSync, statSync, watch } from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
 import { asAgentError } from "../core/errors.js";
@@ -9,13 +9,21 @@ import { fingerprint } from "../secrets/catalog.js";
 import type { SecretRole, WebhookKeys } from "./verify.js";
 
 /**
- * The webhook secrets the daemon verifies with, kept in step with their files without a restart: before
- * each delivery the files are stat()ed (two syscalls) and re-read when one changed (inode, size, times or
- * mode). The next secret's file is looked at before the current one's, so that the atomic rename of
+ * The webhook secrets the daemon verifies with, kept in step with their files without a restart. The files'
+ * directories are watched (inotify): while nothing happened in them, a delivery is verified with the keys in
+ * memory, without a syscall. After an event there, at least every RECHECK_MS whatever the watch says (a
+ * directory moved, a filesystem without inotify), and always for a secret file that is a symlink (its
+ * target's directory is not watched), the files are stat()ed and re-read when one changed (inode, size,
+ * times or mode). A delivery no key in memory verifies looks at the files again before it is refused, so a
+ * secret written a moment before its first delivery is never missed, whichever of the two the daemon hears
+ * of first. The next secret's file is looked at before the current one's, so that the atomic rename of
  * `rotate-webhook --finish` (next → current) is never seen half done: whichever moment the two looks fall
  * on, the new secret is accepted. A changed file that fails its checks (mode, length, size) is logged and
  * not taken: the current secret stays the last good one, a refused next secret is not accepted.
  */
+
+/** The longest the files go unlooked-at while deliveries come, whatever the watch says. */
+export const RECHECK_MS = 1000;
 
 /** What `rotate-webhook --finish` reads: the first delivery verified with the next secret. */
 export const ROTATION_FILE = "webhook-rotation.json";
@@ -31,11 +39,24 @@ export interface RotationRecord {
 export interface LiveWebhookKeys {
   /** The keys as they were at start (serve refuses to start without a usable current secret). */
   initial: WebhookKeys;
-  /** The keys to verify a delivery with, re-read when a file changed. */
-  keys(): Promise<WebhookKeys>;
+  /**
+   * The keys to verify a delivery with, re-read when a file changed; `look` makes it look at the files now,
+   * whatever the watch says (a delivery the keys in memory refused).
+   */
+  keys(look?: "look"): Promise<WebhookKeys>;
   /** A delivery verified with `role`: the first one with a next secret is recorded in the state directory. */
   verified(role: SecretRole, delivery: string): void;
+  /** Stops watching the files. */
+  close(): void;
 }
+
+/** The filesystem calls this module makes; a test wraps them to count or break them. */
+export interface KeyFiles {
+  stat: typeof statSync;
+  lstat: typeof lstatSync;
+  watch: typeof watch;
+}
+const FS: KeyFiles = { stat: statSync, lstat: lstatSync, watch };
 
 /** The files that decide the keys: the current secret's (its file, or the env file it comes from) and the next's. */
 function watchedFiles(src: SecretSource): { current: string | null; next: string } {
@@ -48,18 +69,63 @@ function watchedFiles(src: SecretSource): { current: string | null; next: string
 }
 
 /**
- * What a file is now, synchronously: two stat calls per delivery, on the delivery's own path, never a
- * thread-pool round trip that every delivery at once would queue behind.
+ * What a file is now, synchronously: a stat call on the delivery's own path, never a thread-pool round trip
+ * that every delivery at once would queue behind.
  */
-function identity(file: string | null): string {
+function identity(fs: KeyFiles, file: string | null): string {
   if (!file) return "fixed";
-  // No ENOENT exception for the next secret's file, absent nearly always: an Error and its stack per delivery.
+  // No ENOENT exception for the next secret's file, absent nearly always: an Error and its stack per look.
   try {
-    const st = statSync(file, { throwIfNoEntry: false });
+    const st = fs.stat(file, { throwIfNoEntry: false });
     return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}` : "absent";
   } catch {
     return "absent"; // not a file it can look at (a directory in the path is a file): as if absent
   }
+}
+
+/** Whether the watch of `file`'s directory can stand for looking at it: not when it is a symlink. */
+function watchable(fs: KeyFiles, file: string | null): boolean {
+  try {
+    return !file || !fs.lstat(file, { throwIfNoEntry: false })?.isSymbolicLink();
+  } catch {
+    return true; // not there to look at: its directory's events tell when it comes
+  }
+}
+
+/**
+ * Watches the directories of `files`; `changed` is called on any event in them (names are not compared: an
+ * event costs one look at the files). Null when a directory cannot be watched (missing, not allowed, the
+ * inotify limit): then every delivery looks at the files. `ids()` is each directory's dev:ino as watched,
+ * to tell one moved or replaced.
+ */
+function watchDirs(fs: KeyFiles, files: (string | null)[], changed: () => void, broken: () => void) {
+  const dirs = [...new Set(files.flatMap((f) => (f ? [path.dirname(f)] : [])))];
+  const watchers: FSWatcher[] = [];
+  try {
+    for (const dir of dirs) {
+      const w = fs.watch(dir, { persistent: false }, changed);
+      w.on("error", broken);
+      watchers.push(w);
+    }
+  } catch {
+    for (const w of watchers) w.close();
+    return null;
+  }
+  const ids = () =>
+    dirs
+      .map((d) => {
+        try {
+          const st = fs.stat(d, { throwIfNoEntry: false });
+          return st ? `${st.dev}:${st.ino}` : "absent";
+        } catch {
+          return "absent";
+        }
+      })
+      .join(" ");
+  const close = () => {
+    for (const w of watchers) w.close();
+  };
+  return { close, ids, watched: ids() };
 }
 
 /** The current secret as `loadWebhookSecret` reads it, with the env file read again when it comes from one. */
@@ -74,10 +140,35 @@ export async function watchWebhookKeys(
   src: SecretSource,
   stateDir: string,
   log: Logger,
+  fs: KeyFiles = FS,
 ): Promise<LiveWebhookKeys> {
   const files = watchedFiles(src);
   // Looked at in this order: next, then current (see above).
-  let seen = { next: identity(files.next), current: identity(files.current) };
+  const look = () => ({ next: identity(fs, files.next), current: identity(fs, files.current) });
+  // Watched before the first look, so that no change falls between the two.
+  let changed = true;
+  let watcher: ReturnType<typeof watchDirs> = null;
+  const unwatch = (why: string) => {
+    if (!watcher) return;
+    watcher.close();
+    watcher = null;
+    log.warn(`webhook secret files no longer watched (${why}): every delivery looks at them`);
+  };
+  const rewatch = () => {
+    watcher?.close();
+    watcher = watchDirs(
+      fs,
+      [files.next, files.current],
+      () => {
+        changed = true;
+      },
+      () => unwatch("the watch failed"),
+    );
+  };
+  rewatch();
+  if (!watcher) log.info("webhook secret files not watched (inotify): every delivery looks at them");
+  let seen = look();
+  let lookedAt = 0;
   const initial: WebhookKeys = {
     next: (await loadNextWebhookSecret(src))?.reveal(),
     current: (await loadWebhookSecret(src)).reveal(),
@@ -121,9 +212,17 @@ export async function watchWebhookKeys(
 
   return {
     initial,
-    keys() {
-      // Unchanged files (nearly every delivery): the keys in memory, without waiting for anything.
-      const now = { next: identity(files.next), current: identity(files.current) };
+    keys(force) {
+      // Nothing happened in the watched directories (nearly every delivery): the keys in memory, no syscall.
+      const t = Date.now();
+      if (!force && watcher && !changed && t - lookedAt < RECHECK_MS && t >= lookedAt)
+        return Promise.resolve(keys);
+      // Cleared before the look: an event from here on means another look.
+      changed = false;
+      lookedAt = t;
+      if (watcher && watcher.ids() !== watcher.watched) rewatch();
+      if (!watchable(fs, files.next) || !watchable(fs, files.current)) lookedAt = 0;
+      const now = look();
       if (now.next === seen.next && now.current === seen.current) return Promise.resolve(keys);
       if (!refreshing) {
         refreshing = refresh(now).finally(() => {
@@ -152,6 +251,10 @@ export async function watchWebhookKeys(
           log.warn({ err }, "could not record the first delivery signed with the next webhook secret");
         },
       );
+    },
+    close() {
+      watcher?.close();
+      watcher = null;
     },
   };
 }
