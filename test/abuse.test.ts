@@ -241,6 +241,9 @@ describe("abuse: heavy work", () => {
     fx.push({ "landing/index.html": lines("old") });
     const { url } = await serve();
     await daemon?.waitFor(/"msg":"step succeeded"/, 30_000);
+    // A first request pays for its connection and the first /healthz's compile on both ends (60-90 ms
+    // here): not the deploy's doing, so it is made before the probes that time the deploy.
+    assert.equal((await fetch(`${url}/healthz`)).status, 200);
     const rev = fx.push({ "landing/index.html": lines("new") });
     const body = pushBody({ after: rev });
     let deployed = false;
@@ -267,7 +270,9 @@ describe("abuse: heavy work", () => {
     deployed = true;
     await probing;
     const worst = Math.max(...probes);
-    console.log(`# abuse: 20,000-line rewrite: ${probes.length} probes, worst ${worst.toFixed(1)} ms`);
+    console.log(
+      `# abuse: 20,000-line rewrite: ${probes.length} probes, worst ${worst.toFixed(1)} ms (${probes.map(Math.round).join(" ")})`,
+    );
     assert.ok(worst < 100, `worst /healthz latency ${worst.toFixed(1)} ms`);
   });
 });
