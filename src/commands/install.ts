@@ -102,10 +102,11 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   };
 
   const old = await readOldListener(ctx);
+  const home = agentPackage().dir;
   const { files, secret } = await plannedFiles({
     r,
     host: ctx.host,
-    home: agentPackage().dir,
+    home,
     old,
     warnings,
     name: host,
@@ -129,7 +130,7 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
     files,
     secret,
     old,
-    binTarget: path.join(agentPackage().dir, "dist/src/bin.js"),
+    binTarget: path.join(home, "dist/src/bin.js"),
     installed: JSON.parse((await ctx.host.read(recordFile))?.toString("utf8") ?? "{}").files ?? {},
     recordFile,
   };
