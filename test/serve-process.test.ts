@@ -4,8 +4,9 @@ import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { readState } from "../src/state/state.js";
-import { hostRoot, runCli, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
+import { hostRoot, listeningUrl, runCli, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
+import { childrenOf } from "./helpers/proc.js";
 
 /** `deploy-agent serve` as a real process: start-up, signals, crashes. */
 
@@ -60,6 +61,31 @@ describe("deploy-agent serve (process)", () => {
     );
     assert.equal(readFileSync(path.join(root, "var/www/index.html"), "utf8"), "<p>v1</p>\n");
     assert.equal(s.out().includes(SECRET), false);
+  });
+
+  it("after the drift check, as after a run, a lock process waits for the next push: one, never none", async () => {
+    const s = serve();
+    const url = await listeningUrl(s);
+    // The start-up run readies one; the drift check at start takes it under the lock and must ready another.
+    const waiting = () =>
+      childrenOf(s.child.pid ?? 0).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("read -r go && exec flock");
+        } catch {
+          return false;
+        }
+      });
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const status = (await (await fetch(`${url}/status`)).json()) as { drift?: unknown };
+      if (status.drift && waiting().length > 0) break;
+      assert.ok(Date.now() < deadline, `no lock process waits after the drift check:\n${s.out()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(waiting().length, 1);
+    s.child.kill("SIGTERM");
+    assert.equal(await s.exited, 0, s.out());
   });
 
   it("kill -9 mid-step leaves consistent state; the next start re-runs what was not recorded as applied", async () => {

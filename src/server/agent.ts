@@ -5,7 +5,7 @@ import { type DeployEvent, hostEvent } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
 import { closeRepo, openRepo, type Repo } from "../source/git.js";
 import { type HistoryQuery, type HistoryRead, readHistory } from "../state/history.js";
-import { acquireLock, type Lock } from "../state/lock.js";
+import { acquireLock, type Lock, prepareLock } from "../state/lock.js";
 import { readState } from "../state/state.js";
 import { warmSteps } from "../steps/index.js";
 import { createDeployTask } from "./deploy-task.js";
@@ -149,6 +149,8 @@ export function createAgent(opts: AgentOptions): Agent {
         await work();
       } finally {
         await lock.release();
+        // It took the lock readied for the next push: ready another, or that push forks flock itself.
+        if (!stop.signal.aborted) prepareLock(opts.stateDir);
       }
     };
   const jobDeps = { ...opts, live, metrics, publish, stop: stop.signal };
