@@ -175,7 +175,8 @@ export async function watchWebhookKeys(
   };
   let keys = initial;
   let recorded: string | null = null;
-  let refreshing: Promise<WebhookKeys> | null = null;
+  /** The refresh under way, and the look it takes the files to: a later look that differs waits for its own. */
+  let refreshing: { to: typeof seen; done: Promise<WebhookKeys> } | null = null;
 
   async function refresh(now: typeof seen): Promise<WebhookKeys> {
     let { current, next } = keys;
@@ -210,6 +211,27 @@ export async function watchWebhookKeys(
     return keys;
   }
 
+  /**
+   * The keys for the files as `now` found them: those in memory when nothing changed since the last refresh,
+   * else a refresh to `now`. One under way to another look is waited for first, never taken instead: it may
+   * have read the files before this change, and the event that told of it is spent.
+   */
+  function settle(now: typeof seen): Promise<WebhookKeys> {
+    const ahead = refreshing;
+    if (!ahead && now.next === seen.next && now.current === seen.current) return Promise.resolve(keys);
+    if (ahead && now.next === ahead.to.next && now.current === ahead.to.current) return ahead.done;
+    const entry = {
+      to: now,
+      done: (ahead?.done ?? Promise.resolve(keys))
+        .then(() => (now.next === seen.next && now.current === seen.current ? keys : refresh(now)))
+        .finally(() => {
+          if (refreshing === entry) refreshing = null;
+        }),
+    };
+    refreshing = entry;
+    return entry.done;
+  }
+
   return {
     initial,
     keys(force) {
@@ -222,14 +244,7 @@ export async function watchWebhookKeys(
       lookedAt = t;
       if (watcher && watcher.ids() !== watcher.watched) rewatch();
       if (!watchable(fs, files.next) || !watchable(fs, files.current)) lookedAt = 0;
-      const now = look();
-      if (now.next === seen.next && now.current === seen.current) return Promise.resolve(keys);
-      if (!refreshing) {
-        refreshing = refresh(now).finally(() => {
-          refreshing = null;
-        });
-      }
-      return refreshing;
+      return settle(look());
     },
     verified(role, delivery) {
       if (role !== "next" || !keys.next) return;
