@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import {
   chmodSync,
+  linkSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
+  renameSync,
   rmSync,
   statSync,
+  symlinkSync,
   truncateSync,
   watch,
   writeFileSync,
@@ -124,6 +128,170 @@ describe("webhook keys, hostile", () => {
       await keys.keys("look");
     }
     assert.equal(stale, 0, `stale keys after ${stale} of 200 trials`);
+  });
+
+  it("written through a hard link in another directory", async () => {
+    const keys = await start();
+    await keys.keys();
+    const other = path.join(dir, "elsewhere");
+    mkdirSync(other);
+    linkSync(currentFile(), path.join(other, "link"));
+    await polled();
+    await keys.keys();
+    await keys.keys("look");
+    writeFileSync(path.join(other, "link"), `${NEW}\n`);
+    await polled();
+    assert.equal((await keys.keys()).current, NEW);
+  });
+
+  it("chmod through a hard link in another directory", async () => {
+    const keys = await start();
+    await keys.keys();
+    const other = path.join(dir, "elsewhere");
+    mkdirSync(other);
+    linkSync(currentFile(), path.join(other, "link"));
+    await polled();
+    await keys.keys("look");
+    chmodSync(path.join(other, "link"), 0o644);
+    await polled();
+    // Readable by others: the daemon keeps the last good one, but it must have looked (logged).
+    await keys.keys();
+    assert.ok(
+      logged.some((l) => /readable by others/.test(l)),
+      "the chmod was not seen",
+    );
+  });
+
+  it("a symlinked directory in the path re-pointed (ln -sfn)", async () => {
+    const releases = path.join(root, "etc/releases");
+    mkdirSync(path.join(releases, "v1"), { recursive: true });
+    mkdirSync(path.join(releases, "v2"), { recursive: true });
+    writeFileSync(path.join(releases, "v1/webhook-secret"), `${OLD}\n`, { mode: 0o600 });
+    writeFileSync(path.join(releases, "v2/webhook-secret"), `${NEW}\n`, { mode: 0o600 });
+    rmSync(etc(), { recursive: true });
+    symlinkSync("releases/v1", etc());
+    const keys = await start();
+    assert.equal((await keys.keys()).current, OLD);
+    await keys.keys();
+    const tmp = path.join(root, "etc/.tmp-link");
+    symlinkSync("releases/v2", tmp);
+    renameSync(tmp, etc());
+    await polled();
+    assert.equal((await keys.keys()).current, NEW);
+  });
+
+  it("an ancestor directory moved away and made again", async () => {
+    const keys = await start();
+    await keys.keys();
+    renameSync(path.join(root, "etc"), path.join(root, "etc.old"));
+    mkdirSync(etc(), { recursive: true });
+    writeFileSync(currentFile(), `${NEW}\n`, { mode: 0o600 });
+    await polled();
+    assert.equal((await keys.keys()).current, NEW);
+  });
+
+  it("the directory moved away, a delivery, then made again: watched again (no stat per delivery)", async () => {
+    const { calls, fs } = counting();
+    const keys = await start(fs);
+    await keys.keys();
+    renameSync(etc(), path.join(root, "etc/deploy-agent.old"));
+    await polled();
+    await keys.keys(); // a delivery while the directory is gone
+    mkdirSync(etc());
+    writeFileSync(currentFile(), `${NEW}\n`, { mode: 0o600 });
+    await polled();
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await keys.keys()).current, NEW);
+    await keys.keys();
+    const before = calls.stat + calls.lstat;
+    for (let i = 0; i < 100; i++) await keys.keys();
+    assert.ok(calls.stat + calls.lstat - before <= 6, `syscalls: ${calls.stat + calls.lstat - before}`);
+  });
+
+  it("forged deliveries: a refused delivery costs no more syscalls than before the watch (two stats)", async () => {
+    const { calls, fs } = counting();
+    const keys = await start(fs);
+    await keys.keys();
+    const before = calls.stat + calls.lstat;
+    for (let i = 0; i < 100; i++) {
+      await keys.keys();
+      await keys.keys("look");
+    }
+    const per = (calls.stat + calls.lstat - before) / 100;
+    assert.ok(per <= 2, `syscalls per refused delivery: ${per}`);
+  });
+
+  it("a directory in the path that is a symlink: its target's parent renamed, every delivery looks", async () => {
+    const releases = path.join(dir, "releases");
+    mkdirSync(path.join(releases, "v1"), { recursive: true });
+    writeFileSync(path.join(releases, "v1/webhook-secret"), `${OLD}\n`, { mode: 0o600 });
+    rmSync(etc(), { recursive: true });
+    symlinkSync(path.join(releases, "v1"), etc());
+    const keys = await start();
+    assert.equal((await keys.keys()).current, OLD);
+    await keys.keys();
+    renameSync(releases, path.join(dir, "releases.old"));
+    mkdirSync(path.join(releases, "v1"), { recursive: true });
+    writeFileSync(path.join(releases, "v1/webhook-secret"), `${NEW}\n`, { mode: 0o600 });
+    assert.equal((await keys.keys()).current, NEW, "seen without any event");
+  });
+
+  it("watches do not grow with changes; close() closes them all and none is made after", async () => {
+    let open = 0;
+    let made = 0;
+    const { fs } = counting();
+    fs.watch = ((...a: Parameters<typeof watch>) => {
+      const w = watch(...a);
+      open++;
+      made++;
+      const close = w.close.bind(w);
+      w.close = () => {
+        open--;
+        close();
+      };
+      return w;
+    }) as typeof watch;
+    const keys = await start(fs);
+    const first = open;
+    for (let i = 0; i < 20; i++) {
+      writeFileSync(nextFile(), `${NEW}-${i}\n`, { mode: 0o600 });
+      await polled();
+      await keys.keys();
+      renameSync(nextFile(), currentFile());
+      await polled();
+      await keys.keys();
+    }
+    assert.equal((await keys.keys()).current, `${NEW}-19`);
+    assert.ok(open <= first + 1, `open watches: ${open}, at start ${first}`);
+    keys.close();
+    assert.equal(open, 0);
+    const before = made;
+    writeFileSync(currentFile(), `${OLD}\n`);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await keys.keys()).current, OLD);
+    assert.equal(made, before, "no watch made after close()");
+  });
+
+  it("a bind-mounted secret file rewritten on the other side (docker secrets): root only", async (t) => {
+    const host = path.join(dir, "host-secret");
+    writeFileSync(host, `${OLD}\n`, { mode: 0o600 });
+    try {
+      execFileSync("mount", ["--bind", host, currentFile()], { stdio: "ignore" });
+    } catch {
+      t.skip("mount --bind not allowed here");
+      return;
+    }
+    try {
+      const keys = await start();
+      assert.equal((await keys.keys()).current, OLD);
+      await keys.keys();
+      writeFileSync(host, `${NEW}\n`);
+      await polled();
+      assert.equal((await keys.keys()).current, NEW);
+    } finally {
+      live?.close();
+      execFileSync("umount", [currentFile()]);
+    }
   });
 
   it("a next secret written readable by others then chmodded 600 between looks: taken", async () => {

@@ -9,12 +9,12 @@ import { fingerprint } from "../secrets/catalog.js";
 import type { SecretRole, WebhookKeys } from "./verify.js";
 
 /**
- * The webhook secrets the daemon verifies with, kept in step with their files without a restart. The files'
- * directories are watched (inotify): while nothing happened in them, a delivery is verified with the keys in
- * memory, without a syscall. After an event there, at least every RECHECK_MS whatever the watch says (a
- * directory moved, a filesystem without inotify), and always for a secret file that is a symlink (its
- * target's directory is not watched), the files are stat()ed and re-read when one changed (inode, size,
- * times or mode). A delivery no key in memory verifies looks at the files again before it is refused, so a
+ * The webhook secrets the daemon verifies with, kept in step with their files without a restart. The files,
+ * their directories and the directories above are watched (inotify, see watchPaths): while nothing happened
+ * there, a delivery is verified with the keys in memory, without a syscall. After an event there, at least
+ * every RECHECK_MS whatever the watch says (a filesystem without inotify, a mount), and always when a secret
+ * file or a directory in its path is a symlink (its target's directories are not watched), the files are
+ * stat()ed and re-read when one changed (inode, size, times or mode). A delivery no key in memory verifies looks at the files again before it is refused, so a
  * secret written a moment before its first delivery is never missed, whichever of the two the daemon hears
  * of first. The next secret's file is looked at before the current one's, so that the atomic rename of
  * `rotate-webhook --finish` (next → current) is never seen half done: whichever moment the two looks fall
@@ -83,47 +83,67 @@ function identity(fs: KeyFiles, file: string | null): string {
   }
 }
 
-/** Whether the watch of `file`'s directory can stand for looking at it: not when it is a symlink. */
-function watchable(fs: KeyFiles, file: string | null): boolean {
-  try {
-    return !file || !fs.lstat(file, { throwIfNoEntry: false })?.isSymbolicLink();
-  } catch {
-    return true; // not there to look at: its directory's events tell when it comes
-  }
-}
-
 /**
- * Watches the directories of `files`; `changed` is called on any event in them (names are not compared: an
- * event costs one look at the files). Null when a directory cannot be watched (missing, not allowed, the
- * inotify limit): then every delivery looks at the files. `ids()` is each directory's dev:ino as watched,
- * to tell one moved or replaced.
+ * Watches what decides the files' contents at their paths: each file itself (its inode: a write or chmod
+ * through another link or a bind mount makes no event in its directory), its directory (any event), and
+ * every directory above up to the root (an event on the name of the one below: a directory in the path
+ * moved, replaced or re-pointed). A path not there is not watched: its parent's event tells when it comes.
+ * Null when a watch cannot be had (the inotify limit, not allowed): then every delivery looks at the files.
+ * `ids()` is every path's lstat dev:ino, to tell when something must be watched anew, and whether one is a
+ * symlink: its target's directories are not watched, so every delivery looks at the files.
  */
-function watchDirs(fs: KeyFiles, files: (string | null)[], changed: () => void, broken: () => void) {
-  const dirs = [...new Set(files.flatMap((f) => (f ? [path.dirname(f)] : [])))];
+function watchPaths(fs: KeyFiles, files: (string | null)[], changed: () => void, broken: () => void) {
+  // Path → the names an event there must carry to matter; null: any event.
+  const targets = new Map<string, Set<string> | null>();
+  const add = (p: string, name: string | null) => {
+    const had = targets.get(p);
+    if (had === null) return;
+    targets.set(p, name === null ? null : new Set([...(had ?? []), name]));
+  };
+  for (const file of files) {
+    if (!file) continue;
+    const f = path.resolve(file);
+    add(f, null);
+    add(path.dirname(f), null);
+    for (
+      let child = path.dirname(f), dir = path.dirname(child);
+      dir !== child;
+      child = dir, dir = path.dirname(dir)
+    )
+      add(dir, path.basename(child));
+  }
   const watchers: FSWatcher[] = [];
-  try {
-    for (const dir of dirs) {
-      const w = fs.watch(dir, { persistent: false }, changed);
+  const close = () => {
+    for (const w of watchers) w.close();
+  };
+  for (const [p, names] of targets) {
+    try {
+      const w = fs.watch(p, { persistent: false }, (_event, name) => {
+        if (!names || name == null || names.has(String(name))) changed();
+      });
       w.on("error", broken);
       watchers.push(w);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "ENOTDIR") continue;
+      close();
+      return null;
     }
-  } catch {
-    for (const w of watchers) w.close();
-    return null;
   }
-  const ids = () =>
-    dirs
-      .map((d) => {
+  const ids = () => {
+    let symlink = false;
+    const key = [...targets.keys()]
+      .map((p) => {
         try {
-          const st = fs.stat(d, { throwIfNoEntry: false });
+          const st = fs.lstat(p, { throwIfNoEntry: false });
+          if (st?.isSymbolicLink()) symlink = true;
           return st ? `${st.dev}:${st.ino}` : "absent";
         } catch {
           return "absent";
         }
       })
       .join(" ");
-  const close = () => {
-    for (const w of watchers) w.close();
+    return { key, symlink };
   };
   return { close, ids, watched: ids() };
 }
@@ -147,7 +167,10 @@ export async function watchWebhookKeys(
   const look = () => ({ next: identity(fs, files.next), current: identity(fs, files.current) });
   // Watched before the first look, so that no change falls between the two.
   let changed = true;
-  let watcher: ReturnType<typeof watchDirs> = null;
+  let watcher: ReturnType<typeof watchPaths> = null;
+  /** A path is a symlink: every delivery looks at the files (see watchPaths). */
+  let symlinked = false;
+  let closed = false;
   const unwatch = (why: string) => {
     if (!watcher) return;
     watcher.close();
@@ -156,7 +179,9 @@ export async function watchWebhookKeys(
   };
   const rewatch = () => {
     watcher?.close();
-    watcher = watchDirs(
+    watcher = null;
+    if (closed) return;
+    watcher = watchPaths(
       fs,
       [files.next, files.current],
       () => {
@@ -235,15 +260,25 @@ export async function watchWebhookKeys(
   return {
     initial,
     keys(force) {
-      // Nothing happened in the watched directories (nearly every delivery): the keys in memory, no syscall.
+      // A delivery the keys in memory refused: a look at the files now (two stats, as every delivery cost
+      // before the watch), the watch's own bookkeeping left to the next regular look.
+      if (force) return settle(look());
       const t = Date.now();
-      if (!force && watcher && !changed && t - lookedAt < RECHECK_MS && t >= lookedAt)
-        return Promise.resolve(keys);
-      // Cleared before the look: an event from here on means another look.
-      changed = false;
-      lookedAt = t;
-      if (watcher && watcher.ids() !== watcher.watched) rewatch();
-      if (!watchable(fs, files.next) || !watchable(fs, files.current)) lookedAt = 0;
+      const due = changed || !(t - lookedAt < RECHECK_MS && t >= lookedAt);
+      // Nothing happened where the watch can tell (nearly every delivery): the keys in memory, no syscall.
+      if (!due && watcher && !symlinked) return Promise.resolve(keys);
+      if (due) {
+        // Cleared before the look: an event from here on means another look.
+        changed = false;
+        lookedAt = t;
+        // Something watched was replaced, or no watch could be had (retried at this floor): watched anew.
+        let ids = watcher?.ids();
+        if (!watcher || ids?.key !== watcher.watched.key) {
+          rewatch();
+          ids = watcher?.watched;
+        }
+        symlinked = ids?.symlink ?? false;
+      }
       return settle(look());
     },
     verified(role, delivery) {
@@ -268,6 +303,7 @@ export async function watchWebhookKeys(
       );
     },
     close() {
+      closed = true;
       watcher?.close();
       watcher = null;
     },
