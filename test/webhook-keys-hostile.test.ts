@@ -87,6 +87,17 @@ afterEach(() => {
  */
 
 describe("webhook keys, hostile", () => {
+  it("deliveries after the one whose look started a refresh wait for it, not take the keys it replaces", async () => {
+    const keys = await start();
+    await keys.keys();
+    writeFileSync(currentFile(), `${NEW}\n`);
+    await polled();
+    const first = keys.keys();
+    const second = keys.keys();
+    assert.equal((await second).current, NEW);
+    assert.equal((await first).current, NEW);
+  });
+
   it("a change during a refresh, heard by a delivery that joins it: the next delivery still sees it", async () => {
     const keys = await start();
     await keys.keys();

@@ -265,8 +265,9 @@ export async function watchWebhookKeys(
       if (force) return settle(look());
       const t = Date.now();
       const due = changed || !(t - lookedAt < RECHECK_MS && t >= lookedAt);
-      // Nothing happened where the watch can tell (nearly every delivery): the keys in memory, no syscall.
-      if (!due && watcher && !symlinked) return Promise.resolve(keys);
+      // Nothing happened where the watch can tell (nearly every delivery): the keys in memory, no syscall;
+      // during a refresh, that refresh: the keys in memory are those a change made stale.
+      if (!due && watcher && !symlinked) return refreshing ? refreshing.done : Promise.resolve(keys);
       if (due) {
         // Cleared before the look: an event from here on means another look.
         changed = false;
