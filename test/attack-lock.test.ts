@@ -66,13 +66,19 @@ function nobody(argv: string[], cwd = "/"): { status: number | null; stderr: str
 
 const started: ChildProcess[] = [];
 afterEach(() => {
-  for (const p of started.splice(0)) p.kill("SIGKILL");
+  // The whole group: flock's child (the shell, then sleep) would outlive flock, holding this test's pipes
+  // open, and keep this file's process running until its sleep ends.
+  for (const p of started.splice(0)) {
+    try {
+      process.kill(-(p.pid ?? 0), "SIGKILL");
+    } catch {}
+  }
 });
 
 /** A long-lived process (as nobody when asked) that prints a line once it holds what it took. */
 function holding(argv: string[], asUser: boolean): Promise<ChildProcess> {
   const [cmd = "", ...args] = asUser ? ["setpriv", ...asNobody(argv)] : argv;
-  const p = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const p = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], detached: true });
   started.push(p);
   let err = "";
   p.stderr?.on("data", (d) => {
