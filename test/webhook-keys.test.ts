@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { EventEmitter } from "node:events";
 import {
   chmodSync,
   type FSWatcher,
+  linkSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
@@ -10,6 +12,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  truncateSync,
   watch,
   writeFileSync,
 } from "node:fs";
@@ -25,6 +28,7 @@ import {
   RECHECK_MS,
   watchWebhookKeys,
 } from "../src/server/webhook-keys.js";
+import { cannot } from "./helpers/needs.js";
 
 /**
  * The daemon's webhook keys against real files and real inotify: no syscall per delivery while nothing
@@ -233,5 +237,253 @@ describe("webhook keys: watched, not looked at per delivery", () => {
     assert.ok(logged.some((l) => /"level":40.*no longer watched \(the watch failed\)/.test(l)));
     writeFileSync(currentFile(), `${NEW}\n`);
     assert.equal((await keys.keys()).current, NEW, "seen without a turn");
+  });
+});
+
+/**
+ * The daemon's webhook keys against the changes a watch hears late or not at all: each must be seen by the
+ * first delivery after it, as when every delivery stat()ed the files.
+ */
+
+describe("webhook keys, hostile", () => {
+  it("deliveries after the one whose look started a refresh wait for it, not take the keys it replaces", async () => {
+    const keys = await start(counting().fs);
+    await keys.keys();
+    writeFileSync(currentFile(), `${NEW}\n`);
+    await polled();
+    const first = keys.keys();
+    const second = keys.keys();
+    assert.equal((await second).current, NEW);
+    assert.equal((await first).current, NEW);
+  });
+
+  /**
+   * 200 trials of two changes, the second made while the first's refresh may still be under way (0 to 5
+   * turns later): the deliveries after the second must have its secret, never the one before.
+   */
+  async function staleAfterTwoChanges(first: (i: number) => void, second: (i: number) => string) {
+    const keys = await start(counting().fs);
+    await keys.keys();
+    let stale = 0;
+    for (let i = 0; i < 200; i++) {
+      first(i);
+      await polled();
+      const p1 = keys.keys();
+      for (let k = 0; k < i % 6; k++) await turn();
+      const s = second(i);
+      await polled();
+      const p2 = keys.keys();
+      await p1;
+      await p2;
+      if ((await keys.keys()).current !== s) stale++;
+      await keys.keys("look"); // settled before the next trial
+    }
+    assert.equal(stale, 0, `stale keys after ${stale} of 200 trials`);
+  }
+
+  it("a change during a refresh, heard by a delivery that joins it: the next delivery still sees it", () =>
+    staleAfterTwoChanges(
+      (i) => writeFileSync(currentFile(), `secret-a-${i}-0123456789abcdef\n`),
+      (i) => {
+        writeFileSync(currentFile(), `secret-b-${i}-0123456789abcdef\n`);
+        return `secret-b-${i}-0123456789abcdef`;
+      },
+    ));
+
+  it("truncate, then write (echo > file): the old secret is not kept once the new one is written", () =>
+    staleAfterTwoChanges(
+      () => truncateSync(currentFile(), 0),
+      (i) => {
+        writeFileSync(currentFile(), `secret-${i}-0123456789abcdefgh\n`);
+        return `secret-${i}-0123456789abcdefgh`;
+      },
+    ));
+
+  /** The keys, settled after a hard link to the current secret was made in another directory: its path. */
+  async function linkedElsewhere(): Promise<{ keys: LiveWebhookKeys; link: string }> {
+    const keys = await start(counting().fs);
+    await keys.keys();
+    const other = path.join(dir, "elsewhere");
+    mkdirSync(other);
+    const link = path.join(other, "link");
+    linkSync(currentFile(), link);
+    await polled();
+    await keys.keys();
+    await keys.keys("look");
+    return { keys, link };
+  }
+
+  it("written through a hard link in another directory", async () => {
+    const { keys, link } = await linkedElsewhere();
+    writeFileSync(link, `${NEW}\n`);
+    await polled();
+    assert.equal((await keys.keys()).current, NEW);
+  });
+
+  it("chmod through a hard link in another directory", async () => {
+    const { keys, link } = await linkedElsewhere();
+    chmodSync(link, 0o644);
+    await polled();
+    // Readable by others: the daemon keeps the last good one, but it must have looked (logged).
+    await keys.keys();
+    assert.ok(
+      logged.some((l) => /readable by others/.test(l)),
+      "the chmod was not seen",
+    );
+  });
+
+  it("a symlinked directory in the path re-pointed (ln -sfn)", async () => {
+    const releases = path.join(root, "etc/releases");
+    mkdirSync(path.join(releases, "v1"), { recursive: true });
+    mkdirSync(path.join(releases, "v2"), { recursive: true });
+    writeFileSync(path.join(releases, "v1/webhook-secret"), `${OLD}\n`, { mode: 0o600 });
+    writeFileSync(path.join(releases, "v2/webhook-secret"), `${NEW}\n`, { mode: 0o600 });
+    rmSync(etc(), { recursive: true });
+    symlinkSync("releases/v1", etc());
+    const keys = await start(counting().fs);
+    assert.equal((await keys.keys()).current, OLD);
+    await keys.keys();
+    const tmp = path.join(root, "etc/.tmp-link");
+    symlinkSync("releases/v2", tmp);
+    renameSync(tmp, etc());
+    await polled();
+    assert.equal((await keys.keys()).current, NEW);
+  });
+
+  it("an ancestor directory moved away and made again", async () => {
+    const keys = await start(counting().fs);
+    await keys.keys();
+    renameSync(path.join(root, "etc"), path.join(root, "etc.old"));
+    mkdirSync(etc(), { recursive: true });
+    writeFileSync(currentFile(), `${NEW}\n`, { mode: 0o600 });
+    await polled();
+    assert.equal((await keys.keys()).current, NEW);
+  });
+
+  it("the directory moved away, a delivery, then made again: watched again (no stat per delivery)", async () => {
+    const { calls, fs } = counting();
+    const keys = await start(fs);
+    await keys.keys();
+    renameSync(etc(), path.join(root, "etc/deploy-agent.old"));
+    await polled();
+    await keys.keys(); // a delivery while the directory is gone
+    mkdirSync(etc());
+    writeFileSync(currentFile(), `${NEW}\n`, { mode: 0o600 });
+    await polled();
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await keys.keys()).current, NEW);
+    await keys.keys();
+    const before = calls.stat + calls.lstat;
+    for (let i = 0; i < 100; i++) await keys.keys();
+    assert.ok(calls.stat + calls.lstat - before <= 6, `syscalls: ${calls.stat + calls.lstat - before}`);
+  });
+
+  it("forged deliveries: a refused delivery costs no more syscalls than before the watch (two stats)", async () => {
+    const { calls, fs } = counting();
+    const keys = await start(fs);
+    await keys.keys();
+    const before = calls.stat + calls.lstat;
+    for (let i = 0; i < 100; i++) {
+      await keys.keys();
+      await keys.keys("look");
+    }
+    const per = (calls.stat + calls.lstat - before) / 100;
+    assert.ok(per <= 2, `syscalls per refused delivery: ${per}`);
+  });
+
+  it("a directory in the path that is a symlink: its target's parent renamed, every delivery looks", async () => {
+    const releases = path.join(dir, "releases");
+    mkdirSync(path.join(releases, "v1"), { recursive: true });
+    writeFileSync(path.join(releases, "v1/webhook-secret"), `${OLD}\n`, { mode: 0o600 });
+    rmSync(etc(), { recursive: true });
+    symlinkSync(path.join(releases, "v1"), etc());
+    const keys = await start(counting().fs);
+    assert.equal((await keys.keys()).current, OLD);
+    await keys.keys();
+    renameSync(releases, path.join(dir, "releases.old"));
+    mkdirSync(path.join(releases, "v1"), { recursive: true });
+    writeFileSync(path.join(releases, "v1/webhook-secret"), `${NEW}\n`, { mode: 0o600 });
+    assert.equal((await keys.keys()).current, NEW, "seen without any event");
+  });
+
+  it("watches do not grow with changes; close() closes them all and none is made after", async () => {
+    let open = 0;
+    let made = 0;
+    const { fs } = counting();
+    fs.watch = ((...a: Parameters<typeof watch>) => {
+      const w = watch(...a);
+      open++;
+      made++;
+      const close = w.close.bind(w);
+      w.close = () => {
+        open--;
+        close();
+      };
+      return w;
+    }) as typeof watch;
+    const keys = await start(fs);
+    const first = open;
+    for (let i = 0; i < 20; i++) {
+      writeFileSync(nextFile(), `${NEW}-${i}\n`, { mode: 0o600 });
+      await polled();
+      await keys.keys();
+      renameSync(nextFile(), currentFile());
+      await polled();
+      await keys.keys();
+    }
+    assert.equal((await keys.keys()).current, `${NEW}-19`);
+    assert.ok(open <= first + 1, `open watches: ${open}, at start ${first}`);
+    keys.close();
+    assert.equal(open, 0);
+    const before = made;
+    writeFileSync(currentFile(), `${OLD}\n`);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await keys.keys()).current, OLD);
+    assert.equal(made, before, "no watch made after close()");
+  });
+
+  it("a bind-mounted secret file rewritten on the other side (docker secrets): root only", async (t) => {
+    const host = path.join(dir, "host-secret");
+    writeFileSync(host, `${OLD}\n`, { mode: 0o600 });
+    try {
+      execFileSync("mount", ["--bind", host, currentFile()], { stdio: "ignore" });
+    } catch {
+      cannot(t, "mount --bind is not allowed here");
+      return;
+    }
+    try {
+      const keys = await start(counting().fs);
+      assert.equal((await keys.keys()).current, OLD);
+      await keys.keys();
+      writeFileSync(host, `${NEW}\n`);
+      await polled();
+      assert.equal((await keys.keys()).current, NEW);
+    } finally {
+      live?.close();
+      execFileSync("umount", [currentFile()]);
+    }
+  });
+
+  it("a next secret written readable by others then chmodded 600 between looks: taken", async () => {
+    const keys = await start(counting().fs);
+    await keys.keys();
+    writeFileSync(nextFile(), `${NEW}\n`, { mode: 0o644 });
+    await polled();
+    assert.equal((await keys.keys()).next, undefined);
+    chmodSync(nextFile(), 0o600);
+    await polled();
+    assert.equal((await keys.keys()).next, NEW);
+  });
+
+  it("the next secret's file made too long in place: dropped", async () => {
+    writeFileSync(nextFile(), `${NEW}\n`, { mode: 0o600 });
+    const keys = await start(counting().fs);
+    assert.equal((await keys.keys()).next, NEW);
+    writeFileSync(nextFile(), "x".repeat(5000));
+    await polled();
+    assert.equal((await keys.keys()).next, undefined);
+    writeFileSync(nextFile(), "short");
+    await polled();
+    assert.equal((await keys.keys()).next, undefined);
   });
 });
