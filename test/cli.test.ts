@@ -217,9 +217,13 @@ describe("deploy-agent CLI", () => {
     // The built bin, as npm links it: the entry point must not depend on argv[1] being the real path, and
     // Node must leave deploy-agent's own --env-file alone (the shebang ends Node's options with --).
     const prefix = path.join(fx.dir, "global");
-    execFileSync("npm", ["install", "--global", "--prefix", prefix, PROJECT, "--no-audit", "--no-fund"], {
-      stdio: "ignore",
-    });
+    // --ignore-scripts: npm runs a linked folder's `prepare` (the build), and a rebuild removes dist/ from
+    // under the tests running beside this one. The link is what is tested; the build is npm ci's.
+    execFileSync(
+      "npm",
+      ["install", "--global", "--prefix", prefix, PROJECT, "--no-audit", "--no-fund", "--ignore-scripts"],
+      { stdio: "ignore" },
+    );
     const bin = path.join(prefix, "bin/deploy-agent");
     assert.ok(lstatSync(bin).isSymbolicLink());
     const run = (...a: string[]) => spawnSync(bin, a, { encoding: "utf8" });
