@@ -14,9 +14,9 @@ import type { SecretRole, WebhookKeys } from "./verify.js";
  * there, a delivery is verified with the keys in memory, without a syscall. After an event there, at least
  * every RECHECK_MS whatever the watch says (a filesystem without inotify, a mount), and always when a secret
  * file or a directory in its path is a symlink (its target's directories are not watched), the files are
- * stat()ed and re-read when one changed (inode, size, times or mode). A delivery no key in memory verifies looks at the files again before it is refused, so a
- * secret written a moment before its first delivery is never missed, whichever of the two the daemon hears
- * of first. The next secret's file is looked at before the current one's, so that the atomic rename of
+ * stat()ed and re-read when one changed (inode, size, times or mode). A delivery no key in memory verifies
+ * looks at the files again before it is refused, so a secret written a moment before its first delivery is
+ * never missed, whichever of the two the daemon hears of first. The next secret's file is looked at before the current one's, so that the atomic rename of
  * `rotate-webhook --finish` (next → current) is never seen half done: whichever moment the two looks fall
  * on, the new secret is accepted. A changed file that fails its checks (mode, length, size) is logged and
  * not taken: the current secret stays the last good one, a refused next secret is not accepted.
@@ -171,11 +171,11 @@ export async function watchWebhookKeys(
   /** A path is a symlink: every delivery looks at the files (see watchPaths). */
   let symlinked = false;
   let closed = false;
-  const unwatch = (why: string) => {
+  const unwatch = () => {
     if (!watcher) return;
     watcher.close();
     watcher = null;
-    log.warn(`webhook secret files no longer watched (${why}): every delivery looks at them`);
+    log.warn("webhook secret files no longer watched (the watch failed): every delivery looks at them");
   };
   const rewatch = () => {
     watcher?.close();
@@ -187,7 +187,7 @@ export async function watchWebhookKeys(
       () => {
         changed = true;
       },
-      () => unwatch("the watch failed"),
+      unwatch,
     );
   };
   rewatch();
