@@ -132,6 +132,13 @@ const commonjs = {
  */
 const strict = { js: `"use strict";${commonjs.banner.js}` };
 
+/**
+ * The agent's file is CommonJS's function wrapper with the module inside, as Node's loader would wrap it
+ * (Module.wrap): src/start.ts compiles the file's text as it is read. Joining the wrapper on at start made V8
+ * flatten a second copy of the 1.5 MB source, about 380 more pages touched at every start.
+ */
+const MODULE_WRAPPER = ["(function (exports, require, module, __filename, __dirname) { ", "\n});"];
+
 rmSync("dist", { recursive: true, force: true });
 /**
  * The agent: CommonJS, so that the start-up (src/start.ts, dist/src/bin.js) can compile it with V8's code
@@ -140,6 +147,8 @@ rmSync("dist", { recursive: true, force: true });
 await build({
   ...minified,
   ...commonjs,
+  banner: { js: `${MODULE_WRAPPER[0]}${commonjs.banner.js}` },
+  footer: { js: MODULE_WRAPPER[1] },
   entryPoints: { agent: "src/bin.ts" },
   outExtension: { ".js": ".cjs" },
   external: [

@@ -23,7 +23,7 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import Module, { createRequire } from "node:module";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Script } from "node:vm";
@@ -132,7 +132,8 @@ function start(): void {
   } else {
     state = "untrusted";
   }
-  const script = new Script(Module.wrap(bundle.toString("utf8")), { filename: agent, cachedData });
+  // The file is the module already wrapped in CommonJS's function (build.mjs): its text is the script.
+  const script = new Script(bundle.toString("utf8"), { filename: agent, cachedData });
   if (cachedData) state = script.cachedDataRejected ? "rejected" : "used";
   (globalThis as Record<symbol, unknown>)[STATE] = state;
   const run = script.runInThisContext() as (...args: unknown[]) => void;

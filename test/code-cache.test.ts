@@ -18,9 +18,11 @@ import {
   utimesSync,
   writeFileSync,
 } from "node:fs";
+import Module from "node:module";
 import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Script } from "node:vm";
 import {
   BUILT_BIN,
   hostRoot,
@@ -113,6 +115,17 @@ async function cacheWritten(dir: string, besides: string): Promise<string> {
 describe("V8's code cache of the built agent", () => {
   let valid: Buffer;
   let name: string;
+
+  it("compiles the bundle as it is read: the file is the module inside CommonJS's wrapper, Node's own", () => {
+    const bundle = readFileSync(path.join(PROJECT, "dist/src/agent.cjs"), "latin1");
+    const [open, close] = Module.wrap("\0").split("\0") as [string, string];
+    assert.ok(bundle.startsWith(open), `the bundle starts with ${JSON.stringify(open)}`);
+    assert.ok(bundle.trimEnd().endsWith(close.trim()), `the bundle ends with ${JSON.stringify(close)}`);
+    // One function and nothing around it: what the start-up runs with exports, require, module and paths.
+    const run = new Script(bundle, { filename: "agent.cjs" }).runInThisContext();
+    assert.equal(typeof run, "function");
+    assert.equal(run.length, 5);
+  });
 
   it("is neither read nor written without a cache directory (an operator's command, the tests)", async () => {
     for (const dir of [undefined, ""]) {
