@@ -135,7 +135,9 @@ const strict = { js: `"use strict";${commonjs.banner.js}` };
 /**
  * The agent's file is CommonJS's function wrapper with the module inside, as Node's loader would wrap it
  * (Module.wrap): src/start.ts compiles the file's text as it is read. Joining the wrapper on at start made V8
- * flatten a second copy of the 1.5 MB source, about 380 more pages touched at every start.
+ * flatten a second copy of the 1.5 MB source, about 380 more pages touched at every start. The file is no
+ * longer a module on its own (`node dist/src/agent.cjs` defines the function and runs nothing): the
+ * executable, dist/src/bin.js, is the one way in.
  */
 const MODULE_WRAPPER = ["(function (exports, require, module, __filename, __dirname) { ", "\n});"];
 
