@@ -26,8 +26,13 @@ const SLICE_SECONDS = 2;
 /** Cold starts of each system, in turns. */
 const STARTS = QUICK ? 2 : 5;
 
+/** One system's slices together; each slice's p99 kept, in order, to show the warm-up and the machine's drift. */
+interface Merged extends WrkResult {
+  p99BySlice: number[];
+}
+
 /** Slices of one system's load as one result: requests/s and statuses over all, p50 and p99 the median slice's. */
-function merged(slices: WrkResult[]): WrkResult {
+function merged(slices: WrkResult[]): Merged {
   const statuses: Record<string, number> = {};
   for (const s of slices)
     for (const [k, v] of Object.entries(s.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
@@ -44,6 +49,7 @@ function merged(slices: WrkResult[]): WrkResult {
     ),
     statuses,
     errors: slices.reduce((sum, s) => sum + s.errors, 0),
+    p99BySlice: slices.map((s) => s.p99ms),
   };
 }
 
@@ -52,7 +58,7 @@ async function inTurns(
   systems: readonly System[],
   load: (sys: System) => Promise<WrkResult>,
   during: (sys: System, done: () => boolean) => Promise<void> = async () => {},
-): Promise<WrkResult[]> {
+): Promise<Merged[]> {
   const slices: WrkResult[][] = systems.map(() => []);
   for (let i = 0; i < SLICES; i++) {
     for (const [k, sys] of systems.entries()) {
@@ -108,14 +114,16 @@ export async function compare() {
   const pids = started.map((s) => s.child.pid ?? 0);
   const { body, headers } = ignoredPush();
   // CPU of each one's process tree over its own slices, per request answered.
-  const signedCpu = systems.map(() => ({ ms: 0, requests: 0 }));
+  const signedCpu = systems.map(() => ({ ms: 0, requests: 0, usBySlice: [] as number[] }));
   const signed = await inTurns(systems, async (sys) => {
     const k = systems.indexOf(sys);
     const before = treeCpuMs(pids[k] ?? 0);
     const r = await wrk(sys.url, { body, headers, connections: 32, seconds: SLICE_SECONDS });
-    const c = signedCpu[k] as { ms: number; requests: number };
-    c.ms += treeCpuMs(pids[k] ?? 0) - before;
+    const c = signedCpu[k] as { ms: number; requests: number; usBySlice: number[] };
+    const ms = treeCpuMs(pids[k] ?? 0) - before;
+    c.ms += ms;
     c.requests += r.requests;
+    c.usBySlice.push(round((ms * 1000) / Math.max(1, r.requests)));
     return r;
   });
   const forged = { ...headers, "x-gitea-signature": sign("not-the-secret", body) };
@@ -143,14 +151,18 @@ export async function compare() {
   const [agent, baseline] = started.map((s, k) => {
     const f = flood[k] as WrkResult;
     const accepted = (f.statuses["200"] ?? 0) + (f.statuses["202"] ?? 0);
-    const cpu = signedCpu[k] as { ms: number; requests: number };
+    const cpu = signedCpu[k] as { ms: number; requests: number; usBySlice: number[] };
     return {
       startupMs: spread(s.startupMs),
       /** The agent's first start has no code cache yet (it writes it): as after an install or an upgrade. */
       firstStartMs: round(s.startupMs[0] ?? 0),
       rssIdleMiB: spread(s.rssIdleMiB, 1),
       rssAfterLoadMiB: round(loaded[k] ?? 0),
-      signedPush: { ...(signed[k] as WrkResult), cpuPerRequestUs: round((cpu.ms * 1000) / cpu.requests) },
+      signedPush: {
+        ...(signed[k] as Merged),
+        cpuPerRequestUs: round((cpu.ms * 1000) / cpu.requests),
+        cpuUsBySlice: cpu.usBySlice,
+      },
       forgedFlood: {
         rejectedPerSecond: Math.round(f.rps - accepted / (SLICES * SLICE_SECONDS)),
         accepted,
