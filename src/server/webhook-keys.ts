@@ -16,10 +16,11 @@ import type { SecretRole, WebhookKeys } from "./verify.js";
  * file or a directory in its path is a symlink (its target's directories are not watched), the files are
  * stat()ed and re-read when one changed (inode, size, times or mode). A delivery no key in memory verifies
  * looks at the files again before it is refused, so a secret written a moment before its first delivery is
- * never missed, whichever of the two the daemon hears of first. The next secret's file is looked at before the current one's, so that the atomic rename of
- * `rotate-webhook --finish` (next → current) is never seen half done: whichever moment the two looks fall
- * on, the new secret is accepted. A changed file that fails its checks (mode, length, size) is logged and
- * not taken: the current secret stays the last good one, a refused next secret is not accepted.
+ * never missed, whichever of the two the daemon hears of first. The next secret's file is looked at before
+ * the current one's, so that the atomic rename of `rotate-webhook --finish` (next → current) is never seen
+ * half done: whichever moment the two looks fall on, the new secret is accepted. A changed file that fails
+ * its checks (mode, length, size) is logged and not taken: the current secret stays the last good one, a
+ * refused next secret is not accepted.
  */
 
 /** The longest the files go unlooked-at while deliveries come, whatever the watch says. */
