@@ -31,6 +31,13 @@ interface Merged extends WrkResult {
   p99BySlice: number[];
 }
 
+/** CPU of a system's process tree over its slices of one load: in all, and per request in each slice. */
+interface SliceCpu {
+  ms: number;
+  requests: number;
+  usBySlice: number[];
+}
+
 /** Slices of one system's load as one result: requests/s and statuses over all, p50 and p99 the median slice's. */
 function merged(slices: WrkResult[]): Merged {
   const statuses: Record<string, number> = {};
@@ -114,12 +121,12 @@ export async function compare() {
   const pids = started.map((s) => s.child.pid ?? 0);
   const { body, headers } = ignoredPush();
   // CPU of each one's process tree over its own slices, per request answered.
-  const signedCpu = systems.map(() => ({ ms: 0, requests: 0, usBySlice: [] as number[] }));
+  const signedCpu: SliceCpu[] = systems.map(() => ({ ms: 0, requests: 0, usBySlice: [] }));
   const signed = await inTurns(systems, async (sys) => {
     const k = systems.indexOf(sys);
     const before = treeCpuMs(pids[k] ?? 0);
     const r = await wrk(sys.url, { body, headers, connections: 32, seconds: SLICE_SECONDS });
-    const c = signedCpu[k] as { ms: number; requests: number; usBySlice: number[] };
+    const c = signedCpu[k] as SliceCpu;
     const ms = treeCpuMs(pids[k] ?? 0) - before;
     c.ms += ms;
     c.requests += r.requests;
@@ -151,7 +158,7 @@ export async function compare() {
   const [agent, baseline] = started.map((s, k) => {
     const f = flood[k] as WrkResult;
     const accepted = (f.statuses["200"] ?? 0) + (f.statuses["202"] ?? 0);
-    const cpu = signedCpu[k] as { ms: number; requests: number; usBySlice: number[] };
+    const cpu = signedCpu[k] as SliceCpu;
     return {
       startupMs: spread(s.startupMs),
       /** The agent's first start has no code cache yet (it writes it): as after an install or an upgrade. */
