@@ -22,7 +22,7 @@
  * Type checking stays with `tsc --noEmit` (npm run typecheck); esbuild only strips the types.
  */
 import { chmodSync, copyFileSync, rmSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import Module, { createRequire } from "node:module";
 import path from "node:path";
 import { build } from "esbuild";
 
@@ -139,7 +139,7 @@ const strict = { js: `"use strict";${commonjs.banner.js}` };
  * longer a module on its own (`node dist/src/agent.cjs` defines the function and runs nothing): the
  * executable, dist/src/bin.js, is the one way in.
  */
-const MODULE_WRAPPER = ["(function (exports, require, module, __filename, __dirname) { ", "\n});"];
+const [wrapperOpen, wrapperClose] = Module.wrap("\0").split("\0");
 
 rmSync("dist", { recursive: true, force: true });
 /**
@@ -149,8 +149,8 @@ rmSync("dist", { recursive: true, force: true });
 await build({
   ...minified,
   ...commonjs,
-  banner: { js: `${MODULE_WRAPPER[0]}${commonjs.banner.js}` },
-  footer: { js: MODULE_WRAPPER[1] },
+  banner: { js: `${wrapperOpen}${commonjs.banner.js}` },
+  footer: { js: wrapperClose },
   entryPoints: { agent: "src/bin.ts" },
   outExtension: { ".js": ".cjs" },
   external: [
