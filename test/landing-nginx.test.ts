@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { type Agent, freePort, makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
@@ -18,10 +19,22 @@ let conf: string;
 let port: number;
 let nginxArgs: string[];
 
-const get = async (p = "/") => {
-  const res = await fetch(`http://127.0.0.1:${port}${p}`);
-  return { status: res.status, type: res.headers.get("content-type"), text: await res.text() };
-};
+// A new connection each time: nginx's reload closes the idle kept-alive one, and fetch's pool may hand
+// out that socket in the instant before its close arrives ("other side closed").
+const get = (p = "/") =>
+  new Promise<{ status: number; type: string | null; text: string }>((resolve, reject) => {
+    const req = http.get({ host: "127.0.0.1", port, path: p, agent: false }, (res) => {
+      let text = "";
+      res.setEncoding("utf8").on("data", (chunk: string) => {
+        text += chunk;
+      });
+      res.on("end", () =>
+        resolve({ status: res.statusCode ?? 0, type: res.headers["content-type"] ?? null, text }),
+      );
+    });
+    req.setTimeout(5000, () => req.destroy(new Error(`GET ${p}: no answer in 5 s`)));
+    req.on("error", reject);
+  });
 
 describe("landing page through real nginx", {
   skip: needs("nginx", ["-v"], "apt-get install nginx; .ci/run does"),
