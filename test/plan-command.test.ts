@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -16,7 +25,7 @@ import {
 } from "../src/commands/plan-gitea.js";
 import type { HostPlan } from "../src/commands/plan-host.js";
 import { MAX_COMMENT_CHARS, type PlanReport, renderMarkdown } from "../src/commands/plan-render.js";
-import { TOOL_TIMEOUT_MS } from "../src/commands/plan-tools.js";
+import { findTool, TOOL_TIMEOUT_MS } from "../src/commands/plan-tools.js";
 import { Secret } from "../src/core/secret.js";
 import { PROJECT, runCli } from "./helpers/agent.js";
 import { type Files, type Fixture, makeFixture } from "./helpers/git.js";
@@ -333,6 +342,134 @@ describe("deploy-agent plan: units and nginx through their tools", {
     assert.equal(ok.code, 0, JSON.stringify(ok.report.hosts.flatMap(failed)));
     assert.equal(host(ok.report, "lxc139").checks.find((c) => c.name === "site: nginx -t")?.result, "passed");
   });
+
+  // A pull request's author chooses the unit's name, its directory and every Exec= path; the scratch root
+  // holds the distribution's links (aliases, masked units). Nothing is written through one of them.
+  it("the unit check writes nothing through a link: not the units it copies, not what they point at", async () => {
+    const units = mkdtempSync(path.join(tmpdir(), "plan-units-"));
+    try {
+      const real = path.join(units, "real.service");
+      const victim = path.join(units, "victim");
+      writeFileSync(real, "[Unit]\nDescription=the distribution's\n", { mode: 0o644 });
+      writeFileSync(victim, "a host file\n", { mode: 0o600 });
+      symlinkSync("real.service", path.join(units, "alias.service"));
+      symlinkSync(victim, path.join(units, "outside.service"));
+      mkdirSync(path.join(units, "dir.d"));
+      symlinkSync(units, path.join(units, "linked.d"));
+      const manifest = readFileSync(path.join(PROJECT, "config/lxc151.yaml"), "utf8");
+      const unit = (exec: string) => `[Unit]\nDescription=x\n[Service]\nExecStart=${exec}\n`;
+      const pushUnit = (name: string, exec: string) =>
+        fx.push({
+          "config/lxc151.yaml": `${manifest}  - name: hostile
+    kind: systemd-unit
+    source: systemd/hostile.service
+    unit: ${name}
+    directory: /lib/systemd/system
+`,
+          "systemd/hostile.service": unit(exec),
+        });
+      const tools = {
+        systemdAnalyze: findTool("systemd-analyze"),
+        nginx: null,
+        unitsDir: units,
+        timeoutMs: TOOL_TIMEOUT_MS,
+      };
+      const planAt = async (head: string) => {
+        const r = await buildPlan(
+          {
+            repo: fx.pusher,
+            from: base,
+            to: head,
+            host: "lxc151",
+            all: false,
+            json: true,
+            markdown: false,
+            postGitea: false,
+          },
+          tools,
+        );
+        return host(r, "lxc151").checks.find((c) => c.name === "hostile: systemd-analyze verify");
+      };
+      const cases: [string, string][] = [
+        ["alias.service", "/lib/systemd/system/outside.service"],
+        ["outside.service", "/lib/systemd/system/alias.service"],
+        ["x.service", "/lib/systemd/system/linked.d/victim"],
+      ];
+      for (const [name, exec] of cases) {
+        const check = await planAt(pushUnit(name, exec));
+        assert.ok(check, `the unit ${name} was checked`);
+        assert.equal(readFileSync(real, "utf8"), "[Unit]\nDescription=the distribution's\n", name);
+        assert.equal(statSync(real).mode & 0o777, 0o644, name);
+        assert.equal(readFileSync(victim, "utf8"), "a host file\n", name);
+        assert.equal(statSync(victim).mode & 0o777, 0o600, name);
+      }
+      // Through a linked directory the stand-in is refused, and the check says so.
+      const linked = await planAt(pushUnit("x.service", "/lib/systemd/system/linked.d/victim"));
+      assert.equal(linked?.result, "failed");
+      assert.match(
+        linked?.message ?? "",
+        /^the unit could not be put in a scratch root: .*linked\.d is a link or a file/,
+      );
+    } finally {
+      rmSync(units, { recursive: true, force: true });
+    }
+  });
+
+  it("nginx -t never runs a main nginx.conf, nor a snippet that includes a file; it opens nothing of the host's", async () => {
+    const outside = mkdtempSync(path.join(tmpdir(), "plan-nginx-"));
+    try {
+      const secret = path.join(outside, "secret.conf");
+      writeFileSync(secret, "GITEA_TOKEN=never-in-a-plan-0000;\n", { mode: 0o600 });
+      const lxc139 = readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8");
+      const pushConf = (target: string, text: string) =>
+        fx.push({
+          "config/lxc139.yaml": `${lxc139}  - name: site
+    kind: file
+    source: landing/site.conf
+    targets: [${target}]
+`,
+          "landing/site.conf": text,
+        });
+      const check = async (head: string) => {
+        const { report } = await planJson(base, head, "--host", "lxc139");
+        const c = host(report, "lxc139").checks.find((x) => x.name === "site: nginx -t");
+        assert.ok(c);
+        assert.doesNotMatch(JSON.stringify(report), /never-in-a-plan/);
+        return c;
+      };
+      const main = await check(
+        pushConf(
+          "/etc/nginx/nginx.conf",
+          `error_log ${outside}/main.log;\nload_module ${outside}/evil.so;\nevents {}\n`,
+        ),
+      );
+      assert.equal(main.result, "skipped");
+      assert.match(main.message, /^a main nginx\.conf is not run here/);
+      assert.equal(existsSync(path.join(outside, "main.log")), false, "nginx never ran it");
+
+      const included = await check(
+        pushConf("/etc/nginx/conf.d/site.conf", `server { listen 127.0.0.1:9; }\n"include" ${secret};\n`),
+      );
+      assert.equal(included.result, "skipped");
+      assert.equal(
+        included.message,
+        `it includes "${secret}", which only the host has: the host's nginx -t checks it before the reload`,
+      );
+
+      // What the snippet names for nginx to open: as root the check runs nginx as the kernel's nobody.
+      const log = path.join(outside, "created.log");
+      const opens = await check(pushConf("/etc/nginx/conf.d/site.conf", `access_log ${log};\n`));
+      if (process.getuid?.() === 0) {
+        assert.equal(existsSync(log), false, "nginx -t as nobody could not create it");
+        assert.equal(opens.result, "skipped");
+        assert.match(opens.message, /^needs files that only the host has: .*created\.log.*Permission denied/);
+      } else {
+        assert.equal(opens.result, "passed", "as this user nginx may open its own directory");
+      }
+    } finally {
+      rmSync(outside, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("deploy-agent plan --post-gitea", () => {
@@ -612,7 +749,7 @@ describe("deploy-agent plan: bounds", () => {
           markdown: false,
           postGitea: false,
         },
-        { systemdAnalyze: tool, nginx: null, timeoutMs: 300 },
+        { systemdAnalyze: tool, nginx: null, unitsDir: "/lib/systemd/system", timeoutMs: 300 },
       );
       const check = host(r, "lxc151").checks.find((c) => c.name === "livekit-unit: systemd-analyze verify");
       assert.equal(check?.result, "failed");
@@ -631,7 +768,7 @@ describe("deploy-agent plan: bounds", () => {
           markdown: false,
           postGitea: false,
         },
-        { systemdAnalyze: null, nginx: null, timeoutMs: 300 },
+        { systemdAnalyze: null, nginx: null, unitsDir: "/lib/systemd/system", timeoutMs: 300 },
       );
       assert.equal(
         host(none, "lxc151").checks.find((c) => c.name === "livekit-unit: systemd-analyze verify")?.result,

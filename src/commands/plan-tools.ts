@@ -1,8 +1,9 @@
 import { execFile } from "node:child_process";
-import { accessSync, constants } from "node:fs";
-import { chmod, cp, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { accessSync, constants, readFileSync } from "node:fs";
+import { chown, cp, lstat, mkdir, mkdtemp, open, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { nginxIncludes } from "../content/nginx-conf.js";
 import type { Manifest } from "../manifest/schema.js";
 import type { Snapshot } from "../source/snapshot.js";
 
@@ -24,6 +25,8 @@ export interface PlanCheck {
 export interface HostTools {
   systemdAnalyze: string | null;
   nginx: string | null;
+  /** The distribution's units, copied into the scratch root for a unit's dependencies. */
+  unitsDir: string;
   /** Longest one tool run may take before it is killed and its check fails. */
   timeoutMs: number;
 }
@@ -48,8 +51,22 @@ export function hostTools(): HostTools {
   return {
     systemdAnalyze: findTool("systemd-analyze"),
     nginx: findTool("nginx"),
+    unitsDir: "/lib/systemd/system",
     timeoutMs: TOOL_TIMEOUT_MS,
   };
+}
+
+/** The kernel's "nobody" (overflowuid/gid), as whom root runs nginx; null when not root. */
+function unprivileged(): { uid: number; gid: number } | null {
+  if (process.getuid?.() !== 0) return null;
+  const read = (name: string) => {
+    try {
+      return Number.parseInt(readFileSync(`/proc/sys/kernel/${name}`, "utf8"), 10) || 65534;
+    } catch {
+      return 65534;
+    }
+  };
+  return { uid: read("overflowuid"), gid: read("overflowgid") };
 }
 
 interface ToolRun {
@@ -58,12 +75,19 @@ interface ToolRun {
   timedOut: boolean;
 }
 
-function runTool(file: string, args: string[], timeoutMs: number): Promise<ToolRun> {
+function runTool(
+  file: string,
+  args: string[],
+  timeoutMs: number,
+  as?: { uid: number; gid: number } | null,
+): Promise<ToolRun> {
   return new Promise((resolve) => {
     execFile(
       file,
       args,
       {
+        // libuv drops the supplementary groups with the uid.
+        ...(as ?? {}),
         timeout: timeoutMs,
         killSignal: "SIGKILL",
         maxBuffer: 1024 * 1024,
@@ -102,6 +126,33 @@ async function scratch<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Writes a file under the scratch root and never through a link: each directory on the way is made or must
+ * be a real one, and whatever is at the name (the distribution's copied aliases and masked units are links)
+ * is removed first. The name and the path come from the repository.
+ */
+async function writeInside(root: string, file: string, data: Buffer | string, mode: number): Promise<void> {
+  const parts = path.relative(root, file).split(path.sep);
+  if (parts[0] === ".." || path.isAbsolute(parts[0] ?? ""))
+    throw new Error(`${file} is outside the scratch root`);
+  let dir = root;
+  for (const part of parts.slice(0, -1)) {
+    dir = path.join(dir, part);
+    const st = await lstat(dir).catch(() => null);
+    if (!st) await mkdir(dir);
+    else if (!st.isDirectory())
+      throw new Error(`/${path.relative(root, dir)} is a link or a file, not a directory`);
+  }
+  await rm(file, { force: true });
+  const handle = await open(file, "wx", mode);
+  try {
+    await handle.writeFile(data);
+    await handle.chmod(mode);
+  } finally {
+    await handle.close();
+  }
+}
+
 async function verifyUnit(
   step: Extract<Manifest["steps"][number], { kind: "systemd-unit" }>,
   head: Snapshot,
@@ -121,19 +172,23 @@ async function verifyUnit(
     return { name, file, result: "skipped", message: "the unit file is missing (see the source check)" };
   const unit = step.unit ?? path.posix.basename(file);
   return scratch(async (root) => {
-    // The distribution's units for dependencies, the unit where the step installs it, and a stand-in for
+    // The distribution's units for dependencies (their links kept as links: fs.cp would make a relative
+    // one absolute, into the host's directory), the unit where the step installs it, and a stand-in for
     // every program it starts: what is checked is the unit file, not this machine's programs.
-    if (await stat("/lib/systemd/system").catch(() => null))
-      await cp("/lib/systemd/system", path.join(root, "lib/systemd/system"), { recursive: true });
-    const dir = path.join(root, step.directory);
-    await mkdir(dir, { recursive: true });
-    await writeFile(path.join(dir, unit), data);
-    for (const m of data.toString("utf8").matchAll(/^Exec\w+=[-@:+!]*(\/\S+)/gm)) {
-      const exe = path.join(root, m[1] ?? "");
-      if (!exe.startsWith(root + path.sep)) continue;
-      await mkdir(path.dirname(exe), { recursive: true });
-      await writeFile(exe, "#!/bin/sh\n");
-      await chmod(exe, 0o755);
+    try {
+      if (await stat(tools.unitsDir).catch(() => null))
+        await cp(tools.unitsDir, path.join(root, "lib/systemd/system"), {
+          recursive: true,
+          verbatimSymlinks: true,
+        });
+      await writeInside(root, path.join(root, step.directory, unit), data, 0o644);
+      for (const m of data.toString("utf8").matchAll(/^Exec\w+=[-@:+!]*(\/\S+)/gm)) {
+        const exe = path.join(root, m[1] ?? "");
+        if (exe.startsWith(root + path.sep)) await writeInside(root, exe, "#!/bin/sh\n", 0o755);
+      }
+    } catch (err) {
+      const why = (err as Error).message.split(root).join("");
+      return { name, file, result: "failed", message: `the unit could not be put in a scratch root: ${why}` };
     }
     const instance = unit.includes("@.") ? unit.replace("@.", "@plan.") : unit;
     const run = await runTool(
@@ -155,6 +210,15 @@ async function verifyUnit(
   });
 }
 
+/** nginx's temporary directories, each compiled in under /var/lib/nginx: here in the scratch directory. */
+const TEMP_PATHS = [
+  "client_body_temp_path",
+  "proxy_temp_path",
+  "fastcgi_temp_path",
+  "uwsgi_temp_path",
+  "scgi_temp_path",
+];
+
 async function nginxTest(
   stepName: string,
   file: string,
@@ -172,21 +236,39 @@ async function nginxTest(
     };
   const data = await head.read(file).catch(() => null);
   if (!data) return { name, file, result: "skipped", message: "the file is missing (see the source check)" };
-  const main = targets.some((t) => path.posix.basename(t) === "nginx.conf");
+  if (targets.some((t) => path.posix.basename(t) === "nginx.conf"))
+    return {
+      name,
+      file,
+      result: "skipped",
+      message:
+        "a main nginx.conf is not run here (it loads modules and names the host's files): the host's nginx -t checks it before the reload",
+    };
+  const includes = nginxIncludes(data.toString("utf8"));
+  if (includes.length)
+    return {
+      name,
+      file,
+      result: "skipped",
+      message: `it includes ${includes.map((f) => JSON.stringify(f)).join(", ")}, which only the host has: the host's nginx -t checks it before the reload`,
+    };
+  const as = unprivileged();
   return scratch(async (dir) => {
     const own = path.join(dir, "under-test.conf");
+    const conf = path.join(dir, "nginx.conf");
     await writeFile(own, data);
-    // A site or conf.d snippet is included where nginx includes them: inside http {}.
-    const conf = main ? own : path.join(dir, "nginx.conf");
-    if (!main)
-      await writeFile(
-        conf,
-        `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n  include ${own};\n}\n`,
-      );
+    // A site or conf.d snippet is included where nginx includes them: inside http {}. Every file nginx
+    // opens by default is in the scratch directory, which the unprivileged user owns.
+    await writeFile(
+      conf,
+      `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n  access_log ${dir}/access.log;\n${TEMP_PATHS.map((d) => `  ${d} ${dir}/tmp;\n`).join("")}  include ${own};\n}\n`,
+    );
+    if (as) for (const f of [dir, own, conf]) await chown(f, as.uid, as.gid);
     const run = await runTool(
       tools.nginx ?? "",
       ["-t", "-q", "-p", `${dir}/`, "-c", conf, "-e", `${dir}/error.log`],
       tools.timeoutMs,
+      as,
     );
     if (run.timedOut)
       return {
@@ -197,7 +279,8 @@ async function nginxTest(
       };
     const output = run.output.split(`${dir}/`).join("").split(dir).join("");
     if (run.code === 0) return { name, file, result: "passed", message: "nginx -t: syntax ok" };
-    if (/No such file or directory/.test(output))
+    // A certificate or log path of the host: missing here, or not to be opened by the unprivileged user.
+    if (/No such file or directory|Permission denied/.test(output))
       return {
         name,
         file,
