@@ -28,7 +28,7 @@ import { MAX_COMMENT_CHARS, type PlanReport, renderMarkdown } from "../src/comma
 import { findTool, TOOL_TIMEOUT_MS } from "../src/commands/plan-tools.js";
 import { Secret } from "../src/core/secret.js";
 import { PROJECT, runCli } from "./helpers/agent.js";
-import { type Files, type Fixture, makeFixture } from "./helpers/git.js";
+import { type Files, type Fixture, git, makeFixture } from "./helpers/git.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
 import { needs } from "./helpers/needs.js";
 
@@ -92,6 +92,19 @@ async function closedPort(): Promise<number> {
 }
 
 const failed = (h: HostPlan) => h.checks.filter((c) => c.result === "failed");
+
+/** Markdown with its code spans and fences taken out: a run of n backticks closes at the next run of n. */
+function outsideCode(md: string): string {
+  const parts = md.split(/(`+)/);
+  let out = "";
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i] ?? "";
+    const close = part.startsWith("`") ? parts.indexOf(part, i + 1) : -1;
+    if (close === -1) out += part;
+    else i = close;
+  }
+  return out;
+}
 
 describe("deploy-agent plan", () => {
   it("a clean change: the one step that runs, why, its diff; every check passes; exit 0", async () => {
@@ -259,6 +272,12 @@ describe("deploy-agent plan", () => {
   });
 
   it("usage errors exit 2", async () => {
+    const noManifests = fx.push({
+      "config/lxc106.yaml": null,
+      "config/lxc110.yaml": null,
+      "config/lxc139.yaml": null,
+      "config/lxc151.yaml": null,
+    });
     for (const args of [
       [],
       ["--from", base, "--json", "--markdown"],
@@ -268,17 +287,8 @@ describe("deploy-agent plan", () => {
       ["--from", base, "--host", "lxc999"],
       ["--from", base, "--config", "x.yaml"],
       ["--from", base, "extra"],
-      [
-        "--from",
-        base,
-        "--to",
-        fx.push({
-          "config/lxc106.yaml": null,
-          "config/lxc110.yaml": null,
-          "config/lxc139.yaml": null,
-          "config/lxc151.yaml": null,
-        }),
-      ],
+      // No manifest at either end (the empty tree to a head without any).
+      ["--from", "0".repeat(40), "--to", noManifests],
     ]) {
       const res = await plan(...args);
       assert.equal(res.code, 2, `${args.join(" ")}: ${res.stdout}${res.stderr}`);
@@ -531,7 +541,7 @@ describe("deploy-agent plan --post-gitea", () => {
     const mine = () => gitea.comments.filter((c) => c.user.login === "deploy-bot");
     assert.equal(mine().length, 1);
     assert.match(mine()[0]?.body ?? "", /^<!-- deploy-agent:plan -->\n## Deploy preview/);
-    assert.match(mine()[0]?.body ?? "", /### ❌ lxc151/);
+    assert.match(mine()[0]?.body ?? "", /### ❌ `lxc151` — `config\/lxc151\.yaml`/);
     assert.match(mine()[0]?.body ?? "", /<details><summary>Diffs \(1 file\(s\)\)<\/summary>/);
     assert.equal(gitea.latest(head, "preview/lxc151"), "failure");
     const desc = gitea.statuses.find((s) => s.context === "preview/lxc151")?.description ?? "";
@@ -571,15 +581,18 @@ describe("deploy-agent plan --post-gitea", () => {
         { GITEA_TOKEN: READ_ONLY },
         /could not post the plan comment: POST \/repos\/LotusGuild\/matrix\/issues\/7\/comments: HTTP 403/,
       ],
-      [{ GITEA_TOKEN: "wrong-token-000000000" }, /could not post the plan comment: GET \/user: HTTP 401/],
+      [
+        { GITEA_TOKEN: "wrong-token-000000000" },
+        /could not look for the plan's comment \(GET \/user: HTTP 401[\s\S]*could not post the plan comment: POST \/repos\/LotusGuild\/matrix\/issues\/7\/comments: HTTP 401/,
+      ],
       [
         { GITHUB_REPOSITORY: "LotusGuild/other" },
-        /could not post the plan comment: GET \/repos\/LotusGuild\/other\/issues\/7\/comments: HTTP 404/,
+        /could not post the plan comment: POST \/repos\/LotusGuild\/other\/issues\/7\/comments: HTTP 404/,
       ],
       [{ GITEA_TOKEN: "" }, /warning: not posted to Gitea: GITEA_TOKEN is empty/],
       [
         { GITHUB_API_URL: `http://127.0.0.1:${await closedPort()}/api/v1` },
-        /could not post the plan comment: GET \/user: ECONNREFUSED/,
+        /could not post the plan comment: POST \/repos\/LotusGuild\/matrix\/issues\/7\/comments: ECONNREFUSED/,
       ],
     ];
     for (const [env, warning] of cases) {
@@ -605,6 +618,109 @@ describe("deploy-agent plan --post-gitea", () => {
       "success",
       "statuses are set even when the comment is not",
     );
+  });
+
+  // What a pull request's author controls: a second manifest for a host, a file name, a deleted manifest,
+  // other people's comments, a head the plan cannot be made for.
+  it("a second manifest naming a host fails both: preview/<host> is never green over the real one's red", async () => {
+    const lxc139 = readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8");
+    const head = fx.push({
+      "landing/index.html": "<p>no doctype\n",
+      "config/zz-spoof.yaml": lxc139.replace(/source: landing\/index\.html/, "source: landing/ok.html"),
+      "landing/ok.html": "<!doctype html><title>ok</title>\n",
+    });
+    const res = await runCli(
+      ["plan", "--repo", fx.pusher, "--from", base, "--to", head, "--post-gitea"],
+      event(head),
+    );
+    assert.equal(res.code, 1, res.stderr);
+    const contexts = gitea.statuses.filter((s) => s.context === "preview/lxc139");
+    assert.equal(contexts.length, 2, "one for each manifest");
+    assert.deepEqual(
+      contexts.map((s) => s.state),
+      ["failure", "failure"],
+    );
+    assert.match(
+      res.stdout,
+      /failed {2}manifest: one per host \[config\/zz-spoof\.yaml\]: config\/lxc139\.yaml names host lxc139 too/,
+    );
+  });
+
+  it("a deleted manifest is planned as failed; pull request text reaches the comment only inside code spans", async () => {
+    const head = fx.push({
+      "config/lxc110.yaml": null,
+      "config/@admin <img src=x> [x](https:evil.example) `q.yaml": "host: [\n",
+      "landing/index.html": `${readFileSync(path.join(PROJECT, "landing/index.html"), "utf8")}<!-- \u001b[1A\u001b[2K -->\n`,
+    });
+    const res = await runCli(
+      ["plan", "--repo", fx.pusher, "--from", base, "--to", head, "--post-gitea"],
+      event(head),
+    );
+    assert.equal(res.code, 1, res.stderr);
+    assert.match(res.stdout, /lxc110 \(config\/lxc110\.yaml\): FAILED/);
+    assert.match(
+      res.stdout,
+      /manifest \[config\/lxc110\.yaml\]: deleted: the agent of lxc110 reads its manifest from this file/,
+    );
+    assert.equal(res.stdout.includes("\u001b"), false, "no escape character reaches the terminal");
+    assert.match(res.stdout, /<!-- \?\[1A\?\[2K -->/);
+    assert.equal(gitea.latest(head, "preview/lxc110"), "failure");
+    const weird = gitea.statuses.find((s) => s.context.startsWith("preview/_admin"));
+    assert.equal(
+      weird?.context,
+      "preview/_admin__img_src_x___x__https_evil_example___q",
+      "a host name's characters only",
+    );
+    const body = gitea.comments.find((c) => c.user.login === "deploy-bot")?.body ?? "";
+    // Outside code spans and the fenced diff, nothing of the file name is left to render.
+    const prose = outsideCode(body);
+    for (const raw of ["@admin", "<img", "](https:", "evil.example"])
+      assert.equal(prose.includes(raw), false, `${raw} is outside a code span in:\n${prose}`);
+    assert.match(body, /``config\/@admin <img src=x> \[x\]\(https:evil\.example\) `q\.yaml``/);
+  });
+
+  it("other people's comments too large to read: a new comment, never a stale verdict; no plan: said so", async () => {
+    const head = fx.push({ "landing/index.html": "<!doctype html><title>x</title>\n" });
+    const first = await runCli(
+      ["plan", "--repo", fx.pusher, "--from", base, "--to", head, "--post-gitea"],
+      event(head),
+    );
+    assert.equal(first.code, 0, first.stderr);
+    const mine = () => gitea.comments.filter((c) => c.user.login === "deploy-bot");
+    assert.match(mine()[0]?.body ?? "", /Every check passed/);
+    for (let i = 0; i < 5; i++) gitea.addComment(7, "pr-author", "x".repeat(1024 * 1024));
+    const broken = fx.push({ "landing/index.html": "<p>no doctype\n" });
+    const second = await runCli(
+      ["plan", "--repo", fx.pusher, "--from", base, "--to", broken, "--post-gitea"],
+      event(broken),
+    );
+    assert.equal(second.code, 1);
+    assert.match(
+      second.stderr,
+      /could not look for the plan's comment \(GET \/repos\/LotusGuild\/matrix\/issues\/7\/comments: the answer is larger than 4194304 bytes\): a new one is posted/,
+    );
+    assert.equal(mine().length, 2);
+    assert.match(mine()[1]?.body ?? "", /Failed: `lxc139`/);
+
+    // A head no plan can be made for (here every manifest gone with nothing at the base): the comment says so.
+    const none = fx.push({
+      "config/lxc106.yaml": null,
+      "config/lxc110.yaml": null,
+      "config/lxc139.yaml": null,
+      "config/lxc151.yaml": null,
+    });
+    gitea.comments.splice(0, gitea.comments.length, ...mine().slice(0, 1));
+    const third = await runCli(
+      ["plan", "--repo", fx.pusher, "--from", "0".repeat(40), "--to", none, "--post-gitea"],
+      event(none),
+    );
+    assert.equal(third.code, 2);
+    assert.equal(mine().length, 1, "the earlier comment edited");
+    assert.match(
+      mine()[0]?.body ?? "",
+      /## Deploy preview: no plan for this head\n\nThe plan could not be made: `USAGE: no host manifests/,
+    );
+    assert.doesNotMatch(mine()[0]?.body ?? "", /Every check passed/);
   });
 
   it("the test server follows Gitea's swagger: 422 for a comment without a body", async () => {
@@ -905,5 +1021,65 @@ describe("the Gitea Actions workflow", () => {
     assert.match(push.stdout, new RegExp(`^plan ${head.slice(0, 12)} -> ${head.slice(0, 12)}`));
     assert.equal(gitea.comments.length, 1);
     assert.equal(gitea.statuses.filter((s) => s.context === "preview/lxc106").length, 2);
+  });
+
+  it("plans a pull request from where it left its base, and a force-push whose before is gone", async (t) => {
+    const dist = path.join(PROJECT, "dist/src/bin.js");
+    if (!existsSync(dist)) assert.fail("dist/src/bin.js is missing: node build.mjs (npm ci runs it)");
+    const gitea = await startGiteaApi({
+      token: "t-4242424242",
+      repository: "o/r",
+      knows: () => true,
+      issues: [4],
+    });
+    const dir = mkdtempSync(path.join(tmpdir(), "plan-workflow-"));
+    t.after(async () => {
+      await gitea.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    symlinkSync(path.join(PROJECT, "dist"), path.join(fx.pusher, "dist"));
+    // The pull request changes the landing page's title; main then moves on with a change of its own.
+    const page = readFileSync(path.join(PROJECT, "landing/index.html"), "utf8");
+    const head = fx.push({ "landing/index.html": page.replace("<title>", "<title>PR ") });
+    git(fx.pusher, "checkout", "-q", "-b", "moved", base);
+    writeFileSync(path.join(fx.pusher, "cinny/moved.txt"), "main moved on\n");
+    git(fx.pusher, "add", "-A");
+    git(fx.pusher, "commit", "-q", "-m", "main moves on");
+    const moved = git(fx.pusher, "rev-parse", "HEAD");
+    git(fx.pusher, "checkout", "-q", "main");
+    const planStep = steps.find((s) => s.name === "plan every host");
+    const run = async (event: Record<string, unknown>, eventName: string) => {
+      const eventPath = path.join(dir, `${eventName}.json`);
+      writeFileSync(eventPath, JSON.stringify(event));
+      const ctx = { github: { event, sha: head }, secrets: { DEPLOY_PREVIEW_TOKEN: "t-4242424242" } };
+      const env = Object.fromEntries(
+        Object.entries(planStep?.env ?? {}).map(([k, v]) => [k, evaluate(v, ctx)]),
+      );
+      return bash(planStep?.run ?? "false", fx.pusher, {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        GITHUB_EVENT_NAME: eventName,
+        GITHUB_EVENT_PATH: eventPath,
+        GITHUB_REPOSITORY: "o/r",
+        GITHUB_SERVER_URL: gitea.url.replace(/\/api\/v1$/, ""),
+        GITHUB_SHA: head,
+        ...env,
+      });
+    };
+    const pr = await run(
+      { number: 4, pull_request: { number: 4, head: { sha: head }, base: { sha: moved } } },
+      "pull_request",
+    );
+    assert.equal(pr.status, 0, pr.stderr);
+    assert.match(pr.stdout, new RegExp(`^plan ${base.slice(0, 12)} -> ${head.slice(0, 12)}`));
+    assert.doesNotMatch(pr.stdout, /moved\.txt/, "main's newer change is not shown as undone");
+
+    // A force-push: its "before" was never fetched into this clone.
+    const forced = await run(
+      { before: "f".repeat(40), after: head, repository: { default_branch: "main" } },
+      "push",
+    );
+    assert.equal(forced.status, 0, `planned from where it left main, not a usage error: ${forced.stderr}`);
+    assert.match(forced.stdout, /^plan [0-9a-f]{12} -> /);
   });
 });

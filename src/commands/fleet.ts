@@ -4,6 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseYaml } from "yaml";
 import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
+import { printable } from "../core/printable.js";
 import { readPrivateFile } from "../gitea/webhook-secret.js";
 import { type FleetStatus as AgentStatus, fleetStatusSchema, refusal } from "../server/status-model.js";
 import { gitAt } from "../source/git.js";
@@ -54,9 +55,6 @@ function jsonOf(text: string): unknown {
     return undefined;
   }
 }
-
-/** Text from a host, printed to the operator's terminal: control characters (escape sequences) shown as ?. */
-const printable = (text: string) => text.replace(/[^\P{Cc}\n]/gu, "?");
 
 interface Host extends HostEntry {
   status: AgentStatus | null;

@@ -174,22 +174,28 @@ export async function postToGitea(
   const done: string[] = [];
   const repo = `/repos/${t.repository}`;
   if (t.pr !== null) {
+    // The comment of an earlier push, found to be edited. Comments anyone can write (a flood, one too large
+    // to read) must not freeze it at an old verdict: when they cannot be read, a new comment is posted.
+    let mine: number | null = null;
     try {
       const me = (await request(t, opts, "GET", "/user")) as { login?: unknown } | null;
       const comments = (await request(t, opts, "GET", `${repo}/issues/${t.pr}/comments`)) as unknown;
-      const mine = (Array.isArray(comments) ? comments : []).find(
+      const found = (Array.isArray(comments) ? comments : []).find(
         (c: { body?: unknown; user?: { login?: unknown } }) =>
           typeof c?.body === "string" && c.body.includes(COMMENT_MARKER) && c.user?.login === me?.login,
       ) as { id?: unknown } | undefined;
-      if (mine && typeof mine.id === "number") {
-        await request(t, opts, "PATCH", `${repo}/issues/comments/${mine.id}`, { body: markdown });
-        done.push(`comment ${mine.id} on pull request #${t.pr} edited`);
+      if (found && typeof found.id === "number") mine = found.id;
+    } catch (err) {
+      warnings.push(`could not look for the plan's comment (${(err as Error).message}): a new one is posted`);
+    }
+    try {
+      if (mine !== null) {
+        await request(t, opts, "PATCH", `${repo}/issues/comments/${mine}`, { body: markdown });
+        done.push(`comment ${mine} on pull request #${t.pr} edited`);
       } else {
         const made = (await request(t, opts, "POST", `${repo}/issues/${t.pr}/comments`, {
           body: markdown,
-        })) as {
-          id?: unknown;
-        } | null;
+        })) as { id?: unknown } | null;
         done.push(`comment ${String(made?.id ?? "")} on pull request #${t.pr} created`);
       }
     } catch (err) {

@@ -64,6 +64,14 @@ export interface Revisions {
 
 const short = (rev: string) => rev.slice(0, 12);
 
+/**
+ * The name a manifest that names no valid host is reported under: its file's, every character a host name
+ * cannot have shown as `_` (the name reaches a commit status's context). Only a file named as a host
+ * (config/<host>.yaml, that host's own) gets a valid host's name; a second manifest of one host fails the
+ * plan (plan.ts).
+ */
+export const fileHost = (file: string) => path.posix.basename(file, ".yaml").replace(/[^a-z0-9-]/g, "_");
+
 async function readOrNull(snap: Snapshot | null, file: string): Promise<Buffer | null> {
   if (!snap || !(await snap.has(file))) return null;
   return snap.read(file).catch(() => null);
@@ -97,9 +105,12 @@ export async function planHost(manifestPath: string, revs: Revisions, tools: Hos
   const before = baseText && tryPlanManifest(baseText.toString("utf8"), manifestPath);
   const baseManifest = before?.ok ? before.value.manifest : null;
   const plan: HostPlan = {
-    host: at.ok ? at.value.manifest.host : path.posix.basename(manifestPath, ".yaml"),
+    host: at.ok ? at.value.manifest.host : before?.ok ? before.value.manifest.host : fileHost(manifestPath),
     manifestPath,
-    manifestDiff,
+    manifestDiff:
+      !headText && baseText && revs.changed.includes(manifestPath)
+        ? await fileDiff(manifestPath, baseText, null)
+        : manifestDiff,
     pendingRestart: [],
     placeholders: at.ok ? at.value.placeholders : [],
     steps: [],
@@ -107,6 +118,15 @@ export async function planHost(manifestPath: string, revs: Revisions, tools: Hos
     notes,
     ok: false,
   };
+  if (!headText && baseText) {
+    checks.push({
+      name: "manifest",
+      file: manifestPath,
+      result: "failed",
+      message: `deleted: the agent of ${plan.host} reads its manifest from this file (remove the agent from the host first)`,
+    });
+    return plan;
+  }
   if (!at.ok) {
     checks.push({ name: "manifest", file: manifestPath, result: "failed", message: at.problem });
     return plan;

@@ -63,8 +63,22 @@ export function renderText(report: PlanReport): string {
   return `${lines.join("\n")}\n`;
 }
 
-/** A table cell: one line, no pipes breaking the table. */
-const cell = (text: string) => text.replace(/\r?\n/g, " ").replaceAll("|", "\\|");
+/**
+ * Text from the pull request (file and step names, commands, tool output) as a code span on one line:
+ * Gitea renders no HTML, link or @mention inside one. Its backticks outnumber any run inside it, so the
+ * text cannot close it.
+ */
+function code(text: string): string {
+  const line = text.replace(/\s*[\r\n]\s*/g, " ");
+  if (!line) return "";
+  const longest = Math.max(0, ...[...line.matchAll(/`+/g)].map((m) => m[0].length));
+  const ticks = "`".repeat(longest + 1);
+  const pad = line.startsWith("`") || line.endsWith("`") ? " " : "";
+  return `${ticks}${pad}${line}${pad}${ticks}`;
+}
+
+/** The same in a table cell, where a pipe, even inside a code span, would end the cell. */
+const cell = (text: string) => code(text).replaceAll("|", "\\|");
 
 /** A fence longer than any run of backticks inside, so a patch cannot close it. */
 function fenced(lang: string, text: string): string {
@@ -76,18 +90,16 @@ function fenced(lang: string, text: string): string {
 const ICON = { passed: "✅", failed: "❌", skipped: "⏭️" } as const;
 
 function hostMarkdown(h: HostPlan, withDiffs: boolean): string {
-  const out = [`### ${h.ok ? "✅" : "❌"} ${h.host} — \`${h.manifestPath}\``];
-  if (h.manifestDiff) out.push(`The manifest changes (${diffLine(h.manifestDiff)}).`);
+  const out = [`### ${h.ok ? "✅" : "❌"} ${code(h.host)} — ${code(h.manifestPath)}`];
+  if (h.manifestDiff) out.push(`The manifest changes: ${code(diffLine(h.manifestDiff))}.`);
   if (h.pendingRestart.length)
-    out.push(
-      `Takes effect after a restart of the agent: ${h.pendingRestart.map((k) => `\`${k}\``).join(", ")}.`,
-    );
-  for (const n of h.notes) out.push(`> ${cell(n)}`);
+    out.push(`Takes effect after a restart of the agent: ${h.pendingRestart.map(code).join(", ")}.`);
+  for (const n of h.notes) out.push(`> ${code(n)}`);
   if (h.steps.length) {
     out.push("", "| step | kind | runs | why | what it would do |", "| --- | --- | --- | --- | --- |");
     for (const s of h.steps)
       out.push(
-        `| ${cell(s.name)} | ${s.kind} | ${s.run ? "**yes**" : "no"} | ${cell(s.message)} | ${cell(s.work.join("; "))} |`,
+        `| ${cell(s.name)} | ${cell(s.kind)} | ${s.run ? "**yes**" : "no"} | ${cell(s.message)} | ${cell(s.work.join("; "))} |`,
       );
   }
   out.push("", "| check | file | result |", "| --- | --- | --- |");
@@ -122,7 +134,7 @@ export function renderMarkdown(report: PlanReport, max = MAX_COMMENT_CHARS): str
       ? "Every check passed."
       : `Failed: ${report.hosts
           .filter((h) => !h.ok)
-          .map((h) => `**${h.host}**`)
+          .map((h) => code(h.host))
           .join(", ")}.`,
     "",
   ].join("\n");
@@ -134,4 +146,17 @@ export function renderMarkdown(report: PlanReport, max = MAX_COMMENT_CHARS): str
   if (brief.length <= max) return brief;
   const cut = "\n\n_…cut to fit the comment._\n";
   return brief.slice(0, max - cut.length) + cut;
+}
+
+/** The comment when no plan could be made: it replaces an earlier head's, which no longer holds. */
+export function renderFailure(error: { code: string; message: string }): string {
+  return `${redact(
+    [
+      COMMENT_MARKER,
+      "## Deploy preview: no plan for this head",
+      "",
+      `The plan could not be made: ${code(`${error.code}: ${error.message}`)}.`,
+      "Nothing was checked; `deploy-agent plan` in a clone says the same with its hint.",
+    ].join("\n"),
+  )}\n`;
 }

@@ -1,12 +1,13 @@
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { AgentError } from "../core/errors.js";
+import { AgentError, asAgentError } from "../core/errors.js";
+import { printable } from "../core/printable.js";
 import { gitAt, gitEnv } from "../source/git.js";
 import { createObjectReader } from "../source/objects.js";
 import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "../source/snapshot.js";
 import { giteaTargetFromEnv, postToGitea } from "./plan-gitea.js";
-import { type HostPlan, planHost } from "./plan-host.js";
-import { type PlanReport, renderMarkdown, renderText } from "./plan-render.js";
+import { fileHost, type HostPlan, planHost } from "./plan-host.js";
+import { type PlanReport, renderFailure, renderMarkdown, renderText } from "./plan-render.js";
 import { type HostTools, hostTools } from "./plan-tools.js";
 
 /**
@@ -38,22 +39,40 @@ function usage(message: string): AgentError {
   });
 }
 
-/** The host manifests at head: config/*.yaml that name a host (or do not parse, which the plan reports). */
-async function manifestsAt(head: Snapshot): Promise<{ file: string; host: string }[]> {
-  const files = (await head.paths()).filter((p) => /^config\/[^/]+\.yaml$/.test(p)).sort();
+/** The host manifests in a revision: config/*.yaml that name a host (or do not parse, which the plan reports). */
+async function manifestsAt(snap: Snapshot): Promise<{ file: string; host: string }[]> {
+  const files = (await snap.paths()).filter((p) => /^config\/[^/]+\.yaml$/.test(p)).sort();
   const out: { file: string; host: string }[] = [];
   for (const file of files) {
     let doc: unknown;
     try {
-      doc = parseYaml((await head.read(file)).toString("utf8"));
+      doc = parseYaml((await snap.read(file)).toString("utf8"));
     } catch {
-      out.push({ file, host: path.posix.basename(file, ".yaml") });
+      out.push({ file, host: fileHost(file) });
       continue;
     }
     const host = (doc as { host?: unknown } | null)?.host;
     if (typeof host === "string") out.push({ file, host });
   }
   return out;
+}
+
+/**
+ * Two manifests naming one host fail both: a host has one manifest and one commit status, and a second
+ * file could otherwise post a green preview/<host> over the real one's red.
+ */
+function failSharedHosts(hosts: HostPlan[]): void {
+  for (const h of hosts) {
+    const others = hosts.filter((o) => o !== h && o.host === h.host).map((o) => o.manifestPath);
+    if (!others.length) continue;
+    h.checks.push({
+      name: "manifest: one per host",
+      file: h.manifestPath,
+      result: "failed",
+      message: `${others.join(", ")} names host ${h.host} too: a host has one manifest`,
+    });
+    h.ok = false;
+  }
 }
 
 export async function buildPlan(flags: PlanFlags, tools: HostTools = hostTools()): Promise<PlanReport> {
@@ -86,7 +105,10 @@ export async function buildPlan(flags: PlanFlags, tools: HostTools = hostTools()
     const head = loadSnapshot(repo, headRev, trees);
     const base = baseRev ? loadSnapshot(repo, baseRev, trees) : null;
     const changed = baseRev ? ((await changedPaths(trees, baseRev, headRev)) ?? []) : await head.paths();
-    let manifests = await manifestsAt(head);
+    // A manifest the change deletes is planned too: its host's agent loses it.
+    const atHead = await manifestsAt(head);
+    const gone = base ? (await manifestsAt(base)).filter((b) => !atHead.some((m) => m.file === b.file)) : [];
+    let manifests = [...atHead, ...gone];
     if (!manifests.length)
       throw usage(`no host manifests (config/*.yaml naming a host) at ${headRev.slice(0, 12)}`);
     if (flags.host) {
@@ -101,6 +123,7 @@ export async function buildPlan(flags: PlanFlags, tools: HostTools = hostTools()
     }
     const hosts: HostPlan[] = [];
     for (const m of manifests) hosts.push(await planHost(m.file, { base, head, changed }, tools));
+    failSharedHosts(hosts);
     return {
       schema: "deploy-agent/plan@1",
       base: baseRev,
@@ -119,20 +142,35 @@ export async function planCommand(
   err: (text: string) => void,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  const report = await buildPlan(flags);
+  // What the pull request holds reaches the terminal without control characters; JSON escapes them.
+  const print = (text: string) => out(printable(text));
+  const warn = (text: string) => err(printable(text));
+  let report: PlanReport;
+  try {
+    report = await buildPlan(flags);
+  } catch (e) {
+    // The comment of an earlier head must not go on saying its checks passed.
+    if (flags.postGitea) await post(env, [], renderFailure(asAgentError(e)), warn);
+    throw e;
+  }
   const markdown = flags.markdown || flags.postGitea ? renderMarkdown(report) : "";
   if (flags.json) out(`${JSON.stringify(report, null, 2)}\n`);
-  else if (flags.markdown) out(markdown);
-  else out(renderText(report));
-  if (flags.postGitea) {
-    // Fails soft: a plan that cannot be posted is still the job's result.
-    const target = await giteaTargetFromEnv(env);
-    if (typeof target === "string") err(`warning: not posted to Gitea: ${target}\n`);
-    else {
-      const { warnings, done } = await postToGitea(target, report.hosts, markdown);
-      for (const d of done) err(`posted: ${d}\n`);
-      for (const w of warnings) err(`warning: ${w}\n`);
-    }
-  }
+  else if (flags.markdown) print(markdown);
+  else print(renderText(report));
+  if (flags.postGitea) await post(env, report.hosts, markdown, warn);
   return report.ok ? 0 : 1;
+}
+
+/** Fails soft: a plan that cannot be posted is still the job's result. */
+async function post(
+  env: NodeJS.ProcessEnv,
+  hosts: HostPlan[],
+  markdown: string,
+  warn: (text: string) => void,
+): Promise<void> {
+  const target = await giteaTargetFromEnv(env);
+  if (typeof target === "string") return warn(`warning: not posted to Gitea: ${target}\n`);
+  const { warnings, done } = await postToGitea(target, hosts, markdown);
+  for (const d of done) warn(`posted: ${d}\n`);
+  for (const w of warnings) warn(`warning: ${w}\n`);
 }
