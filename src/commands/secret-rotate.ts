@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chown, open, readFile, rename, stat, unlink } from "node:fs/promises";
+import { open, readFile, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
@@ -67,8 +67,8 @@ async function writeLike(file: string, data: string, mode: number, like: string)
   const owner = await stat(like).catch(() => null);
   await writeFileAtomic(file, data, {
     mode,
-    prepare: async (tmp) => {
-      if (owner && process.getuid?.() === 0) await chown(tmp, owner.uid, owner.gid);
+    prepare: async (_tmp, handle) => {
+      if (owner && process.getuid?.() === 0) await handle.chown(owner.uid, owner.gid);
     },
   });
 }

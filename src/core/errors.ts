@@ -135,6 +135,12 @@ const CODES = {
     exit: 1,
     hint: "check the target's directory: it exists, has space and is writable",
   },
+  /** A target is a link, FIFO, device or too large, or its temp file was swapped: never read or written through. */
+  TARGET_UNSAFE: {
+    failure: "stalled",
+    exit: 1,
+    hint: "a target is a regular file the agent replaces: remove what is at its path (and find who put it there), or point the step at the real file",
+  },
   /** Some of a step's items (targets, connections) failed; each item says why. */
   ITEMS_FAILED: { failure: "transient", exit: 1, hint: "each failed item says why; the others were applied" },
   /** A sandboxed check's child process (transform checks in QuickJS) failed, timed out or answered too much. */

@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, fchmodSync, openSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
-import { chmod, open, readdir, rename, unlink } from "node:fs/promises";
+import { type FileHandle, lstat, open, readdir, rename, unlink } from "node:fs/promises";
 import path from "node:path";
+import { AgentError } from "../core/errors.js";
 
 /**
  * Writes a file so that readers see the old content or the new, never a mix: a temp file beside the target
@@ -12,13 +13,23 @@ import path from "node:path";
  * stays atomic, and the page cache survives a killed process. Such a write (small records: the lock holder,
  * the intent before a step, both on a push's path) is made with synchronous calls: five syscalls on the
  * page cache take tens of microseconds, five thread-pool round trips about a millisecond.
+ *
+ * A target's directory may be writable by a service's user, who can swap the temp file's name for a link
+ * at any moment: mode and owner are set on the open file (a chmod or chown by name would follow the link to
+ * any file of root's), and just before the rename the name must still be the file written, or the write
+ * fails with TARGET_UNSAFE.
  */
 const swept = new Set<string>();
 
 export async function writeFileAtomic(
   file: string,
   data: string | Buffer,
-  options: { mode: number; prepare?: (tmp: string) => Promise<void>; durable?: boolean },
+  options: {
+    mode: number;
+    /** Owner, validation: on the open temp file, or by its name only for what needs one (a command). */
+    prepare?: (tmp: string, handle: FileHandle) => Promise<void>;
+    durable?: boolean;
+  },
 ): Promise<void> {
   const durable = options.durable ?? true;
   const dir = path.dirname(file);
@@ -37,12 +48,13 @@ export async function writeFileAtomic(
     try {
       await handle.writeFile(data);
       if (durable) await handle.sync();
+      await handle.chmod(options.mode);
+      await options.prepare?.(tmp, handle);
+      await stillNamed(tmp, handle, file);
+      await rename(tmp, file);
     } finally {
       await handle.close();
     }
-    await chmod(tmp, options.mode);
-    await options.prepare?.(tmp);
-    await rename(tmp, file);
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;
@@ -54,6 +66,17 @@ export async function writeFileAtomic(
   } finally {
     await dirHandle.close();
   }
+}
+
+/** The temp file's name still leads to the file this process wrote, not to a link or another file. */
+async function stillNamed(tmp: string, handle: FileHandle, file: string): Promise<void> {
+  const [named, written] = await Promise.all([lstat(tmp).catch(() => null), handle.stat()]);
+  if (named?.isFile() && named.dev === written.dev && named.ino === written.ino) return;
+  throw new AgentError(
+    "TARGET_UNSAFE",
+    `the temporary file for ${file} was replaced while it was written (by another user of its directory?)`,
+    { hint: "nothing was replaced; find who writes in that directory, and run the step again" },
+  );
 }
 
 function writeNow(file: string, tmp: string, data: string | Buffer, mode: number): void {

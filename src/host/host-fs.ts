@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
+import { constants, type Stats } from "node:fs";
 import {
-  chown,
   cp,
+  type FileHandle,
   lstat,
   mkdir,
+  open,
   readdir,
-  readFile,
   readlink,
   rename,
   rm,
@@ -88,6 +89,55 @@ export interface HostFs {
   list(hostPath: string): Promise<{ path: string; mtimeMs: number }[]>;
 }
 
+/** Largest host file read (a target, a backup, a flag file): a larger one is refused, never buffered. */
+export const MAX_HOST_FILE_BYTES = 64 * 1024 * 1024;
+
+const unsafe = (hostPath: string, what: string) =>
+  new AgentError("TARGET_UNSAFE", `${hostPath} ${what}: it is neither read nor written through`);
+
+/**
+ * A host file and its status from one descriptor: opened without blocking (a FIFO in its place would hang
+ * the run with the deploy lock held), a regular file of at most MAX_HOST_FILE_BYTES, and with `follow`
+ * false never through a symbolic link at the name. Null when nothing is there.
+ */
+async function readHostFile(
+  file: string,
+  hostPath: string,
+  follow: boolean,
+): Promise<{ data: Buffer; st: Stats } | null> {
+  let handle: FileHandle;
+  try {
+    handle = await open(
+      file,
+      constants.O_RDONLY | constants.O_NONBLOCK | (follow ? 0 : constants.O_NOFOLLOW),
+    );
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return null;
+    if (code === "ELOOP") throw unsafe(hostPath, "is a symbolic link");
+    throw new AgentError("TARGET_WRITE_FAILED", `cannot read ${hostPath}: ${code}`, { cause: err });
+  }
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) throw unsafe(hostPath, "is not a regular file");
+    if (st.size > MAX_HOST_FILE_BYTES)
+      throw unsafe(hostPath, `is ${st.size} bytes, more than the ${MAX_HOST_FILE_BYTES} read`);
+    const data = Buffer.alloc(st.size);
+    let at = 0;
+    while (at < data.length) {
+      const { bytesRead } = await handle.read(data, at, data.length - at, at);
+      if (!bytesRead) break;
+      at += bytesRead;
+    }
+    // One byte past its size at the start: a file that grows while it is read is not buffered without end.
+    if (at < data.length || (await handle.read(Buffer.alloc(1), 0, 1, at)).bytesRead)
+      throw unsafe(hostPath, "changed size while it was read");
+    return { data, st };
+  } finally {
+    await handle.close();
+  }
+}
+
 function writeError(hostPath: string, err: unknown): AgentError {
   if (err instanceof AgentError) return err;
   const e = err as NodeJS.ErrnoException;
@@ -111,31 +161,16 @@ export function createHostFs(opts: {
   const resolve = rooted(opts.root);
 
   async function read(hostPath: string): Promise<Buffer | null> {
-    try {
-      return await readFile(resolve(hostPath));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
-      throw new AgentError(
-        "TARGET_WRITE_FAILED",
-        `cannot read ${hostPath}: ${(err as NodeJS.ErrnoException).code}`,
-        {
-          cause: err,
-        },
-      );
-    }
+    return (await readHostFile(resolve(hostPath), hostPath, true))?.data ?? null;
   }
 
   async function snapshot(hostPath: string): Promise<FileSnapshot> {
-    const st = await stat(resolve(hostPath)).catch(() => null);
-    if (!st) return { path: hostPath, data: null, mode: 0, uid: 0, gid: 0 };
-    return {
-      path: hostPath,
-      data: await read(hostPath),
-      mode: st.mode & 0o7777,
-      uid: st.uid,
-      gid: st.gid,
-      mtimeMs: st.mtimeMs,
-    };
+    // Never through a link at the name: a file the agent replaces is read to compare and to restore, and a
+    // link planted there by whoever may write the directory would copy what it points at into the new file.
+    const file = await readHostFile(resolve(hostPath), hostPath, false);
+    if (!file) return { path: hostPath, data: null, mode: 0, uid: 0, gid: 0 };
+    const { data, st } = file;
+    return { path: hostPath, data, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: st.mtimeMs };
   }
 
   /** Refuses a missing target directory (never creates one), then writes atomically. */
@@ -159,8 +194,8 @@ export function createHostFs(opts: {
     try {
       await writeFileAtomic(target, data, {
         mode,
-        prepare: async (tmp) => {
-          if (ids) await chown(tmp, ids.uid, ids.gid ?? -1);
+        prepare: async (tmp, handle) => {
+          if (ids) await handle.chown(ids.uid, ids.gid ?? -1);
           if (validate)
             await opts.run(
               validate.map((a) => a.replaceAll("{file}", tmp)),
