@@ -6,6 +6,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parse } from "dotenv";
 import { parseDocument } from "yaml";
+import { redact, registerSecret } from "../src/core/redact.js";
 import { decrypt, encrypt } from "../src/secrets/age.js";
 import { fingerprint, MAX_SECRET_BYTES, parseCatalog } from "../src/secrets/catalog.js";
 import { hostRecipient, plannedHostIdentity } from "../src/secrets/identity.js";
@@ -212,6 +213,29 @@ describe("placing a value: env line, YAML node, whole file; diffs show fingerpri
     "single 'q'",
     "back\\slash",
   ];
+
+  it("env: a secret's every line is hidden in the diff, as dotenv reads the definition; CRLF, export, comments", () => {
+    const key =
+      "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUSECRETKEYMATERIAL\n-----END OPENSSH PRIVATE KEY-----";
+    const live = Buffer.from(
+      `PLAIN=shown-as-is\r\nexport DEPLOY_PRIVATE_KEY="${key}"\r\n# a comment kept\nAPP_TOKEN=unquoted#tail-systemd-reads\nAFTER='still shown'\n`,
+    );
+    assert.equal(parse(live).DEPLOY_PRIVATE_KEY, key, "the case is one dotenv reads as one value");
+    const show = shown({ format: "env", key: "APP_TOKEN" }, live)?.toString() ?? "";
+    for (const line of key.split("\n")) assert.equal(show.includes(line), false, `${line} in:\n${show}`);
+    assert.equal(show.includes("unquoted"), false);
+    assert.equal(show.includes("tail-systemd-reads"), false, "what follows on the line is hidden too");
+    assert.equal(
+      show,
+      `PLAIN=shown-as-is\nexport DEPLOY_PRIVATE_KEY=<${fingerprint(key)}>\n# a comment kept\nAPP_TOKEN=<${fingerprint("unquoted")}>\nAFTER='still shown'\n`,
+    );
+    // Each line of a value of several lines is a secret of its own wherever text leaves the process.
+    registerSecret(key);
+    assert.equal(
+      redact("a log line: b3BlbnNzaC1rZXktdjEAAAAABG5vbmUSECRETKEYMATERIAL"),
+      "a log line: [redacted]",
+    );
+  });
 
   it("env: every spelling reads back identically through dotenv, other variables untouched", () => {
     const live = Buffer.from(

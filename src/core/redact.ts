@@ -12,6 +12,8 @@ let ordered: string[] = [];
 export const MIN_LENGTH = 6;
 
 export function registerSecret(value: string): void {
+  // A value of several lines (a key in PEM armour) may reach a text one line at a time.
+  if (value.includes("\n")) for (const line of value.split("\n")) registerSecret(line.trim());
   if (value.length < MIN_LENGTH || known.has(value)) return;
   known.add(value);
   const escaped = JSON.stringify(value).slice(1, -1);

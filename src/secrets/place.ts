@@ -46,23 +46,29 @@ export function place(p: Placement, target: string, data: Buffer | null, value: 
   return Buffer.from(text);
 }
 
+/**
+ * One definition as dotenv 18 reads it (its LINE expression, with groups around what precedes the name,
+ * the separator, the value and what follows): a quoted value may span lines.
+ */
+const DOTENV_DEFINITION =
+  /^(\s*(?:export\s+)?)([\w.-]+)(\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?(\s*(?:#.*)?)$/gm;
+
 /** The content as a diff may show it: the secret's value (or the whole file) as its fingerprint. */
 export function shown(p: Placement, data: Buffer | null): Buffer | null {
   if (!data) return null;
   if (p.format === "file") return Buffer.from(`<secret ${fingerprint(data)}>\n`);
   if (p.format === "env") {
-    // Other secrets share env files (WEBHOOK_SECRET beside MATRIX_TOKEN): every secret-named variable too.
+    // Other secrets share env files (WEBHOOK_SECRET beside MATRIX_TOKEN): every secret-named variable too,
+    // each definition whole as dotenv reads it, so a quoted value's further lines are hidden with it, and
+    // what follows it on its line too (systemd reads an unquoted `a#b` whole, dotenv as `a`).
     const values = parse(data);
-    const def = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*(?:=|:\s)/;
-    const lines = data.toString("utf8").split("\n");
+    const text = data.toString("utf8").replace(/\r\n?/g, "\n");
     return Buffer.from(
-      lines
-        .map((l) => {
-          const name = def.exec(l)?.[1];
-          if (!name || (name !== p.key && !SECRET_NAME.test(name))) return l;
-          return `${name}=<${fingerprint(values[name] ?? "")}>`;
-        })
-        .join("\n"),
+      text.replace(DOTENV_DEFINITION, (whole, lead: string, name: string, _sep, _value, tail: string) =>
+        name === p.key || SECRET_NAME.test(name)
+          ? `${lead}${name}=<${fingerprint(values[name] ?? "")}>${tail.slice(tail.search(/\n|$/))}`
+          : whole,
+      ),
     );
   }
   const text = data.toString("utf8");
