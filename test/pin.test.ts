@@ -308,6 +308,11 @@ describe("pin and unpin", () => {
     const weaker = await run("pin", noVerify, "--force");
     assert.equal(weaker.code, 1);
     assert.match(weaker.stderr, /error PIN_REFUSED: the manifest at [0-9a-f]{12} has other repo settings/);
+    // A state written before anchors were (an upgraded host): the pin must not become the anchor either.
+    const stateFile = path.join(stateDir, "state.json");
+    const { anchor, ...withoutAnchor } = JSON.parse(readFileSync(stateFile, "utf8")) as { anchor?: string };
+    assert.ok(anchor, "the case is what it claims: the state had an anchor to take away");
+    writeFileSync(stateFile, JSON.stringify(withoutAnchor));
     // Pinned at B, the branch force-pushed back to C: C descends from B but not from D. Refused, and
     // the pinned host keeps running B; unpin refuses it too.
     assert.equal((await run("pin", b)).code, 0);
@@ -327,6 +332,59 @@ describe("pin and unpin", () => {
       /error HISTORY_REWRITTEN: origin\/main is at [0-9a-f]{12}, which does not descend from [0-9a-f]{12}/,
     );
     assert.equal(page(), "<p>b</p>\n", "still at the pin");
+  });
+});
+
+describe("pin and unpin at their edges", () => {
+  it("unpin leaves an unpinned host as it is and a suspended one pinned; a failed pin says it holds", async () => {
+    const file = manifest();
+    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = git(fx.pusher, "rev-parse", "HEAD");
+    fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    assert.equal((await cli(file, "run")).code, 0);
+    fx.push({ "landing/index.html": "<p>v3, not deployed</p>\n" });
+
+    const notPinned = await cli(file, "unpin");
+    assert.equal(notPinned.code, 0, notPinned.stderr);
+    assert.equal(
+      notPinned.stdout,
+      "lxctest is not pinned: nothing to unpin, nothing deployed (deploy-agent run deploys)\n",
+    );
+    assert.equal(page(), "<p>v2</p>\n", "unpin is not a way to deploy");
+    const asJson = await cli(file, "unpin", "--json");
+    assert.deepEqual(JSON.parse(asJson.stdout), {
+      schema: "deploy-agent/unpin@1",
+      host: "lxctest",
+      pinned: false,
+    });
+
+    assert.equal((await cli(file, "pin", v1, "--reason", "v2 is bad")).code, 0);
+    assert.equal(page(), "<p>v1</p>\n");
+    assert.equal((await cli(file, "suspend", "--reason", "migration")).code, 0);
+    const suspended = await cli(file, "unpin");
+    assert.equal(suspended.code, 1);
+    assert.match(suspended.stderr, /error PIN_REFUSED: lxctest is suspended \(migration\)/);
+    assert.match(suspended.stderr, /hint: deploy-agent resume first/);
+    const state = () =>
+      JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as {
+        pinned?: { revision: string };
+      };
+    assert.equal(state().pinned?.revision, v1, "the pin stays");
+    assert.equal((await cli(file, "resume")).code, 0);
+    assert.equal(page(), "<p>v1</p>\n", "resumed, still pinned");
+
+    // A pin whose run fails still holds: the output says so, not only the state.
+    const v2 = git(fx.pusher, "rev-parse", "HEAD~1");
+    const failing = manifest({ steps: [{ ...LANDING, reload: [["false"]] }] });
+    const failed = await cli(failing, "pin", v2);
+    assert.equal(failed.code, 1);
+    assert.match(
+      failed.stdout,
+      new RegExp(
+        `pinned at ${v2.slice(0, 12)} until \\S+, whatever this run's result: pushes are held; deploy-agent unpin returns to the branch's tip`,
+      ),
+    );
+    assert.equal(state().pinned?.revision, v2);
   });
 });
 

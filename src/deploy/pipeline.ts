@@ -307,6 +307,9 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     // How far the branch has come on this host: a pin goes back, the anchor never does, so a push must
     // still descend from the newest revision verified here (a pin to B must not let a push of C undo D).
     const anchor = state.anchor ?? from;
+    // Kept from now on: a pin's run never moves it, and a state written before anchors were must not
+    // let the pinned revision become the point a later push is checked against.
+    if (anchor) state.anchor = anchor;
     const fetched = await fetchSource(opts, warnings);
     // Known before it is verified: a refused revision is recorded with it.
     facts.revision = opts.preview ?? opts.pin?.revision ?? fetched.tip;
@@ -360,9 +363,9 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     }
     opts.onStart?.(source.revision);
     const { suspended } = state;
-    if (suspended && opts.pin) {
+    if (suspended && (opts.pin || opts.unpin)) {
       throw new AgentError("PIN_REFUSED", `${opts.manifest.host} is suspended (${suspended.reason})`, {
-        hint: "deploy-agent resume first; a suspended host deploys nothing, a pin included",
+        hint: "deploy-agent resume first; a suspended host deploys nothing, and its pin (if any) stays as it is",
       });
     }
     if (suspended && !opts.dryRun) {
@@ -409,8 +412,15 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
           { hint: "pin a revision whose manifest has the same repo section, or push a fix instead" },
         );
       }
-      // The pin is recorded before any step runs: a kill -9 mid-run converges to it.
-      state.pinned = { ...opts.pin };
+      // The pin is recorded before any step runs: a kill -9 mid-run converges to it. Whatever the run's
+      // result, it holds: said, so that a failed pin is not taken for no pin.
+      state.pinned = {
+        ...opts.pin,
+        ...(state.pinned?.newestRevision ? { newestRevision: state.pinned.newestRevision } : {}),
+      };
+      warnings.push(
+        `pinned at ${opts.pin.revision.slice(0, 12)} until ${opts.pin.until}, whatever this run's result: pushes are held; deploy-agent unpin returns to the branch's tip`,
+      );
       if (!opts.dryRun) await writeState(opts.stateDir, state);
     } else if (opts.unpin && !opts.dryRun) await writeState(opts.stateDir, state);
     opts.onManifest?.(manifest);
