@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { type HmacPrimitives, matchSecret, sign } from "../src/server/verify.js";
+import { acquireLock } from "../src/state/lock.js";
 import {
   hostRoot,
   listeningUrl,
@@ -250,6 +251,31 @@ describe("secret rotate-webhook --hook: Gitea's API", () => {
     const finished = await rotate(["--finish"]);
     assert.equal(finished.code, 0, finished.stderr);
     assert.equal(await ping(url, OLD), 401);
+  });
+
+  it("a rotation takes the deploy lock: it waits for a running deploy, and three at once leave Gitea's secret on the host", async () => {
+    gitea = await startGiteaApi({
+      token: TOKEN,
+      repository: "lotus/matrix",
+      knows: () => true,
+      hooks: [hookOf("http://127.0.0.1:9")],
+    });
+    const page = gitea.url.replace(/\/api\/v1$/, "/lotus/matrix/settings/hooks/7");
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const held = await acquireLock(stateDir, 0);
+    const waiting = rotate(["--hook", page], { GITEA_TOKEN: TOKEN });
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal(existsSync(nextFile()), false, "nothing written while a deploy holds the lock");
+    assert.equal(gitea.hooks[0]?.config.secret, OLD);
+    await held.release();
+    const done = await waiting;
+    assert.equal(done.code, 0, done.stderr);
+    assert.equal(gitea.hooks[0]?.config.secret, readFileSync(nextFile(), "utf8").trim());
+    const all = await Promise.all(
+      [0, 1, 2].map(() => rotate(["--hook", page, "--force"], { GITEA_TOKEN: TOKEN })),
+    );
+    for (const r of all) assert.equal(r.code, 0, r.stderr);
+    assert.equal(gitea.hooks[0]?.config.secret, readFileSync(nextFile(), "utf8").trim());
   });
 
   it("an unknown hook 404, no or a wrong token 401, a read-only token 403, an invalid config 422: GITEA_HOOK_FAILED, Gitea unchanged", async () => {

@@ -9,6 +9,7 @@ import { writeFileAtomic } from "../host/atomic-write.js";
 import { setEnv } from "../host/env.js";
 import { fingerprint } from "../secrets/catalog.js";
 import { ROTATION_FILE, type RotationRecord } from "../server/webhook-keys.js";
+import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../state/lock.js";
 import { type CommonFlags, type Resolved, resolve, secretSource } from "./options.js";
 
 /**
@@ -84,7 +85,14 @@ async function syncDir(dir: string): Promise<void> {
 
 export async function rotateWebhookCommand(flags: RotateFlags, out: Out): Promise<number> {
   const r = await resolve(flags);
-  return flags.finish ? finish(r, flags, out) : start(r, flags, out);
+  // Under the deploy lock: two rotations at once would each write a next secret and give Gitea its own,
+  // and the one left in the file could be neither Gitea's nor the current one.
+  const lock = await acquireLock(r.stateDir, COMMAND_LOCK_WAIT_MS);
+  try {
+    return await (flags.finish ? finish(r, flags, out) : start(r, flags, out));
+  } finally {
+    await lock.release();
+  }
 }
 
 async function start(r: Resolved, flags: RotateFlags, out: Out): Promise<number> {
