@@ -358,8 +358,12 @@ describe("pin and unpin at their edges", () => {
       pinned: false,
     });
 
-    assert.equal((await cli(file, "pin", v1, "--reason", "v2 is bad")).code, 0);
+    assert.equal((await cli(file, "pin", v1, "--reason", "\u001b]0;owned\u0007\u001b[2Jv2 is bad")).code, 0);
     assert.equal(page(), "<p>v1</p>\n");
+    // The reason is the operator's text, shown to the next one: it never drives their terminal.
+    const status = await cli(file, "status");
+    assert.match(status.stdout, /\?\]0;owned\?\?\[2Jv2 is bad/);
+    assert.equal(status.stdout.includes("\u001b"), false);
     assert.equal((await cli(file, "suspend", "--reason", "migration")).code, 0);
     const suspended = await cli(file, "unpin");
     assert.equal(suspended.code, 1);

@@ -4,7 +4,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseYaml } from "yaml";
 import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
-import { printable } from "../core/printable.js";
 import { readPrivateFile } from "../gitea/webhook-secret.js";
 import { type FleetStatus as AgentStatus, fleetStatusSchema, refusal } from "../server/status-model.js";
 import { gitAt } from "../source/git.js";
@@ -231,8 +230,6 @@ function liveness(s: AgentStatus): {
 }
 
 export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => void): Promise<number> {
-  // Every text from the hosts reaches the terminal without control characters.
-  const print = (t: string) => out(printable(t));
   const repo = path.resolve(flags.repo ?? ".");
   const asked = await ask(flags, repo);
   const { tips, note } = await branchTips(repo, [...new Set(asked.map((h) => h.branch))]);
@@ -283,7 +280,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
     }),
   );
   if (flags.json) {
-    print(`${JSON.stringify({ schema: "deploy-agent/fleet@2", fetch: note, hosts: rows }, null, 2)}\n`);
+    out(`${JSON.stringify({ schema: "deploy-agent/fleet@2", fetch: note, hosts: rows }, null, 2)}\n`);
   } else {
     const lines = [...new Set(rows.map((r) => `${r.branch} at ${short(r.tip)}`))].map(
       (b) => `fleet: origin/${b}`,
@@ -317,7 +314,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
       ].filter(Boolean);
       lines.push(`${r.host.padEnd(8)} ${parts.join("; ")}`);
     }
-    print(`${lines.join("\n")}\n`);
+    out(`${lines.join("\n")}\n`);
   }
   return rows.every((r) => r.reachable && !r.failing && !r.lastError && !r.lagging) ? 0 : 1;
 }
@@ -340,8 +337,6 @@ export async function fleetWaitCommand(
   target: string,
   out: (t: string) => void,
 ): Promise<number> {
-  // Every text from the hosts reaches the terminal without control characters.
-  const print = (t: string) => out(printable(t));
   const repo = path.resolve(flags.repo ?? ".");
   const rev = (
     await gitAt(repo)
@@ -360,15 +355,15 @@ export async function fleetWaitCommand(
     // Progress: a line whenever who is waited for, or why, changes.
     const now = waiting.join("; ");
     if (waiting.length && now !== said && Date.now() < deadline) {
-      print(`waiting for ${short(rev)} (${Math.round((Date.now() - started) / 1000)}s): ${now}\n`);
+      out(`waiting for ${short(rev)} (${Math.round((Date.now() - started) / 1000)}s): ${now}\n`);
       said = now;
     }
     if (!waiting.length) {
-      print(`every host runs ${short(rev)}\n`);
+      out(`every host runs ${short(rev)}\n`);
       return 0;
     }
     if (Date.now() >= deadline) {
-      print(
+      out(
         `not every host runs ${short(rev)} after ${flags.timeoutSeconds}s:\n${waiting.map((w) => `  ${w}`).join("\n")}\n`,
       );
       return 1;
@@ -385,8 +380,6 @@ export async function fleetHistoryCommand(
   flags: FleetFlags & { limit: number },
   out: (t: string) => void,
 ): Promise<number> {
-  // Every text from the hosts reaches the terminal without control characters.
-  const print = (t: string) => out(printable(t));
   const repo = path.resolve(flags.repo ?? ".");
   const asked = await askAll(flags, repo, `/history?limit=${flags.limit}`);
   const records: (HistoryRecord & { host: string })[] = [];
@@ -405,7 +398,7 @@ export async function fleetHistoryCommand(
   records.sort((a, b) => Date.parse(b.at) - Date.parse(a.at));
   const newest = records.slice(0, flags.limit);
   if (flags.json) {
-    print(
+    out(
       `${JSON.stringify({ schema: "deploy-agent/fleet-history@1", hosts: hostsSeen, records: newest }, null, 2)}\n`,
     );
   } else {
@@ -415,7 +408,7 @@ export async function fleetHistoryCommand(
     ]);
     if (!newest.length) lines.push("no runs recorded");
     for (const r of newest) lines.push(`${r.host.padEnd(8)} ${renderRecord(r)}`);
-    print(`${lines.join("\n")}\n`);
+    out(`${lines.join("\n")}\n`);
   }
   return hostsSeen.every((h) => h.reachable) ? 0 : 1;
 }

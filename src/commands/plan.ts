@@ -1,7 +1,6 @@
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { AgentError, asAgentError } from "../core/errors.js";
-import { printable } from "../core/printable.js";
 import { gitAt, gitEnv } from "../source/git.js";
 import { createObjectReader } from "../source/objects.js";
 import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "../source/snapshot.js";
@@ -142,22 +141,19 @@ export async function planCommand(
   err: (text: string) => void,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  // What the pull request holds reaches the terminal without control characters; JSON escapes them.
-  const print = (text: string) => out(printable(text));
-  const warn = (text: string) => err(printable(text));
   let report: PlanReport;
   try {
     report = await buildPlan(flags);
   } catch (e) {
     // The comment of an earlier head must not go on saying its checks passed.
-    if (flags.postGitea) await post(env, [], renderFailure(asAgentError(e)), warn);
+    if (flags.postGitea) await post(env, [], renderFailure(asAgentError(e)), err);
     throw e;
   }
   const markdown = flags.markdown || flags.postGitea ? renderMarkdown(report) : "";
   if (flags.json) out(`${JSON.stringify(report, null, 2)}\n`);
-  else if (flags.markdown) print(markdown);
-  else print(renderText(report));
-  if (flags.postGitea) await post(env, report.hosts, markdown, warn);
+  else if (flags.markdown) out(markdown);
+  else out(renderText(report));
+  if (flags.postGitea) await post(env, report.hosts, markdown, err);
   return report.ok ? 0 : 1;
 }
 
