@@ -305,6 +305,11 @@ describe("deploy-agent plan", () => {
     const s = step(host(report, "lxc151"), "hookshot-transforms");
     assert.equal(s.diffs.length, 50);
     assert.deepEqual(s.diffsLeftOut, ["hookshot/t50.js"]);
+    // The comment names it too: a change must not hide behind fifty others.
+    assert.match(
+      renderMarkdown(report),
+      /Not diffed for `hookshot-transforms` \(past the diffs shown per host\): `hookshot\/t50\.js`\./,
+    );
     // Unmapped transforms are a failed check, each named.
     assert.equal(failed(host(report, "lxc151")).length, 51);
   });

@@ -102,6 +102,13 @@ function hostMarkdown(h: HostPlan, withDiffs: boolean): string {
         `| ${cell(s.name)} | ${cell(s.kind)} | ${s.run ? "**yes**" : "no"} | ${cell(s.message)} | ${cell(s.work.join("; "))} |`,
       );
   }
+  // Files past the diffs a host shows are named all the same: a change must not hide behind many others.
+  for (const s of h.steps)
+    if (s.diffsLeftOut.length)
+      out.push(
+        "",
+        `Not diffed for ${code(s.name)} (past the diffs shown per host): ${s.diffsLeftOut.map(code).join(", ")}.`,
+      );
   out.push("", "| check | file | result |", "| --- | --- | --- |");
   for (const c of h.checks)
     out.push(`| ${cell(c.name)} | ${cell(c.file)} | ${ICON[c.result]} ${cell(c.message)} |`);
