@@ -6,6 +6,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parse } from "dotenv";
 import { parseDocument } from "yaml";
+import { valueText } from "../src/commands/secret-value.js";
 import { redact, registerSecret } from "../src/core/redact.js";
 import { decrypt, encrypt } from "../src/secrets/age.js";
 import { fingerprint, MAX_SECRET_BYTES, parseCatalog } from "../src/secrets/catalog.js";
@@ -43,6 +44,26 @@ describe("age: the library and the age CLI read each other's files", { skip }, (
     assert.match(armored, /^-----BEGIN AGE ENCRYPTED FILE-----\n/);
     assert.equal(ageDecrypt(armored, host), value);
     assert.equal(ageDecrypt(armored, other), value);
+  });
+
+  it("a value's bytes end to end: a leading byte order mark kept, one fingerprint; bytes not UTF-8 refused", async () => {
+    const bom = "\uFEFFbom-token-value";
+    const given = valueText(Buffer.from(bom));
+    assert.equal(given, bom, "secret set keeps it");
+    assert.equal(
+      await decrypt(await encrypt(given, [host.recipient]), host.identity, "x"),
+      bom,
+      "the host too",
+    );
+    assert.equal(ageDecrypt(await encrypt(given, [host.recipient]), host), bom, "and age -d");
+    assert.throws(
+      () => valueText(Buffer.from([0x74, 0x6f, 0x6b, 0xff, 0xfe, 0x80])),
+      (e: Error & { code?: string }) => {
+        assert.equal(e.code, "USAGE");
+        assert.match(e.message, /not UTF-8 text/);
+        return true;
+      },
+    );
   });
 
   it("a file for another key is SECRET_UNREADABLE, never a wrong value", async () => {

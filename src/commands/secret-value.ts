@@ -39,6 +39,21 @@ const tooLarge = () =>
     hint: "secrets are tokens, keys and small config files",
   });
 
+/**
+ * A value's bytes as text, exactly: bytes that are not UTF-8 are refused (they would be stored as U+FFFD and
+ * the host would get other bytes than were given), and a leading byte order mark is kept, as the host
+ * decrypts it, so both ends show one fingerprint.
+ */
+export function valueText(bytes: Uint8Array): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    throw new AgentError("USAGE", "the value is not UTF-8 text; refused", {
+      hint: "secrets are text (env lines, YAML, files read as text): give binary as base64",
+    });
+  }
+}
+
 async function readPipe(input: NodeJS.ReadStream, raw: boolean): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -50,7 +65,7 @@ async function readPipe(input: NodeJS.ReadStream, raw: boolean): Promise<string>
     }
     chunks.push(chunk as Buffer);
   }
-  let text = Buffer.concat(chunks).toString("utf8");
+  let text = valueText(Buffer.concat(chunks));
   if (!raw) text = text.replace(/\r?\n$/, "");
   if (Buffer.byteLength(text) > MAX_SECRET_BYTES) throw tooLarge();
   return text;
@@ -152,8 +167,12 @@ async function readFromEditor(raw: boolean, prompt: (text: string) => void): Pro
       if (st.size > MAX_SECRET_BYTES + 2) throw tooLarge();
       const buf = Buffer.alloc(st.size);
       await handle.read(buf, 0, st.size, 0);
-      let text = buf.toString("utf8");
-      buf.fill(0);
+      let text: string;
+      try {
+        text = valueText(buf);
+      } finally {
+        buf.fill(0);
+      }
       if (!raw) text = text.replace(/\r?\n$/, "");
       if (Buffer.byteLength(text) > MAX_SECRET_BYTES) throw tooLarge();
       return text;

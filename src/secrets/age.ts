@@ -46,7 +46,9 @@ export async function decrypt(armored: string, identity: string, what: string): 
   const d = new a.Decrypter();
   d.addIdentity(identity);
   try {
-    return await d.decrypt(a.armor.decode(armored), "text");
+    // As bytes, decoded keeping a leading byte order mark: "text" would drop it, and the value the host
+    // places would not be the one `secret set` fingerprinted.
+    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(await d.decrypt(a.armor.decode(armored)));
   } catch (err) {
     throw new AgentError(
       "SECRET_UNREADABLE",
