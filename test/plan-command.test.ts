@@ -548,15 +548,14 @@ describe("deploy-agent plan --post-gitea", () => {
     assert.match(mine()[0]?.body ?? "", /^<!-- deploy-agent:plan -->\n## Deploy preview/);
     assert.match(mine()[0]?.body ?? "", /### ❌ `lxc151` — `config\/lxc151\.yaml`/);
     assert.match(mine()[0]?.body ?? "", /<details><summary>Diffs \(1 file\(s\)\)<\/summary>/);
-    assert.equal(gitea.latest(head, "preview/lxc151"), "failure");
-    const desc = gitea.statuses.find((s) => s.context === "preview/lxc151")?.description ?? "";
+    assert.equal(gitea.latest(head, "plan/lxc151"), "failure");
+    const desc = gitea.statuses.find((s) => s.context === "plan/lxc151")?.description ?? "";
     assert.match(
       desc,
       /hookshot-transforms: transforms compiled and run over their fixtures failed in hookshot\/sonarr\.js/,
     );
     assert.ok(desc.length <= 140);
-    for (const h of ["lxc106", "lxc110", "lxc139"])
-      assert.equal(gitea.latest(head, `preview/${h}`), "success");
+    for (const h of ["lxc106", "lxc110", "lxc139"]) assert.equal(gitea.latest(head, `plan/${h}`), "success");
     assert.equal(gitea.statuses[0]?.target_url, "https://code.example/LotusGuild/matrix/pulls/7");
 
     // The second push to the same pull request: the same comment, edited; no second one.
@@ -575,7 +574,7 @@ describe("deploy-agent plan --post-gitea", () => {
       gitea.comments.find((c) => c.user.login === "pr-author")?.body,
       "<!-- deploy-agent:plan --> I am not the bot",
     );
-    assert.equal(gitea.latest(head2, "preview/lxc151"), "success");
+    assert.equal(gitea.latest(head2, "plan/lxc151"), "success");
     assert.ok(!gitea.bodies.some((b) => b.includes(TOKEN)));
   });
 
@@ -619,7 +618,7 @@ describe("deploy-agent plan --post-gitea", () => {
     );
     assert.match(unknown.stderr, /issues\/8\/comments: HTTP 404/);
     assert.equal(
-      gitea.latest(head, "preview/lxc139"),
+      gitea.latest(head, "plan/lxc139"),
       "success",
       "statuses are set even when the comment is not",
     );
@@ -627,7 +626,7 @@ describe("deploy-agent plan --post-gitea", () => {
 
   // What a pull request's author controls: a second manifest for a host, a file name, a deleted manifest,
   // other people's comments, a head the plan cannot be made for.
-  it("a second manifest naming a host fails both: preview/<host> is never green over the real one's red", async () => {
+  it("a second manifest naming a host fails both: plan/<host> is never green over the real one's red", async () => {
     const lxc139 = readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8");
     const head = fx.push({
       "landing/index.html": "<p>no doctype\n",
@@ -639,7 +638,7 @@ describe("deploy-agent plan --post-gitea", () => {
       event(head),
     );
     assert.equal(res.code, 1, res.stderr);
-    const contexts = gitea.statuses.filter((s) => s.context === "preview/lxc139");
+    const contexts = gitea.statuses.filter((s) => s.context === "plan/lxc139");
     assert.equal(contexts.length, 2, "one for each manifest");
     assert.deepEqual(
       contexts.map((s) => s.state),
@@ -669,11 +668,11 @@ describe("deploy-agent plan --post-gitea", () => {
     );
     assert.equal(res.stdout.includes("\u001b"), false, "no escape character reaches the terminal");
     assert.match(res.stdout, /<!-- \?\[1A\?\[2K -->/);
-    assert.equal(gitea.latest(head, "preview/lxc110"), "failure");
-    const weird = gitea.statuses.find((s) => s.context.startsWith("preview/_admin"));
+    assert.equal(gitea.latest(head, "plan/lxc110"), "failure");
+    const weird = gitea.statuses.find((s) => s.context.startsWith("plan/_admin"));
     assert.equal(
       weird?.context,
-      "preview/_admin__img_src_x___x__https_evil_example___q",
+      "plan/_admin__img_src_x___x__https_evil_example___q",
       "a host name's characters only",
     );
     const body = gitea.comments.find((c) => c.user.login === "deploy-bot")?.body ?? "";
@@ -1013,8 +1012,8 @@ describe("the Gitea Actions workflow", () => {
       /failed {2}cinny-config: content check \(cinny-config\) \[cinny\/config\.json\]: .*defaultHomeserver must index into homeserverList/,
     );
     assert.equal(gitea.comments.length, 1, pr.stderr);
-    assert.equal(gitea.latest(head, "preview/lxc106"), "failure");
-    assert.equal(gitea.latest(head, "preview/lxc151"), "success");
+    assert.equal(gitea.latest(head, "plan/lxc106"), "failure");
+    assert.equal(gitea.latest(head, "plan/lxc151"), "success");
     assert.ok(!`${pr.stdout}${pr.stderr}`.includes(TOKEN));
 
     // A push that creates a branch: no "before"; planned from where it left the default branch; no comment.
@@ -1025,7 +1024,7 @@ describe("the Gitea Actions workflow", () => {
     assert.equal(push.status, 1, "the checks look at what the branch holds: Cinny's config is still broken");
     assert.match(push.stdout, new RegExp(`^plan ${head.slice(0, 12)} -> ${head.slice(0, 12)}`));
     assert.equal(gitea.comments.length, 1);
-    assert.equal(gitea.statuses.filter((s) => s.context === "preview/lxc106").length, 2);
+    assert.equal(gitea.statuses.filter((s) => s.context === "plan/lxc106").length, 2);
   });
 
   it("plans a pull request from where it left its base, and a force-push whose before is gone", async (t) => {

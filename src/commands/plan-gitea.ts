@@ -11,7 +11,7 @@ import { COMMENT_MARKER, firstFailure } from "./plan-render.js";
  * COMMENT_MARKER among the comments of the token's own user and edited in place (GET /user, GET
  * /repos/{owner}/{repo}/issues/{index}/comments, PATCH /repos/{owner}/{repo}/issues/comments/{id}, or POST
  * …/issues/{index}/comments the first time), and one commit status per host (POST
- * /repos/{owner}/{repo}/statuses/{sha}, context preview/<host>). Everything it cannot do is a warning: the
+ * /repos/{owner}/{repo}/statuses/{sha}, context plan/<host>). Everything it cannot do is a warning: the
  * job still reports the plan's own result. Every body passes the redaction point before it leaves.
  */
 
@@ -211,13 +211,13 @@ export async function postToGitea(
     try {
       await request(t, opts, "POST", `${repo}/statuses/${t.sha}`, {
         state,
-        context: `preview/${host.host}`,
+        context: `plan/${host.host}`,
         description,
         ...(t.url ? { target_url: t.url } : {}),
       });
-      done.push(`status preview/${host.host}: ${state}`);
+      done.push(`status plan/${host.host}: ${state}`);
     } catch (err) {
-      warnings.push(`could not set the status preview/${host.host}: ${(err as Error).message}`);
+      warnings.push(`could not set the status plan/${host.host}: ${(err as Error).message}`);
     }
   }
   return { warnings, done };

@@ -58,7 +58,7 @@ async function manifestsAt(snap: Snapshot): Promise<{ file: string; host: string
 
 /**
  * Two manifests naming one host fail both: a host has one manifest and one commit status, and a second
- * file could otherwise post a green preview/<host> over the real one's red.
+ * file could otherwise post a green plan/<host> over the real one's red.
  */
 function failSharedHosts(hosts: HostPlan[]): void {
   for (const h of hosts) {
