@@ -25,7 +25,7 @@ import {
 } from "../src/commands/plan-gitea.js";
 import type { HostPlan } from "../src/commands/plan-host.js";
 import { MAX_COMMENT_CHARS, type PlanReport, renderMarkdown } from "../src/commands/plan-render.js";
-import { findTool, TOOL_TIMEOUT_MS } from "../src/commands/plan-tools.js";
+import { findTool, type HostTools, TOOL_TIMEOUT_MS } from "../src/commands/plan-tools.js";
 import { Secret } from "../src/core/secret.js";
 import { PROJECT, runCli } from "./helpers/agent.js";
 import { type Files, type Fixture, git, makeFixture } from "./helpers/git.js";
@@ -92,6 +92,22 @@ async function closedPort(): Promise<number> {
 }
 
 const failed = (h: HostPlan) => h.checks.filter((c) => c.result === "failed");
+
+/** LXC 151's plan from the fixture's first commit to `head`, in process, with the tools given. */
+const planLxc151 = (head: string, tools: HostTools) =>
+  buildPlan(
+    {
+      repo: fx.pusher,
+      from: base,
+      to: head,
+      host: "lxc151",
+      all: false,
+      json: true,
+      markdown: false,
+      postGitea: false,
+    },
+    tools,
+  );
 
 /** Markdown with its code spans and fences taken out: a run of n backticks closes at the next run of n. */
 function outsideCode(md: string): string {
@@ -390,19 +406,7 @@ describe("deploy-agent plan: units and nginx through their tools", {
         timeoutMs: TOOL_TIMEOUT_MS,
       };
       const planAt = async (head: string) => {
-        const r = await buildPlan(
-          {
-            repo: fx.pusher,
-            from: base,
-            to: head,
-            host: "lxc151",
-            all: false,
-            json: true,
-            markdown: false,
-            postGitea: false,
-          },
-          tools,
-        );
+        const r = await planLxc151(head, tools);
         return host(r, "lxc151").checks.find((c) => c.name === "hostile: systemd-analyze verify");
       };
       const cases: [string, string][] = [
@@ -858,38 +862,24 @@ describe("deploy-agent plan: bounds", () => {
       writeFileSync(tool, "#!/bin/sh\nsleep 30\n", { mode: 0o755 });
       const head = fx.push({ "systemd/livekit-server.service": "[Unit]\nDescription=x\n" });
       const started = Date.now();
-      const r = await buildPlan(
-        {
-          repo: fx.pusher,
-          from: base,
-          to: head,
-          host: "lxc151",
-          all: false,
-          json: true,
-          markdown: false,
-          postGitea: false,
-        },
-        { systemdAnalyze: tool, nginx: null, unitsDir: "/lib/systemd/system", timeoutMs: 300 },
-      );
+      const r = await planLxc151(head, {
+        systemdAnalyze: tool,
+        nginx: null,
+        unitsDir: "/lib/systemd/system",
+        timeoutMs: 300,
+      });
       const check = host(r, "lxc151").checks.find((c) => c.name === "livekit-unit: systemd-analyze verify");
       assert.equal(check?.result, "failed");
       assert.equal(check?.message, "systemd-analyze did not finish within 300 ms");
       // Waited for, it would take 30 s; the plan's own git work took up to 7 s on a loaded CI machine.
       assert.ok(Date.now() - started < 20_000, "killed, not waited for");
       assert.equal(TOOL_TIMEOUT_MS, 30_000);
-      const none = await buildPlan(
-        {
-          repo: fx.pusher,
-          from: base,
-          to: head,
-          host: "lxc151",
-          all: false,
-          json: true,
-          markdown: false,
-          postGitea: false,
-        },
-        { systemdAnalyze: null, nginx: null, unitsDir: "/lib/systemd/system", timeoutMs: 300 },
-      );
+      const none = await planLxc151(head, {
+        systemdAnalyze: null,
+        nginx: null,
+        unitsDir: "/lib/systemd/system",
+        timeoutMs: 300,
+      });
       assert.equal(
         host(none, "lxc151").checks.find((c) => c.name === "livekit-unit: systemd-analyze verify")?.result,
         "skipped",
@@ -950,6 +940,30 @@ describe("the Gitea Actions workflow", () => {
       return "";
     });
 
+  /** The workflow's plan step run as the runner runs it, for an event about `head`, in the pusher clone. */
+  const planStepRunner =
+    (gitea: GiteaApi, dir: string, head: string, token: string, repository: string) =>
+    (event: Record<string, unknown>, eventName: string) => {
+      const planStep = steps.find((s) => s.name === "plan every host");
+      const eventPath = path.join(dir, `${eventName}.json`);
+      writeFileSync(eventPath, JSON.stringify(event));
+      const ctx = { github: { event, sha: head }, secrets: { DEPLOY_PREVIEW_TOKEN: token } };
+      const env = Object.fromEntries(
+        Object.entries(planStep?.env ?? {}).map(([k, v]) => [k, evaluate(v, ctx)]),
+      );
+      // Not spawnSync: the Gitea test server answers from this process's event loop.
+      return bash(planStep?.run ?? "false", fx.pusher, {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        GITHUB_EVENT_NAME: eventName,
+        GITHUB_EVENT_PATH: eventPath,
+        GITHUB_REPOSITORY: repository,
+        GITHUB_SERVER_URL: gitea.url.replace(/\/api\/v1$/, ""),
+        GITHUB_SHA: head,
+        ...env,
+      });
+    };
+
   it("runs on pull requests and pushes to any branch, on Node 20, with the token from the secrets", () => {
     assert.ok("pull_request" in workflow.on);
     assert.deepEqual(workflow.on.push, { branches: ["**"] });
@@ -979,26 +993,7 @@ describe("the Gitea Actions workflow", () => {
     const head = fx.push({
       "cinny/config.json": '{ "homeserverList": ["matrix.lotusguild.org"], "defaultHomeserver": 2 }\n',
     });
-    const planStep = steps.find((s) => s.name === "plan every host");
-    const run = async (event: Record<string, unknown>, eventName: string) => {
-      const eventPath = path.join(dir, `${eventName}.json`);
-      writeFileSync(eventPath, JSON.stringify(event));
-      const ctx = { github: { event, sha: head }, secrets: { DEPLOY_PREVIEW_TOKEN: TOKEN } };
-      const env = Object.fromEntries(
-        Object.entries(planStep?.env ?? {}).map(([k, v]) => [k, evaluate(v, ctx)]),
-      );
-      // Not spawnSync: the Gitea test server answers from this process's event loop.
-      return bash(planStep?.run ?? "false", fx.pusher, {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        GITHUB_EVENT_NAME: eventName,
-        GITHUB_EVENT_PATH: eventPath,
-        GITHUB_REPOSITORY: "LotusGuild/matrix",
-        GITHUB_SERVER_URL: gitea.url.replace(/\/api\/v1$/, ""),
-        GITHUB_SHA: head,
-        ...env,
-      });
-    };
+    const run = planStepRunner(gitea, dir, head, TOKEN, "LotusGuild/matrix");
     const pr = await run(
       {
         number: 3,
@@ -1051,25 +1046,7 @@ describe("the Gitea Actions workflow", () => {
     git(fx.pusher, "commit", "-q", "-m", "main moves on");
     const moved = git(fx.pusher, "rev-parse", "HEAD");
     git(fx.pusher, "checkout", "-q", "main");
-    const planStep = steps.find((s) => s.name === "plan every host");
-    const run = async (event: Record<string, unknown>, eventName: string) => {
-      const eventPath = path.join(dir, `${eventName}.json`);
-      writeFileSync(eventPath, JSON.stringify(event));
-      const ctx = { github: { event, sha: head }, secrets: { DEPLOY_PREVIEW_TOKEN: "t-4242424242" } };
-      const env = Object.fromEntries(
-        Object.entries(planStep?.env ?? {}).map(([k, v]) => [k, evaluate(v, ctx)]),
-      );
-      return bash(planStep?.run ?? "false", fx.pusher, {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        GITHUB_EVENT_NAME: eventName,
-        GITHUB_EVENT_PATH: eventPath,
-        GITHUB_REPOSITORY: "o/r",
-        GITHUB_SERVER_URL: gitea.url.replace(/\/api\/v1$/, ""),
-        GITHUB_SHA: head,
-        ...env,
-      });
-    };
+    const run = planStepRunner(gitea, dir, head, "t-4242424242", "o/r");
     const pr = await run(
       { number: 4, pull_request: { number: 4, head: { sha: head }, base: { sha: moved } } },
       "pull_request",
