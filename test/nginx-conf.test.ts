@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { nginxIncludes } from "../src/content/nginx-conf.js";
+import { nginxDirectives } from "../src/content/nginx-conf.js";
 import { needs } from "./helpers/needs.js";
 
 /**
@@ -15,6 +15,12 @@ import { needs } from "./helpers/needs.js";
  */
 let dir: string;
 let target: string;
+
+/** The files the directives read include, as nginx runs include (one argument, ended by `;`). */
+const nginxIncludes = (text: string) =>
+  nginxDirectives(text)
+    .filter((d) => d.name === "include" && d.args.length === 1)
+    .map((d) => d.args[0]);
 
 /** Whether nginx itself includes the target for this snippet. */
 function nginxIncludesIt(snippet: string): boolean {

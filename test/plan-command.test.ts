@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import {
+  chmodSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -434,6 +435,83 @@ describe("deploy-agent plan: units and nginx through their tools", {
     }
   });
 
+  it("nginx -t: an OpenSSL engine is refused, and a message quoting the snippet cannot make a broken one skipped", async () => {
+    const lxc139 = readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8");
+    const check = async (text: string) => {
+      const head = fx.push({
+        "config/lxc139.yaml": `${lxc139}  - name: site
+    kind: file
+    source: landing/site.conf
+    targets: [/etc/nginx/conf.d/site.conf]
+`,
+        "landing/site.conf": text,
+      });
+      const { report } = await planJson(base, head, "--host", "lxc139");
+      const c = host(report, "lxc139").checks.find((x) => x.name === "site: nginx -t");
+      assert.ok(c);
+      return c;
+    };
+    const engine = await check(
+      "server { listen 127.0.0.1:9 ssl; ssl_certificate data:x; ssl_certificate_key engine:/tmp/evil.so:id; }\n",
+    );
+    assert.equal(engine.result, "skipped");
+    assert.match(
+      engine.message,
+      /^its ssl_certificate_key names an OpenSSL engine or store, which loads code/,
+    );
+    for (const forged of [
+      '"No such file or directory";\nthis is { broken\n',
+      '"x\\nnginx: [emerg] open() \\"/x\\" failed (2: No such file or directory)";\n',
+    ]) {
+      const c = await check(forged);
+      assert.equal(c.result, "failed", `${JSON.stringify(forged)}: ${c.message}`);
+    }
+  });
+
+  it("nginx -t as nobody: the scratch directory and the configuration stay root's; nobody owns only what nginx writes", {
+    skip: process.getuid?.() === 0 ? false : "runs nginx as another user: only as root (CI is)",
+  }, async () => {
+    const bin = mkdtempSync(path.join(tmpdir(), "plan-nginx-bin-"));
+    try {
+      chmodSync(bin, 0o755);
+      // A stand-in for nginx that tells what it sees: who it runs as, and the scratch directory's owners.
+      const tool = path.join(bin, "nginx");
+      writeFileSync(tool, '#!/bin/sh\nid -u\ncd "$4" && stat -c "%n %u %a" . * && exit 1\n', { mode: 0o755 });
+      const lxc139 = readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8");
+      const head = fx.push({
+        "config/lxc139.yaml": `${lxc139}  - name: site
+    kind: file
+    source: landing/site.conf
+    targets: [/etc/nginx/conf.d/site.conf]
+`,
+        "landing/site.conf": "server { listen 127.0.0.1:9; }\n",
+      });
+      const r = await buildPlan(
+        {
+          repo: fx.pusher,
+          from: base,
+          to: head,
+          host: "lxc139",
+          all: false,
+          json: true,
+          markdown: false,
+          postGitea: false,
+        },
+        { systemdAnalyze: null, nginx: tool, unitsDir: "/lib/systemd/system", timeoutMs: TOOL_TIMEOUT_MS },
+      );
+      const seen = host(r, "lxc139").checks.find((c) => c.name === "site: nginx -t")?.message ?? "";
+      const nobody = Number.parseInt(readFileSync("/proc/sys/kernel/overflowuid", "utf8"), 10);
+      assert.match(seen, new RegExp(`^${nobody}\n`), seen);
+      assert.match(seen, /^\. 0 755$/m, seen);
+      for (const f of ["nginx.conf", "under-test.conf", "tmp"])
+        assert.match(seen, new RegExp(`^${f} 0 `, "m"), f);
+      for (const f of ["access.log", "error.log", "nginx.pid"])
+        assert.match(seen, new RegExp(`^${f} ${nobody} 644$`, "m"), f);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
   it("nginx -t never runs a main nginx.conf, nor a snippet that includes a file; it opens nothing of the host's", async () => {
     const outside = mkdtempSync(path.join(tmpdir(), "plan-nginx-"));
     try {
@@ -573,7 +651,7 @@ describe("deploy-agent plan --post-gitea", () => {
     assert.match(second.stderr, new RegExp(`posted: comment ${id} on pull request #7 edited`));
     assert.equal(mine().length, 1);
     assert.equal(mine()[0]?.id, id);
-    assert.match(mine()[0]?.body ?? "", /Every check passed\./);
+    assert.match(mine()[0]?.body ?? "", /Every check (that ran )?passed/);
     assert.equal(
       gitea.comments.find((c) => c.user.login === "pr-author")?.body,
       "<!-- deploy-agent:plan --> I am not the bot",
@@ -695,7 +773,7 @@ describe("deploy-agent plan --post-gitea", () => {
     );
     assert.equal(first.code, 0, first.stderr);
     const mine = () => gitea.comments.filter((c) => c.user.login === "deploy-bot");
-    assert.match(mine()[0]?.body ?? "", /Every check passed/);
+    assert.match(mine()[0]?.body ?? "", /Every check (that ran )?passed/);
     for (let i = 0; i < 5; i++) gitea.addComment(7, "pr-author", "x".repeat(1024 * 1024));
     const broken = fx.push({ "landing/index.html": "<p>no doctype\n" });
     const second = await runCli(
@@ -728,7 +806,7 @@ describe("deploy-agent plan --post-gitea", () => {
       mine()[0]?.body ?? "",
       /## Deploy preview: no plan for this head\n\nThe plan could not be made: `USAGE: no host manifests/,
     );
-    assert.doesNotMatch(mine()[0]?.body ?? "", /Every check passed/);
+    assert.doesNotMatch(mine()[0]?.body ?? "", /Every check (that ran )?passed/);
   });
 
   it("the test server follows Gitea's swagger: 422 for a comment without a body", async () => {
@@ -790,6 +868,26 @@ describe("deploy-agent plan: bounds", () => {
     const huge = renderMarkdown(report("+y\n".repeat(40_000)));
     assert.ok(huge.length <= MAX_COMMENT_CHARS, `${huge.length}`);
     assert.doesNotMatch(huge, /<details>/);
+  });
+
+  it("a comment cut to fit is cut at a line's end: no code span is left open for the pull request's text", () => {
+    const r = report("+x");
+    const hostile = "`` @admin **Every check passed.** [approve](https://evil.example) ";
+    r.hosts[0]?.steps.push(
+      ...Array.from({ length: 400 }, (_, i) => ({
+        ...(r.hosts[0]?.steps[0] as HostPlan["steps"][number]),
+        name: `step-${i}`,
+        message: hostile.repeat(3),
+      })),
+    );
+    for (const max of [20_000, 20_001, 20_017, 33_333]) {
+      const md = renderMarkdown(r, max);
+      assert.ok(md.length <= max, `${md.length} > ${max}`);
+      assert.match(md, /_…cut to fit the comment\._\n$/);
+      const prose = outsideCode(md);
+      for (const raw of ["@admin", "**Every", "](https:"])
+        assert.equal(prose.includes(raw), false, `${raw} outside a code span at max ${max}`);
+    }
   });
 
   it("an answer of maxResponseBytes is read, one byte more is refused; a silent server times out", async () => {

@@ -129,6 +129,12 @@ function hostMarkdown(h: HostPlan, withDiffs: boolean): string {
   return out.join("\n");
 }
 
+/** A plan without a failure: how many checks did not run (a tool missing, a file only the host has). */
+function skipped(report: PlanReport): string {
+  const n = report.hosts.flatMap((h) => h.checks).filter((c) => c.result === "skipped").length;
+  return n ? `Every check that ran passed; ${n} did not run here (⏭️ below).` : "Every check passed.";
+}
+
 /**
  * The pull request comment: the marker, a table per host and collapsible diffs. Past MAX_COMMENT_CHARS the
  * diffs are left out, and past it still the text is cut: the comment always fits.
@@ -138,7 +144,7 @@ export function renderMarkdown(report: PlanReport, max = MAX_COMMENT_CHARS): str
     COMMENT_MARKER,
     `## Deploy preview: \`${short(report.base)}\` → \`${short(report.head)}\``,
     report.ok
-      ? "Every check passed."
+      ? skipped(report)
       : `Failed: ${report.hosts
           .filter((h) => !h.ok)
           .map((h) => code(h.host))
@@ -151,8 +157,9 @@ export function renderMarkdown(report: PlanReport, max = MAX_COMMENT_CHARS): str
   const note = `\n\n_Diffs left out: the comment would pass ${max} characters. \`deploy-agent plan --from ${short(report.base)} --to ${short(report.head)}\` in a clone shows them._\n`;
   const brief = redact(head + report.hosts.map((h) => hostMarkdown(h, false)).join("\n\n") + note);
   if (brief.length <= max) return brief;
+  // Cut at a line's end: a code span never spans lines, so none is left open for the rest to render.
   const cut = "\n\n_…cut to fit the comment._\n";
-  return brief.slice(0, max - cut.length) + cut;
+  return brief.slice(0, Math.max(0, brief.lastIndexOf("\n", max - cut.length))) + cut;
 }
 
 /** The comment when no plan could be made: it replaces an earlier head's, which no longer holds. */

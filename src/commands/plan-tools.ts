@@ -1,9 +1,9 @@
 import { execFile } from "node:child_process";
 import { accessSync, constants, readFileSync } from "node:fs";
-import { chown, cp, lstat, mkdir, mkdtemp, open, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, cp, lstat, mkdir, mkdtemp, open, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { nginxIncludes } from "../content/nginx-conf.js";
+import { type NginxDirective, nginxDirectives } from "../content/nginx-conf.js";
 import type { Manifest } from "../manifest/schema.js";
 import type { Snapshot } from "../source/snapshot.js";
 
@@ -131,7 +131,13 @@ async function scratch<T>(fn: (dir: string) => Promise<T>): Promise<T> {
  * be a real one, and whatever is at the name (the distribution's copied aliases and masked units are links)
  * is removed first. The name and the path come from the repository.
  */
-async function writeInside(root: string, file: string, data: Buffer | string, mode: number): Promise<void> {
+async function writeInside(
+  root: string,
+  file: string,
+  data: Buffer | string,
+  mode: number,
+  owner?: { uid: number; gid: number },
+): Promise<void> {
   const parts = path.relative(root, file).split(path.sep);
   if (parts[0] === ".." || path.isAbsolute(parts[0] ?? ""))
     throw new Error(`${file} is outside the scratch root`);
@@ -148,6 +154,7 @@ async function writeInside(root: string, file: string, data: Buffer | string, mo
   try {
     await handle.writeFile(data);
     await handle.chmod(mode);
+    if (owner) await handle.chown(owner.uid, owner.gid);
   } finally {
     await handle.close();
   }
@@ -219,6 +226,24 @@ const TEMP_PATHS = [
   "scgi_temp_path",
 ];
 
+/** nginx failing to open a file the configuration names (`open()`, or OpenSSL's for a certificate). */
+const OPEN_FAILED =
+  /^nginx: \[emerg\] (?:open\(\) "[^"]*" failed \((?:2: No such file or directory|13: Permission denied)\)|cannot load certificate(?: key)? "[^"]*": BIO_new_file\(\) failed)/;
+
+/**
+ * Why a snippet is not run here, or null: an include would read a file of this machine into nginx's
+ * messages, and an OpenSSL engine or store named as a certificate or key (`engine:/path/x.so:id`) loads
+ * code when `nginx -t` reads it.
+ */
+function refusal(directives: NginxDirective[]): string | null {
+  const includes = directives.filter((d) => d.name === "include");
+  if (includes.length)
+    return `it includes ${includes.map((d) => JSON.stringify(d.args.join(" "))).join(", ")}, which only the host has`;
+  const loader = directives.find((d) => d.args.some((a) => /^(?:engine|store):/i.test(a)));
+  if (loader) return `its ${loader.name} names an OpenSSL engine or store, which loads code`;
+  return null;
+}
+
 async function nginxTest(
   stepName: string,
   file: string,
@@ -244,26 +269,32 @@ async function nginxTest(
       message:
         "a main nginx.conf is not run here (it loads modules and names the host's files): the host's nginx -t checks it before the reload",
     };
-  const includes = nginxIncludes(data.toString("utf8"));
-  if (includes.length)
+  const refused = refusal(nginxDirectives(data.toString("utf8")));
+  if (refused)
     return {
       name,
       file,
       result: "skipped",
-      message: `it includes ${includes.map((f) => JSON.stringify(f)).join(", ")}, which only the host has: the host's nginx -t checks it before the reload`,
+      message: `${refused}: the host's nginx -t checks it before the reload`,
     };
   const as = unprivileged();
   return scratch(async (dir) => {
     const own = path.join(dir, "under-test.conf");
     const conf = path.join(dir, "nginx.conf");
-    await writeFile(own, data);
-    // A site or conf.d snippet is included where nginx includes them: inside http {}. Every file nginx
-    // opens by default is in the scratch directory, which the unprivileged user owns.
-    await writeFile(
+    // A site or conf.d snippet is included where nginx includes them: inside http {}. The directory and
+    // the configuration stay this process's; the unprivileged user owns only the files nginx opens to
+    // write (made here, owned through their descriptors), so it can rename nothing in the directory.
+    await chmod(dir, 0o755);
+    await mkdir(path.join(dir, "tmp"));
+    await writeInside(dir, own, data, 0o644);
+    await writeInside(
+      dir,
       conf,
       `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n  access_log ${dir}/access.log;\n${TEMP_PATHS.map((d) => `  ${d} ${dir}/tmp;\n`).join("")}  include ${own};\n}\n`,
+      0o644,
     );
-    if (as) for (const f of [dir, own, conf]) await chown(f, as.uid, as.gid);
+    for (const f of ["nginx.pid", "error.log", "access.log"])
+      await writeInside(dir, path.join(dir, f), "", 0o644, as ?? undefined);
     const run = await runTool(
       tools.nginx ?? "",
       ["-t", "-q", "-p", `${dir}/`, "-c", conf, "-e", `${dir}/error.log`],
@@ -280,7 +311,8 @@ async function nginxTest(
     const output = run.output.split(`${dir}/`).join("").split(dir).join("");
     if (run.code === 0) return { name, file, result: "passed", message: "nginx -t: syntax ok" };
     // A certificate or log path of the host: missing here, or not to be opened by the unprivileged user.
-    if (/No such file or directory|Permission denied/.test(output))
+    // Read from nginx's first line only, its own words: later lines may quote the configuration's.
+    if (OPEN_FAILED.test(output.split("\n")[0] ?? ""))
       return {
         name,
         file,

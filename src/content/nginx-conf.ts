@@ -1,14 +1,20 @@
+/** One directive nginx would run: its name and arguments, as nginx sees them after unquoting. */
+export interface NginxDirective {
+  name: string;
+  args: string[];
+}
+
 /**
- * The files an nginx configuration includes, found as nginx's own reader finds its directives
- * (ngx_conf_read_token in src/core/ngx_conf_file.c): a word ends at whitespace, `;` or `{`, and a quoted
- * one at its closing quote; `#` starts a comment only where a word could start; a backslash takes the next
- * character into the word; `${` stays in it. Each word is then unescaped as nginx copies it, so `"include"`
- * and `inc\lude` are what nginx sees. Reading stops where nginx would stop with a syntax error. A plan
- * checks a pull request's configuration: an include would have `nginx -t` read a file of the machine
- * running the plan, and its error messages quote what they read.
+ * The directives of an nginx configuration ended by `;` (a block's opening line is not one), found as
+ * nginx's own reader finds them (ngx_conf_read_token in src/core/ngx_conf_file.c): a word ends at
+ * whitespace, `;` or `{`, and a quoted one at its closing quote; `#` starts a comment only where a word
+ * could start; a backslash takes the next character into the word; `${` stays in it. Each word is then
+ * unescaped as nginx copies it, so `"include"` and `inc\lude` are what nginx sees. Reading stops where nginx
+ * would stop with a syntax error. A plan checks a pull request's configuration with `nginx -t`, and some
+ * directives would have it read a file of the machine running the plan, or load code (plan-tools.ts).
  */
-export function nginxIncludes(text: string): string[] {
-  const found: string[] = [];
+export function nginxDirectives(text: string): NginxDirective[] {
+  const found: NginxDirective[] = [];
   let args: string[] = [];
   let start = 0;
   let lastSpace = true;
@@ -17,9 +23,9 @@ export function nginxIncludes(text: string): string[] {
   let variable = false;
   let quote: '"' | "'" | null = null;
   let needSpace = false;
-  // A directive nginx runs is one ended by `;`; one that opens a block is not an include.
   const statement = (end: string) => {
-    if (end === ";" && args[0] === "include" && args.length === 2) found.push(args[1] as string);
+    const [name, ...rest] = args;
+    if (end === ";" && name !== undefined) found.push({ name, args: rest });
     args = [];
   };
   for (let i = 0; i < text.length; i++) {
