@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { chmodSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -253,6 +254,17 @@ describe("the fleet: notices, commit statuses, fleet wait and status", () => {
       /error CONFIG_INVALID: status token file .* is readable by others \(mode 0644\)/,
     );
     assert.doesNotMatch(open.stderr + open.stdout, /a-status-token-0123456789/);
+    // A FIFO in its place (mode 0600, nobody writing): refused at once, never waited on.
+    const fifo = path.join(fx.dir, "status-token.fifo");
+    execFileSync("mkfifo", ["-m", "600", fifo]);
+    const started = Date.now();
+    const pipe = await fleet("status", "--token-file", fifo);
+    assert.equal(pipe.code, 2, pipe.stderr);
+    assert.match(
+      pipe.stderr,
+      /error CONFIG_INVALID: status token file .*status-token\.fifo is not a regular file/,
+    );
+    assert.ok(Date.now() - started < 10_000, "not blocked on the FIFO");
     chmodSync(file, 0o600);
     const ok = await fleet("status", "--token-file", file);
     assert.equal(ok.code, 0, ok.stderr);

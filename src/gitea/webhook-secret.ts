@@ -1,3 +1,4 @@
+import { constants } from "node:fs";
 import { open, readFile, stat } from "node:fs/promises";
 import { AgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
@@ -44,12 +45,16 @@ export async function checkPrivate(file: string, what: string): Promise<void> {
  * than MAX_SECRET_FILE_BYTES.
  */
 export async function readPrivateFile(file: string, what: string): Promise<string | undefined> {
-  const handle = await open(file, "r").catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "ENOENT") return undefined;
-    throw new AgentError("CONFIG_INVALID", `cannot read ${what} ${file}: ${err.code}`, {
-      hint: `it must be readable by the agent's user (chmod 600 ${file}, owned by that user)`,
-    });
-  });
+  // O_NONBLOCK: a FIFO in its place would block the open (and a thread of the pool) until someone writes;
+  // opened at once, it is then refused as not a regular file.
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK).catch(
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return undefined;
+      throw new AgentError("CONFIG_INVALID", `cannot read ${what} ${file}: ${err.code}`, {
+        hint: `it must be readable by the agent's user (chmod 600 ${file}, owned by that user)`,
+      });
+    },
+  );
   if (!handle) return undefined;
   try {
     const st = await handle.stat();
