@@ -94,14 +94,24 @@ async function closedPort(): Promise<number> {
 
 const failed = (h: HostPlan) => h.checks.filter((c) => c.result === "failed");
 
-/** LXC 151's plan from the fixture's first commit to `head`, in process, with the tools given. */
-const planLxc151 = (head: string, tools: HostTools) =>
+/** LXC 139's manifest with one more step, `site`, installing landing/site.conf (`text`) at `target`. */
+const siteFiles = (target: string, text: string): Files => ({
+  "config/lxc139.yaml": `${readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8")}  - name: site
+    kind: file
+    source: landing/site.conf
+    targets: [${target}]
+`,
+  "landing/site.conf": text,
+});
+
+/** One host's plan from the fixture's first commit to `head`, in process, with the tools given. */
+const planOf = (hostName: string, head: string, tools: HostTools) =>
   buildPlan(
     {
       repo: fx.pusher,
       from: base,
       to: head,
-      host: "lxc151",
+      host: hostName,
       all: false,
       json: true,
       markdown: false,
@@ -342,15 +352,12 @@ describe("deploy-agent plan: units and nginx through their tools", {
       "[Service]",
       "[Service]\nRestartSecs=5",
     );
-    const lxc139 = readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8");
     const head = fx.push({
       "systemd/livekit-server.service": unit,
-      "config/lxc139.yaml": `${lxc139}  - name: site
-    kind: file
-    source: landing/site.conf
-    targets: [/etc/nginx/conf.d/matrix.conf]
-`,
-      "landing/site.conf": "server { listen 127.0.0.1:8099; locatoin / { return 200; } }\n",
+      ...siteFiles(
+        "/etc/nginx/conf.d/matrix.conf",
+        "server { listen 127.0.0.1:8099; locatoin / { return 200; } }\n",
+      ),
     });
     const { code, report } = await planJson(base, head);
     assert.equal(code, 1);
@@ -407,7 +414,7 @@ describe("deploy-agent plan: units and nginx through their tools", {
         timeoutMs: TOOL_TIMEOUT_MS,
       };
       const planAt = async (head: string) => {
-        const r = await planLxc151(head, tools);
+        const r = await planOf("lxc151", head, tools);
         return host(r, "lxc151").checks.find((c) => c.name === "hostile: systemd-analyze verify");
       };
       const cases: [string, string][] = [
@@ -436,16 +443,8 @@ describe("deploy-agent plan: units and nginx through their tools", {
   });
 
   it("nginx -t: an OpenSSL engine is refused, and a message quoting the snippet cannot make a broken one skipped", async () => {
-    const lxc139 = readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8");
     const check = async (text: string) => {
-      const head = fx.push({
-        "config/lxc139.yaml": `${lxc139}  - name: site
-    kind: file
-    source: landing/site.conf
-    targets: [/etc/nginx/conf.d/site.conf]
-`,
-        "landing/site.conf": text,
-      });
+      const head = fx.push(siteFiles("/etc/nginx/conf.d/site.conf", text));
       const { report } = await planJson(base, head, "--host", "lxc139");
       const c = host(report, "lxc139").checks.find((x) => x.name === "site: nginx -t");
       assert.ok(c);
@@ -477,28 +476,13 @@ describe("deploy-agent plan: units and nginx through their tools", {
       // A stand-in for nginx that tells what it sees: who it runs as, and the scratch directory's owners.
       const tool = path.join(bin, "nginx");
       writeFileSync(tool, '#!/bin/sh\nid -u\ncd "$4" && stat -c "%n %u %a" . * && exit 1\n', { mode: 0o755 });
-      const lxc139 = readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8");
-      const head = fx.push({
-        "config/lxc139.yaml": `${lxc139}  - name: site
-    kind: file
-    source: landing/site.conf
-    targets: [/etc/nginx/conf.d/site.conf]
-`,
-        "landing/site.conf": "server { listen 127.0.0.1:9; }\n",
+      const head = fx.push(siteFiles("/etc/nginx/conf.d/site.conf", "server { listen 127.0.0.1:9; }\n"));
+      const r = await planOf("lxc139", head, {
+        systemdAnalyze: null,
+        nginx: tool,
+        unitsDir: "/lib/systemd/system",
+        timeoutMs: TOOL_TIMEOUT_MS,
       });
-      const r = await buildPlan(
-        {
-          repo: fx.pusher,
-          from: base,
-          to: head,
-          host: "lxc139",
-          all: false,
-          json: true,
-          markdown: false,
-          postGitea: false,
-        },
-        { systemdAnalyze: null, nginx: tool, unitsDir: "/lib/systemd/system", timeoutMs: TOOL_TIMEOUT_MS },
-      );
       const seen = host(r, "lxc139").checks.find((c) => c.name === "site: nginx -t")?.message ?? "";
       const nobody = Number.parseInt(readFileSync("/proc/sys/kernel/overflowuid", "utf8"), 10);
       assert.match(seen, new RegExp(`^${nobody}\n`), seen);
@@ -517,16 +501,7 @@ describe("deploy-agent plan: units and nginx through their tools", {
     try {
       const secret = path.join(outside, "secret.conf");
       writeFileSync(secret, "GITEA_TOKEN=never-in-a-plan-0000;\n", { mode: 0o600 });
-      const lxc139 = readFileSync(path.join(PROJECT, "config/lxc139.yaml"), "utf8");
-      const pushConf = (target: string, text: string) =>
-        fx.push({
-          "config/lxc139.yaml": `${lxc139}  - name: site
-    kind: file
-    source: landing/site.conf
-    targets: [${target}]
-`,
-          "landing/site.conf": text,
-        });
+      const pushConf = (target: string, text: string) => fx.push(siteFiles(target, text));
       const check = async (head: string) => {
         const { report } = await planJson(base, head, "--host", "lxc139");
         const c = host(report, "lxc139").checks.find((x) => x.name === "site: nginx -t");
@@ -960,7 +935,7 @@ describe("deploy-agent plan: bounds", () => {
       writeFileSync(tool, "#!/bin/sh\nsleep 30\n", { mode: 0o755 });
       const head = fx.push({ "systemd/livekit-server.service": "[Unit]\nDescription=x\n" });
       const started = Date.now();
-      const r = await planLxc151(head, {
+      const r = await planOf("lxc151", head, {
         systemdAnalyze: tool,
         nginx: null,
         unitsDir: "/lib/systemd/system",
@@ -972,7 +947,7 @@ describe("deploy-agent plan: bounds", () => {
       // Waited for, it would take 30 s; the plan's own git work took up to 7 s on a loaded CI machine.
       assert.ok(Date.now() - started < 20_000, "killed, not waited for");
       assert.equal(TOOL_TIMEOUT_MS, 30_000);
-      const none = await planLxc151(head, {
+      const none = await planOf("lxc151", head, {
         systemdAnalyze: null,
         nginx: null,
         unitsDir: "/lib/systemd/system",

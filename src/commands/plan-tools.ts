@@ -261,15 +261,9 @@ async function nginxTest(
     };
   const data = await head.read(file).catch(() => null);
   if (!data) return { name, file, result: "skipped", message: "the file is missing (see the source check)" };
-  if (targets.some((t) => path.posix.basename(t) === "nginx.conf"))
-    return {
-      name,
-      file,
-      result: "skipped",
-      message:
-        "a main nginx.conf is not run here (it loads modules and names the host's files): the host's nginx -t checks it before the reload",
-    };
-  const refused = refusal(nginxDirectives(data.toString("utf8")));
+  const refused = targets.some((t) => path.posix.basename(t) === "nginx.conf")
+    ? "a main nginx.conf is not run here (it loads modules and names the host's files)"
+    : refusal(nginxDirectives(data.toString("utf8")));
   if (refused)
     return {
       name,
