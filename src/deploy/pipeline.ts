@@ -300,7 +300,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
   opts.log.debug("syncing the source");
   try {
     const loaded = await readState(opts.stateDir, opts.manifest.host);
-    if (loaded.problem) warnings.push(`state unusable, every step runs: ${loaded.problem}`);
+    if (loaded.problem) warnings.push(`state unusable: ${loaded.problem}`);
     const { state } = loaded;
     const from = state.lastRun?.revision ?? null;
     facts.previousRevision = from;

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { AgentError } from "../core/errors.js";
 import { redact } from "../core/redact.js";
 import { writeFileAtomic } from "../host/atomic-write.js";
+import { type HistoryRecord, readHistory } from "./history.js";
 
 /**
  * Per-step deploy state, recorded the Flux way: `lastAttemptedRevision` when a step starts,
@@ -92,9 +93,16 @@ export function emptyState(host: string): State {
 
 export interface LoadedState {
   state: State;
-  /** Why the stored state could not be used; every step then counts as never applied. */
+  /**
+   * Why the stored state could not be used whole. What it still said field by field is kept; the pin, the
+   * suspension, the anchor and the last run it no longer says are taken from the deploy history; a step
+   * it lost counts as never applied.
+   */
   problem?: string;
 }
+
+type Salvaged = Pick<State, "anchor" | "pinned" | "suspended" | "lastRun">;
+const SAFETY = ["suspended", "pinned", "anchor", "lastRun"] as const satisfies readonly (keyof Salvaged)[];
 
 export async function readState(stateDir: string, host: string): Promise<LoadedState> {
   const file = path.join(stateDir, STATE_FILE);
@@ -104,28 +112,133 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
     text = readFileSync(file, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return { state: emptyState(host) };
-    return { state: emptyState(host), problem: `cannot read ${file}: ${(err as Error).message}` };
+    return recovered(stateDir, host, {}, `cannot read ${file}: ${(err as Error).message}`);
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (err) {
-    return { state: emptyState(host), problem: `${file} is not valid JSON: ${(err as Error).message}` };
+    return recovered(stateDir, host, {}, `${file} is not valid JSON: ${(err as Error).message}`);
   }
   const parsed = stateSchema.safeParse(json);
-  if (!parsed.success) {
-    return {
-      state: emptyState(host),
-      problem: `${file} has an unexpected shape: ${z.prettifyError(parsed.error)}`,
+  if (parsed.success && parsed.data.host === host) return { state: parsed.data };
+  const fields = isObject(json) ? json : {};
+  if (fields.host !== host) {
+    return recovered(stateDir, host, {}, `${file} belongs to host "${String(fields.host)}", not "${host}"`);
+  }
+  // Another shape (a newer agent's field, a hand edit): every field that still reads is kept on its own, so
+  // a downgrade or a typo does not lift a suspension, drop a pin or forget the anchor.
+  const kept: Salvaged = {};
+  for (const key of SAFETY) {
+    const field = stateSchema.shape[key].safeParse(fields[key]);
+    if (field.success && field.data !== undefined) Object.assign(kept, { [key]: field.data });
+  }
+  const steps: State["steps"] = {};
+  for (const [name, step] of Object.entries(isObject(fields.steps) ? fields.steps : {})) {
+    const parsedStep = stepStateSchema.safeParse(step);
+    if (parsedStep.success) steps[name] = parsedStep.data;
+  }
+  const why = parsed.success ? "" : `: ${z.prettifyError(parsed.error)}`;
+  return recovered(stateDir, host, { ...kept, steps }, `${file} has an unexpected shape${why}`);
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * A state that says less than it should, completed from the deploy history: the newest suspend or resume,
+ * the newest pin or unpin that ran, the newest verified revision as the anchor, the newest run. The history
+ * is the only other record of them; what it no longer holds (past its bounds) is said to be lost.
+ */
+async function recovered(
+  stateDir: string,
+  host: string,
+  kept: Salvaged & { steps?: State["steps"] },
+  problem: string,
+): Promise<LoadedState> {
+  const state: State = { ...emptyState(host), ...kept, steps: kept.steps ?? {} };
+  const said: string[] = [];
+  const keptSteps = Object.keys(state.steps).length;
+  said.push(keptSteps ? `${keptSteps} step(s) kept, the others run again` : "every step runs again");
+  const missing = SAFETY.filter((key) => state[key] === undefined);
+  if (missing.length) {
+    try {
+      const found = await fromHistory(stateDir, host);
+      for (const key of missing) if (found[key]) Object.assign(state, { [key]: found[key] });
+      const from = missing.filter((key) => found[key]).map(describe(state));
+      if (from.length) said.push(`from the deploy history: ${from.join(", ")}`);
+    } catch (err) {
+      said.push(`the deploy history cannot say more (${(err as Error).message})`);
+    }
+  }
+  const fromFile = SAFETY.filter((key) => kept[key] !== undefined).map(describe(state));
+  if (fromFile.length) said.push(`kept from the file: ${fromFile.join(", ")}`);
+  return { state, problem: `${problem} (${said.join("; ")})` };
+}
+
+const describe = (state: State) => (key: (typeof SAFETY)[number]) => {
+  switch (key) {
+    case "suspended":
+      return `suspended since ${state.suspended?.since}`;
+    case "pinned":
+      return `pinned at ${state.pinned?.revision.slice(0, 12)}`;
+    case "anchor":
+      return `anchor ${state.anchor?.slice(0, 12)}`;
+    case "lastRun":
+      return `last run ${state.lastRun?.revision.slice(0, 12)}`;
+  }
+};
+
+/** How long a pin recovered from the history is meant to last from its recovery (it still alerts after). */
+const RECOVERED_PIN_MS = 24 * 3_600_000;
+
+async function fromHistory(stateDir: string, host: string): Promise<Salvaged> {
+  // A run that ended in "error" stopped before its pin or unpin was written (refused, unverified, locked).
+  const took = (r: HistoryRecord) => r.event === "run" && r.result !== "error";
+  const kinds = {
+    pause: (r: HistoryRecord) => r.event === "suspend" || r.event === "resume",
+    pin: (r: HistoryRecord) => took(r) && (r.trigger.kind === "pin" || r.trigger.kind === "unpin"),
+    // A pin goes back and never moves the anchor: only the branch's verified revisions count.
+    verified: (r: HistoryRecord) => took(r) && r.verified && !!r.revision && r.trigger.kind !== "pin",
+    run: (r: HistoryRecord) =>
+      r.event === "run" && !!r.revision && ["succeeded", "failed", "noop"].includes(r.result),
+  };
+  const newest: Partial<Record<keyof typeof kinds, HistoryRecord>> = {};
+  // One pass, newest first (this may answer /status): the first record of each kind is the one that counts.
+  await readHistory(stateDir, {
+    where: (r) => {
+      if (r.host !== host) return false;
+      for (const [kind, is] of Object.entries(kinds)) {
+        const k = kind as keyof typeof kinds;
+        if (!newest[k] && is(r)) newest[k] = r;
+      }
+      return false;
+    },
+  });
+  const out: Salvaged = {};
+  const { pause, pin, verified, run } = newest;
+  if (pause?.event === "suspend") {
+    out.suspended = { reason: pause.reason ?? "recovered from the deploy history", since: pause.at };
+  }
+  if (pin?.trigger.kind === "pin" && pin.revision) {
+    out.pinned = {
+      revision: pin.revision,
+      reason: "recovered from the deploy history (the state file was unusable)",
+      since: pin.at,
+      until: new Date(Date.now() + RECOVERED_PIN_MS).toISOString(),
+      by: pin.trigger.user,
     };
   }
-  if (parsed.data.host !== host) {
-    return {
-      state: emptyState(host),
-      problem: `${file} belongs to host "${parsed.data.host}", not "${host}"`,
+  if (verified?.revision) out.anchor = verified.revision;
+  if (run?.revision) {
+    out.lastRun = {
+      revision: run.revision,
+      result: run.result as RunSummary["result"],
+      at: run.at,
+      durationMs: run.durationMs,
     };
   }
-  return { state: parsed.data };
+  return out;
 }
 
 /** A state directory that cannot be written (full disk, a directory where the file should be). */

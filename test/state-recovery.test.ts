@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { hostRoot, runCli, writeManifest } from "./helpers/agent.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { needs } from "./helpers/needs.js";
+
+/**
+ * A state file that cannot be used whole (a disk fault, a hand edit, a downgrade past a field a newer agent
+ * wrote) must not lift a suspension, drop a pin or forget the anchor: what the file still says field by
+ * field is kept, and what it no longer says comes from the deploy history. The real CLI, real git.
+ */
+
+let fx: Fixture;
+let root: string;
+let stateDir: string;
+beforeEach(() => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+  root = hostRoot(fx.dir, "state-recovery-webhook-secret-0123");
+  stateDir = path.join(fx.dir, "state");
+});
+afterEach(() => fx.cleanup());
+
+const LANDING = {
+  name: "landing",
+  kind: "file",
+  source: "landing/index.html",
+  targets: ["/var/www/index.html"],
+};
+const page = () => readFileSync(path.join(root, "var/www/index.html"), "utf8");
+const stateFile = () => path.join(stateDir, "state.json");
+const state = () =>
+  JSON.parse(readFileSync(stateFile(), "utf8")) as {
+    pinned?: { revision: string; by: string; reason: string };
+    suspended?: { reason: string };
+    anchor?: string;
+    steps: Record<string, unknown>;
+  };
+const manifest = (extra: Record<string, unknown> = {}) =>
+  writeManifest(fx.dir, { webhook: { pollIntervalSeconds: 0 }, steps: [LANDING], ...extra });
+const cli = (file: string, ...args: string[]) =>
+  runCli([...args, "--config", file, "--repo", fx.clone, "--root", root, "--state-dir", stateDir], {
+    SUDO_USER: "jared",
+  });
+const warnings = (stdout: string) => (JSON.parse(stdout) as { warnings: string[] }).warnings.join("\n");
+
+describe("a state file that cannot be used whole", () => {
+  it("is not JSON: the host stays suspended and pinned, as the deploy history says, until the operator says otherwise", async () => {
+    const file = manifest();
+    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = git(fx.pusher, "rev-parse", "HEAD");
+    fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    assert.equal((await cli(file, "run")).code, 0);
+    assert.equal((await cli(file, "pin", v1, "--reason", "v2 is bad")).code, 0);
+    assert.equal((await cli(file, "suspend", "--reason", "migration")).code, 0);
+    assert.equal(page(), "<p>v1</p>\n");
+    fx.push({ "landing/index.html": "<p>v3</p>\n" });
+
+    writeFileSync(stateFile(), "{ truncated");
+    const suspended = await cli(file, "run", "--json");
+    assert.equal(
+      page(),
+      "<p>v1</p>\n",
+      "a suspended host deploys nothing, whatever became of its state file",
+    );
+    assert.match(warnings(suspended.stdout), /state unusable: .*not valid JSON/);
+    assert.match(
+      warnings(suspended.stdout),
+      /from the deploy history: suspended since \S+, pinned at [0-9a-f]{12}/,
+    );
+    assert.equal(state().suspended?.reason, "migration");
+    assert.equal(state().pinned?.revision, v1);
+    assert.equal(state().pinned?.by, "jared");
+    const status = await cli(file, "status");
+    assert.match(status.stdout, /SUSPENDED/);
+
+    writeFileSync(stateFile(), "");
+    assert.equal((await cli(file, "resume")).code, 0);
+    assert.equal((await cli(file, "run")).code, 0);
+    assert.equal(page(), "<p>v1</p>\n", "resumed, still pinned");
+    assert.match(state().pinned?.reason ?? "", /recovered from the deploy history/);
+    const unpinned = await cli(file, "unpin");
+    assert.equal(unpinned.code, 0, unpinned.stderr);
+    assert.equal(page(), "<p>v3</p>\n");
+    assert.equal(state().pinned, undefined);
+  });
+
+  it("has a field this version does not know: every field that still reads is kept, the steps' too", async () => {
+    const file = manifest();
+    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = git(fx.pusher, "rev-parse", "HEAD");
+    fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    assert.equal((await cli(file, "run")).code, 0);
+    assert.equal((await cli(file, "pin", v1, "--reason", "kept in the file")).code, 0);
+    // A newer agent's field, a step it wrote in a shape this one does not read, and no history to help.
+    const written = state();
+    writeFileSync(
+      stateFile(),
+      JSON.stringify({
+        ...written,
+        rolloutWave: 2,
+        steps: { ...written.steps, "from-the-future": { v: 2 } },
+      }),
+    );
+    writeFileSync(path.join(stateDir, "history.jsonl"), "");
+    fx.push({ "landing/index.html": "<p>v3</p>\n" });
+    const run = await cli(file, "run", "--json");
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(page(), "<p>v1</p>\n", "still pinned");
+    const said = warnings(run.stdout);
+    assert.match(said, /state unusable: .*unexpected shape/);
+    assert.match(said, /1 step\(s\) kept, the others run again/);
+    assert.match(said, /kept from the file: pinned at [0-9a-f]{12}, anchor [0-9a-f]{12}/);
+    assert.equal(state().pinned?.reason, "kept in the file");
+    assert.deepEqual(Object.keys(state().steps), ["landing"]);
+    const report = JSON.parse(run.stdout) as { steps: { name: string; reason: string }[] };
+    assert.notEqual(report.steps[0]?.reason, "NeverApplied");
+  });
+
+  it("belongs to another host: nothing of it is used, the history of this host is", async () => {
+    const file = manifest();
+    assert.equal((await cli(file, "run")).code, 0);
+    assert.equal((await cli(file, "suspend", "--reason", "held")).code, 0);
+    writeFileSync(stateFile(), JSON.stringify({ ...state(), host: "lxc999", suspended: undefined }));
+    fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    const run = await cli(file, "run", "--json");
+    assert.match(warnings(run.stdout), /belongs to host "lxc999"/);
+    assert.equal(page(), "<p>v1</p>\n", "this host's own history says it is suspended");
+  });
+
+  it("is lost with repo.verify on: the anchor comes from the history, so a rollback push is still refused", {
+    skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
+  }, async () => {
+    const key = path.join(fx.dir, "key");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
+    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
+    mkdirSync(path.dirname(allowed), { recursive: true });
+    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
+    const signed = (content: string) => {
+      writeFileSync(path.join(fx.pusher, "landing/index.html"), content);
+      git(fx.pusher, "add", "-A");
+      git(
+        fx.pusher,
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        `user.signingkey=${key}`,
+        "commit",
+        "-q",
+        "-S",
+        "-m",
+        content,
+      );
+      git(fx.pusher, "push", "--quiet", "origin", "main");
+      return git(fx.pusher, "rev-parse", "HEAD");
+    };
+    const file = manifest({
+      repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
+    });
+    const a = signed("<p>a</p>\n");
+    assert.equal((await cli(file, "run")).code, 0);
+    signed("<p>b, the fix</p>\n");
+    assert.equal((await cli(file, "run")).code, 0);
+
+    writeFileSync(stateFile(), "\0\0\0\0");
+    git(fx.pusher, "push", "--quiet", "--force", "origin", `${a}:refs/heads/main`);
+    const rollback = await cli(file, "run");
+    assert.equal(rollback.code, 1);
+    assert.match(
+      rollback.stderr,
+      /error HISTORY_REWRITTEN: origin\/main is at [0-9a-f]{12}, which does not descend/,
+    );
+    assert.equal(page(), "<p>b, the fix</p>\n");
+  });
+});
