@@ -3,6 +3,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { readState } from "../src/state/state.js";
 import { hostRoot, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { needs } from "./helpers/needs.js";
@@ -117,6 +118,16 @@ describe("a state file that cannot be used whole", () => {
     assert.deepEqual(Object.keys(state().steps), ["landing"]);
     const report = JSON.parse(run.stdout) as { steps: { name: string; reason: string }[] };
     assert.notEqual(report.steps[0]?.reason, "NeverApplied");
+  });
+
+  it("holds JSON that is not an object: said so, and an empty state with nothing to recover", async () => {
+    mkdirSync(stateDir, { recursive: true });
+    for (const text of ["null", "[]", '"lxctest"', "7"]) {
+      writeFileSync(stateFile(), text);
+      const { state: read, problem } = await readState(stateDir, "lxctest");
+      assert.match(problem ?? "", /does not hold a JSON object \(every step runs again\)$/, text);
+      assert.deepEqual(read, { version: 1, host: "lxctest", steps: {} });
+    }
   });
 
   it("belongs to another host: nothing of it is used, the history of this host is", async () => {

@@ -122,7 +122,8 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
   }
   const parsed = stateSchema.safeParse(json);
   if (parsed.success && parsed.data.host === host) return { state: parsed.data };
-  const fields = isObject(json) ? json : {};
+  if (!isObject(json)) return recovered(stateDir, host, {}, `${file} does not hold a JSON object`);
+  const fields = json;
   if (fields.host !== host) {
     return recovered(stateDir, host, {}, `${file} belongs to host "${String(fields.host)}", not "${host}"`);
   }
