@@ -7,6 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
 import { MAX_PIN_DAYS, parseDuration } from "../src/commands/pin.js";
 import type { AgentError } from "../src/core/errors.js";
+import { acquireLock } from "../src/state/lock.js";
 import {
   hostRoot,
   listeningUrl,
@@ -389,6 +390,72 @@ describe("pin and unpin at their edges", () => {
       ),
     );
     assert.equal(state().pinned?.revision, v2);
+  });
+});
+
+describe("unpin under the deploy lock", () => {
+  it("two operators unpin at once: one unpin runs, the other finds no pin and deploys nothing", async () => {
+    const file = manifest();
+    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = git(fx.pusher, "rev-parse", "HEAD");
+    fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    assert.equal((await cli(file, "run")).code, 0);
+    assert.equal((await cli(file, "pin", v1)).code, 0);
+    fx.push({ "landing/index.html": "<p>v3 with the fix</p>\n" });
+    // A run holds the deploy lock while both operators type `unpin`: each reads the state, then waits.
+    const held = await acquireLock(stateDir, 0);
+    const args = ["unpin", "--wait", "60", "--config", file, "--repo", fx.clone, "--root", root];
+    const env = { SUDO_USER: "jared" };
+    const both = [
+      startCli([...args, "--state-dir", stateDir], env),
+      startCli([...args, "--state-dir", stateDir], env),
+    ];
+    try {
+      for (const op of both) await op.waitFor(/waiting for the deploy lock held by another run/, 30_000);
+    } finally {
+      await held.release();
+    }
+    const codes = await Promise.all(both.map((op) => op.exited));
+    assert.deepEqual(codes, [0, 0], both.map((op) => op.out()).join("\n---\n"));
+    const notPinned =
+      "lxctest is not pinned: nothing to unpin, nothing deployed (deploy-agent run deploys)\n";
+    const said = both.map((op) => op.out().includes(notPinned));
+    assert.deepEqual(
+      said.sort(),
+      [false, true],
+      `exactly one finds no pin:\n${both.map((op) => op.out()).join("\n---\n")}`,
+    );
+    assert.equal(page(), "<p>v3 with the fix</p>\n");
+    const history = JSON.parse((await cli(file, "history", "--json", "--limit", "10")).stdout) as {
+      records: { trigger: { kind: string } }[];
+    };
+    assert.deepEqual(
+      history.records.map((r) => r.trigger.kind).filter((k) => k === "unpin"),
+      ["unpin"],
+      "one unpin run in the history",
+    );
+    const state = JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as { pinned?: unknown };
+    assert.equal(state.pinned, undefined);
+  });
+
+  it("unpin --dry-run on a host that is not pinned says so and takes no lock", async () => {
+    const file = manifest();
+    assert.equal((await cli(file, "run")).code, 0);
+    const held = await acquireLock(stateDir, 0);
+    try {
+      const dry = await cli(file, "unpin", "--dry-run");
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.equal(
+        dry.stdout,
+        "lxctest is not pinned: nothing to unpin, nothing deployed (deploy-agent run deploys)\n",
+      );
+      // Without --wait a real unpin finds the lock taken: LOCKED, not a guess made before the lock.
+      const locked = await cli(file, "unpin");
+      assert.equal(locked.code, 1);
+      assert.match(locked.stderr, /error LOCKED/);
+    } finally {
+      await held.release();
+    }
   });
 });
 

@@ -1,7 +1,6 @@
 import { AgentError } from "../core/errors.js";
 import { closeRepo, gitAt, isAncestor, openRepo, trackingRef } from "../source/git.js";
 import { findApplied, operator } from "../state/history.js";
-import { readState } from "../state/state.js";
 import { resolve } from "./options.js";
 import { type RunFlags, runCommand } from "./run.js";
 
@@ -87,17 +86,10 @@ export async function pinCommand(flags: PinFlags, target: string, out: (t: strin
   return runCommand({ ...flags, fetch: false, pin }, out, { kind: "pin", user: pin.by });
 }
 
+/**
+ * `deploy-agent unpin`: whether the host is pinned is decided by the run itself, under the deploy lock; on a
+ * host that is not pinned it says so, exits 0 and deploys nothing (runCommand prints that).
+ */
 export async function unpinCommand(flags: RunFlags, out: (t: string) => void): Promise<number> {
-  // A host that is not pinned is left as it is: unpin is not a way to deploy.
-  const r = await resolve(flags);
-  const host = r.loaded.manifest.host;
-  if (!(await readState(r.stateDir, host)).state.pinned) {
-    out(
-      flags.json
-        ? `${JSON.stringify({ schema: "deploy-agent/unpin@1", host, pinned: false }, null, 2)}\n`
-        : `${host} is not pinned: nothing to unpin, nothing deployed (deploy-agent run deploys)\n`,
-    );
-    return 0;
-  }
   return runCommand({ ...flags, unpin: true }, out, { kind: "unpin", user: operator() });
 }

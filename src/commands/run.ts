@@ -1,5 +1,5 @@
 import { AgentError, asAgentError } from "../core/errors.js";
-import { deploy } from "../deploy/pipeline.js";
+import { deploy, type NotPinned } from "../deploy/pipeline.js";
 import { renderRun } from "../deploy/report.js";
 import type { RunReport } from "../deploy/run-report.js";
 import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../notify/events.js";
@@ -53,7 +53,7 @@ export async function runCommand(
     else notifier.publish(e);
   };
   let revision: string | null = null;
-  let report: RunReport;
+  let report: RunReport | NotPinned;
   try {
     report = await deploy({
       manifest,
@@ -85,6 +85,15 @@ export async function runCommand(
     emit(hostEvent(applied, { event: "run.error", revision, error: errorOf(e) }));
     await notifier.drain(NOTIFY_DRAIN_MS);
     throw err;
+  }
+  if (report.schema === "deploy-agent/unpin@1") {
+    // An unpin that found no pin under the deploy lock: nothing ran, nothing to notify.
+    out(
+      flags.json
+        ? `${JSON.stringify(report, null, 2)}\n`
+        : `${report.host} is not pinned: nothing to unpin, nothing deployed (deploy-agent run deploys)\n`,
+    );
+    return 0;
   }
   // A dry run's notices are those of the run it describes: its planned steps as if they succeeded.
   const outcome =

@@ -89,7 +89,12 @@ export interface DeployOptions {
    * its purpose.
    */
   pin?: Pin | undefined;
-  /** `deploy-agent unpin`: the pin is cleared and the tip deployed. */
+  /**
+   * `deploy-agent unpin`: the pin is cleared and the tip deployed. Whether there is a pin is read under the
+   * deploy lock, with the state the run then changes: a host found not pinned is left as it is (nothing
+   * fetched, deployed or recorded) and the run returns NotPinned, so two operators unpinning at once make one
+   * unpin, never an unpin and a deploy of whatever the tip is by then.
+   */
   unpin?: boolean | undefined;
   /**
    * A preview (a pull request's head, fetched apart from the branch): this revision, dry-run against the
@@ -268,7 +273,16 @@ function skipped(
   };
 }
 
-export async function deploy(opts: DeployOptions): Promise<RunReport> {
+/** What an unpin did on a host it found not pinned (under the deploy lock): nothing. `unpin --json` prints it. */
+export interface NotPinned {
+  schema: "deploy-agent/unpin@1";
+  host: string;
+  pinned: false;
+}
+
+export function deploy(opts: DeployOptions & { unpin?: false | undefined }): Promise<RunReport>;
+export function deploy(opts: DeployOptions): Promise<RunReport | NotPinned>;
+export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned> {
   if (opts.preview && !opts.dryRun)
     throw new AgentError("INTERNAL", "a preview revision is never applied: it is not verified");
   const started = Date.now();
@@ -302,6 +316,12 @@ export async function deploy(opts: DeployOptions): Promise<RunReport> {
     const loaded = await readState(opts.stateDir, opts.manifest.host);
     if (loaded.problem) warnings.push(`state unusable: ${loaded.problem}`);
     const { state } = loaded;
+    if (opts.unpin && !state.pinned) {
+      // Decided under the lock, before anything is fetched: unpin is not a way to deploy.
+      if (loaded.problem) opts.log.warn(`state unusable, no pin found in it: ${loaded.problem}`);
+      opts.log.info("not pinned: nothing to unpin, nothing deployed");
+      return { schema: "deploy-agent/unpin@1", host: opts.manifest.host, pinned: false };
+    }
     const from = state.lastRun?.revision ?? null;
     facts.previousRevision = from;
     // How far the branch has come on this host: a pin goes back, the anchor never does, so a push must

@@ -30,7 +30,7 @@ export interface Agent {
   root: string;
   stateDir: string;
   manifestFile: string;
-  run(opts?: Partial<DeployOptions> & { envFile?: string }): Promise<RunReport>;
+  run(opts?: Partial<Omit<DeployOptions, "unpin">> & { envFile?: string }): Promise<RunReport>;
 }
 
 /** An agent whose host is `<dir>/root` and whose state lives in `<dir>/state`. */
