@@ -154,11 +154,28 @@ async function sourceAt(fetched: Fetched, state: State, revision: string): Promi
   return { repo, revision, previousHead, snapshot: loadSnapshot(repo, revision, trees), changes };
 }
 
-/** The clone's work tree to the deployed revision, local edits discarded (and said). */
-async function syncWorkTree(source: Source, warnings: string[]): Promise<void> {
-  const dirty = await dirtyPaths(source.repo);
-  if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
-  if (dirty.length || source.previousHead !== source.revision) await resetHard(source.repo, source.revision);
+/**
+ * The clone's work tree to the deployed revision, local edits discarded (and said). Runs after the steps,
+ * which read git objects only: when git cannot do it (a damaged index, a full disk), the steps have applied
+ * the revision all the same, so the run is recorded as what it did and this is a warning that says how to
+ * repair the clone. Never throws.
+ */
+async function syncWorkTree(source: Source, warnings: string[], log: Logger): Promise<void> {
+  try {
+    const dirty = await dirtyPaths(source.repo);
+    if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
+    if (dirty.length || source.previousHead !== source.revision)
+      await resetHard(source.repo, source.revision);
+  } catch (err) {
+    const e = asAgentError(err);
+    const rev = source.revision.slice(0, 12);
+    const dir = source.repo.dir;
+    // A bug: its stack to the journal; git's own failures are said by the warning (logged with the run's).
+    if (e.code === "INTERNAL") log.error(logFields(e), "the clone's work tree could not be reset");
+    warnings.push(
+      `the clone's work tree could not be reset to ${rev} (${e.code}: ${e.message}); the steps applied ${rev}, which the host runs: repair the clone with git -C ${dir} reset --hard ${rev} (if git says its index is damaged, remove ${dir}/.git/index first); until then its files are not the deployed revision's`,
+    );
+  }
 }
 
 async function applyAction(
@@ -497,7 +514,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       }
     }
 
-    if (!opts.dryRun) await syncWorkTree(source, warnings);
+    if (!opts.dryRun) await syncWorkTree(source, warnings, opts.log);
     const ran = steps.filter((s) => s.run);
     const outcome = ran.some((s) => s.outcome === "failed") ? "failed" : ran.length ? "succeeded" : "noop";
     const result: RunReport["result"] =

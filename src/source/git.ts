@@ -325,8 +325,12 @@ export function clearStaleGitLocks(repo: Repo): string[] {
 
 /** Paths with local modifications; they are about to be discarded by the hard reset. */
 export async function dirtyPaths(repo: Repo): Promise<string[]> {
-  const status = await repo.git.status(["--untracked-files=no"]);
-  return status.files.map((f) => f.path);
+  try {
+    const status = await repo.git.status(["--untracked-files=no"]);
+    return status.files.map((f) => f.path);
+  } catch (err) {
+    throw gitError("GIT_FAILED", "git status failed", err);
+  }
 }
 
 export async function resetHard(repo: Repo, revision: string): Promise<void> {

@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { hostRoot, runCli, writeManifest } from "./helpers/agent.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
+
+/**
+ * The clone's work tree is reset after the steps (git status, reset --hard). When that fails, the steps have
+ * applied the revision all the same: the run, the state and the history say so, and the failure is a warning
+ * that names the clone and how to repair it, never an INTERNAL error with a stack.
+ */
+
+let fx: Fixture;
+let root: string;
+let stateDir: string;
+/** While this file exists, the step's reload damages the clone's index: after the step applied, before the reset. */
+let damage: string;
+
+beforeEach(() => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+  root = hostRoot(fx.dir, "work-tree-sync-test-secret-0123456789");
+  stateDir = path.join(fx.dir, "state");
+  damage = path.join(fx.dir, "damage-the-index");
+});
+afterEach(() => fx.cleanup());
+
+const page = () => readFileSync(path.join(root, "var/www/index.html"), "utf8");
+const manifest = () =>
+  writeManifest(fx.dir, {
+    webhook: { pollIntervalSeconds: 0 },
+    drift: { intervalSeconds: 0 },
+    steps: [
+      {
+        name: "landing",
+        kind: "file",
+        source: "landing/index.html",
+        targets: ["/var/www/index.html"],
+        reload: [
+          [
+            "sh",
+            "-c",
+            `if test -e "${damage}"; then printf 'not an index' > "${path.join(fx.clone, ".git/index")}"; fi`,
+          ],
+        ],
+      },
+    ],
+  });
+const cli = (file: string, ...args: string[]) =>
+  runCli([...args, "--config", file, "--repo", fx.clone, "--root", root, "--state-dir", stateDir], {
+    SUDO_USER: "jared",
+  });
+
+interface Report {
+  revision: string;
+  result: string;
+  warnings: string[];
+}
+interface LocalStatus {
+  lastRun: { revision: string; result: string } | null;
+  pinned: { revision: string } | null;
+  steps: { name: string; lastAppliedRevision?: string }[];
+}
+interface History {
+  records: {
+    trigger: { kind: string };
+    revision: string;
+    result: string;
+    applied: boolean;
+    error: unknown;
+  }[];
+}
+
+/** The run's report, with the checks every run through a damaged clone must pass. */
+function damaged(res: { code: number | null; stdout: string; stderr: string }, revision: string): Report {
+  assert.equal(res.code, 0, `the steps applied, so the run did what it was asked:\n${res.stderr}`);
+  assert.doesNotMatch(res.stderr, /INTERNAL|\n\s+at /, "no internal error, no stack trace");
+  const report = JSON.parse(res.stdout) as Report;
+  assert.equal(report.revision, revision);
+  const said = report.warnings.find((w) => w.includes("work tree could not be reset"));
+  assert.ok(said, `a warning says so:\n${report.warnings.join("\n")}`);
+  assert.match(said, /GIT_FAILED: git status failed: fatal: .*index file smaller than expected/);
+  assert.match(said, new RegExp(`the steps applied ${revision.slice(0, 12)}`));
+  assert.ok(said.includes(`git -C ${fx.clone} reset --hard ${revision.slice(0, 12)}`), said);
+  return report;
+}
+
+async function status(file: string): Promise<LocalStatus> {
+  const res = await cli(file, "status", "--json");
+  assert.equal(res.code, 0, res.stderr);
+  return JSON.parse(res.stdout) as LocalStatus;
+}
+
+async function newestRecord(file: string) {
+  const res = await cli(file, "history", "--json", "--limit", "1");
+  assert.equal(res.code, 0, res.stderr);
+  const record = (JSON.parse(res.stdout) as History).records[0];
+  assert.ok(record);
+  return record;
+}
+
+describe("a clone whose work tree cannot be reset after the steps", () => {
+  it("a run and a pin record what the steps applied and warn how to repair the clone", async () => {
+    const file = manifest();
+    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = git(fx.pusher, "rev-parse", "HEAD");
+
+    const v2 = fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    writeFileSync(damage, "");
+    const report = damaged(await cli(file, "run", "--json"), v2);
+    assert.equal(report.result, "succeeded");
+    assert.equal(page(), "<p>v2</p>\n");
+    const after = await status(file);
+    assert.equal(after.lastRun?.revision, v2, "status names the revision the steps applied");
+    assert.equal(after.lastRun?.result, "succeeded");
+    const record = await newestRecord(file);
+    assert.deepEqual(
+      [record.trigger.kind, record.revision, record.result, record.applied, record.error],
+      ["manual", v2, "succeeded", true, null],
+    );
+
+    // Still damaged: every run says so again (the clone is not repaired by itself), and deploys nothing new.
+    const again = damaged(await cli(file, "run", "--json"), v2);
+    assert.equal(again.result, "noop");
+
+    // Repaired as the warning says: the next run is clean.
+    rmSync(damage);
+    rmSync(path.join(fx.clone, ".git/index"));
+    git(fx.clone, "reset", "--quiet", "--hard", v2);
+    const clean = JSON.parse((await cli(file, "run", "--json")).stdout) as Report;
+    assert.deepEqual(clean.warnings, []);
+
+    // A pin through the same damage: pinned, at the pinned revision, in state and history.
+    writeFileSync(damage, "");
+    const pinned = damaged(await cli(file, "pin", v1, "--json", "--reason", "v2 is bad"), v1);
+    assert.equal(pinned.result, "succeeded");
+    assert.equal(page(), "<p>v1</p>\n");
+    const held = await status(file);
+    assert.equal(held.pinned?.revision, v1);
+    assert.equal(held.lastRun?.revision, v1);
+    assert.equal(held.steps.find((s) => s.name === "landing")?.lastAppliedRevision, v1);
+    const pin = await newestRecord(file);
+    assert.deepEqual(
+      [pin.trigger.kind, pin.revision, pin.result, pin.applied, pin.error],
+      ["pin", v1, "succeeded", true, null],
+    );
+  });
+});
