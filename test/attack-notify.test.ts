@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { DeployEvent } from "../src/notify/events.js";
-import { hostRoot, type Served, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
+import { hostRoot, runCli, type Served, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
@@ -18,7 +18,8 @@ import { type MatrixTestServer, startMatrixServer } from "./helpers/matrix-serve
  * server, a Matrix test homeserver, a signature-checking webhook receiver):
  * - runs that publish nothing (Gitea's Test Delivery, a push that changes nothing for the host, a start-up
  *   with only webhook targets) never stop later notices;
- * - a registered secret printed by a failing step reaches no request body of any target, and no log line.
+ * - a registered secret printed by a failing step reaches no request body of any target, and no log line;
+ * - a push held by a pin has its own commit say so (pending, held), once, and no notice.
  */
 
 const SECRET = "attack-notify-webhook-secret-0123";
@@ -347,5 +348,75 @@ describe("attack: notices pass the redaction point", () => {
       assert.equal(daemon?.out().includes(secret), false, "a log line holds the secret");
     }
     assert.equal(badSignatures, 0, "the signature is over the body as sent");
+  });
+});
+
+describe("attack: a push held by a pin", () => {
+  it("the pushed commit's status is pending and says who holds it until when; the pinned revision's is left alone", async () => {
+    const url = await serve([TARGETS.gitea, TARGETS.webhook]);
+    await startedUp(url);
+    const rev0 = head();
+    await until("the start-up status", () => gitea.latest(rev0, "deploy/lxctest") === "success");
+    const rev1 = fx.push({ "landing/index.html": "<p>v2 renders wrong</p>\n" }, "landing v2");
+    await deliver(url, rev0, rev1);
+    await until("rev1's status", () => gitea.latest(rev1, "deploy/lxctest") === "success");
+
+    const stateDir = path.join(fx.dir, "state");
+    const cli = (...args: string[]) =>
+      runCli(
+        [
+          ...args,
+          "--config",
+          path.join(fx.dir, "manifest.yaml"),
+          "--repo",
+          fx.clone,
+          "--root",
+          root,
+          "--state-dir",
+          stateDir,
+        ],
+        { SUDO_USER: "jared" },
+      );
+    const pin = await cli("pin", rev0, "--reason", "v2 renders wrong", "--until", "2h");
+    assert.equal(pin.code, 0, pin.stderr);
+    const { until: meant } = (
+      JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as { pinned: { until: string } }
+    ).pinned;
+    const onRev0 = gitea.statuses.filter((x) => x.sha === rev0).length;
+
+    const rev2 = fx.push({ "landing/index.html": "<p>v3 with the fix</p>\n" }, "landing v3");
+    await deliver(url, rev1, rev2);
+    await until("the held push's status", () => gitea.statuses.some((x) => x.sha === rev2));
+    // Whatever else the run sent has had the time to arrive (the queue is empty, the last request answered).
+    await until("the queue is empty", async () => (await status(url)).notifications.queued === 0);
+    await sleep(500);
+    const held = gitea.statuses.filter((x) => x.sha === rev2);
+    assert.deepEqual(
+      held.map((x) => [x.state, x.context, x.description]),
+      [["pending", "deploy/lxctest", `held: lxctest pinned at ${rev0.slice(0, 12)} by jared until ${meant}`]],
+    );
+    assert.ok((held[0]?.description.length ?? 0) <= 140);
+    assert.equal(held[0]?.target_url, "http://127.0.0.1:9000/status");
+    // The run deployed the pinned revision (nothing to do): its commit keeps its status.
+    assert.equal(
+      gitea.statuses.filter((x) => x.sha === rev0).length,
+      onRev0,
+      `the held push's run posted on the pinned revision: ${JSON.stringify(gitea.statuses.filter((x) => x.sha === rev0))}`,
+    );
+    assert.equal(gitea.latest(rev0, "deploy/lxctest"), "success");
+
+    // The same push again (a redelivery, a poll): held is said once, and the pinned revision is left alone.
+    await deliver(url, rev2, rev2);
+    await until("the queue is empty", async () => (await status(url)).notifications.queued === 0);
+    await sleep(500);
+    assert.equal(gitea.statuses.filter((x) => x.sha === rev2).length, 1);
+    assert.equal(gitea.statuses.filter((x) => x.sha === rev0).length, onRev0);
+    assert.deepEqual(noticesFor(rev2), [], "a held push is no notice: only its commit status says it");
+
+    // unpin deploys it: its status ends success.
+    const unpin = await cli("unpin");
+    assert.equal(unpin.code, 0, unpin.stderr);
+    assert.equal(gitea.latest(rev2, "deploy/lxctest"), "success");
+    assert.deepEqual(gitea.refused, []);
   });
 });

@@ -6,9 +6,11 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { silentLogger } from "../src/core/log.js";
 import { Secret } from "../src/core/secret.js";
+import type { RunReport } from "../src/deploy/run-report.js";
 import { loadManifest } from "../src/manifest/load.js";
-import type { DeployEvent } from "../src/notify/events.js";
+import { type DeployEvent, runEvents } from "../src/notify/events.js";
 import { createNotifier, notifySchema } from "../src/notify/notifier.js";
+import { giteaStatus } from "../src/notify/targets/gitea-status.js";
 import { noticeText } from "../src/notify/targets/matrix.js";
 import { createAgent } from "../src/server/agent.js";
 import { runArgs, runCli, writeManifest } from "./helpers/agent.js";
@@ -32,12 +34,38 @@ after(() => {
   return new Promise<void>((done) => hanging.close(() => done()));
 });
 
+const rev = (n: number) => n.toString(16).padStart(40, "0");
 const event = (n: number): DeployEvent => ({
   schema: "deploy-agent/event@1",
   event: "run.succeeded",
   host: "lxctest",
-  revision: n.toString(16).padStart(40, "0"),
+  revision: rev(n),
   at: new Date().toISOString(),
+});
+
+const PIN = {
+  revision: "a".repeat(40),
+  reason: "v2 renders wrong",
+  since: "2026-01-01T00:00:00.000Z",
+  until: "2026-01-02T00:00:00.000Z",
+  by: "jared",
+};
+
+/** A run's report as far as its events read it. */
+const report = (revision: string, result: RunReport["result"], pinned: RunReport["pinned"]): RunReport => ({
+  schema: "deploy-agent/run@1",
+  host: "lxctest",
+  dryRun: false,
+  revision,
+  previousHead: revision,
+  result,
+  suspended: null,
+  pinned,
+  rewrittenFrom: null,
+  pendingRestart: [],
+  warnings: [],
+  steps: [],
+  durationMs: 1,
 });
 
 /** A receiver on loopback that answers each request with the next status of `answers` (then 204). */
@@ -84,6 +112,86 @@ describe("notifier", () => {
     } finally {
       await r.close();
     }
+  });
+
+  it("commit statuses: once per revision and state; a push held by a pin on its own commit, pending, once", async () => {
+    const r = await receiver();
+    const hook = await receiver();
+    try {
+      const notifier = createNotifier({
+        config: () =>
+          notifySchema.parse({
+            targets: [
+              {
+                kind: "gitea-status",
+                api: r.url,
+                repository: "LotusGuild/matrix",
+                token: "gitea-token-0123",
+              },
+              { kind: "webhook", url: hook.url },
+            ],
+          }),
+        host: "lxctest",
+        log: silentLogger(),
+      });
+      const pinned = { ...PIN, newestRevision: rev(2) };
+      notifier.publish({ ...event(1), event: "run.started" });
+      notifier.publish(event(1));
+      await notifier.drain(5000);
+      // Polls and held pushes: run.started of a revision with its status, then nothing to do, twice.
+      for (let i = 0; i < 2; i++) {
+        notifier.publish({ ...event(1), event: "run.started" });
+        for (const e of runEvents(report(rev(1), "noop", pinned), {
+          host: "lxctest",
+          revision: rev(1),
+        }))
+          notifier.publish(e);
+      }
+      await notifier.drain(5000);
+      const posted = r.bodies.map((b) => JSON.parse(b) as { state: string; description: string });
+      assert.deepEqual(
+        posted.map((b) => b.state),
+        ["pending", "success", "pending"],
+        JSON.stringify(posted),
+      );
+      assert.equal(
+        posted[2]?.description,
+        `held: lxctest pinned at ${PIN.revision.slice(0, 12)} by jared until ${PIN.until}`,
+      );
+      assert.deepEqual(
+        hook.bodies.map((b) => (JSON.parse(b) as DeployEvent).event),
+        ["run.succeeded"],
+        "a held push is no notice",
+      );
+    } finally {
+      await r.close();
+      await hook.close();
+    }
+  });
+
+  it("run.held: only for a verified tip the pin holds back, described within Gitea's 140 characters", () => {
+    const at = rev(1);
+    const base = { host: "lxctest", revision: at, subject: "the pinned revision's subject" };
+    const held = (rep: RunReport) => runEvents(rep, base).filter((e) => e.event === "run.held");
+    // A state written before newestRevision was kept, a tip that is the pinned revision, a suspended host.
+    assert.deepEqual(held(report(at, "noop", PIN)), []);
+    assert.deepEqual(held(report(at, "noop", { ...PIN, newestRevision: at })), []);
+    assert.deepEqual(held(report(at, "suspended", { ...PIN, newestRevision: rev(2) })), []);
+    assert.deepEqual(held(report(at, "noop", null)), []);
+    const [failed] = held(report(at, "failed", { ...PIN, newestRevision: rev(2) }));
+    assert.equal(failed?.revision, rev(2));
+    assert.equal(failed?.subject, undefined, "the pinned revision's subject is not the held commit's");
+    const long = { ...PIN, by: "o".repeat(200), newestRevision: rev(2) };
+    const [e] = held(report(at, "noop", long));
+    assert.ok(e);
+    const text = giteaStatus.describe(
+      { kind: "gitea-status", api: "http://g/api/v1", repository: "a/b", token: new Secret("tok-0123456") },
+      e,
+      "lxctest",
+    );
+    const description = text.split(" to pending: ")[1] ?? "";
+    assert.ok(description.startsWith("held: lxctest pinned at "), text);
+    assert.equal(description.length, 140);
   });
 
   it("status: the queue at its bound, and a target's last failure with its error, then its success", async () => {

@@ -11,6 +11,7 @@ export interface DeployEvent {
     | "run.succeeded"
     | "run.failed"
     | "run.error"
+    | "run.held"
     | "step.rolled-back"
     | "job.done"
     | "drift.detected"
@@ -29,7 +30,10 @@ export interface DeployEvent {
   url?: string;
   /** history.rewritten: the revision the host ran before one that does not descend from it. */
   previousRevision?: string;
-  /** The host is pinned (deploy-agent pin): the run deployed this revision, whatever the tip. */
+  /**
+   * The host is pinned (deploy-agent pin): the run deployed this revision, whatever the tip. For run.held,
+   * the pin that holds the event's revision (the branch's tip) back.
+   */
   pinned?: { revision: string; by: string; until: string; reason: string };
   /** How many times this failure happened since it was last sent. */
   repeats?: number;
@@ -105,6 +109,21 @@ export function runEvents(report: RunReport, base: Base): DeployEvent[] {
       });
     }
   }
+  // The branch's tip, verified and held back by the pin: its own commit says so (the run's outcome is the
+  // pinned revision's). A suspended host deploys nothing at all: its pin is not what holds the tip.
+  const { pinned } = report;
+  const held = pinned?.newestRevision;
+  if (pinned && held && held !== report.revision && report.result !== "suspended") {
+    events.push({
+      schema: "deploy-agent/event@1",
+      event: "run.held",
+      host: base.host,
+      revision: held,
+      ...(base.url ? { url: base.url } : {}),
+      pinned: { revision: pinned.revision, by: pinned.by, until: pinned.until, reason: pinned.reason },
+      at,
+    });
+  }
   if (report.result === "noop") {
     events.push({ schema: "deploy-agent/event@1", event: "run.succeeded", ...base, nothingToDo: true, at });
   }
@@ -113,7 +132,6 @@ export function runEvents(report: RunReport, base: Base): DeployEvent[] {
     const notes = report.steps.flatMap((s) =>
       s.items.flatMap((i) => (i.outcome === "changed" && i.detail ? [i.detail] : [])),
     );
-    const { pinned } = report;
     events.push({
       schema: "deploy-agent/event@1",
       event: failed ? "run.failed" : "run.succeeded",

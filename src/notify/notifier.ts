@@ -75,6 +75,12 @@ interface Job {
   event: DeployEvent;
 }
 
+/**
+ * Events only a commit status records (a run with nothing to do, a push held by a pin): no notice, and no
+ * bearing on the repeats and recoveries of the outcomes that are sent.
+ */
+const statusOnly = (event: DeployEvent) => event.nothingToDo === true || event.event === "run.held";
+
 export function createNotifier(opts: {
   config: () => NotifyConfig;
   host: string;
@@ -112,7 +118,7 @@ export function createNotifier(opts: {
     }
     if (!state) return { targets: notices, event };
     const statusNow = event.revision && posted.get(event.revision) !== state ? statuses : [];
-    if (event.nothingToDo) return { targets: statusNow, event };
+    if (statusOnly(event)) return { targets: statusNow, event };
     const failure = event.event !== "run.succeeded";
     if (!failure) {
       const news = !last || last.event !== event.event || last.revision !== event.revision;
@@ -135,7 +141,6 @@ export function createNotifier(opts: {
 
   function remember(event: DeployEvent, sentNotices: boolean) {
     const state = COMMIT_STATE[event.event];
-    rememberPosted(event);
     if (event.event === "run.started" || !state) return;
     if (sentNotices) last = { event: event.event, revision: event.revision, sentAt: now(), repeats: 0 };
     else if (last && last.event === event.event) last.repeats++;
@@ -222,8 +227,10 @@ export function createNotifier(opts: {
     publish(event) {
       try {
         const routed = route(event);
-        if (event.nothingToDo) rememberPosted(event);
-        else
+        // Only what went to a commit status: a run.started left out (the revision has its status already,
+        // as every poll and every push held by a pin) must not make the same outcome look new and post it again.
+        if (routed.targets.some((j) => kindOf(j.target).takes === "commit-status")) rememberPosted(event);
+        if (!statusOnly(event))
           remember(
             event,
             routed.targets.some((j) => kindOf(j.target).takes === "notices"),

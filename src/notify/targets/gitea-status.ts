@@ -27,12 +27,19 @@ export const COMMIT_STATE: Partial<Record<DeployEvent["event"], string>> = {
   "run.succeeded": "success",
   "run.failed": "failure",
   "run.error": "error",
+  // Waiting for `unpin`, which deploys it: not a failure of the commit.
+  "run.held": "pending",
 };
 
 /** Gitea keeps descriptions short. */
 const DESCRIPTION_MAX = 140;
 
 function describeRun(e: DeployEvent): string {
+  if (e.event === "run.held") {
+    const p = e.pinned;
+    const by = p ? ` pinned at ${p.revision.slice(0, 12)} by ${p.by} until ${p.until}` : " pinned";
+    return clip(`held: ${e.host}${by}`, DESCRIPTION_MAX);
+  }
   const text =
     e.event === "run.started"
       ? "deploying"
