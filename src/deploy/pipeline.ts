@@ -160,12 +160,18 @@ async function sourceAt(fetched: Fetched, state: State, revision: string): Promi
  * the revision all the same, so the run is recorded as what it did and this is a warning that says how to
  * repair the clone. Never throws.
  */
-async function syncWorkTree(source: Source, warnings: string[], log: Logger): Promise<void> {
+async function syncWorkTree(
+  source: Source,
+  warnings: string[],
+  log: Logger,
+  stepFailed: boolean,
+): Promise<void> {
   try {
     const dirty = await dirtyPaths(source.repo);
-    if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
     if (dirty.length || source.previousHead !== source.revision)
       await resetHard(source.repo, source.revision);
+    // Said once they are gone: a reset that failed discarded nothing.
+    if (dirty.length) warnings.push(`discarding local edits in the clone: ${dirty.join(", ")}`);
   } catch (err) {
     const e = asAgentError(err);
     const rev = source.revision.slice(0, 12);
@@ -173,7 +179,7 @@ async function syncWorkTree(source: Source, warnings: string[], log: Logger): Pr
     // A bug: its stack to the journal; git's own failures are said by the warning (logged with the run's).
     if (e.code === "INTERNAL") log.error(logFields(e), "the clone's work tree could not be reset");
     warnings.push(
-      `the clone's work tree could not be reset to ${rev} (${e.code}: ${e.message}); the steps applied ${rev}, which the host runs: repair the clone with git -C ${dir} reset --hard ${rev} (if git says its index is damaged, remove ${dir}/.git/index first); until then its files are not the deployed revision's`,
+      `the clone's work tree could not be reset to ${rev} (${e.code}: ${e.message}); ${stepFailed ? `the steps' results at ${rev} stand as reported` : `the steps applied ${rev}, which the host runs`}: repair the clone with git -C ${dir} reset --hard ${rev} (if git says its index is damaged, remove ${dir}/.git/index first); until then its files are not the deployed revision's`,
     );
   }
 }
@@ -514,7 +520,13 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       }
     }
 
-    if (!opts.dryRun) await syncWorkTree(source, warnings, opts.log);
+    if (!opts.dryRun)
+      await syncWorkTree(
+        source,
+        warnings,
+        opts.log,
+        steps.some((s) => s.outcome === "failed"),
+      );
     const ran = steps.filter((s) => s.run);
     const outcome = ran.some((s) => s.outcome === "failed") ? "failed" : ran.length ? "succeeded" : "noop";
     const result: RunReport["result"] =
