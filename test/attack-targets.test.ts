@@ -29,6 +29,14 @@ import { type Fixture, makeFixture } from "./helpers/git.js";
 const NOBODY = 65534;
 const PAGE = "<!doctype html><title>v1</title>\n";
 
+/** A node script run as nobody, its stdout piped (it says "ready" once it watches). */
+const asNobody = (script: string) =>
+  spawn(
+    "setpriv",
+    ["--reuid", String(NOBODY), "--regid", String(NOBODY), "--clear-groups", process.execPath, "-e", script],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+
 let fx: Fixture;
 let agent: Agent;
 let dir: string;
@@ -114,7 +122,11 @@ describe("a target's directory written by another user", () => {
     // its mode and owner set, the rename next.
     setup("/opt/app/app.html", {
       owner: "nobody",
-      validate: ["sh", "-c", `rm -f "$0" && ln -s ${victim} "$0"`, "{file}"],
+      validate: [
+        "sh",
+        "-c",
+        `for f in ${dir}/.app.html.deploy-agent-*; do rm -f "$f" && ln -s ${victim} "$f"; done`,
+      ],
     });
     const step = stepOf(await agent.run(), "page");
     assert.equal(step.error?.code, "TARGET_UNSAFE", JSON.stringify(step.error));
@@ -124,27 +136,53 @@ describe("a target's directory written by another user", () => {
     victimIntact();
   });
 
+  it("nobody swapping the temporary file for a link while validate runs: validate reads the file written", async () => {
+    writeFileSync(path.join(dir, "app.html"), "<!doctype html><title>v0</title>\n", { mode: 0o644 });
+    const seen = path.join(fx.dir, "validate-read");
+    // The validator (root) waits until nobody has swapped the temporary file's name for a link to root's
+    // key, then reads what it was handed and keeps a copy where nobody cannot write.
+    setup("/opt/app/app.html", {
+      validate: [
+        "sh",
+        "-c",
+        `for i in $(seq 200); do for f in ${dir}/.app.html.deploy-agent-*; do [ -L "$f" ] && break 2; done; sleep 0.05; done; cat "$1" > ${seen}`,
+        "sh",
+        "{file}",
+      ],
+    });
+    const attacker = asNobody(
+      `const fs = require("node:fs"), p = require("node:path"), d = ${JSON.stringify(dir)}, done = new Set();
+       fs.watch(d, (_, name) => {
+         if (!name || !name.includes(".deploy-agent-") || done.has(name)) return;
+         done.add(name);
+         try { fs.renameSync(p.join(d, name), p.join(d, "stolen")); fs.symlinkSync(${JSON.stringify(victim)}, p.join(d, name)); } catch {}
+       });
+       process.stdout.write("ready\\n");`,
+    );
+    try {
+      await new Promise((r) => attacker.stdout?.once("data", r));
+      const report = await agent.run();
+      const step = stepOf(report, "page");
+      assert.equal(step.error?.code, "TARGET_UNSAFE", JSON.stringify(step.error));
+      assert.equal(readFileSync(seen, "utf8"), PAGE, "validate read the file written, not root's key");
+      assert.doesNotMatch(JSON.stringify(report), /ROOTONLY/);
+      assert.equal(readFileSync(path.join(dir, "app.html"), "utf8"), "<!doctype html><title>v0</title>\n");
+      victimIntact();
+    } finally {
+      attacker.kill();
+    }
+  });
+
   it("nobody racing every write for the temporary file never gets root's file chowned, chmodded or placed", async () => {
     setup("/opt/app/app.html", { owner: "nobody", mode: "0640" });
     // As nobody: each temporary file that appears is swapped for a link to root's key, as fast as it can.
-    const attacker = spawn(
-      "setpriv",
-      [
-        "--reuid",
-        String(NOBODY),
-        "--regid",
-        String(NOBODY),
-        "--clear-groups",
-        process.execPath,
-        "-e",
-        `const fs = require("node:fs"), p = require("node:path"), d = ${JSON.stringify(dir)};
+    const attacker = asNobody(
+      `const fs = require("node:fs"), p = require("node:path"), d = ${JSON.stringify(dir)};
          fs.watch(d, (_, name) => {
            if (!name || !name.includes(".deploy-agent-")) return;
            try { fs.renameSync(p.join(d, name), p.join(d, "stolen")); fs.symlinkSync(${JSON.stringify(victim)}, p.join(d, name)); } catch {}
          });
          process.stdout.write("ready\\n");`,
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
     );
     try {
       await new Promise((r) => attacker.stdout?.once("data", r));

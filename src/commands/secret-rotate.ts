@@ -68,7 +68,7 @@ async function writeLike(file: string, data: string, mode: number, like: string)
   const owner = await stat(like).catch(() => null);
   await writeFileAtomic(file, data, {
     mode,
-    prepare: async (_tmp, handle) => {
+    prepare: async (handle) => {
       if (owner && process.getuid?.() === 0) await handle.chown(owner.uid, owner.gid);
     },
   });

@@ -16,8 +16,9 @@ import { AgentError } from "../core/errors.js";
  *
  * A target's directory may be writable by a service's user, who can swap the temp file's name for a link
  * at any moment: mode and owner are set on the open file (a chmod or chown by name would follow the link to
- * any file of root's), and just before the rename the name must still be the file written, or the write
- * fails with TARGET_UNSAFE.
+ * any file of root's), the preparation gets the open file and never its name (a validate command run on the
+ * name would read whatever the name leads to by then), and just before the rename the name must still be
+ * the file written, or the write fails with TARGET_UNSAFE.
  */
 const swept = new Set<string>();
 
@@ -26,8 +27,8 @@ export async function writeFileAtomic(
   data: string | Buffer,
   options: {
     mode: number;
-    /** Owner, validation: on the open temp file, or by its name only for what needs one (a command). */
-    prepare?: (tmp: string, handle: FileHandle) => Promise<void>;
+    /** Owner, validation: on the open temp file (its name is not given: another user may swap it). */
+    prepare?: (handle: FileHandle) => Promise<void>;
     durable?: boolean;
   },
 ): Promise<void> {
@@ -49,7 +50,7 @@ export async function writeFileAtomic(
       await handle.writeFile(data);
       if (durable) await handle.sync();
       await handle.chmod(options.mode);
-      await options.prepare?.(tmp, handle);
+      await options.prepare?.(handle);
       await stillNamed(tmp, handle, file);
       await rename(tmp, file);
     } finally {

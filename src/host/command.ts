@@ -27,6 +27,8 @@ export type CommandRunner = (
     env?: Record<string, string>;
     /** Characters of output kept in the error when the command fails (default 600). */
     tail?: number;
+    /** Descriptors the command gets as its 3, 4, … (see ProcessOptions.fds). */
+    fds?: readonly number[];
   },
 ) => Promise<CommandResult>;
 
@@ -56,6 +58,7 @@ export function createCommandRunner(opts: {
       signal: opts.signal,
       maxBytes: { stdout: COMMAND_OUTPUT_MAX_BYTES, stderr: COMMAND_OUTPUT_MAX_BYTES },
       stripFinalNewline: true,
+      fds: options.fds,
     });
     if (result.exitCode !== 0 || result.canceled || result.overflow) {
       // A command that could not start has no output to overflow: the three never meet.

@@ -49,7 +49,7 @@ export interface WriteOptions {
   mode?: number | undefined;
   /** Declared owner; default: keep the current file's owner. */
   owner?: string | undefined;
-  /** Command run on the new file before it replaces the old one; `{file}` is replaced by its path. */
+  /** Command run on the new file before it replaces the old one; `{file}` is replaced by VALIDATE_PATH. */
   validate?: readonly string[] | undefined;
   /** Content shown in diffs instead of the real content (for files that carry secrets). */
   display?: { before: Buffer | null; after: Buffer };
@@ -88,6 +88,13 @@ export interface HostFs {
   /** Entries of a directory with their modification times; [] when absent. */
   list(hostPath: string): Promise<{ path: string; mtimeMs: number }[]>;
 }
+
+/**
+ * What `{file}` in a validate command becomes: the new file, open as the command's descriptor 3. A path no
+ * other user can swap; it has no directory of its own (a path in the file relative to its directory is
+ * taken under /proc/self/fd) and no extension.
+ */
+export const VALIDATE_PATH = "/proc/self/fd/3";
 
 /** Largest host file read (a target, a backup, a flag file): a larger one is refused, never buffered. */
 export const MAX_HOST_FILE_BYTES = 64 * 1024 * 1024;
@@ -194,17 +201,30 @@ export function createHostFs(opts: {
     try {
       await writeFileAtomic(target, data, {
         mode,
-        prepare: async (tmp, handle) => {
+        prepare: async (handle) => {
           if (ids) await handle.chown(ids.uid, ids.gid ?? -1);
-          if (validate)
-            await opts.run(
-              validate.map((a) => a.replaceAll("{file}", tmp)),
-              { record: false },
-            );
+          if (validate) await validateOpen(validate, handle);
         },
       });
     } catch (err) {
       throw writeError(hostPath, err);
+    }
+  }
+
+  /**
+   * Runs a validate command on the new file through its descriptor: reopened read-only from this process's
+   * own (never by the temporary file's name, which the directory's other users may swap for a link to any
+   * file of root's while the command runs) and handed to the command as its descriptor 3.
+   */
+  async function validateOpen(validate: readonly string[], handle: FileHandle): Promise<void> {
+    const copy = await open(`/proc/self/fd/${handle.fd}`, constants.O_RDONLY);
+    try {
+      await opts.run(
+        validate.map((a) => a.replaceAll("{file}", VALIDATE_PATH)),
+        { record: false, fds: [copy.fd] },
+      );
+    } finally {
+      await copy.close();
     }
   }
 

@@ -30,6 +30,8 @@ export interface ProcessOptions {
   graceMs?: number;
   /** Drop one final newline of stdout, stderr and all, as a shell's `$(…)` does. */
   stripFinalNewline?: boolean;
+  /** Descriptors of this process the child gets as its 3, 4, …: `/proc/self/fd/3` in the child. */
+  fds?: readonly number[];
 }
 
 export interface ProcessResult {
@@ -82,7 +84,11 @@ export function runProcess(file: string, args: readonly string[], o: ProcessOpti
 
   let child: ChildProcess;
   try {
-    child = spawn(file, args, { cwd: o.cwd, env: o.env ?? process.env, stdio: "pipe" });
+    child = spawn(file, args, {
+      cwd: o.cwd,
+      env: o.env ?? process.env,
+      stdio: ["pipe", "pipe", "pipe", ...(o.fds ?? [])],
+    });
   } catch (err) {
     // A NUL byte in an argument or the environment: node refuses it at once, quoting the value (a secret?).
     return Promise.resolve(ended({ startError: (err as Error).message.replace(/\. Received .*$/s, "") }));
