@@ -1,7 +1,7 @@
-import { constants } from "node:fs";
-import { open, readFile, stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { AgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
+import { readBounded } from "../host/bounded-read.js";
 import type { Manifest } from "../manifest/schema.js";
 
 /**
@@ -45,39 +45,50 @@ export async function checkPrivate(file: string, what: string): Promise<void> {
  * than MAX_SECRET_FILE_BYTES.
  */
 export async function readPrivateFile(file: string, what: string): Promise<string | undefined> {
-  // O_NONBLOCK: a FIFO in its place would block the open (and a thread of the pool) until someone writes;
-  // opened at once, it is then refused as not a regular file.
-  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK).catch(
-    (err: NodeJS.ErrnoException) => {
-      if (err.code === "ENOENT") return undefined;
-      throw new AgentError("CONFIG_INVALID", `cannot read ${what} ${file}: ${err.code}`, {
-        hint: `it must be readable by the agent's user (chmod 600 ${file}, owned by that user)`,
-      });
+  const hint = "it holds one line: the secret (openssl rand -hex 32)";
+  const read = await readBounded(file, {
+    follow: true,
+    maxBytes: MAX_SECRET_FILE_BYTES,
+    check: (st) => {
+      if ((st.mode & 0o077) !== 0) {
+        throw new AgentError(
+          "CONFIG_INVALID",
+          `${what} ${file} is readable by others (mode 0${(st.mode & 0o777).toString(8)})`,
+          { hint: `chmod 600 ${file}` },
+        );
+      }
     },
-  );
-  if (!handle) return undefined;
-  try {
-    const st = await handle.stat();
-    if ((st.mode & 0o077) !== 0) {
-      throw new AgentError(
-        "CONFIG_INVALID",
-        `${what} ${file} is readable by others (mode 0${(st.mode & 0o777).toString(8)})`,
-        { hint: `chmod 600 ${file}` },
-      );
-    }
-    if (!st.isFile() || st.size > MAX_SECRET_FILE_BYTES) {
-      throw new AgentError(
-        "CONFIG_INVALID",
-        `${what} ${file} is ${st.isFile() ? `${st.size} bytes, more than ${MAX_SECRET_FILE_BYTES}` : "not a regular file"}`,
-        { hint: "it holds one line: the secret (openssl rand -hex 32)" },
-      );
-    }
-    const buf = Buffer.alloc(MAX_SECRET_FILE_BYTES + 1);
-    const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
-    return buf.subarray(0, Math.min(bytesRead, MAX_SECRET_FILE_BYTES)).toString("utf8");
-  } finally {
-    await handle.close();
-  }
+    fail: (p) => {
+      switch (p.is) {
+        case "unopenable":
+        case "link":
+          return new AgentError(
+            "CONFIG_INVALID",
+            `cannot read ${what} ${file}: ${p.is === "link" ? "ELOOP" : p.code}`,
+            {
+              hint: `it must be readable by the agent's user (chmod 600 ${file}, owned by that user)`,
+            },
+          );
+        case "not-file":
+          return new AgentError("CONFIG_INVALID", `${what} ${file} is not a regular file`, {
+            hint,
+          });
+        case "too-large":
+          return new AgentError(
+            "CONFIG_INVALID",
+            `${what} ${file} is ${p.size} bytes, more than ${MAX_SECRET_FILE_BYTES}`,
+            {
+              hint,
+            },
+          );
+        case "changed":
+          return new AgentError("CONFIG_INVALID", `${what} ${file} changed size while it was read`, {
+            hint: "read it again once whatever writes it has finished",
+          });
+      }
+    },
+  });
+  return read?.data.toString("utf8");
 }
 
 /**

@@ -17,6 +17,7 @@ import {
 import path from "node:path";
 import { AgentError } from "../core/errors.js";
 import { writeFileAtomic } from "./atomic-write.js";
+import { readBounded } from "./bounded-read.js";
 import type { CommandRunner } from "./command.js";
 import { diffSummary } from "./diff-summary.js";
 import type { EffectRecorder } from "./effects.js";
@@ -103,46 +104,35 @@ const unsafe = (hostPath: string, what: string) =>
   new AgentError("TARGET_UNSAFE", `${hostPath} ${what}: it is neither read nor written through`);
 
 /**
- * A host file and its status from one descriptor: opened without blocking (a FIFO in its place would hang
- * the run with the deploy lock held), a regular file of at most MAX_HOST_FILE_BYTES, and with `follow`
- * false never through a symbolic link at the name. Null when nothing is there.
+ * A host file and its status from one descriptor (bounded-read.ts): a regular file of at most
+ * MAX_HOST_FILE_BYTES, and with `follow` false never through a symbolic link at the name. Null when nothing
+ * is there.
  */
-async function readHostFile(
+function readHostFile(
   file: string,
   hostPath: string,
   follow: boolean,
 ): Promise<{ data: Buffer; st: Stats } | null> {
-  let handle: FileHandle;
-  try {
-    handle = await open(
-      file,
-      constants.O_RDONLY | constants.O_NONBLOCK | (follow ? 0 : constants.O_NOFOLLOW),
-    );
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return null;
-    if (code === "ELOOP") throw unsafe(hostPath, "is a symbolic link");
-    throw new AgentError("TARGET_WRITE_FAILED", `cannot read ${hostPath}: ${code}`, { cause: err });
-  }
-  try {
-    const st = await handle.stat();
-    if (!st.isFile()) throw unsafe(hostPath, "is not a regular file");
-    if (st.size > MAX_HOST_FILE_BYTES)
-      throw unsafe(hostPath, `is ${st.size} bytes, more than the ${MAX_HOST_FILE_BYTES} read`);
-    const data = Buffer.alloc(st.size);
-    let at = 0;
-    while (at < data.length) {
-      const { bytesRead } = await handle.read(data, at, data.length - at, at);
-      if (!bytesRead) break;
-      at += bytesRead;
-    }
-    // One byte past its size at the start: a file that grows while it is read is not buffered without end.
-    if (at < data.length || (await handle.read(Buffer.alloc(1), 0, 1, at)).bytesRead)
-      throw unsafe(hostPath, "changed size while it was read");
-    return { data, st };
-  } finally {
-    await handle.close();
-  }
+  return readBounded(file, {
+    follow,
+    maxBytes: MAX_HOST_FILE_BYTES,
+    fail: (p) => {
+      switch (p.is) {
+        case "unopenable":
+          return new AgentError("TARGET_WRITE_FAILED", `cannot read ${hostPath}: ${p.code}`, {
+            cause: p.cause,
+          });
+        case "link":
+          return unsafe(hostPath, "is a symbolic link");
+        case "not-file":
+          return unsafe(hostPath, "is not a regular file");
+        case "too-large":
+          return unsafe(hostPath, `is ${p.size} bytes, more than the ${MAX_HOST_FILE_BYTES} read`);
+        case "changed":
+          return unsafe(hostPath, "changed size while it was read");
+      }
+    },
+  });
 }
 
 function writeError(hostPath: string, err: unknown): AgentError {
