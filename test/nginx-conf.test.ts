@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { nginxDirectives } from "../src/content/nginx-conf.js";
+import { confineNginxPaths, nginxDirectives } from "../src/content/nginx-conf.js";
 import { needs } from "./helpers/needs.js";
 
 /**
@@ -91,4 +91,42 @@ describe("an nginx configuration's includes, as nginx reads them", {
     assert.deepEqual(nginxIncludes(""), []);
     assert.deepEqual(nginxIncludes(" \n\t# only a comment"), []);
   });
+});
+
+describe("the paths nginx -t would make, put under its prefix (confineNginxPaths)", () => {
+  const KEPT = [
+    "access_log off;",
+    "error_log stderr warn;",
+    "access_log syslog:server=127.0.0.1 combined;",
+    "error_log memory:1m debug;",
+    "server { listen 127.0.0.1:8080; }",
+    "# access_log /x/a.log;",
+    "add_header X-A access_log;",
+    "access_log /x/a.log",
+  ];
+  for (const snippet of KEPT)
+    it(`leaves alone what names no path: ${JSON.stringify(snippet)}`, () => {
+      assert.deepEqual(confineNginxPaths(snippet), { text: snippet, files: [], dirs: [], sockets: [] });
+    });
+
+  const MOVED: [string, string][] = [
+    ["access_log /x/a.log;", "access_log logs/1.log;"],
+    ['"access_log" "/x/a.log" combined;', '"access_log" "logs/1.log" combined;'],
+    ["'error_log' '../../x' warn;", "'error_log' 'logs/1.log' warn;"],
+    ["access_log\r\n/x/$host.log\t;", "access_log\r\nlogs/1.log\t;"],
+    ["access_log /x/a\\;b;", "access_log logs/1.log;"],
+    ['access_log "/x/\\"a";', 'access_log "logs/1.log";'],
+    [
+      "proxy_cache_path /x/c levels=1:2 keys_zone=z:1m;",
+      "proxy_cache_path paths/1 levels=1:2 keys_zone=z:1m;",
+    ],
+    [
+      "server { listen unix:/x/s.sock; access_log /x/a; location / { client_body_temp_path /x/b 1; } }",
+      "server { listen unix:sockets/1.sock; access_log logs/2.log; location / { client_body_temp_path paths/3 1; } }",
+    ],
+  ];
+  for (const [snippet, confined] of MOVED)
+    it(`moves what nginx -t would make: ${JSON.stringify(snippet)}`, () => {
+      assert.equal(confineNginxPaths(snippet)?.text, confined);
+    });
 });

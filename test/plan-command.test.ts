@@ -2,13 +2,16 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import {
   chmodSync,
+  chownSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   statSync,
   symlinkSync,
+  watch,
   writeFileSync,
 } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
@@ -26,7 +29,7 @@ import {
 } from "../src/commands/plan-gitea.js";
 import type { HostPlan } from "../src/commands/plan-host.js";
 import { MAX_COMMENT_CHARS, type PlanReport, renderMarkdown } from "../src/commands/plan-render.js";
-import { findTool, type HostTools, TOOL_TIMEOUT_MS } from "../src/commands/plan-tools.js";
+import { findTool, type HostTools, TOOL_TIMEOUT_MS, toolChecks } from "../src/commands/plan-tools.js";
 import { Secret } from "../src/core/secret.js";
 import { PROJECT, runCli } from "./helpers/agent.js";
 import { type Files, type Fixture, git, makeFixture } from "./helpers/git.js";
@@ -496,6 +499,93 @@ describe("deploy-agent plan: units and nginx through their tools", {
     }
   });
 
+  // A CI runner plans as its own user: nginx -t runs as that user, who may write where the snippet's paths
+  // point. Every place nginx -t creates a file or a directory is watched, so even one made and removed counts.
+  it("nginx -t as a user other than root: the snippet's log, temp and cache paths make nothing outside the scratch directory", {
+    skip: process.getuid?.() === 0 ? false : "runs the plan as another user: only as root (CI is)",
+  }, async () => {
+    const outside = mkdtempSync(path.join(tmpdir(), "plan-nginx-outside-"));
+    chownSync(outside, 65534, 65534);
+    const made: string[] = [];
+    const watcher = watch(outside, (_, name) => made.push(String(name)));
+    try {
+      const up = `../${path.basename(outside)}`;
+      const snippet = [
+        `access_log ${outside}/evil.log;`,
+        `error_log "${outside}/error.log" warn;`,
+        `'access_log' '${outside}/quoted.log' combined;`,
+        `access_log\r\n${outside}/crlf.log\t;`,
+        `access_log ${up}/relative.log;`,
+        `fastcgi_cache_path ${outside}/cache levels=1:2 keys_zone=plan:1m;`,
+        "server {",
+        `  listen 127.0.0.1:8099; listen unix:${outside}/site.sock;`,
+        `  access_log ${outside}/server.log combined buffer=4k;`,
+        `  proxy_temp_path ${outside}/proxy-temp 1 2;`,
+        `  location / { client_body_temp_path ${up}/body; error_log ${outside}/location.log; return 200; }`,
+        "}",
+        "",
+      ].join("\n");
+      const script = `import(${JSON.stringify(path.join(PROJECT, "src/commands/plan-tools.ts"))}).then(async (m) => {
+        const step = { kind: "file", name: "site", source: "site.conf", targets: ["/etc/nginx/conf.d/site.conf"] };
+        const head = { read: async () => Buffer.from(${JSON.stringify(snippet)}) };
+        const tools = { systemdAnalyze: null, nginx: ${JSON.stringify(findTool("nginx"))}, unitsDir: "/nonexistent", timeoutMs: 30000 };
+        process.stdout.write(JSON.stringify(await m.toolChecks({ steps: [step] }, head, tools)));
+      });`;
+      const out = execFileSync(
+        "setpriv",
+        [
+          "--reuid=65534",
+          "--regid=65534",
+          "--clear-groups",
+          process.execPath,
+          "--import",
+          "tsx",
+          "-e",
+          script,
+        ],
+        { cwd: PROJECT, encoding: "utf8" },
+      );
+      const [check] = JSON.parse(out) as { result: string; message: string }[];
+      // As root, the same check runs nginx as the kernel's nobody: the same directory for it to write in.
+      const inProcess = async (text: string) =>
+        (
+          await toolChecks(
+            {
+              steps: [
+                { kind: "file", name: "site", source: "site.conf", targets: ["/etc/nginx/conf.d/site.conf"] },
+              ],
+            } as never,
+            { read: async () => Buffer.from(text) } as never,
+            {
+              systemdAnalyze: null,
+              nginx: findTool("nginx"),
+              unitsDir: "/nonexistent",
+              timeoutMs: TOOL_TIMEOUT_MS,
+            },
+          )
+        )[0];
+      // As root, the same check runs nginx as the kernel's nobody: the same directory for it to write in.
+      const asRoot = await inProcess(snippet);
+      // Each path is a file or directory made in the scratch directory: a bounded number of them.
+      const many = await inProcess(`access_log ${outside}/many.log;\n`.repeat(257));
+      assert.equal(many?.result, "skipped");
+      assert.match(
+        many?.message ?? "",
+        /^it names 257 log, temp, cache or socket paths, more than the 256 made here/,
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(readdirSync(outside), [], "nothing is left outside the scratch directory");
+      assert.deepEqual(made, [], "nothing was made there, not even for a while");
+      for (const c of [check, asRoot]) {
+        assert.equal(c?.result, "passed", c?.message);
+        assert.match(c?.message ?? "", /its log, temp, cache and socket paths are the host's to check/);
+      }
+    } finally {
+      watcher.close();
+      rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
   it("nginx -t never runs a main nginx.conf, nor a snippet that includes a file; it opens nothing of the host's", async () => {
     const outside = mkdtempSync(path.join(tmpdir(), "plan-nginx-"));
     try {
@@ -528,16 +618,11 @@ describe("deploy-agent plan: units and nginx through their tools", {
         `it includes "${secret}", which only the host has: the host's nginx -t checks it before the reload`,
       );
 
-      // What the snippet names for nginx to open: as root the check runs nginx as the kernel's nobody.
+      // A log the snippet names for nginx to make: made in the scratch directory instead, as root or not.
       const log = path.join(outside, "created.log");
       const opens = await check(pushConf("/etc/nginx/conf.d/site.conf", `access_log ${log};\n`));
-      if (process.getuid?.() === 0) {
-        assert.equal(existsSync(log), false, "nginx -t as nobody could not create it");
-        assert.equal(opens.result, "skipped");
-        assert.match(opens.message, /^needs files that only the host has: .*created\.log.*Permission denied/);
-      } else {
-        assert.equal(opens.result, "passed", "as this user nginx may open its own directory");
-      }
+      assert.equal(existsSync(log), false, "nginx -t made it in the scratch directory");
+      assert.equal(opens.result, "passed", opens.message);
     } finally {
       rmSync(outside, { recursive: true, force: true });
     }

@@ -1,9 +1,14 @@
 import { execFile } from "node:child_process";
 import { accessSync, constants, readFileSync } from "node:fs";
-import { chmod, cp, lstat, mkdir, mkdtemp, open, rm, stat } from "node:fs/promises";
+import { chmod, chown, cp, lstat, mkdir, mkdtemp, open, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { type NginxDirective, nginxDirectives } from "../content/nginx-conf.js";
+import {
+  type ConfinedNginx,
+  confineNginxPaths,
+  type NginxDirective,
+  nginxDirectives,
+} from "../content/nginx-conf.js";
 import type { Manifest } from "../manifest/schema.js";
 import type { Snapshot } from "../source/snapshot.js";
 
@@ -80,6 +85,7 @@ function runTool(
   args: string[],
   timeoutMs: number,
   as?: { uid: number; gid: number } | null,
+  cwd?: string,
 ): Promise<ToolRun> {
   return new Promise((resolve) => {
     execFile(
@@ -88,6 +94,7 @@ function runTool(
       {
         // libuv drops the supplementary groups with the uid.
         ...(as ?? {}),
+        cwd,
         timeout: timeoutMs,
         killSignal: "SIGKILL",
         maxBuffer: 1024 * 1024,
@@ -226,6 +233,9 @@ const TEMP_PATHS = [
   "scgi_temp_path",
 ];
 
+/** A snippet naming more paths for nginx -t to make is not run: each is a file or directory made here. */
+const MAX_MADE_PATHS = 256;
+
 /** nginx failing to open a file the configuration names (`open()`, or OpenSSL's for a certificate). */
 const OPEN_FAILED =
   /^nginx: \[emerg\] (?:open\(\) "[^"]*" failed \((?:2: No such file or directory|13: Permission denied)\)|cannot load certificate(?: key)? "[^"]*": BIO_new_file\(\) failed)/;
@@ -241,6 +251,23 @@ function refusal(directives: NginxDirective[]): string | null {
     return `it includes ${includes.map((d) => JSON.stringify(d.args.join(" "))).join(", ")}, which only the host has`;
   const loader = directives.find((d) => d.args.some((a) => /^(?:engine|store):/i.test(a)));
   if (loader) return `its ${loader.name} names an OpenSSL engine or store, which loads code`;
+  return null;
+}
+
+/** Paths a confined snippet has nginx -t make in the scratch directory. */
+const madeOf = (c: ConfinedNginx) => c.files.length + c.dirs.length + c.sockets.length;
+
+/** Why a configuration is not run here, or null. */
+function whyNotRun(targets: readonly string[], data: Buffer, confined: ConfinedNginx | null): string | null {
+  if (targets.some((t) => path.posix.basename(t) === "nginx.conf"))
+    return "a main nginx.conf is not run here (it loads modules and names the host's files)";
+  const refused = refusal(nginxDirectives(data.toString("utf8")));
+  if (refused) return refused;
+  if (!confined)
+    return "its log, temp, cache or socket paths could not all be moved into a scratch directory";
+  const made = madeOf(confined);
+  if (made > MAX_MADE_PATHS)
+    return `it names ${made} log, temp, cache or socket paths, more than the ${MAX_MADE_PATHS} made here`;
   return null;
 }
 
@@ -261,10 +288,10 @@ async function nginxTest(
     };
   const data = await head.read(file).catch(() => null);
   if (!data) return { name, file, result: "skipped", message: "the file is missing (see the source check)" };
-  const refused = targets.some((t) => path.posix.basename(t) === "nginx.conf")
-    ? "a main nginx.conf is not run here (it loads modules and names the host's files)"
-    : refusal(nginxDirectives(data.toString("utf8")));
-  if (refused)
+  // latin1: one character a byte, so the snippet's bytes are written back as they were.
+  const confined = confineNginxPaths(data.toString("latin1"));
+  const refused = whyNotRun(targets, data, confined);
+  if (refused || !confined)
     return {
       name,
       file,
@@ -280,20 +307,29 @@ async function nginxTest(
     // write (made here, owned through their descriptors), so it can rename nothing in the directory.
     await chmod(dir, 0o755);
     await mkdir(path.join(dir, "tmp"));
-    await writeInside(dir, own, data, 0o644);
+    await writeInside(dir, own, Buffer.from(confined.text, "latin1"), 0o644);
     await writeInside(
       dir,
       conf,
       `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n  access_log ${dir}/access.log;\n${TEMP_PATHS.map((d) => `  ${d} ${dir}/tmp;\n`).join("")}  include ${own};\n}\n`,
       0o644,
     );
-    for (const f of ["nginx.pid", "error.log", "access.log"])
+    // The snippet's own log files, temp and cache directories and unix sockets, each given a name here
+    // (confineNginxPaths): wherever it named them, nginx -t makes them in this directory only. Its sockets
+    // are relative to nginx's working directory, this one.
+    for (const f of ["nginx.pid", "error.log", "access.log", ...confined.files])
       await writeInside(dir, path.join(dir, f), "", 0o644, as ?? undefined);
+    for (const d of confined.dirs) await mkdir(path.join(dir, d), { recursive: true });
+    if (confined.sockets.length) {
+      await mkdir(path.join(dir, "sockets"), { mode: 0o755 });
+      if (as) await chown(path.join(dir, "sockets"), as.uid, as.gid);
+    }
     const run = await runTool(
       tools.nginx ?? "",
       ["-t", "-q", "-p", `${dir}/`, "-c", conf, "-e", `${dir}/error.log`],
       tools.timeoutMs,
       as,
+      dir,
     );
     if (run.timedOut)
       return {
@@ -303,7 +339,10 @@ async function nginxTest(
         message: `nginx -t did not finish within ${tools.timeoutMs} ms`,
       };
     const output = run.output.split(`${dir}/`).join("").split(dir).join("");
-    if (run.code === 0) return { name, file, result: "passed", message: "nginx -t: syntax ok" };
+    if (run.code === 0) {
+      const more = madeOf(confined) ? "; its log, temp, cache and socket paths are the host's to check" : "";
+      return { name, file, result: "passed", message: `nginx -t: syntax ok${more}` };
+    }
     // A certificate or log path of the host: missing here, or not to be opened by the unprivileged user.
     // Read from nginx's first line only, its own words: later lines may quote the configuration's.
     if (OPEN_FAILED.test(output.split("\n")[0] ?? ""))

@@ -2,6 +2,8 @@
 export interface NginxDirective {
   name: string;
   args: string[];
+  /** Where each argument is in the text, as [start, end): its characters inside any quotes. */
+  spans: [number, number][];
 }
 
 /**
@@ -16,6 +18,7 @@ export interface NginxDirective {
 export function nginxDirectives(text: string): NginxDirective[] {
   const found: NginxDirective[] = [];
   let args: string[] = [];
+  let spans: [number, number][] = [];
   let start = 0;
   let lastSpace = true;
   let comment = false;
@@ -25,8 +28,9 @@ export function nginxDirectives(text: string): NginxDirective[] {
   let needSpace = false;
   const statement = (end: string) => {
     const [name, ...rest] = args;
-    if (end === ";" && name !== undefined) found.push({ name, args: rest });
+    if (end === ";" && name !== undefined) found.push({ name, args: rest, spans: spans.slice(1) });
     args = [];
+    spans = [];
   };
   for (let i = 0; i < text.length; i++) {
     const ch = text[i] as string;
@@ -92,6 +96,7 @@ export function nginxDirectives(text: string): NginxDirective[] {
     }
     if (!ends) continue;
     args.push(nginxWord(text.slice(start, i)));
+    spans.push([start, i]);
     if (!needSpace && (ch === ";" || ch === "{")) statement(ch);
   }
   return found;
@@ -116,4 +121,70 @@ function nginxWord(raw: string): string {
     }
   }
   return out;
+}
+
+/** The values of a path-making directive's first argument that name no path (nginx's own tests, exact). */
+const NAMES_NO_PATH: Record<string, (arg: string) => boolean> = {
+  access_log: (a) => a === "off" || a.startsWith("syslog:"),
+  error_log: (a) => a === "stderr" || a.startsWith("syslog:") || a.startsWith("memory:"),
+  listen: (a) => !a.startsWith("unix:"),
+};
+/** Directives whose first argument is a file `nginx -t` opens to append (making it), or a socket it binds. */
+const MAKES_FILE = new Set(["access_log", "error_log"]);
+const MAKES_SOCKET = new Set(["listen"]);
+/** Directives whose first argument is a directory `nginx -t` makes. */
+const MAKES_DIR = new Set(
+  ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+    .map((p) => `${p}_temp_path`)
+    .concat(["proxy", "fastcgi", "uwsgi", "scgi"].map((p) => `${p}_cache_path`)),
+);
+
+/** A configuration with every path `nginx -t` would make put under its prefix, and those paths. */
+export interface ConfinedNginx {
+  text: string;
+  /** Relative to nginx's prefix (`-p`): log files, directories, unix sockets (relative to its working directory). */
+  files: string[];
+  dirs: string[];
+  sockets: string[];
+}
+
+/**
+ * Puts each path an nginx configuration has `nginx -t` make (the log files it opens, the temp and cache
+ * directories it creates, the unix sockets it binds) in a name of its own relative to the prefix, whatever
+ * the configuration named: absolute, relative with `..`, quoted or not. The argument's characters are
+ * replaced where nginx's reader finds them (nginxDirectives), by a name with no character nginx reads as
+ * special in any quoting; the result is read again and refused (null) unless every such directive now names
+ * one of those paths.
+ */
+export function confineNginxPaths(text: string): ConfinedNginx | null {
+  const out: ConfinedNginx = { text, files: [], dirs: [], sockets: [] };
+  const edits: { span: [number, number]; to: string }[] = [];
+  const found = nginxDirectives(text);
+  for (const d of found) {
+    const arg = d.args[0];
+    const span = d.spans[0];
+    if (arg === undefined || span === undefined || NAMES_NO_PATH[d.name]?.(arg)) continue;
+    const n = edits.length + 1;
+    if (MAKES_FILE.has(d.name)) {
+      out.files.push(`logs/${n}.log`);
+      edits.push({ span, to: `logs/${n}.log` });
+    } else if (MAKES_DIR.has(d.name)) {
+      out.dirs.push(`paths/${n}`);
+      edits.push({ span, to: `paths/${n}` });
+    } else if (MAKES_SOCKET.has(d.name)) {
+      out.sockets.push(`sockets/${n}.sock`);
+      edits.push({ span, to: `unix:sockets/${n}.sock` });
+    }
+  }
+  for (const { span, to } of edits.reverse())
+    out.text = out.text.slice(0, span[0]) + to + out.text.slice(span[1]);
+  const again = nginxDirectives(out.text);
+  const ours = new Set([...out.files, ...out.dirs, ...out.sockets.map((s) => `unix:${s}`)]);
+  const confined = again.every((d) => {
+    const arg = d.args[0];
+    if (arg === undefined || !(MAKES_FILE.has(d.name) || MAKES_DIR.has(d.name) || MAKES_SOCKET.has(d.name)))
+      return true;
+    return NAMES_NO_PATH[d.name]?.(arg) || ours.has(arg);
+  });
+  return confined && again.length === found.length ? out : null;
 }
