@@ -17,10 +17,12 @@ import { manifestSchema } from "../src/manifest/schema.js";
 import { historyTrigger, reasonOf, type Trigger } from "../src/server/runner.js";
 import {
   appendHistory,
+  type Compaction,
+  findApplied,
   HISTORY_FILE,
   type HistoryRecord,
-  MAX_READ_BYTES,
   MAX_RECORD_BYTES,
+  MAX_SCAN_BYTES,
   readHistory,
   routine,
 } from "../src/state/history.js";
@@ -328,10 +330,10 @@ describe("history: bounds", () => {
     assert.equal(back?.stepsOmitted, 2000);
   });
 
-  it("the reader reads at most MAX_READ_BYTES of a huge file, skips long and invalid lines, and compaction shrinks it", async () => {
+  it("a huge file of junk lines: the reader reads past them from the end with bounded memory, and compaction shrinks it", async () => {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const junk = `${"j".repeat(1023)}\n`;
-    writeFileSync(historyFile, junk.repeat((3 * MAX_READ_BYTES) / 1024), { mode: 0o600 });
+    writeFileSync(historyFile, junk.repeat(24 * 1024), { mode: 0o600 });
     appendFileSync(historyFile, `${JSON.stringify(handRecord(Date.now() - 1000, "valid"))}\n`);
     appendFileSync(
       historyFile,
@@ -340,13 +342,13 @@ describe("history: bounds", () => {
     const before = statSync(historyFile).size;
     const heap = process.memoryUsage().arrayBuffers;
     const read = await readHistory(stateDir, { limit: 2 });
-    assert.ok(process.memoryUsage().arrayBuffers - heap < 2 * MAX_READ_BYTES);
-    assert.equal(read.truncated, true);
+    assert.ok(process.memoryUsage().arrayBuffers - heap < 4 * 1024 * 1024);
+    assert.equal(read.truncated, false, "read to its start: 24 MiB is under MAX_SCAN_BYTES");
     assert.deepEqual(
       read.records.map((r) => r.reason),
       ["valid"],
     );
-    assert.ok(read.skipped >= 2, "the over-long record line and junk lines are skipped and counted");
+    assert.equal(read.skipped, 24 * 1024 + 1, "the over-long record line and every junk line are counted");
     await appendHistory(stateDir, handRecord(Date.now(), "after"), {
       bounds: { maxRecords: 10, maxAgeDays: 1 },
       locked: true,
@@ -356,6 +358,185 @@ describe("history: bounds", () => {
       parsed().map((r) => r.reason),
       ["valid", "after"],
     );
+  });
+});
+
+/** A run that applied `revision`, written by hand; `pad` makes its line longer. */
+function appliedRun(at: number, revision: string, pad = 0): HistoryRecord {
+  return {
+    ...handRecord(at, "x".repeat(pad)),
+    event: "run",
+    trigger: { kind: "manual", user: "hand" },
+    result: "succeeded",
+    revision,
+    applied: true,
+  };
+}
+const lineOf = (r: HistoryRecord) => `${JSON.stringify(r)}\n`;
+
+describe("history: a damaged or large file hides nothing and loses nothing", () => {
+  withHost();
+  const compactions: Compaction[] = [];
+  const append = (reason: string, maxRecords: number) =>
+    appendHistory(stateDir, handRecord(Date.now(), reason), {
+      bounds: { maxRecords, maxAgeDays: 1 },
+      locked: true,
+      onCompact: (c) => compactions.push(c),
+    });
+  beforeEach(() => {
+    compactions.length = 0;
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  });
+
+  it("one 9 MiB line in the middle: every record before and after it reads, `history` shows them, pin finds the oldest, compaction keeps them all byte for byte", async () => {
+    const now = Date.now();
+    const older = Array.from({ length: 30 }, (_, i) => lineOf(appliedRun(now - 60_000 + i, `rev-${i}`)));
+    const newer = Array.from({ length: 5 }, (_, i) => lineOf(appliedRun(now - 1000 + i, `rev-${30 + i}`)));
+    writeFileSync(historyFile, [...older, `${"x".repeat(9 * 1024 * 1024)}\n`, ...newer].join(""), {
+      mode: 0o600,
+    });
+    const heap = process.memoryUsage().arrayBuffers;
+    const read = await readHistory(stateDir, { limit: 100 });
+    assert.ok(process.memoryUsage().arrayBuffers - heap < 4 * 1024 * 1024, "the long line is never held");
+    assert.equal(read.records.length, 35);
+    assert.equal(read.records.at(-1)?.revision, "rev-0");
+    assert.equal(read.skipped, 1);
+    assert.equal(read.truncated, false);
+    assert.equal((await findApplied(stateDir, "rev-0"))?.revision, "rev-0");
+    assert.equal((await findApplied(stateDir, "rev-34"))?.revision, "rev-34");
+
+    const file = manifest();
+    const text = await runCli(["history", "--limit", "100", ...common(file)]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /warning: 1 invalid line\(s\) skipped/);
+    assert.match(text.stdout, /rev-0\b/);
+    assert.match(text.stdout, /rev-34\b/);
+    const json = JSON.parse((await runCli(["history", "--json", "--limit", "100", ...common(file)])).stdout);
+    assert.equal(json.records.length, 35);
+
+    await append("after", 1000);
+    assert.deepEqual(compactions, [{ kept: 36, old: 0, pastMaxRecords: false, invalid: 1 }]);
+    assert.equal(
+      readFileSync(historyFile, "utf8"),
+      [...older, ...newer, `${lines().at(-1)}\n`].join(""),
+      "the long line gone, every record kept as it was",
+    );
+  });
+
+  it("a 20 MiB file within maxRecords 10,000: the oldest record is found, and compaction drops only the one past the bound", async () => {
+    const now = Date.now();
+    const all = Array.from({ length: 10_000 }, (_, i) =>
+      lineOf(appliedRun(now - 20_000 + i, `rev-${i}`, 2000)),
+    );
+    writeFileSync(historyFile, all.join(""), { mode: 0o600 });
+    assert.ok(statSync(historyFile).size > 20 * 1024 * 1024);
+    const heap = process.memoryUsage().arrayBuffers;
+    const read = await readHistory(stateDir);
+    assert.ok(process.memoryUsage().arrayBuffers - heap < 4 * 1024 * 1024);
+    assert.deepEqual(
+      read.records.slice(0, 2).map((r) => r.revision),
+      ["rev-9999", "rev-9998"],
+    );
+    assert.equal((await findApplied(stateDir, "rev-0"))?.revision, "rev-0");
+
+    await append("after", 10_000);
+    assert.deepEqual(compactions, [{ kept: 10_000, old: 0, pastMaxRecords: true, invalid: 0 }]);
+    const kept = lines();
+    assert.equal(kept.length, 10_000);
+    assert.equal(`${kept[0]}\n`, all[1], "only the oldest record is past maxRecords");
+    assert.equal((await findApplied(stateDir, "rev-1"))?.revision, "rev-1");
+  });
+
+  it("a killed writer's torn last line: skipped and counted; the next record starts its own line; a rewrite drops only it", async () => {
+    const now = Date.now();
+    const records = Array.from({ length: 12 }, (_, i) => lineOf(appliedRun(now - 1000 + i, `rev-${i}`)));
+    const torn = (records[0] ?? "").slice(0, 40);
+    writeFileSync(historyFile, [...records, torn].join(""), { mode: 0o600 });
+    const read = await readHistory(stateDir, { limit: 100 });
+    assert.equal(read.records.length, 12);
+    assert.equal(read.skipped, 1);
+    assert.equal((await findApplied(stateDir, "rev-11"))?.revision, "rev-11");
+    await append("within", 1000);
+    assert.deepEqual(compactions, [], "a torn line alone leaves the file as it is");
+    assert.equal(lines().at(-2), torn);
+    await append("past", 10);
+    assert.deepEqual(compactions, [{ kept: 10, old: 0, pastMaxRecords: true, invalid: 1 }]);
+    assert.deepEqual(
+      parsed().map((r) => r.revision ?? r.reason),
+      ["rev-4", "rev-5", "rev-6", "rev-7", "rev-8", "rev-9", "rev-10", "rev-11", "within", "past"],
+    );
+  });
+
+  it("a line that is not UTF-8 is skipped and counted, and the records around it read", async () => {
+    const now = Date.now();
+    const bad = Buffer.from(
+      lineOf(appliedRun(now - 500, "rev-bad")).replace("rev-bad", "rev-\u00ff"),
+      "latin1",
+    );
+    writeFileSync(
+      historyFile,
+      Buffer.concat([
+        Buffer.from(lineOf(appliedRun(now - 1000, "rev-a"))),
+        bad,
+        Buffer.from(`\ufeff${lineOf(appliedRun(now - 100, "rev-b"))}`),
+        Buffer.from(lineOf(appliedRun(now, "rev-c")).replace("\n", "\r\n")),
+      ]),
+      { mode: 0o600 },
+    );
+    const read = await readHistory(stateDir);
+    assert.deepEqual(
+      read.records.map((r) => r.revision),
+      ["rev-c", "rev-b", "rev-a"],
+      "a CR before the line break and a BOM before the record (an editor's) read",
+    );
+    assert.equal(read.skipped, 1);
+    assert.equal(await findApplied(stateDir, "rev-\ufffd"), null);
+  });
+
+  it("the bounds: a line of MAX_RECORD_BYTES - 1 bytes is a record, one more byte is not; the scan stops at its bound and says so", async () => {
+    const at = Date.now();
+    const base = JSON.stringify(appliedRun(at, "rev-fit"));
+    const fit = JSON.stringify(appliedRun(at, "rev-fit", MAX_RECORD_BYTES - 1 - base.length));
+    const over = JSON.stringify(appliedRun(at, "rev-ovr", MAX_RECORD_BYTES - base.length));
+    assert.equal(Buffer.byteLength(fit), MAX_RECORD_BYTES - 1);
+    assert.equal(Buffer.byteLength(over), MAX_RECORD_BYTES);
+    writeFileSync(historyFile, `${fit}\n${over}\n`, { mode: 0o600 });
+    const read = await readHistory(stateDir);
+    assert.deepEqual(
+      read.records.map((r) => r.revision),
+      ["rev-fit"],
+    );
+    assert.equal(read.skipped, 1);
+
+    const three = [0, 1, 2].map((i) => lineOf(appliedRun(at + i, `rev-${i}`)));
+    writeFileSync(historyFile, three.join(""), { mode: 0o600 });
+    const lastTwo = Buffer.byteLength(three[1] ?? "") + Buffer.byteLength(three[2] ?? "");
+    const atBound = await readHistory(stateDir, { scanBytes: lastTwo });
+    assert.deepEqual(
+      atBound.records.map((r) => r.revision),
+      ["rev-2", "rev-1"],
+    );
+    assert.equal(atBound.truncated, true);
+    assert.equal(atBound.skipped, 0, "the line cut by the bound is not counted");
+    const under = await readHistory(stateDir, { scanBytes: lastTwo - 1 });
+    assert.deepEqual(
+      under.records.map((r) => r.revision),
+      ["rev-2"],
+    );
+    assert.equal((await readHistory(stateDir, { scanBytes: lastTwo, limit: 2 })).truncated, false);
+    assert.ok(MAX_SCAN_BYTES >= 10_000 * MAX_RECORD_BYTES, "a file within its largest bounds is read whole");
+  });
+
+  it("compaction copies the records it keeps as they were: a newer agent's fields stay; an empty file stays empty", async () => {
+    const now = Date.now();
+    const newer = `${JSON.stringify({ ...appliedRun(now, "rev-new"), future: { x: 1 } })}\n`;
+    const old = lineOf(appliedRun(now - 3 * 86_400_000, "rev-old"));
+    writeFileSync(historyFile, "", { mode: 0o600 });
+    assert.deepEqual((await readHistory(stateDir)).records, []);
+    writeFileSync(historyFile, `${old}${newer}`, { mode: 0o600 });
+    await append("after", 10);
+    assert.deepEqual(compactions, [{ kept: 2, old: 1, pastMaxRecords: false, invalid: 0 }]);
+    assert.equal(lines()[0], newer.trim());
   });
 });
 

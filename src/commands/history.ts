@@ -58,7 +58,10 @@ export async function historyCommand(flags: HistoryFlags, out: (text: string) =>
   }
   const lines = [`history of ${host} (${read.file}), newest first`];
   if (read.skipped) lines.push(`warning: ${read.skipped} invalid line(s) skipped (a torn write, corruption)`);
-  if (read.truncated) lines.push("warning: the file is larger than the reader's bound: older lines not read");
+  if (read.truncated)
+    lines.push(
+      "warning: the file goes on past the reader's bound (its newest 128 MiB): older lines not read",
+    );
   if (!read.records.length)
     lines.push(flags.step ? `no run of step ${flags.step} recorded` : "nothing recorded yet");
   for (const rec of read.records) lines.push(renderRecord(rec));

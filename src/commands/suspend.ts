@@ -1,5 +1,5 @@
 import { asAgentError } from "../core/errors.js";
-import { appendHistory, operator } from "../state/history.js";
+import { appendHistory, compactionText, operator } from "../state/history.js";
 import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../state/lock.js";
 import { readState, writeState } from "../state/state.js";
 import { type CommonFlags, resolve } from "./options.js";
@@ -18,13 +18,14 @@ async function mark(flags: CommonFlags, next: { reason: string; since: string } 
     const { state } = await readState(r.stateDir, r.loaded.manifest.host);
     const before = state.suspended;
     // Resuming a host that is not suspended changes nothing, not even the state file's time.
-    if (!next && !before) return { r, before, unrecorded: null };
+    if (!next && !before) return { r, before, historyNote: null };
     if (next) state.suspended = next;
     else delete state.suspended;
     await writeState(r.stateDir, state);
     const revision = state.lastRun?.revision ?? null;
     // Done is done: a history that cannot be written is said, never a failed suspend.
-    const unrecorded = await appendHistory(
+    let dropped: string | null = null;
+    const historyNote = await appendHistory(
       r.stateDir,
       {
         v: 1,
@@ -42,12 +43,19 @@ async function mark(flags: CommonFlags, next: { reason: string; since: string } 
         durationMs: 0,
         ...(next ? { reason: next.reason } : {}),
       },
-      { bounds: r.loaded.manifest.history, locked: true },
+      {
+        bounds: r.loaded.manifest.history,
+        locked: true,
+        // Corruption dropped by the rewrite is said; records past the bounds are routine.
+        onCompact: (c) => {
+          if (c.invalid) dropped = `warning: ${compactionText(c)}\n`;
+        },
+      },
     ).then(
-      () => null,
+      () => dropped,
       (err: unknown) => `warning: not recorded in the deploy history: ${asAgentError(err).message}\n`,
     );
-    return { r, before, unrecorded };
+    return { r, before, historyNote };
   } finally {
     await lock.release();
   }
@@ -59,8 +67,8 @@ export async function suspendCommand(
 ): Promise<number> {
   const reason = flags.reason?.trim() || "no reason given";
   const since = new Date().toISOString();
-  const { r, before, unrecorded } = await mark(flags, { reason, since });
-  if (unrecorded && !flags.json) out(unrecorded);
+  const { r, before, historyNote } = await mark(flags, { reason, since });
+  if (historyNote && !flags.json) out(historyNote);
   out(
     flags.json
       ? `${JSON.stringify({ schema: "deploy-agent/suspend@1", host: r.loaded.manifest.host, suspended: { reason, since } }, null, 2)}\n`
@@ -70,8 +78,8 @@ export async function suspendCommand(
 }
 
 export async function resumeCommand(flags: RunFlags, out: (t: string) => void): Promise<number> {
-  const { r, before, unrecorded } = await mark(flags, undefined);
-  if (unrecorded && !flags.json) out(unrecorded);
+  const { r, before, historyNote } = await mark(flags, undefined);
+  if (historyNote && !flags.json) out(historyNote);
   const host = r.loaded.manifest.host;
   if (!before) {
     out(

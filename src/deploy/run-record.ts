@@ -1,6 +1,12 @@
 import type { Logger } from "pino";
 import { asAgentError } from "../core/errors.js";
-import { appendHistory, type HistoryBounds, type HistoryRecord, type Trigger } from "../state/history.js";
+import {
+  appendHistory,
+  compactionText,
+  type HistoryBounds,
+  type HistoryRecord,
+  type Trigger,
+} from "../state/history.js";
 import type { RunReport } from "./run-report.js";
 
 /**
@@ -76,6 +82,11 @@ export async function recordRun(
     await appendHistory(stateDir, runRecord(facts, outcome), {
       bounds: facts.bounds,
       locked: options.locked,
+      // Lines that were not records are corruption: said as a warning; records past the bounds are routine.
+      onCompact: (c) =>
+        c.invalid
+          ? options.log.warn({ compaction: c }, compactionText(c))
+          : options.log.info({ compaction: c }, compactionText(c)),
     });
   } catch (err) {
     const e = asAgentError(err);

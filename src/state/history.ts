@@ -19,8 +19,6 @@ import { writeFileAtomic } from "../host/atomic-write.js";
 export const HISTORY_FILE = "history.jsonl";
 /** A record is kept below this (messages shortened, then steps left out); a longer line read is skipped. */
 export const MAX_RECORD_BYTES = 8 * 1024;
-/** The reader reads at most the newest this many bytes, whatever the file's size (a corrupted or hostile file). */
-export const MAX_READ_BYTES = 8 * 1024 * 1024;
 /** Error messages are cut to this many characters (after redaction, so no part of a secret survives). */
 const MESSAGE_CHARS = 500;
 /** Names (users, delivery ids, steps) are cut to this many characters. */
@@ -126,10 +124,11 @@ export function parseRecord(json: unknown): HistoryRecord | null {
   return parsed.success ? parsed.data : null;
 }
 
+/** A record, or null for a line that is not one: too long, not UTF-8 (corruption), not JSON, not a record. */
 function parseLine(line: Buffer): HistoryRecord | null {
   if (line.length >= MAX_RECORD_BYTES) return null;
   try {
-    const parsed = recordSchema.safeParse(JSON.parse(line.toString("utf8")));
+    const parsed = recordSchema.safeParse(JSON.parse(utf8.decode(line)));
     return parsed.success ? parsed.data : null;
   } catch {
     return null;
@@ -143,6 +142,8 @@ export interface HistoryQuery {
   step?: string | undefined;
   /** Only records this says yes to. */
   where?: ((r: HistoryRecord) => boolean) | undefined;
+  /** Look at most at the newest this many bytes (MAX_SCAN_BYTES); for tests of the bound. */
+  scanBytes?: number | undefined;
 }
 
 export interface HistoryRead {
@@ -151,41 +152,100 @@ export interface HistoryRead {
   records: HistoryRecord[];
   /** Lines met that are not records (a torn last line, corruption): skipped, never fatal. */
   skipped: number;
-  /** The file is larger than MAX_READ_BYTES: older lines were not read. */
+  /** Fewer records than asked for, and the file goes on past MAX_SCAN_BYTES: older lines were not read. */
   truncated: boolean;
 }
 
-/** The newest `max` bytes of the file, or null when there is none. */
-async function tail(
+/** Bytes read at a time, from the end of the file backwards: with one line's carry, the reader's memory. */
+const CHUNK_BYTES = 64 * 1024;
+/**
+ * The reader looks at most at the newest this many bytes of the file: more than the largest file within
+ * its bounds (10,000 records under MAX_RECORD_BYTES each: 80 MiB), so only a damaged file is cut. It bounds
+ * time, not memory: memory is CHUNK_BYTES and one line, whatever the file holds.
+ */
+export const MAX_SCAN_BYTES = 128 * 1024 * 1024;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** A line read from the end: its bytes (valid until the next line is asked for), or null when too long. */
+interface Line {
+  bytes: Buffer | null;
+}
+
+/**
+ * The file's lines from its end backwards, newest first, empty ones left out. A line of MAX_RECORD_BYTES or
+ * more is never held: it comes as `bytes: null`. Stops after `scanBytes` bytes (the line cut there is not
+ * returned) and says so in `cut`. Memory: CHUNK_BYTES and MAX_RECORD_BYTES, reused.
+ */
+async function* linesFromEnd(
   historyFile: string,
-  max = MAX_READ_BYTES,
-): Promise<{ bytes: Buffer; truncated: boolean } | null> {
+  scanBytes: number,
+  cut: { value: boolean },
+): AsyncGenerator<Line> {
   let handle: Awaited<ReturnType<typeof open>> | undefined;
   try {
     handle = await open(historyFile, "r");
-    const { size } = await handle.stat();
-    const length = Math.min(size, max);
-    const bytes = Buffer.alloc(length);
-    let got = 0;
-    while (got < length) {
-      const { bytesRead } = await handle.read(bytes, got, length - got, size - length + got);
-      if (!bytesRead) break;
-      got += bytesRead;
-    }
-    return { bytes: bytes.subarray(0, got), truncated: size > length };
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return null;
-    throw new AgentError(
-      "HISTORY_UNREADABLE",
-      `cannot read ${historyFile}: ${code ?? (err as Error).message}`,
-      {
-        cause: err,
-      },
-    );
-  } finally {
-    await handle?.close();
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw unreadable(historyFile, err);
   }
+  try {
+    const { size } = await handle.stat().catch((err: unknown) => {
+      throw unreadable(historyFile, err);
+    });
+    const floor = Math.max(0, size - scanBytes);
+    const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+    // The part of the current line already read (it lies after `pos`), kept at the carry's end.
+    const carry = Buffer.allocUnsafe(MAX_RECORD_BYTES);
+    let carried = 0;
+    let long = false;
+    let pos = size;
+    while (pos > floor) {
+      const length = Math.min(CHUNK_BYTES, pos - floor);
+      pos -= length;
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await handle.read(chunk, got, length - got, pos + got).catch((err: unknown) => {
+          throw unreadable(historyFile, err);
+        });
+        if (!bytesRead) throw unreadable(historyFile, new Error("the file shrank while read"));
+        got += bytesRead;
+      }
+      let end = length;
+      for (let nl = chunk.lastIndexOf(0x0a, end - 1); ; nl = chunk.lastIndexOf(0x0a, end - 1)) {
+        if (nl < 0 || nl >= end) nl = -1;
+        const piece = chunk.subarray(nl + 1, end);
+        if (!long && carried + piece.length < MAX_RECORD_BYTES) {
+          piece.copy(carry, MAX_RECORD_BYTES - carried - piece.length);
+          carried += piece.length;
+        } else long = true;
+        if (nl === -1) break;
+        const line = long ? null : carry.subarray(MAX_RECORD_BYTES - carried);
+        if (long || carried) yield { bytes: line };
+        carried = 0;
+        long = false;
+        end = nl;
+      }
+    }
+    // At the bound, the line read last is whole only when a line break comes just before it.
+    const whole =
+      floor === 0 || (await handle.read(chunk, 0, 1, floor - 1)).bytesRead === 0 || chunk[0] === 0x0a;
+    if (whole && (long || carried)) yield { bytes: long ? null : carry.subarray(MAX_RECORD_BYTES - carried) };
+    cut.value = floor > 0;
+  } finally {
+    await handle.close();
+  }
+}
+
+function unreadable(historyFile: string, err: unknown): AgentError {
+  const code = (err as NodeJS.ErrnoException).code;
+  return new AgentError(
+    "HISTORY_UNREADABLE",
+    `cannot read ${historyFile}: ${code ?? (err as Error).message}`,
+    {
+      cause: err,
+    },
+  );
 }
 
 /** The document `history --json` prints and `/history` answers. */
@@ -199,31 +259,18 @@ export function historyDocument(host: string, read: HistoryRead) {
   };
 }
 
-/** Records newest first, as the query says; invalid lines skipped and counted. Memory: MAX_READ_BYTES at most. */
+/**
+ * Records newest first, as the query says, read from the file's end until the query has its records; lines
+ * that are not records (torn, too long, not UTF-8, not JSON) are skipped and counted. Memory: CHUNK_BYTES and
+ * one line, and the records returned.
+ */
 export async function readHistory(stateDir: string, query: HistoryQuery = {}): Promise<HistoryRead> {
-  return scan(file(stateDir), await tail(file(stateDir)), query);
-}
-
-function scan(
-  historyFile: string,
-  read: { bytes: Buffer; truncated: boolean } | null,
-  query: HistoryQuery,
-): HistoryRead {
   const limit = query.limit ?? 20;
-  const out: HistoryRead = { file: historyFile, records: [], skipped: 0, truncated: !!read?.truncated };
-  if (!read) return out;
-  const { bytes } = read;
-  // A cut at the start of what was read is the middle of a line: not a record, not counted as invalid.
-  const cutAt = bytes.indexOf(0x0a);
-  const first = !read.truncated ? 0 : cutAt === -1 ? bytes.length : cutAt + 1;
-  let end = bytes.length;
-  while (end > first && out.records.length < limit) {
-    const nl = bytes.lastIndexOf(0x0a, end - 1);
-    const start = nl < first ? first : nl + 1;
-    const line = bytes.subarray(start, end);
-    end = start > first ? start - 1 : first;
-    if (!line.length) continue;
-    const record = parseLine(line);
+  const out: HistoryRead = { file: file(stateDir), records: [], skipped: 0, truncated: false };
+  const cut = { value: false };
+  for await (const { bytes } of linesFromEnd(out.file, query.scanBytes ?? MAX_SCAN_BYTES, cut)) {
+    if (out.records.length >= limit) break;
+    const record = bytes && parseLine(bytes);
     if (!record) {
       out.skipped++;
       continue;
@@ -232,6 +279,7 @@ function scan(
     if (query.where && !query.where(record)) continue;
     out.records.push(record);
   }
+  out.truncated = cut.value && out.records.length < limit;
   return out;
 }
 
@@ -270,6 +318,30 @@ export interface AppendOptions {
   /** The caller holds the deploy lock: the file may be rewritten to its bounds. */
   locked: boolean;
   now?: number;
+  /** Told when the file was rewritten to its bounds: what was kept and what was dropped. */
+  onCompact?: ((compaction: Compaction) => void) | undefined;
+}
+
+/** What a rewrite to the bounds did. Nothing else is dropped: every record kept is copied byte for byte. */
+export interface Compaction {
+  /** Records kept: the newest `maxRecords` no older than `maxAgeDays`. */
+  kept: number;
+  /** Records older than `maxAgeDays`, dropped. */
+  old: number;
+  /** The file held more than `maxRecords` lines: the rest, older than the records kept, dropped. */
+  pastMaxRecords: boolean;
+  /** Lines that were not records (torn, too long, not UTF-8, not JSON), dropped. */
+  invalid: number;
+}
+
+/** One line saying what a rewrite dropped, for the log and the operator. */
+export function compactionText(c: Compaction): string {
+  const dropped = [
+    c.invalid ? `${c.invalid} line(s) that were not records (torn, too long, corrupt)` : "",
+    c.old ? `${c.old} record(s) older than maxAgeDays` : "",
+    c.pastMaxRecords ? "every older line past maxRecords" : "",
+  ].filter(Boolean);
+  return `deploy history rewritten to its bounds: kept the newest ${c.kept} record(s), dropped ${dropped.join(", ")}`;
 }
 
 /**
@@ -284,9 +356,8 @@ export async function appendHistory(
 ): Promise<boolean> {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const historyFile = file(stateDir);
-  // The newest record is in the last two record lengths, unless a torn or hostile line hides it.
-  const newest =
-    scan(historyFile, await tail(historyFile, 2 * MAX_RECORD_BYTES), { limit: 1 }).records[0] ?? null;
+  // The newest record, past any torn or over-long line a killed or broken writer left after it.
+  const [newest = null] = (await readHistory(stateDir, { limit: 1 })).records;
   if (routine(record, newest)) return false;
   const line = encode(record);
   const handle = await open(historyFile, "a+", 0o600);
@@ -306,39 +377,44 @@ export async function appendHistory(
   } finally {
     await handle.close();
   }
-  if (options.locked) await compact(stateDir, options.bounds, options.now ?? Date.now());
+  if (options.locked) {
+    const compaction = await compact(stateDir, options.bounds, options.now ?? Date.now());
+    if (compaction) options.onCompact?.(compaction);
+  }
   return true;
 }
 
-/** Rewrites the file atomically to its bounds when it is past them; invalid lines are dropped with it. */
-async function compact(stateDir: string, bounds: HistoryBounds, now: number): Promise<void> {
-  const read = await tail(file(stateDir));
-  if (!read) return;
+/**
+ * Rewrites the file atomically to its bounds when it is past them: more than `maxRecords` lines, a record
+ * older than `maxAgeDays`, or a line too long to be a record. Read from the end until `maxRecords` records
+ * are kept (or the start); the records kept are copied as they were (a newer agent's fields stay), every
+ * other line is dropped and counted. A torn line alone leaves the file as it is. Memory: the records kept
+ * (`maxRecords` lines under MAX_RECORD_BYTES each at most), whatever the file's size. Null: not rewritten.
+ */
+async function compact(stateDir: string, bounds: HistoryBounds, now: number): Promise<Compaction | null> {
   const cutoff = now - bounds.maxAgeDays * 86_400_000;
+  const kept: Buffer[] = [];
+  const done: Compaction = { kept: 0, old: 0, pastMaxRecords: false, invalid: 0 };
+  let long = 0;
   let lines = 0;
-  for (let i = read.bytes.indexOf(0x0a); i !== -1; i = read.bytes.indexOf(0x0a, i + 1)) lines++;
-  const oldest = readOldest(read.bytes);
-  if (!read.truncated && lines <= bounds.maxRecords && (!oldest || Date.parse(oldest.at) >= cutoff)) return;
-  const { records } = scan(file(stateDir), read, {
-    limit: bounds.maxRecords,
-    where: (r) => Date.parse(r.at) >= cutoff,
-  });
-  const text = records
-    .reverse()
-    .map((r) => encode(r))
-    .join("");
+  for await (const { bytes } of linesFromEnd(file(stateDir), Number.POSITIVE_INFINITY, { value: false })) {
+    if (kept.length === bounds.maxRecords) {
+      done.pastMaxRecords = true;
+      break;
+    }
+    lines++;
+    const record = bytes && parseLine(bytes);
+    if (!record) {
+      done.invalid++;
+      if (!bytes) long++;
+    } else if (!(Date.parse(record.at) >= cutoff)) done.old++;
+    else kept.push(Buffer.from(bytes));
+  }
+  if (!done.pastMaxRecords && !done.old && !long && lines <= bounds.maxRecords) return null;
+  done.kept = kept.length;
+  const text = Buffer.concat(kept.reverse().flatMap((line) => [line, NEWLINE]));
   await writeFileAtomic(file(stateDir), text, { mode: 0o600 });
+  return done;
 }
 
-/** The first valid record of the bytes (the oldest), if any in its first few lines. */
-function readOldest(bytes: Buffer): HistoryRecord | null {
-  let start = 0;
-  for (let n = 0; n < 10 && start < bytes.length; n++) {
-    const nl = bytes.indexOf(0x0a, start);
-    const end = nl === -1 ? bytes.length : nl;
-    const record = parseLine(bytes.subarray(start, end));
-    if (record) return record;
-    start = end + 1;
-  }
-  return null;
-}
+const NEWLINE = Buffer.from("\n");
