@@ -8,6 +8,7 @@ import { parse } from "dotenv";
 import { parseDocument } from "yaml";
 import { valueText } from "../src/commands/secret-value.js";
 import { redact, registerSecret } from "../src/core/redact.js";
+import { envLine, envValueProblem } from "../src/host/env.js";
 import { decrypt, encrypt } from "../src/secrets/age.js";
 import { fingerprint, MAX_SECRET_BYTES, parseCatalog } from "../src/secrets/catalog.js";
 import { hostRecipient, plannedHostIdentity } from "../src/secrets/identity.js";
@@ -221,6 +222,70 @@ describe("secret set, list and rekey through the real CLI", { skip }, () => {
       MAX_SECRET_BYTES,
     );
     assert.equal((await runCli(["secret", "list", "--repo", repo])).code, 0);
+  });
+  it("set refuses, before anything is written, a value a host would refuse to write as an env line; the value is never shown", async () => {
+    mkdirSync(path.join(repo, "config"), { recursive: true });
+    writeFileSync(
+      path.join(repo, "config/lxc151.yaml"),
+      [
+        "host: lxc151",
+        "steps:",
+        "  - { name: matrix-token-env, kind: secret, secret: env-token, target: /etc/matrix-deploy.env, format: env, key: MATRIX_TOKEN }",
+        "  - { name: tls-key, kind: secret, secret: tls-key, target: /etc/ssl/private/key.pem }",
+        "",
+      ].join("\n"),
+    );
+    writeFileSync(path.join(repo, "config/broken.yaml"), "steps: [unclosed\n");
+    const set = (name: string, input: string, raw = true) =>
+      runCliWithInput(
+        ["secret", "set", name, "--hosts", "lxc151", ...(raw ? ["--raw"] : []), "--repo", repo],
+        input,
+      );
+    // Metacharacters an env line carries (quoted), accepted; the host's writer takes the same.
+    const good = 'Zq7 #hash $HOME ${X} "double" back\\slash \ufeffbom ünï';
+    const ok = await set("env-token", good);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(envValueProblem(good), null);
+    assert.equal(parse(Buffer.from(`${envLine("MATRIX_TOKEN", good)}\n`)).MATRIX_TOKEN, good);
+    const files = () =>
+      ["secrets/env-token.age", "secrets/secrets.yaml"].map((f) => readFileSync(path.join(repo, f), "utf8"));
+    const before = files();
+
+    const refused: [string, string, boolean][] = [
+      ["a NUL", "Zq7-secret\0part", true],
+      ["a line break inside", "Zq7-secret\npart", true],
+      ["a trailing line break kept by --raw", "Zq7-secret-part\n", true],
+      ["two trailing line breaks (one dropped without --raw)", "Zq7-secret-part\n\n", false],
+      ["a CR", "Zq7-secret\rpart", true],
+      ["a CRLF ending kept by --raw", "Zq7-secret-part\r\n", true],
+      ["a tab", "Zq7-secret\tpart", true],
+      ["an escape", "Zq7-secret\u001b[31mpart", true],
+      ["a DEL", "Zq7-secret\u007fpart", true],
+      ["both kinds of quotes", `Zq7-it's "secret"`, true],
+      ["a single quote and a backslash", "Zq7-it's\\secret", true],
+      ["a trailing backslash", "Zq7-secret-part\\", true],
+    ];
+    for (const [what, value, raw] of refused) {
+      const r = await set("env-token", value, raw);
+      assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+      assert.match(r.stderr, /ENV_VALUE_UNSAFE/, what);
+      assert.match(
+        r.stderr,
+        /config\/lxc151\.yaml step matrix-token-env writes it as MATRIX_TOKEN= in \/etc\/matrix-deploy\.env/,
+      );
+      assert.match(r.stderr, /nothing was written/);
+      assert.match(r.stderr, /openssl rand -hex 32|format file/, `${what}: a hint`);
+      assert.equal(`${r.stdout}${r.stderr}`.includes("Zq7"), false, `${what}: the value is not shown`);
+      assert.deepEqual(files(), before, `${what}: nothing written`);
+      // The host's writer refuses the very same value.
+      const sent = raw ? value : value.replace(/\r?\n$/, "");
+      assert.throws(() => envLine("MATRIX_TOKEN", sent), /ENV_VALUE_UNSAFE|cannot be written/, what);
+    }
+    // A value no env line carries is fine where the secret is a whole file.
+    const pem = "-----BEGIN PRIVATE KEY-----\nZq7abc\tdef\n-----END PRIVATE KEY-----\n";
+    const file = await set("tls-key", pem);
+    assert.equal(file.code, 0, file.stderr);
+    assert.equal(ageDecrypt(readFileSync(path.join(repo, "secrets/tls-key.age"), "utf8"), h151), pem);
   });
 });
 

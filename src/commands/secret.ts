@@ -13,6 +13,7 @@ import {
   setCatalogEntry,
   wantedRecipients,
 } from "../secrets/catalog.js";
+import { refuseUnplaceable } from "../secrets/env-placements.js";
 import { parseIdentityFile } from "../secrets/identity.js";
 import { readSecretValue } from "./secret-value.js";
 
@@ -109,6 +110,8 @@ export async function secretSetCommand(
     );
   }
   const value = await readSecretValue(input, err, { raw: flags.raw, name, editor: flags.editor ?? false });
+  // What a host would refuse to write into its env file is refused here, before anything is written.
+  await refuseUnplaceable(repo, name, value);
   const recipients = wantedRecipients(catalog, hosts);
   await writeSecret(repo, name, await encrypt(value, recipients));
   await saveCatalog(

@@ -34,27 +34,42 @@ export function mergeEnv(
 }
 
 /**
- * One `NAME=value` line that reads back as exactly `value` through dotenv (the agent's reader, src/host/env.ts)
- * and through systemd's EnvironmentFile= parser alike. Unquoted, dotenv cuts a value at `#` and both trim
- * spaces; inside single quotes both take every character literally, inside double quotes both take every
- * character but `\` and `"` literally. What neither quoting carries (a line break or another control
- * character, both quote kinds with a backslash, invalid Unicode) is refused; the error never shows the value.
+ * Why no env line can carry `value` so that dotenv (the agent's reader, src/host/env.ts) and systemd's
+ * EnvironmentFile= parser both read it back as exactly `value`, or null when one can. Unquoted, dotenv cuts a
+ * value at `#` and both trim spaces; inside single quotes both take every character literally, inside double
+ * quotes both take every character but `\` and `"` literally. What neither quoting carries: a line break or
+ * another control character, both quote kinds, a quote with a backslash, a trailing backslash (dotenv reads
+ * `\'` as an escaped quote, so it would take the closing quote with it), invalid Unicode. The one home of
+ * this rule: the host (envLine) and `secret set` (before anything is written) ask it. Never says the value.
  */
+export function envValueProblem(value: string): string | null {
+  if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(value))
+    return "its value is not valid Unicode";
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  if (/[\u0000-\u001f\u007f]/.test(value)) return "its value holds a line break or a control character";
+  if (quoting(value) === null)
+    return "its value holds both a quote and a backslash, both kinds of quotes, or ends in a backslash";
+  return null;
+}
+
+/** The quote that carries `value` whole (see envValueProblem), or null when none does. */
+function quoting(value: string): "'" | '"' | null {
+  if (!value.includes("'") && !value.endsWith("\\")) return "'";
+  if (!/["\\]/.test(value)) return '"';
+  return null;
+}
+
+/** One `NAME=value` line that reads back as exactly `value` (see envValueProblem); the error never shows it. */
 export function envLine(name: string, value: string): string {
   const refuse = (why: string) =>
     new AgentError("ENV_VALUE_UNSAFE", `${name} cannot be written to an env file: ${why}`, {
       hint: `choose a value without it (e.g. openssl rand -hex 32) and set ${name} in the file by hand`,
     });
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw refuse("not a variable name");
-  if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(value))
-    throw refuse("its value is not valid Unicode");
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
-  if (/[\u0000-\u001f\u007f]/.test(value))
-    throw refuse("its value holds a line break or a control character");
-  // dotenv reads `\'` as an escaped quote: a trailing backslash would take the closing quote with it.
-  if (!value.includes("'") && !value.endsWith("\\")) return `${name}='${value}'`;
-  if (!/["\\]/.test(value)) return `${name}="${value}"`;
-  throw refuse("its value holds both a quote and a backslash or both kinds of quotes");
+  const problem = envValueProblem(value);
+  const quote = quoting(value);
+  if (problem || !quote) throw refuse(problem ?? "no quoting carries it");
+  return `${name}=${quote}${value}${quote}`;
 }
 
 /**
