@@ -539,3 +539,81 @@ describe("serve: no plaintext in its log, /status, /metrics or notices", { skip 
     }
   });
 });
+
+describe("secret step: a secret systemd continues past a line ending in `\\` never shows in a diff", {
+  skip,
+}, () => {
+  // Each part is recognisable: a grep finds any that leaked into a run's, a dry run's or diff's output.
+  const PARTS = ["ZqCont-one-recognisable", "ZqCont-two-recognisable", "ZqCont-three=recognisable"];
+  const ENV = `MATRIX_SERVER=https://matrix.example\nHOOKSHOT_TOKEN=${PARTS.join("\\\n")}\nMATRIX_TOKEN=old-token-placeholder\nAFTER=shown\n`;
+  let fx: Fixture;
+  let root: string;
+  let stateDir: string;
+  let manifest: string;
+  before(() => {
+    const keys = mkdtempSync(path.join(tmpdir(), "secret-cont-keys-"));
+    const operator = ageKeygen(keys, "operator");
+    const host = ageKeygen(keys, "lxctest");
+    fx = makeFixture({
+      "secrets/secrets.yaml": catalogText({
+        operators: [operator.recipient],
+        hosts: { lxctest: host.recipient },
+      }),
+    });
+    root = hostRoot(fx.dir, WEBHOOK_SECRET, ["etc"]);
+    stateDir = path.join(fx.dir, "state");
+    placeHostKey(root, host);
+    writeFileSync(path.join(root, "etc/matrix-deploy.env"), ENV, { mode: 0o600 });
+    manifest = writeManifest(fx.dir, {
+      steps: [
+        {
+          name: "matrix-token",
+          kind: "secret",
+          secret: "matrix-token",
+          target: "/etc/matrix-deploy.env",
+          format: "env",
+          key: "MATRIX_TOKEN",
+        },
+      ],
+    });
+  });
+  after(() => fx.cleanup());
+
+  it("dry run, run and diff show the continued value as one fingerprint, the lines around it as they are", async () => {
+    const set = await runCliWithInput(
+      ["secret", "set", "matrix-token", "--hosts", "lxctest", "--repo", fx.pusher],
+      TOKEN_A,
+    );
+    assert.equal(set.code, 0, set.stderr);
+    fx.push({}, "matrix-token");
+    const outputs: string[] = [];
+    const dry = await runCli([...runArgs(manifest, fx.clone, root, stateDir), "--dry-run"]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /AFTER=shown/, "the diff shows the lines around the change");
+    assert.match(dry.stdout, /HOOKSHOT_TOKEN=<sha256:[0-9a-f]{12}>/);
+    outputs.push(dry.stdout, dry.stderr);
+    const ran = await runCli(runArgs(manifest, fx.clone, root, stateDir));
+    assert.equal(ran.code, 0, ran.stderr);
+    outputs.push(ran.stdout, ran.stderr);
+    assert.equal(parse(readFileSync(path.join(root, "etc/matrix-deploy.env"))).MATRIX_TOKEN, TOKEN_A);
+    writeFileSync(path.join(root, "etc/matrix-deploy.env"), ENV, { mode: 0o600 });
+    const diff = await runCli([
+      "diff",
+      "--config",
+      manifest,
+      "--repo",
+      fx.clone,
+      "--root",
+      root,
+      "--state-dir",
+      stateDir,
+    ]);
+    outputs.push(diff.stdout, diff.stderr);
+    assert.match(diff.stdout, /HOOKSHOT_TOKEN=<sha256:[0-9a-f]{12}>/);
+    for (const text of outputs) {
+      for (const part of [...PARTS, TOKEN_A])
+        assert.equal(text.includes(part), false, `${part} leaked:\n${text}`);
+      assert.equal(text.includes("ZqCont"), false);
+    }
+  });
+});

@@ -8,7 +8,7 @@ import { parse } from "dotenv";
 import { parseDocument } from "yaml";
 import { valueText } from "../src/commands/secret-value.js";
 import { redact, registerSecret } from "../src/core/redact.js";
-import { envLine, envValueProblem } from "../src/host/env.js";
+import { envLine, envValueProblem, readEnvFile } from "../src/host/env.js";
 import { decrypt, encrypt } from "../src/secrets/age.js";
 import { fingerprint, MAX_SECRET_BYTES, parseCatalog } from "../src/secrets/catalog.js";
 import { hostRecipient, plannedHostIdentity } from "../src/secrets/identity.js";
@@ -321,6 +321,59 @@ describe("placing a value: env line, YAML node, whole file; diffs show fingerpri
       redact("a log line: b3BlbnNzaC1rZXktdjEAAAAABG5vbmUSECRETKEYMATERIAL"),
       "a log line: [redacted]",
     );
+  });
+
+  it("env: a value systemd's EnvironmentFile= continues past a line ending in `\\` is hidden whole, each line registered", async () => {
+    const continued = "ZqOne-first-part\\\n  ZqTwo-second-part\\\nZqThree=looks-like-a-definition";
+    const text = `${[
+      "PLAIN=shown-as-is",
+      `API_TOKEN=${continued}`,
+      "AFTER=still shown",
+      "ESCAPED_TOKEN=ZqFour-even-backslashes\\\\",
+      "SHOWN_NEXT=visible-after-an-even-count",
+      "CONTINUED_PLAIN=a\\",
+      "DB_PASSWORD=ZqFive-dotenv-reads-me",
+      "# a comment \\",
+      "GH_TOKEN=ZqTen-after-a-continued-comment",
+      'QUOTED_SECRET="ZqSix-dq\\',
+      'ZqSeven-inside"\\',
+      "ZqEleven-after-the-quote",
+      "OPEN_TOKEN='ZqEight-unclosed",
+      "ZqNine-to-the-end",
+    ].join("\n")}\n`;
+    for (const eol of ["\n", "\r\n"]) {
+      const show =
+        shown({ format: "env", key: "MATRIX_TOKEN" }, Buffer.from(text.replaceAll("\n", eol)))?.toString() ??
+        "";
+      assert.equal(show.includes("Zq"), false, show);
+      const kept = show.split("\n");
+      assert.deepEqual(
+        kept.filter((l) => !l.includes("=<sha256:")),
+        [
+          "PLAIN=shown-as-is",
+          "AFTER=still shown",
+          "SHOWN_NEXT=visible-after-an-even-count",
+          "CONTINUED_PLAIN=a\\",
+          "# a comment \\",
+        ],
+        "only what either reader takes for a secret's value is hidden",
+      );
+      assert.ok(kept.includes(`API_TOKEN=<${fingerprint(continued)}>`), show);
+    }
+    const dir = mkdtempSync(path.join(tmpdir(), "env-continued-"));
+    try {
+      writeFileSync(path.join(dir, "app.env"), text);
+      await readEnvFile(path.join(dir, "app.env"));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    for (const part of [
+      "ZqOne-first-part",
+      "ZqTwo-second-part",
+      "ZqThree=looks-like-a-definition",
+      "ZqNine-to-the-end",
+    ])
+      assert.equal(redact(`a log line: ${part}.`), "a log line: [redacted].", part);
   });
 
   it("env: every spelling reads back identically through dotenv, other variables untouched", () => {

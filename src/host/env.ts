@@ -20,7 +20,89 @@ export async function readEnvFile(file: string): Promise<Record<string, string>>
   }
   const values = parse(text);
   for (const [name, value] of Object.entries(values)) if (SECRET_NAME.test(name)) registerSecret(value);
+  // systemd reads a value on past a line ending in `\` (or an unclosed quote): those lines are the secret too.
+  const lf = text.replace(/\r\n?/g, "\n");
+  for (const d of envDefinitions(lf)) {
+    if (!d.continued || !SECRET_NAME.test(d.name)) continue;
+    const raw = lf.slice(d.valueStart, d.end);
+    registerSecret(raw);
+    registerSecret(raw.replace(/\\\n/g, "").trim());
+    for (const line of raw.split("\n")) registerSecret(line.replace(/\\$/, "").trim());
+  }
   return values;
+}
+
+/**
+ * One definition as dotenv 18 reads it (its LINE expression, with groups around what precedes the name,
+ * the separator, the value and what follows): a quoted value may span lines.
+ */
+export const DOTENV_DEFINITION =
+  /^(\s*(?:export\s+)?)([\w.-]+)(\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?(\s*(?:#.*)?)$/gm;
+
+/** A definition of an env file (LF line ends) and how far its value reaches. */
+export interface EnvDefinition {
+  lead: string;
+  name: string;
+  /** Offsets: where the definition starts, where its value starts. */
+  start: number;
+  valueStart: number;
+  /**
+   * Where the value ends for either reader (before the line break that ends it): dotenv's end, or further
+   * where systemd's EnvironmentFile= reads on, which is past a line ending in an odd number of backslashes
+   * (systemd.exec(5): such a line is joined with the next, whatever the next holds) and, for a value opening
+   * a quote dotenv did not see closed, to the end of the file.
+   */
+  end: number;
+  /** `end` lies past dotenv's end of the value. */
+  continued: boolean;
+}
+
+const joinsNext = (line: string) => /(?:^|[^\\])(?:\\\\)*\\$/.test(line);
+
+/**
+ * Every definition dotenv sees, in order, each with the reach of its value (see EnvDefinition). Reaches may
+ * overlap a later definition: dotenv reads that one too, systemd reads it as part of this value.
+ */
+export function envDefinitions(text: string): EnvDefinition[] {
+  const out: EnvDefinition[] = [];
+  const re = new RegExp(DOTENV_DEFINITION.source, "gm");
+  const lineEnd = (from: number) => {
+    const nl = text.indexOf("\n", from);
+    return nl === -1 ? text.length : nl;
+  };
+  // Where the lines systemd joins, from the line ending at `end`, end: each line walked once, whatever
+  // the number of definitions (dotenv sees one on every joined line) reaching over it.
+  const reach = new Map<number, number>();
+  const joined = (end: number) => {
+    const walked: number[] = [];
+    let last = end;
+    while (
+      !reach.has(last) &&
+      last < text.length &&
+      joinsNext(text.slice(text.lastIndexOf("\n", last - 1) + 1, last))
+    ) {
+      walked.push(last);
+      last = lineEnd(last + 1);
+    }
+    const final = reach.get(last) ?? last;
+    for (const at of walked) reach.set(at, final);
+    return final;
+  };
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    const [whole, lead = "", name = "", sep = "", value = "", tail = ""] = m;
+    const valueStart = m.index + lead.length + name.length + sep.length;
+    let end = lineEnd(m.index + whole.length - tail.length);
+    const dotenvEnd = end;
+    // A quote dotenv did not see closed (its value is then the unquoted rest of the line): systemd reads on.
+    const quoted = value.trimStart();
+    const q = quoted[0];
+    if ((q === "'" || q === '"') && !quoted.slice(1).includes(q)) end = text.length;
+    end = joined(end);
+    out.push({ lead, name, start: m.index, valueStart, end, continued: end > dotenvEnd });
+    // The next search starts on the line after this value as dotenv reads it (dotenv reads on from there).
+    re.lastIndex = Math.max(re.lastIndex, m.index + 1);
+  }
+  return out;
 }
 
 /** The variables `${VAR}` may reference: the env file's, overridden by the process environment. */

@@ -2,7 +2,7 @@ import { parse } from "dotenv";
 import { isNode, isScalar, parseDocument } from "yaml";
 import { AgentError } from "../core/errors.js";
 import { SECRET_NAME } from "../core/redact.js";
-import { setEnv } from "../host/env.js";
+import { envDefinitions, setEnv } from "../host/env.js";
 import { fingerprint } from "./catalog.js";
 
 /**
@@ -46,31 +46,11 @@ export function place(p: Placement, target: string, data: Buffer | null, value: 
   return Buffer.from(text);
 }
 
-/**
- * One definition as dotenv 18 reads it (its LINE expression, with groups around what precedes the name,
- * the separator, the value and what follows): a quoted value may span lines.
- */
-const DOTENV_DEFINITION =
-  /^(\s*(?:export\s+)?)([\w.-]+)(\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?(\s*(?:#.*)?)$/gm;
-
 /** The content as a diff may show it: the secret's value (or the whole file) as its fingerprint. */
 export function shown(p: Placement, data: Buffer | null): Buffer | null {
   if (!data) return null;
   if (p.format === "file") return Buffer.from(`<secret ${fingerprint(data)}>\n`);
-  if (p.format === "env") {
-    // Other secrets share env files (WEBHOOK_SECRET beside MATRIX_TOKEN): every secret-named variable too,
-    // each definition whole as dotenv reads it, so a quoted value's further lines are hidden with it, and
-    // what follows it on its line too (systemd reads an unquoted `a#b` whole, dotenv as `a`).
-    const values = parse(data);
-    const text = data.toString("utf8").replace(/\r\n?/g, "\n");
-    return Buffer.from(
-      text.replace(DOTENV_DEFINITION, (whole, lead: string, name: string, _sep, _value, tail: string) =>
-        name === p.key || SECRET_NAME.test(name)
-          ? `${lead}${name}=<${fingerprint(values[name] ?? "")}>${tail.slice(tail.search(/\n|$/))}`
-          : whole,
-      ),
-    );
-  }
+  if (p.format === "env") return Buffer.from(shownEnv(p.key, data));
   const text = data.toString("utf8");
   const doc = parseDocument(text);
   const node = doc.errors.length ? undefined : doc.getIn(yamlPath(p.key), true);
@@ -79,4 +59,26 @@ export function shown(p: Placement, data: Buffer | null): Buffer | null {
   const range = isNode(node) ? node.range : undefined;
   if (!range || !isScalar(node)) return Buffer.from("(not shown)\n");
   return Buffer.from(`${text.slice(0, range[0])}<${fingerprint(String(node.value))}>${text.slice(range[1])}`);
+}
+
+/**
+ * An env file as a diff may show it. Other secrets share env files (WEBHOOK_SECRET beside MATRIX_TOKEN):
+ * `key` and every secret-named variable are shown as their fingerprint, each definition whole as either
+ * reader takes it: a quoted value's further lines (dotenv), what follows the value on its line (systemd
+ * reads an unquoted `a#b` whole, dotenv as `a`), and every line systemd's EnvironmentFile= joins to it
+ * (after a line ending in `\`, or an unclosed quote: to the end of the file). A definition dotenv sees on
+ * such a line is hidden with it.
+ */
+function shownEnv(key: string, data: Buffer): string {
+  const values = parse(data);
+  const text = data.toString("utf8").replace(/\r\n?/g, "\n");
+  let out = "";
+  let at = 0;
+  for (const d of envDefinitions(text)) {
+    if (d.start < at || !(d.name === key || SECRET_NAME.test(d.name))) continue;
+    const value = d.continued ? text.slice(d.valueStart, d.end) : (values[d.name] ?? "");
+    out += `${text.slice(at, d.start)}${d.lead}${d.name}=<${fingerprint(value)}>`;
+    at = d.end;
+  }
+  return out + text.slice(at);
 }
