@@ -615,6 +615,33 @@ describe("history: which runs are worth a record", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it("an append finds the newest record past a torn line within 4 record lengths; behind more junk it records the run", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "deploy-agent-history-"));
+    try {
+      const bounds = { maxRecords: 1000, maxAgeDays: 1 };
+      const failing = () =>
+        run({ trigger: poll, result: "error", error: { code: "FETCH_FAILED", message: "m" } });
+      const file = path.join(dir, HISTORY_FILE);
+      assert.equal(await appendHistory(dir, failing(), { bounds, locked: true }), true);
+      const recordBytes = statSync(file).size;
+      // A torn line that leaves the newest record's start exactly 4 record lengths from the file's end.
+      appendFileSync(file, `{${"t".repeat(4 * MAX_RECORD_BYTES - recordBytes - 1)}`);
+      assert.equal(statSync(file).size, 4 * MAX_RECORD_BYTES);
+      assert.equal(
+        await appendHistory(dir, failing(), { bounds, locked: true }),
+        false,
+        "a repeat: not recorded",
+      );
+      appendFileSync(file, "t");
+      assert.equal(
+        await appendHistory(dir, failing(), { bounds, locked: true }),
+        true,
+        "past the bound: recorded",
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   for (const [name, record, newest, expected] of cases) {
     it(`${name}: ${expected ? "not recorded" : "recorded"}`, () =>
       assert.equal(routine(record, newest), expected));

@@ -164,6 +164,8 @@ const CHUNK_BYTES = 64 * 1024;
  * time, not memory: memory is CHUNK_BYTES and one line, whatever the file holds.
  */
 export const MAX_SCAN_BYTES = 128 * 1024 * 1024;
+/** Where an append looks for the newest record, to tell a routine run: a torn line and the record. */
+const NEWEST_SCAN_BYTES = 4 * MAX_RECORD_BYTES;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -356,8 +358,9 @@ export async function appendHistory(
 ): Promise<boolean> {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const historyFile = file(stateDir);
-  // The newest record, past any torn or over-long line a killed or broken writer left after it.
-  const [newest = null] = (await readHistory(stateDir, { limit: 1 })).records;
+  // The newest record, past a torn line a killed writer left after it; looked for in a few record lengths
+  // only (every poll asks): behind more junk it is not found, and the record is written, not lost.
+  const [newest = null] = (await readHistory(stateDir, { limit: 1, scanBytes: NEWEST_SCAN_BYTES })).records;
   if (routine(record, newest)) return false;
   const line = encode(record);
   const handle = await open(historyFile, "a+", 0o600);
