@@ -8,7 +8,7 @@ import { parse } from "dotenv";
 import { parseDocument } from "yaml";
 import { valueText } from "../src/commands/secret-value.js";
 import { redact, registerSecret } from "../src/core/redact.js";
-import { envLine, envValueProblem, readEnvFile } from "../src/host/env.js";
+import { envLine, envValueProblem, hideEnvValues, readEnvFile } from "../src/host/env.js";
 import { decrypt, encrypt } from "../src/secrets/age.js";
 import { fingerprint, MAX_SECRET_BYTES, parseCatalog } from "../src/secrets/catalog.js";
 import { hostRecipient, plannedHostIdentity } from "../src/secrets/identity.js";
@@ -374,6 +374,29 @@ describe("placing a value: env line, YAML node, whole file; diffs show fingerpri
       "ZqNine-to-the-end",
     ])
       assert.equal(redact(`a log line: ${part}.`), "a log line: [redacted].", part);
+  });
+
+  it("install's env-file diff hides every value whole: quoted lines, lines systemd joins after `\\`, `NAME: value`", () => {
+    const text = [
+      "PLAIN=ZqA-value",
+      "CONTINUED=ZqB-one\\",
+      "ZqC-two\\",
+      "ZqD=three",
+      'QUOTED="ZqE-first',
+      'ZqF-second"',
+      "COLON: ZqG-value",
+      "# a comment stays",
+      "OPEN='ZqH-never closed",
+      "ZqI-rest",
+      "",
+    ].join("\r\n");
+    const hidden = hideEnvValues(text);
+    assert.equal(hidden.includes("Zq"), false, hidden);
+    assert.equal(
+      hidden,
+      "PLAIN=<redacted>\nCONTINUED=<redacted>\nQUOTED=<redacted>\nCOLON=<redacted>\n# a comment stays\nOPEN=<redacted>",
+    );
+    assert.equal(hideEnvValues(""), "");
   });
 
   it("env: every spelling reads back identically through dotenv, other variables untouched", () => {

@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../core/errors.js";
 import { MIN_SECRET_LENGTH } from "../gitea/webhook-secret.js";
-import { appendEnv } from "../host/env.js";
+import { appendEnv, hideEnvValues } from "../host/env.js";
 import type { HostFs } from "../host/host-fs.js";
 import { JOBS, jobConfig } from "../jobs/index.js";
 import type { Manifest } from "../manifest/schema.js";
@@ -30,11 +30,8 @@ export interface PlannedFile {
   owned?: false;
 }
 
-/** Env-file lines with every value hidden: what a diff of an env file may show. */
-const redactEnv = (data: Buffer | null) =>
-  data
-    ? Buffer.from(data.toString("utf8").replace(/^(\s*[A-Za-z_][A-Za-z0-9_]*\s*=).*$/gm, "$1<redacted>"))
-    : null;
+/** An env file with every value hidden, each whole as dotenv or systemd reads it: what a diff may show. */
+const redactEnv = (data: Buffer | null) => (data ? Buffer.from(hideEnvValues(data.toString("utf8"))) : null);
 
 /** The host jobs this host's manifest has a section for. */
 export const hostJobs = (manifest: Manifest) => JOBS.filter((job) => jobConfig(manifest, job) !== undefined);

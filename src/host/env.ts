@@ -203,3 +203,20 @@ export function setEnv(text: string, name: string, value: string): string {
   }
   return next;
 }
+
+/**
+ * An env file with every value hidden, as a diff may show it: each definition's whole reach (see
+ * EnvironmentFile= and dotenv in envDefinitions: a quoted value's further lines, the lines systemd joins
+ * after a line ending in `\`) as `NAME=<redacted>`, and any other line that looks like one too.
+ */
+export function hideEnvValues(data: string): string {
+  const text = data.replace(/\r\n?/g, "\n");
+  let out = "";
+  let at = 0;
+  for (const d of envDefinitions(text)) {
+    if (d.start < at) continue;
+    out += `${text.slice(at, d.start)}${d.lead}${d.name}=<redacted>`;
+    at = d.end;
+  }
+  return (out + text.slice(at)).replace(/^(\s*[A-Za-z_][A-Za-z0-9_]*\s*=).*$/gm, "$1<redacted>");
+}
