@@ -6,6 +6,7 @@ import { z } from "zod";
 import { AgentError } from "../core/errors.js";
 import { redact } from "../core/redact.js";
 import { writeFileAtomic } from "../host/atomic-write.js";
+import { linesFromEnd } from "./lines-from-end.js";
 
 /**
  * The host's deploy history: one JSON line per run and per operator command, appended to `history.jsonl`
@@ -156,12 +157,10 @@ export interface HistoryRead {
   truncated: boolean;
 }
 
-/** Bytes read at a time, from the end of the file backwards: with one line's carry, the reader's memory. */
-const CHUNK_BYTES = 64 * 1024;
 /**
  * The reader looks at most at the newest this many bytes of the file: more than the largest file within
  * its bounds (10,000 records under MAX_RECORD_BYTES each: 80 MiB), so only a damaged file is cut. It bounds
- * time, not memory: memory is CHUNK_BYTES and one line, whatever the file holds.
+ * time, not memory: memory is 64 KiB and one line (linesFromEnd), whatever the file holds.
  */
 export const MAX_SCAN_BYTES = 128 * 1024 * 1024;
 /** Where an append looks for the newest record, to tell a routine run: a torn line and the record. */
@@ -169,73 +168,12 @@ const NEWEST_SCAN_BYTES = 4 * MAX_RECORD_BYTES;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** A line read from the end: its bytes (valid until the next line is asked for), or null when too long. */
-interface Line {
-  bytes: Buffer | null;
-}
-
-/**
- * The file's lines from its end backwards, newest first, empty ones left out. A line of MAX_RECORD_BYTES or
- * more is never held: it comes as `bytes: null`. Stops after `scanBytes` bytes (the line cut there is not
- * returned) and says so in `cut`. Memory: CHUNK_BYTES and MAX_RECORD_BYTES, reused.
- */
-async function* linesFromEnd(
-  historyFile: string,
-  scanBytes: number,
-  cut: { value: boolean },
-): AsyncGenerator<Line> {
-  let handle: Awaited<ReturnType<typeof open>> | undefined;
+/** The history file's lines from its end (see linesFromEnd); what cannot be read is HISTORY_UNREADABLE. */
+async function* historyLines(historyFile: string, scanBytes: number, cut: { value: boolean }) {
   try {
-    handle = await open(historyFile, "r");
+    yield* linesFromEnd(historyFile, { scanBytes, maxLineBytes: MAX_RECORD_BYTES, cut });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw unreadable(historyFile, err);
-  }
-  try {
-    const { size } = await handle.stat().catch((err: unknown) => {
-      throw unreadable(historyFile, err);
-    });
-    const floor = Math.max(0, size - scanBytes);
-    const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
-    // The part of the current line already read (it lies after `pos`), kept at the carry's end.
-    const carry = Buffer.allocUnsafe(MAX_RECORD_BYTES);
-    let carried = 0;
-    let long = false;
-    let pos = size;
-    while (pos > floor) {
-      const length = Math.min(CHUNK_BYTES, pos - floor);
-      pos -= length;
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await handle.read(chunk, got, length - got, pos + got).catch((err: unknown) => {
-          throw unreadable(historyFile, err);
-        });
-        if (!bytesRead) throw unreadable(historyFile, new Error("the file shrank while read"));
-        got += bytesRead;
-      }
-      let end = length;
-      for (let nl = chunk.lastIndexOf(0x0a, end - 1); ; nl = chunk.lastIndexOf(0x0a, end - 1)) {
-        if (nl < 0 || nl >= end) nl = -1;
-        const piece = chunk.subarray(nl + 1, end);
-        if (!long && carried + piece.length < MAX_RECORD_BYTES) {
-          piece.copy(carry, MAX_RECORD_BYTES - carried - piece.length);
-          carried += piece.length;
-        } else long = true;
-        if (nl === -1) break;
-        const line = long ? null : carry.subarray(MAX_RECORD_BYTES - carried);
-        if (long || carried) yield { bytes: line };
-        carried = 0;
-        long = false;
-        end = nl;
-      }
-    }
-    // At the bound, the line read last is whole only when a line break comes just before it.
-    const whole =
-      floor === 0 || (await handle.read(chunk, 0, 1, floor - 1)).bytesRead === 0 || chunk[0] === 0x0a;
-    if (whole && (long || carried)) yield { bytes: long ? null : carry.subarray(MAX_RECORD_BYTES - carried) };
-    cut.value = floor > 0;
-  } finally {
-    await handle.close();
   }
 }
 
@@ -263,14 +201,14 @@ export function historyDocument(host: string, read: HistoryRead) {
 
 /**
  * Records newest first, as the query says, read from the file's end until the query has its records; lines
- * that are not records (torn, too long, not UTF-8, not JSON) are skipped and counted. Memory: CHUNK_BYTES and
+ * that are not records (torn, too long, not UTF-8, not JSON) are skipped and counted. Memory: one chunk and
  * one line, and the records returned.
  */
 export async function readHistory(stateDir: string, query: HistoryQuery = {}): Promise<HistoryRead> {
   const limit = query.limit ?? 20;
   const out: HistoryRead = { file: file(stateDir), records: [], skipped: 0, truncated: false };
   const cut = { value: false };
-  for await (const { bytes } of linesFromEnd(out.file, query.scanBytes ?? MAX_SCAN_BYTES, cut)) {
+  for await (const { bytes } of historyLines(out.file, query.scanBytes ?? MAX_SCAN_BYTES, cut)) {
     if (out.records.length >= limit) break;
     const record = bytes && parseLine(bytes);
     if (!record) {
@@ -400,7 +338,7 @@ async function compact(stateDir: string, bounds: HistoryBounds, now: number): Pr
   const done: Compaction = { kept: 0, old: 0, pastMaxRecords: false, invalid: 0 };
   let long = 0;
   let lines = 0;
-  for await (const { bytes } of linesFromEnd(file(stateDir), Number.POSITIVE_INFINITY, { value: false })) {
+  for await (const { bytes } of historyLines(file(stateDir), Number.POSITIVE_INFINITY, { value: false })) {
     if (kept.length === bounds.maxRecords) {
       done.pastMaxRecords = true;
       break;
