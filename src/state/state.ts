@@ -205,15 +205,17 @@ async function fromHistory(stateDir: string, host: string): Promise<Salvaged> {
       r.event === "run" && !!r.revision && ["succeeded", "failed", "noop"].includes(r.result),
   };
   const newest: Partial<Record<keyof typeof kinds, HistoryRecord>> = {};
-  // One pass, newest first (this may answer /status): the first record of each kind is the one that counts.
+  // One pass, newest first (this may answer /status): the first record of each kind is the one that counts,
+  // and the pass ends once every kind is found (the one record "kept" is the one that completed them).
   await readHistory(stateDir, {
+    limit: 1,
     where: (r) => {
       if (r.host !== host) return false;
       for (const [kind, is] of Object.entries(kinds)) {
         const k = kind as keyof typeof kinds;
         if (!newest[k] && is(r)) newest[k] = r;
       }
-      return false;
+      return Object.keys(newest).length === Object.keys(kinds).length;
     },
   });
   const out: Salvaged = {};
