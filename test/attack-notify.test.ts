@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -12,6 +13,7 @@ import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
 import { type MatrixTestServer, startMatrixServer } from "./helpers/matrix-server.js";
+import { needs } from "./helpers/needs.js";
 
 /**
  * Notifications against the real `serve` process and three real receivers on loopback (a Gitea API test
@@ -19,7 +21,8 @@ import { type MatrixTestServer, startMatrixServer } from "./helpers/matrix-serve
  * - runs that publish nothing (Gitea's Test Delivery, a push that changes nothing for the host, a start-up
  *   with only webhook targets) never stop later notices;
  * - a registered secret printed by a failing step reaches no request body of any target, and no log line;
- * - a push held by a pin has its own commit say so (pending, held), once, and no notice.
+ * - a push held by a pin has its own commit say so (pending, held), once, and no notice;
+ * - a push the host refuses (unsigned) has its own commit say why (error).
  */
 
 const SECRET = "attack-notify-webhook-secret-0123";
@@ -103,7 +106,11 @@ const TARGETS = {
 };
 
 /** `serve` with the given notify targets (tokens from the env file) and one file step; returns its URL. */
-async function serve(targets: object[], step: Record<string, unknown> = {}): Promise<string> {
+async function serve(
+  targets: object[],
+  step: Record<string, unknown> = {},
+  extra: Record<string, unknown> = {},
+): Promise<string> {
   writeFileSync(
     path.join(root, "etc/deploy-agent/notify.env"),
     [
@@ -123,6 +130,7 @@ async function serve(targets: object[], step: Record<string, unknown> = {}): Pro
     webhook: { pollIntervalSeconds: 0 },
     drift: { intervalSeconds: 0 },
     notify: { targets },
+    ...extra,
     steps: [
       {
         name: "landing",
@@ -417,6 +425,67 @@ describe("attack: a push held by a pin", () => {
     const unpin = await cli("unpin");
     assert.equal(unpin.code, 0, unpin.stderr);
     assert.equal(gitea.latest(rev2, "deploy/lxctest"), "success");
+    assert.deepEqual(gitea.refused, []);
+  });
+});
+
+describe("attack: a push the host refuses", () => {
+  it("an unsigned commit's own status says it was refused and why; a signed one after it deploys", {
+    skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
+  }, async () => {
+    const key = path.join(fx.dir, "key");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
+    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
+    mkdirSync(path.dirname(allowed), { recursive: true });
+    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
+    const signed = (content: string) => {
+      writeFileSync(path.join(fx.pusher, "landing/index.html"), content);
+      git(fx.pusher, "add", "-A");
+      git(
+        fx.pusher,
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        `user.signingkey=${key}`,
+        "commit",
+        "-q",
+        "-S",
+        "-m",
+        content,
+      );
+      git(fx.pusher, "push", "--quiet", "origin", "main");
+      return head();
+    };
+    const url = await serve(
+      [TARGETS.gitea, TARGETS.webhook],
+      {},
+      {
+        repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
+      },
+    );
+    // The fixture's first commit is not signed: the start-up run refuses it, and says so on it.
+    const rev0 = head();
+    await startedUp(url);
+    await until("the refused start-up's status", () => gitea.latest(rev0, "deploy/lxctest") === "error");
+    const rev1 = signed("<p>signed</p>\n");
+    await deliver(url, rev0, rev1);
+    await until("rev1's status", () => gitea.latest(rev1, "deploy/lxctest") === "success");
+
+    const rev2 = fx.push({ "landing/index.html": "<p>not signed</p>\n" }, "unsigned");
+    await deliver(url, rev1, rev2);
+    await until("the refused push's status", () => gitea.latest(rev2, "deploy/lxctest") === "error");
+    const refused = gitea.statuses.filter((x) => x.sha === rev2);
+    assert.deepEqual(
+      refused.map((x) => x.state),
+      ["error"],
+      "refused before it started: never pending",
+    );
+    assert.match(
+      refused[0]?.description ?? "",
+      new RegExp(`^UNVERIFIED: commit ${rev2.slice(0, 12)} is not signed by a trusted key`),
+    );
+    assert.ok((refused[0]?.description.length ?? 0) <= 140);
+    assert.equal(readFileSync(path.join(root, "var/www/index.html"), "utf8"), "<p>signed</p>\n");
     assert.deepEqual(gitea.refused, []);
   });
 });

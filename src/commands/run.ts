@@ -62,6 +62,9 @@ export async function runCommand(
       onManifest: (m) => {
         applied = m;
       },
+      onRevision: (rev) => {
+        revision = rev;
+      },
       onStart: (rev) => {
         revision = rev;
         emit(hostEvent(applied, { event: "run.started", revision: rev }));

@@ -56,6 +56,11 @@ export interface DeployOptions {
   overrides?: HostOverrides | undefined;
   /** How a manifest read from git is interpolated (env file, --root). */
   load?: LoadOptions | undefined;
+  /**
+   * Told the revision a run is about, as soon as it is known and before it is verified: a run refused or
+   * ended before its steps (unsigned, history rewritten, an invalid manifest) is reported on that commit.
+   */
+  onRevision?: ((revision: string) => void) | undefined;
   /** Told the revision a run is about to deploy (verified), before anything of it is applied. */
   onStart?: ((revision: string) => void) | undefined;
   /** Told the manifest a run applies, once it validated. */
@@ -356,6 +361,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
     const fetched = await fetchSource(opts, warnings);
     // Known before it is verified: a refused revision is recorded with it.
     facts.revision = opts.preview ?? opts.pin?.revision ?? fetched.tip;
+    if (!opts.preview) opts.onRevision?.(facts.revision);
     const under = rooted(opts.root);
     const { verify } = opts.manifest.repo;
     let revision = fetched.tip;

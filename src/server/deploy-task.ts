@@ -55,6 +55,9 @@ export function createDeployTask(deps: DeployTaskDeps): DeployTask {
       const repo = await deps.repo();
       const report = await deploy({
         repo,
+        onRevision: (rev) => {
+          revision = rev;
+        },
         onStart: (rev) => {
           revision = rev;
           deps.publish({ event: "run.started", revision: rev });
