@@ -5,6 +5,7 @@ import { openRepo, type Repo } from "../source/git.js";
 import { loadSnapshot, type Snapshot } from "../source/snapshot.js";
 import { readState } from "../state/state.js";
 import { createStepContext } from "../steps/context.js";
+import { unreadable } from "../steps/drift.js";
 import { kindOf } from "../steps/index.js";
 import type { DriftItem } from "../steps/types.js";
 
@@ -66,7 +67,9 @@ export async function checkDrift(opts: {
       commands: manifest.commands,
       record: (e) => effects.push(e),
     });
-    const items = await kindOf(step).drift(step, ctx);
+    const items = await kindOf(step)
+      .drift(step, ctx)
+      .catch((err: unknown): DriftItem[] => [unreadable(step.name, err)]);
     const verdict = items.some((i) => i.state === "drifted")
       ? "drifted"
       : items.some((i) => i.state === "unknown")

@@ -1,4 +1,6 @@
+import { asAgentError } from "../core/errors.js";
 import { diffSummary } from "../host/diff-summary.js";
+import type { FileSnapshot } from "../host/host-fs.js";
 import { resolveOwner } from "../host/owner.js";
 import type { DriftItem, StepContext } from "./types.js";
 
@@ -16,7 +18,13 @@ export async function fileDrift(
     display?: (b: Buffer) => Buffer | null;
   } = {},
 ): Promise<DriftItem> {
-  const live = await ctx.host.snapshot(target);
+  let live: FileSnapshot;
+  try {
+    live = await ctx.host.snapshot(target);
+  } catch (err) {
+    // One target that cannot be read is that target's item, not the end of its step's report.
+    return unreadable(target, err);
+  }
   if (!live.data) return { id: target, state: "drifted", detail: "missing on the host" };
   const problems: string[] = [];
   const same = live.data.equals(wanted);
@@ -36,4 +44,14 @@ export async function fileDrift(
     ? undefined
     : (await diffSummary(target, show(live.data), show(wanted) ?? Buffer.alloc(0))).patch;
   return { id: target, state: "drifted", detail: problems.join("; "), ...(patch ? { patch } : {}) };
+}
+
+/**
+ * What a step's drift could not read, as its item, so one step never takes the others' report with it:
+ * something other than a regular file at a target's name (a link, a directory, a FIFO put there by whoever
+ * may write the directory) is drift; anything else cannot be told.
+ */
+export function unreadable(id: string, err: unknown): DriftItem {
+  const e = asAgentError(err);
+  return { id, state: e.code === "TARGET_UNSAFE" ? "drifted" : "unknown", detail: e.message };
 }

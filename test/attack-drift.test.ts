@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, rmSync, symlinkSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
+import { type Fixture, makeFixture } from "./helpers/git.js";
+
+/** Drift at its seams: targets that are not files any more, steps that are gone. */
+
+const SECRET = "attack-drift-webhook-secret-0123";
+let fx: Fixture;
+let root: string;
+let stateDir: string;
+
+beforeEach(() => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n", "landing/about.html": "<p>about</p>\n" });
+  root = hostRoot(fx.dir, SECRET);
+  stateDir = path.join(fx.dir, "state");
+});
+afterEach(() => fx.cleanup());
+
+const step = (name: string, file: string) => ({
+  name,
+  kind: "file",
+  source: `landing/${file}`,
+  targets: [`/var/www/${file}`],
+  mode: "0644",
+});
+function manifest(steps = [step("landing", "index.html"), step("about", "about.html")], name?: string) {
+  return writeManifest(
+    fx.dir,
+    {
+      webhook: { pollIntervalSeconds: 0 },
+      drift: { intervalSeconds: 0 },
+      commands: { systemctl: ["true"] },
+      steps,
+    },
+    name,
+  );
+}
+const diff = (file: string, ...extra: string[]) =>
+  runCli(["diff", "--config", file, "--repo", fx.clone, "--root", root, "--state-dir", stateDir, ...extra]);
+
+describe("drift at its seams", () => {
+  it("a target replaced by a link, a directory or a FIFO is drift of that step; the other steps are still told", async () => {
+    const file = manifest();
+    const deployed = await runCli(runArgs(file, fx.clone, root, stateDir));
+    assert.equal(deployed.code, 0, deployed.stderr);
+    const target = path.join(root, "var/www/index.html");
+    const plant = {
+      link: () => symlinkSync("/etc/hostname", target),
+      directory: () => mkdirSync(target),
+      fifo: () => execFileSync("mkfifo", [target]),
+    };
+    for (const [what, make] of Object.entries(plant)) {
+      rmSync(target, { recursive: true, force: true });
+      make();
+      const res = await diff(file, "--json");
+      assert.equal(res.code, 1, `${what}: ${res.stdout}${res.stderr}`);
+      const report = JSON.parse(res.stdout) as {
+        steps: { name: string; state: string; items: { id: string; detail?: string }[] }[];
+      };
+      const landing = report.steps.find((s) => s.name === "landing");
+      assert.equal(landing?.state, "drifted", what);
+      assert.match(landing?.items[0]?.detail ?? "", /symbolic link|not a regular file/, what);
+      assert.equal(report.steps.find((s) => s.name === "about")?.state, "in-sync", what);
+    }
+  });
+});
