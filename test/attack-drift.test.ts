@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import pino from "pino";
+import { loadManifest } from "../src/manifest/load.js";
+import { createDriftWatch } from "../src/server/drift-watch.js";
+import type { Runner } from "../src/server/runner.js";
+import { liveState } from "../src/server/status.js";
+import { openRepo } from "../src/source/git.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 
@@ -30,12 +36,7 @@ const step = (name: string, file: string) => ({
 function manifest(steps = [step("landing", "index.html"), step("about", "about.html")], name?: string) {
   return writeManifest(
     fx.dir,
-    {
-      webhook: { pollIntervalSeconds: 0 },
-      drift: { intervalSeconds: 0 },
-      commands: { systemctl: ["true"] },
-      steps,
-    },
+    { webhook: { pollIntervalSeconds: 0 }, drift: { intervalSeconds: 0 }, commands: { systemctl: ["true"] }, steps },
     name,
   );
 }
@@ -66,5 +67,36 @@ describe("drift at its seams", () => {
       assert.match(landing?.items[0]?.detail ?? "", /symbolic link|not a regular file/, what);
       assert.equal(report.steps.find((s) => s.name === "about")?.state, "in-sync", what);
     }
+  });
+
+  it("a step removed from the manifest loses its drift sample: the alert does not fire for a step that is gone", async () => {
+    const file = manifest();
+    assert.equal((await runCli(runArgs(file, fx.clone, root, stateDir))).code, 0);
+    writeFileSync(path.join(root, "var/www/index.html"), "<p>edited by hand</p>\n");
+    const samples = new Map<string, number>();
+    const live = liveState((await loadManifest(file)).manifest);
+    const repo = await openRepo(fx.clone, live.manifest.repo.remote, live.manifest.repo.branch);
+    const watch = createDriftWatch({
+      live,
+      repoDir: fx.clone,
+      stateDir,
+      root,
+      dryRun: false,
+      log: pino({ level: "silent" }),
+      metrics: {
+        drift: (name, state) =>
+          state === "unknown" ? samples.delete(name) : samples.set(name, state === "drifted" ? 1 : 0),
+      },
+      publish: () => {},
+      repo: async () => repo,
+      runner: () => ({ request: () => {} }) as unknown as Runner,
+      stop: new AbortController().signal,
+    });
+    await watch.check();
+    assert.deepEqual(Object.fromEntries(samples), { landing: 1, about: 0 });
+    // A new manifest without the drifted step (removed, or renamed).
+    live.manifest = (await loadManifest(manifest([step("about", "about.html")], "next.yaml"))).manifest;
+    await watch.check();
+    assert.deepEqual(Object.fromEntries(samples), { about: 0 });
   });
 });

@@ -41,9 +41,16 @@ export function createDriftWatch(deps: DriftWatchDeps): DriftWatch {
   const { live, log } = deps;
   let driftKey = "";
   const healing: string[] = [];
+  /** The steps the metric has a sample for: one the manifest no longer has loses its sample. */
+  let sampled = new Set<string>();
 
   /** The metric, and the notice when the set of drifted steps changed, from a drift report; the drifted steps. */
   function said(report: DriftReport) {
+    const now = new Set(report.steps.map((s) => s.name));
+    // A step removed or renamed since the last report is no longer checked: its last sample (a drifted 1)
+    // would stay, and DeployAgentDrift fire, for a step that does not exist.
+    for (const name of sampled) if (!now.has(name)) deps.metrics.drift(name, "unknown");
+    sampled = now;
     for (const s of report.steps) deps.metrics.drift(s.name, s.state);
     const drifted = report.steps.filter((s) => s.state === "drifted");
     const key = drifted.map((s) => s.name).join(", ");
