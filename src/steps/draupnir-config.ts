@@ -129,11 +129,18 @@ function redactToken(buf: Buffer | null): Buffer | null {
   if (!buf) return null;
   const text = buf.toString("utf8");
   const doc = parseDocument(text);
-  const pair = isMap(doc.contents)
-    ? doc.contents.items.find((p) => isScalar(p.key) && p.key.value === "accessToken")
-    : undefined;
+  if (doc.errors.length) return Buffer.from("(not valid YAML: not shown)\n");
+  const keyed = (name: string) =>
+    isMap(doc.contents)
+      ? doc.contents.items.find((p) => isScalar(p.key) && p.key.value === name)
+      : undefined;
+  const pair = keyed("accessToken");
+  // Draupnir's loader resolves aliases and `<<` merge keys: a token reached through either is written
+  // elsewhere in the file (at its anchor), where no range of this pair covers it.
+  if ((pair && !isScalar(pair.value)) || keyed("<<"))
+    return Buffer.from("(accessToken not a plain value, or the file has merge keys: not shown)\n");
   const range = pair && isNode(pair.value) ? pair.value.range : undefined;
-  if (doc.errors.length || (pair && !range)) return Buffer.from("(not valid YAML: not shown)\n");
+  if (pair && !range) return Buffer.from("(not valid YAML: not shown)\n");
   if (!range) return buf;
   return Buffer.from(`${text.slice(0, range[0])}${REDACTED}${text.slice(range[1])}`);
 }
