@@ -33,10 +33,18 @@ const step = (name: string, file: string) => ({
   targets: [`/var/www/${file}`],
   mode: "0644",
 });
-function manifest(steps = [step("landing", "index.html"), step("about", "about.html")], name?: string) {
+function manifest(
+  steps: Record<string, unknown>[] = [step("landing", "index.html"), step("about", "about.html")],
+  name?: string,
+) {
   return writeManifest(
     fx.dir,
-    { webhook: { pollIntervalSeconds: 0 }, drift: { intervalSeconds: 0 }, commands: { systemctl: ["true"] }, steps },
+    {
+      webhook: { pollIntervalSeconds: 0 },
+      drift: { intervalSeconds: 0 },
+      commands: { systemctl: ["true"] },
+      steps,
+    },
     name,
   );
 }
@@ -98,5 +106,40 @@ describe("drift at its seams", () => {
     live.manifest = (await loadManifest(manifest([step("about", "about.html")], "next.yaml"))).manifest;
     await watch.check();
     assert.deepEqual(Object.fromEntries(samples), { about: 0 });
+  });
+
+  it("a selfHeal step whose target is a link is reported, never healed: the run would fail the same way at every check", async () => {
+    const file = manifest([
+      { ...step("landing", "index.html"), selfHeal: true },
+      { ...step("about", "about.html"), selfHeal: true },
+    ]);
+    assert.equal((await runCli(runArgs(file, fx.clone, root, stateDir))).code, 0);
+    const target = path.join(root, "var/www/index.html");
+    rmSync(target);
+    symlinkSync("/etc/hostname", target);
+    const requests: unknown[] = [];
+    const live = liveState((await loadManifest(file)).manifest);
+    const repo = await openRepo(fx.clone, live.manifest.repo.remote, live.manifest.repo.branch);
+    const watch = createDriftWatch({
+      live,
+      repoDir: fx.clone,
+      stateDir,
+      root,
+      dryRun: false,
+      log: pino({ level: "silent" }),
+      metrics: { drift: () => {} },
+      publish: () => {},
+      repo: async () => repo,
+      runner: () =>
+        ({ request: (_task: string, trigger: unknown) => requests.push(trigger) }) as unknown as Runner,
+      stop: new AbortController().signal,
+    });
+    await watch.check();
+    assert.equal(live.drift?.steps.find((s) => s.name === "landing")?.state, "drifted");
+    assert.deepEqual(requests, []);
+    // Drift a run can put back, beside it, is healed; the link is not.
+    writeFileSync(path.join(root, "var/www/about.html"), "<p>edited</p>\n");
+    await watch.check();
+    assert.deepEqual(requests, [{ kind: "self-heal", steps: ["about"] }]);
   });
 });

@@ -73,7 +73,13 @@ export function createDriftWatch(deps: DriftWatchDeps): DriftWatch {
         });
         const drifted = said(live.drift);
         if (drifted.length) log.warn({ steps: drifted.map((s) => s.name) }, "what is live drifted from git");
-        const heal = drifted.filter((s) => live.manifest.steps.find((x) => x.name === s.name)?.selfHeal);
+        // A step is healed for drift a run can put back; one whose only drift is stalled would fail the same way
+        // at every check, and a host with drift is not an unhealthy agent.
+        const heal = drifted.filter(
+          (s) =>
+            live.manifest.steps.find((x) => x.name === s.name)?.selfHeal &&
+            s.items.some((i) => i.state === "drifted" && !i.stalled),
+        );
         if (heal.length && !deps.dryRun) {
           healing.push(...heal.map((s) => s.name));
           deps.runner().request(DEPLOY, { kind: "self-heal", steps: heal.map((s) => s.name) });

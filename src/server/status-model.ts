@@ -70,6 +70,8 @@ const driftItem = z.object({
   state: z.string(),
   detail: z.string().optional(),
   patch: z.string().optional(),
+  /** Drift no run can put back (see DriftItem): no self-heal is asked for it. */
+  stalled: z.literal(true).optional(),
 });
 
 const runStep = z.object({

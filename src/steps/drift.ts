@@ -53,5 +53,7 @@ export async function fileDrift(
  */
 export function unreadable(id: string, err: unknown): DriftItem {
   const e = asAgentError(err);
-  return { id, state: e.code === "TARGET_UNSAFE" ? "drifted" : "unknown", detail: e.message };
+  return e.code === "TARGET_UNSAFE"
+    ? { id, state: "drifted", detail: e.message, stalled: true }
+    : { id, state: "unknown", detail: e.message };
 }

@@ -70,6 +70,8 @@ export interface DriftItem {
   detail?: string;
   /** A diff of the live content against git's (secrets left out). */
   patch?: string;
+  /** Drift a run cannot put back (a link where the file was): a human must act, so no self-heal is asked. */
+  stalled?: true;
 }
 
 /** What the planner hands to a step: the repository files that made it run. */
