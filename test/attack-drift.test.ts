@@ -10,7 +10,7 @@ import type { Runner } from "../src/server/runner.js";
 import { liveState } from "../src/server/status.js";
 import { openRepo } from "../src/source/git.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
-import { type Fixture, makeFixture } from "./helpers/git.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
 /** Drift at its seams: targets that are not files any more, steps that are gone. */
 
@@ -141,5 +141,50 @@ describe("drift at its seams", () => {
     writeFileSync(path.join(root, "var/www/about.html"), "<p>edited</p>\n");
     await watch.check();
     assert.deepEqual(requests, [{ kind: "self-heal", steps: ["about"] }]);
+  });
+
+  it("Draupnir's config deleted, or left with the placeholder, is drift (no run can put it back), not 'cannot tell'", async () => {
+    fx.push({
+      "draupnir/production.yaml":
+        'homeserverUrl: "https://m"\nrawHomeserverUrl: "https://m"\naccessToken: REDACTED\nmanagementRoom: "!m"\n',
+    });
+    git(fx.clone, "pull", "--quiet");
+    const file = manifest([
+      {
+        name: "draupnir",
+        kind: "draupnir-config",
+        source: "draupnir/production.yaml",
+        target: "/var/www/production.yaml",
+        healthUrl: "http://127.0.0.1:1/healthz",
+        healthTimeoutSeconds: 1,
+        timeoutSeconds: 31,
+      },
+    ]);
+    // Applied at HEAD, as after a deploy.
+    mkdirSync(stateDir, { recursive: true });
+    writeFileSync(
+      path.join(stateDir, "state.json"),
+      JSON.stringify({
+        version: 1,
+        host: "lxctest",
+        steps: { draupnir: { lastAppliedRevision: git(fx.clone, "rev-parse", "HEAD") } },
+      }),
+    );
+    const target = path.join(root, "var/www/production.yaml");
+    for (const [what, live] of [
+      ["deleted", null],
+      [
+        "the placeholder",
+        'homeserverUrl: "https://m"\nrawHomeserverUrl: "https://m"\naccessToken: REDACTED\nmanagementRoom: "!m"\n',
+      ],
+    ] as const) {
+      rmSync(target, { force: true });
+      if (live) writeFileSync(target, live, { mode: 0o600 });
+      const res = await diff(file, "--json");
+      assert.equal(res.code, 1, `${what}: ${res.stdout}${res.stderr}`);
+      const report = JSON.parse(res.stdout) as { steps: { state: string; items: { stalled?: boolean }[] }[] };
+      assert.equal(report.steps[0]?.state, "drifted", what);
+      assert.equal(report.steps[0]?.items[0]?.stalled, true, what);
+    }
   });
 });

@@ -199,7 +199,14 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
     try {
       wanted = merge(step, await ctx.source.read(step.source), await wantedToken(step, ctx, live.data));
     } catch (err) {
-      return [{ id: step.target, state: "unknown", detail: asAgentError(err).message }];
+      const e = asAgentError(err);
+      // No live token to keep (the config deleted, unparsable, or with the placeholder): that is drift, and
+      // one a run cannot put back (it refuses the same way); a repository config that is invalid cannot be told.
+      return [
+        e.code === "TOKEN_UNAVAILABLE"
+          ? { id: step.target, state: "drifted", detail: e.message, stalled: true }
+          : { id: step.target, state: "unknown", detail: e.message },
+      ];
     }
     // The live token is what the step keeps: only everything around it is compared with git.
     return [await fileDrift(ctx, step.target, wanted, { mode: 0o600, display: (b) => redactToken(b) })];
