@@ -129,6 +129,17 @@ describe("livekit-restart", () => {
     assert.deepEqual(systemctl.calls(), []);
   });
 
+  it("a node whose gauge went negative does not cancel another node's call", async () => {
+    writeFileSync(flag(), "rev\n");
+    // A gauge decremented once too often (ND_abc) beside a node with a call in progress (ND_def).
+    metricsBody = `${livekitMetrics(-2, 0)}livekit_participant_total{node_id="ND_def"} 2\nlivekit_room_total{node_id="ND_def"} 1\n`;
+    const d = await livekitRestart();
+    assert.equal(d.restart, false, d.reason);
+    assert.equal(d.participants, 2);
+    assert.ok(existsSync(flag()));
+    assert.deepEqual(systemctl.calls(), []);
+  });
+
   it("waits while a TCP connection to the RTC port is established", async () => {
     writeFileSync(flag(), "rev\n");
     await openCall();

@@ -55,7 +55,11 @@ export async function establishedTcp(
   return count;
 }
 
-/** Sums every sample of the named metrics in Prometheus text exposition format. */
+/**
+ * Sums every sample of the named metrics in Prometheus text exposition format. A negative sample (a gauge
+ * decremented once too often) counts as 0: it is no count of anything, and summed it would cancel another
+ * node's participants and let a restart drop their call.
+ */
 export function sumSamples(text: string, names: readonly string[]): Record<string, number | null> {
   const sums: Record<string, number | null> = Object.fromEntries(names.map((n) => [n, null]));
   for (const line of text.split("\n")) {
@@ -63,7 +67,7 @@ export function sumSamples(text: string, names: readonly string[]): Record<strin
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)/.exec(line);
     if (!m?.[1] || !(m[1] in sums)) continue;
     const v = Number(m[3]);
-    if (Number.isFinite(v)) sums[m[1]] = (sums[m[1]] ?? 0) + v;
+    if (Number.isFinite(v)) sums[m[1]] = (sums[m[1]] ?? 0) + Math.max(0, v);
   }
   return sums;
 }
