@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ageKeygen, catalogText, placeHostKey, runCliWithInput } from "./helpers/age.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
-import { type Fixture, makeFixture } from "./helpers/git.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { needs } from "./helpers/needs.js";
 
 /**
@@ -50,6 +50,12 @@ describe("Draupnir's token through an alias or a merge key", { skip }, () => {
           healthTimeoutSeconds: 1,
           timeoutSeconds: 31,
           tokenSecret: { name: "draupnir-token" },
+        },
+        {
+          name: "token-file",
+          kind: "secret",
+          secret: "draupnir-token",
+          target: "/opt/draupnir/config/token",
         },
       ],
     });
@@ -101,4 +107,29 @@ describe("Draupnir's token through an alias or a merge key", { skip }, () => {
         for (const t of [LIVE, NEW]) assert.equal(text.includes(t), false, `${name}: ${text}`);
     });
   }
+
+  it("a secret step's target replaced by a link is drift no run can put back, like any target's", async () => {
+    const stateDir = path.join(fx.dir, "state-link");
+    git(fx.clone, "fetch", "--quiet", "origin");
+    mkdirSync(stateDir, { recursive: true });
+    writeFileSync(
+      path.join(stateDir, "state.json"),
+      JSON.stringify({
+        version: 1,
+        host: "lxctest",
+        steps: { "token-file": { lastAppliedRevision: git(fx.origin, "rev-parse", "main") } },
+      }),
+    );
+    symlinkSync("/etc/hostname", path.join(root, "opt/draupnir/config/token"));
+    const res = await runCli([
+      "diff",
+      ...["--config", manifest, "--repo", fx.clone, "--root", root, "--state-dir", stateDir],
+      ...["--step", "token-file", "--json"],
+    ]);
+    assert.equal(res.code, 1, res.stdout + res.stderr);
+    const item = JSON.parse(res.stdout).steps[0].items[0];
+    assert.equal(item.state, "drifted");
+    assert.equal(item.stalled, true);
+    assert.match(item.detail, /symbolic link/);
+  });
 });

@@ -8,7 +8,7 @@ import { checkMatrixToken } from "../secrets/matrix-check.js";
 import { openSecret } from "../secrets/open.js";
 import { liveValue, type Placement, place, shown } from "../secrets/place.js";
 import { argv, fileMode, hostPath, owner, stepCommon } from "./common.js";
-import { fileDrift } from "./drift.js";
+import { fileDrift, unreadable } from "./drift.js";
 import { HOOK_EVENT_TYPE } from "./hookshot.js";
 import type { StepContext, StepKind } from "./types.js";
 
@@ -109,7 +109,8 @@ export const secretStep: StepKind<typeof schema> = {
       const value = await openSecret(ctx, step.secret, step.identityFile);
       wanted = place(p, step.target, (await ctx.host.snapshot(step.target)).data, value);
     } catch (err) {
-      return [{ id: step.target, state: "unknown", detail: asAgentError(err).message }];
+      // A target that is no longer a regular file is drift; a secret that cannot be opened cannot be told.
+      return [unreadable(step.target, err)];
     }
     return [
       await fileDrift(ctx, step.target, wanted, {
