@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { draupnirConfigStep, schema } from "../src/steps/draupnir-config.js";
 import { ageKeygen, catalogText, placeHostKey, runCliWithInput } from "./helpers/age.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
@@ -131,5 +132,24 @@ describe("Draupnir's token through an alias or a merge key", { skip }, () => {
     assert.equal(item.state, "drifted");
     assert.equal(item.stalled, true);
     assert.match(item.detail, /symbolic link/);
+  });
+});
+
+describe("Draupnir's config as diffs show it, with merge keys", () => {
+  const step = schema.parse({ name: "d", kind: "draupnir-config", source: "draupnir/production.yaml" });
+  const shown = (text: string) => draupnirConfigStep.shown?.(step, Buffer.from(text)).toString() ?? "";
+
+  it("a token merged in, directly, in a list or through a chain of merges, is never shown", () => {
+    for (const text of [
+      `base: &b {accessToken: "${LIVE}"}\n<<: *b\nmanagementRoom: "!m"\n`,
+      `c: &c {accessToken: "${LIVE}"}\nb: &b {<<: *c}\n<<: *b\nmanagementRoom: "!m"\n`,
+      `c: &c {accessToken: "${LIVE}"}\n<<: [*c]\nmanagementRoom: "!m"\n`,
+    ])
+      assert.equal(shown(text).includes(LIVE), false, text);
+  });
+
+  it("merge keys that bring no token keep the diff, the token redacted", () => {
+    const text = `web: &w {homeserverUrl: "https://m"}\n<<: *w\naccessToken: "${LIVE}"\n`;
+    assert.equal(shown(text), 'web: &w {homeserverUrl: "https://m"}\n<<: *w\naccessToken: <redacted>\n');
   });
 });

@@ -1,4 +1,4 @@
-import { isMap, isNode, isScalar, parseDocument } from "yaml";
+import { isAlias, isMap, isNode, isScalar, isSeq, parseDocument } from "yaml";
 import { z } from "zod";
 import { AgentError, asAgentError } from "../core/errors.js";
 import { registerSecret } from "../core/redact.js";
@@ -131,14 +131,20 @@ function redactToken(buf: Buffer | null): Buffer | null {
   const doc = parseDocument(text);
   if (doc.errors.length) return Buffer.from("(not valid YAML: not shown)\n");
   const keyed = (name: string) =>
-    isMap(doc.contents)
-      ? doc.contents.items.find((p) => isScalar(p.key) && p.key.value === name)
-      : undefined;
+    isMap(doc.contents) ? doc.contents.items.find((p) => isScalar(p.key) && p.key.value === name) : undefined;
   const pair = keyed("accessToken");
   // Draupnir's loader resolves aliases and `<<` merge keys: a token reached through either is written
   // elsewhere in the file (at its anchor), where no range of this pair covers it.
-  if ((pair && !isScalar(pair.value)) || keyed("<<"))
-    return Buffer.from("(accessToken not a plain value, or the file has merge keys: not shown)\n");
+  const mergesToken = (merged: unknown, depth: number): boolean =>
+    (isSeq(merged) ? merged.items : [merged]).some((n) => {
+      const map = isAlias(n) ? n.resolve(doc) : n;
+      // A merged map may merge others in turn; a chain this deep is refused rather than followed.
+      return (
+        isMap(map) && (map.has("accessToken") || depth > 8 || mergesToken(map.get("<<", true), depth + 1))
+      );
+    });
+  if ((pair && !isScalar(pair.value)) || mergesToken(keyed("<<")?.value, 0))
+    return Buffer.from("(accessToken not a plain value, or merged in: not shown)\n");
   const range = pair && isNode(pair.value) ? pair.value.range : undefined;
   if (pair && !range) return Buffer.from("(not valid YAML: not shown)\n");
   if (!range) return buf;
