@@ -127,6 +127,27 @@ describe("cinny-nightly", () => {
     assert.equal(readFileSync(path.join(web(), "index.html"), "utf8"), "<p>cinny 1</p>");
   });
 
+  it("a copy that fails half-way leaves no partial release to be kept over the previous live one", async () => {
+    assert.equal((await nightly()).code, 0);
+    const first = readlinkSync(web());
+    // A build output the copy refuses half-way (a FIFO; on a host, a full disk does the same).
+    fx.push({
+      "version.txt": "2\n",
+      "build.js": `${BUILD}if (process.env.FIFO) require("child_process").execFileSync("mkfifo", ["dist/zz-pipe"]);\n`,
+    });
+    const failed = await nightly({ FIFO: "1" });
+    assert.equal(failed.code, 1, failed.stdout);
+    assert.equal(readlinkSync(web()), first, "the live site is untouched");
+    assert.deepEqual(readdirSync(`${web()}.releases`), [path.basename(first)], "no partial release left");
+    fx.push({ "version.txt": "3\n" });
+    assert.equal((await nightly()).code, 0);
+    assert.equal(readFileSync(path.join(web(), "index.html"), "utf8"), "<p>cinny 3</p>");
+    assert.ok(
+      readdirSync(`${web()}.releases`).includes(path.basename(first)),
+      "the previous release is kept",
+    );
+  });
+
   it("moves a plain web root aside on first run, and keeps only the newest releases", async () => {
     mkdirSync(web());
     writeFileSync(path.join(web(), "index.html"), "<p>old build</p>");

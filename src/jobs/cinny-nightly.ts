@@ -96,12 +96,20 @@ export async function cinnyNightly(c: CinnyConfig, ctx: JobContext): Promise<Nig
     );
   }
   const release = path.posix.join(releases, `${short}-${Date.now()}`);
-  await ctx.host.copyTree(dist, release);
-  // The backup survives rebuilds; without one, keep the live config rather than the build's default.
-  const config =
-    (await ctx.host.read(c.configBackup)) ?? (await ctx.host.read(path.posix.join(c.webRoot, "config.json")));
-  if (config) await ctx.host.write(path.posix.join(release, "config.json"), config, { mode: 0o644 });
-  else ctx.log.warn(`no ${c.configBackup} and no live config.json: the build's own config.json stays`);
+  try {
+    await ctx.host.copyTree(dist, release);
+    // The backup survives rebuilds; without one, keep the live config rather than the build's default.
+    const config =
+      (await ctx.host.read(c.configBackup)) ??
+      (await ctx.host.read(path.posix.join(c.webRoot, "config.json")));
+    if (config) await ctx.host.write(path.posix.join(release, "config.json"), config, { mode: 0o644 });
+    else ctx.log.warn(`no ${c.configBackup} and no live config.json: the build's own config.json stays`);
+  } catch (err) {
+    // A release copied half-way (a full disk) is never kept: being the newest, it would outlive the
+    // previous live release at the next pruning.
+    await ctx.host.remove(release).catch(() => {});
+    throw err;
+  }
 
   await ctx.host.swapLink(c.webRoot, release, path.posix.join(releases, `previous-${Date.now()}`));
   // The releases beside the live one, newest first; the oldest beyond keepReleases go.
