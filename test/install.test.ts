@@ -245,6 +245,26 @@ describe("deploy-agent install: migrating from webhook.service", () => {
     );
   });
 
+  it("migrated, then install again (an upgrade): the unit is checked on the kept port and hook path, and left running", async () => {
+    await makeHost(migrating);
+    const port = await freePort();
+    const secret = "old-secret-0123456789abcdef";
+    await oldWebhook({ hooks: hooksJson(JSON.stringify(secret)), port });
+    const first = await install();
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    const listenConf = path.join(root, "etc/systemd/system/deploy-agent@lxctest.service.d/listen.conf");
+    const kept = readFileSync(listenConf, "utf8");
+    // webhook.service is stopped and disabled now: the second install has nothing to migrate from.
+    const again = await install();
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.equal(readFileSync(listenConf, "utf8"), kept, "the kept URL stays");
+    assert.equal(await signedDelivery(port, secret), 202, "the unit still takes Gitea's deliveries");
+    assert.equal(
+      (await runCommand("systemctl", ["is-active", "webhook.service"]).catch(() => "inactive")).trim(),
+      "inactive",
+    );
+  });
+
   it("migrating: a failed final restart (start limit) puts webhook.service back, enabled and listening", async () => {
     await makeHost(migrating);
     const port = await freePort();

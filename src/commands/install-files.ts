@@ -158,3 +158,34 @@ async function plannedSecret(o: {
   });
   return secret;
 }
+
+/**
+ * The listen address and webhook path the agent's unit gets from its drop-ins (DEPLOY_AGENT_LISTEN and
+ * DEPLOY_AGENT_WEBHOOK_PATH in `Environment=`, as a migration writes them in listen.conf), so that an install
+ * after a migration checks the unit where it listens. Drop-ins of the template and of the instance are read
+ * in systemd's order (by file name; the instance's file wins over a template's of the same name); the last
+ * assignment wins. Simple assignments only (`Environment=NAME=value`, each optionally in double quotes).
+ */
+export async function unitEnvironment(
+  host: Pick<HostFs, "list" | "read">,
+  unit: string,
+): Promise<Record<string, string>> {
+  const template = unit.replace(/@[^.]*\.service$/, "@.service");
+  const byName = new Map<string, string>();
+  for (const dir of [`${UNIT_DIR}/${template}.d`, `${UNIT_DIR}/${unit}.d`]) {
+    for (const { path: file } of await host.list(dir))
+      if (file.endsWith(".conf")) byName.set(path.posix.basename(file), file);
+  }
+  const env: Record<string, string> = {};
+  for (const name of [...byName.keys()].sort()) {
+    const text = (await host.read(byName.get(name) ?? ""))?.toString("utf8") ?? "";
+    for (const line of text.matchAll(/^\s*Environment=(.*)$/gm)) {
+      for (const m of (line[1] ?? "").matchAll(/"([^"]*)"|(\S+)/g)) {
+        const a = m[1] ?? m[2] ?? "";
+        const eq = a.indexOf("=");
+        if (eq > 0) env[a.slice(0, eq)] = a.slice(eq + 1);
+      }
+    }
+  }
+  return env;
+}

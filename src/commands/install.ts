@@ -13,11 +13,12 @@ import type { Manifest } from "../manifest/schema.js";
 import { HOST_IDENTITY_FILE, plannedHostIdentity } from "../secrets/identity.js";
 import { openRepo } from "../source/git.js";
 import { createContext } from "../steps/context.js";
-import { hostJobs, type PlannedFile, plannedFiles, UNIT_DIR } from "./install-files.js";
+import { hostJobs, type PlannedFile, plannedFiles, UNIT_DIR, unitEnvironment } from "./install-files.js";
 import { listenerProblem } from "./install-probe.js";
 import { createUndo, keepUnitState, type Undo } from "./install-undo.js";
 import { OLD_UNIT, type OldListener, readOldListener } from "./old-webhook.js";
 import { type CommonFlags, resolve } from "./options.js";
+import { parseListen } from "./serve.js";
 import { verifyOffNotice } from "./verify-notice.js";
 
 /**
@@ -233,8 +234,12 @@ async function startUnits(ctx: InstallContext, plan: InstallPlan, undo: Undo): P
     await sc("enable", "--now", unit);
   }
   const { unit, old, secret } = plan;
-  const listen = old ? { host: old.host, port: old.port } : plan.manifest.listen;
-  const hookPath = old ? old.hookPath : plan.manifest.webhook.path;
+  // Not migrating now: where the unit's drop-ins (a migration's listen.conf, kept) have it listen.
+  const env = old ? {} : await unitEnvironment(ctx.host, unit);
+  const listen = old
+    ? { host: old.host, port: old.port }
+    : parseListen(env.DEPLOY_AGENT_LISTEN, plan.manifest);
+  const hookPath = old ? old.hookPath : (env.DEPLOY_AGENT_WEBHOOK_PATH ?? plan.manifest.webhook.path);
   const hint = `journalctl -u ${unit} -n 50`;
   if (!old) {
     await keepUnitState(undo, ctx.run, ctx.commands.systemctl, unit);

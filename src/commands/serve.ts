@@ -45,7 +45,10 @@ function withHostOverrides(manifest: Manifest): Manifest {
   return { ...manifest, webhook: { ...manifest.webhook, path: parsed.data } };
 }
 
-function parseListen(value: string | undefined, manifest: Manifest): { host: string; port: number } {
+export function parseListen(
+  value: string | undefined,
+  manifest: Pick<Manifest, "listen">,
+): { host: string; port: number } {
   if (value === undefined) return manifest.listen;
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
   const port = Number(m?.[3]);
