@@ -5,16 +5,18 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { silentLogger } from "../src/core/log.js";
+import { redact } from "../src/core/redact.js";
 import { Secret } from "../src/core/secret.js";
 import type { RunReport } from "../src/deploy/run-report.js";
 import { loadManifest } from "../src/manifest/load.js";
-import { type DeployEvent, runEvents } from "../src/notify/events.js";
+import { type DeployEvent, eventBase, runEvents } from "../src/notify/events.js";
 import { createNotifier, notifySchema } from "../src/notify/notifier.js";
 import { giteaStatus } from "../src/notify/targets/gitea-status.js";
 import { noticeText } from "../src/notify/targets/matrix.js";
 import { createAgent } from "../src/server/agent.js";
 import { runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { makeFixture } from "./helpers/git.js";
+import { startMatrixServer } from "./helpers/matrix-server.js";
 
 /** The notifier on its own: what a dry run prints, and that a dead or slow target never holds anything up. */
 
@@ -380,6 +382,102 @@ describe("notifier", () => {
       );
     } finally {
       fx.cleanup();
+    }
+  });
+});
+
+describe("notifier: hostile texts and servers", () => {
+  it("a commit subject of 200,000 characters: the event carries a bounded part, redaction stays linear", () => {
+    for (const text of ["a.".repeat(100_000), "http://".repeat(30_000), "x://".repeat(50_000)]) {
+      const started = performance.now();
+      redact(text);
+      assert.ok(performance.now() - started < 1000, `redacting ${text.slice(0, 8)}… took under a second`);
+    }
+    const subject = "a.".repeat(100_000);
+    const base = eventBase({ host: "lxctest" }, "1".repeat(40), subject);
+    assert.ok((base.subject?.length ?? 0) <= 200, "the subject is cut");
+    assert.ok(base.subject?.startsWith("a.a.") && base.subject.endsWith("…"));
+    // What redaction strips is still stripped.
+    assert.equal(
+      redact("see https://user:pw@host.test/x?token=abc and Bearer abc.def"),
+      "see https://host.test/x?[redacted] and Bearer [redacted]",
+    );
+  });
+
+  it("a Matrix notice mentions nobody: @room or a user's id in a commit subject pings no one", async () => {
+    const matrix = await startMatrixServer({
+      roomId: "!deploys:matrix.test",
+      users: { "mx-token-0123456789": { userId: "@deploy-agent:matrix.test", powerLevel: 100 } },
+    });
+    try {
+      const notifier = createNotifier({
+        config: () =>
+          notifySchema.parse({
+            targets: [
+              {
+                kind: "matrix",
+                homeserver: matrix.url,
+                room: "!deploys:matrix.test",
+                token: "mx-token-0123456789",
+              },
+            ],
+          }),
+        host: "lxctest",
+        log: silentLogger(),
+      });
+      notifier.publish({ ...event(7), subject: "@room wake up, @alice:matrix.test" });
+      await notifier.drain(5000);
+      assert.equal(matrix.messages.length, 1);
+      const content = matrix.messages[0]?.content ?? {};
+      assert.match(String(content.body), /@room wake up/);
+      assert.deepEqual(content["m.mentions"], {}, "an empty m.mentions: no @room, no user pinged");
+    } finally {
+      await matrix.close();
+    }
+  });
+
+  it("a Matrix 429 that gives its wait only as retry_after_ms (no Retry-After) is waited for", async () => {
+    let limitedUntil = 0;
+    const at: number[] = [];
+    const server = createServer(async (req, res) => {
+      for await (const _ of req);
+      at.push(Date.now());
+      if (limitedUntil === 0) limitedUntil = Date.now() + 2000;
+      if (Date.now() < limitedUntil) {
+        res.writeHead(429, { "content-type": "application/json" });
+        return res.end(
+          JSON.stringify({ errcode: "M_LIMIT_EXCEEDED", error: "Too Many Requests", retry_after_ms: 2000 }),
+        );
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ event_id: "$1" }));
+    });
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    try {
+      const results: string[] = [];
+      const notifier = createNotifier({
+        config: () =>
+          notifySchema.parse({
+            targets: [
+              {
+                kind: "matrix",
+                homeserver: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+                room: "!deploys:matrix.test",
+                token: "mx-token-0123456789",
+              },
+            ],
+          }),
+        host: "lxctest",
+        log: silentLogger(),
+        random: () => 0,
+        count: (_t, result) => results.push(result),
+      });
+      notifier.publish(event(8));
+      await notifier.drain(10_000);
+      assert.deepEqual(results, ["sent"], `requests at ${at.map((t) => t - (at[0] ?? 0)).join(", ")} ms`);
+      assert.equal(at.length, 2, "one wait of retry_after_ms, then sent");
+    } finally {
+      await new Promise<void>((done) => server.close(() => done()));
     }
   });
 });

@@ -33,9 +33,13 @@ export function redact(text: string): string {
 /** Strips URL userinfo and query strings, and bearer tokens, from free text (Flux's sanitized.go idea). */
 export function sanitize(text: string): string {
   // The patterns stop at quotes and backslashes too: they run over whole JSON log lines (no spaces in them).
+  // None backtracks over the rest of the text (a commit subject of "a.a.a.…" or "http://http://…" made them
+  // quadratic): a scheme is at most 32 characters, and the query is an optional part after a greedy run.
   return text
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@"\\]+@/gi, "$1")
-    .replace(/(\bhttps?:\/\/[^\s?#"\\]+)\?[^\s#"\\]*/gi, "$1?[redacted]")
+    .replace(/(\b[a-z][a-z0-9+.-]{0,31}:\/\/)[^/\s@"\\]+@/gi, "$1")
+    .replace(/(\bhttps?:\/\/[^\s?#"\\]+)(\?[^\s#"\\]*)?/gi, (all, url: string, query?: string) =>
+      query ? `${url}?[redacted]` : all,
+    )
     .replace(/(bearer\s+)[A-Za-z0-9._~+/=-]+/gi, "$1[redacted]")
     .replace(/\b(syt|mct|syr)_[A-Za-z0-9_]+/g, "[redacted]");
 }

@@ -21,8 +21,11 @@ export interface HttpRequestInit {
   headers?: Record<string, string>;
   body?: string | Uint8Array;
   signal?: AbortSignal;
-  /** false: answer with the status and headers only, and close the connection without reading the body. */
-  readBody?: boolean;
+  /**
+   * false: answer with the status and headers only, and close the connection without reading the body; a
+   * function: read the body only for the statuses it says yes to.
+   */
+  readBody?: boolean | ((status: number) => boolean);
   /** When given, the body is refused past this many bytes: the request rejects with onTooLarge's error. */
   maxBytes?: number;
   onTooLarge?: (maxBytes: number) => Error;
@@ -70,7 +73,9 @@ export function httpRequest(url: string, init: HttpRequestInit): Promise<HttpAns
     signal?.addEventListener("abort", onAbort, { once: true });
     req.on("error", (err) => fail(signal?.aborted ? signal.reason : err));
     req.on("response", (res) => {
-      if (init.readBody === false) {
+      const read =
+        typeof init.readBody === "function" ? init.readBody(res.statusCode ?? 0) : init.readBody !== false;
+      if (!read) {
         signal?.removeEventListener("abort", onAbort);
         res.destroy();
         resolve(answer(res, ""));

@@ -1,4 +1,5 @@
 import type { RunReport } from "../deploy/run-report.js";
+import { clip } from "./targets/text.js";
 
 /**
  * What the agent tells the world (src/notify/notifier.ts sends it): one JSON document per event, the same
@@ -18,7 +19,7 @@ export interface DeployEvent {
     | "history.rewritten";
   host: string;
   revision: string | null;
-  /** The commit's subject line, when known. */
+  /** The commit's subject line, when known (at most SUBJECT_MAX characters). */
   subject?: string;
   /** The step (failed or rolled back), the job, or the drifted steps. */
   step?: string;
@@ -42,6 +43,12 @@ export interface DeployEvent {
   at: string;
 }
 
+/**
+ * A commit subject is whatever its author wrote on one line, of any length: events carry at most this much
+ * of it (redacted, then cut), so no target is sent, and no log line holds, megabytes of it.
+ */
+export const SUBJECT_MAX = 200;
+
 type Base = Pick<DeployEvent, "host" | "revision" | "subject" | "url">;
 type Fields = Omit<DeployEvent, "schema" | "host" | "at" | "url">;
 
@@ -54,7 +61,7 @@ export function eventBase(
   return {
     host: manifest.host,
     revision,
-    ...(subject ? { subject } : {}),
+    ...(subject ? { subject: clip(subject, SUBJECT_MAX) } : {}),
     ...(manifest.publicUrl ? { url: `${manifest.publicUrl.replace(/\/+$/, "")}/status` } : {}),
   };
 }

@@ -69,6 +69,25 @@ export const NOTIFY_RETRY: Partial<RetryPolicy> = {
   deadlineMs: 60_000,
 };
 
+/** The most of a 429's body read for its retry_after_ms. */
+const RATE_LIMIT_BODY_MAX = 64 * 1024;
+
+/**
+ * Matrix's `retry_after_ms` in a 429's JSON body (an integer, tolerated as a numeric string, as the Matrix
+ * client reads it); undefined when there is none, and the Retry-After header decides.
+ */
+function retryAfterMs(body: string): number | undefined {
+  let given: unknown;
+  try {
+    given = (JSON.parse(body) as { retry_after_ms?: unknown } | null)?.retry_after_ms;
+  } catch {
+    return undefined;
+  }
+  const ms =
+    typeof given === "number" || (typeof given === "string" && /^\d+$/.test(given)) ? Number(given) : NaN;
+  return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
+}
+
 interface Job {
   target: Target;
   name: string;
@@ -173,7 +192,9 @@ export function createNotifier(opts: {
               headers,
               body,
               signal,
-              readBody: false,
+              // Only a 429's body is read (bounded): Matrix says how long to wait in it.
+              readBody: (status) => status === 429,
+              maxBytes: RATE_LIMIT_BODY_MAX,
             });
           } catch (err) {
             throw new AgentError("HTTP_UNAVAILABLE", fetchFailure(err, timeoutMs));
@@ -184,7 +205,7 @@ export function createNotifier(opts: {
             throw new RetryAfterError(
               "HTTP_RATE_LIMITED",
               problem,
-              retryAfterHeader(res.header("retry-after") ?? null),
+              retryAfterMs(res.text) ?? retryAfterHeader(res.header("retry-after") ?? null),
             );
           }
           // Any other 3xx or 4xx: the request itself is wrong, and retrying cannot help.

@@ -73,7 +73,9 @@ export const matrix: TargetKind<MatrixTarget> = {
     method: "PUT",
     url: `${t.homeserver.replace(/\/+$/, "")}/_matrix/client/v3/rooms/${encodeURIComponent(t.room)}/send/m.room.message/${`deploy-agent.${Date.now()}.${randomBytes(6).toString("hex")}`}`,
     headers: { authorization: `Bearer ${t.token.reveal()}` },
-    payload: { msgtype: "m.notice", body: noticeText(event) },
+    // An empty m.mentions: "@room" or a user's id or name in a commit subject or an error pings nobody
+    // (with it, the spec's legacy body-matching push rules do not apply).
+    payload: { msgtype: "m.notice", body: noticeText(event), "m.mentions": {} },
   }),
   describe: (t, e) => `would post to ${t.room}: ${noticeText(e).split("\n")[0]}`,
 };
