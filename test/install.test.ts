@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import {
   lstatSync,
   mkdirSync,
@@ -12,9 +12,10 @@ import {
 import { createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
 import { readEnvFile } from "../src/host/env.js";
-import { BUILT_BIN, PROJECT, runCli } from "./helpers/agent.js";
+import { BUILT_BIN, CLI, PROJECT, runCli } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { treeHash } from "./helpers/tree-hash.js";
@@ -264,6 +265,53 @@ describe("deploy-agent install: migrating from webhook.service", () => {
       "inactive",
     );
   });
+
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    it(`migrating: install interrupted (${sig}) after webhook.service stopped puts it back, enabled and listening`, async () => {
+      await makeHost(migrating);
+      const port = await freePort();
+      const secret = "old-secret-0123456789abcdef";
+      await oldWebhook({ hooks: hooksJson(JSON.stringify(secret)), port });
+      const child = spawn(
+        process.execPath,
+        ["--import", "tsx", "--", CLI, "install", "--host", "lxctest", "--root", root],
+        {
+          cwd: PROJECT,
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      let stderr = "";
+      child.stderr.on("data", (d) => {
+        stderr += d;
+      });
+      const exited = new Promise<number | string | null>((done) =>
+        child.on("close", (code, signal) => done(code ?? signal)),
+      );
+      // The operator's Ctrl-C (or a closed SSH session) once the old listener is gone.
+      while (!systemctl.calls().includes("stop webhook.service")) await sleep(10);
+      child.kill(sig);
+      assert.equal(await exited, 1, stderr);
+      assert.match(
+        stderr,
+        new RegExp(
+          `^error INSTALL_FAILED: .*interrupted \\(${sig}\\).*; webhook\\.service is enabled and running again`,
+          "s",
+        ),
+      );
+      assert.equal((await runCommand("systemctl", ["is-active", "webhook.service"])).trim(), "active");
+      assert.equal((await runCommand("systemctl", ["is-enabled", "webhook.service"])).trim(), "enabled");
+      const answer = await fetch(`http://127.0.0.1:${port}/hooks/matrix-deploy`, { method: "POST" });
+      assert.equal(await answer.text(), "ok", "the old listener has the port again");
+      assert.equal(
+        (
+          await runCommand("systemctl", ["is-enabled", "deploy-agent@lxctest.service"]).catch(
+            () => "disabled",
+          )
+        ).trim(),
+        "disabled",
+      );
+    });
+  }
 
   it("migrating: a failed final restart (start limit) puts webhook.service back, enabled and listening", async () => {
     await makeHost(migrating);

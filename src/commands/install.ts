@@ -55,7 +55,19 @@ function freePort(): Promise<number> {
   });
 }
 
-type InstallContext = ReturnType<typeof createContext> & { send: ReturnType<typeof createHttpSender> };
+type InstallContext = ReturnType<typeof createContext> & {
+  send: ReturnType<typeof createHttpSender>;
+  /**
+   * The door for putting things back (undo, webhook.service restarted): a signal of its own, so what
+   * aborted the install (its timeout, the operator's Ctrl-C, a closed SSH session) does not abort that too.
+   */
+  back: ReturnType<typeof createContext>;
+};
+
+/** Signals that would end install at once: while it acts, they abort it and it takes its changes back. */
+const INTERRUPTS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+/** How long putting things back may take after install failed or was interrupted. */
+const BACK_TIMEOUT_MS = 5 * 60_000;
 
 /** What install does on this host, worked out from reads before anything changes. */
 interface InstallPlan {
@@ -94,12 +106,16 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   const effects: Effect[] = [];
   const warnings: string[] = [];
   const record = (e: Effect) => effects.push(e);
-  const signal = AbortSignal.timeout(10 * 60_000);
+  const interrupted = new AbortController();
+  const signal = AbortSignal.any([AbortSignal.timeout(10 * 60_000), interrupted.signal]);
   const commands = { systemctl: manifest.commands.systemctl };
+  const door = (signal: AbortSignal) =>
+    createContext({ dryRun: flags.dryRun, root: r.root, log: silentLogger(), signal, commands, record });
   // The one door to the host: acting, or in a dry run recording what it would do.
   const ctx: InstallContext = {
-    ...createContext({ dryRun: flags.dryRun, root: r.root, log: silentLogger(), signal, commands, record }),
+    ...door(signal),
     send: createHttpSender({ dryRun: flags.dryRun, record, signal }),
+    back: door(AbortSignal.timeout(BACK_TIMEOUT_MS)),
   };
 
   const old = await readOldListener(ctx);
@@ -138,11 +154,21 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   await refuseLocalChanges(ctx, plan, flags.force);
 
   const undo = createUndo();
+  // From the first change to the last undo, a signal does not end install half way: it aborts what is in
+  // progress, and every change is taken back (on a migrated host webhook.service started again).
+  const onInterrupt = (name: NodeJS.Signals) =>
+    interrupted.abort(new AgentError("ABORTED", `install was interrupted (${name})`));
+  for (const name of INTERRUPTS) process.on(name, onInterrupt);
   try {
     await writeAll(ctx, plan, undo);
     await startUnits(ctx, plan, undo);
-  } catch (err) {
+  } catch (caught) {
     const left = await undo.run();
+    // Interrupted: the error says so first (unless the message that got here says it already).
+    const err =
+      signal.aborted && !asAgentError(caught).message.includes(failure(ctx, ""))
+        ? new AgentError("INSTALL_FAILED", failure(ctx, caught), { cause: caught })
+        : caught;
     if (!left.length) throw err;
     const e = asAgentError(err);
     throw new AgentError(
@@ -153,6 +179,8 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
         cause: err,
       },
     );
+  } finally {
+    for (const name of INTERRUPTS) process.off(name, onInterrupt);
   }
 
   if (old) {
@@ -200,18 +228,18 @@ async function writeAll(ctx: InstallContext, plan: InstallPlan, undo: Undo): Pro
   for (const f of plan.files) if (!dirs.has(path.dirname(f.path))) dirs.set(path.dirname(f.path), 0o755);
   for (const [dir, mode] of dirs) {
     const { created } = await ctx.host.mkdir(dir, mode);
-    if (created) undo.add("files", created, () => ctx.host.remove(created));
+    if (created) undo.add("files", created, () => ctx.back.host.remove(created));
   }
   const link = await ctx.host.symlink(BIN_LINK, plan.binTarget);
-  if (link.outcome === "changed") undo.add("files", BIN_LINK, () => ctx.host.restore(link.previous));
+  if (link.outcome === "changed") undo.add("files", BIN_LINK, () => ctx.back.host.restore(link.previous));
 
   let unitsChanged = false;
   // Restored unit files are systemd's again only after a reload.
-  undo.add("reload", "daemon-reload", async () => unitsChanged && systemctl(ctx, "daemon-reload"));
+  undo.add("reload", "daemon-reload", async () => unitsChanged && systemctl(ctx.back, "daemon-reload"));
   for (const f of [...plan.files, installRecord(plan)]) {
     const { outcome, previous } = await ctx.host.write(f.path, f.data, { mode: f.mode, display: f.display });
     if (outcome === "unchanged") continue;
-    undo.add("files", f.path, () => ctx.host.restore(previous));
+    undo.add("files", f.path, () => ctx.back.host.restore(previous));
     if (f.path.startsWith(UNIT_DIR)) unitsChanged = true;
   }
   if (unitsChanged) await systemctl(ctx, "daemon-reload");
@@ -224,13 +252,22 @@ function installRecord(plan: InstallPlan): PlannedFile {
   return { path: plan.recordFile, data: Buffer.from(`${JSON.stringify({ files }, null, 2)}\n`), mode: 0o600 };
 }
 
-const systemctl = (ctx: InstallContext, ...args: string[]) => ctx.run([...ctx.commands.systemctl, ...args]);
+const systemctl = (ctx: Pick<InstallContext, "run" | "commands">, ...args: string[]) =>
+  ctx.run([...ctx.commands.systemctl, ...args]);
+
+/** Why install failed: what was in progress, and first that install was interrupted, when it was. */
+function failure(ctx: Pick<InstallContext, "signal">, err: unknown): string {
+  const message = asAgentError(err).message;
+  if (!ctx.signal.aborted) return message;
+  const why = asAgentError(ctx.signal.reason).message;
+  return !message || message.includes(why) ? message || why : `${why}: ${message}`;
+}
 
 /** The host jobs' units, then the agent's unit, which must take Gitea's deliveries before it counts. */
 async function startUnits(ctx: InstallContext, plan: InstallPlan, undo: Undo): Promise<void> {
   const sc = (...args: string[]) => systemctl(ctx, ...args);
   for (const unit of hostJobs(plan.manifest).flatMap((job) => job.install?.enable ?? [])) {
-    await keepUnitState(undo, ctx.run, ctx.commands.systemctl, unit);
+    await keepUnitState(undo, ctx.back.run, ctx.commands.systemctl, unit);
     await sc("enable", "--now", unit);
   }
   const { unit, old, secret } = plan;
@@ -242,12 +279,18 @@ async function startUnits(ctx: InstallContext, plan: InstallPlan, undo: Undo): P
   const hookPath = old ? old.hookPath : (env.DEPLOY_AGENT_WEBHOOK_PATH ?? plan.manifest.webhook.path);
   const hint = `journalctl -u ${unit} -n 50`;
   if (!old) {
-    await keepUnitState(undo, ctx.run, ctx.commands.systemctl, unit);
+    await keepUnitState(undo, ctx.back.run, ctx.commands.systemctl, unit);
     await sc("enable", unit);
     await sc("restart", unit);
     const why = await listenerProblem(ctx, listen.host, listen.port, hookPath, secret);
     if (why)
-      throw new AgentError("INSTALL_FAILED", `${unit} on ${listen.host}:${listen.port}: ${why}`, { hint });
+      throw new AgentError(
+        "INSTALL_FAILED",
+        failure(ctx, `${unit} on ${listen.host}:${listen.port}: ${why}`),
+        {
+          hint,
+        },
+      );
     return;
   }
   // The unit must answer before the old listener goes: first on a spare loopback port.
@@ -255,7 +298,7 @@ async function startUnits(ctx: InstallContext, plan: InstallPlan, undo: Undo): P
   if (trial) {
     throw new AgentError(
       "INSTALL_FAILED",
-      `${unit} on a spare port: ${trial}; ${OLD_UNIT} was left running`,
+      failure(ctx, `${unit} on a spare port: ${trial}; ${OLD_UNIT} was left running`),
       {
         hint,
       },
@@ -270,8 +313,8 @@ async function startUnits(ctx: InstallContext, plan: InstallPlan, undo: Undo): P
     if (why) throw new AgentError("INSTALL_FAILED", `${unit} on ${listen.host}:${listen.port}: ${why}`);
     await sc("disable", OLD_UNIT);
   } catch (err) {
-    const failed = asAgentError(err).message;
-    const back = await restoreOldListener(sc, unit);
+    const failed = failure(ctx, err);
+    const back = await restoreOldListener((...args) => systemctl(ctx.back, ...args), unit);
     throw new AgentError("INSTALL_FAILED", `${failed}; ${back}`, { hint, cause: err });
   }
 }
@@ -300,9 +343,9 @@ async function trialOnSparePort(
   } catch (err) {
     return asAgentError(err).message;
   } finally {
-    await systemctl(ctx, "stop", unit).catch(() => {});
-    await ctx.host.remove(made ?? check).catch(() => {});
-    await systemctl(ctx, "daemon-reload").catch(() => {});
+    await systemctl(ctx.back, "stop", unit).catch(() => {});
+    await ctx.back.host.remove(made ?? check).catch(() => {});
+    await systemctl(ctx.back, "daemon-reload").catch(() => {});
   }
 }
 
