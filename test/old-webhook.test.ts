@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { renderHooksTemplate } from "../src/commands/old-webhook.js";
+import { readOldListener, renderHooksTemplate } from "../src/commands/old-webhook.js";
 import { AgentError } from "../src/core/errors.js";
 
 /**
@@ -62,6 +62,43 @@ describe("webhook -template: getenv resolved as webhook renders it", () => {
           !err.message.includes("s3cret") &&
           !err.message.includes('a"b#c'),
         text,
+      );
+    }
+  });
+});
+
+describe("the old hooks file: what an unreadable one shows", () => {
+  const SECRET = "s3cret-hooks-0123456789abcdef";
+  const ctx = (hooks: string) => ({
+    commands: { systemctl: ["systemctl"] },
+    host: { read: async () => Buffer.from(hooks) },
+    run: async (argv: readonly string[]) => {
+      const stdout = argv.includes("is-active")
+        ? "active\n"
+        : "[Service]\nExecStart=/usr/bin/webhook -hooks /etc/webhook/hooks.json -port 9000 -verbose\n";
+      return { stdout, stderr: "", ran: true };
+    },
+  });
+
+  it("a hooks file install cannot parse is refused with where, never with its text (the secret)", async () => {
+    for (const hooks of [
+      // A comma missing after the secret.
+      `[{"id": "deploy", "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": "${SECRET}" "parameter": {"source": "header", "name": "X-Gitea-Signature"}}}}]`,
+      // A key twice on the secret's line.
+      `[{"id": "deploy", "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": "${SECRET}", "secret": "${SECRET}"}}}]`,
+      // An unclosed quote in YAML.
+      `- id: deploy\n  trigger-rule:\n    match:\n      type: payload-hmac-sha256\n      secret: "${SECRET}\n`,
+    ]) {
+      await assert.rejects(
+        readOldListener(ctx(hooks) as unknown as Parameters<typeof readOldListener>[0]),
+        (err: unknown) =>
+          err instanceof AgentError &&
+          err.code === "CONFIG_INVALID" &&
+          /cannot read the old hooks file \/etc\/webhook\/hooks\.json: .*line \d+, column \d+/.test(
+            err.message,
+          ) &&
+          !err.message.includes(SECRET.slice(0, 12)),
+        hooks,
       );
     }
   });

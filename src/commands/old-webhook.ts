@@ -168,7 +168,12 @@ export async function readOldListener(ctx: OldListenerHost): Promise<OldListener
   try {
     hooks = parseYaml(text);
   } catch (err) {
-    throw unreadable((err as Error).message);
+    // Only where: the parser's message quotes the line, which may be the secret's.
+    const at = (err as { linePos?: { line: number; col: number }[] }).linePos?.[0];
+    const code = (err as { code?: unknown }).code;
+    throw unreadable(
+      `not JSON or YAML install can parse (${typeof code === "string" ? `${code} ` : ""}${at ? `at line ${at.line}, column ${at.col}` : "somewhere"})`,
+    );
   }
   const list = Array.isArray(hooks) ? (hooks as { id?: string; "trigger-rule"?: unknown }[]) : [];
   const hook = list.find((h) => hmacSecret(h["trigger-rule"])) ?? list[0];
