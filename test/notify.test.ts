@@ -481,3 +481,42 @@ describe("notifier: hostile texts and servers", () => {
     }
   });
 });
+
+describe("notifier: a commit status Gitea never got", () => {
+  it("is sent again by the next run for that revision (a poll with nothing to do), once Gitea answers", async () => {
+    // Gitea down for the first notice's three attempts, then up.
+    const gitea = await receiver([503, 503, 503]);
+    try {
+      const notifier = createNotifier({
+        config: () =>
+          notifySchema.parse({
+            targets: [
+              {
+                kind: "gitea-status",
+                api: gitea.url,
+                repository: "LotusGuild/matrix",
+                token: "gitea-token-0123456789",
+              },
+            ],
+          }),
+        host: "lxctest",
+        log: silentLogger(),
+        retry: { backoffMs: 10 },
+      });
+      notifier.publish(event(9));
+      await notifier.drain(5000);
+      assert.equal(gitea.bodies.length, 3, "three attempts, all refused");
+      // The next poll finds nothing to do for the same revision.
+      notifier.publish({ ...event(9), nothingToDo: true });
+      await notifier.drain(5000);
+      assert.equal(gitea.bodies.length, 4, "the status Gitea never got is sent again");
+      assert.equal(JSON.parse(gitea.bodies[3] ?? "{}").state, "success");
+      // Now that Gitea has it: once, as before.
+      notifier.publish({ ...event(9), nothingToDo: true });
+      await notifier.drain(5000);
+      assert.equal(gitea.bodies.length, 4);
+    } finally {
+      await gitea.close();
+    }
+  });
+});

@@ -120,7 +120,7 @@ export function createNotifier(opts: {
   /** The last outcome sent (run.succeeded/failed/error), for repeats and recoveries. */
   let last: { event: DeployEvent["event"]; revision: string | null; sentAt: number; repeats: number } | null =
     null;
-  /** Gitea states already posted, per revision (bounded). */
+  /** Gitea states posted (queued, or sent; forgotten when the send failed), per revision (bounded). */
   const posted = new Map<string, string>();
   const sends = new Map<string, NotifierStatus["targets"][string]>();
 
@@ -216,6 +216,10 @@ export function createNotifier(opts: {
     } catch (err) {
       const e = asAgentError(err);
       record(name, false, e.message);
+      // A commit status Gitea never got is not posted: the next run for the revision sends it again.
+      const state = COMMIT_STATE[event.event];
+      if (kind.takes === "commit-status" && event.revision && state && posted.get(event.revision) === state)
+        posted.delete(event.revision);
       opts.log.warn(
         { target: name, event: event.event, code: e.code, problem: e.message },
         "notification not delivered",
