@@ -288,7 +288,10 @@ describe("deploy-agent install: migrating from webhook.service", () => {
         child.on("close", (code, signal) => done(code ?? signal)),
       );
       // The operator's Ctrl-C (or a closed SSH session) once the old listener is gone.
-      while (!systemctl.calls().includes("stop webhook.service")) await sleep(10);
+      // Once the stop is done (the stand-in systemctl, killed while it writes its counts, breaks itself).
+      const after = () => systemctl.calls().slice(systemctl.calls().indexOf("stop webhook.service"));
+      while (!systemctl.calls().includes("stop webhook.service") || after().length < 2) await sleep(10);
+      await sleep(100);
       child.kill(sig);
       assert.equal(await exited, 1, stderr);
       assert.match(
