@@ -519,4 +519,38 @@ describe("notifier: a commit status Gitea never got", () => {
       await gitea.close();
     }
   });
+
+  it("a commit status dropped from a full queue is sent again by the next run for that revision", async () => {
+    const gitea = await receiver();
+    try {
+      const dropped: string[] = [];
+      const notifier = createNotifier({
+        config: () =>
+          notifySchema.parse({
+            queueLength: 1,
+            targets: [
+              {
+                kind: "gitea-status",
+                api: gitea.url,
+                repository: "LotusGuild/matrix",
+                token: "gitea-token-0123456789",
+              },
+            ],
+          }),
+        host: "lxctest",
+        log: silentLogger(),
+        count: (_t, result) => result === "dropped" && dropped.push(result),
+      });
+      // 10 is being sent, 11 waits, 12 pushes 11 out of the queue.
+      for (const n of [10, 11, 12]) notifier.publish(event(n));
+      await notifier.drain(5000);
+      assert.deepEqual(dropped, ["dropped"]);
+      assert.equal(gitea.bodies.length, 2);
+      notifier.publish({ ...event(11), nothingToDo: true });
+      await notifier.drain(5000);
+      assert.equal(gitea.bodies.length, 3, "the dropped status is sent by the next run for 11");
+    } finally {
+      await gitea.close();
+    }
+  });
 });

@@ -158,6 +158,13 @@ export function createNotifier(opts: {
     while (posted.size > 50) posted.delete(posted.keys().next().value as string);
   }
 
+  /** A commit status Gitea never got (its send failed, or it was dropped) is not posted: the next run sends it. */
+  function unposted({ target, event }: Job) {
+    const state = COMMIT_STATE[event.event];
+    if (kindOf(target).takes === "commit-status" && event.revision && posted.get(event.revision) === state)
+      posted.delete(event.revision);
+  }
+
   function remember(event: DeployEvent, sentNotices: boolean) {
     const state = COMMIT_STATE[event.event];
     if (event.event === "run.started" || !state) return;
@@ -216,10 +223,7 @@ export function createNotifier(opts: {
     } catch (err) {
       const e = asAgentError(err);
       record(name, false, e.message);
-      // A commit status Gitea never got is not posted: the next run for the revision sends it again.
-      const state = COMMIT_STATE[event.event];
-      if (kind.takes === "commit-status" && event.revision && state && posted.get(event.revision) === state)
-        posted.delete(event.revision);
+      unposted({ target, name, event });
       opts.log.warn(
         { target: name, event: event.event, code: e.code, problem: e.message },
         "notification not delivered",
@@ -263,7 +267,10 @@ export function createNotifier(opts: {
         for (const job of routed.targets) {
           if (queue.length >= opts.config().queueLength) {
             const dropped = queue.shift();
-            if (dropped) opts.count?.(dropped.name, "dropped");
+            if (dropped) {
+              opts.count?.(dropped.name, "dropped");
+              unposted(dropped);
+            }
           }
           queue.push(job);
         }
