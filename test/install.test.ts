@@ -7,6 +7,7 @@ import {
   readFileSync,
   readlinkSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
@@ -14,7 +15,9 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
+import { unitEnvironment } from "../src/commands/install-files.js";
 import { readEnvFile } from "../src/host/env.js";
+import { createHostFs } from "../src/host/host-fs.js";
 import { BUILT_BIN, CLI, PROJECT, runCli } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
@@ -216,6 +219,43 @@ async function signedDelivery(port: number, secret: string): Promise<number> {
 
 const envFile = () => path.join(root, "etc/matrix-deploy.env");
 const migrating = { envFile: "/etc/matrix-deploy.env", webhook: { secretEnv: "WEBHOOK_SECRET" } };
+
+describe("the unit's listen address and hook path from its drop-ins", () => {
+  it("read in systemd's order; a masked drop-in or a dangling link sets nothing and breaks nothing", async () => {
+    const d = (name: string) => path.join(root, "etc/systemd/system", name);
+    mkdirSync(d("deploy-agent@.service.d"), { recursive: true });
+    mkdirSync(d("deploy-agent@lxctest.service.d"), { recursive: true });
+    writeFileSync(
+      d("deploy-agent@lxctest.service.d/listen.conf"),
+      "[Service]\nEnvironment=DEPLOY_AGENT_LISTEN=127.0.0.1:9500\nEnvironment=DEPLOY_AGENT_WEBHOOK_PATH=/hooks/matrix-deploy\n",
+    );
+    // A template drop-in sorting later wins; one of the same name as the instance's is replaced by it.
+    writeFileSync(
+      d("deploy-agent@.service.d/zz-path.conf"),
+      '[Service]\nEnvironment="DEPLOY_AGENT_WEBHOOK_PATH=/hooks/x"\n',
+    );
+    writeFileSync(
+      d("deploy-agent@.service.d/listen.conf"),
+      "[Service]\nEnvironment=DEPLOY_AGENT_LISTEN=0.0.0.0:1\n",
+    );
+    symlinkSync("/dev/null", d("deploy-agent@lxctest.service.d/masked.conf"));
+    symlinkSync("/nonexistent", d("deploy-agent@lxctest.service.d/dangling.conf"));
+    const host = createHostFs({
+      root,
+      dryRun: false,
+      record: () => {},
+      run: async () => ({ stdout: "", stderr: "", ran: false }),
+    });
+    assert.deepEqual(await unitEnvironment(host, "deploy-agent@lxctest.service"), {
+      DEPLOY_AGENT_LISTEN: "127.0.0.1:9500",
+      DEPLOY_AGENT_WEBHOOK_PATH: "/hooks/x",
+    });
+    assert.deepEqual(await unitEnvironment(host, "deploy-agent@other.service"), {
+      DEPLOY_AGENT_LISTEN: "0.0.0.0:1",
+      DEPLOY_AGENT_WEBHOOK_PATH: "/hooks/x",
+    });
+  });
+});
 
 describe("deploy-agent install: migrating from webhook.service", () => {
   it("migrates a secret holding # $ quotes and spaces: the env file reads it back and the agent accepts it on the old port", async () => {

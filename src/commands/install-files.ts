@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../core/errors.js";
 import { MIN_SECRET_LENGTH } from "../gitea/webhook-secret.js";
@@ -164,21 +164,24 @@ async function plannedSecret(o: {
  * DEPLOY_AGENT_WEBHOOK_PATH in `Environment=`, as a migration writes them in listen.conf), so that an install
  * after a migration checks the unit where it listens. Drop-ins of the template and of the instance are read
  * in systemd's order (by file name; the instance's file wins over a template's of the same name); the last
- * assignment wins. Simple assignments only (`Environment=NAME=value`, each optionally in double quotes).
+ * assignment wins; a drop-in that cannot be read (a link to /dev/null masks one) sets nothing. Simple
+ * assignments only (`Environment=NAME=value`, each optionally in double quotes).
  */
 export async function unitEnvironment(
-  host: Pick<HostFs, "list" | "read">,
+  host: Pick<HostFs, "resolve" | "read">,
   unit: string,
 ): Promise<Record<string, string>> {
   const template = unit.replace(/@[^.]*\.service$/, "@.service");
   const byName = new Map<string, string>();
   for (const dir of [`${UNIT_DIR}/${template}.d`, `${UNIT_DIR}/${unit}.d`]) {
-    for (const { path: file } of await host.list(dir))
-      if (file.endsWith(".conf")) byName.set(path.posix.basename(file), file);
+    for (const name of await readdir(host.resolve(dir)).catch(() => [] as string[]))
+      if (name.endsWith(".conf")) byName.set(name, `${dir}/${name}`);
   }
   const env: Record<string, string> = {};
   for (const name of [...byName.keys()].sort()) {
-    const text = (await host.read(byName.get(name) ?? ""))?.toString("utf8") ?? "";
+    // A drop-in linked to /dev/null masks one of the same name: it sets nothing (and is no regular file).
+    const data = await host.read(byName.get(name) ?? "").catch(() => null);
+    const text = data?.toString("utf8") ?? "";
     for (const line of text.matchAll(/^\s*Environment=(.*)$/gm)) {
       for (const m of (line[1] ?? "").matchAll(/"([^"]*)"|(\S+)/g)) {
         const a = m[1] ?? m[2] ?? "";
