@@ -66,8 +66,10 @@ type InstallContext = ReturnType<typeof createContext> & {
 
 /** Signals that would end install at once: while it acts, they abort it and it takes its changes back. */
 const INTERRUPTS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-/** How long putting things back may take after install failed or was interrupted. */
-const BACK_TIMEOUT_MS = 5 * 60_000;
+/** How long install may act; then what is in progress is aborted and its changes taken back. */
+const INSTALL_TIMEOUT_MS = 10 * 60_000;
+/** Putting things back has at least this long after install's own time ran out (its bound starts with it). */
+const BACK_MARGIN_MS = 5 * 60_000;
 
 /** What install does on this host, worked out from reads before anything changes. */
 interface InstallPlan {
@@ -107,7 +109,7 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   const warnings: string[] = [];
   const record = (e: Effect) => effects.push(e);
   const interrupted = new AbortController();
-  const signal = AbortSignal.any([AbortSignal.timeout(10 * 60_000), interrupted.signal]);
+  const signal = AbortSignal.any([AbortSignal.timeout(INSTALL_TIMEOUT_MS), interrupted.signal]);
   const commands = { systemctl: manifest.commands.systemctl };
   const door = (signal: AbortSignal) =>
     createContext({ dryRun: flags.dryRun, root: r.root, log: silentLogger(), signal, commands, record });
@@ -115,7 +117,7 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   const ctx: InstallContext = {
     ...door(signal),
     send: createHttpSender({ dryRun: flags.dryRun, record, signal }),
-    back: door(AbortSignal.timeout(BACK_TIMEOUT_MS)),
+    back: door(AbortSignal.timeout(INSTALL_TIMEOUT_MS + BACK_MARGIN_MS)),
   };
 
   const old = await readOldListener(ctx);
