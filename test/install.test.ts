@@ -330,7 +330,14 @@ describe("deploy-agent install: migrating from webhook.service", () => {
       // The operator's Ctrl-C (or a closed SSH session) once the old listener is gone.
       // Once the stop is done (the stand-in systemctl, killed while it writes its counts, breaks itself).
       const after = () => systemctl.calls().slice(systemctl.calls().indexOf("stop webhook.service"));
-      while (!systemctl.calls().includes("stop webhook.service") || after().length < 2) await sleep(10);
+      let gone = false;
+      void exited.then(() => {
+        gone = true;
+      });
+      while (!systemctl.calls().includes("stop webhook.service") || after().length < 2) {
+        assert.equal(gone, false, `install ended before it stopped webhook.service: ${stderr}`);
+        await sleep(10);
+      }
       await sleep(100);
       child.kill(sig);
       assert.equal(await exited, 1, stderr);
