@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -14,6 +13,7 @@ import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
 import { type MatrixTestServer, startMatrixServer } from "./helpers/matrix-server.js";
 import { needs } from "./helpers/needs.js";
+import { ALLOWED_SIGNERS, trustedSigner } from "./helpers/signing.js";
 
 /**
  * Notifications against the real `serve` process and three real receivers on loopback (a Gitea API test
@@ -433,41 +433,19 @@ describe("attack: a push the host refuses", () => {
   it("an unsigned commit's own status says it was refused and why; a signed one after it deploys", {
     skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
   }, async () => {
-    const key = path.join(fx.dir, "key");
-    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
-    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
-    mkdirSync(path.dirname(allowed), { recursive: true });
-    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
-    const signed = (content: string) => {
-      writeFileSync(path.join(fx.pusher, "landing/index.html"), content);
-      git(fx.pusher, "add", "-A");
-      git(
-        fx.pusher,
-        "-c",
-        "gpg.format=ssh",
-        "-c",
-        `user.signingkey=${key}`,
-        "commit",
-        "-q",
-        "-S",
-        "-m",
-        content,
-      );
-      git(fx.pusher, "push", "--quiet", "origin", "main");
-      return head();
-    };
+    const jared = trustedSigner(fx, root);
     const url = await serve(
       [TARGETS.gitea, TARGETS.webhook],
       {},
       {
-        repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
+        repo: { verify: { mode: "tip", allowedSignersFile: ALLOWED_SIGNERS } },
       },
     );
     // The fixture's first commit is not signed: the start-up run refuses it, and says so on it.
     const rev0 = head();
     await startedUp(url);
     await until("the refused start-up's status", () => gitea.latest(rev0, "deploy/lxctest") === "error");
-    const rev1 = signed("<p>signed</p>\n");
+    const rev1 = jared.push({ "landing/index.html": "<p>signed</p>\n" }, "signed");
     await deliver(url, rev0, rev1);
     await until("rev1's status", () => gitea.latest(rev1, "deploy/lxctest") === "success");
 

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -21,6 +20,7 @@ import {
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { needs } from "./helpers/needs.js";
+import { ALLOWED_SIGNERS, trustedSigner } from "./helpers/signing.js";
 
 /** The way back: pin an earlier revision with the real CLI beside the real daemon, and unpin. */
 
@@ -215,29 +215,11 @@ describe("pin and unpin", () => {
   it("a revision that fails repo.verify is refused even with --force", {
     skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
   }, async () => {
-    const key = path.join(fx.dir, "key");
-    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
-    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
-    mkdirSync(path.dirname(allowed), { recursive: true });
-    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
+    const jared = trustedSigner(fx, root);
     const unsigned = git(fx.pusher, "rev-parse", "HEAD");
-    writeFileSync(path.join(fx.pusher, "landing/index.html"), "<p>signed</p>\n");
-    git(fx.pusher, "add", "-A");
-    git(
-      fx.pusher,
-      "-c",
-      "gpg.format=ssh",
-      "-c",
-      `user.signingkey=${key}`,
-      "commit",
-      "--quiet",
-      "-S",
-      "-m",
-      "signed",
-    );
-    git(fx.pusher, "push", "--quiet", "origin", "main");
+    jared.push({ "landing/index.html": "<p>signed</p>\n" }, "signed");
     const file = manifest({
-      repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
+      repo: { verify: { mode: "tip", allowedSignersFile: ALLOWED_SIGNERS } },
     });
     assert.equal((await cli(file, "run")).code, 0);
     const res = await cli(file, "pin", unsigned, "--force");
@@ -251,11 +233,7 @@ describe("pin and unpin", () => {
   it("a pin does not move the anchor: a force push between the pin and the newest revision is still refused; a pin cannot change repo.verify", {
     skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
   }, async () => {
-    const key = path.join(fx.dir, "key");
-    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
-    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
-    mkdirSync(path.dirname(allowed), { recursive: true });
-    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
+    const jared = trustedSigner(fx, root);
     // The manifest lives in the repository, as on the hosts: each revision carries its own.
     const inRepo = (verify: boolean) => ({
       "config/lxctest.yaml": stringify({
@@ -263,33 +241,11 @@ describe("pin and unpin", () => {
         host: "lxctest",
         listen: { port: 9000 },
         webhook: { pollIntervalSeconds: 0 },
-        ...(verify
-          ? { repo: { verify: { mode: "all", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } } }
-          : {}),
+        ...(verify ? { repo: { verify: { mode: "all", allowedSignersFile: ALLOWED_SIGNERS } } } : {}),
         steps: [LANDING],
       }),
     });
-    const signed = (files: Record<string, string>, message: string) => {
-      for (const [rel, content] of Object.entries(files)) {
-        mkdirSync(path.dirname(path.join(fx.pusher, rel)), { recursive: true });
-        writeFileSync(path.join(fx.pusher, rel), content);
-      }
-      git(fx.pusher, "add", "-A");
-      git(
-        fx.pusher,
-        "-c",
-        "gpg.format=ssh",
-        "-c",
-        `user.signingkey=${key}`,
-        "commit",
-        "--quiet",
-        "-S",
-        "-m",
-        message,
-      );
-      git(fx.pusher, "push", "--quiet", "--force", "origin", "main");
-      return git(fx.pusher, "rev-parse", "HEAD");
-    };
+    const signed = jared.push;
     const noVerify = signed({ ...inRepo(false), "landing/index.html": "<p>a</p>\n" }, "A, before verify");
     const b = signed({ ...inRepo(true), "landing/index.html": "<p>b</p>\n" }, "B");
     const c = signed({ "landing/index.html": "<p>c</p>\n" }, "C");

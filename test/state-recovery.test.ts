@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -7,6 +6,7 @@ import { readState } from "../src/state/state.js";
 import { hostRoot, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { needs } from "./helpers/needs.js";
+import { ALLOWED_SIGNERS, trustedSigner } from "./helpers/signing.js";
 
 /**
  * A state file that cannot be used whole (a disk fault, a hand edit, a downgrade past a field a newer agent
@@ -144,35 +144,11 @@ describe("a state file that cannot be used whole", () => {
   it("is lost with repo.verify on: the anchor comes from the history, so a rollback push is still refused", {
     skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
   }, async () => {
-    const key = path.join(fx.dir, "key");
-    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
-    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
-    mkdirSync(path.dirname(allowed), { recursive: true });
-    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
-    const signed = (content: string) => {
-      writeFileSync(path.join(fx.pusher, "landing/index.html"), content);
-      git(fx.pusher, "add", "-A");
-      git(
-        fx.pusher,
-        "-c",
-        "gpg.format=ssh",
-        "-c",
-        `user.signingkey=${key}`,
-        "commit",
-        "-q",
-        "-S",
-        "-m",
-        content,
-      );
-      git(fx.pusher, "push", "--quiet", "origin", "main");
-      return git(fx.pusher, "rev-parse", "HEAD");
-    };
-    const file = manifest({
-      repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
-    });
-    const a = signed("<p>a</p>\n");
+    const jared = trustedSigner(fx, root);
+    const file = manifest({ repo: { verify: { mode: "tip", allowedSignersFile: ALLOWED_SIGNERS } } });
+    const a = jared.push({ "landing/index.html": "<p>a</p>\n" }, "a");
     assert.equal((await cli(file, "run")).code, 0);
-    signed("<p>b, the fix</p>\n");
+    jared.push({ "landing/index.html": "<p>b, the fix</p>\n" }, "b, the fix");
     assert.equal((await cli(file, "run")).code, 0);
 
     writeFileSync(stateFile(), "\0\0\0\0");
