@@ -92,17 +92,7 @@ describe("Draupnir's token through an alias or a merge key", { skip }, () => {
         path.join(stateDir, "state.json"),
         JSON.stringify({ version: 1, host: "lxctest", steps: { draupnir: { lastAppliedRevision: head } } }),
       );
-      const diff = await runCli([
-        "diff",
-        "--config",
-        manifest,
-        "--repo",
-        fx.clone,
-        "--root",
-        root,
-        "--state-dir",
-        stateDir,
-      ]);
+      const diff = await runCli(["diff", ...runArgs(manifest, fx.clone, root, stateDir).slice(1)]);
       assert.equal(diff.code, 1, diff.stdout + diff.stderr);
       for (const text of [dry.stdout, dry.stderr, diff.stdout, diff.stderr])
         for (const t of [LIVE, NEW]) assert.equal(text.includes(t), false, `${name}: ${text}`);

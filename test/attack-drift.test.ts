@@ -51,6 +51,27 @@ function manifest(
 const diff = (file: string, ...extra: string[]) =>
   runCli(["diff", "--config", file, "--repo", fx.clone, "--root", root, "--state-dir", stateDir, ...extra]);
 
+/** The daemon's drift watch over the manifest at `file`, with what a test replaces (metrics, runner). */
+async function driftWatch(file: string, parts: Partial<Parameters<typeof createDriftWatch>[0]>) {
+  const live = liveState((await loadManifest(file)).manifest);
+  const repo = await openRepo(fx.clone, live.manifest.repo.remote, live.manifest.repo.branch);
+  const watch = createDriftWatch({
+    live,
+    repoDir: fx.clone,
+    stateDir,
+    root,
+    dryRun: false,
+    log: pino({ level: "silent" }),
+    metrics: { drift: () => {} },
+    publish: () => {},
+    repo: async () => repo,
+    runner: () => ({ request: () => {} }) as unknown as Runner,
+    stop: new AbortController().signal,
+    ...parts,
+  });
+  return { live, watch };
+}
+
 describe("drift at its seams", () => {
   it("a target replaced by a link, a directory or a FIFO is drift of that step; the other steps are still told", async () => {
     const file = manifest();
@@ -82,23 +103,11 @@ describe("drift at its seams", () => {
     assert.equal((await runCli(runArgs(file, fx.clone, root, stateDir))).code, 0);
     writeFileSync(path.join(root, "var/www/index.html"), "<p>edited by hand</p>\n");
     const samples = new Map<string, number>();
-    const live = liveState((await loadManifest(file)).manifest);
-    const repo = await openRepo(fx.clone, live.manifest.repo.remote, live.manifest.repo.branch);
-    const watch = createDriftWatch({
-      live,
-      repoDir: fx.clone,
-      stateDir,
-      root,
-      dryRun: false,
-      log: pino({ level: "silent" }),
+    const { live, watch } = await driftWatch(file, {
       metrics: {
         drift: (name, state) =>
           state === "unknown" ? samples.delete(name) : samples.set(name, state === "drifted" ? 1 : 0),
       },
-      publish: () => {},
-      repo: async () => repo,
-      runner: () => ({ request: () => {} }) as unknown as Runner,
-      stop: new AbortController().signal,
     });
     await watch.check();
     assert.deepEqual(Object.fromEntries(samples), { landing: 1, about: 0 });
@@ -118,21 +127,9 @@ describe("drift at its seams", () => {
     rmSync(target);
     symlinkSync("/etc/hostname", target);
     const requests: unknown[] = [];
-    const live = liveState((await loadManifest(file)).manifest);
-    const repo = await openRepo(fx.clone, live.manifest.repo.remote, live.manifest.repo.branch);
-    const watch = createDriftWatch({
-      live,
-      repoDir: fx.clone,
-      stateDir,
-      root,
-      dryRun: false,
-      log: pino({ level: "silent" }),
-      metrics: { drift: () => {} },
-      publish: () => {},
-      repo: async () => repo,
+    const { live, watch } = await driftWatch(file, {
       runner: () =>
         ({ request: (_task: string, trigger: unknown) => requests.push(trigger) }) as unknown as Runner,
-      stop: new AbortController().signal,
     });
     await watch.check();
     assert.equal(live.drift?.steps.find((s) => s.name === "landing")?.state, "drifted");

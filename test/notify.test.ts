@@ -482,23 +482,22 @@ describe("notifier: hostile texts and servers", () => {
   });
 });
 
+/** A notify section with one gitea-status target at `api`. */
+const giteaOnly = (api: string, extra: Record<string, unknown> = {}) =>
+  notifySchema.parse({
+    ...extra,
+    targets: [
+      { kind: "gitea-status", api, repository: "LotusGuild/matrix", token: "gitea-token-0123456789" },
+    ],
+  });
+
 describe("notifier: a commit status Gitea never got", () => {
   it("is sent again by the next run for that revision (a poll with nothing to do), once Gitea answers", async () => {
     // Gitea down for the first notice's three attempts, then up.
     const gitea = await receiver([503, 503, 503]);
     try {
       const notifier = createNotifier({
-        config: () =>
-          notifySchema.parse({
-            targets: [
-              {
-                kind: "gitea-status",
-                api: gitea.url,
-                repository: "LotusGuild/matrix",
-                token: "gitea-token-0123456789",
-              },
-            ],
-          }),
+        config: () => giteaOnly(gitea.url),
         host: "lxctest",
         log: silentLogger(),
         retry: { backoffMs: 10 },
@@ -525,18 +524,7 @@ describe("notifier: a commit status Gitea never got", () => {
     try {
       const dropped: string[] = [];
       const notifier = createNotifier({
-        config: () =>
-          notifySchema.parse({
-            queueLength: 1,
-            targets: [
-              {
-                kind: "gitea-status",
-                api: gitea.url,
-                repository: "LotusGuild/matrix",
-                token: "gitea-token-0123456789",
-              },
-            ],
-          }),
+        config: () => giteaOnly(gitea.url, { queueLength: 1 }),
         host: "lxctest",
         log: silentLogger(),
         count: (_t, result) => result === "dropped" && dropped.push(result),

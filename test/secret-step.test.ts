@@ -151,17 +151,7 @@ describe("secret step: deployed and rotated by commit, refused when it would bre
       },
     ]);
     assert.equal(parse(readFileSync(envFile())).MATRIX_TOKEN, TOKEN_B);
-    const diff = await runCli([
-      "diff",
-      "--config",
-      manifest,
-      "--repo",
-      fx.clone,
-      "--root",
-      root,
-      "--state-dir",
-      stateDir,
-    ]);
+    const diff = await runCli(["diff", ...runArgs(manifest, fx.clone, root, stateDir).slice(1)]);
     outputs.push(diff.stdout, diff.stderr);
     assert.equal(diff.code, 0, diff.stdout + diff.stderr);
   });
@@ -184,17 +174,7 @@ describe("secret step: deployed and rotated by commit, refused when it would bre
       assert.match(r.stderr + r.stdout, message);
       assert.match(r.stderr + r.stdout, /the old token stays in place/);
       assert.deepEqual(readFileSync(envFile()), before, "byte for byte");
-      const drift = await runCli([
-        "diff",
-        "--config",
-        manifest,
-        "--repo",
-        fx.clone,
-        "--root",
-        root,
-        "--state-dir",
-        stateDir,
-      ]);
+      const drift = await runCli(["diff", ...runArgs(manifest, fx.clone, root, stateDir).slice(1)]);
       outputs.push(drift.stdout, drift.stderr);
     });
   }
@@ -597,17 +577,7 @@ describe("secret step: a secret systemd continues past a line ending in `\\` nev
     outputs.push(ran.stdout, ran.stderr);
     assert.equal(parse(readFileSync(path.join(root, "etc/matrix-deploy.env"))).MATRIX_TOKEN, TOKEN_A);
     writeFileSync(path.join(root, "etc/matrix-deploy.env"), ENV, { mode: 0o600 });
-    const diff = await runCli([
-      "diff",
-      "--config",
-      manifest,
-      "--repo",
-      fx.clone,
-      "--root",
-      root,
-      "--state-dir",
-      stateDir,
-    ]);
+    const diff = await runCli(["diff", ...runArgs(manifest, fx.clone, root, stateDir).slice(1)]);
     outputs.push(diff.stdout, diff.stderr);
     assert.match(diff.stdout, /HOOKSHOT_TOKEN=<sha256:[0-9a-f]{12}>/);
     for (const text of outputs) {
