@@ -525,27 +525,21 @@ describe("deploy-agent plan: units and nginx through their tools", {
         "}",
         "",
       ].join("\n");
+      // Loaded as root, then run as nobody: the checkout may sit where nobody cannot read (a 0700 home).
       const script = `import(${JSON.stringify(path.join(PROJECT, "src/commands/plan-tools.ts"))}).then(async (m) => {
+        process.setgroups([]);
+        process.setgid(65534);
+        process.setuid(65534);
         const step = { kind: "file", name: "site", source: "site.conf", targets: ["/etc/nginx/conf.d/site.conf"] };
         const head = { read: async () => Buffer.from(${JSON.stringify(snippet)}) };
         const tools = { systemdAnalyze: null, nginx: ${JSON.stringify(findTool("nginx"))}, unitsDir: "/nonexistent", timeoutMs: 30000 };
-        process.stdout.write(JSON.stringify(await m.toolChecks({ steps: [step] }, head, tools)));
+        process.stdout.write(JSON.stringify({ uid: process.getuid(), checks: await m.toolChecks({ steps: [step] }, head, tools) }));
       });`;
-      const out = execFileSync(
-        "setpriv",
-        [
-          "--reuid=65534",
-          "--regid=65534",
-          "--clear-groups",
-          process.execPath,
-          "--import",
-          "tsx",
-          "-e",
-          script,
-        ],
-        { cwd: PROJECT, encoding: "utf8" },
-      );
-      const [check] = JSON.parse(out) as { result: string; message: string }[];
+      const ran = JSON.parse(
+        execFileSync(process.execPath, ["--import", "tsx", "-e", script], { cwd: PROJECT, encoding: "utf8" }),
+      ) as { uid: number; checks: { result: string; message: string }[] };
+      assert.equal(ran.uid, 65534, "the plan ran as nobody");
+      const [check] = ran.checks;
       // As root, the same check runs nginx as the kernel's nobody: the same directory for it to write in.
       const inProcess = async (text: string) =>
         (
