@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import pino from "pino";
+import { AgentError } from "../src/core/errors.js";
+import { deploy } from "../src/deploy/pipeline.js";
+import { loadManifest } from "../src/manifest/load.js";
 import { readState } from "../src/state/state.js";
 import { hostRoot, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
@@ -160,5 +165,125 @@ describe("a state file that cannot be used whole", () => {
       /error HISTORY_REWRITTEN: origin\/main is at [0-9a-f]{12}, which does not descend/,
     );
     assert.equal(page(), "<p>b, the fix</p>\n");
+  });
+});
+
+describe("a state file lost while the host is pinned", () => {
+  const signedRepo = () => {
+    const key = path.join(fx.dir, "key");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
+    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
+    mkdirSync(path.dirname(allowed), { recursive: true });
+    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
+    return (content: string) => {
+      writeFileSync(path.join(fx.pusher, "landing/index.html"), content);
+      git(fx.pusher, "add", "-A");
+      git(
+        fx.pusher,
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        `user.signingkey=${key}`,
+        "commit",
+        "-q",
+        "-S",
+        "-m",
+        content,
+      );
+      git(fx.pusher, "push", "--quiet", "origin", "main");
+      return git(fx.pusher, "rev-parse", "HEAD");
+    };
+  };
+
+  it("takes as anchor the branch's tip verified by the pinned runs, not the pinned revision they ran", {
+    skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
+  }, async () => {
+    const signed = signedRepo();
+    const file = manifest({
+      repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
+    });
+    const a = signed("<p>a</p>\n");
+    assert.equal((await cli(file, "run")).code, 0);
+    const b = signed("<p>b</p>\n");
+    assert.equal((await cli(file, "run")).code, 0);
+    assert.equal((await cli(file, "pin", a, "--reason", "b is bad")).code, 0);
+    const c = signed("<p>c, the fix</p>\n");
+    assert.equal((await cli(file, "run")).code, 0, "pinned: a runs, c is verified and remembered");
+    assert.equal(state().anchor, c);
+
+    writeFileSync(stateFile(), "\0\0\0\0");
+    const { state: recovered } = await readState(stateDir, "lxctest");
+    assert.equal(recovered.anchor, c, "the newest revision verified here is c");
+    // A force push back to b (a descends into it, c does not): a rollback of c.
+    git(fx.pusher, "push", "--quiet", "--force", "origin", `${b}:refs/heads/main`);
+    const held = await cli(file, "run", "--json");
+    assert.match(warnings(held.stdout), /is refused \(HISTORY_REWRITTEN/);
+    const unpin = await cli(file, "unpin");
+    assert.equal(unpin.code, 1, "the rollback is refused at unpin too");
+    assert.notEqual(page(), "<p>b</p>\n");
+  });
+});
+
+describe("a pin or unpin whose run failed after it was written", () => {
+  // Anything after the pin is in the state file may end the run (a full disk at the next state write, a git
+  // object that cannot be read): the pin holds, and so must the state recovered from the history.
+  const later = () => {
+    throw new AgentError("STATE_WRITE_FAILED", "cannot write state.json: ENOSPC");
+  };
+  const run = async (file: string, extra: Partial<Parameters<typeof deploy>[0]>) => {
+    const { manifest: m } = await loadManifest(file);
+    return deploy({
+      manifest: m,
+      repoDir: fx.clone,
+      stateDir,
+      root,
+      dryRun: false,
+      trigger: { kind: "pin", user: "jared" },
+      fetch: false,
+      all: false,
+      only: [],
+      lockWaitMs: 0,
+      log: pino({ level: "silent" }),
+      onManifest: later,
+      ...extra,
+    });
+  };
+
+  it("a pin: recovered from the history, the host stays pinned", async () => {
+    const file = manifest();
+    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = git(fx.pusher, "rev-parse", "HEAD");
+    fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    assert.equal((await cli(file, "run")).code, 0);
+    const since = new Date().toISOString();
+    const pin = { revision: v1, reason: "v2 is bad", since, until: since, by: "jared" };
+    await assert.rejects(run(file, { pin }), /ENOSPC/);
+    assert.equal(state().pinned?.revision, v1, "the pin was written before the run failed");
+
+    writeFileSync(stateFile(), "{ truncated");
+    const { state: recovered } = await readState(stateDir, "lxctest");
+    assert.equal(recovered.pinned?.revision, v1);
+    fx.push({ "landing/index.html": "<p>v3</p>\n" });
+    assert.equal((await cli(file, "run")).code, 0);
+    assert.equal(
+      page(),
+      "<p>v1</p>\n",
+      "the pinned revision runs; v3 is held back, not deployed over the pin",
+    );
+  });
+
+  it("an unpin: recovered from the history, the host is not pinned again", async () => {
+    const file = manifest();
+    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = git(fx.pusher, "rev-parse", "HEAD");
+    fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    assert.equal((await cli(file, "run")).code, 0);
+    assert.equal((await cli(file, "pin", v1, "--reason", "v2 is bad")).code, 0);
+    await assert.rejects(run(file, { unpin: true, trigger: { kind: "unpin", user: "jared" } }), /ENOSPC/);
+    assert.equal(state().pinned, undefined, "the unpin was written before the run failed");
+
+    writeFileSync(stateFile(), "{ truncated");
+    const { state: recovered } = await readState(stateDir, "lxctest");
+    assert.equal(recovered.pinned, undefined);
   });
 });

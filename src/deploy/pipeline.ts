@@ -358,6 +358,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
     // Kept from now on: a pin's run never moves it, and a state written before anchors were must not
     // let the pinned revision become the point a later push is checked against.
     if (anchor) state.anchor = anchor;
+    facts.anchor = state.anchor;
     const fetched = await fetchSource(opts, warnings);
     // Known before it is verified: a refused revision is recorded with it.
     facts.revision = opts.preview ?? opts.pin?.revision ?? fetched.tip;
@@ -383,6 +384,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
           acceptRewrite: opts.acceptRewrite,
         });
         state.anchor = fetched.tip;
+        facts.anchor = fetched.tip;
         if (pinned) pinned.newestRevision = fetched.tip;
       } catch (err) {
         // A pinned host keeps running its pin when the tip is refused: that is what a pin is for.
@@ -470,8 +472,14 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       warnings.push(
         `pinned at ${opts.pin.revision.slice(0, 12)} until ${opts.pin.until}, whatever this run's result: pushes are held; deploy-agent unpin returns to the branch's tip`,
       );
-      if (!opts.dryRun) await writeState(opts.stateDir, state);
-    } else if (opts.unpin && !opts.dryRun) await writeState(opts.stateDir, state);
+      if (!opts.dryRun) {
+        await writeState(opts.stateDir, state);
+        facts.pin = "set";
+      }
+    } else if (opts.unpin && !opts.dryRun) {
+      await writeState(opts.stateDir, state);
+      facts.pin = "cleared";
+    }
     opts.onManifest?.(manifest);
     facts.bounds = manifest.history;
     // Said once per revision (its first run here), not at every poll; /status keeps the pending keys.

@@ -24,6 +24,10 @@ export interface RunFacts {
   applied: boolean;
   /** The bounds of the manifest in force (the revision's own once it is known). */
   bounds: HistoryBounds;
+  /** The newest revision of the branch verified here as the run leaves it (known once the state is read). */
+  anchor?: string | undefined;
+  /** A pin or unpin written to the state before the run ended, whatever came after. */
+  pin?: "set" | "cleared" | undefined;
 }
 
 export function runRecord(
@@ -39,6 +43,8 @@ export function runRecord(
     revision: facts.revision,
     previousRevision: facts.previousRevision,
     verified: facts.verified,
+    ...(facts.anchor ? { anchor: facts.anchor } : {}),
+    ...(facts.pin ? { pin: facts.pin } : {}),
     durationMs: Date.now() - facts.started,
   };
   if ("error" in outcome) {

@@ -83,6 +83,13 @@ const recordSchema = z.object({
   durationMs: z.number(),
   /** suspend: the reason given. */
   reason: z.string().optional(),
+  /**
+   * A run: the newest revision of the branch verified here as it left the host (a pinned run verifies the
+   * tip and runs the pin, so `revision` is not it). Absent from records of older agents.
+   */
+  anchor: z.string().optional(),
+  /** A pin or unpin run: its pin was written to the state ("set") or cleared, even if the run then failed. */
+  pin: z.enum(["set", "cleared"]).optional(),
 });
 export type HistoryRecord = z.infer<typeof recordSchema>;
 

@@ -194,13 +194,25 @@ const describe = (state: State) => (key: (typeof SAFETY)[number]) => {
 const RECOVERED_PIN_MS = 24 * 3_600_000;
 
 async function fromHistory(stateDir: string, host: string): Promise<Salvaged> {
-  // A run that ended in "error" stopped before its pin or unpin was written (refused, unverified, locked).
+  // A run that ended in "error" wrote its pin or unpin only when its record says so (`pin`): an older
+  // agent's record does not, and its error is taken as before the write (refused, unverified, locked).
   const took = (r: HistoryRecord) => r.event === "run" && r.result !== "error";
   const kinds = {
     pause: (r: HistoryRecord) => r.event === "suspend" || r.event === "resume",
-    pin: (r: HistoryRecord) => took(r) && (r.trigger.kind === "pin" || r.trigger.kind === "unpin"),
-    // A pin goes back and never moves the anchor: only the branch's verified revisions count.
-    verified: (r: HistoryRecord) => took(r) && r.verified && !!r.revision && r.trigger.kind !== "pin",
+    pin: (r: HistoryRecord) =>
+      r.event === "run" &&
+      (r.trigger.kind === "pin" || r.trigger.kind === "unpin") &&
+      (r.pin !== undefined || r.result !== "error"),
+    // The anchor the run left, when its record says it. An older agent's record says only the revision it
+    // ran: a pin's goes back, and a run under a pin (its revision the previous run's) ran the pinned one.
+    verified: (r: HistoryRecord) =>
+      r.event === "run" &&
+      (r.anchor !== undefined ||
+        (took(r) &&
+          r.verified &&
+          !!r.revision &&
+          r.trigger.kind !== "pin" &&
+          r.revision !== r.previousRevision)),
     run: (r: HistoryRecord) =>
       r.event === "run" && !!r.revision && ["succeeded", "failed", "noop"].includes(r.result),
   };
@@ -232,7 +244,8 @@ async function fromHistory(stateDir: string, host: string): Promise<Salvaged> {
       by: pin.trigger.user,
     };
   }
-  if (verified?.revision) out.anchor = verified.revision;
+  const anchor = verified?.anchor ?? verified?.revision;
+  if (anchor) out.anchor = anchor;
   if (run?.revision) {
     out.lastRun = {
       revision: run.revision,
