@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -465,5 +466,86 @@ describe("attack: a push the host refuses", () => {
     assert.ok((refused[0]?.description.length ?? 0) <= 140);
     assert.equal(readFileSync(path.join(root, "var/www/index.html"), "utf8"), "<p>signed</p>\n");
     assert.deepEqual(gitea.refused, []);
+  });
+});
+
+describe("attack: a pinned revision refused at its run", () => {
+  it("the error goes on the pinned revision it is about, never on the tip that passed", {
+    skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
+  }, async () => {
+    const keys = ["k1", "k2"].map((k) => {
+      const key = path.join(fx.dir, k);
+      execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", k, "-f", key]);
+      return { key, line: `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}` };
+    });
+    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
+    mkdirSync(path.dirname(allowed), { recursive: true });
+    writeFileSync(allowed, keys.map((k) => k.line).join(""));
+    const signed = (content: string, key: string) => {
+      writeFileSync(path.join(fx.pusher, "landing/index.html"), content);
+      git(fx.pusher, "add", "-A");
+      git(
+        fx.pusher,
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        `user.signingkey=${key}`,
+        "commit",
+        "-q",
+        "-S",
+        "-m",
+        content,
+      );
+      git(fx.pusher, "push", "--quiet", "origin", "main");
+      return git(fx.pusher, "rev-parse", "HEAD");
+    };
+    writeFileSync(
+      path.join(root, "etc/deploy-agent/notify.env"),
+      `GITEA_API=${gitea.url}\nGITEA_TOKEN=${GITEA_TOKEN}\n`,
+      { mode: 0o600 },
+    );
+    const manifest = writeManifest(fx.dir, {
+      envFile: "/etc/deploy-agent/notify.env",
+      webhook: { pollIntervalSeconds: 0 },
+      repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
+      notify: { targets: [TARGETS.gitea] },
+      steps: [
+        { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
+      ],
+    });
+    const cli = (...args: string[]) =>
+      runCli(
+        [
+          ...args,
+          "--config",
+          manifest,
+          "--repo",
+          fx.clone,
+          "--root",
+          root,
+          "--state-dir",
+          path.join(fx.dir, "state"),
+        ],
+        {
+          SUDO_USER: "jared",
+        },
+      );
+    const a = signed("<p>a</p>\n", keys[0]?.key ?? "");
+    assert.equal((await cli("run")).code, 0);
+    signed("<p>b</p>\n", keys[0]?.key ?? "");
+    assert.equal((await cli("run")).code, 0);
+    assert.equal((await cli("pin", a, "--reason", "b is bad")).code, 0);
+    const c = signed("<p>c</p>\n", keys[1]?.key ?? "");
+    // k1 is revoked: a, pinned, is no longer trusted; c, the tip, is.
+    writeFileSync(allowed, keys[1]?.line ?? "");
+    const run = await cli("run");
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /UNVERIFIED/);
+    assert.equal(gitea.latest(a, "deploy/lxctest"), "error", "the pinned revision is the one refused");
+    assert.deepEqual(
+      gitea.statuses.filter((x) => x.sha === c).map((x) => x.state),
+      [],
+      "c passed verification: no error status on it",
+    );
   });
 });

@@ -394,7 +394,10 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
         );
       }
       if (pinned) {
-        // The pinned revision is verified again at every run (a key revoked since is a key revoked now).
+        // The pinned revision is verified again at every run (a key revoked since is a key revoked now). The
+        // run is about it from here: refused, it is its commit that says so, not the tip's, which passed.
+        facts.revision = pinned.revision;
+        opts.onRevision?.(pinned.revision);
         await verifyRevision(fetched.repo, verify, under, { from: pinned.revision, to: pinned.revision });
         revision = pinned.revision;
         warnings.push(
