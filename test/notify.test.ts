@@ -402,6 +402,16 @@ describe("notifier: hostile texts and servers", () => {
       redact("see https://user:pw@host.test/x?token=abc and Bearer abc.def"),
       "see https://host.test/x?[redacted] and Bearer [redacted]",
     );
+    // Credentials in a URL right after a long word (git's output, a hash glued to it): stripped as ever.
+    const glued = `${"deadbeef".repeat(5)}https://deploy:hunter2-pat@git.test/r.git`;
+    assert.equal(
+      redact(`clone failed: ${glued}`),
+      `clone failed: ${"deadbeef".repeat(5)}https://git.test/r.git`,
+    );
+    assert.equal(
+      redact(`${"x".repeat(40)}+ssh://deploy:hunter2-pat@git.test/`),
+      `${"x".repeat(40)}+ssh://git.test/`,
+    );
   });
 
   it("a Matrix notice mentions nobody: @room or a user's id in a commit subject pings no one", async () => {

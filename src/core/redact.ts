@@ -34,9 +34,10 @@ export function redact(text: string): string {
 export function sanitize(text: string): string {
   // The patterns stop at quotes and backslashes too: they run over whole JSON log lines (no spaces in them).
   // None backtracks over the rest of the text (a commit subject of "a.a.a.…" or "http://http://…" made them
-  // quadratic): a scheme is at most 32 characters, and the query is an optional part after a greedy run.
+  // quadratic): userinfo is whatever follows any "://" up to an "@" (the scheme before it, of any length or
+  // glued to a word, is left as it is), and the query is an optional part after a greedy run.
   return text
-    .replace(/(\b[a-z][a-z0-9+.-]{0,31}:\/\/)[^/\s@"\\]+@/gi, "$1")
+    .replace(/:\/\/[^/\s@"\\]+@/g, "://")
     .replace(/(\bhttps?:\/\/[^\s?#"\\]+)(\?[^\s#"\\]*)?/gi, (all, url: string, query?: string) =>
       query ? `${url}?[redacted]` : all,
     )
