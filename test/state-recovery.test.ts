@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import pino from "pino";
@@ -133,6 +133,45 @@ describe("a state file that cannot be used whole", () => {
       assert.match(problem ?? "", /does not hold a JSON object \(every step runs again\)$/, text);
       assert.deepEqual(read, { version: 1, host: "lxctest", steps: {} });
     }
+  });
+
+  it("is read at every /status and /metrics request: the history is read again only once it changed", async () => {
+    mkdirSync(stateDir, { recursive: true });
+    // A host never suspended: the pass for its suspension reads the whole history, 10,000 records.
+    const record = (i: number) =>
+      JSON.stringify({
+        v: 1,
+        at: new Date(Date.UTC(2026, 0, 1) + i * 60_000).toISOString(),
+        host: "lxctest",
+        event: "run",
+        trigger: { kind: "push", delivery: `d${i}` },
+        revision: i.toString(16).padStart(40, "0"),
+        previousRevision: (i - 1).toString(16).padStart(40, "0"),
+        result: "failed",
+        verified: true,
+        applied: false,
+        error: { code: "COMMAND_FAILED", message: "x".repeat(300), step: "synapse" },
+        steps: [{ name: "synapse", outcome: "failed", durationMs: 12 }],
+        durationMs: 100,
+      });
+    const history = path.join(stateDir, "history.jsonl");
+    writeFileSync(history, `${Array.from({ length: 10_000 }, (_, i) => record(i)).join("\n")}\n`);
+    writeFileSync(stateFile(), "{ torn");
+    let started = performance.now();
+    const first = await readState(stateDir, "lxctest");
+    const once = performance.now() - started;
+    started = performance.now();
+    for (let i = 0; i < 20; i++) {
+      const again = await readState(stateDir, "lxctest");
+      assert.deepEqual(again, first);
+      again.state.anchor = "changed by a caller";
+    }
+    const twenty = performance.now() - started;
+    assert.ok(twenty < once, `20 more reads took ${twenty.toFixed(0)} ms, one pass ${once.toFixed(0)} ms`);
+    // Appended to: read again.
+    appendFileSync(history, `${record(10_000)}\n`);
+    const appended = await readState(stateDir, "lxctest");
+    assert.equal(appended.state.lastRun?.revision, (10_000).toString(16).padStart(40, "0"));
   });
 
   it("belongs to another host: nothing of it is used, the history of this host is", async () => {

@@ -1,10 +1,10 @@
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { AgentError } from "../core/errors.js";
 import { redact } from "../core/redact.js";
 import { writeFileAtomic } from "../host/atomic-write.js";
-import { type HistoryRecord, readHistory } from "./history.js";
+import { HISTORY_FILE, type HistoryRecord, readHistory } from "./history.js";
 
 /**
  * Per-step deploy state, recorded the Flux way: `lastAttemptedRevision` when a step starts,
@@ -164,7 +164,7 @@ async function recovered(
   const missing = SAFETY.filter((key) => state[key] === undefined);
   if (missing.length) {
     try {
-      const found = await fromHistory(stateDir, host);
+      const found = await fromHistoryOnce(stateDir, host);
       for (const key of missing) if (found[key]) Object.assign(state, { [key]: found[key] });
       const from = missing.filter((key) => found[key]).map(describe(state));
       if (from.length) said.push(`from the deploy history: ${from.join(", ")}`);
@@ -189,6 +189,27 @@ const describe = (state: State) => (key: (typeof SAFETY)[number]) => {
       return `last run ${state.lastRun?.revision.slice(0, 12)}`;
   }
 };
+
+/**
+ * The last pass over the history, by the file it read: while the state is unusable every /status and
+ * /metrics request reads the state, and a pass may read the whole history (most hosts were never suspended).
+ * An append (its size) or a rewrite (its inode) makes the next read pass again.
+ */
+let lastPass: { key: string; found: Salvaged } | null = null;
+
+async function fromHistoryOnce(stateDir: string, host: string): Promise<Salvaged> {
+  let key: string | null = null;
+  try {
+    const st = statSync(path.join(stateDir, HISTORY_FILE), { bigint: true });
+    key = JSON.stringify([stateDir, host, `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`]);
+  } catch {
+    // Nothing to remember it by: the pass says why (no history, or one it cannot read).
+  }
+  if (key !== null && lastPass?.key === key) return structuredClone(lastPass.found);
+  const found = await fromHistory(stateDir, host);
+  if (key !== null) lastPass = { key, found: structuredClone(found) };
+  return found;
+}
 
 /** How long a pin recovered from the history is meant to last from its recovery (it still alerts after). */
 const RECOVERED_PIN_MS = 24 * 3_600_000;
