@@ -130,7 +130,11 @@ describe("a state file that cannot be used whole", () => {
     for (const text of ["null", "[]", '"lxctest"', "7"]) {
       writeFileSync(stateFile(), text);
       const { state: read, problem } = await readState(stateDir, "lxctest");
-      assert.match(problem ?? "", /does not hold a JSON object \(every step runs again\)$/, text);
+      assert.match(
+        problem ?? "",
+        /does not hold a JSON object \(every step runs again; the deploy history \(empty\) has no record of a suspend or resume nor a pin or unpin: one older is lost\)$/,
+        text,
+      );
       assert.deepEqual(read, { version: 1, host: "lxctest", steps: {} });
     }
   });
@@ -172,6 +176,23 @@ describe("a state file that cannot be used whole", () => {
     appendFileSync(history, `${record(10_000)}\n`);
     const appended = await readState(stateDir, "lxctest");
     assert.equal(appended.state.lastRun?.revision, (10_000).toString(16).padStart(40, "0"));
+  });
+
+  it("lost with a suspension older than the deploy history holds: the problem says it is not known", async () => {
+    const file = manifest({ history: { maxRecords: 10, maxAgeDays: 1 } });
+    assert.equal((await cli(file, "suspend", "--reason", "long migration")).code, 0);
+    // Ten pushes later (each recorded as suspended), the suspend record is past maxRecords.
+    for (let i = 0; i < 10; i++) {
+      fx.push({ "landing/index.html": `<p>v${i + 2}</p>\n` });
+      assert.equal((await cli(file, "run")).code, 1);
+    }
+    writeFileSync(stateFile(), "{ torn");
+    const { state: read, problem } = await readState(stateDir, "lxctest");
+    assert.equal(read.suspended, undefined, "the history no longer holds it");
+    assert.match(
+      problem ?? "",
+      /the deploy history back to \S+ has no record of a suspend or resume nor a pin or unpin: one older is lost/,
+    );
   });
 
   it("belongs to another host: nothing of it is used, the history of this host is", async () => {

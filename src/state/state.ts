@@ -164,10 +164,16 @@ async function recovered(
   const missing = SAFETY.filter((key) => state[key] === undefined);
   if (missing.length) {
     try {
-      const found = await fromHistoryOnce(stateDir, host);
+      const { found, oldest, unknown } = await fromHistoryOnce(stateDir, host);
       for (const key of missing) if (found[key]) Object.assign(state, { [key]: found[key] });
       const from = missing.filter((key) => found[key]).map(describe(state));
       if (from.length) said.push(`from the deploy history: ${from.join(", ")}`);
+      // The history is bounded: a suspension or pin set before its oldest record is not known, and said so.
+      const lost = unknown.filter((key) => missing.includes(key));
+      if (lost.length)
+        said.push(
+          `the deploy history ${oldest ? `back to ${oldest}` : "(empty)"} has no record of ${lost.map((k) => (k === "suspended" ? "a suspend or resume" : "a pin or unpin")).join(" nor ")}: one older is lost`,
+        );
     } catch (err) {
       said.push(`the deploy history cannot say more (${(err as Error).message})`);
     }
@@ -195,9 +201,16 @@ const describe = (state: State) => (key: (typeof SAFETY)[number]) => {
  * /metrics request reads the state, and a pass may read the whole history (most hosts were never suspended).
  * An append (its size) or a rewrite (its inode) makes the next read pass again.
  */
-let lastPass: { key: string; found: Salvaged } | null = null;
+let lastPass: { key: string; pass: Pass } | null = null;
 
-async function fromHistoryOnce(stateDir: string, host: string): Promise<Salvaged> {
+/** What a pass found, the oldest record it read, and which marks it found no record of at all. */
+interface Pass {
+  found: Salvaged;
+  oldest: string | null;
+  unknown: ("suspended" | "pinned")[];
+}
+
+async function fromHistoryOnce(stateDir: string, host: string): Promise<Pass> {
   let key: string | null = null;
   try {
     const st = statSync(path.join(stateDir, HISTORY_FILE), { bigint: true });
@@ -205,16 +218,16 @@ async function fromHistoryOnce(stateDir: string, host: string): Promise<Salvaged
   } catch {
     // Nothing to remember it by: the pass says why (no history, or one it cannot read).
   }
-  if (key !== null && lastPass?.key === key) return structuredClone(lastPass.found);
-  const found = await fromHistory(stateDir, host);
-  if (key !== null) lastPass = { key, found: structuredClone(found) };
-  return found;
+  if (key !== null && lastPass?.key === key) return structuredClone(lastPass.pass);
+  const pass = await fromHistory(stateDir, host);
+  if (key !== null) lastPass = { key, pass: structuredClone(pass) };
+  return pass;
 }
 
 /** How long a pin recovered from the history is meant to last from its recovery (it still alerts after). */
 const RECOVERED_PIN_MS = 24 * 3_600_000;
 
-async function fromHistory(stateDir: string, host: string): Promise<Salvaged> {
+async function fromHistory(stateDir: string, host: string): Promise<Pass> {
   // A run that ended in "error" wrote its pin or unpin only when its record says so (`pin`): an older
   // agent's record does not, and its error is taken as before the write (refused, unverified, locked).
   const took = (r: HistoryRecord) => r.event === "run" && r.result !== "error";
@@ -238,11 +251,13 @@ async function fromHistory(stateDir: string, host: string): Promise<Salvaged> {
       r.event === "run" && !!r.revision && ["succeeded", "failed", "noop"].includes(r.result),
   };
   const newest: Partial<Record<keyof typeof kinds, HistoryRecord>> = {};
+  let oldest: string | null = null;
   // One pass, newest first (this may answer /status): the first record of each kind is the one that counts,
   // and the pass ends once every kind is found (the one record "kept" is the one that completed them).
   await readHistory(stateDir, {
     limit: 1,
     where: (r) => {
+      oldest = r.at;
       if (r.host !== host) return false;
       for (const [kind, is] of Object.entries(kinds)) {
         const k = kind as keyof typeof kinds;
@@ -275,7 +290,8 @@ async function fromHistory(stateDir: string, host: string): Promise<Salvaged> {
       durationMs: run.durationMs,
     };
   }
-  return out;
+  const unknown = [...(pause ? [] : ["suspended" as const]), ...(pin ? [] : ["pinned" as const])];
+  return { found: out, oldest, unknown };
 }
 
 /** A state directory that cannot be written (full disk, a directory where the file should be). */
