@@ -358,7 +358,13 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
     // Kept from now on: a pin's run never moves it, and a state written before anchors were must not
     // let the pinned revision become the point a later push is checked against.
     if (anchor) state.anchor = anchor;
+    // The history says the anchor as the state file has it (what the next run checks against): the tip
+    // verified by a run that ends before it writes the state is not one.
     facts.anchor = state.anchor;
+    const save = async (options?: { durable: boolean }) => {
+      await writeState(opts.stateDir, state, options);
+      facts.anchor = state.anchor;
+    };
     const fetched = await fetchSource(opts, warnings);
     // Known before it is verified: a refused revision is recorded with it.
     facts.revision = opts.preview ?? opts.pin?.revision ?? fetched.tip;
@@ -384,7 +390,6 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
           acceptRewrite: opts.acceptRewrite,
         });
         state.anchor = fetched.tip;
-        facts.anchor = fetched.tip;
         if (pinned) pinned.newestRevision = fetched.tip;
       } catch (err) {
         // A pinned host keeps running its pin when the tip is refused: that is what a pin is for.
@@ -425,7 +430,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
     if (suspended && !opts.dryRun) {
       // Verified and remembered; deployed on resume.
       state.suspended = { ...suspended, newestRevision: source.revision };
-      await writeState(opts.stateDir, state);
+      await save();
       const durationMs = Date.now() - started;
       opts.log.info(
         { revision: source.revision, since: suspended.since, reason: suspended.reason },
@@ -476,11 +481,11 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
         `pinned at ${opts.pin.revision.slice(0, 12)} until ${opts.pin.until}, whatever this run's result: pushes are held; deploy-agent unpin returns to the branch's tip`,
       );
       if (!opts.dryRun) {
-        await writeState(opts.stateDir, state);
+        await save();
         facts.pin = "set";
       }
     } else if (opts.unpin && !opts.dryRun) {
-      await writeState(opts.stateDir, state);
+      await save();
       facts.pin = "cleared";
     }
     opts.onManifest?.(manifest);
@@ -517,7 +522,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
           : "the last attempt did not finish";
       if (!opts.dryRun) {
         recordAttempt(state, action.step.name, source.revision);
-        await writeState(opts.stateDir, state, { durable: false });
+        await save({ durable: false });
       }
       const report = await applyAction(opts, manifest, action, source.snapshot, lastAttempt);
       steps.push(report);
@@ -533,7 +538,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
           durationMs: report.durationMs,
           items: report.items,
         });
-        await writeState(opts.stateDir, state);
+        await save();
       }
     }
 
@@ -560,7 +565,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
         at: new Date().toISOString(),
         durationMs,
       };
-      await writeState(opts.stateDir, state);
+      await save();
     }
     for (const w of warnings) opts.log.warn(w);
     // A run with nothing to do is routine (every poll, every unrelated push): debug, not info.
