@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -473,32 +472,9 @@ describe("attack: a pinned revision refused at its run", () => {
   it("the error goes on the pinned revision it is about, never on the tip that passed", {
     skip: needs("ssh", ["-V"], "apt-get install openssh-client (ssh-keygen); .ci/run does"),
   }, async () => {
-    const keys = ["k1", "k2"].map((k) => {
-      const key = path.join(fx.dir, k);
-      execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", k, "-f", key]);
-      return { key, line: `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}` };
-    });
-    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
-    mkdirSync(path.dirname(allowed), { recursive: true });
-    writeFileSync(allowed, keys.map((k) => k.line).join(""));
-    const signed = (content: string, key: string) => {
-      writeFileSync(path.join(fx.pusher, "landing/index.html"), content);
-      git(fx.pusher, "add", "-A");
-      git(
-        fx.pusher,
-        "-c",
-        "gpg.format=ssh",
-        "-c",
-        `user.signingkey=${key}`,
-        "commit",
-        "-q",
-        "-S",
-        "-m",
-        content,
-      );
-      git(fx.pusher, "push", "--quiet", "origin", "main");
-      return git(fx.pusher, "rev-parse", "HEAD");
-    };
+    const k1 = trustedSigner(fx, root, "k1");
+    const k2 = trustedSigner(fx, root, "k2");
+    const signed = (content: string, by: typeof k1) => by.push({ "landing/index.html": content }, content);
     writeFileSync(
       path.join(root, "etc/deploy-agent/notify.env"),
       `GITEA_API=${gitea.url}\nGITEA_TOKEN=${GITEA_TOKEN}\n`,
@@ -507,7 +483,7 @@ describe("attack: a pinned revision refused at its run", () => {
     const manifest = writeManifest(fx.dir, {
       envFile: "/etc/deploy-agent/notify.env",
       webhook: { pollIntervalSeconds: 0 },
-      repo: { verify: { mode: "tip", allowedSignersFile: "/etc/deploy-agent/allowed_signers" } },
+      repo: { verify: { mode: "tip", allowedSignersFile: ALLOWED_SIGNERS } },
       notify: { targets: [TARGETS.gitea] },
       steps: [
         { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
@@ -530,14 +506,14 @@ describe("attack: a pinned revision refused at its run", () => {
           SUDO_USER: "jared",
         },
       );
-    const a = signed("<p>a</p>\n", keys[0]?.key ?? "");
+    const a = signed("<p>a</p>\n", k1);
     assert.equal((await cli("run")).code, 0);
-    signed("<p>b</p>\n", keys[0]?.key ?? "");
+    signed("<p>b</p>\n", k1);
     assert.equal((await cli("run")).code, 0);
     assert.equal((await cli("pin", a, "--reason", "b is bad")).code, 0);
-    const c = signed("<p>c</p>\n", keys[1]?.key ?? "");
+    const c = signed("<p>c</p>\n", k2);
     // k1 is revoked: a, pinned, is no longer trusted; c, the tip, is.
-    writeFileSync(allowed, keys[1]?.line ?? "");
+    k1.revoke();
     const run = await cli("run");
     assert.equal(run.code, 1);
     assert.match(run.stderr, /UNVERIFIED/);

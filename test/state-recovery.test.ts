@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -50,15 +49,20 @@ const cli = (file: string, ...args: string[]) =>
   runCli([...args, "--config", file, "--repo", fx.clone, "--root", root, "--state-dir", stateDir], {
     SUDO_USER: "jared",
   });
+/** v1 (the fixture's commit) runs, then v2 is pushed and runs; v1. */
+async function ranTwice(file: string): Promise<string> {
+  assert.equal((await cli(file, "run")).code, 0);
+  const v1 = git(fx.pusher, "rev-parse", "HEAD");
+  fx.push({ "landing/index.html": "<p>v2</p>\n" });
+  assert.equal((await cli(file, "run")).code, 0);
+  return v1;
+}
 const warnings = (stdout: string) => (JSON.parse(stdout) as { warnings: string[] }).warnings.join("\n");
 
 describe("a state file that cannot be used whole", () => {
   it("is not JSON: the host stays suspended and pinned, as the deploy history says, until the operator says otherwise", async () => {
     const file = manifest();
-    assert.equal((await cli(file, "run")).code, 0);
-    const v1 = git(fx.pusher, "rev-parse", "HEAD");
-    fx.push({ "landing/index.html": "<p>v2</p>\n" });
-    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = await ranTwice(file);
     assert.equal((await cli(file, "pin", v1, "--reason", "v2 is bad")).code, 0);
     assert.equal((await cli(file, "suspend", "--reason", "migration")).code, 0);
     assert.equal(page(), "<p>v1</p>\n");
@@ -95,10 +99,7 @@ describe("a state file that cannot be used whole", () => {
 
   it("has a field this version does not know: every field that still reads is kept, the steps' too", async () => {
     const file = manifest();
-    assert.equal((await cli(file, "run")).code, 0);
-    const v1 = git(fx.pusher, "rev-parse", "HEAD");
-    fx.push({ "landing/index.html": "<p>v2</p>\n" });
-    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = await ranTwice(file);
     assert.equal((await cli(file, "pin", v1, "--reason", "kept in the file")).code, 0);
     // A newer agent's field, a step it wrote in a shape this one does not read, and no history to help.
     const written = state();
@@ -230,29 +231,8 @@ describe("a state file that cannot be used whole", () => {
 
 describe("a state file lost while the host is pinned", () => {
   const signedRepo = () => {
-    const key = path.join(fx.dir, "key");
-    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "jared", "-f", key]);
-    const allowed = path.join(root, "etc/deploy-agent/allowed_signers");
-    mkdirSync(path.dirname(allowed), { recursive: true });
-    writeFileSync(allowed, `jared namespaces="git" ${readFileSync(`${key}.pub`, "utf8")}`);
-    return (content: string) => {
-      writeFileSync(path.join(fx.pusher, "landing/index.html"), content);
-      git(fx.pusher, "add", "-A");
-      git(
-        fx.pusher,
-        "-c",
-        "gpg.format=ssh",
-        "-c",
-        `user.signingkey=${key}`,
-        "commit",
-        "-q",
-        "-S",
-        "-m",
-        content,
-      );
-      git(fx.pusher, "push", "--quiet", "origin", "main");
-      return git(fx.pusher, "rev-parse", "HEAD");
-    };
+    const jared = trustedSigner(fx, root);
+    return (content: string) => jared.push({ "landing/index.html": content }, content);
   };
 
   it("takes as anchor the branch's tip verified by the pinned runs, not the pinned revision they ran", {
@@ -311,10 +291,7 @@ describe("a pin or unpin whose run failed after it was written", () => {
 
   it("a pin: recovered from the history, the host stays pinned", async () => {
     const file = manifest();
-    assert.equal((await cli(file, "run")).code, 0);
-    const v1 = git(fx.pusher, "rev-parse", "HEAD");
-    fx.push({ "landing/index.html": "<p>v2</p>\n" });
-    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = await ranTwice(file);
     const since = new Date().toISOString();
     const pin = { revision: v1, reason: "v2 is bad", since, until: since, by: "jared" };
     await assert.rejects(run(file, { pin }), /ENOSPC/);
@@ -334,10 +311,7 @@ describe("a pin or unpin whose run failed after it was written", () => {
 
   it("an unpin: recovered from the history, the host is not pinned again", async () => {
     const file = manifest();
-    assert.equal((await cli(file, "run")).code, 0);
-    const v1 = git(fx.pusher, "rev-parse", "HEAD");
-    fx.push({ "landing/index.html": "<p>v2</p>\n" });
-    assert.equal((await cli(file, "run")).code, 0);
+    const v1 = await ranTwice(file);
     assert.equal((await cli(file, "pin", v1, "--reason", "v2 is bad")).code, 0);
     await assert.rejects(run(file, { unpin: true, trigger: { kind: "unpin", user: "jared" } }), /ENOSPC/);
     assert.equal(state().pinned, undefined, "the unpin was written before the run failed");
