@@ -7,7 +7,15 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { DeployEvent } from "../src/notify/events.js";
-import { hostRoot, runCli, type Served, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
+import {
+  hostRoot,
+  runArgs,
+  runCli,
+  type Served,
+  serveArgs,
+  startCli,
+  writeManifest,
+} from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
@@ -195,6 +203,11 @@ async function startedUp(url: string): Promise<Status> {
   return s;
 }
 
+/** The CLI on this test's host, as the operator jared runs it (sudo), with the daemon's state directory. */
+const operatorCli = (manifest: string, ...args: string[]) =>
+  runCli([...args, ...runArgs(manifest, fx.clone, root, path.join(fx.dir, "state")).slice(1)], {
+    SUDO_USER: "jared",
+  });
 const head = () => git(fx.pusher, "rev-parse", "HEAD");
 const noticesFor = (rev: string) => notices.filter((n) => n.revision === rev).map((n) => n.event);
 const messagesAbout = (rev: string) =>
@@ -370,21 +383,7 @@ describe("attack: a push held by a pin", () => {
     await until("rev1's status", () => gitea.latest(rev1, "deploy/lxctest") === "success");
 
     const stateDir = path.join(fx.dir, "state");
-    const cli = (...args: string[]) =>
-      runCli(
-        [
-          ...args,
-          "--config",
-          path.join(fx.dir, "manifest.yaml"),
-          "--repo",
-          fx.clone,
-          "--root",
-          root,
-          "--state-dir",
-          stateDir,
-        ],
-        { SUDO_USER: "jared" },
-      );
+    const cli = (...args: string[]) => operatorCli(path.join(fx.dir, "manifest.yaml"), ...args);
     const pin = await cli("pin", rev0, "--reason", "v2 renders wrong", "--until", "2h");
     assert.equal(pin.code, 0, pin.stderr);
     const { until: meant } = (
@@ -489,23 +488,7 @@ describe("attack: a pinned revision refused at its run", () => {
         { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
       ],
     });
-    const cli = (...args: string[]) =>
-      runCli(
-        [
-          ...args,
-          "--config",
-          manifest,
-          "--repo",
-          fx.clone,
-          "--root",
-          root,
-          "--state-dir",
-          path.join(fx.dir, "state"),
-        ],
-        {
-          SUDO_USER: "jared",
-        },
-      );
+    const cli = (...args: string[]) => operatorCli(manifest, ...args);
     const a = signed("<p>a</p>\n", k1);
     assert.equal((await cli("run")).code, 0);
     signed("<p>b</p>\n", k1);
