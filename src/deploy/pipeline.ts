@@ -22,9 +22,9 @@ import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "../source/s
 import { verifyRevision } from "../source/verify.js";
 import type { Trigger } from "../state/history.js";
 import { acquireLock } from "../state/lock.js";
+import { readState } from "../state/read-state.js";
 import {
   type Pin,
-  readState,
   recordAttempt,
   recordResult,
   recordUpToDate,
@@ -542,15 +542,9 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       }
     }
 
-    if (!opts.dryRun)
-      await syncWorkTree(
-        source,
-        warnings,
-        opts.log,
-        steps.some((s) => s.outcome === "failed"),
-      );
     const ran = steps.filter((s) => s.run);
     const outcome = ran.some((s) => s.outcome === "failed") ? "failed" : ran.length ? "succeeded" : "noop";
+    if (!opts.dryRun) await syncWorkTree(source, warnings, opts.log, outcome === "failed");
     const result: RunReport["result"] =
       !opts.dryRun || outcome !== "succeeded"
         ? outcome
