@@ -8,7 +8,7 @@ import { leaves, parseCommandLine } from "../src/cli/parse.js";
 import { type Call, type CommandSpec, isGroup, type Leaf } from "../src/cli/spec.js";
 import { closest } from "../src/cli/suggest.js";
 import { main } from "../src/cli.js";
-import { readState } from "../src/state/state.js";
+import { readState } from "../src/state/read-state.js";
 import { hostRoot, PROJECT, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 

@@ -12,7 +12,8 @@ import {
 } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { readState, STATE_FILE } from "../src/state/state.js";
+import { readState } from "../src/state/read-state.js";
+import { STATE_FILE } from "../src/state/state.js";
 import { type Agent, makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { treeHash } from "./helpers/tree-hash.js";

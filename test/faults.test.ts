@@ -15,7 +15,7 @@ import { loadManifest } from "../src/manifest/load.js";
 import { createAgent, type Agent as DeployAgent } from "../src/server/agent.js";
 import { buildServer } from "../src/server/app.js";
 import { sign } from "../src/server/verify.js";
-import { readState } from "../src/state/state.js";
+import { readState } from "../src/state/read-state.js";
 import { makeAgent, runCli, serveArgs, startCli, stepOf, writeManifest } from "./helpers/agent.js";
 import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemctl.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";

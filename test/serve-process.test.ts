@@ -3,7 +3,7 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { readState } from "../src/state/state.js";
+import { readState } from "../src/state/read-state.js";
 import { hostRoot, listeningUrl, runCli, serveArgs, startCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 import { childrenOf } from "./helpers/proc.js";

@@ -10,7 +10,7 @@ import { loadManifest } from "../src/manifest/load.js";
 import { type Agent, createAgent } from "../src/server/agent.js";
 import { buildServer } from "../src/server/app.js";
 import { sign } from "../src/server/verify.js";
-import { readState } from "../src/state/state.js";
+import { readState } from "../src/state/read-state.js";
 import { writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { FIXTURE_SECRET, giteaFixture, giteaHeaders, pushBody } from "./helpers/gitea.js";

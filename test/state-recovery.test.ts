@@ -6,7 +6,7 @@ import pino from "pino";
 import { AgentError } from "../src/core/errors.js";
 import { deploy } from "../src/deploy/pipeline.js";
 import { loadManifest } from "../src/manifest/load.js";
-import { readState } from "../src/state/state.js";
+import { readState } from "../src/state/read-state.js";
 import { hostRoot, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { needs } from "./helpers/needs.js";

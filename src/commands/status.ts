@@ -1,6 +1,7 @@
 import { HOST_IDENTITY_FILE, hostRecipient } from "../secrets/identity.js";
 import type { LocalStatus } from "../server/status-model.js";
-import { orphanedSteps, readState, stepStatuses } from "../state/state.js";
+import { readState } from "../state/read-state.js";
+import { orphanedSteps, stepStatuses } from "../state/state.js";
 import { type CommonFlags, resolve } from "./options.js";
 
 /** `deploy-agent status`: per step the applied revision, last outcome and its age, from the state file. */

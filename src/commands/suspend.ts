@@ -1,7 +1,8 @@
 import { asAgentError } from "../core/errors.js";
 import { appendHistory, compactionText, operator } from "../state/history.js";
 import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../state/lock.js";
-import { readState, writeState } from "../state/state.js";
+import { readState } from "../state/read-state.js";
+import { writeState } from "../state/state.js";
 import { type CommonFlags, resolve } from "./options.js";
 import { type RunFlags, runCommand } from "./run.js";
 

@@ -5,7 +5,7 @@ import { asAgentError } from "../core/errors.js";
 import { loadNextWebhookSecret, loadStatusToken, loadWebhookSecret } from "../gitea/webhook-secret.js";
 import { openRepo, resolveTarget } from "../source/git.js";
 import { verifyRevision } from "../source/verify.js";
-import { readState } from "../state/state.js";
+import { readState } from "../state/read-state.js";
 import { kindOf, triggersOf } from "../steps/index.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
 import { verifyOffNotice } from "./verify-notice.js";

@@ -3,7 +3,7 @@ import type { Effect } from "../host/effects.js";
 import type { Manifest } from "../manifest/schema.js";
 import { openRepo, type Repo } from "../source/git.js";
 import { loadSnapshot, type Snapshot } from "../source/snapshot.js";
-import { readState } from "../state/state.js";
+import { readState } from "../state/read-state.js";
 import { createStepContext } from "../steps/context.js";
 import { unreadable } from "../steps/drift.js";
 import { kindOf } from "../steps/index.js";

@@ -6,7 +6,7 @@ import { createNotifier } from "../notify/notifier.js";
 import { closeRepo, openRepo, type Repo } from "../source/git.js";
 import { type HistoryQuery, type HistoryRead, readHistory } from "../state/history.js";
 import { acquireLock, type Lock, prepareLock } from "../state/lock.js";
-import { readState } from "../state/state.js";
+import { readState } from "../state/read-state.js";
 import { warmSteps } from "../steps/index.js";
 import { createDeployTask } from "./deploy-task.js";
 import { createDriftWatch } from "./drift-watch.js";
