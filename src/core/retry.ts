@@ -127,3 +127,15 @@ export function retryAfterHeader(value: string | null, now = Date.now()): number
   const at = Date.parse(text);
   return Number.isNaN(at) || !/[a-z]/i.test(text) ? undefined : Math.max(0, at - now);
 }
+
+/**
+ * How long a 429 asks to wait: Matrix's `retry_after_ms` (an integer, tolerated as a numeric string), else
+ * the Retry-After header; undefined when neither says.
+ */
+export function rateLimitWaitMs(retryAfterMs: unknown, header: string | null): number | undefined {
+  const ms =
+    typeof retryAfterMs === "number" || (typeof retryAfterMs === "string" && /^\d+$/.test(retryAfterMs))
+      ? Number(retryAfterMs)
+      : Number.NaN;
+  return Number.isFinite(ms) && ms >= 0 ? ms : retryAfterHeader(header);
+}

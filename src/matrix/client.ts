@@ -1,6 +1,6 @@
 import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
-import { type Attempt, RetryAfterError, type RetryPolicy, retry, retryAfterHeader } from "../core/retry.js";
+import { type Attempt, RetryAfterError, type RetryPolicy, rateLimitWaitMs, retry } from "../core/retry.js";
 import type { Secret } from "../core/secret.js";
 import { type HttpAnswer, httpRequest } from "../host/http-client.js";
 
@@ -128,10 +128,7 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
     if (res.ok) return json;
     if (res.status === 404 && json.errcode === "M_NOT_FOUND" && method === "GET") return null;
     if (res.status === 429) {
-      // retry_after_ms as the spec has it (an integer), tolerated as a numeric string; else Retry-After.
-      const given = Number(json.retry_after_ms);
-      const wait =
-        Number.isFinite(given) && given >= 0 ? given : retryAfterHeader(res.header("retry-after") ?? null);
+      const wait = rateLimitWaitMs(json.retry_after_ms, res.header("retry-after") ?? null);
       const after = wait === undefined ? "" : `, retry after ${wait} ms`;
       throw new RetryAfterError("MATRIX_RATE_LIMITED", `rate limited (M_LIMIT_EXCEEDED${after})`, wait);
     }

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { AgentError, asAgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
 import { redact } from "../core/redact.js";
-import { RetryAfterError, type RetryPolicy, retry, retryAfterHeader } from "../core/retry.js";
+import { RetryAfterError, type RetryPolicy, rateLimitWaitMs, retry } from "../core/retry.js";
 import { type HttpAnswer, httpRequest } from "../host/http-client.js";
 import type { DeployEvent } from "./events.js";
 import { COMMIT_STATE } from "./targets/gitea-status.js";
@@ -72,20 +72,13 @@ export const NOTIFY_RETRY: Partial<RetryPolicy> = {
 /** The most of a 429's body read for its retry_after_ms. */
 const RATE_LIMIT_BODY_MAX = 64 * 1024;
 
-/**
- * Matrix's `retry_after_ms` in a 429's JSON body (an integer, tolerated as a numeric string, as the Matrix
- * client reads it); undefined when there is none, and the Retry-After header decides.
- */
-function retryAfterMs(body: string): number | undefined {
-  let given: unknown;
+/** Matrix's `retry_after_ms` in a 429's JSON body, as it is given (rateLimitWaitMs reads it). */
+function retryAfterMsOf(body: string): unknown {
   try {
-    given = (JSON.parse(body) as { retry_after_ms?: unknown } | null)?.retry_after_ms;
+    return (JSON.parse(body) as { retry_after_ms?: unknown } | null)?.retry_after_ms;
   } catch {
     return undefined;
   }
-  const ms =
-    typeof given === "number" || (typeof given === "string" && /^\d+$/.test(given)) ? Number(given) : NaN;
-  return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
 }
 
 interface Job {
@@ -212,7 +205,7 @@ export function createNotifier(opts: {
             throw new RetryAfterError(
               "HTTP_RATE_LIMITED",
               problem,
-              retryAfterMs(res.text) ?? retryAfterHeader(res.header("retry-after") ?? null),
+              rateLimitWaitMs(retryAfterMsOf(res.text), res.header("retry-after") ?? null),
             );
           }
           // Any other 3xx or 4xx: the request itself is wrong, and retrying cannot help.
