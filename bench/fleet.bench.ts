@@ -18,7 +18,16 @@ import { PROJECT } from "../test/helpers/agent.js";
 import { type Files, git, makeFixture } from "../test/helpers/git.js";
 import { giteaHeaders, realPushBody } from "../test/helpers/gitea.js";
 import type { startMatrixServer } from "../test/helpers/matrix-server.js";
-import { HOOK_TYPE, HOOKSHOT_ROOM, hookshotHomeserver, percentile, QUICK, round, until } from "./lib.js";
+import {
+  HOOK_TYPE,
+  HOOKSHOT_ROOM,
+  hookshotHomeserver,
+  percentile,
+  QUICK,
+  round,
+  treeCpuMs,
+  until,
+} from "./lib.js";
 import {
   agentIdle,
   agentSettled,
@@ -98,6 +107,11 @@ interface Fleet {
 export interface FleetResult {
   allLiveMs: { p50: number; p90: number };
   perHostP50Ms: Record<string, number>;
+  /**
+   * CPU time per push of each member's process tree (the listener, its git, shell, curl and check
+   * children), from the push until the member is idle again; and their sum, the fleet's.
+   */
+  cpuPerPushMs: Record<string, number>;
   n: number;
 }
 
@@ -230,8 +244,17 @@ async function startFleet(hs: MatrixServer, start: Starter): Promise<Fleet> {
   return fleet;
 }
 
-/** One push to all four members at once, as Gitea fans it out: ms until each is live, and until all are. */
-async function fanOut(fleet: Fleet, i: number, perHost: Record<string, number[]>): Promise<number> {
+/**
+ * One push to all four members at once, as Gitea fans it out: ms until each is live, and until all are;
+ * each member's CPU time for it added to `cpu`.
+ */
+async function fanOut(
+  fleet: Fleet,
+  i: number,
+  perHost: Record<string, number[]>,
+  cpu: Record<string, number>,
+): Promise<number> {
+  const cpuBefore = fleet.members.map((m) => treeCpuMs(m.child.pid ?? 0));
   const { files, marker } = change(i);
   const rev = fleet.fx.push(files, `bench ${i}`);
   // Gitea's push, listing the files this push changed (as Gitea lists each commit's).
@@ -254,6 +277,8 @@ async function fanOut(fleet: Fleet, i: number, perHost: Record<string, number[]>
   );
   const ms = performance.now() - t;
   await Promise.all(fleet.members.map((m) => m.idle()));
+  for (const [k, m] of fleet.members.entries())
+    cpu[m.host] = (cpu[m.host] ?? 0) + treeCpuMs(m.child.pid ?? 0) - (cpuBefore[k] ?? 0);
   return ms;
 }
 
@@ -261,9 +286,10 @@ async function fanOut(fleet: Fleet, i: number, perHost: Record<string, number[]>
 async function pushInTurns(fleets: Fleet[]): Promise<FleetResult[]> {
   const all: number[][] = fleets.map(() => []);
   const perHost: Record<string, number[]>[] = fleets.map(() => ({}));
+  const cpu: Record<string, number>[] = fleets.map(() => ({}));
   for (let i = 1; i <= PUSHES; i++) {
     for (const [k, f] of fleets.entries()) {
-      all[k]?.push(await fanOut(f, i, perHost[k] ?? {}));
+      all[k]?.push(await fanOut(f, i, perHost[k] ?? {}, cpu[k] ?? {}));
       await sleep(100);
     }
   }
@@ -272,6 +298,7 @@ async function pushInTurns(fleets: Fleet[]): Promise<FleetResult[]> {
     perHostP50Ms: Object.fromEntries(
       Object.entries(perHost[k] ?? {}).map(([h, xs]) => [h, round(percentile(xs, 50))]),
     ),
+    cpuPerPushMs: Object.fromEntries(Object.entries(cpu[k] ?? {}).map(([h, ms]) => [h, round(ms / PUSHES)])),
     n: all[k]?.length ?? 0,
   }));
 }

@@ -280,9 +280,11 @@ out.push(
 );
 const fa = fleetResult.agents;
 const fb = fleetResult.baseline;
+const FLEET_HOSTS = ["lxc151", "lxc106", "lxc139", "lxc110"];
+const cpuSum = (f: typeof fa) => Math.round(Object.values(f.cpuPerPushMs).reduce((s, ms) => s + ms, 0));
 out.push(
   "",
-  `**The fleet**: four agents on the shipped manifests (\`config/lxc151.yaml\`, \`lxc106\`, \`lxc139\`, \`lxc110\`), each on its own loopback address with its own clone, root and state; one push changing a file of every host (a hookshot transform, Cinny's config, the landing page, Draupnir's config) fanned out to all four at once, as Gitea does. The legacy fleet is four \`webhook\` listeners on their own origin: LXC 151's runs the old \`hookshot/deploy.sh\`, LXC 139's reloads nginx and LXC 110's restarts Draupnir after the copy. Both fleets run at once and take turns, one push each (${fa.n} each), every member idle before the next.`,
+  `**The fleet**: four agents on the shipped manifests (\`config/lxc151.yaml\`, \`lxc106\`, \`lxc139\`, \`lxc110\`), each on its own loopback address with its own clone, root and state; one push changing a file of every host (a hookshot transform, Cinny's config, the landing page, Draupnir's config) fanned out to all four at once, as Gitea does. The legacy fleet is four \`webhook\` listeners on their own origin: LXC 151's runs the old \`hookshot/deploy.sh\`, LXC 139's reloads nginx and LXC 110's restarts Draupnir after the copy. Both fleets run at once and take turns, one push each (${fa.n} each), every member idle before the next. CPU per push is each member's process tree (the listener and every process under it) from the push until it is idle again; the agents' includes the \`/status\` requests the bench polls to see them idle, which cost the old listeners nothing (their idle is read from \`/proc\`). Two cores serve all four at once, so the fleet's wall time follows the four trees' CPU time added up.`,
   "",
   md(
     ["figure", "deploy-agent ×4", "webhook + bash ×4", "ratio", "target", ""],
@@ -295,11 +297,27 @@ out.push(
         "p50 ≤ 0.5",
         verdict(summary[8]?.[5] ?? false),
       ],
-      ...["lxc151", "lxc106", "lxc139", "lxc110"].map((h) => [
+      ...FLEET_HOSTS.map((h) => [
         `${h} live, p50`,
         `${fa.perHostP50Ms[h]} ms`,
         `${fb.perHostP50Ms[h]} ms`,
         x(fa.perHostP50Ms[h] ?? 0, fb.perHostP50Ms[h] ?? 0),
+        "",
+        "",
+      ]),
+      [
+        "CPU per push, the four process trees together",
+        `${cpuSum(fa)} ms`,
+        `${cpuSum(fb)} ms`,
+        x(cpuSum(fa), cpuSum(fb)),
+        "",
+        "",
+      ],
+      ...FLEET_HOSTS.map((h) => [
+        `CPU per push, ${h}`,
+        `${fa.cpuPerPushMs[h]} ms`,
+        `${fb.cpuPerPushMs[h]} ms`,
+        x(fa.cpuPerPushMs[h] ?? 0, fb.cpuPerPushMs[h] ?? 0),
         "",
         "",
       ]),
