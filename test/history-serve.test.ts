@@ -4,7 +4,8 @@ import path from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
-import { HISTORY_FILE, type HistoryRecord } from "../src/state/history.js";
+import { HISTORY_FILE } from "../src/state/history.js";
+import type { HistoryRecord } from "../src/state/history-record.js";
 import {
   freePort,
   hostRoot,

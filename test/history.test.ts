@@ -20,12 +20,11 @@ import {
   type Compaction,
   findApplied,
   HISTORY_FILE,
-  type HistoryRecord,
-  MAX_RECORD_BYTES,
   MAX_SCAN_BYTES,
   readHistory,
   routine,
 } from "../src/state/history.js";
+import { type HistoryRecord, MAX_RECORD_BYTES } from "../src/state/history-record.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 

@@ -7,7 +7,7 @@ import { fetchFailure } from "../core/fetch-failure.js";
 import { readPrivateFile } from "../gitea/webhook-secret.js";
 import { type FleetStatus as AgentStatus, fleetStatusSchema, refusal } from "../server/status-model.js";
 import { gitAt } from "../source/git.js";
-import { type HistoryRecord, parseRecord } from "../state/history.js";
+import { type HistoryRecord, parseRecord } from "../state/history-record.js";
 import { renderRecord } from "./history.js";
 
 /**

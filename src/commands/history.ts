@@ -1,4 +1,5 @@
-import { type HistoryRecord, historyDocument, readHistory } from "../state/history.js";
+import { historyDocument, readHistory } from "../state/history.js";
+import type { HistoryRecord } from "../state/history-record.js";
 import { type CommonFlags, resolve } from "./options.js";
 
 /** `deploy-agent history [--limit N] [--step NAME] [--json]`: what ran on this host, newest first. */

@@ -1,6 +1,7 @@
 import { AgentError } from "../core/errors.js";
 import { closeRepo, gitAt, isAncestor, openRepo, trackingRef } from "../source/git.js";
-import { findApplied, operator } from "../state/history.js";
+import { findApplied } from "../state/history.js";
+import { operator } from "../state/history-record.js";
 import { resolve } from "./options.js";
 import { type RunFlags, runCommand } from "./run.js";
 

@@ -4,7 +4,7 @@ import { renderRun } from "../deploy/report.js";
 import type { RunReport } from "../deploy/run-report.js";
 import { type DeployEvent, errorOf, eventBase, hostEvent, runEvents } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
-import { operator, type Trigger } from "../state/history.js";
+import { operator, type Trigger } from "../state/history-record.js";
 import type { Pin } from "../state/state.js";
 import { STEP_KINDS } from "../steps/index.js";
 import { type CommonFlags, commandLogger, resolve } from "./options.js";

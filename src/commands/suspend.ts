@@ -1,5 +1,6 @@
 import { asAgentError } from "../core/errors.js";
-import { appendHistory, compactionText, operator } from "../state/history.js";
+import { appendHistory, compactionText } from "../state/history.js";
+import { operator } from "../state/history-record.js";
 import { acquireLock, COMMAND_LOCK_WAIT_MS } from "../state/lock.js";
 import { readState } from "../state/read-state.js";
 import { writeState } from "../state/state.js";

@@ -20,7 +20,7 @@ import {
 } from "../source/git.js";
 import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "../source/snapshot.js";
 import { verifyRevision } from "../source/verify.js";
-import type { Trigger } from "../state/history.js";
+import type { Trigger } from "../state/history-record.js";
 import { acquireLock } from "../state/lock.js";
 import { readState } from "../state/read-state.js";
 import {

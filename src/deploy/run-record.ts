@@ -1,12 +1,7 @@
 import type { Logger } from "pino";
 import { asAgentError } from "../core/errors.js";
-import {
-  appendHistory,
-  compactionText,
-  type HistoryBounds,
-  type HistoryRecord,
-  type Trigger,
-} from "../state/history.js";
+import { appendHistory, compactionText, type HistoryBounds } from "../state/history.js";
+import type { HistoryRecord, Trigger } from "../state/history-record.js";
 import type { RunReport } from "./run-report.js";
 
 /**

@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { ErrorCode } from "../core/errors.js";
-import type { Trigger as HistoryTrigger } from "../state/history.js";
+import type { Trigger as HistoryTrigger } from "../state/history-record.js";
 
 /**
  * The one runner of a host: everything the daemon does to the host (deploy runs, drift checks, self-heal,

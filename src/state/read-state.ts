@@ -1,7 +1,8 @@
 import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
-import { HISTORY_FILE, type HistoryRecord, readHistory } from "./history.js";
+import { HISTORY_FILE, readHistory } from "./history.js";
+import type { HistoryRecord } from "./history-record.js";
 import {
   emptyState,
   type RunSummary,
