@@ -29,7 +29,8 @@ import {
 } from "../src/commands/plan-gitea.js";
 import type { HostPlan } from "../src/commands/plan-host.js";
 import { MAX_COMMENT_CHARS, type PlanReport, renderMarkdown } from "../src/commands/plan-render.js";
-import { findTool, type HostTools, TOOL_TIMEOUT_MS, toolChecks } from "../src/commands/plan-tools.js";
+import type { HostTools } from "../src/commands/plan-tool-run.js";
+import { findTool, TOOL_TIMEOUT_MS, toolChecks } from "../src/commands/plan-tools.js";
 import { Secret } from "../src/core/secret.js";
 import { PROJECT, runCli } from "./helpers/agent.js";
 import { type Files, type Fixture, git, makeFixture } from "./helpers/git.js";

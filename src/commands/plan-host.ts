@@ -9,7 +9,8 @@ import type { Snapshot } from "../source/snapshot.js";
 import { emptyState } from "../state/state.js";
 import { kindOf, type StepConfig, triggersOf } from "../steps/index.js";
 import { tryPlanManifest } from "./plan-manifest.js";
-import { type HostTools, type PlanCheck, toolChecks } from "./plan-tools.js";
+import type { HostTools, PlanCheck } from "./plan-tool-run.js";
+import { toolChecks } from "./plan-tools.js";
 
 /**
  * One host's plan between two revisions, with no host: the manifest as `head` has it, each step's last

@@ -1,6 +1,6 @@
 import { redact } from "../core/redact.js";
 import type { FileDiff, HostPlan } from "./plan-host.js";
-import type { PlanCheck } from "./plan-tools.js";
+import type { PlanCheck } from "./plan-tool-run.js";
 
 /** A plan as people read it: text for a terminal, Markdown for a pull request comment. */
 

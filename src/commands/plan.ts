@@ -7,7 +7,8 @@ import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "../source/s
 import { giteaTargetFromEnv, postToGitea } from "./plan-gitea.js";
 import { fileHost, type HostPlan, planHost } from "./plan-host.js";
 import { type PlanReport, renderFailure, renderMarkdown, renderText } from "./plan-render.js";
-import { type HostTools, hostTools } from "./plan-tools.js";
+import type { HostTools } from "./plan-tool-run.js";
+import { hostTools } from "./plan-tools.js";
 
 /**
  * `deploy-agent plan --from BASE --to HEAD`: what every host (or one) would do if HEAD were pushed onto a
