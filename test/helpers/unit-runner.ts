@@ -8,7 +8,9 @@ import { PROJECT } from "./agent.js";
  * (test/system/ has the real one). `deploy-agent@HOST.service` is the real daemon (`deploy-agent serve` of
  * the host root's config clone) with the Environment= of its drop-ins under the root's /etc and /run;
  * `webhook.service` is a listener standing in for the webhook binary: it answers POST on the unit's -port
- * with 200, runs with the unit's Environment=, and exposes its MainPID. Every call is logged;
+ * with 200, runs with the unit's Environment=, and exposes its MainPID. `show -p MainPID|UnitFileState|Environment
+ * [--value]` answers as systemd does (Environment= resolved from the unit file and its drop-ins, each item
+ * quoted as systemctl quotes it); a masked unit refuses to start or enable as under systemd. Every call is logged;
  * `failOn("restart deploy-agent@lxctest.service", 2)` makes the 2nd such call exit 1 as systemd does when a
  * unit hits its start limit.
  */
@@ -48,24 +50,95 @@ function stop(unit) {
   }
   fs.rmSync(pidFile(unit), { force: true });
 }
-/** Environment= lines of the unit file and its drop-ins (by file name, /run and /etc together). */
-function environment(unit, files) {
-  const env = {};
-  for (const f of files) {
-    for (const m of fs.readFileSync(f, "utf8").matchAll(/^Environment=(.*)$/gm)) {
-      const a = m[1].replace(/^"(.*)"$/, "$1");
-      env[a.slice(0, a.indexOf("="))] = a.slice(a.indexOf("=") + 1);
+/** The unit's file: its own, else its template's (deploy-agent@.service); null when it has none. */
+function unitFile(unit) {
+  const template = unit.replace(/@[^.]*\./, "@.");
+  for (const name of [unit, template]) {
+    const f = path.join(root, "etc/systemd/system", name);
+    if (fs.existsSync(f)) return f;
+  }
+  return null;
+}
+/**
+ * Drop-ins as systemd finds them: the instance's and the template's, under /etc and /run; one of a file name
+ * (the first of /etc before /run, the instance before the template) wins; read in file-name order.
+ */
+function dropIns(unit) {
+  const byName = new Map();
+  for (const base of ["etc/systemd/system", "run/systemd/system"]) {
+    for (const name of [unit, unit.replace(/@[^.]*\./, "@.")]) {
+      const d = path.join(root, base, name + ".d");
+      if (!fs.existsSync(d)) continue;
+      for (const n of fs.readdirSync(d)) if (n.endsWith(".conf") && !byName.has(n)) byName.set(n, path.join(d, n));
+    }
+  }
+  return [...byName.keys()].sort().map((n) => byName.get(n));
+}
+/** systemd's specifiers in Environment= that a test may use: %i, %n, %p, %%. */
+function specifiers(unit, text) {
+  const m = /^([^@.]*)(?:@([^.]*))?\./.exec(unit) || [];
+  const table = { i: m[2] || "", n: unit, p: m[1] || "", "%": "%" };
+  return text.replace(/%(.)/g, (all, c) => {
+    if (!(c in table)) throw new Error("unknown specifier %" + c);
+    return table[c];
+  });
+}
+const C_ESCAPES = { a: "\x07", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t", v: "\v" };
+/** Words as systemd's extract_first_word splits them with UNQUOTE|CUNESCAPE: quotes anywhere, C escapes. */
+function words(text) {
+  const out = [];
+  let i = 0;
+  while (i < text.length) {
+    while (/\s/.test(text[i] || "")) i++;
+    if (i >= text.length) break;
+    let word = "";
+    let quote = null;
+    for (; i < text.length; i++) {
+      const c = text[i];
+      if (!quote && /\s/.test(c)) break;
+      if (c === "\\" && i + 1 < text.length) {
+        const e = text[++i];
+        if (e === "x") { word += String.fromCharCode(parseInt(text.slice(i + 1, i + 3), 16)); i += 2; }
+        else word += C_ESCAPES[e] ?? e;
+      } else if (quote ? c === quote : c === '"' || c === "'") quote = quote ? null : c;
+      else word += c;
+    }
+    out.push(word);
+  }
+  return out;
+}
+/**
+ * The unit's Environment= as systemd resolves it: the unit file, then its drop-ins; an empty Environment=
+ * resets the list; a later assignment of a name replaces the earlier one in place; a drop-in that cannot be
+ * read (a link to /dev/null masks one, a dangling link) sets nothing.
+ */
+function environment(unit) {
+  const env = new Map();
+  for (const f of [unitFile(unit), ...dropIns(unit)].filter(Boolean)) {
+    let text = "";
+    try { text = fs.readFileSync(f, "utf8"); } catch { continue; }
+    for (const m of text.matchAll(/^[ \t]*Environment=(.*)$/gm)) {
+      if (!m[1].trim()) { env.clear(); continue; }
+      for (const w of words(specifiers(unit, m[1]))) {
+        const eq = w.indexOf("=");
+        if (eq > 0 && /^[A-Za-z_][A-Za-z0-9_]*$/.test(w.slice(0, eq))) env.set(w.slice(0, eq), w.slice(eq + 1));
+      }
     }
   }
   return env;
 }
-function dropIns(unit) {
-  const found = [];
-  for (const base of ["etc/systemd/system", "run/systemd/system"]) {
-    const d = path.join(root, base, unit + ".d");
-    if (fs.existsSync(d)) for (const n of fs.readdirSync(d)) if (n.endsWith(".conf")) found.push([n, path.join(d, n)]);
+/** systemd's shell_maybe_quote(s, 0): how systemctl show prints each item of a list of strings. */
+function shellMaybeQuote(s) {
+  const first = [...s].findIndex((c) => c < " " || c === "\x7f" || ' \t\n\r"\\\x60$*?[\'()<>|&;!'.includes(c));
+  if (first < 0) return s;
+  let out = '"' + [...s].slice(0, first).join("");
+  for (const c of [...s].slice(first)) {
+    const cc = Object.entries(C_ESCAPES).find(([, v]) => v === c);
+    if (cc) out += "\\" + cc[0];
+    else if (c < " " || c === "\x7f") out += "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0");
+    else out += ('"\\\x60$'.includes(c) ? "\\" : "") + c;
   }
-  return found.sort((a, b) => a[0].localeCompare(b[0])).map((x) => x[1]);
+  return out + '"';
 }
 function start(unit) {
   stop(unit);
@@ -77,14 +150,14 @@ function start(unit) {
     const port = Number(/-port\s+(\d+)/.exec(exec)[1]);
     const server = "require('node:http').createServer((q, s) => { q.resume(); s.end('ok'); }).listen(" + port + ", '127.0.0.1')";
     child = spawn(process.execPath, ["-e", server], {
-      env: { PATH: process.env.PATH, ...environment(unit, [file, ...dropIns(unit)]) },
+      env: { PATH: process.env.PATH, ...Object.fromEntries(environment(unit)) },
       detached: true, stdio: ["ignore", log, log],
     });
   } else {
     const host = /^deploy-agent@(.*)\.service$/.exec(unit)[1];
     child = spawn(process.execPath, ["--import", "tsx", "--", path.join(project, "src/bin.ts"), "serve",
       "--config", path.join(root, "opt/matrix-config/config", host + ".yaml"), "--root", root], {
-      cwd: project, env: { ...process.env, ...environment(unit, dropIns(unit)) },
+      cwd: project, env: { ...process.env, ...Object.fromEntries(environment(unit)) },
       detached: true, stdio: ["ignore", log, log],
     });
   }
@@ -95,37 +168,74 @@ function start(unit) {
 }
 const [verb, ...rest] = args;
 const flags = rest.filter((a) => a.startsWith("-"));
-const units = rest.filter((a) => !a.startsWith("-"));
+const units = rest.filter((a, i) => !a.startsWith("-") && rest[i - 1] !== "-p");
 const unit = units[units.length - 1];
-const enabled = (u) => fs.existsSync(path.join(dir, u + ".enabled"));
+const marker = (u, what) => path.join(dir, u + "." + what);
+const enabled = (u) => fs.existsSync(marker(u, "enabled"));
+const masked = (u) => fs.existsSync(marker(u, "masked"));
+const fileState = (u) => (masked(u) ? "masked" : enabled(u) ? "enabled" : "disabled");
+/** What systemd says when a masked unit is to be started or enabled. */
+function refuseMasked(what) {
+  if (!masked(unit)) return;
+  console.error("Failed to " + what + " " + unit + ": Unit " + unit + " is masked.");
+  process.exit(1);
+}
 switch (verb) {
   case "is-active":
     console.log(alive(pidOf(unit)) ? "active" : "inactive");
     process.exit(alive(pidOf(unit)) ? 0 : 3);
-  case "is-enabled":
-    console.log(enabled(unit) ? "enabled" : "disabled");
-    process.exit(enabled(unit) ? 0 : 1);
+  case "is-enabled": {
+    const state = fileState(unit);
+    console.log(state);
+    process.exit(state === "enabled" ? 0 : 1);
+  }
   case "cat":
-    process.stdout.write(fs.readFileSync(path.join(root, "etc/systemd/system", unit), "utf8"));
+    if (masked(unit)) console.log("# Unit " + unit + " is masked.");
+    else process.stdout.write(fs.readFileSync(unitFile(unit), "utf8"));
     break;
-  case "show":
-    console.log(alive(pidOf(unit)) ? pidOf(unit) : 0);
+  case "show": {
+    // One property per -p, as systemctl prints them: NAME=value, or the value alone with --value.
+    const props = rest.flatMap((a, i) => (rest[i - 1] === "-p" ? a.split(",") : []));
+    for (const p of props) {
+      const value =
+        p === "MainPID" ? String(alive(pidOf(unit)) ? pidOf(unit) : 0)
+        : p === "UnitFileState" ? fileState(unit)
+        : p === "Environment" ? [...environment(unit)].map(([k, v]) => shellMaybeQuote(k + "=" + v)).join(" ")
+        : null;
+      if (value === null) { console.error("the stand-in systemctl does not know the property " + p); process.exit(1); }
+      console.log(flags.includes("--value") ? value : p + "=" + value);
+    }
     break;
+  }
   case "start":
   case "restart":
+    refuseMasked(verb);
     start(unit);
     break;
   case "stop":
     stop(unit);
     break;
   case "enable":
-    fs.writeFileSync(path.join(dir, unit + ".enabled"), "");
+    refuseMasked("enable");
+    fs.writeFileSync(marker(unit, "enabled"), "");
     if (flags.includes("--now")) start(unit);
     break;
   case "disable":
-    fs.rmSync(path.join(dir, unit + ".enabled"), { force: true });
+    // A masked unit: systemd says it ignores it, and exits 0.
+    if (!masked(unit)) fs.rmSync(marker(unit, "enabled"), { force: true });
     if (flags.includes("--now")) stop(unit);
     break;
+  case "mask":
+    fs.writeFileSync(marker(unit, "masked"), "");
+    break;
+  case "unmask":
+    fs.rmSync(marker(unit, "masked"), { force: true });
+    break;
+  case "daemon-reload":
+    break;
+  default:
+    console.error("the stand-in systemctl does not know " + verb);
+    process.exit(1);
 }
 `;
 
