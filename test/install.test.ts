@@ -7,22 +7,24 @@ import {
   readFileSync,
   readlinkSync,
   statSync,
-  symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { createServer } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { stringify } from "yaml";
-import { unitEnvironment } from "../src/commands/install-files.js";
 import { readEnvFile } from "../src/host/env.js";
-import { createHostFs } from "../src/host/host-fs.js";
-import { BUILT_BIN, CLI, PROJECT, runCli } from "./helpers/agent.js";
-import { type Fixture, git, makeFixture } from "./helpers/git.js";
-import { giteaHeaders, pushBody } from "./helpers/gitea.js";
+import { BUILT_BIN, CLI, freePort, PROJECT, runCli } from "./helpers/agent.js";
+import {
+  hooksJson,
+  type InstallHost,
+  MIGRATING,
+  makeInstallHost,
+  oldWebhook as oldWebhookOn,
+  runCommand,
+  signedDelivery,
+} from "./helpers/install-host.js";
 import { treeHash } from "./helpers/tree-hash.js";
-import { installUnitRunner, type UnitRunner } from "./helpers/unit-runner.js";
+import type { UnitRunner } from "./helpers/unit-runner.js";
 
 /**
  * `deploy-agent install` on a host root (the real thing runs under systemd in test/system/): what it writes,
@@ -31,48 +33,23 @@ import { installUnitRunner, type UnitRunner } from "./helpers/unit-runner.js";
  * old webhook.service a listener on its port (test/helpers/unit-runner.ts).
  */
 
-let fx: Fixture;
 let root: string;
 let systemctl: UnitRunner;
-
-function freePort(): Promise<number> {
-  return new Promise((done) => {
-    const srv = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => done(port));
-    });
-  });
-}
+let host: InstallHost;
 
 /** The host root with the config clone; the manifest's extra fields for this test. */
 async function makeHost(extra: Record<string, unknown> = {}) {
-  const manifest = {
-    version: 1,
-    host: "lxctest",
-    listen: { host: "127.0.0.1", port: await freePort() },
-    steps: [
-      { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
-    ],
-    ...extra,
-  };
-  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n", "config/lxctest.yaml": stringify(manifest) });
-  root = path.join(fx.dir, "root");
-  mkdirSync(path.join(root, "opt"), { recursive: true });
-  git(fx.dir, "clone", "--quiet", fx.origin, path.join(root, "opt/matrix-config"));
-  for (const d of ["etc/systemd/system", "usr/local/bin", "var/www"])
-    mkdirSync(path.join(root, d), { recursive: true });
-  systemctl = installUnitRunner(root);
+  host = await makeInstallHost(extra);
+  ({ root, systemctl } = host);
 }
 
 beforeEach(async (t) => {
   if (!t.name.includes("migrat")) await makeHost();
 });
-afterEach(async () => {
-  await systemctl.restore();
-  fx.cleanup();
-});
+afterEach(() => host.cleanup());
 
-const install = (...extra: string[]) => runCli(["install", "--host", "lxctest", "--root", root, ...extra]);
+const install = (...extra: string[]) => host.install(...extra);
+const oldWebhook = (o: Parameters<typeof oldWebhookOn>[1]) => oldWebhookOn(root, o);
 const unit = () => path.join(root, "etc/systemd/system/deploy-agent@.service");
 
 describe("deploy-agent install", () => {
@@ -98,6 +75,7 @@ describe("deploy-agent install", () => {
       systemctl.calls(),
       [
         "is-active webhook.service",
+        "show -p UnitFileState --value webhook.service",
         "is-enabled deploy-agent@lxctest.service",
         "is-active deploy-agent@lxctest.service",
       ],
@@ -143,6 +121,7 @@ describe("deploy-agent install", () => {
     );
     assert.deepEqual(systemctl.calls(), [
       "is-active webhook.service",
+      "show -p UnitFileState --value webhook.service",
       "daemon-reload",
       "is-enabled deploy-agent@lxctest.service",
       "is-active deploy-agent@lxctest.service",
@@ -179,83 +158,8 @@ describe("deploy-agent install", () => {
   });
 });
 
-/**
- * A host still running the webhook binary: its unit (ExecStart flags as Debian's webhook takes them, extra
- * unit lines for its environment) and hooks file (text, as written: a template is not valid JSON).
- */
-async function oldWebhook(o: { hooks: string; flags?: string; unitLines?: string; port: number }) {
-  mkdirSync(path.join(root, "etc/webhook"), { recursive: true });
-  writeFileSync(path.join(root, "etc/webhook/hooks.json"), o.hooks, { mode: 0o600 });
-  writeFileSync(
-    path.join(root, "etc/systemd/system/webhook.service"),
-    `[Service]\nExecStart=/usr/bin/webhook -hooks /etc/webhook/hooks.json -port ${o.port} -ip 127.0.0.1 ${o.flags ?? ""} -verbose\n${o.unitLines ?? ""}`,
-  );
-  writeFileSync(path.join(root, "etc/matrix-deploy.env"), "MATRIX_TOKEN=syt_abc\n", { mode: 0o600 });
-  await runCommand("systemctl", ["enable", "--now", "webhook.service"]);
-}
-
-const hooksJson = (secretJson: string) =>
-  `[{"id": "matrix-deploy", "execute-command": "/usr/local/bin/matrix-deploy.sh", "trigger-rule": {"and": [
-  {"match": {"type": "payload-hmac-sha256", "secret": ${secretJson}, "parameter": {"source": "header", "name": "X-Gitea-Signature"}}},
-  {"match": {"type": "value", "value": "refs/heads/main", "parameter": {"source": "payload", "name": "ref"}}}]}}]\n`;
-
-function runCommand(file: string, args: string[]): Promise<string> {
-  return new Promise((done, fail) =>
-    execFile(file, args, (err, stdout) => (err ? fail(err) : done(String(stdout)))),
-  );
-}
-
-/** A signed Gitea push to another branch (acknowledged, nothing deployed): its HTTP status. */
-async function signedDelivery(port: number, secret: string): Promise<number> {
-  const body = pushBody({ ref: "refs/heads/other", after: "1".repeat(40) });
-  const res = await fetch(`http://127.0.0.1:${port}/hooks/matrix-deploy`, {
-    method: "POST",
-    headers: giteaHeaders(body, secret),
-    body: new Uint8Array(body),
-  });
-  await res.body?.cancel();
-  return res.status;
-}
-
 const envFile = () => path.join(root, "etc/matrix-deploy.env");
-const migrating = { envFile: "/etc/matrix-deploy.env", webhook: { secretEnv: "WEBHOOK_SECRET" } };
-
-describe("the unit's listen address and hook path from its drop-ins", () => {
-  it("read in systemd's order; a masked drop-in or a dangling link sets nothing and breaks nothing", async () => {
-    const d = (name: string) => path.join(root, "etc/systemd/system", name);
-    mkdirSync(d("deploy-agent@.service.d"), { recursive: true });
-    mkdirSync(d("deploy-agent@lxctest.service.d"), { recursive: true });
-    writeFileSync(
-      d("deploy-agent@lxctest.service.d/listen.conf"),
-      "[Service]\nEnvironment=DEPLOY_AGENT_LISTEN=127.0.0.1:9500\nEnvironment=DEPLOY_AGENT_WEBHOOK_PATH=/hooks/matrix-deploy\n",
-    );
-    // A template drop-in sorting later wins; one of the same name as the instance's is replaced by it.
-    writeFileSync(
-      d("deploy-agent@.service.d/zz-path.conf"),
-      '[Service]\nEnvironment="DEPLOY_AGENT_WEBHOOK_PATH=/hooks/x"\n',
-    );
-    writeFileSync(
-      d("deploy-agent@.service.d/listen.conf"),
-      "[Service]\nEnvironment=DEPLOY_AGENT_LISTEN=0.0.0.0:1\n",
-    );
-    symlinkSync("/dev/null", d("deploy-agent@lxctest.service.d/masked.conf"));
-    symlinkSync("/nonexistent", d("deploy-agent@lxctest.service.d/dangling.conf"));
-    const host = createHostFs({
-      root,
-      dryRun: false,
-      record: () => {},
-      run: async () => ({ stdout: "", stderr: "", ran: false }),
-    });
-    assert.deepEqual(await unitEnvironment(host, "deploy-agent@lxctest.service"), {
-      DEPLOY_AGENT_LISTEN: "127.0.0.1:9500",
-      DEPLOY_AGENT_WEBHOOK_PATH: "/hooks/x",
-    });
-    assert.deepEqual(await unitEnvironment(host, "deploy-agent@other.service"), {
-      DEPLOY_AGENT_LISTEN: "0.0.0.0:1",
-      DEPLOY_AGENT_WEBHOOK_PATH: "/hooks/x",
-    });
-  });
-});
+const migrating = MIGRATING;
 
 describe("deploy-agent install: migrating from webhook.service", () => {
   it("migrates a secret holding # $ quotes and spaces: the env file reads it back and the agent accepts it on the old port", async () => {

@@ -90,7 +90,10 @@ describe("the old hooks file: what an unreadable one shows", () => {
       `- id: deploy\n  trigger-rule:\n    match:\n      type: payload-hmac-sha256\n      secret: "${SECRET}\n`,
     ]) {
       await assert.rejects(
-        readOldListener(ctx(hooks) as unknown as Parameters<typeof readOldListener>[0]),
+        readOldListener(ctx(hooks) as unknown as Parameters<typeof readOldListener>[0], {
+          enabled: true,
+          active: true,
+        }),
         (err: unknown) =>
           err instanceof AgentError &&
           err.code === "CONFIG_INVALID" &&

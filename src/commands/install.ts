@@ -14,9 +14,10 @@ import { HOST_IDENTITY_FILE, plannedHostIdentity } from "../secrets/identity.js"
 import { openRepo } from "../source/git.js";
 import { createContext } from "../steps/context.js";
 import { hostJobs, type PlannedFile, plannedFiles, UNIT_DIR, unitEnvironment } from "./install-files.js";
+import { legacyListener, restoreOldListener } from "./install-legacy.js";
 import { listenerProblem } from "./install-probe.js";
 import { createUndo, keepUnitState, type Undo } from "./install-undo.js";
-import { OLD_UNIT, type OldListener, readOldListener } from "./old-webhook.js";
+import { OLD_UNIT, type OldListener } from "./old-webhook.js";
 import { type CommonFlags, resolve } from "./options.js";
 import { parseListen } from "./serve.js";
 import { verifyOffNotice } from "./verify-notice.js";
@@ -78,6 +79,8 @@ interface InstallPlan {
   files: PlannedFile[];
   secret: string;
   old: OldListener | null;
+  /** webhook.service is enabled, stopped, and the agent already serves: it is only disabled. */
+  disableOld: boolean;
   binTarget: string;
   /** Hashes of the files install wrote last time (its record), updated by this install. */
   installed: Record<string, string>;
@@ -120,7 +123,8 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
     back: door(AbortSignal.timeout(INSTALL_TIMEOUT_MS + BACK_MARGIN_MS)),
   };
 
-  const old = await readOldListener(ctx);
+  const unit = `deploy-agent@${host}.service`;
+  const { old, disableOld } = await legacyListener(ctx, unit);
   const home = agentPackage().dir;
   const { files, secret } = await plannedFiles({
     r,
@@ -145,10 +149,11 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
   const recordFile = path.join(manifest.stateDir, "installed.json");
   const plan: InstallPlan = {
     manifest,
-    unit: `deploy-agent@${host}.service`,
+    unit,
     files,
     secret,
     old,
+    disableOld,
     binTarget: path.join(home, "dist/src/bin.js"),
     installed: JSON.parse((await ctx.host.read(recordFile))?.toString("utf8") ?? "{}").files ?? {},
     recordFile,
@@ -185,7 +190,7 @@ export async function installCommand(flags: InstallFlags, out: (text: string) =>
     for (const name of INTERRUPTS) process.off(name, onInterrupt);
   }
 
-  if (old) {
+  if (old || disableOld) {
     warnings.push(
       `${OLD_UNIT} is stopped and disabled; once you trust the agent: apt-get remove webhook, and delete the old hooks file and /usr/local/bin/matrix-deploy.sh`,
     );
@@ -293,6 +298,10 @@ async function startUnits(ctx: InstallContext, plan: InstallPlan, undo: Undo): P
           hint,
         },
       );
+    if (plan.disableOld) {
+      undo.add("units", OLD_UNIT, () => systemctl(ctx.back, "enable", OLD_UNIT));
+      await sc("disable", OLD_UNIT);
+    }
     return;
   }
   // The unit must answer before the old listener goes: first on a spare loopback port.
@@ -300,23 +309,26 @@ async function startUnits(ctx: InstallContext, plan: InstallPlan, undo: Undo): P
   if (trial) {
     throw new AgentError(
       "INSTALL_FAILED",
-      failure(ctx, `${unit} on a spare port: ${trial}; ${OLD_UNIT} was left running`),
+      failure(
+        ctx,
+        `${unit} on a spare port: ${trial}; ${OLD_UNIT} was left ${old.was.active ? "running" : "as it was"}`,
+      ),
       {
         hint,
       },
     );
   }
-  // From here the old listener is stopped: any failure starts and enables it again.
+  // From here the old listener is stopped: any failure puts it back as it was (enabled, running).
   try {
-    await sc("stop", OLD_UNIT);
+    if (old.was.active) await sc("stop", OLD_UNIT);
     await sc("enable", unit);
     await sc("restart", unit);
     const why = await listenerProblem(ctx, listen.host, listen.port, hookPath, secret);
     if (why) throw new AgentError("INSTALL_FAILED", `${unit} on ${listen.host}:${listen.port}: ${why}`);
-    await sc("disable", OLD_UNIT);
+    if (old.was.enabled) await sc("disable", OLD_UNIT);
   } catch (err) {
     const failed = failure(ctx, err);
-    const back = await restoreOldListener((...args) => systemctl(ctx.back, ...args), unit);
+    const back = await restoreOldListener((...args) => systemctl(ctx.back, ...args), unit, old.was);
     throw new AgentError("INSTALL_FAILED", `${failed}; ${back}`, { hint, cause: err });
   }
 }
@@ -349,24 +361,4 @@ async function trialOnSparePort(
     await ctx.back.host.remove(made ?? check).catch(() => {});
     await systemctl(ctx.back, "daemon-reload").catch(() => {});
   }
-}
-
-/**
- * Puts the old listener back after the new unit failed in its place: the unit stopped and disabled (so it
- * does not fight for the port), webhook.service enabled and started. Each step is tried; says what holds now.
- */
-async function restoreOldListener(
-  sc: (...args: string[]) => Promise<unknown>,
-  unit: string,
-): Promise<string> {
-  const failures: string[] = [];
-  for (const args of [
-    ["disable", "--now", unit],
-    ["enable", "--now", OLD_UNIT],
-  ]) {
-    await sc(...args).catch((err: unknown) => failures.push(asAgentError(err).message));
-  }
-  return failures.length
-    ? `putting ${OLD_UNIT} back failed too (${failures.join("; ")}): nothing may be listening, start it by hand`
-    : `${OLD_UNIT} is enabled and running again`;
 }

@@ -15,7 +15,17 @@ import { webhookPath } from "../manifest/schema.js";
 
 export const OLD_UNIT = "webhook.service";
 
+/** webhook.service as systemd has it; `enabled` only when it starts at boot (is-enabled says "enabled"). */
+export interface OldUnitState {
+  enabled: boolean;
+  active: boolean;
+  /** masked or masked-runtime: it cannot be started, by boot or by hand. */
+  masked: boolean;
+}
+
 export interface OldListener {
+  /** How install found webhook.service: what a failed install puts back. */
+  was: { enabled: boolean; active: boolean };
   /** The secret of the hook's payload-hmac-sha256 rule, as webhook uses it. */
   secret: string | undefined;
   hookPath: string;
@@ -127,14 +137,27 @@ export interface OldListenerHost {
   commands: { systemctl: readonly string[] };
 }
 
-/** webhook.service's setup when it is active; null when there is nothing to migrate from. */
-export async function readOldListener(ctx: OldListenerHost): Promise<OldListener | null> {
-  const ask = (...args: string[]) => ctx.run([...ctx.commands.systemctl, ...args], { query: true });
-  const active = await ask("is-active", OLD_UNIT).then(
+/**
+ * systemctl's answers about webhook.service. is-active's "no" exits non-zero: an answer, not a failure;
+ * its unit file state (enabled, disabled, masked, static, … or nothing: no such unit) from `show`, which
+ * says it with exit 0.
+ */
+export async function oldUnitState(ctx: OldListenerHost): Promise<OldUnitState> {
+  const ask = (...args: string[]) => ctx.run([...ctx.commands.systemctl, ...args, OLD_UNIT], { query: true });
+  const active = await ask("is-active").then(
     (r) => r.stdout.trim() === "active",
     () => false,
   );
-  if (!active) return null;
+  const state = (await ask("show", "-p", "UnitFileState", "--value")).stdout.trim();
+  return { enabled: state === "enabled", active, masked: state.startsWith("masked") };
+}
+
+/** webhook.service's setup (its unit found `was`), to migrate from. */
+export async function readOldListener(
+  ctx: OldListenerHost,
+  was: { enabled: boolean; active: boolean },
+): Promise<OldListener> {
+  const ask = (...args: string[]) => ctx.run([...ctx.commands.systemctl, ...args], { query: true });
   const unit = (await ask("cat", OLD_UNIT)).stdout;
   const exec = unit
     .split("\n")
@@ -144,7 +167,7 @@ export async function readOldListener(ctx: OldListenerHost): Promise<OldListener
   const hooksFile = flagValue(args, "hooks") ?? "/etc/webhook/hooks.json";
   const unreadable = (why: string) =>
     new AgentError("CONFIG_INVALID", `cannot read the old hooks file ${hooksFile}: ${why}`, {
-      hint: `fix or remove it, or stop ${OLD_UNIT} by hand and install again`,
+      hint: `fix or remove it, or stop and disable ${OLD_UNIT} by hand (systemctl disable --now ${OLD_UNIT}) and install again`,
     });
   const data = await ctx.host.read(hooksFile).catch((err: Error) => {
     throw unreadable((err.cause as NodeJS.ErrnoException | undefined)?.code ?? err.message);
@@ -158,7 +181,7 @@ export async function readOldListener(ctx: OldListenerHost): Promise<OldListener
       (err: Error) => {
         throw templateError(
           `${hooksFile} is a template (-template) and ${OLD_UNIT}'s environment cannot be read: ${err.message}`,
-          `run install as root while ${OLD_UNIT} is running`,
+          `run install as root while ${OLD_UNIT} is running (systemctl start ${OLD_UNIT})`,
         );
       },
     );
@@ -200,9 +223,9 @@ export async function readOldListener(ctx: OldListenerHost): Promise<OldListener
       "CONFIG_INVALID",
       `${OLD_UNIT} listens on ${host}:${port}${hookPath}, which the agent cannot take over`,
       {
-        hint: `give the hook a plain id (letters, digits, . _ ~ -), or stop ${OLD_UNIT} by hand and install again`,
+        hint: `give the hook a plain id (letters, digits, . _ ~ -), or stop and disable ${OLD_UNIT} by hand and install again`,
       },
     );
   }
-  return { secret, hookPath, port, host };
+  return { was: { enabled: was.enabled, active: was.active }, secret, hookPath, port, host };
 }
