@@ -76,6 +76,7 @@ describe("deploy-agent install", () => {
       [
         "is-active webhook.service",
         "show -p UnitFileState --value webhook.service",
+        "show -p Environment --value deploy-agent@lxctest.service",
         "is-enabled deploy-agent@lxctest.service",
         "is-active deploy-agent@lxctest.service",
       ],
@@ -123,6 +124,7 @@ describe("deploy-agent install", () => {
       "is-active webhook.service",
       "show -p UnitFileState --value webhook.service",
       "daemon-reload",
+      "show -p Environment --value deploy-agent@lxctest.service",
       "is-enabled deploy-agent@lxctest.service",
       "is-active deploy-agent@lxctest.service",
       "enable deploy-agent@lxctest.service",

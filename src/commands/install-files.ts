@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../core/errors.js";
 import { MIN_SECRET_LENGTH } from "../gitea/webhook-secret.js";
@@ -157,38 +157,4 @@ async function plannedSecret(o: {
     owned: false,
   });
   return secret;
-}
-
-/**
- * The listen address and webhook path the agent's unit gets from its drop-ins (DEPLOY_AGENT_LISTEN and
- * DEPLOY_AGENT_WEBHOOK_PATH in `Environment=`, as a migration writes them in listen.conf), so that an install
- * after a migration checks the unit where it listens. Drop-ins of the template and of the instance are read
- * in systemd's order (by file name; the instance's file wins over a template's of the same name); the last
- * assignment wins; a drop-in that cannot be read (a link to /dev/null masks one) sets nothing. Simple
- * assignments only (`Environment=NAME=value`, each optionally in double quotes).
- */
-export async function unitEnvironment(
-  host: Pick<HostFs, "resolve" | "read">,
-  unit: string,
-): Promise<Record<string, string>> {
-  const template = unit.replace(/@[^.]*\.service$/, "@.service");
-  const byName = new Map<string, string>();
-  for (const dir of [`${UNIT_DIR}/${template}.d`, `${UNIT_DIR}/${unit}.d`]) {
-    for (const name of await readdir(host.resolve(dir)).catch(() => [] as string[]))
-      if (name.endsWith(".conf")) byName.set(name, `${dir}/${name}`);
-  }
-  const env: Record<string, string> = {};
-  for (const name of [...byName.keys()].sort()) {
-    // A drop-in linked to /dev/null masks one of the same name: it sets nothing (and is no regular file).
-    const data = await host.read(byName.get(name) ?? "").catch(() => null);
-    const text = data?.toString("utf8") ?? "";
-    for (const line of text.matchAll(/^\s*Environment=(.*)$/gm)) {
-      for (const m of (line[1] ?? "").matchAll(/"([^"]*)"|(\S+)/g)) {
-        const a = m[1] ?? m[2] ?? "";
-        const eq = a.indexOf("=");
-        if (eq > 0) env[a.slice(0, eq)] = a.slice(eq + 1);
-      }
-    }
-  }
-  return env;
 }

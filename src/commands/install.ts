@@ -13,13 +13,14 @@ import type { Manifest } from "../manifest/schema.js";
 import { HOST_IDENTITY_FILE, plannedHostIdentity } from "../secrets/identity.js";
 import { openRepo } from "../source/git.js";
 import { createContext } from "../steps/context.js";
-import { hostJobs, type PlannedFile, plannedFiles, UNIT_DIR, unitEnvironment } from "./install-files.js";
+import { hostJobs, type PlannedFile, plannedFiles, UNIT_DIR } from "./install-files.js";
 import { legacyListener, restoreOldListener } from "./install-legacy.js";
 import { listenerProblem } from "./install-probe.js";
 import { createUndo, keepUnitState, type Undo } from "./install-undo.js";
 import { OLD_UNIT, type OldListener } from "./old-webhook.js";
 import { type CommonFlags, resolve } from "./options.js";
 import { parseListen } from "./serve.js";
+import { unitEnvironment } from "./unit-environment.js";
 import { verifyOffNotice } from "./verify-notice.js";
 
 /**
@@ -278,8 +279,8 @@ async function startUnits(ctx: InstallContext, plan: InstallPlan, undo: Undo): P
     await sc("enable", "--now", unit);
   }
   const { unit, old, secret } = plan;
-  // Not migrating now: where the unit's drop-ins (a migration's listen.conf, kept) have it listen.
-  const env = old ? {} : await unitEnvironment(ctx.host, unit);
+  // Not migrating now: where systemd has the unit listen (a migration's listen.conf, kept, says it).
+  const env = old ? {} : await unitEnvironment(ctx, unit);
   const listen = old
     ? { host: old.host, port: old.port }
     : parseListen(env.DEPLOY_AGENT_LISTEN, plan.manifest);

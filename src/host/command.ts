@@ -25,6 +25,8 @@ export type CommandRunner = (
     cwd?: string;
     /** Added to the environment. */
     env?: Record<string, string>;
+    /** stdout may hold secrets (a unit's Environment=): a failure's message keeps stderr only. */
+    secretStdout?: boolean;
     /** Characters of output kept in the error when the command fails (default 600). */
     tail?: number;
     /** Descriptors the command gets as its 3, 4, … (see ProcessOptions.fds). */
@@ -67,7 +69,10 @@ export function createCommandRunner(opts: {
         : result.overflow
           ? `wrote more than ${COMMAND_OUTPUT_MAX_BYTES} bytes to ${result.overflow}`
           : endedHow(result);
-      const output = tail(result.all || `${result.stderr}\n${result.stdout}`, options.tail);
+      const output = tail(
+        options.secretStdout ? result.stderr : result.all || `${result.stderr}\n${result.stdout}`,
+        options.tail,
+      );
       throw new AgentError(
         "COMMAND_FAILED",
         sanitize(`${argv.join(" ")} ${why}${output ? `: ${output}` : ""}`),
