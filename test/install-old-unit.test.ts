@@ -40,6 +40,9 @@ const changesToOld = () =>
     .calls()
     .filter((c) => c.endsWith(" webhook.service") && !/^(is-active|is-enabled|cat|show) /.test(c));
 
+// What the agent itself does while it runs (its start-up fetch and deploy), not install's files.
+const agentsOwn = (rel: string) => rel.startsWith("opt/matrix-config/.git/") || rel.startsWith("var/www/");
+
 describe("install: webhook.service enabled but stopped (the next boot would start it on the port)", () => {
   it("is migrated: its secret and hook URL are taken over, and it is disabled", async () => {
     const port = await legacyHost("enabled");
@@ -55,8 +58,9 @@ describe("install: webhook.service enabled but stopped (the next boot would star
     assert.match(res.stdout, /webhook\.service is stopped and disabled/);
   });
 
-  it("a failed final restart leaves it enabled and stopped, as it was", async () => {
+  it("a failed final restart leaves it enabled and stopped, as it was, and install's files as they were", async () => {
     await legacyHost("enabled");
+    const before = treeHash(h.root, agentsOwn);
     h.systemctl.failOn(`restart ${AGENT}`, 2);
     const res = await h.install();
     assert.equal(res.code, 1, res.stdout + res.stderr);
@@ -66,6 +70,7 @@ describe("install: webhook.service enabled but stopped (the next boot would star
     );
     assert.deepEqual(await unitNow("webhook.service"), { enabled: "enabled", active: "inactive" });
     assert.deepEqual(await unitNow(AGENT), { enabled: "disabled", active: "inactive" });
+    assert.equal(treeHash(h.root, agentsOwn), before);
   });
 
   it("beside an agent already installed and serving: only disabled, the agent's secret and URL kept", async () => {
