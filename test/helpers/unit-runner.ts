@@ -6,13 +6,13 @@ import { PROJECT } from "./agent.js";
 /**
  * A `systemctl` put first on PATH that runs units as real processes, for install's tests away from systemd
  * (test/system/ has the real one). `deploy-agent@HOST.service` is the real daemon (`deploy-agent serve` of
- * the host root's config clone) with the Environment= of its drop-ins under the root's /etc and /run;
- * `webhook.service` is a listener standing in for the webhook binary: it answers POST on the unit's -port
- * with 200, runs with the unit's Environment=, and exposes its MainPID. `show -p MainPID|UnitFileState|Environment
- * [--value]` answers as systemd does (Environment= resolved from the unit file and its drop-ins, each item
- * quoted as systemctl quotes it); a masked unit refuses to start or enable as under systemd. Every call is logged;
- * `failOn("restart deploy-agent@lxctest.service", 2)` makes the 2nd such call exit 1 as systemd does when a
- * unit hits its start limit.
+ * the host root's config clone) with the Environment= of its unit file and drop-ins under the root's /etc
+ * and /run; `webhook.service` is a listener standing in for the webhook binary: it answers POST on the
+ * unit's -port with 200, runs with the unit's Environment=, and exposes its MainPID.
+ * `show -p MainPID|UnitFileState|Environment [--value]` answers as systemd 252 does (Environment= resolved
+ * from the unit file and its drop-ins, each item quoted as systemctl quotes it); a masked unit refuses to
+ * start or enable as under systemd. Every call is logged; `failOn("restart deploy-agent@lxctest.service", 2)`
+ * makes the 2nd such call exit 1 as systemd does when a unit hits its start limit.
  */
 export interface UnitRunner {
   calls(): string[];
