@@ -4,6 +4,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { schema as draupnirSchema } from "../src/steps/draupnir-config.js";
 import { type Agent, makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
 import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemctl.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
@@ -121,6 +122,88 @@ describe("draupnir-config step", () => {
     assert.deepEqual(readFileSync(live()), before);
     assert.equal(statSync(live()).mode & 0o777, 0o644, "previous mode restored too");
     assert.deepEqual(systemctl.calls(), ["restart draupnir.service", "restart draupnir.service"]);
+  });
+
+  it("a restart that hangs past the step's timeout: the config is restored, then Draupnir restarted with it", async () => {
+    const manifestFile = writeManifest(
+      fx.dir,
+      {
+        steps: [
+          {
+            name: "draupnir-config",
+            kind: "draupnir-config",
+            source: "draupnir/production.yaml",
+            healthUrl: `http://127.0.0.1:${(health.address() as AddressInfo).port}/healthz`,
+            healthTimeoutSeconds: 1,
+            timeoutSeconds: 31,
+          },
+        ],
+      },
+      "timeout.yaml",
+    );
+    systemctl.watch(live());
+    systemctl.hangAt(1);
+    const before = readFileSync(live(), "utf8");
+    const started = Date.now();
+    const step = stepOf(await makeAgent(fx.dir, fx.clone, manifestFile).run(), "draupnir-config");
+    assert.equal(step.error?.code, "STEP_TIMEOUT", JSON.stringify(step.error));
+    assert.ok(Date.now() - started < 31_000 + 15_000, "the rollback is bounded");
+    assert.equal(readFileSync(live(), "utf8"), before, "the previous config is back on disk");
+    assert.deepEqual(systemctl.calls(), ["restart draupnir.service", "restart draupnir.service"]);
+    const [first, second] = systemctl.seen();
+    assert.match(first ?? "", /managementRoom: "!mEvR5fe3jMmzwd/, "the hung restart was of the new config");
+    assert.equal(second, before, "Draupnir was restarted after the restore, with the config on disk");
+    assert.ok(step.effects.some((e) => e.type === "restore"));
+  });
+
+  it("a rollback whose restart hangs too ends at its own deadline", async () => {
+    const manifestFile = writeManifest(
+      fx.dir,
+      {
+        steps: [
+          {
+            name: "draupnir-config",
+            kind: "draupnir-config",
+            source: "draupnir/production.yaml",
+            healthUrl: `http://127.0.0.1:${(health.address() as AddressInfo).port}/healthz`,
+            healthTimeoutSeconds: 1,
+            rollbackTimeoutSeconds: 2,
+          },
+        ],
+      },
+      "rollback.yaml",
+    );
+    healthStatus = 418;
+    systemctl.hangAt(2);
+    const before = readFileSync(live(), "utf8");
+    const started = Date.now();
+    const step = stepOf(await makeAgent(fx.dir, fx.clone, manifestFile).run(), "draupnir-config");
+    assert.ok(
+      Date.now() - started < 10_000,
+      `ended at the rollback's deadline, not the step's (${Date.now() - started} ms)`,
+    );
+    assert.equal(step.error?.code, "HEALTH_CHECK_FAILED");
+    assert.match(
+      step.error?.message ?? "",
+      /previous config restored, but it is still unhealthy \(.*was cancelled/,
+    );
+    assert.equal(readFileSync(live(), "utf8"), before);
+    assert.deepEqual(systemctl.calls(), ["restart draupnir.service", "restart draupnir.service"]);
+  });
+
+  it("refuses a rollback deadline that would outlast what a stopping daemon waits for", () => {
+    const parsed = draupnirSchema.safeParse({
+      name: "d",
+      kind: "draupnir-config",
+      source: "draupnir/production.yaml",
+      timeoutSeconds: 280,
+      rollbackTimeoutSeconds: 30,
+    });
+    assert.equal(parsed.success, false);
+    assert.match(
+      JSON.stringify(parsed.error?.issues),
+      /timeoutSeconds \+ rollbackTimeoutSeconds must be at most 300/,
+    );
   });
 
   it("a failing systemctl restart puts the previous config back; the next run retries instead of saying unchanged", async () => {

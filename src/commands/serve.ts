@@ -9,6 +9,7 @@ import { type Manifest, webhookPath } from "../manifest/schema.js";
 import { createAgent } from "../server/agent.js";
 import { buildServer } from "../server/app.js";
 import { watchWebhookKeys } from "../server/webhook-keys.js";
+import { kindOf } from "../steps/index.js";
 import { type CommonFlags, resolve, secretSource } from "./options.js";
 
 /**
@@ -169,9 +170,11 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
 
   const why = await (flags.shutdown ?? signals(log));
   log.info({ signal: why }, "shutting down: no new deliveries, the running step finishes");
-  // The running step ends by itself within its timeout; this is the backstop if it does not: the step is
-  // cancelled, and if even that does not end it, the process exits without recording it as applied.
-  const graceMs = (Math.max(...manifest.steps.map((s) => s.timeoutSeconds)) + 10) * 1000;
+  // The running step ends by itself within its timeout (and its rollback's, after it); this is the backstop
+  // if it does not: the step is cancelled, and if even that does not end it, the process exits without
+  // recording it as applied.
+  const longest = manifest.steps.map((s) => s.timeoutSeconds + kindOf(s).rollbackSeconds(s));
+  const graceMs = (Math.max(...longest) + 10) * 1000;
   const grace = setTimeout(() => {
     log.error("shutdown grace period over: cancelling the running step");
     agent.abort();

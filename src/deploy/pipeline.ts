@@ -218,6 +218,7 @@ async function applyAction(
     source: snapshot,
     log,
     signal,
+    stopNow: opts.abort,
     commands: manifest.commands,
     record,
     offline: !!opts.preview,

@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { AgentError, asAgentError } from "../core/errors.js";
 import { sanitize } from "../core/redact.js";
+import { withTimeout } from "../core/with-timeout.js";
 import { createCommandRunner } from "../host/command.js";
 import type { EffectRecorder } from "../host/effects.js";
 import { waitHealthy } from "../host/health.js";
@@ -12,9 +13,9 @@ import type { MatrixConfig, StepContext, StepMatrix } from "./types.js";
 
 /**
  * The one door a step has to the world: files under the root, commands, Matrix room state, HTTP health
- * checks, the effect record, the log and one abort signal. In a dry run the same context reads what it
- * may (files, room state) and records every write instead of doing it, so a step has no dry-run branch of
- * its own and cannot write by mistake.
+ * checks, the effect record, the log and one abort signal (a rollback gets its own, bounded). In a dry run
+ * the same context reads what it may (files, room state) and records every write instead of doing it, so a
+ * step has no dry-run branch of its own and cannot write by mistake.
  */
 
 export interface ContextOptions {
@@ -24,6 +25,8 @@ export interface ContextOptions {
   log: Logger;
   /** Aborted on the step's timeout or when the agent must stop now; every IO call gets it. */
   signal: AbortSignal;
+  /** Aborted when the agent must stop now (its shutdown grace is over): ends a rollback too. */
+  stopNow?: AbortSignal | undefined;
   commands: { systemctl: readonly string[] };
   record: EffectRecorder;
   /**
@@ -118,6 +121,12 @@ export function createContext(opts: ContextOptions): Omit<StepContext, "source">
       record({ type: "request", method: "GET", url, detail: `until 200, up to ${timeoutSeconds}s` });
       if (dryRun) return { healthy: true, last: "not checked (dry run)" };
       return waitHealthy(url, { timeoutMs: timeoutSeconds * 1000, signal });
+    },
+
+    rollback(timeoutSeconds, work) {
+      return withTimeout(timeoutSeconds * 1000, opts.stopNow, (own) =>
+        work(createContext({ ...opts, signal: own })),
+      );
     },
   };
 }

@@ -5,7 +5,7 @@ import { registerSecret } from "../core/redact.js";
 import { CATALOG_FILE, secretFile, secretName } from "../secrets/catalog.js";
 import { HOST_IDENTITY_FILE } from "../secrets/identity.js";
 import { openSecret } from "../secrets/open.js";
-import { hostPath, repoPath, stepCommon } from "./common.js";
+import { hostPath, MAX_STEP_TIMEOUT_SECONDS, repoPath, stepCommon } from "./common.js";
 import { fileDrift } from "./drift.js";
 import type { StepContext, StepKind } from "./types.js";
 
@@ -17,7 +17,7 @@ import type { StepContext, StepKind } from "./types.js";
  * comes from that secret of the repository instead (rotation is a commit); the health gate and its rollback
  * are the same, so a token Draupnir cannot start with gives the previous config, and token, back.
  */
-/** Time the step keeps, beyond the health wait, for the restart and a rollback. */
+/** Time the step keeps, beyond the health wait, for the restart. */
 const RESTART_MARGIN_SECONDS = 30;
 
 export const schema = z
@@ -30,6 +30,11 @@ export const schema = z
     service: z.string().min(1).default("draupnir.service"),
     healthUrl: z.url().default("http://127.0.0.1:8081/healthz"),
     healthTimeoutSeconds: z.number().int().min(1).max(900).default(90),
+    /**
+     * The rollback's own deadline (restore, restart, health wait), which starts when it does: it runs after a
+     * step that timed out too, whose signal has fired.
+     */
+    rollbackTimeoutSeconds: z.number().int().min(1).max(120).default(30),
     /** Keys the merged config must have; a config missing one is never written. */
     requiredKeys: z.array(z.string().min(1)).default(["homeserverUrl", "rawHomeserverUrl", "managementRoom"]),
     /** Take accessToken from this secret (src/steps/secret.ts) instead of keeping the live one. */
@@ -38,12 +43,20 @@ export const schema = z
       .optional(),
   })
   .superRefine((step, ctx) => {
-    // The restart and the rollback after a failed health check must fit inside the step's own timeout.
+    // The restart and its health wait must fit inside the step's own timeout.
     if (step.healthTimeoutSeconds + RESTART_MARGIN_SECONDS > step.timeoutSeconds) {
       ctx.addIssue({
         code: "custom",
         path: ["timeoutSeconds"],
-        message: `must be at least healthTimeoutSeconds + ${RESTART_MARGIN_SECONDS} (${step.healthTimeoutSeconds + RESTART_MARGIN_SECONDS}): the health wait, the restart and a rollback must fit inside the step's timeout`,
+        message: `must be at least healthTimeoutSeconds + ${RESTART_MARGIN_SECONDS} (${step.healthTimeoutSeconds + RESTART_MARGIN_SECONDS}): the health wait and the restart must fit inside the step's timeout`,
+      });
+    }
+    // A rollback may run past the timeout: the two together stay within what a stopping daemon waits for.
+    if (step.timeoutSeconds + step.rollbackTimeoutSeconds > MAX_STEP_TIMEOUT_SECONDS) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["rollbackTimeoutSeconds"],
+        message: `timeoutSeconds + rollbackTimeoutSeconds must be at most ${MAX_STEP_TIMEOUT_SECONDS} (a rollback may run after a step that timed out)`,
       });
     }
   });
@@ -153,7 +166,7 @@ function redactToken(buf: Buffer | null): Buffer | null {
 
 async function restartAndCheck(
   step: DraupnirConfigStep,
-  ctx: StepContext,
+  ctx: Omit<StepContext, "source">,
 ): Promise<{ healthy: boolean; last: string }> {
   await ctx.run([...ctx.commands.systemctl, "restart", step.service]);
   return ctx.health(step.healthUrl, step.healthTimeoutSeconds);
@@ -189,6 +202,8 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
       ? data
       : (redactToken(data) ?? data);
   },
+
+  rollbackSeconds: (step) => step.rollbackTimeoutSeconds,
 
   plan(step) {
     return [
@@ -244,11 +259,15 @@ export const draupnirConfigStep: StepKind<typeof schema> = {
         },
       );
     }
-    await ctx.host.restore(before);
-    const after = await restartAndCheck(step, ctx).catch((err: unknown) => ({
-      healthy: false,
-      last: asAgentError(err).message,
-    }));
+    // Under its own deadline: after a timeout the step's signal has fired, and a restart under it would be
+    // cancelled at once, leaving Draupnir on a config the file no longer has.
+    const after = await ctx.rollback(step.rollbackTimeoutSeconds, async (back) => {
+      await back.host.restore(before);
+      return restartAndCheck(step, back).catch((err: unknown) => ({
+        healthy: false,
+        last: asAgentError(err).message,
+      }));
+    });
     throw new AgentError(
       "HEALTH_CHECK_FAILED",
       `${step.service} was unhealthy after the new config (${health.last}); previous config restored, ${after.healthy ? "and it is healthy again" : `but it is still unhealthy (${after.last})`}`,

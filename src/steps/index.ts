@@ -30,6 +30,7 @@ interface RegisteredKind {
   drift(step: StepConfig, ctx: StepContext): Promise<DriftItem[]>;
   apply(step: StepConfig, ctx: StepContext, work: StepWork): Promise<StepItem[]>;
   warm(step: StepConfig, signal: AbortSignal): void;
+  rollbackSeconds(step: StepConfig): number;
 }
 
 function register<S extends z.ZodType<StepConfigBase>>(kind: StepKind<S>): [string, RegisteredKind] {
@@ -51,6 +52,7 @@ function register<S extends z.ZodType<StepConfigBase>>(kind: StepKind<S>): [stri
           : [{ id: step.name, state: "unknown", detail: `the ${literal} step kind cannot check drift` }],
       apply: (step, ctx, work) => kind.apply(own(step), ctx, work),
       warm: (step, signal) => kind.warm?.(own(step), signal),
+      rollbackSeconds: (step) => kind.rollbackSeconds?.(own(step)) ?? 0,
     },
   ];
 }

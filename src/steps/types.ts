@@ -55,6 +55,12 @@ export interface StepContext {
   matrix(config: MatrixConfig): StepMatrix;
   /** Polls an HTTP health endpoint until 200 or the timeout. */
   health(url: string, timeoutSeconds: number): Promise<{ healthy: boolean; last: string }>;
+  /**
+   * Puts back what the step changed (a restart with the previous config), also once `signal` has fired:
+   * `work` gets this context with a signal of its own, aborted after `timeoutSeconds` or when the agent must
+   * stop now, never by the step's timeout. Bounded all the same: nothing in it runs on after that.
+   */
+  rollback<T>(timeoutSeconds: number, work: (ctx: Omit<StepContext, "source">) => Promise<T>): Promise<T>;
 }
 
 /** Repository content as `validate` sees it (the checkout). */
@@ -114,6 +120,8 @@ export interface StepKind<
   drift?(step: S, ctx: StepContext): Promise<DriftItem[]>;
   /** Does the work (or describes it, in a dry run) and reports one item per target. */
   apply(step: S, ctx: StepContext, work: StepWork): Promise<StepItem[]>;
+  /** How long its rollback (`ctx.rollback`) may run past the step's timeout; the shutdown grace counts it. */
+  rollbackSeconds?(step: S): number;
   /**
    * A push says it changed files this step watches: start ahead, while the run fetches, what its apply will
    * need (a process to load). Only a head start: apply must work as well without it, and what was started
