@@ -1,4 +1,4 @@
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { AgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
 import { readBounded } from "../host/bounded-read.js";
@@ -40,11 +40,15 @@ export async function checkPrivate(file: string, what: string): Promise<void> {
 }
 
 /**
- * A private file's text, read through one handle (its mode and size are those of what is read), or
+ * A private file's text, read through one handle (its mode, owner and size are those of what is read), or
  * undefined when there is no such file. Refused when group or others may read it, or when it is larger
- * than MAX_SECRET_FILE_BYTES.
+ * than MAX_SECRET_FILE_BYTES; with `owned`, also when neither root nor this process's user owns it.
  */
-export async function readPrivateFile(file: string, what: string): Promise<string | undefined> {
+export async function readPrivateFile(
+  file: string,
+  what: string,
+  opts: { owned?: boolean } = {},
+): Promise<string | undefined> {
   const hint = "it holds one line: the secret (openssl rand -hex 32)";
   const read = await readBounded(file, {
     follow: true,
@@ -55,6 +59,15 @@ export async function readPrivateFile(file: string, what: string): Promise<strin
           "CONFIG_INVALID",
           `${what} ${file} is readable by others (mode 0${(st.mode & 0o777).toString(8)})`,
           { hint: `chmod 600 ${file}` },
+        );
+      }
+      // Another user's file is theirs to rewrite, whatever its mode says now.
+      const uid = process.geteuid?.();
+      if (opts.owned && st.uid !== 0 && st.uid !== uid) {
+        throw new AgentError(
+          "CONFIG_INVALID",
+          `${what} ${file} is owned by uid ${st.uid}, not by root or this process's uid ${uid}`,
+          { hint: `chown ${uid === undefined || uid === 0 ? "root" : uid} ${file}` },
         );
       }
     },
@@ -136,10 +149,12 @@ export async function loadNextWebhookSecret(src: SecretSource): Promise<Secret |
   return text === undefined ? undefined : checkedSecret(text, `${file} (mode 0600)`, "next webhook secret");
 }
 
-/** The bearer token for /status and /metrics (webhook.statusAccess.tokenFile): private, and not trivial. */
+/**
+ * The bearer token for /status and /metrics (webhook.statusAccess.tokenFile): private, the agent's own, and
+ * not trivial.
+ */
 export async function loadStatusToken(file: string): Promise<Secret> {
-  await checkPrivate(file, "status token file");
-  const value = (await readFile(file, "utf8").catch(() => "")).trim();
+  const value = ((await readPrivateFile(file, "status token file", { owned: true })) ?? "").trim();
   if (value.length < MIN_SECRET_LENGTH) {
     throw new AgentError(
       "CONFIG_INVALID",
