@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { hostRoot, runCli, writeManifest } from "./helpers/agent.js";
+import { stringify } from "yaml";
+import type { DeployEvent } from "../src/notify/events.js";
+import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
 /**
@@ -144,5 +148,101 @@ describe("a clone whose work tree cannot be reset after the steps", () => {
       [pin.trigger.kind, pin.revision, pin.result, pin.applied, pin.error],
       ["pin", v1, "succeeded", true, null],
     );
+  });
+});
+
+describe("a restart after the work tree could not be reset", () => {
+  /** The host manifest in the repository, its log level (a setting bound at start) as given. */
+  const inRepo = (level: string, notifyUrl: string) =>
+    stringify({
+      version: 1,
+      host: "lxctest",
+      listen: { port: 9000 },
+      log: { level },
+      webhook: { pollIntervalSeconds: 0 },
+      drift: { intervalSeconds: 0 },
+      notify: { targets: [{ kind: "webhook", url: notifyUrl }] },
+      steps: [
+        {
+          name: "landing",
+          kind: "file",
+          source: "landing/index.html",
+          targets: ["/var/www/index.html"],
+          // The clone's index damaged after the step applied, before the reset (see above).
+          reload: [["sh", "-c", 'if test -e "$DAMAGE"; then printf x > "$CLONE/.git/index"; fi']],
+        },
+      ],
+    });
+
+  it("reads the manifest of the revision the host runs, from git, not the work tree's", async () => {
+    const events: DeployEvent[] = [];
+    const hook = createServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => {
+        body += d;
+      });
+      req.on("end", () => {
+        events.push(JSON.parse(body) as DeployEvent);
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => hook.listen(0, "127.0.0.1", r));
+    const notifyUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/notify`;
+    const fx2 = makeFixture({
+      "landing/index.html": "<p>v1</p>\n",
+      "config/lxctest.yaml": inRepo("info", notifyUrl),
+    });
+    try {
+      const root2 = hostRoot(fx2.dir, "work-tree-sync-test-secret-0123456789");
+      const damage2 = path.join(fx2.dir, "damage-the-index");
+      const run = () =>
+        runCli(
+          [
+            ...runArgs(
+              path.join(fx2.clone, "config/lxctest.yaml"),
+              fx2.clone,
+              root2,
+              path.join(fx2.dir, "state"),
+            ),
+            "--json",
+          ],
+          { DAMAGE: damage2, CLONE: fx2.clone },
+        );
+      assert.equal((await run()).code, 0);
+      const v2 = fx2.push({
+        "landing/index.html": "<p>v2</p>\n",
+        "config/lxctest.yaml": inRepo("debug", notifyUrl),
+      });
+      writeFileSync(damage2, "");
+      const first = JSON.parse((await run()).stdout) as Report & { pendingRestart: string[] };
+      assert.equal(first.revision, v2);
+      assert.ok(
+        first.warnings.some((w) => w.includes("work tree could not be reset")),
+        first.warnings.join("\n"),
+      );
+      assert.deepEqual(
+        first.pendingRestart,
+        ["log"],
+        "the process started before v2: v2's log level waits for a restart",
+      );
+      assert.match(
+        readFileSync(path.join(fx2.clone, "config/lxctest.yaml"), "utf8"),
+        /level: info/,
+        "the work tree is v1's",
+      );
+
+      // A new process (a restart): it runs with v2's manifest, the one deployed, so nothing waits for a restart.
+      const again = await run();
+      const restarted = JSON.parse(again.stdout) as Report & { pendingRestart: string[] };
+      assert.equal(restarted.revision, v2);
+      assert.deepEqual(restarted.pendingRestart, [], "a restart reads the deployed revision's manifest");
+      assert.match(
+        again.stderr,
+        /is not config\/lxctest\.yaml as deployed at [0-9a-f]{12}: started with git's/,
+      );
+    } finally {
+      hook.close();
+      fx2.cleanup();
+    }
   });
 });

@@ -1,11 +1,14 @@
-import { realpath } from "node:fs/promises";
+import { readFile, realpath } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import { AgentError } from "../core/errors.js";
+import { AgentError, asAgentError } from "../core/errors.js";
 import { createLogger } from "../core/log.js";
 import type { SecretSource } from "../gitea/webhook-secret.js";
 import { rooted } from "../host/host-fs.js";
-import { type LoadedManifest, type LoadOptions, loadManifest } from "../manifest/load.js";
+import { type LoadedManifest, type LoadOptions, loadManifest, parseManifest } from "../manifest/load.js";
+import { closeRepo, openRepo } from "../source/git.js";
+import { loadSnapshot } from "../source/snapshot.js";
+import { readState } from "../state/read-state.js";
 
 /** Flags shared by the commands, and how they turn into paths: manifest paths go under --root, flag paths do not. */
 export interface CommonFlags {
@@ -41,18 +44,63 @@ export async function resolve(flags: CommonFlags): Promise<Resolved> {
   const root = flags.root ? path.resolve(flags.root) : "";
   const under = rooted(root);
   const load = { envFile: flags.envFile ? path.resolve(flags.envFile) : undefined, root };
-  const loaded = await loadManifest(path.resolve(config), load);
+  return resolvedWith(flags, await loadManifest(path.resolve(config), load), { root, load, under });
+}
+
+async function resolvedWith(
+  flags: CommonFlags,
+  loaded: LoadedManifest,
+  r: Pick<Resolved, "root" | "load" | "under">,
+): Promise<Resolved> {
   const { manifest } = loaded;
-  const repoDir = flags.repo ? path.resolve(flags.repo) : under(manifest.repo.path);
+  const repoDir = flags.repo ? path.resolve(flags.repo) : r.under(manifest.repo.path);
   return {
+    ...r,
     loaded,
-    root,
     repoDir,
-    stateDir: flags.stateDir ? path.resolve(flags.stateDir) : under(manifest.stateDir),
+    stateDir: flags.stateDir ? path.resolve(flags.stateDir) : r.under(manifest.stateDir),
     manifestPath: await insideRepo(repoDir, loaded.file),
-    load,
-    under,
   };
+}
+
+/**
+ * What a deploying process (serve, run) starts with. A manifest inside the clone is read from git at the
+ * revision the host last ran, not from the work tree: the pipeline resets the work tree after its steps, and
+ * when that failed (or someone edited the file there) the work tree is not what was deployed. Before a first
+ * run, or when that revision is not in the clone, the file is what there is. `note` says when git's differs.
+ */
+export async function resolveDeployed(flags: CommonFlags): Promise<Resolved & { note?: string }> {
+  const r = await resolve(flags);
+  if (!r.manifestPath) return r;
+  const revision = (await readState(r.stateDir, r.loaded.manifest.host)).state.lastRun?.revision;
+  if (!revision) return r;
+  const rev = revision.slice(0, 12);
+  const text = await blobAt(r, r.manifestPath, revision).catch((err: unknown) => asAgentError(err));
+  // A clone git cannot read fails the run that needs it, which says so: the process starts to report it.
+  if (text instanceof AgentError)
+    return {
+      ...r,
+      note: `${r.manifestPath} at ${rev} could not be read (${text.code}: ${text.message}): started with ${r.loaded.file}`,
+    };
+  if (text === null || text === (await readFile(r.loaded.file, "utf8"))) return r;
+  const loaded = await parseManifest(text, `${r.manifestPath}@${rev}`, r.load);
+  return {
+    ...(await resolvedWith(flags, { ...loaded, file: r.loaded.file }, r)),
+    note: `${r.loaded.file} is not ${r.manifestPath} as deployed at ${rev}: started with git's (the clone's work tree was not reset, or was edited; git -C ${r.repoDir} reset --hard ${rev} makes them one again)`,
+  };
+}
+
+/** The manifest's text at `revision`, or null when that revision is not in the clone or has no such file. */
+async function blobAt(r: Resolved, manifestPath: string, revision: string): Promise<string | null> {
+  const { remote, branch } = r.loaded.manifest.repo;
+  const repo = await openRepo(r.repoDir, remote, branch);
+  try {
+    const snapshot = loadSnapshot(repo, revision);
+    if (!(await snapshot.has(manifestPath).catch(() => false))) return null;
+    return (await snapshot.read(manifestPath)).toString("utf8");
+  } finally {
+    closeRepo(repo);
+  }
 }
 
 /** The file's path relative to the repository, if it is inside it (symlinks resolved on both sides). */

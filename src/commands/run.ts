@@ -7,7 +7,7 @@ import { createNotifier } from "../notify/notifier.js";
 import { operator, type Trigger } from "../state/history-record.js";
 import type { Pin } from "../state/state.js";
 import { STEP_KINDS } from "../steps/index.js";
-import { type CommonFlags, commandLogger, resolve } from "./options.js";
+import { type CommonFlags, commandLogger, resolveDeployed } from "./options.js";
 
 /** How long a one-shot run waits for its notices to go out. */
 const NOTIFY_DRAIN_MS = 15_000;
@@ -34,7 +34,7 @@ export async function runCommand(
   out: (text: string) => void,
   trigger: Trigger = { kind: "manual", user: operator() },
 ): Promise<number> {
-  const r = await resolve(flags);
+  const r = await resolveDeployed(flags);
   const { manifest } = r.loaded;
   const names = manifest.steps.map((s) => s.name);
   const unknown = flags.step.filter((s) => !names.includes(s));
@@ -44,6 +44,7 @@ export async function runCommand(
     });
   }
   const log = commandLogger(flags, r, { logFile: !flags.dryRun });
+  if (r.note) log.warn(r.note);
   // Notices go out as the daemon's do; a dry run prints the ones it would send instead.
   let applied = manifest;
   const notifier = createNotifier({ config: () => applied.notify, host: manifest.host, log });

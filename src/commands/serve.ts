@@ -10,7 +10,7 @@ import { createAgent } from "../server/agent.js";
 import { buildServer } from "../server/app.js";
 import { watchWebhookKeys } from "../server/webhook-keys.js";
 import { kindOf } from "../steps/index.js";
-import { type CommonFlags, resolve, secretSource } from "./options.js";
+import { type CommonFlags, resolveDeployed, secretSource } from "./options.js";
 
 /**
  * `deploy-agent serve`: the long-running webhook daemon that replaces the `webhook` binary. Verifies and
@@ -108,7 +108,7 @@ const codeCache = () =>
   (globalThis as Record<symbol, unknown>)[Symbol.for("deploy-agent.code-cache")] ?? "off";
 
 export async function serveCommand(flags: ServeFlags): Promise<number> {
-  const r = await resolve(flags);
+  const r = await resolveDeployed(flags);
   const manifest = withHostOverrides(r.loaded.manifest);
   const listenFrom =
     flags.listen !== undefined
@@ -141,6 +141,7 @@ export async function serveCommand(flags: ServeFlags): Promise<number> {
     file: logFile,
     json: flags.json,
   });
+  if (r.note) log.warn(r.note);
   const webhookKeys = await watchWebhookKeys(secretSource(r), r.stateDir, log);
   const agent = createAgent({
     manifest,
