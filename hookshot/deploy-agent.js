@@ -50,6 +50,9 @@ switch (data.event) {
   case "drift.detected":
     post("🧭", host + ": " + text(data.step, "a step") + " differs from git", [["See", "deploy-agent diff on " + host]], data.url, "m.text");
     break;
+  case "clone.reset-failed":
+    post("⚠️", host + ": its clone could not be reset to the deployed commit", [["Commit", commit], ["Error", problem], ["Repair", err.hint]], data.url, "m.text");
+    break;
   default:
     postUnknown("deploy-agent", data.event, data);
 }

@@ -93,6 +93,12 @@ const EXPECT: Record<string, { plain: RegExp[]; html?: RegExp[] }> = {
   "deploy-agent/run-error.json": {
     plain: [/^⚠️ lxc106 could not deploy\nError: FETCH_FAILED: git fetch origin main failed/],
   },
+  "deploy-agent/clone-reset-failed.json": {
+    plain: [
+      /^⚠️ lxc151: its clone could not be reset to the deployed commit\nCommit: 0123456789ab\nError: GIT_FAILED: the clone's work tree could not be reset/,
+      /Repair: git -C \/opt\/matrix-config reset --hard 0123456789ab/,
+    ],
+  },
   "deploy-agent/job-done.json": {
     plain: [/^🔁 lxc151: no call active .*restarted livekit-server\.service$/],
   },

@@ -6,6 +6,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { stringify } from "yaml";
 import type { DeployEvent } from "../src/notify/events.js";
+import { noticeText } from "../src/notify/targets/matrix.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
@@ -174,7 +175,7 @@ describe("a restart after the work tree could not be reset", () => {
       ],
     });
 
-  it("reads the manifest of the revision the host runs, from git, not the work tree's", async () => {
+  it("reads the manifest of the revision the host runs, from git, not the work tree's; a notice says so", async () => {
     const events: DeployEvent[] = [];
     const hook = createServer((req, res) => {
       let body = "";
@@ -231,6 +232,24 @@ describe("a restart after the work tree could not be reset", () => {
         "the work tree is v1's",
       );
 
+      const notice = events.find((e) => e.event === "clone.reset-failed");
+      assert.ok(notice, `the operator is told: ${JSON.stringify(events.map((e) => e.event))}`);
+      assert.equal(notice.revision, v2);
+      assert.match(
+        notice.error?.message ?? "",
+        /work tree could not be reset to .*index file smaller than expected/,
+      );
+      assert.match(
+        notice.error?.hint ?? "",
+        new RegExp(`git -C ${fx2.clone} reset --hard ${v2.slice(0, 12)}`),
+      );
+      assert.match(
+        noticeText(notice),
+        new RegExp(
+          `^⚠️ lxctest: deployed ${v2.slice(0, 12)}.*, but its clone could not be reset to it\nGIT_FAILED`,
+        ),
+      );
+
       // A new process (a restart): it runs with v2's manifest, the one deployed, so nothing waits for a restart.
       const again = await run();
       const restarted = JSON.parse(again.stdout) as Report & { pendingRestart: string[] };
@@ -240,6 +259,8 @@ describe("a restart after the work tree could not be reset", () => {
         again.stderr,
         /is not config\/lxctest\.yaml as deployed at [0-9a-f]{12}: started with git's/,
       );
+      // A run with nothing to do repeats the warning, not the notice.
+      assert.equal(events.filter((e) => e.event === "clone.reset-failed").length, 1);
     } finally {
       hook.close();
       fx2.cleanup();

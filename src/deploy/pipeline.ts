@@ -163,14 +163,14 @@ async function sourceAt(fetched: Fetched, state: State, revision: string): Promi
  * The clone's work tree to the deployed revision, local edits discarded (and said). Runs after the steps,
  * which read git objects only: when git cannot do it (a damaged index, a full disk), the steps have applied
  * the revision all the same, so the run is recorded as what it did and this is a warning that says how to
- * repair the clone. Never throws.
+ * repair the clone, returned for the report (and its notice). Never throws.
  */
 async function syncWorkTree(
   source: Source,
   warnings: string[],
   log: Logger,
   stepFailed: boolean,
-): Promise<void> {
+): Promise<RunReport["resetFailed"]> {
   try {
     const dirty = await dirtyPaths(source.repo);
     if (dirty.length || source.previousHead !== source.revision)
@@ -183,10 +183,17 @@ async function syncWorkTree(
     const dir = source.repo.dir;
     // A bug: its stack to the journal; git's own failures are said by the warning (logged with the run's).
     if (e.code === "INTERNAL") log.error(logFields(e), "the clone's work tree could not be reset");
+    const repair = `git -C ${dir} reset --hard ${rev} (if git says its index is damaged, remove ${dir}/.git/index first)`;
     warnings.push(
-      `the clone's work tree could not be reset to ${rev} (${e.code}: ${e.message}); ${stepFailed ? `the steps' results at ${rev} stand as reported` : `the steps applied ${rev}, which the host runs`}: repair the clone with git -C ${dir} reset --hard ${rev} (if git says its index is damaged, remove ${dir}/.git/index first); until then its files are not the deployed revision's`,
+      `the clone's work tree could not be reset to ${rev} (${e.code}: ${e.message}); ${stepFailed ? `the steps' results at ${rev} stand as reported` : `the steps applied ${rev}, which the host runs`}: repair the clone with ${repair}; until then its files are not the deployed revision's`,
     );
+    return {
+      code: e.code,
+      message: `the clone's work tree could not be reset to ${rev}: ${e.message}`,
+      hint: repair,
+    };
   }
+  return undefined;
 }
 
 async function applyAction(
@@ -545,7 +552,9 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
 
     const ran = steps.filter((s) => s.run);
     const outcome = ran.some((s) => s.outcome === "failed") ? "failed" : ran.length ? "succeeded" : "noop";
-    if (!opts.dryRun) await syncWorkTree(source, warnings, opts.log, outcome === "failed");
+    const resetFailed = opts.dryRun
+      ? undefined
+      : await syncWorkTree(source, warnings, opts.log, outcome === "failed");
     const result: RunReport["result"] =
       !opts.dryRun || outcome !== "succeeded"
         ? outcome
@@ -580,6 +589,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       pendingRestart,
       result,
       warnings,
+      ...(resetFailed ? { resetFailed } : {}),
       steps,
       durationMs,
     };

@@ -41,6 +41,8 @@ export interface RunReport {
   /** Settings the revision's manifest changes that take effect only after a restart. */
   pendingRestart: string[];
   warnings: string[];
+  /** The clone's work tree could not be reset to the revision after the steps (also among the warnings). */
+  resetFailed?: { code: ErrorCode; message: string; hint: string } | undefined;
   steps: StepReport[];
   durationMs: number;
 }

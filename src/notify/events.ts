@@ -16,7 +16,8 @@ export interface DeployEvent {
     | "step.rolled-back"
     | "job.done"
     | "drift.detected"
-    | "history.rewritten";
+    | "history.rewritten"
+    | "clone.reset-failed";
   host: string;
   revision: string | null;
   /** The commit's subject line, when known (at most SUBJECT_MAX characters). */
@@ -88,7 +89,10 @@ export function errorOf(e: {
   return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
 }
 
-/** The events one finished run makes: its outcome, and a rollback per step that put a file back. */
+/**
+ * The events one finished run makes: its outcome, a rollback per step that put a file back, and a clone whose
+ * work tree could not be reset.
+ */
 export function runEvents(report: RunReport, base: Base): DeployEvent[] {
   const at = new Date().toISOString();
   const events: DeployEvent[] = [];
@@ -115,6 +119,12 @@ export function runEvents(report: RunReport, base: Base): DeployEvent[] {
         at,
       });
     }
+  }
+  // Warned once per run that applied a revision (a poll with nothing to do repeats the warning, not the notice):
+  // until the clone is repaired, its files are not the deployed revision's.
+  if (report.resetFailed && (report.result === "succeeded" || report.result === "failed")) {
+    const error = errorOf(report.resetFailed);
+    events.push({ schema: "deploy-agent/event@1", event: "clone.reset-failed", ...base, error, at });
   }
   // The branch's tip, verified and held back by the pin: its own commit says so (the run's outcome is the
   // pinned revision's). A suspended host deploys nothing at all: its pin is not what holds the tip.

@@ -50,7 +50,9 @@ export function noticeText(e: DeployEvent): string {
                   ? `🔁 ${e.host}: ${e.notes?.[0] ?? `${e.step ?? "a job"} done`}`
                   : e.event === "history.rewritten"
                     ? `⏪ ${e.host}: the branch's history was rewritten, deployed${commit ? ` ${commit}` : ""}`
-                    : `🧭 ${e.host}: ${e.step ?? "a step"} differs from git`;
+                    : e.event === "clone.reset-failed"
+                      ? `⚠️ ${e.host}: deployed${commit ? ` ${commit}` : ""}, but its clone could not be reset to it`
+                      : `🧭 ${e.host}: ${e.step ?? "a step"} differs from git`;
   const pin = e.pinned
     ? [
         `📌 pinned at ${e.pinned.revision.slice(0, 12)} by ${e.pinned.by} until ${e.pinned.until}: ${e.pinned.reason}`,
