@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { stringify } from "yaml";
+import { resolveDeployed } from "../src/commands/options.js";
 import type { DeployEvent } from "../src/notify/events.js";
 import { noticeText } from "../src/notify/targets/matrix.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
@@ -263,6 +265,51 @@ describe("a restart after the work tree could not be reset", () => {
       assert.equal(events.filter((e) => e.event === "clone.reset-failed").length, 1);
     } finally {
       hook.close();
+      fx2.cleanup();
+    }
+  });
+
+  it("a start whose manifest file is the one the last run deployed asks git nothing", async () => {
+    const fx2 = makeFixture({
+      "landing/index.html": "<p>v1</p>\n",
+      "config/lxctest.yaml": inRepo("info", "http://127.0.0.1:9/unused"),
+    });
+    const saved = process.env.PATH;
+    try {
+      const root2 = hostRoot(fx2.dir, "work-tree-sync-test-secret-0123456789");
+      const flags = {
+        config: path.join(fx2.clone, "config/lxctest.yaml"),
+        repo: fx2.clone,
+        root: root2,
+        stateDir: path.join(fx2.dir, "state"),
+        json: true,
+      };
+      const run = await runCli([...runArgs(flags.config, flags.repo, flags.root, flags.stateDir), "--json"]);
+      assert.equal(run.code, 0, run.stderr);
+      const state = JSON.parse(readFileSync(path.join(flags.stateDir, "state.json"), "utf8")) as {
+        lastRun: { manifestSha256?: string };
+      };
+      assert.equal(
+        state.lastRun.manifestSha256,
+        createHash("sha256").update(readFileSync(flags.config)).digest("hex"),
+        "the run records the digest of the manifest it deployed",
+      );
+      // Every git this process starts from now on fails and says it ran.
+      const bin = path.join(fx2.dir, "bin");
+      const calls = path.join(fx2.dir, "git-calls");
+      mkdirSync(bin);
+      writeFileSync(path.join(bin, "git"), `#!/bin/sh\necho "$@" >> ${calls}\nexit 1\n`, { mode: 0o755 });
+      process.env.PATH = `${bin}:${saved}`;
+      const same = await resolveDeployed(flags);
+      assert.equal(same.note, undefined);
+      assert.equal(existsSync(calls), false, "the usual start reads no git object");
+      // Edited in the clone: now git is asked (and, failing here, the note says the file was used).
+      writeFileSync(flags.config, `${readFileSync(flags.config, "utf8")}# edited by hand\n`);
+      const edited = await resolveDeployed(flags);
+      assert.ok(existsSync(calls), "a file that is not the deployed one is checked against git");
+      assert.match(edited.note ?? "", /could not be read .*: started with /);
+    } finally {
+      process.env.PATH = saved;
       fx2.cleanup();
     }
   });

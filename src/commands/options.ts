@@ -5,6 +5,7 @@ import { AgentError, asAgentError } from "../core/errors.js";
 import { createLogger } from "../core/log.js";
 import type { SecretSource } from "../gitea/webhook-secret.js";
 import { rooted } from "../host/host-fs.js";
+import { manifestSha256 } from "../manifest/at-revision.js";
 import { type LoadedManifest, type LoadOptions, loadManifest, parseManifest } from "../manifest/load.js";
 import { closeRepo, openRepo } from "../source/git.js";
 import { loadSnapshot } from "../source/snapshot.js";
@@ -68,12 +69,17 @@ async function resolvedWith(
  * revision the host last ran, not from the work tree: the pipeline resets the work tree after its steps, and
  * when that failed (or someone edited the file there) the work tree is not what was deployed. Before a first
  * run, or when that revision is not in the clone, the file is what there is. `note` says when git's differs.
+ * A file with the digest the last run recorded is that revision's: the usual start reads no git object.
  */
 export async function resolveDeployed(flags: CommonFlags): Promise<Resolved & { note?: string }> {
   const r = await resolve(flags);
   if (!r.manifestPath) return r;
-  const revision = (await readState(r.stateDir, r.loaded.manifest.host)).state.lastRun?.revision;
-  if (!revision) return r;
+  const last = (await readState(r.stateDir, r.loaded.manifest.host)).state.lastRun;
+  if (!last) return r;
+  // The file as the last run left it (its digest recorded then): nothing to ask git, no process at start.
+  const file = await readFile(r.loaded.file);
+  if (last.manifestSha256 === manifestSha256(file)) return r;
+  const { revision } = last;
   const rev = revision.slice(0, 12);
   const text = await blobAt(r, r.manifestPath, revision).catch((err: unknown) => asAgentError(err));
   // A clone git cannot read fails the run that needs it, which says so: the process starts to report it.
@@ -82,7 +88,7 @@ export async function resolveDeployed(flags: CommonFlags): Promise<Resolved & { 
       ...r,
       note: `${r.manifestPath} at ${rev} could not be read (${text.code}: ${text.message}): started with ${r.loaded.file}`,
     };
-  if (text === null || text === (await readFile(r.loaded.file, "utf8"))) return r;
+  if (text === null || text === file.toString("utf8")) return r;
   const loaded = await parseManifest(text, `${r.manifestPath}@${rev}`, r.load);
   return {
     ...(await resolvedWith(flags, { ...loaded, file: r.loaded.file }, r)),

@@ -466,9 +466,9 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       warnings.push(
         `host suspended since ${suspended.since} (${suspended.reason}): a run deploys nothing until resume`,
       );
-    const { manifest, pendingRestart, notes } = opts.manifestPath
+    const { manifest, pendingRestart, notes, sha256 } = opts.manifestPath
       ? await manifestAt(source.snapshot, opts.manifestPath, opts.manifest, opts.load ?? {}, opts.overrides)
-      : { manifest: opts.manifest, pendingRestart: [], notes: [] };
+      : { manifest: opts.manifest, pendingRestart: [] as string[], notes: [] as string[], sha256: undefined };
     if (opts.pin) {
       // The revision's own repo settings (verify among them) would be the host's after a restart, since the
       // clone then holds its manifest: a pin must not weaken how the host verifies.
@@ -568,6 +568,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
         result: outcome,
         at: new Date().toISOString(),
         durationMs,
+        ...(sha256 ? { manifestSha256: sha256 } : {}),
       };
       await save();
     }

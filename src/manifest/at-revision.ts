@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { AgentError, isConfigInvalid } from "../core/errors.js";
 import type { Snapshot } from "../source/snapshot.js";
 import { type LoadOptions, parseManifest } from "./load.js";
@@ -36,7 +37,12 @@ export interface ManifestAtRevision {
   pendingRestart: string[];
   /** What to tell about them, each value with where it comes from. */
   notes: string[];
+  /** SHA-256 of the manifest's text at the revision (see manifestSha256). */
+  sha256: string;
 }
+
+/** The digest a run records of the manifest it deployed, and a start compares the work tree's file with. */
+export const manifestSha256 = (text: Buffer | string) => createHash("sha256").update(text).digest("hex");
 
 /**
  * Restart-only keys the host sets outside the manifest (the unit's environment, a command-line flag): key →
@@ -63,9 +69,10 @@ export async function manifestAt(
       hint: "push the host manifest back; the host stays on its last good revision",
     });
   }
+  const text = await snapshot.read(manifestPath);
   let next: Manifest;
   try {
-    next = (await parseManifest((await snapshot.read(manifestPath)).toString("utf8"), at, load)).manifest;
+    next = (await parseManifest(text.toString("utf8"), at, load)).manifest;
   } catch (err) {
     if (err instanceof AgentError && isConfigInvalid(err.code)) {
       throw new AgentError(err.code, err.message, {
@@ -95,6 +102,7 @@ export async function manifestAt(
     );
   }
   return {
+    sha256: manifestSha256(text),
     manifest: {
       ...next,
       host: running.host,

@@ -44,6 +44,14 @@ const runSummarySchema = z.strictObject({
   result: z.enum(["succeeded", "failed", "noop"]),
   at: z.string(),
   durationMs: z.number(),
+  /**
+   * SHA-256 of the host manifest's text at `revision` (a manifest inside the clone): a start compares the
+   * work tree's file with it, and reads git only when they differ.
+   */
+  manifestSha256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
 });
 
 export const stateSchema = z.strictObject({
