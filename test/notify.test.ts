@@ -529,6 +529,37 @@ describe("notifier: a commit status Gitea never got", () => {
     }
   });
 
+  it("two Gitea targets, one down: the next run sends it again to that one only", async () => {
+    const up = await receiver();
+    const down = await receiver([503, 503, 503]);
+    try {
+      const target = (api: string, name: string) => ({
+        kind: "gitea-status",
+        name,
+        api,
+        repository: "LotusGuild/matrix",
+        token: "gitea-token-0123456789",
+      });
+      const notifier = createNotifier({
+        config: () => notifySchema.parse({ targets: [target(up.url, "code"), target(down.url, "mirror")] }),
+        host: "lxctest",
+        log: silentLogger(),
+        retry: { backoffMs: 10 },
+      });
+      notifier.publish(event(7));
+      await notifier.drain(5000);
+      assert.equal(up.bodies.length, 1);
+      assert.equal(down.bodies.length, 3, "three attempts, all refused");
+      notifier.publish({ ...event(7), nothingToDo: true });
+      await notifier.drain(5000);
+      assert.equal(down.bodies.length, 4, "the target that missed it gets it");
+      assert.equal(up.bodies.length, 1, "the target that has it is not sent it twice");
+    } finally {
+      await up.close();
+      await down.close();
+    }
+  });
+
   it("a commit status dropped from a full queue is sent again by the next run for that revision", async () => {
     const gitea = await receiver();
     try {

@@ -93,6 +93,9 @@ interface Job {
  */
 const statusOnly = (event: DeployEvent) => event.nothingToDo === true || event.event === "run.held";
 
+/** The commit statuses remembered: 50 revisions for each of 4 targets. */
+const POSTED_MAX = 200;
+
 export function createNotifier(opts: {
   config: () => NotifyConfig;
   host: string;
@@ -113,8 +116,20 @@ export function createNotifier(opts: {
   /** The last outcome sent (run.succeeded/failed/error), for repeats and recoveries. */
   let last: { event: DeployEvent["event"]; revision: string | null; sentAt: number; repeats: number } | null =
     null;
-  /** Gitea states posted (queued, or sent; forgotten when the send failed), per revision (bounded). */
+  /**
+   * Gitea states posted (queued, or sent; forgotten when the send failed), per target and revision
+   * (bounded): a target that missed a status is sent it again, never one that has it.
+   */
   const posted = new Map<string, string>();
+  const postedAt = (name: string, revision: string) => `${name} ${revision}`;
+  /** The commit-status jobs whose target was not posted `state` for the revision (`null`: any state). */
+  const unsent = (jobs: Job[], revision: string | null, state: string | null) =>
+    revision
+      ? jobs.filter((j) => {
+          const was = posted.get(postedAt(j.name, revision));
+          return state === null ? was === undefined : was !== state;
+        })
+      : [];
   const sends = new Map<string, NotifierStatus["targets"][string]>();
 
   /** Which targets the event goes to, after the once-per-revision-and-outcome and repeat rules. */
@@ -126,10 +141,10 @@ export function createNotifier(opts: {
     const statuses = all.filter((j) => kindOf(j.target).takes === "commit-status");
     const notices = all.filter((j) => kindOf(j.target).takes === "notices");
     if (event.event === "run.started") {
-      return { targets: event.revision && posted.get(event.revision) === undefined ? statuses : [], event };
+      return { targets: unsent(statuses, event.revision, null), event };
     }
     if (!state) return { targets: notices, event };
-    const statusNow = event.revision && posted.get(event.revision) !== state ? statuses : [];
+    const statusNow = unsent(statuses, event.revision, state);
     if (statusOnly(event)) return { targets: statusNow, event };
     const failure = event.event !== "run.succeeded";
     if (!failure) {
@@ -144,18 +159,24 @@ export function createNotifier(opts: {
     return { targets: [...statusNow, ...notices].map((j) => ({ ...j, event: sent })), event: sent };
   }
 
-  function rememberPosted(event: DeployEvent) {
+  function rememberPosted({ name, event }: Job) {
     const state = COMMIT_STATE[event.event];
     if (!event.revision || !state) return;
-    posted.set(event.revision, state);
-    while (posted.size > 50) posted.delete(posted.keys().next().value as string);
+    const at = postedAt(name, event.revision);
+    posted.delete(at);
+    posted.set(at, state);
+    while (posted.size > POSTED_MAX) posted.delete(posted.keys().next().value as string);
   }
 
-  /** A commit status Gitea never got (its send failed, or it was dropped) is not posted: the next run sends it. */
-  function unposted({ target, event }: Job) {
+  /**
+   * A commit status this target never got (its send failed, or it was dropped) is not posted: the next run
+   * sends it, to this target alone.
+   */
+  function unposted({ target, name, event }: Job) {
     const state = COMMIT_STATE[event.event];
-    if (kindOf(target).takes === "commit-status" && event.revision && posted.get(event.revision) === state)
-      posted.delete(event.revision);
+    if (kindOf(target).takes !== "commit-status" || !event.revision) return;
+    const at = postedAt(name, event.revision);
+    if (posted.get(at) === state) posted.delete(at);
   }
 
   function remember(event: DeployEvent, sentNotices: boolean) {
@@ -251,7 +272,8 @@ export function createNotifier(opts: {
         const routed = route(event);
         // Only what went to a commit status: a run.started left out (the revision has its status already,
         // as every poll and every push held by a pin) must not make the same outcome look new and post it again.
-        if (routed.targets.some((j) => kindOf(j.target).takes === "commit-status")) rememberPosted(event);
+        for (const job of routed.targets)
+          if (kindOf(job.target).takes === "commit-status") rememberPosted(job);
         if (!statusOnly(event))
           remember(
             event,
