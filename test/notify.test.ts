@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { silentLogger } from "../src/core/log.js";
@@ -11,6 +12,7 @@ import type { RunReport } from "../src/deploy/run-report.js";
 import { loadManifest } from "../src/manifest/load.js";
 import { type DeployEvent, eventBase, runEvents } from "../src/notify/events.js";
 import { createNotifier, notifySchema } from "../src/notify/notifier.js";
+import { POSTED_FILE } from "../src/notify/posted.js";
 import { giteaStatus } from "../src/notify/targets/gitea-status.js";
 import { noticeText } from "../src/notify/targets/matrix.js";
 import { createAgent } from "../src/server/agent.js";
@@ -557,6 +559,52 @@ describe("notifier: a commit status Gitea never got", () => {
     } finally {
       await up.close();
       await down.close();
+    }
+  });
+
+  it("one process after another (CLI runs, a restarted daemon): a status Gitea took is not posted again", async () => {
+    const gitea = await receiver([503, 503, 503]);
+    const dir = mkdtempSync(path.join(tmpdir(), "posted-"));
+    const process = () =>
+      createNotifier({
+        config: () => giteaOnly(gitea.url),
+        host: "lxctest",
+        log: silentLogger(),
+        stateDir: dir,
+        retry: { backoffMs: 10 },
+      });
+    try {
+      // The first process's status is refused: nothing recorded, so the next process sends it.
+      let notifier = process();
+      notifier.publish(event(5));
+      await notifier.drain(5000);
+      assert.equal(gitea.bodies.length, 3);
+      notifier = process();
+      notifier.publish({ ...event(5), nothingToDo: true });
+      await notifier.drain(5000);
+      assert.equal(gitea.bodies.length, 4, "Gitea never had it: sent by the next process");
+      const file = path.join(dir, POSTED_FILE);
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      assert.equal(readFileSync(file, "utf8").includes("gitea-token"), false);
+      for (let i = 0; i < 2; i++) {
+        notifier = process();
+        notifier.publish({ ...event(5), event: "run.started" });
+        notifier.publish({ ...event(5), nothingToDo: true });
+        await notifier.drain(5000);
+      }
+      assert.equal(gitea.bodies.length, 4, "the next processes know Gitea has it");
+
+      // A record that is not ours (damaged, hand-edited) is read as none: statuses go out, never fail.
+      writeFileSync(file, "{ not json");
+      notifier = process();
+      notifier.publish({ ...event(5), event: "run.failed" });
+      await notifier.drain(5000);
+      assert.equal(gitea.bodies.length, 5);
+      assert.equal(JSON.parse(gitea.bodies[4] ?? "{}").state, "failure");
+      assert.match(readFileSync(file, "utf8"), /^\{"schema":"deploy-agent\/commit-statuses@1"/);
+    } finally {
+      await gitea.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -47,7 +47,12 @@ export async function runCommand(
   if (r.note) log.warn(r.note);
   // Notices go out as the daemon's do; a dry run prints the ones it would send instead.
   let applied = manifest;
-  const notifier = createNotifier({ config: () => applied.notify, host: manifest.host, log });
+  const notifier = createNotifier({
+    config: () => applied.notify,
+    host: manifest.host,
+    log,
+    stateDir: r.stateDir,
+  });
   const notices: string[] = [];
   const emit = (e: DeployEvent) => {
     if (flags.dryRun) notices.push(...notifier.describe(e));

@@ -7,6 +7,7 @@ import { redact } from "../core/redact.js";
 import { RetryAfterError, type RetryPolicy, rateLimitWaitMs, retry } from "../core/retry.js";
 import { type HttpAnswer, httpRequest } from "../host/http-client.js";
 import type { DeployEvent } from "./events.js";
+import { postedStatuses } from "./posted.js";
 import { COMMIT_STATE } from "./targets/gitea-status.js";
 import { kindOf, type Target, targetNames, targetSchema } from "./targets/index.js";
 
@@ -93,13 +94,12 @@ interface Job {
  */
 const statusOnly = (event: DeployEvent) => event.nothingToDo === true || event.event === "run.held";
 
-/** The commit statuses remembered: 50 revisions for each of 4 targets. */
-const POSTED_MAX = 200;
-
 export function createNotifier(opts: {
   config: () => NotifyConfig;
   host: string;
   log: Logger;
+  /** The state directory, where the commit statuses posted are recorded (none: in memory only). */
+  stateDir?: string | undefined;
   /** Counts every send by target name and result (sent, failed, dropped). */
   count?: (target: string, result: "sent" | "failed" | "dropped") => void;
   now?: () => number;
@@ -117,16 +117,15 @@ export function createNotifier(opts: {
   let last: { event: DeployEvent["event"]; revision: string | null; sentAt: number; repeats: number } | null =
     null;
   /**
-   * Gitea states posted (queued, or sent; forgotten when the send failed), per target and revision
-   * (bounded): a target that missed a status is sent it again, never one that has it.
+   * Gitea states posted per target and revision (./posted.ts): a target that missed a status is sent it
+   * again, never one that has it, nor one a CLI run or the daemon before a restart sent it.
    */
-  const posted = new Map<string, string>();
-  const postedAt = (name: string, revision: string) => `${name} ${revision}`;
+  const posted = postedStatuses(opts.stateDir, opts.log);
   /** The commit-status jobs whose target was not posted `state` for the revision (`null`: any state). */
   const unsent = (jobs: Job[], revision: string | null, state: string | null) =>
     revision
       ? jobs.filter((j) => {
-          const was = posted.get(postedAt(j.name, revision));
+          const was = posted.get(j.name, revision);
           return state === null ? was === undefined : was !== state;
         })
       : [];
@@ -161,11 +160,7 @@ export function createNotifier(opts: {
 
   function rememberPosted({ name, event }: Job) {
     const state = COMMIT_STATE[event.event];
-    if (!event.revision || !state) return;
-    const at = postedAt(name, event.revision);
-    posted.delete(at);
-    posted.set(at, state);
-    while (posted.size > POSTED_MAX) posted.delete(posted.keys().next().value as string);
+    if (event.revision && state) posted.remember(name, event.revision, state);
   }
 
   /**
@@ -174,9 +169,8 @@ export function createNotifier(opts: {
    */
   function unposted({ target, name, event }: Job) {
     const state = COMMIT_STATE[event.event];
-    if (kindOf(target).takes !== "commit-status" || !event.revision) return;
-    const at = postedAt(name, event.revision);
-    if (posted.get(at) === state) posted.delete(at);
+    if (kindOf(target).takes === "commit-status" && event.revision && state)
+      posted.forget(name, event.revision, state);
   }
 
   function remember(event: DeployEvent, sentNotices: boolean) {
@@ -245,6 +239,9 @@ export function createNotifier(opts: {
       return;
     }
     record(name, true);
+    const state = COMMIT_STATE[event.event];
+    if (kind.takes === "commit-status" && event.revision && state)
+      await posted.taken(name, event.revision, state);
   }
 
   /**

@@ -71,6 +71,7 @@ export function createAgent(opts: AgentOptions): Agent {
     config: () => live.manifest.notify,
     host: live.manifest.host,
     log,
+    stateDir: opts.stateDir,
     count: (target, result) => metrics.notified(target, result),
   });
   metrics.notifier(() => notifier.status());

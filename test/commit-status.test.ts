@@ -1,0 +1,128 @@
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
+
+/**
+ * The Gitea commit statuses the operator's CLI posts (pin, unpin, run, suspend, resume) against the Gitea
+ * test server: a commit's status says the truth about that commit, and nothing is posted twice for the same
+ * outcome, though every command is a new process.
+ */
+
+const GITEA_TOKEN = "gitea-cs-Wm37QpZx8Lk2Rv5NbT9aYe";
+const CONTEXT = "deploy/lxctest";
+let fx: Fixture;
+let root: string;
+let stateDir: string;
+let manifest: string;
+let gitea: GiteaApi;
+
+beforeEach(async () => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+  root = hostRoot(fx.dir, "commit-status-webhook-secret-0123");
+  stateDir = path.join(fx.dir, "state");
+  gitea = await startGiteaApi({
+    token: GITEA_TOKEN,
+    repository: "LotusGuild/matrix",
+    knows: (sha) => {
+      try {
+        return git(fx.pusher, "cat-file", "-t", sha) === "commit";
+      } catch {
+        return false;
+      }
+    },
+  });
+  writeFileSync(
+    path.join(root, "etc/deploy-agent/notify.env"),
+    `GITEA_API=${gitea.url}\nGITEA_TOKEN=${GITEA_TOKEN}\n`,
+    { mode: 0o600 },
+  );
+  manifest = writeManifest(fx.dir, {
+    envFile: "/etc/deploy-agent/notify.env",
+    publicUrl: "http://127.0.0.1:9000",
+    notify: {
+      targets: [
+        {
+          kind: "gitea-status",
+          api: "${GITEA_API}",
+          repository: "LotusGuild/matrix",
+          token: "${GITEA_TOKEN}",
+        },
+      ],
+    },
+    steps: [
+      { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
+    ],
+  });
+});
+
+afterEach(async () => {
+  await gitea.close();
+  fx.cleanup();
+});
+
+/** Every command's output, to prove the token never reaches one. */
+const outputs: string[] = [];
+/** The CLI as the operator jared runs it (sudo), on this test's host. */
+async function cli(...args: string[]) {
+  const r = await runCli([...args, ...runArgs(manifest, fx.clone, root, stateDir).slice(1)], {
+    SUDO_USER: "jared",
+  });
+  outputs.push(r.stdout, r.stderr);
+  return r;
+}
+async function ok(...args: string[]) {
+  const r = await cli(...args);
+  assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+  return r;
+}
+const on = (rev: string) =>
+  gitea.statuses.filter((s) => s.sha === rev).map((s) => [s.state, s.context, s.description]);
+const head = () => git(fx.pusher, "rev-parse", "HEAD");
+const landing = (text: string) => fx.push({ "landing/index.html": `<p>${text}</p>\n` }, text);
+/** No command's output, log line, state file or request body holds the token, nor 10 characters of it. */
+function tokenKept() {
+  const files = readdirSync(stateDir).flatMap((f) => {
+    try {
+      return [readFileSync(path.join(stateDir, f), "utf8")];
+    } catch {
+      return [];
+    }
+  });
+  for (const text of [...outputs, ...files, ...gitea.bodies]) {
+    for (let i = 0; i + 10 <= GITEA_TOKEN.length; i++)
+      assert.equal(
+        text.includes(GITEA_TOKEN.slice(i, i + 10)),
+        false,
+        `the token leaked: ${text.slice(0, 400)}`,
+      );
+  }
+  assert.deepEqual(gitea.refused, []);
+}
+
+describe("commit statuses: pin and unpin", () => {
+  it("each run on a pinned host posts nothing new: held once, the pinned revision left alone", async () => {
+    const rev0 = head();
+    await ok("run");
+    await ok("pin", rev0, "--reason", "hold");
+    const rev1 = landing("v2");
+    await ok("run");
+    assert.deepEqual(
+      on(rev1).map((s) => s.slice(0, 2)),
+      [["pending", CONTEXT]],
+    );
+    const posted = gitea.statuses.length;
+    // A cron'd or hand-run `run`, twice: the same outcome as before, each a new process.
+    await ok("run");
+    await ok("run");
+    assert.deepEqual(
+      gitea.statuses.slice(posted).map((s) => [s.sha.slice(0, 12), s.state, s.description]),
+      [],
+      "the same outcome was posted again",
+    );
+    tokenKept();
+  });
+});
