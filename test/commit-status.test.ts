@@ -81,6 +81,10 @@ async function ok(...args: string[]) {
 }
 const on = (rev: string) =>
   gitea.statuses.filter((s) => s.sha === rev).map((s) => [s.state, s.context, s.description]);
+const latest = (rev: string) => gitea.statuses.filter((s) => s.sha === rev && s.context === CONTEXT).at(-1);
+const pinUntil = () =>
+  (JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as { pinned: { until: string } })
+    .pinned.until;
 const head = () => git(fx.pusher, "rev-parse", "HEAD");
 const landing = (text: string) => fx.push({ "landing/index.html": `<p>${text}</p>\n` }, text);
 /** No command's output, log line, state file or request body holds the token, nor 10 characters of it. */
@@ -104,6 +108,36 @@ function tokenKept() {
 }
 
 describe("commit statuses: pin and unpin", () => {
+  it("pin at an older revision tells the tip it ran that it is held now, as a held push is", async () => {
+    const rev0 = head();
+    await ok("run");
+    const rev1 = landing("v2 renders wrong");
+    await ok("run");
+    assert.equal(latest(rev1)?.state, "success");
+
+    await ok("pin", rev0, "--reason", "v2 renders wrong", "--until", "2h");
+    const tip = latest(rev1);
+    assert.deepEqual(
+      [tip?.state, tip?.description],
+      ["pending", `held: lxctest pinned at ${rev0.slice(0, 12)} by jared until ${pinUntil()}`],
+      "the tip no longer runs on the host: its success is not true any more",
+    );
+    assert.equal(tip?.target_url, "http://127.0.0.1:9000/status");
+    assert.equal(latest(rev0)?.state, "success");
+    // Pinned again, meant longer: the tip is told by whom and until when it is held now, once.
+    await ok("pin", rev0, "--reason", "v2 still renders wrong", "--until", "3h");
+    assert.equal(
+      latest(rev1)?.description,
+      `held: lxctest pinned at ${rev0.slice(0, 12)} by jared until ${pinUntil()}`,
+    );
+    assert.equal(on(rev1).filter((s) => String(s[2]).startsWith("held: ")).length, 2);
+
+    // unpin deploys it again: success, once more the truth.
+    await ok("unpin");
+    assert.equal(latest(rev1)?.state, "success");
+    tokenKept();
+  });
+
   it("each run on a pinned host posts nothing new: held once, the pinned revision left alone", async () => {
     const rev0 = head();
     await ok("run");

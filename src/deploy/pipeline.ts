@@ -480,11 +480,11 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
         );
       }
       // The pin is recorded before any step runs: a kill -9 mid-run converges to it. Whatever the run's
-      // result, it holds: said, so that a failed pin is not taken for no pin.
-      state.pinned = {
-        ...opts.pin,
-        ...(state.pinned?.newestRevision ? { newestRevision: state.pinned.newestRevision } : {}),
-      };
+      // result, it holds: said, so that a failed pin is not taken for no pin. The branch's newest revision
+      // verified here (the one the host ran, unless a pin held it already) is held from now on, and its
+      // commit is told so: its "deployed" is no longer what the host runs.
+      const held = state.pinned?.newestRevision ?? state.anchor;
+      state.pinned = { ...opts.pin, ...(held && held !== opts.pin.revision ? { newestRevision: held } : {}) };
       warnings.push(
         `pinned at ${opts.pin.revision.slice(0, 12)} until ${opts.pin.until}, whatever this run's result: pushes are held; deploy-agent unpin returns to the branch's tip`,
       );

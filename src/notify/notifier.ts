@@ -8,7 +8,7 @@ import { RetryAfterError, type RetryPolicy, rateLimitWaitMs, retry } from "../co
 import { type HttpAnswer, httpRequest } from "../host/http-client.js";
 import type { DeployEvent } from "./events.js";
 import { postedStatuses } from "./posted.js";
-import { COMMIT_STATE } from "./targets/gitea-status.js";
+import { COMMIT_STATE, statusKey } from "./targets/gitea-status.js";
 import { kindOf, type Target, targetNames, targetSchema } from "./targets/index.js";
 
 /**
@@ -136,7 +136,7 @@ export function createNotifier(opts: {
     const config = opts.config().targets;
     const names = targetNames(config);
     const all = config.map((target, i) => ({ target, name: names[i] ?? target.kind, event }));
-    const state = COMMIT_STATE[event.event];
+    const state = statusKey(event);
     const statuses = all.filter((j) => kindOf(j.target).takes === "commit-status");
     const notices = all.filter((j) => kindOf(j.target).takes === "notices");
     if (event.event === "run.started") {
@@ -159,7 +159,7 @@ export function createNotifier(opts: {
   }
 
   function rememberPosted({ name, event }: Job) {
-    const state = COMMIT_STATE[event.event];
+    const state = statusKey(event);
     if (event.revision && state) posted.remember(name, event.revision, state);
   }
 
@@ -168,7 +168,7 @@ export function createNotifier(opts: {
    * sends it, to this target alone.
    */
   function unposted({ target, name, event }: Job) {
-    const state = COMMIT_STATE[event.event];
+    const state = statusKey(event);
     if (kindOf(target).takes === "commit-status" && event.revision && state)
       posted.forget(name, event.revision, state);
   }
@@ -239,7 +239,7 @@ export function createNotifier(opts: {
       return;
     }
     record(name, true);
-    const state = COMMIT_STATE[event.event];
+    const state = statusKey(event);
     if (kind.takes === "commit-status" && event.revision && state)
       await posted.taken(name, event.revision, state);
   }

@@ -31,6 +31,16 @@ export const COMMIT_STATE: Partial<Record<DeployEvent["event"], string>> = {
   "run.held": "pending",
 };
 
+/**
+ * What makes two commit statuses of a revision the same outcome, not posted twice: the state, and for a
+ * held commit the pin that holds it (a new pin, or the same one meant longer, is news the commit is told).
+ */
+export function statusKey(e: DeployEvent): string | undefined {
+  const state = COMMIT_STATE[e.event];
+  if (!state || e.event !== "run.held" || !e.pinned) return state;
+  return `${state} held at ${e.pinned.revision} by ${e.pinned.by} until ${e.pinned.until}`;
+}
+
 /** Gitea keeps descriptions short. */
 const DESCRIPTION_MAX = 140;
 
