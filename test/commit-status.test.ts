@@ -138,6 +138,37 @@ describe("commit statuses: pin and unpin", () => {
     tokenKept();
   });
 
+  it("a held commit a newer tip replaces is closed as superseded, by a newer held push and by unpin", async () => {
+    const rev0 = head();
+    await ok("run");
+    await ok("pin", rev0, "--reason", "hold everything");
+    const rev1 = landing("v2");
+    await ok("run");
+    assert.equal(latest(rev1)?.state, "pending");
+
+    const rev2 = landing("v3");
+    await ok("run");
+    assert.equal(latest(rev2)?.state, "pending", "the newer tip is held");
+    assert.deepEqual(
+      on(rev1).at(-1),
+      ["warning", CONTEXT, `superseded by ${rev2.slice(0, 12)}: never deployed on lxctest`],
+      "the replaced commit must not wait for ever",
+    );
+
+    // The tip moves again and unpin deploys it at once: the commit it replaced is closed too.
+    const rev3 = landing("v4");
+    await ok("unpin");
+    assert.equal(latest(rev3)?.state, "success");
+    assert.deepEqual(on(rev2).at(-1), [
+      "warning",
+      CONTEXT,
+      `superseded by ${rev3.slice(0, 12)}: never deployed on lxctest`,
+    ]);
+    assert.equal(latest(rev1)?.state, "warning", "closed once, left alone");
+    assert.equal(on(rev1).length, 2);
+    tokenKept();
+  });
+
   it("each run on a pinned host posts nothing new: held once, the pinned revision left alone", async () => {
     const rev0 = head();
     await ok("run");

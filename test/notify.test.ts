@@ -196,6 +196,25 @@ describe("notifier", () => {
     const description = text.split(" to pending: ")[1] ?? "";
     assert.ok(description.startsWith("held: lxctest pinned at "), text);
     assert.equal(description.length, 140);
+    // A held commit a newer tip replaced: final, no fault of its own, and it carries no other commit's subject.
+    const [gone] = runEvents(
+      {
+        ...report(at, "noop", { ...PIN, newestRevision: rev(3) }),
+        superseded: { revision: rev(2), by: rev(3) },
+      },
+      base,
+    ).filter((x) => x.event === "run.superseded");
+    assert.equal(gone?.revision, rev(2));
+    assert.equal(gone?.subject, undefined);
+    assert.ok(gone);
+    assert.equal(
+      giteaStatus.describe(
+        { kind: "gitea-status", api: "http://g/api/v1", repository: "a/b", token: new Secret("tok-0123456") },
+        gone,
+        "lxctest",
+      ),
+      `would set a/b@${rev(2).slice(0, 12)} deploy/lxctest to warning: superseded by ${rev(3).slice(0, 12)}: never deployed on lxctest`,
+    );
   });
 
   it("status: the queue at its bound, and a target's last failure with its error, then its success", async () => {

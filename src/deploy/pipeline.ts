@@ -381,6 +381,12 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
     const { verify } = opts.manifest.repo;
     let revision = fetched.tip;
     let moved: Descent = "same";
+    // The revision a pin held until a newer verified tip replaced it (held in its turn, or deployed by unpin).
+    let superseded: RunReport["superseded"];
+    const replaced = (by: string) => {
+      const was = state.pinned?.newestRevision;
+      if (was && was !== by && was !== state.pinned?.revision) superseded = { revision: was, by };
+    };
     if (opts.preview) {
       // A pull request's head, only ever planned in the dry context: not verified, never applied.
       revision = opts.preview;
@@ -398,6 +404,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
           acceptRewrite: opts.acceptRewrite,
         });
         state.anchor = fetched.tip;
+        if (pinned || opts.unpin) replaced(fetched.tip);
         if (pinned) pinned.newestRevision = fetched.tip;
       } catch (err) {
         // A pinned host keeps running its pin when the tip is refused: that is what a pin is for.
@@ -453,6 +460,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
         result: "suspended",
         pinned: state.pinned ?? null,
         rewrittenFrom,
+        ...(superseded ? { superseded } : {}),
         suspended: { reason: suspended.reason, since: suspended.since },
         pendingRestart: [],
         warnings,
@@ -586,6 +594,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       previousHead: source.previousHead,
       pinned: state.pinned ?? null,
       rewrittenFrom,
+      ...(superseded ? { superseded } : {}),
       suspended: suspended ? { reason: suspended.reason, since: suspended.since } : null,
       pendingRestart,
       result,

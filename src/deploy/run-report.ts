@@ -36,6 +36,11 @@ export interface RunReport {
   suspended: { reason: string; since: string } | null;
   /** The host is pinned (deploy-agent pin): runs deploy this revision, whatever the tip. */
   pinned: Pin | null;
+  /**
+   * The revision a pin held (its newest) until this run found a newer tip, held in its turn or deployed by
+   * unpin: it will never be deployed. Absent when none was replaced.
+   */
+  superseded?: { revision: string; by: string } | undefined;
   /** The last revision run before this one, when this one does not descend from it (a rewritten branch). */
   rewrittenFrom: string | null;
   /** Settings the revision's manifest changes that take effect only after a restart. */

@@ -13,6 +13,7 @@ export interface DeployEvent {
     | "run.failed"
     | "run.error"
     | "run.held"
+    | "run.superseded"
     | "step.rolled-back"
     | "job.done"
     | "drift.detected"
@@ -37,6 +38,8 @@ export interface DeployEvent {
    * the pin that holds the event's revision (the branch's tip) back.
    */
   pinned?: { revision: string; by: string; until: string; reason: string };
+  /** run.superseded: the newer revision that replaced this held one (held in its turn, or deployed). */
+  supersededBy?: string;
   /** How many times this failure happened since it was last sent. */
   repeats?: number;
   /** A run with nothing to do for the revision: only the commit status records it, no notice. */
@@ -128,6 +131,18 @@ export function runEvents(report: RunReport, base: Base): DeployEvent[] {
   }
   // The branch's tip, verified and held back by the pin: its own commit says so (the run's outcome is the
   // pinned revision's). A suspended host deploys nothing at all: its pin is not what holds the tip.
+  // The commit a pin held until a newer tip replaced it: it will never be deployed, and says so.
+  if (report.superseded) {
+    events.push({
+      schema: "deploy-agent/event@1",
+      event: "run.superseded",
+      host: base.host,
+      revision: report.superseded.revision,
+      supersededBy: report.superseded.by,
+      ...(base.url ? { url: base.url } : {}),
+      at,
+    });
+  }
   const { pinned } = report;
   const held = pinned?.newestRevision;
   if (pinned && held && held !== report.revision && report.result !== "suspended") {

@@ -89,10 +89,12 @@ interface Job {
 }
 
 /**
- * Events only a commit status records (a run with nothing to do, a push held by a pin): no notice, and no
+ * Events only a commit status records (a run with nothing to do, a push held by a pin, a held push a newer
+ * one replaced): no notice, and no
  * bearing on the repeats and recoveries of the outcomes that are sent.
  */
-const statusOnly = (event: DeployEvent) => event.nothingToDo === true || event.event === "run.held";
+const statusOnly = (event: DeployEvent) =>
+  event.nothingToDo === true || event.event === "run.held" || event.event === "run.superseded";
 
 export function createNotifier(opts: {
   config: () => NotifyConfig;

@@ -29,6 +29,8 @@ export const COMMIT_STATE: Partial<Record<DeployEvent["event"], string>> = {
   "run.error": "error",
   // Waiting for `unpin`, which deploys it: not a failure of the commit.
   "run.held": "pending",
+  // Held, then replaced by a newer tip: final, never deployed, and no fault of the commit's (README).
+  "run.superseded": "warning",
 };
 
 /**
@@ -45,6 +47,11 @@ export function statusKey(e: DeployEvent): string | undefined {
 const DESCRIPTION_MAX = 140;
 
 function describeRun(e: DeployEvent): string {
+  if (e.event === "run.superseded")
+    return clip(
+      `superseded by ${(e.supersededBy ?? "a newer commit").slice(0, 12)}: never deployed on ${e.host}`,
+      DESCRIPTION_MAX,
+    );
   if (e.event === "run.held") {
     const p = e.pinned;
     const by = p ? ` pinned at ${p.revision.slice(0, 12)} by ${p.by} until ${p.until}` : " pinned";

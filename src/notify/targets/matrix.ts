@@ -44,15 +44,17 @@ export function noticeText(e: DeployEvent): string {
             ? `⏳ ${e.host} deploying ${commit || "the newest commit"}`
             : e.event === "run.held"
               ? `⏸️ ${e.host}: ${commit || "the newest commit"} held by the pin`
-              : e.event === "step.rolled-back"
-                ? `↩️ ${e.host}: ${e.step ?? "a step"} rolled back${commit ? ` at ${commit}` : ""}`
-                : e.event === "job.done"
-                  ? `🔁 ${e.host}: ${e.notes?.[0] ?? `${e.step ?? "a job"} done`}`
-                  : e.event === "history.rewritten"
-                    ? `⏪ ${e.host}: the branch's history was rewritten, deployed${commit ? ` ${commit}` : ""}`
-                    : e.event === "clone.reset-failed"
-                      ? `⚠️ ${e.host}: deployed${commit ? ` ${commit}` : ""}, but its clone could not be reset to it`
-                      : `🧭 ${e.host}: ${e.step ?? "a step"} differs from git`;
+              : e.event === "run.superseded"
+                ? `⏭️ ${e.host}: ${commit || "a held commit"} superseded by ${(e.supersededBy ?? "a newer one").slice(0, 12)}, never deployed`
+                : e.event === "step.rolled-back"
+                  ? `↩️ ${e.host}: ${e.step ?? "a step"} rolled back${commit ? ` at ${commit}` : ""}`
+                  : e.event === "job.done"
+                    ? `🔁 ${e.host}: ${e.notes?.[0] ?? `${e.step ?? "a job"} done`}`
+                    : e.event === "history.rewritten"
+                      ? `⏪ ${e.host}: the branch's history was rewritten, deployed${commit ? ` ${commit}` : ""}`
+                      : e.event === "clone.reset-failed"
+                        ? `⚠️ ${e.host}: deployed${commit ? ` ${commit}` : ""}, but its clone could not be reset to it`
+                        : `🧭 ${e.host}: ${e.step ?? "a step"} differs from git`;
   const pin = e.pinned
     ? [
         `📌 pinned at ${e.pinned.revision.slice(0, 12)} by ${e.pinned.by} until ${e.pinned.until}: ${e.pinned.reason}`,
