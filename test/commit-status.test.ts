@@ -191,3 +191,18 @@ describe("commit statuses: pin and unpin", () => {
     tokenKept();
   });
 });
+
+describe("commit statuses: a suspended host", () => {
+  it("a run while suspended says nothing on the tip it does not deploy; resume deploys it", async () => {
+    await ok("run");
+    await ok("suspend", "--reason", "migration");
+    const rev1 = landing("v2");
+    const run = await cli("run");
+    assert.equal(run.code, 1, "suspended: nothing deployed");
+    assert.deepEqual(on(rev1), [], "a suspended run deploys nothing: it is not deploying");
+
+    await ok("resume");
+    assert.equal(latest(rev1)?.state, "success");
+    tokenKept();
+  });
+});

@@ -61,7 +61,10 @@ export interface DeployOptions {
    * ended before its steps (unsigned, history rewritten, an invalid manifest) is reported on that commit.
    */
   onRevision?: ((revision: string) => void) | undefined;
-  /** Told the revision a run is about to deploy (verified), before anything of it is applied. */
+  /**
+   * Told the revision a run is about to deploy (verified), before anything of it is applied; never by a
+   * suspended host's run, which deploys nothing.
+   */
   onStart?: ((revision: string) => void) | undefined;
   /** Told the manifest a run applies, once it validated. */
   onManifest?: ((manifest: Manifest) => void) | undefined;
@@ -435,7 +438,6 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
         `history rewritten: ${source.revision.slice(0, 12)} does not descend from ${rewrittenFrom.slice(0, 12)}, the newest revision verified on this host (${opts.acceptRewrite ? "accepted by the operator" : "deployed because repo.verify is off"})`,
       );
     }
-    opts.onStart?.(source.revision);
     const { suspended } = state;
     if (suspended && (opts.pin || opts.unpin)) {
       throw new AgentError("PIN_REFUSED", `${opts.manifest.host} is suspended (${suspended.reason})`, {
@@ -470,6 +472,8 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       await remember({ report }, true);
       return report;
     }
+    // Only now is the run about to deploy: a suspended host's run deploys nothing, so no "deploying".
+    opts.onStart?.(source.revision);
     if (suspended)
       warnings.push(
         `host suspended since ${suspended.since} (${suspended.reason}): a run deploys nothing until resume`,
