@@ -205,4 +205,29 @@ describe("commit statuses: a suspended host", () => {
     assert.equal(latest(rev1)?.state, "success");
     tokenKept();
   });
+  it("a pin or unpin refused because the host is suspended marks no commit", async () => {
+    const rev0 = head();
+    await ok("run");
+    landing("v2");
+    await ok("run");
+    await ok("suspend", "--reason", "migration");
+    const refusedWith = async (...args: string[]) => {
+      const before = gitea.statuses.length;
+      const r = await cli(...args);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /PIN_REFUSED: lxctest is suspended \(migration\)/);
+      assert.deepEqual(
+        gitea.statuses.slice(before),
+        [],
+        `${args[0]} was refused, which is no commit's fault: nothing to say on one`,
+      );
+    };
+    await refusedWith("pin", rev0, "--reason", "too late");
+    await ok("resume");
+    await ok("pin", rev0, "--reason", "now");
+    await ok("suspend", "--reason", "migration");
+    await refusedWith("unpin");
+    assert.equal(latest(rev0)?.state, "success");
+    tokenKept();
+  });
 });

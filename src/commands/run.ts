@@ -91,8 +91,12 @@ export async function runCommand(
     });
   } catch (err) {
     const e = asAgentError(err);
-    emit(hostEvent(applied, { event: "run.error", revision, error: errorOf(e) }));
-    await notifier.drain(NOTIFY_DRAIN_MS);
+    // A pin or unpin refused is the operator's command refused, the host left as it was: no commit is at
+    // fault and no run failed, so nothing is said on a commit or in a room (the operator reads the error).
+    if (e.code !== "PIN_REFUSED") {
+      emit(hostEvent(applied, { event: "run.error", revision, error: errorOf(e) }));
+      await notifier.drain(NOTIFY_DRAIN_MS);
+    }
     throw err;
   }
   if (report.schema === "deploy-agent/unpin@1") {

@@ -361,6 +361,13 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       opts.log.info("not pinned: nothing to unpin, nothing deployed");
       return { schema: "deploy-agent/unpin@1", host: opts.manifest.host, pinned: false };
     }
+    if (state.suspended && (opts.pin || opts.unpin)) {
+      // The operator's command refused, before any commit is looked at: none is at fault, none is marked.
+      facts.revision = opts.pin?.revision ?? null;
+      throw new AgentError("PIN_REFUSED", `${opts.manifest.host} is suspended (${state.suspended.reason})`, {
+        hint: "deploy-agent resume first; a suspended host deploys nothing, and its pin (if any) stays as it is",
+      });
+    }
     const from = state.lastRun?.revision ?? null;
     facts.previousRevision = from;
     // How far the branch has come on this host: a pin goes back, the anchor never does, so a push must
@@ -439,11 +446,6 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       );
     }
     const { suspended } = state;
-    if (suspended && (opts.pin || opts.unpin)) {
-      throw new AgentError("PIN_REFUSED", `${opts.manifest.host} is suspended (${suspended.reason})`, {
-        hint: "deploy-agent resume first; a suspended host deploys nothing, and its pin (if any) stays as it is",
-      });
-    }
     if (suspended && !opts.dryRun) {
       // Verified and remembered; deployed on resume.
       state.suspended = { ...suspended, newestRevision: source.revision };
@@ -472,8 +474,6 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       await remember({ report }, true);
       return report;
     }
-    // Only now is the run about to deploy: a suspended host's run deploys nothing, so no "deploying".
-    opts.onStart?.(source.revision);
     if (suspended)
       warnings.push(
         `host suspended since ${suspended.since} (${suspended.reason}): a run deploys nothing until resume`,
@@ -508,6 +508,9 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       await save();
       facts.pin = "cleared";
     }
+    // Only now is the run about to deploy: a suspended host's run deploys nothing, and a refused pin is
+    // not a deploy, so neither says "deploying".
+    opts.onStart?.(source.revision);
     opts.onManifest?.(manifest);
     facts.bounds = manifest.history;
     // Said once per revision (its first run here), not at every poll; /status keeps the pending keys.
