@@ -29,7 +29,8 @@ import { ALLOWED_SIGNERS, trustedSigner } from "./helpers/signing.js";
  * - runs that publish nothing (Gitea's Test Delivery, a push that changes nothing for the host, a start-up
  *   with only webhook targets) never stop later notices;
  * - a registered secret printed by a failing step reaches no request body of any target, and no log line;
- * - a push held by a pin has its own commit say so (pending, held), once, and no notice;
+ * - a push held by a pin has its own commit say so (pending, held), once, and no notice; so has the
+ *   revision the host ran when it was pinned, and a held commit a newer push replaces ends superseded;
  * - a push the host refuses (unsigned) has its own commit say why (error).
  */
 
@@ -390,6 +391,14 @@ describe("attack: a push held by a pin", () => {
       JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as { pinned: { until: string } }
     ).pinned;
     const onRev0 = gitea.statuses.filter((x) => x.sha === rev0).length;
+    // rev1, which the host ran, runs no more: the CLI's pin tells its commit it is held.
+    assert.deepEqual(
+      gitea.statuses
+        .filter((x) => x.sha === rev1)
+        .map((x) => [x.state, x.description])
+        .at(-1),
+      ["pending", `held: lxctest pinned at ${rev0.slice(0, 12)} by jared until ${meant}`],
+    );
 
     const rev2 = fx.push({ "landing/index.html": "<p>v3 with the fix</p>\n" }, "landing v3");
     await deliver(url, rev1, rev2);
@@ -411,6 +420,17 @@ describe("attack: a push held by a pin", () => {
       `the held push's run posted on the pinned revision: ${JSON.stringify(gitea.statuses.filter((x) => x.sha === rev0))}`,
     );
     assert.equal(gitea.latest(rev0, "deploy/lxctest"), "success");
+    // The daemon's run replaced the held rev1 by rev2: rev1 will never be deployed, and says so, once.
+    assert.deepEqual(
+      gitea.statuses
+        .filter((x) => x.sha === rev1)
+        .map((x) => [x.state, x.description])
+        .slice(-2),
+      [
+        ["pending", `held: lxctest pinned at ${rev0.slice(0, 12)} by jared until ${meant}`],
+        ["warning", `superseded by ${rev2.slice(0, 12)}: never deployed on lxctest`],
+      ],
+    );
 
     // The same push again (a redelivery, a poll): held is said once, and the pinned revision is left alone.
     await deliver(url, rev2, rev2);
@@ -418,6 +438,8 @@ describe("attack: a push held by a pin", () => {
     await sleep(500);
     assert.equal(gitea.statuses.filter((x) => x.sha === rev2).length, 1);
     assert.equal(gitea.statuses.filter((x) => x.sha === rev0).length, onRev0);
+    assert.equal(gitea.latest(rev1, "deploy/lxctest"), "warning");
+    assert.equal(gitea.statuses.filter((x) => x.sha === rev1 && x.state === "warning").length, 1);
     assert.deepEqual(noticesFor(rev2), [], "a held push is no notice: only its commit status says it");
 
     // unpin deploys it: its status ends success.
