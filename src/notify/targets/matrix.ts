@@ -27,34 +27,40 @@ export type MatrixTarget = z.output<typeof schema>;
 /** A message stays readable in a client; the event's texts are bounded already. */
 const BODY_MAX = 4000;
 
+/** What a notice's headline is made of besides the event: the commit as shown, and "again (n×)". */
+interface Shown {
+  commit: string;
+  again: string;
+}
+
+/** Each event's headline: a table, so that a new event kind without one does not compile. */
+const HEADLINES: Record<DeployEvent["event"], (e: DeployEvent, s: Shown) => string> = {
+  "run.succeeded": (e, { commit }) =>
+    `✅ ${e.host} deployed ${commit || "the newest commit"}${e.durationMs !== undefined ? ` in ${(e.durationMs / 1000).toFixed(1)} s` : ""}`,
+  "run.failed": (e, { commit, again }) =>
+    `❌ ${e.host}: ${e.step ?? "a step"} failed${again}${commit ? ` at ${commit}` : ""}`,
+  "run.error": (e, { commit, again }) => `⚠️ ${e.host} could not deploy${commit ? ` ${commit}` : ""}${again}`,
+  "run.started": (e, { commit }) => `⏳ ${e.host} deploying ${commit || "the newest commit"}`,
+  "run.held": (e, { commit }) => `⏸️ ${e.host}: ${commit || "the newest commit"} held by the pin`,
+  "run.superseded": (e, { commit }) =>
+    `⏭️ ${e.host}: ${commit || "a held commit"} superseded by ${(e.supersededBy ?? "a newer one").slice(0, 12)}, never deployed`,
+  "step.rolled-back": (e, { commit }) =>
+    `↩️ ${e.host}: ${e.step ?? "a step"} rolled back${commit ? ` at ${commit}` : ""}`,
+  "job.done": (e) => `🔁 ${e.host}: ${e.notes?.[0] ?? `${e.step ?? "a job"} done`}`,
+  "history.rewritten": (e, { commit }) =>
+    `⏪ ${e.host}: the branch's history was rewritten, deployed${commit ? ` ${commit}` : ""}`,
+  "clone.reset-failed": (e, { commit }) =>
+    `⚠️ ${e.host}: deployed${commit ? ` ${commit}` : ""}, but its clone could not be reset to it`,
+  "drift.detected": (e) => `🧭 ${e.host}: ${e.step ?? "a step"} differs from git`,
+};
+
 /** The notice's text: one headline, then the details that are known. */
 export function noticeText(e: DeployEvent): string {
   const rev = (e.revision ?? "").slice(0, 12);
   const commit = rev ? `${rev}${e.subject ? ` “${e.subject}”` : ""}` : "";
   const problem = e.error ? `${e.error.code}: ${e.error.message}` : "";
   const again = e.repeats ? ` again (${e.repeats + 1}×)` : "";
-  const headline =
-    e.event === "run.succeeded"
-      ? `✅ ${e.host} deployed ${commit || "the newest commit"}${e.durationMs !== undefined ? ` in ${(e.durationMs / 1000).toFixed(1)} s` : ""}`
-      : e.event === "run.failed"
-        ? `❌ ${e.host}: ${e.step ?? "a step"} failed${again}${commit ? ` at ${commit}` : ""}`
-        : e.event === "run.error"
-          ? `⚠️ ${e.host} could not deploy${commit ? ` ${commit}` : ""}${again}`
-          : e.event === "run.started"
-            ? `⏳ ${e.host} deploying ${commit || "the newest commit"}`
-            : e.event === "run.held"
-              ? `⏸️ ${e.host}: ${commit || "the newest commit"} held by the pin`
-              : e.event === "run.superseded"
-                ? `⏭️ ${e.host}: ${commit || "a held commit"} superseded by ${(e.supersededBy ?? "a newer one").slice(0, 12)}, never deployed`
-                : e.event === "step.rolled-back"
-                  ? `↩️ ${e.host}: ${e.step ?? "a step"} rolled back${commit ? ` at ${commit}` : ""}`
-                  : e.event === "job.done"
-                    ? `🔁 ${e.host}: ${e.notes?.[0] ?? `${e.step ?? "a job"} done`}`
-                    : e.event === "history.rewritten"
-                      ? `⏪ ${e.host}: the branch's history was rewritten, deployed${commit ? ` ${commit}` : ""}`
-                      : e.event === "clone.reset-failed"
-                        ? `⚠️ ${e.host}: deployed${commit ? ` ${commit}` : ""}, but its clone could not be reset to it`
-                        : `🧭 ${e.host}: ${e.step ?? "a step"} differs from git`;
+  const headline = HEADLINES[e.event](e, { commit, again });
   const pin = e.pinned
     ? [
         `📌 pinned at ${e.pinned.revision.slice(0, 12)} by ${e.pinned.by} until ${e.pinned.until}: ${e.pinned.reason}`,
