@@ -1,166 +1,19 @@
-import { readdir, readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parse as parseYaml } from "yaml";
 import { AgentError } from "../core/errors.js";
-import { fetchFailure } from "../core/fetch-failure.js";
-import { readPrivateFile } from "../gitea/webhook-secret.js";
-import { type FleetStatus as AgentStatus, fleetStatusSchema, refusal } from "../server/status-model.js";
+import type { FleetStatus as AgentStatus } from "../server/status-model.js";
 import { gitAt } from "../source/git.js";
 import { type HistoryRecord, parseRecord } from "../state/history-record.js";
+import { askAll, askStatus, type FleetFlags, type Host } from "./fleet-ask.js";
 import { renderRecord } from "./history.js";
+
+export type { FleetFlags };
 
 /**
  * `deploy-agent fleet status|history|wait`: the whole fleet from one command, on an operator's clone of the config
- * repository. Every `config/*.yaml` names a host and its agent's `publicUrl`; each agent's /status is asked in
- * parallel with a short timeout.
+ * repository. Every `config/*.yaml` names a host and its agent's `publicUrl` (fleet-ask.ts asks them).
  */
-
-export interface FleetFlags {
-  repo?: string | undefined;
-  json: boolean;
-  tokenFile?: string | undefined;
-  timeoutSeconds: number;
-}
-
-const ASK_TIMEOUT_MS = 3000;
-
-/** The most an agent's answer may be: a fleet command's memory is its own, never what a host sends. */
-export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
-
-/** A body read to MAX_ANSWER_BYTES at most. */
-async function boundedText(res: Response): Promise<string> {
-  const reader = res.body?.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = reader ? await reader.read() : { done: true, value: undefined };
-    if (done || !value) break;
-    size += value.byteLength;
-    if (size > MAX_ANSWER_BYTES) {
-      await reader?.cancel().catch(() => {});
-      throw new Error(`answered more than ${MAX_ANSWER_BYTES} bytes`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
-
-/** JSON's value, or undefined for what is not JSON. */
-function jsonOf(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-interface Host extends HostEntry {
-  status: AgentStatus | null;
-  problem: string | null;
-}
-
-interface HostEntry {
-  host: string;
-  url: string | null;
-  /** The branch the host deploys (its manifest's repo.branch; main by default). */
-  branch: string;
-}
-
-const BRANCH = /^[A-Za-z0-9_][A-Za-z0-9._/-]*$/;
-
-async function hosts(repo: string): Promise<HostEntry[]> {
-  const dir = path.join(repo, "config");
-  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith(".yaml")).sort();
-  if (!names.length)
-    throw new AgentError("USAGE", `no host manifests in ${dir}`, {
-      hint: "run it in a clone of the config repository, or pass --repo DIR",
-    });
-  const out = [];
-  for (const n of names) {
-    // Only host and publicUrl are read: no ${VAR} is needed on an operator's machine.
-    const doc = parseYaml(await readFile(path.join(dir, n), "utf8")) as {
-      host?: unknown;
-      publicUrl?: unknown;
-      repo?: { branch?: unknown };
-    };
-    if (typeof doc?.host !== "string") continue;
-    out.push({
-      host: doc.host,
-      url: typeof doc.publicUrl === "string" ? doc.publicUrl.replace(/\/+$/, "") : null,
-      // A branch name goes into a refspec: only a plain one (no wildcard, no option, no "..").
-      branch:
-        typeof doc.repo?.branch === "string" &&
-        BRANCH.test(doc.repo.branch) &&
-        !doc.repo.branch.includes("..")
-          ? doc.repo.branch
-          : "main",
-    });
-  }
-  return out;
-}
-
-/** --token-file: the hosts' status token, in a file private to the user running fleet. */
-async function bearerToken(file: string): Promise<string> {
-  const value = (await readPrivateFile(path.resolve(file), "status token file"))?.trim();
-  if (!value) {
-    throw new AgentError("USAGE", `--token-file ${file} is missing or empty`, {
-      hint: "the file holds the hosts' webhook.statusAccess token (mode 0600)",
-    });
-  }
-  return value;
-}
-
-/** Every host's answer at `route` (its JSON, or null and why not), asked in parallel. */
-async function askAll(
-  flags: FleetFlags,
-  repo: string,
-  route: string,
-): Promise<(HostEntry & { answer: unknown; problem: string | null })[]> {
-  const token = flags.tokenFile ? await bearerToken(flags.tokenFile) : undefined;
-  return Promise.all(
-    (await hosts(repo)).map(async (entry) => {
-      const { url } = entry;
-      if (!url) return { ...entry, answer: null, problem: "no publicUrl in its manifest" };
-      const where = `${url}${route.split("?")[0]}`;
-      try {
-        const res = await fetch(`${url}${route}`, {
-          signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
-          headers: token ? { authorization: `Bearer ${token}` } : {},
-        });
-        if (!res.ok) {
-          await res.body?.cancel().catch(() => {});
-          return { ...entry, answer: null, problem: `${where} unreachable: HTTP ${res.status}` };
-        }
-        const answer = jsonOf(await boundedText(res));
-        if (answer === undefined)
-          return { ...entry, answer: null, problem: `${where} answered something that is not JSON` };
-        return { ...entry, answer, problem: null };
-      } catch (err) {
-        return {
-          ...entry,
-          answer: null,
-          problem: `${where} unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}`,
-        };
-      }
-    }),
-  );
-}
-
-async function ask(flags: FleetFlags, repo: string): Promise<Host[]> {
-  return (await askAll(flags, repo, "/status")).map(({ answer, ...h }) => {
-    if (h.problem) return { ...h, status: null };
-    // Checked with the status model: a host that lies gets named with the field, never trusted.
-    const parsed = fleetStatusSchema.safeParse(answer);
-    return parsed.success
-      ? { ...h, status: parsed.data }
-      : {
-          ...h,
-          status: null,
-          problem: `${h.url}/status answered something that is not an agent's status: ${refusal(parsed.error)}`,
-        };
-  });
-}
 
 const short = (rev: string | null | undefined) => (rev ? rev.slice(0, 12) : "—");
 
@@ -231,7 +84,7 @@ function liveness(s: AgentStatus): {
 
 export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => void): Promise<number> {
   const repo = path.resolve(flags.repo ?? ".");
-  const asked = await ask(flags, repo);
+  const asked = await askStatus(flags);
   const { tips, note } = await branchTips(repo, [...new Set(asked.map((h) => h.branch))]);
   const git = gitAt(repo);
   const rows = await Promise.all(
@@ -348,7 +201,7 @@ export async function fleetWaitCommand(
   const deadline = started + flags.timeoutSeconds * 1000;
   let said = "";
   for (;;) {
-    const waiting = (await ask(flags, repo)).flatMap((h) => {
+    const waiting = (await askStatus(flags)).flatMap((h) => {
       const why = laggard(h, rev);
       return why ? [`${h.host}: ${why}`] : [];
     });
@@ -380,8 +233,7 @@ export async function fleetHistoryCommand(
   flags: FleetFlags & { limit: number },
   out: (t: string) => void,
 ): Promise<number> {
-  const repo = path.resolve(flags.repo ?? ".");
-  const asked = await askAll(flags, repo, `/history?limit=${flags.limit}`);
+  const asked = await askAll(flags, `/history?limit=${flags.limit}`);
   const records: (HistoryRecord & { host: string })[] = [];
   const hostsSeen = asked.map((h) => {
     const doc = h.answer as { records?: unknown } | null;

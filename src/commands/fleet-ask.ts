@@ -1,0 +1,163 @@
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { AgentError } from "../core/errors.js";
+import { fetchFailure } from "../core/fetch-failure.js";
+import { readPrivateFile } from "../gitea/webhook-secret.js";
+import { type FleetStatus, fleetStatusSchema, refusal } from "../server/status-model.js";
+
+/**
+ * The fleet's hosts as the operator's clone names them (config/*.yaml), and each agent's answer at a route,
+ * asked in parallel with a short timeout; an answer is read to MAX_ANSWER_BYTES at most.
+ */
+
+export interface FleetFlags {
+  repo?: string | undefined;
+  json: boolean;
+  tokenFile?: string | undefined;
+  timeoutSeconds: number;
+}
+
+/** How long one agent has to answer, headers and body. */
+export const ASK_TIMEOUT_MS = 3000;
+
+/** The most an agent's answer may be: a fleet command's memory is its own, never what a host sends. */
+export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+
+export interface HostEntry {
+  host: string;
+  /** The manifest it was read from, relative to the clone. */
+  file: string;
+  url: string | null;
+  /** The branch the host deploys (its manifest's repo.branch; main by default). */
+  branch: string;
+  /** Why the host cannot be asked (its manifest), or null. */
+  problem: string | null;
+}
+
+export interface Answer extends HostEntry {
+  answer: unknown;
+}
+
+export interface Host extends HostEntry {
+  status: FleetStatus | null;
+}
+
+const BRANCH = /^[A-Za-z0-9_][A-Za-z0-9._/-]*$/;
+
+/**
+ * Every config/*.yaml that names a host: its agent's URL and branch.
+ */
+export async function fleetHosts(repo: string): Promise<HostEntry[]> {
+  const dir = path.join(repo, "config");
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith(".yaml")).sort();
+  if (!names.length)
+    throw new AgentError("USAGE", `no host manifests in ${dir}`, {
+      hint: "run it in a clone of the config repository, or pass --repo DIR",
+    });
+  const out: HostEntry[] = [];
+  for (const n of names) {
+    // Only host and publicUrl are read: no ${VAR} is needed on an operator's machine.
+    const doc = parseYaml(await readFile(path.join(dir, n), "utf8")) as {
+      host?: unknown;
+      publicUrl?: unknown;
+      repo?: { branch?: unknown };
+    };
+    if (typeof doc?.host !== "string") continue;
+    const branch = doc.repo?.branch;
+    out.push({
+      host: doc.host,
+      file: `config/${n}`,
+      url: typeof doc.publicUrl === "string" ? doc.publicUrl.replace(/\/+$/, "") : null,
+      // A branch name goes into a refspec: only a plain one (no wildcard, no option, no "..").
+      branch: typeof branch === "string" && BRANCH.test(branch) && !branch.includes("..") ? branch : "main",
+      problem: typeof doc.publicUrl === "string" ? null : "no publicUrl in its manifest",
+    });
+  }
+  return out;
+}
+
+/** --token-file: the hosts' status token, in a file private to the user running fleet. */
+async function bearerToken(file: string): Promise<string> {
+  const value = (await readPrivateFile(path.resolve(file), "status token file"))?.trim();
+  if (!value) {
+    throw new AgentError("USAGE", `--token-file ${file} is missing or empty`, {
+      hint: "the file holds the hosts' webhook.statusAccess token (mode 0600)",
+    });
+  }
+  return value;
+}
+
+/** JSON's value, or undefined for what is not JSON. */
+function jsonOf(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A body read to MAX_ANSWER_BYTES at most. */
+async function boundedText(res: Response): Promise<string> {
+  const reader = res.body?.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = reader ? await reader.read() : { done: true, value: undefined };
+    if (done || !value) break;
+    size += value.byteLength;
+    if (size > MAX_ANSWER_BYTES) {
+      await reader?.cancel().catch(() => {});
+      throw new Error(`answered more than ${MAX_ANSWER_BYTES} bytes`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** One agent's answer at `route`: its JSON, or why not. */
+async function askOne(entry: HostEntry, route: string, token: string | undefined) {
+  const { url } = entry;
+  if (!url || entry.problem)
+    return { answer: null, problem: entry.problem ?? "no publicUrl in its manifest" };
+  const where = `${url}${route.split("?")[0]}`;
+  try {
+    const res = await fetch(`${url}${route}`, {
+      signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    });
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      return { answer: null, problem: `${where} unreachable: HTTP ${res.status}` };
+    }
+    const answer = jsonOf(await boundedText(res));
+    if (answer === undefined)
+      return { answer: null, problem: `${where} answered something that is not JSON` };
+    return { answer, problem: null };
+  } catch (err) {
+    return { answer: null, problem: `${where} unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}` };
+  }
+}
+
+/** Every host's answer at `route` (its JSON, or null and why not), asked in parallel. */
+export async function askAll(flags: FleetFlags, route: string): Promise<Answer[]> {
+  const repo = path.resolve(flags.repo ?? ".");
+  const token = flags.tokenFile ? await bearerToken(flags.tokenFile) : undefined;
+  const entries = await fleetHosts(repo);
+  return Promise.all(entries.map(async (e) => ({ ...e, ...(await askOne(e, route, token)) })));
+}
+
+/** Every host's /status, checked with the status model: a host that lies gets named with the field, never trusted. */
+export async function askStatus(flags: FleetFlags): Promise<Host[]> {
+  return (await askAll(flags, "/status")).map(({ answer, ...h }) => {
+    if (h.problem) return { ...h, status: null };
+    const parsed = fleetStatusSchema.safeParse(answer);
+    return parsed.success
+      ? { ...h, status: parsed.data }
+      : {
+          ...h,
+          status: null,
+          problem: `${h.url}/status answered something that is not an agent's status: ${refusal(parsed.error)}`,
+        };
+  });
+}
