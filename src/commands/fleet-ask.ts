@@ -4,11 +4,13 @@ import { parse as parseYaml } from "yaml";
 import { AgentError } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
 import { readPrivateFile } from "../gitea/webhook-secret.js";
+import { httpRequest } from "../host/http-client.js";
 import { type FleetStatus, fleetStatusSchema, refusal } from "../server/status-model.js";
 
 /**
  * The fleet's hosts as the operator's clone names them (config/*.yaml), and each agent's answer at a route,
- * asked in parallel with a short timeout; an answer is read to MAX_ANSWER_BYTES at most.
+ * asked in parallel: its answer is read to MAX_ANSWER_BYTES within ASK_TIMEOUT_MS (the whole body, not only the
+ * headers), and a redirect is never followed.
  */
 
 export interface FleetFlags {
@@ -97,23 +99,7 @@ function jsonOf(text: string): unknown {
   }
 }
 
-/** A body read to MAX_ANSWER_BYTES at most. */
-async function boundedText(res: Response): Promise<string> {
-  const reader = res.body?.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = reader ? await reader.read() : { done: true, value: undefined };
-    if (done || !value) break;
-    size += value.byteLength;
-    if (size > MAX_ANSWER_BYTES) {
-      await reader?.cancel().catch(() => {});
-      throw new Error(`answered more than ${MAX_ANSWER_BYTES} bytes`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
+class TooLarge extends Error {}
 
 /** One agent's answer at `route`: its JSON, or why not. */
 async function askOne(entry: HostEntry, route: string, token: string | undefined) {
@@ -122,19 +108,23 @@ async function askOne(entry: HostEntry, route: string, token: string | undefined
     return { answer: null, problem: entry.problem ?? "no publicUrl in its manifest" };
   const where = `${url}${route.split("?")[0]}`;
   try {
-    const res = await fetch(`${url}${route}`, {
+    // node:http: a redirect is an answer like any other, never followed, so the token reaches no other URL.
+    const res = await httpRequest(`${url}${route}`, {
       signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
       headers: token ? { authorization: `Bearer ${token}` } : {},
+      readBody: (status) => status >= 200 && status < 300,
+      maxBytes: MAX_ANSWER_BYTES,
+      onTooLarge: (max) => new TooLarge(`answered more than ${max} bytes`),
     });
-    if (!res.ok) {
-      await res.body?.cancel().catch(() => {});
-      return { answer: null, problem: `${where} unreachable: HTTP ${res.status}` };
-    }
-    const answer = jsonOf(await boundedText(res));
+    if (res.status >= 300 && res.status < 400)
+      return { answer: null, problem: `${where} answered a redirect (HTTP ${res.status}), not followed` };
+    if (!res.ok) return { answer: null, problem: `${where} unreachable: HTTP ${res.status}` };
+    const answer = jsonOf(res.text);
     if (answer === undefined)
       return { answer: null, problem: `${where} answered something that is not JSON` };
     return { answer, problem: null };
   } catch (err) {
+    if (err instanceof TooLarge) return { answer: null, problem: `${where} ${err.message}` };
     return { answer: null, problem: `${where} unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}` };
   }
 }

@@ -1,0 +1,200 @@
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { after, afterEach, before, beforeEach, describe, it } from "node:test";
+import { stringify } from "yaml";
+import { runCli } from "./helpers/agent.js";
+import { type Fixture, makeFixture } from "./helpers/git.js";
+
+/**
+ * `fleet status` and `fleet wait` against agents that answer whatever an attacker wants: one real HTTP server on
+ * loopback plays every hostile host (a route per host name), and the real CLI asks it. Each host's manifest is a
+ * real file of a real clone. Whatever a host sends, the operator's terminal shows one line per host, without
+ * escape sequences; memory and time are the command's own.
+ */
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+const routes = new Map<string, Handler>();
+/** Requests the collector (where hostile hosts redirect to) received, with their Authorization header. */
+const collected: (string | undefined)[] = [];
+let server: Server;
+let base: string;
+let fx: Fixture;
+let head: string;
+
+before(async () => {
+  server = createServer((req, res) => {
+    const name = /^\/([\w-]+)\//.exec(req.url ?? "")?.[1] ?? "";
+    if (name === "collector") {
+      collected.push(req.headers.authorization);
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(status(head)));
+      return;
+    }
+    const handler = routes.get(name);
+    if (handler) handler(req, res);
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+after(() => {
+  server.closeAllConnections();
+  server.close();
+});
+beforeEach(() => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+  head = fx.push({ "landing/index.html": "<p>v2</p>\n" });
+  routes.clear();
+  collected.length = 0;
+});
+afterEach(() => {
+  server.closeAllConnections();
+  fx.cleanup();
+});
+
+/** A valid /status of a host that applied `rev` with one step. */
+function status(rev: string, over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    deployedRevision: rev,
+    suspended: null,
+    lastError: null,
+    health: { ok: true },
+    lastRun: null,
+    steps: [
+      {
+        name: "landing",
+        kind: "file",
+        lastAppliedRevision: rev,
+        lastAttemptedRevision: rev,
+        lastResult: null,
+      },
+    ],
+    ...over,
+  };
+}
+
+const json =
+  (doc: unknown): Handler =>
+  (_req, res) =>
+    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(doc));
+
+/** config/<name>.yaml for each host, its publicUrl the hostile server's route of that name (or as given). */
+function hosts(spec: Record<string, Handler | { url?: string; text?: string }>): void {
+  const dir = path.join(fx.pusher, "config");
+  mkdirSync(dir, { recursive: true });
+  for (const [name, h] of Object.entries(spec)) {
+    if (typeof h === "function") routes.set(name, h);
+    const doc =
+      typeof h === "function"
+        ? stringify({ version: 1, host: name, publicUrl: `${base}/${name}` })
+        : (h.text ?? stringify({ version: 1, host: name, ...(h.url ? { publicUrl: h.url } : {}) }));
+    writeFileSync(path.join(dir, `${name}.yaml`), doc);
+  }
+}
+
+const fleet = (...args: string[]) => runCli(["fleet", ...args, "--repo", fx.pusher]);
+const lineOf = (stdout: string, host: string) => stdout.split("\n").filter((l) => l.startsWith(`${host} `));
+
+describe("fleet against hostile bodies", () => {
+  it("100 MB is cut at 4 MiB, one byte a second ends at the ask's deadline, and neither holds the others", async () => {
+    let sent = 0;
+    let slowFor = 0;
+    hosts({
+      huge: (_req, res) => {
+        res.writeHead(200, { "content-type": "application/json" });
+        const chunk = Buffer.alloc(64 * 1024, 0x20);
+        const pump = () => {
+          while (sent < 100 * 1024 * 1024 && !res.destroyed) {
+            sent += chunk.length;
+            if (!res.write(chunk)) return void res.once("drain", pump);
+          }
+          res.end();
+        };
+        pump();
+      },
+      slow: (req, res) => {
+        const asked = Date.now();
+        req.socket.on("close", () => {
+          slowFor = Date.now() - asked;
+        });
+        res.writeHead(200, { "content-type": "application/json" });
+        const tick = setInterval(() => (res.destroyed ? clearInterval(tick) : res.write(" ")), 1000);
+        res.on("close", () => clearInterval(tick));
+      },
+      fine: json(status(head)),
+    });
+    const res = await fleet("status");
+    assert.equal(res.code, 1, res.stderr);
+    assert.match(
+      lineOf(res.stdout, "huge")[0] ?? "",
+      /^huge +.*\/huge\/status answered more than 4194304 bytes$/,
+    );
+    assert.match(
+      lineOf(res.stdout, "slow")[0] ?? "",
+      /^slow +.*\/slow\/status unreachable: timed out after 3000 ms/,
+    );
+    assert.match(lineOf(res.stdout, "fine")[0] ?? "", /up to date/);
+    assert.ok(sent < 20 * 1024 * 1024, `the body was not read on (${sent} bytes sent)`);
+    assert.ok(
+      slowFor > 2500 && slowFor < 4500,
+      `the slow body was cut at the ask's deadline (${slowFor} ms)`,
+    );
+  });
+
+  it("not JSON, the wrong shape, deep nesting, numbers for strings and a revision that is not a commit id: that host's line, never INTERNAL", async () => {
+    hosts({
+      html: (_req, res) => res.writeHead(200).end("<html>hello</html>"),
+      array: json([status(head)]),
+      deep: (_req, res) => res.writeHead(200).end(`{"steps":${"[".repeat(200_000)}${"]".repeat(200_000)}}`),
+      number: json(status(head, { deployedRevision: 12345 })),
+      reason: json(status(head, { suspended: { reason: 7, since: "2026-01-01T00:00:00.000Z" } })),
+      option: json(status("--output=/tmp/owned", { steps: [] })),
+      upper: json(status(head.toUpperCase())),
+    });
+    const res = await fleet("status", "--json");
+    assert.equal(res.code, 1, res.stderr);
+    assert.equal(res.stderr, "");
+    const doc = JSON.parse(res.stdout) as { hosts: { host: string; reachable: boolean; problem: string }[] };
+    const problem = (h: string) => doc.hosts.find((x) => x.host === h)?.problem ?? "";
+    assert.match(problem("html"), /answered something that is not JSON/);
+    assert.match(problem("array"), /not an agent's status: the document: .*expected object/);
+    assert.match(problem("deep"), /not an agent's status: /);
+    assert.match(problem("number"), /deployedRevision: .*expected string/);
+    assert.match(problem("reason"), /suspended\.reason: .*expected string/);
+    assert.match(problem("option"), /deployedRevision: not a commit id/);
+    assert.match(problem("upper"), /deployedRevision: not a commit id/);
+    assert.ok(doc.hosts.every((h) => !h.reachable));
+  });
+});
+
+describe("fleet against redirects", () => {
+  it("a 3xx is that host's problem, never followed: the token goes to no other URL, a file: URL is never read", async () => {
+    const tokenFile = path.join(fx.dir, "status-token");
+    writeFileSync(tokenFile, "fleet-status-token-0123456789\n", { mode: 0o600 });
+    const to =
+      (location: string, code = 302): Handler =>
+      (_req, res) =>
+        res.writeHead(code, { location }).end();
+    hosts({
+      same: to(`${base}/collector/status`),
+      keep: to(`${base}/collector/status`, 308),
+      other: to(`http://localhost:${(server.address() as AddressInfo).port}/collector/status`, 307),
+      file: to("file:///etc/passwd"),
+    });
+    for (const args of [["status"], ["wait", head, "--timeout", "1"]]) {
+      const res = await fleet(...args, "--token-file", tokenFile);
+      assert.equal(res.code, 1, res.stderr);
+      assert.deepEqual(collected, [], `${args[0]}: no redirect followed`);
+      assert.doesNotMatch(res.stdout + res.stderr, /fleet-status-token/);
+    }
+    const res = await fleet("status", "--token-file", tokenFile);
+    for (const h of ["same", "keep", "other", "file"])
+      assert.match(
+        lineOf(res.stdout, h)[0] ?? "",
+        /\/status answered a redirect \(HTTP 30\d\), not followed/,
+        h,
+      );
+  });
+});
