@@ -6,7 +6,7 @@ import path from "node:path";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { stringify } from "yaml";
 import { runCli } from "./helpers/agent.js";
-import { type Fixture, makeFixture } from "./helpers/git.js";
+import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
 /**
  * `fleet status` and `fleet wait` against agents that answer whatever an attacker wants: one real HTTP server on
@@ -23,6 +23,7 @@ let server: Server;
 let base: string;
 let fx: Fixture;
 let head: string;
+let old: string;
 
 before(async () => {
   server = createServer((req, res) => {
@@ -45,6 +46,7 @@ after(() => {
 });
 beforeEach(() => {
   fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+  old = git(fx.pusher, "rev-parse", "HEAD");
   head = fx.push({ "landing/index.html": "<p>v2</p>\n" });
   routes.clear();
   collected.length = 0;
@@ -95,6 +97,8 @@ function hosts(spec: Record<string, Handler | { url?: string; text?: string }>):
 }
 
 const fleet = (...args: string[]) => runCli(["fleet", ...args, "--repo", fx.pusher]);
+/** A control character other than the line break, a line or paragraph separator, or a bidi control. */
+const drives = (text: string) => /[^\P{Cc}\n]|[\p{Zl}\p{Zp}\u202a-\u202e\u2066-\u2069]/u.test(text);
 const lineOf = (stdout: string, host: string) => stdout.split("\n").filter((l) => l.startsWith(`${host} `));
 
 describe("fleet against hostile bodies", () => {
@@ -166,6 +170,81 @@ describe("fleet against hostile bodies", () => {
     assert.match(problem("option"), /deployedRevision: not a commit id/);
     assert.match(problem("upper"), /deployedRevision: not a commit id/);
     assert.ok(doc.hosts.every((h) => !h.reachable));
+  });
+});
+
+/** Every kind of text that could drive a terminal or fake a line, in one string. */
+const HOSTILE =
+  "a\nfine     0123456789ab “forged”; up to date\rb\u001b]0;owned\u0007c\u001b[2Jd\u202ee\u2066f\u2028g\u0085h";
+
+describe("fleet against terminal injection", () => {
+  it("every text a host sends is one line on its own row: no line break, carriage return, escape sequence or bidi control", async () => {
+    const evil = status(head, {
+      steps: [
+        {
+          name: `landing${HOSTILE}`,
+          kind: "file",
+          lastAppliedRevision: old,
+          lastAttemptedRevision: head,
+          lastResult: {
+            outcome: "failed",
+            revision: head,
+            reason: HOSTILE,
+            code: `CODE${HOSTILE}`,
+            message: HOSTILE,
+            at: "2026-01-01T00:00:00.000Z",
+            durationMs: 1,
+            items: [],
+          },
+        },
+      ],
+      lastError: { code: `E${HOSTILE}`, message: HOSTILE, at: "2026-01-01T00:00:00.000Z" },
+      suspended: { reason: HOSTILE, since: "2026-01-01T00:00:00.000Z" },
+      pinned: {
+        revision: head,
+        reason: HOSTILE,
+        since: "2026-01-01T00:00:00.000Z",
+        until: "2026-01-02T00:00:00.000Z",
+        by: HOSTILE,
+      },
+      jobs: { [`job${HOSTILE}`]: { message: HOSTILE, gauge: 1, at: "2026-01-01T00:00:00.000Z" } },
+      lastRun: {
+        revision: head,
+        result: `failed${HOSTILE}`,
+        dryRun: false,
+        durationMs: 1,
+        warnings: [],
+        steps: [],
+        finishedAt: "2026-01-01T00:00:00.000Z",
+      },
+    });
+    hosts({ evil: json(evil), fine: json(status(head)) });
+    for (const args of [["status"], ["wait", head, "--timeout", "1"]]) {
+      const res = await fleet(...args);
+      assert.equal(res.code, 1, res.stderr);
+      const out = res.stdout;
+      assert.ok(!drives(out), `${args[0]}: nothing that drives the terminal\n${out}`);
+      assert.equal(
+        lineOf(out, "fine").length,
+        args[0] === "status" ? 1 : 0,
+        `${args[0]}: no forged row\n${out}`,
+      );
+      assert.doesNotMatch(out, /^fine +0123456789ab/m, `${args[0]}: no forged row`);
+    }
+    const status1 = (await fleet("status")).stdout;
+    assert.equal(lineOf(status1, "evil").length, 1);
+    assert.ok((lineOf(status1, "evil")[0] ?? "").length < 2000, "each text is cut");
+  });
+
+  it("a reason of 1 MB is cut on the table, not printed whole", async () => {
+    hosts({
+      long: json(
+        status(head, { suspended: { reason: "x".repeat(1 << 20), since: "2026-01-01T00:00:00.000Z" } }),
+      ),
+    });
+    const res = await fleet("status");
+    assert.equal(lineOf(res.stdout, "long").length, 1);
+    assert.ok(res.stdout.length < 4000, `${res.stdout.length} characters printed`);
   });
 });
 

@@ -2,6 +2,7 @@ import { stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError } from "../core/errors.js";
+import { oneLine } from "../core/printable.js";
 import type { FleetStatus as AgentStatus } from "../server/status-model.js";
 import { gitAt } from "../source/git.js";
 import { type HistoryRecord, parseRecord } from "../state/history-record.js";
@@ -16,6 +17,15 @@ export type { FleetFlags };
  */
 
 const short = (rev: string | null | undefined) => (rev ? rev.slice(0, 12) : "—");
+
+/**
+ * What a host sent, as the text table shows it: one line each (no row of its own, no escape sequence), cut
+ * (a field to FIELD_MAX, a problem or a record to LINE_MAX), so that a host's row says only what it may.
+ */
+const FIELD_MAX = 200;
+const LINE_MAX = 600;
+const text = (s: string) => oneLine(s, FIELD_MAX);
+const line = (s: string) => oneLine(s, LINE_MAX);
 
 function age(at: string | undefined): string {
   if (!at) return "";
@@ -108,7 +118,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
       const failing = h.status?.steps.find((s) => s.lastResult?.outcome === "failed");
       const jobs = Object.entries(h.status?.jobs ?? {})
         .filter(([, j]) => (j.gauge ?? 0) > 0)
-        .map(([name, j]) => `${name}: ${j.message}`);
+        .map(([name, j]) => `${text(name)}: ${text(j.message)}`);
       return {
         host: h.host,
         url: h.url,
@@ -141,27 +151,27 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
     if (note) lines.push(`warning: ${note}`);
     for (const r of rows) {
       if (!r.reachable) {
-        lines.push(`${r.host.padEnd(8)} ${r.problem}`);
+        lines.push(`${r.host.padEnd(8)} ${line(r.problem ?? "")}`);
         continue;
       }
       const lag = r.lagging;
       const parts = [
-        `${short(r.deployed)}${r.subject ? ` “${r.subject}”` : ""}`,
+        `${short(r.deployed)}${r.subject ? ` “${text(r.subject)}”` : ""}`,
         lag
-          ? `NOT LIVE: ${lag.step} still at ${short(lag.live)}${lag.code ? ` (${lag.code}: ${lag.message ?? ""})` : " (not applied yet)"}`
+          ? `NOT LIVE: ${text(lag.step)} still at ${short(lag.live)}${lag.code ? ` (${text(lag.code)}: ${text(lag.message ?? "")})` : " (not applied yet)"}`
           : r.behind === null
             ? "behind unknown"
             : r.behind === 0
               ? "up to date"
               : `${r.behind} behind`,
-        r.lastRun ? `last run ${r.lastRun.result} ${age(r.lastRun.at)}` : "",
+        r.lastRun ? `last run ${text(r.lastRun.result)} ${age(r.lastRun.at)}` : "",
         r.failing && r.failing.step !== lag?.step
-          ? `FAILING ${r.failing.step}${r.failing.code ? ` (${r.failing.code})` : ""}`
+          ? `FAILING ${text(r.failing.step)}${r.failing.code ? ` (${text(r.failing.code)})` : ""}`
           : "",
-        r.lastError ? `error ${r.lastError.code}` : "",
-        r.suspended ? `SUSPENDED since ${r.suspended.since}: ${r.suspended.reason}` : "",
+        r.lastError ? `error ${text(r.lastError.code)}` : "",
+        r.suspended ? `SUSPENDED since ${r.suspended.since}: ${text(r.suspended.reason)}` : "",
         r.pinned
-          ? `PINNED at ${short(r.pinned.revision)} by ${r.pinned.by} until ${r.pinned.until}: ${r.pinned.reason}`
+          ? `PINNED at ${short(r.pinned.revision)} by ${text(r.pinned.by)} until ${r.pinned.until}: ${text(r.pinned.reason)}`
           : "",
         ...r.jobs,
       ].filter(Boolean);
@@ -174,15 +184,15 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
 
 /** Done when every step of the host has applied the revision (a step with nothing to do for it counts). */
 function laggard(h: Host, rev: string): string | null {
-  if (!h.status) return h.problem ?? "unreachable";
+  if (!h.status) return line(h.problem ?? "unreachable");
   const behind = h.status.steps.filter((s) => s.lastAppliedRevision !== rev);
   if (!behind.length) return null;
   const failed = behind.find((s) => s.lastResult?.outcome === "failed" && s.lastResult.revision === rev);
   if (failed)
-    return `${failed.name} failed (${failed.lastResult?.code ?? "failed"}: ${failed.lastResult?.message ?? ""})`;
-  if (h.status.suspended) return `suspended: ${h.status.suspended.reason}`;
-  if (h.status.lastError) return `${h.status.lastError.code}: ${h.status.lastError.message}`;
-  return `still at ${short(h.status.deployedRevision)} (${behind.map((s) => s.name).join(", ")} not applied yet)`;
+    return `${text(failed.name)} failed (${text(failed.lastResult?.code ?? "failed")}: ${text(failed.lastResult?.message ?? "")})`;
+  if (h.status.suspended) return `suspended: ${text(h.status.suspended.reason)}`;
+  if (h.status.lastError) return `${text(h.status.lastError.code)}: ${text(h.status.lastError.message)}`;
+  return `still at ${short(h.status.deployedRevision)} (${text(behind.map((s) => s.name).join(", "))} not applied yet)`;
 }
 
 export async function fleetWaitCommand(
@@ -255,11 +265,11 @@ export async function fleetHistoryCommand(
     );
   } else {
     const lines = hostsSeen.flatMap((h) => [
-      ...(h.problem ? [`${h.host.padEnd(8)} ${h.problem}`] : []),
+      ...(h.problem ? [`${h.host.padEnd(8)} ${line(h.problem)}`] : []),
       ...(h.invalid ? [`${h.host.padEnd(8)} warning: ${h.invalid} record(s) it sent are not records`] : []),
     ]);
     if (!newest.length) lines.push("no runs recorded");
-    for (const r of newest) lines.push(`${r.host.padEnd(8)} ${renderRecord(r)}`);
+    for (const r of newest) lines.push(`${r.host.padEnd(8)} ${line(renderRecord(r))}`);
     out(`${lines.join("\n")}\n`);
   }
   return hostsSeen.every((h) => h.reachable) ? 0 : 1;
