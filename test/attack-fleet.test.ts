@@ -277,3 +277,44 @@ describe("fleet against redirects", () => {
       );
   });
 });
+
+describe("fleet against the clone's own manifests", () => {
+  it("a manifest that is not YAML, names no host, names another's host, or has no http(s) publicUrl is that host's row: never skipped, never INTERNAL", async () => {
+    hosts({
+      fine: json(status(head)),
+      broken: { text: "host: [unclosed\n" },
+      nameless: { text: stringify({ version: 1, publicUrl: `${base}/fine` }) },
+      evil: { text: stringify({ version: 1, host: "a\nfine     up to date", publicUrl: `${base}/fine` }) },
+      twin: { text: stringify({ version: 1, host: "fine", publicUrl: `${base}/fine` }) },
+      nourl: {},
+      file: { url: "file:///etc/passwd" },
+    });
+    const res = await fleet("status");
+    assert.equal(res.code, 1, res.stderr);
+    assert.equal(res.stderr, "");
+    const row = (h: string) => lineOf(res.stdout, h).join("\n");
+    assert.match(row("broken"), /^broken +config\/broken\.yaml is not YAML: /);
+    assert.match(row("nameless"), /^nameless config\/nameless\.yaml names no host/);
+    assert.match(row("evil"), /^evil +config\/evil\.yaml names no host/);
+    assert.match(row("nourl"), /^nourl +no publicUrl in config\/nourl\.yaml$/);
+    assert.match(row("file"), /^file +config\/file\.yaml: publicUrl is not an http\(s\) URL$/);
+    assert.deepEqual(lineOf(res.stdout, "fine"), [
+      "fine     config/twin.yaml names host fine too: a host has one manifest",
+      "fine     config/fine.yaml names host fine too: a host has one manifest",
+    ]);
+    const waited = await fleet("wait", head, "--timeout", "1");
+    assert.equal(waited.code, 1, waited.stdout);
+    for (const h of ["broken", "nameless", "evil", "nourl", "file", "fine"])
+      assert.match(waited.stdout, new RegExp(`^  ${h}: `, "m"), h);
+  });
+
+  it("a config directory of manifests that name no host is not a fleet that runs every revision", async () => {
+    hosts({ nameless: { text: stringify({ version: 1 }) } });
+    const waited = await fleet("wait", head, "--timeout", "1");
+    assert.equal(waited.code, 1, waited.stdout);
+    assert.doesNotMatch(waited.stdout, /^every host runs/m);
+    const empty = await runCli(["fleet", "wait", "HEAD", "--timeout", "1", "--repo", fx.clone]);
+    assert.equal(empty.code, 2);
+    assert.match(empty.stderr, /^error USAGE: no host manifests in .*\nhint: /);
+  });
+});

@@ -47,8 +47,26 @@ export interface Host extends HostEntry {
 
 const BRANCH = /^[A-Za-z0-9_][A-Za-z0-9._/-]*$/;
 
+/** The manifest schema's rule for a host name: it is printed at the start of a row. */
+const HOST = /^[a-z0-9][a-z0-9-]*$/;
+/** A manifest naming no valid host is shown under its file's name, with what a host name cannot have as `_`. */
+const fileHost = (file: string) => path.basename(file, ".yaml").replace(/[^a-z0-9-]/g, "_");
+
+/** The agent's URL: http(s) only, without a trailing slash; null when it is not one. */
+function agentUrl(value: unknown): string | null {
+  if (typeof value !== "string") return null;
+  try {
+    const u = new URL(value);
+    return u.protocol === "http:" || u.protocol === "https:" ? value.replace(/\/+$/, "") : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
- * Every config/*.yaml that names a host: its agent's URL and branch.
+ * Every config/*.yaml, one entry each: a file that is not YAML, names no valid host or a host another file
+ * names too, or has no http(s) publicUrl, is an entry with its problem, so that `fleet wait` never counts a
+ * host it cannot see as done.
  */
 export async function fleetHosts(repo: string): Promise<HostEntry[]> {
   const dir = path.join(repo, "config");
@@ -59,22 +77,44 @@ export async function fleetHosts(repo: string): Promise<HostEntry[]> {
     });
   const out: HostEntry[] = [];
   for (const n of names) {
-    // Only host and publicUrl are read: no ${VAR} is needed on an operator's machine.
-    const doc = parseYaml(await readFile(path.join(dir, n), "utf8")) as {
-      host?: unknown;
-      publicUrl?: unknown;
-      repo?: { branch?: unknown };
-    };
-    if (typeof doc?.host !== "string") continue;
-    const branch = doc.repo?.branch;
+    const file = `config/${n}`;
+    let doc: { host?: unknown; publicUrl?: unknown; repo?: { branch?: unknown } } | null;
+    try {
+      // Only host, publicUrl and repo.branch are read: no ${VAR} is needed on an operator's machine.
+      doc = parseYaml(await readFile(path.join(dir, n), "utf8"));
+    } catch (err) {
+      const why = (err as Error).message.split("\n")[0] ?? "";
+      out.push({
+        host: fileHost(n),
+        file,
+        url: null,
+        branch: "main",
+        problem: `${file} is not YAML: ${why}`,
+      });
+      continue;
+    }
+    const host = typeof doc?.host === "string" && HOST.test(doc.host) ? doc.host : null;
+    const url = agentUrl(doc?.publicUrl);
+    const branch = doc?.repo?.branch;
     out.push({
-      host: doc.host,
-      file: `config/${n}`,
-      url: typeof doc.publicUrl === "string" ? doc.publicUrl.replace(/\/+$/, "") : null,
+      host: host ?? fileHost(n),
+      file,
+      url,
       // A branch name goes into a refspec: only a plain one (no wildcard, no option, no "..").
       branch: typeof branch === "string" && BRANCH.test(branch) && !branch.includes("..") ? branch : "main",
-      problem: typeof doc.publicUrl === "string" ? null : "no publicUrl in its manifest",
+      problem: !host
+        ? `${file} names no host (lowercase letters, digits and dashes)`
+        : !url
+          ? doc?.publicUrl === undefined
+            ? `no publicUrl in ${file}`
+            : `${file}: publicUrl is not an http(s) URL`
+          : null,
     });
+  }
+  for (const h of out) {
+    const others = out.filter((o) => o !== h && o.host === h.host).map((o) => o.file);
+    if (others.length && !h.problem)
+      h.problem = `${others.join(", ")} names host ${h.host} too: a host has one manifest`;
   }
   return out;
 }
@@ -105,7 +145,7 @@ class TooLarge extends Error {}
 async function askOne(entry: HostEntry, route: string, token: string | undefined) {
   const { url } = entry;
   if (!url || entry.problem)
-    return { answer: null, problem: entry.problem ?? "no publicUrl in its manifest" };
+    return { answer: null, problem: entry.problem ?? `no publicUrl in ${entry.file}` };
   const where = `${url}${route.split("?")[0]}`;
   try {
     // node:http: a redirect is an answer like any other, never followed, so the token reaches no other URL.
