@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -316,5 +316,101 @@ describe("fleet against the clone's own manifests", () => {
     const empty = await runCli(["fleet", "wait", "HEAD", "--timeout", "1", "--repo", fx.clone]);
     assert.equal(empty.code, 2);
     assert.match(empty.stderr, /^error USAGE: no host manifests in .*\nhint: /);
+  });
+});
+
+describe("fleet wait against hosts that lie, go back or never answer", () => {
+  it("a host is done only when it ran REV and reports every step its manifest at REV has applied", async () => {
+    // The manifests at REV, committed: partial's and fine's name the step their hosts must report.
+    const manifest = (host: string, steps: { name: string }[] = []) =>
+      stringify({ version: 1, host, publicUrl: `${base}/${host}`, steps });
+    const rev = fx.push(
+      {
+        "config/empty.yaml": manifest("empty"),
+        "config/stale.yaml": manifest("stale"),
+        "config/partial.yaml": manifest("partial", [{ name: "landing" }]),
+        "config/fine.yaml": manifest("fine", [{ name: "landing" }]),
+      },
+      "manifests",
+    );
+    // Says nothing of its steps, and ran another revision.
+    routes.set("empty", json(status(old, { steps: [] })));
+    // Every step it names applied REV, while the host ran another revision.
+    routes.set("stale", json(status(rev, { deployedRevision: old })));
+    // Leaves out the step its manifest at REV has.
+    routes.set("partial", json(status(rev, { steps: [] })));
+    routes.set("fine", json(status(rev)));
+    const res = await fleet("wait", rev, "--timeout", "1");
+    assert.equal(res.code, 1, res.stdout + res.stderr);
+    assert.match(res.stdout, /^ {2}empty: still at [0-9a-f]{12}/m);
+    assert.match(res.stdout, /^ {2}stale: still at [0-9a-f]{12}/m);
+    assert.match(
+      res.stdout,
+      /^ {2}partial: reports no step landing \(its manifest at [0-9a-f]{12} has it\)/m,
+    );
+    assert.doesNotMatch(res.stdout, /^ {2}fine: /m);
+  });
+
+  it("a host that went back to an older revision is waited for again", async () => {
+    let flips = 0;
+    let slows = 0;
+    hosts({
+      flip: (req, res) => json(flips++ === 0 ? status(head) : status(old))(req, res),
+      slow: (req, res) => json(slows++ === 0 ? status(old) : status(head))(req, res),
+    });
+    const res = await fleet("wait", head, "--timeout", "2");
+    assert.equal(res.code, 1, res.stdout);
+    assert.ok(flips >= 2);
+    assert.match(res.stdout, /^ {2}flip: still at [0-9a-f]{12}/m);
+    assert.doesNotMatch(res.stdout, /^ {2}slow: /m);
+  });
+
+  it("a host that never answers ends the wait at --timeout, not an ask's 3 s later; one that gets there within it is done", async () => {
+    const open: { at: number; closed?: number }[] = [];
+    hosts({
+      mute: (req) => {
+        const c = { at: Date.now() } as { at: number; closed?: number };
+        open.push(c);
+        req.socket.on("close", () => {
+          c.closed = Date.now();
+        });
+      },
+    });
+    const res = await fleet("wait", head, "--timeout", "1");
+    const ended = Date.now();
+    assert.equal(res.code, 1, res.stdout);
+    assert.match(
+      res.stdout,
+      /not every host runs [0-9a-f]{12} after 1s:\n {2}mute: .*mute\/status unreachable: /,
+    );
+    assert.equal(open.length, 1);
+    const first = open[0] ?? { at: 0 };
+    assert.ok(
+      first.closed !== undefined && first.closed - first.at < 2000,
+      `asked for ${(first.closed ?? ended) - first.at} ms`,
+    );
+
+    // One that gets there 1.5 s into a wait of 4 s is done.
+    rmSync(path.join(fx.pusher, "config", "mute.yaml"));
+    let firstAsked = 0;
+    hosts({
+      late: (req, res) => {
+        firstAsked ||= Date.now();
+        json(status(Date.now() - firstAsked > 1500 ? head : old))(req, res);
+      },
+    });
+    const late = await fleet("wait", head, "--timeout", "4");
+    assert.equal(late.code, 0, late.stdout);
+    assert.match(late.stdout, /^waiting for [0-9a-f]{12} \(\d+s\): late: still at [0-9a-f]{12}/m);
+    assert.match(late.stdout, /^every host runs [0-9a-f]{12}$/m);
+  });
+
+  it("--timeout beyond a day, zero or not a number is a usage error", async () => {
+    hosts({ fine: json(status(head)) });
+    for (const t of ["0", "-1", "abc", "1e9", "Infinity"]) {
+      const res = await fleet("wait", head, `--timeout=${t}`);
+      assert.equal(res.code, 2, `${t}: ${res.stdout}`);
+      assert.match(res.stderr, /--timeout takes a number of seconds from 1 to 86400/);
+    }
   });
 });

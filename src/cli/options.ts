@@ -17,6 +17,9 @@ const opt = <const N extends string>(o: OptionSpec<N>) => o;
 /** The most records `history --limit` and `fleet history --limit` take. */
 export const MAX_HISTORY_LIMIT = 10_000;
 
+/** The longest `fleet wait --timeout`: a day; a typo of a few digits must not wait a month. */
+export const MAX_WAIT_SECONDS = 86_400;
+
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"] as const;
 
 export const OPT = {
@@ -86,8 +89,11 @@ export const OPT = {
   timeout: opt({
     name: "timeout",
     arg: "SECONDS",
-    help: "give up after this long (default 300)",
-    check: (v) => (seconds(v) > 0 ? undefined : "--timeout takes a number of seconds"),
+    help: `give up after this long (default 300, at most ${MAX_WAIT_SECONDS})`,
+    check: (v) =>
+      seconds(v) >= 1 && seconds(v) <= MAX_WAIT_SECONDS
+        ? undefined
+        : `--timeout takes a number of seconds from 1 to ${MAX_WAIT_SECONDS}, not "${v}"`,
   }),
 } as const;
 

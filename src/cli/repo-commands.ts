@@ -49,7 +49,7 @@ export const fleet = group({
       examples: ["deploy-agent fleet wait origin/main --timeout 600"],
       notes: "exit 0 every host runs REV, 1 some do not after --timeout (named)",
       run: async (c) =>
-        (await import("../commands/fleet.js")).fleetWaitCommand(
+        (await import("../commands/fleet-wait.js")).fleetWaitCommand(
           { ...fleetFlags(c), timeoutSeconds: Number(c.string("timeout") ?? "300") },
           c.args[0] ?? "",
           c.out,

@@ -141,16 +141,17 @@ function jsonOf(text: string): unknown {
 
 class TooLarge extends Error {}
 
-/** One agent's answer at `route`: its JSON, or why not. */
-async function askOne(entry: HostEntry, route: string, token: string | undefined) {
+/** One agent's answer at `route`: its JSON, or why not. `signal` cuts it short (fleet wait's deadline). */
+async function askOne(entry: HostEntry, route: string, token: string | undefined, signal?: AbortSignal) {
   const { url } = entry;
   if (!url || entry.problem)
     return { answer: null, problem: entry.problem ?? `no publicUrl in ${entry.file}` };
   const where = `${url}${route.split("?")[0]}`;
+  const timeout = AbortSignal.timeout(ASK_TIMEOUT_MS);
   try {
     // node:http: a redirect is an answer like any other, never followed, so the token reaches no other URL.
     const res = await httpRequest(`${url}${route}`, {
-      signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
+      signal: signal ? AbortSignal.any([timeout, signal]) : timeout,
       headers: token ? { authorization: `Bearer ${token}` } : {},
       readBody: (status) => status >= 200 && status < 300,
       maxBytes: MAX_ANSWER_BYTES,
@@ -165,21 +166,23 @@ async function askOne(entry: HostEntry, route: string, token: string | undefined
     return { answer, problem: null };
   } catch (err) {
     if (err instanceof TooLarge) return { answer: null, problem: `${where} ${err.message}` };
+    if (signal?.aborted && !timeout.aborted)
+      return { answer: null, problem: `${where} unreachable: no answer within fleet wait's --timeout` };
     return { answer: null, problem: `${where} unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}` };
   }
 }
 
-/** Every host's answer at `route` (its JSON, or null and why not), asked in parallel. */
-export async function askAll(flags: FleetFlags, route: string): Promise<Answer[]> {
+/** Every host's answer at `route` (its JSON, or null and why not), asked in parallel; `signal` cuts each short. */
+export async function askAll(flags: FleetFlags, route: string, signal?: AbortSignal): Promise<Answer[]> {
   const repo = path.resolve(flags.repo ?? ".");
   const token = flags.tokenFile ? await bearerToken(flags.tokenFile) : undefined;
   const entries = await fleetHosts(repo);
-  return Promise.all(entries.map(async (e) => ({ ...e, ...(await askOne(e, route, token)) })));
+  return Promise.all(entries.map(async (e) => ({ ...e, ...(await askOne(e, route, token, signal)) })));
 }
 
 /** Every host's /status, checked with the status model: a host that lies gets named with the field, never trusted. */
-export async function askStatus(flags: FleetFlags): Promise<Host[]> {
-  return (await askAll(flags, "/status")).map(({ answer, ...h }) => {
+export async function askStatus(flags: FleetFlags, signal?: AbortSignal): Promise<Host[]> {
+  return (await askAll(flags, "/status", signal)).map(({ answer, ...h }) => {
     if (h.problem) return { ...h, status: null };
     const parsed = fleetStatusSchema.safeParse(answer);
     return parsed.success

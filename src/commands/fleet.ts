@@ -1,22 +1,20 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { AgentError } from "../core/errors.js";
 import { oneLine } from "../core/printable.js";
 import type { FleetStatus as AgentStatus } from "../server/status-model.js";
 import { gitAt } from "../source/git.js";
 import { type HistoryRecord, parseRecord } from "../state/history-record.js";
-import { askAll, askStatus, type FleetFlags, type Host } from "./fleet-ask.js";
+import { askAll, askStatus, type FleetFlags } from "./fleet-ask.js";
 import { renderRecord } from "./history.js";
 
 export type { FleetFlags };
 
 /**
- * `deploy-agent fleet status|history|wait`: the whole fleet from one command, on an operator's clone of the config
+ * `deploy-agent fleet status|history` (and `wait`, fleet-wait.ts): the whole fleet from one command, on an operator's clone of the config
  * repository. Every `config/*.yaml` names a host and its agent's `publicUrl` (fleet-ask.ts asks them).
  */
 
-const short = (rev: string | null | undefined) => (rev ? rev.slice(0, 12) : "—");
+export const short = (rev: string | null | undefined) => (rev ? rev.slice(0, 12) : "—");
 
 /**
  * What a host sent, as the text table shows it: one line each (no row of its own, no escape sequence), cut
@@ -24,8 +22,8 @@ const short = (rev: string | null | undefined) => (rev ? rev.slice(0, 12) : "—
  */
 const FIELD_MAX = 200;
 const LINE_MAX = 600;
-const text = (s: string) => oneLine(s, FIELD_MAX);
-const line = (s: string) => oneLine(s, LINE_MAX);
+export const text = (s: string) => oneLine(s, FIELD_MAX);
+export const line = (s: string) => oneLine(s, LINE_MAX);
 
 function age(at: string | undefined): string {
   if (!at) return "";
@@ -180,59 +178,6 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
     out(`${lines.join("\n")}\n`);
   }
   return rows.every((r) => r.reachable && !r.failing && !r.lastError && !r.lagging) ? 0 : 1;
-}
-
-/** Done when every step of the host has applied the revision (a step with nothing to do for it counts). */
-function laggard(h: Host, rev: string): string | null {
-  if (!h.status) return line(h.problem ?? "unreachable");
-  const behind = h.status.steps.filter((s) => s.lastAppliedRevision !== rev);
-  if (!behind.length) return null;
-  const failed = behind.find((s) => s.lastResult?.outcome === "failed" && s.lastResult.revision === rev);
-  if (failed)
-    return `${text(failed.name)} failed (${text(failed.lastResult?.code ?? "failed")}: ${text(failed.lastResult?.message ?? "")})`;
-  if (h.status.suspended) return `suspended: ${text(h.status.suspended.reason)}`;
-  if (h.status.lastError) return `${text(h.status.lastError.code)}: ${text(h.status.lastError.message)}`;
-  return `still at ${short(h.status.deployedRevision)} (${text(behind.map((s) => s.name).join(", "))} not applied yet)`;
-}
-
-export async function fleetWaitCommand(
-  flags: FleetFlags,
-  target: string,
-  out: (t: string) => void,
-): Promise<number> {
-  const repo = path.resolve(flags.repo ?? ".");
-  const rev = (
-    await gitAt(repo)
-      .revparse(["--verify", `${target}^{commit}`])
-      .catch(() => "")
-  ).trim();
-  if (!rev) throw new AgentError("USAGE", `fleet wait: ${target} is not a commit in ${repo}`);
-  const started = Date.now();
-  const deadline = started + flags.timeoutSeconds * 1000;
-  let said = "";
-  for (;;) {
-    const waiting = (await askStatus(flags)).flatMap((h) => {
-      const why = laggard(h, rev);
-      return why ? [`${h.host}: ${why}`] : [];
-    });
-    // Progress: a line whenever who is waited for, or why, changes.
-    const now = waiting.join("; ");
-    if (waiting.length && now !== said && Date.now() < deadline) {
-      out(`waiting for ${short(rev)} (${Math.round((Date.now() - started) / 1000)}s): ${now}\n`);
-      said = now;
-    }
-    if (!waiting.length) {
-      out(`every host runs ${short(rev)}\n`);
-      return 0;
-    }
-    if (Date.now() >= deadline) {
-      out(
-        `not every host runs ${short(rev)} after ${flags.timeoutSeconds}s:\n${waiting.map((w) => `  ${w}`).join("\n")}\n`,
-      );
-      return 1;
-    }
-    await sleep(1000);
-  }
 }
 
 /**
