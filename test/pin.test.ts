@@ -315,9 +315,17 @@ describe("pin and unpin at their edges", () => {
       pinned: false,
     });
 
-    assert.equal((await cli(file, "pin", v1, "--reason", "\u001b]0;owned\u0007\u001b[2Jv2 is bad")).code, 0);
+    // A reason is one plain line: one with escape sequences is refused before anything is pinned.
+    const hostile = "\u001b]0;owned\u0007\u001b[2Jv2 is bad";
+    const refused = await cli(file, "pin", v1, "--reason", hostile);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /error USAGE: --reason takes one line of at most 500 characters/);
+    assert.equal(page(), "<p>v2</p>\n");
+    assert.equal((await cli(file, "pin", v1, "--reason", "v2 is bad")).code, 0);
     assert.equal(page(), "<p>v1</p>\n");
-    // The reason is the operator's text, shown to the next one: it never drives their terminal.
+    // A state an older agent wrote may hold one: shown to the next operator, it never drives their terminal.
+    const stateFile = path.join(stateDir, "state.json");
+    writeFileSync(stateFile, readFileSync(stateFile, "utf8").replace('"v2 is bad"', JSON.stringify(hostile)));
     const status = await cli(file, "status");
     assert.match(status.stdout, /\?\]0;owned\?\?\[2Jv2 is bad/);
     assert.equal(status.stdout.includes("\u001b"), false);

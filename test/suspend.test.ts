@@ -118,4 +118,28 @@ describe("suspend and resume", () => {
       suspended: false,
     });
   });
+
+  it("a reason of several lines, with an escape sequence or a bidi control, or over 500 characters is refused before anything is written", async () => {
+    assert.equal((await runCli(runArgs(manifest, fx.clone, root, stateDir))).code, 0);
+    const stateFile = path.join(stateDir, "state.json");
+    const before = readFileSync(stateFile, "utf8");
+    for (const reason of [
+      "one\nlxctest resumed",
+      "\u001b]0;owned\u0007x",
+      "a\rb",
+      "mig\u202eration",
+      "x".repeat(501),
+    ]) {
+      const res = await runCli(["suspend", "--reason", reason, ...common()]);
+      assert.equal(res.code, 2, JSON.stringify(reason));
+      assert.match(
+        res.stderr,
+        /^error USAGE: --reason takes one line of at most 500 characters, without control characters\nhint: /,
+      );
+      assert.equal(res.stdout, "");
+    }
+    assert.equal(readFileSync(stateFile, "utf8"), before, "state untouched");
+    const long = await runCli(["suspend", "--reason", "ü".repeat(500), ...common()]);
+    assert.equal(long.code, 0, long.stderr);
+  });
 });

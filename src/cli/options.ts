@@ -17,6 +17,12 @@ const opt = <const N extends string>(o: OptionSpec<N>) => o;
 /** The most records `history --limit` and `fleet history --limit` take. */
 export const MAX_HISTORY_LIMIT = 10_000;
 
+/** The longest --reason (suspend, pin): what the deploy history keeps of one. */
+export const MAX_REASON_CHARS = 500;
+
+/** A control character other than the tab (a line break among them), a line or paragraph separator, a bidi control. */
+const UNPRINTABLE = /[^\P{Cc}\t]|[\p{Zl}\p{Zp}\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
+
 /** The longest `fleet wait --timeout`: a day; a typo of a few digits must not wait a month. */
 export const MAX_WAIT_SECONDS = 86_400;
 
@@ -70,7 +76,18 @@ export const OPT = {
     check: (v) => (seconds(v) >= 0 ? undefined : "--wait takes a number of seconds"),
   }),
   force: opt({ name: "force", help: "do it even where it would refuse" }),
-  reason: opt({ name: "reason", arg: "TEXT", help: "why, shown by status, /status and fleet status" }),
+  reason: opt({
+    name: "reason",
+    arg: "TEXT",
+    help: `why, shown by status, /status and fleet status (one line, at most ${MAX_REASON_CHARS} characters)`,
+    // It is kept in the state and shown on other terminals and in notices: one plain line that reads the same there.
+    check: (v) =>
+      v === ""
+        ? "--reason takes TEXT, not an empty value"
+        : [...v].length > MAX_REASON_CHARS || UNPRINTABLE.test(v)
+          ? `--reason takes one line of at most ${MAX_REASON_CHARS} characters, without control characters`
+          : undefined,
+  }),
   limit: opt({
     name: "limit",
     arg: "N",
