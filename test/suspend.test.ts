@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   hostRoot,
   listeningUrl,
+  PROJECT,
   runArgs,
   runCli,
   type Served,
@@ -141,5 +143,109 @@ describe("suspend and resume", () => {
     assert.equal(readFileSync(stateFile, "utf8"), before, "state untouched");
     const long = await runCli(["suspend", "--reason", "ü".repeat(500), ...common()]);
     assert.equal(long.code, 0, long.stderr);
+  });
+
+  it("suspending a suspended host keeps when it began and the revision it remembers; the reason is the new one", async () => {
+    assert.equal((await runCli(runArgs(manifest, fx.clone, root, stateDir))).code, 0);
+    assert.equal((await runCli(["suspend", "--reason", "first", ...common()])).code, 0);
+    const rev = fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    assert.equal(
+      (await runCli(runArgs(manifest, fx.clone, root, stateDir))).code,
+      1,
+      "remembered, not deployed",
+    );
+    type Suspended = { reason: string; since: string; newestRevision?: string };
+    const read = () =>
+      (JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as { suspended: Suspended })
+        .suspended;
+    const first = read();
+    assert.equal(first.newestRevision, rev);
+    await sleep(20);
+    const again = await runCli(["suspend", "--reason", "second", ...common()]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, new RegExp(`lxctest suspended \\(since ${first.since}\\): second\\.`));
+    assert.deepEqual(read(), { ...first, reason: "second" });
+    const json = await runCli(["suspend", "--json", "--reason", "third", ...common()]);
+    assert.deepEqual((JSON.parse(json.stdout) as { suspended: Suspended }).suspended, {
+      ...first,
+      reason: "third",
+    });
+  });
+
+  it("suspend while a run holds the lock waits its turn, and is since when it took effect", async () => {
+    assert.equal((await runCli(runArgs(manifest, fx.clone, root, stateDir))).code, 0);
+    const holder = spawn(
+      process.execPath,
+      ["--import", "tsx", path.join(PROJECT, "test/helpers/lock-child.ts"), stateDir, "hold"],
+      {
+        cwd: PROJECT,
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
+    try {
+      await new Promise<void>((r) => holder.stdout?.once("data", () => r()));
+      const pending = runCli(["suspend", "--reason", "while running", ...common()]);
+      // Long enough for the command to start and be waiting for the lock.
+      await sleep(4000);
+      assert.equal(
+        existsSync(path.join(stateDir, "state.json")) &&
+          readFileSync(path.join(stateDir, "state.json"), "utf8").includes("while running"),
+        false,
+        "not before the lock",
+      );
+      const released = new Date().toISOString();
+      holder.kill("SIGKILL");
+      const res = await pending;
+      assert.equal(res.code, 0, res.stderr);
+      const { suspended } = JSON.parse(readFileSync(path.join(stateDir, "state.json"), "utf8")) as {
+        suspended: { since: string };
+      };
+      assert.ok(
+        suspended.since >= released,
+        `since ${suspended.since}, the lock was released at ${released}`,
+      );
+    } finally {
+      holder.kill("SIGKILL");
+    }
+  });
+
+  it("a suspend racing a push's run (two real processes): the mark is never lost, and what was deployed is what the history says", async () => {
+    assert.equal((await runCli(runArgs(manifest, fx.clone, root, stateDir))).code, 0);
+    daemon = startCli([...serveArgs(manifest, fx.clone, root), "--state-dir", stateDir]);
+    const url = await listeningUrl(daemon);
+    const rev = fx.push({ "landing/index.html": "<p>v2</p>\n" });
+    const body = pushBody({ after: rev });
+    const [delivered, paused] = await Promise.all([
+      fetch(`${url}/hooks/deploy`, {
+        method: "POST",
+        headers: giteaHeaders(body, SECRET),
+        body: new Uint8Array(body),
+      }),
+      runCli(["suspend", "--reason", "race", ...common()]),
+    ]);
+    assert.equal(delivered.status, 202);
+    assert.equal(paused.code, 0, paused.stderr);
+    type Status = { suspended: { reason: string; newestRevision?: string } | null; deployedRevision: string };
+    let s = (await (await fetch(`${url}/status`)).json()) as Status;
+    // The push's run ends either before the suspend (v2 deployed) or after it (remembered, nothing deployed).
+    for (let i = 0; i < 200 && s.deployedRevision !== rev && s.suspended?.newestRevision !== rev; i++) {
+      await sleep(50);
+      s = (await (await fetch(`${url}/status`)).json()) as Status;
+    }
+    assert.equal(s.suspended?.reason, "race", "the suspension is not lost");
+    const history = readFileSync(path.join(stateDir, "history.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { event: string; result: string; revision: string });
+    const suspendAt = history.findIndex((r) => r.event === "suspend");
+    const deployed = history.findIndex(
+      (r) => r.event === "run" && r.revision === rev && r.result === "succeeded",
+    );
+    if (page() === "<p>v2</p>\n")
+      assert.ok(deployed >= 0 && deployed < suspendAt, "deployed before the suspend");
+    else {
+      assert.equal(deployed, -1, "nothing deployed after the suspend");
+      assert.equal(s.suspended?.newestRevision, rev);
+    }
   });
 });

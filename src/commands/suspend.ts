@@ -13,15 +13,21 @@ import { type RunFlags, runCommand } from "./run.js";
  * the mark and deploys what came meanwhile at once. Both take the deploy lock (waiting up to a minute).
  */
 
-async function mark(flags: CommonFlags, next: { reason: string; since: string } | undefined) {
+/**
+ * Suspends (with `reason`) or resumes (undefined), decided under the deploy lock on the state as it is then:
+ * `since` is when the lock was taken, and a host suspended already keeps its `since` and the newest revision
+ * it remembers (the reason is the new one), so a new reason never restarts the clock of the alert.
+ */
+async function mark(flags: CommonFlags, reason: string | undefined) {
   const r = await resolve(flags);
   const lock = await acquireLock(r.stateDir, COMMAND_LOCK_WAIT_MS);
   try {
     const { state } = await readState(r.stateDir, r.loaded.manifest.host);
     const before = state.suspended;
     // Resuming a host that is not suspended changes nothing, not even the state file's time.
-    if (!next && !before) return { r, before, historyNote: null };
-    if (next) state.suspended = next;
+    if (reason === undefined && !before) return { r, before, after: undefined, historyNote: null };
+    if (reason !== undefined)
+      state.suspended = { ...(before ?? { since: new Date().toISOString() }), reason };
     else delete state.suspended;
     await writeState(r.stateDir, state);
     const revision = state.lastRun?.revision ?? null;
@@ -33,17 +39,17 @@ async function mark(flags: CommonFlags, next: { reason: string; since: string } 
         v: 1,
         at: new Date().toISOString(),
         host: r.loaded.manifest.host,
-        event: next ? "suspend" : "resume",
+        event: reason !== undefined ? "suspend" : "resume",
         trigger: { kind: "manual", user: operator() },
         revision,
         previousRevision: revision,
-        result: next ? "suspended" : "resumed",
+        result: reason !== undefined ? "suspended" : "resumed",
         verified: false,
         applied: false,
         error: null,
         steps: [],
         durationMs: 0,
-        ...(next ? { reason: next.reason } : {}),
+        ...(reason !== undefined ? { reason } : {}),
       },
       {
         bounds: r.loaded.manifest.history,
@@ -57,7 +63,7 @@ async function mark(flags: CommonFlags, next: { reason: string; since: string } 
       () => dropped,
       (err: unknown) => `warning: not recorded in the deploy history: ${asAgentError(err).message}\n`,
     );
-    return { r, before, historyNote };
+    return { r, before, after: state.suspended, historyNote };
   } finally {
     await lock.release();
   }
@@ -68,13 +74,12 @@ export async function suspendCommand(
   out: (t: string) => void,
 ): Promise<number> {
   const reason = flags.reason?.trim() || "no reason given";
-  const since = new Date().toISOString();
-  const { r, before, historyNote } = await mark(flags, { reason, since });
+  const { r, before, after, historyNote } = await mark(flags, reason);
   if (historyNote && !flags.json) out(historyNote);
   out(
     flags.json
-      ? `${JSON.stringify({ schema: "deploy-agent/suspend@1", host: r.loaded.manifest.host, suspended: { reason, since } }, null, 2)}\n`
-      : `${r.loaded.manifest.host} suspended${before ? " (again)" : ""}: ${reason}. Pushes are verified and remembered, nothing is deployed until deploy-agent resume.\n`,
+      ? `${JSON.stringify({ schema: "deploy-agent/suspend@1", host: r.loaded.manifest.host, suspended: after }, null, 2)}\n`
+      : `${r.loaded.manifest.host} suspended${before ? ` (since ${before.since})` : ""}: ${reason}. Pushes are verified and remembered, nothing is deployed until deploy-agent resume.\n`,
   );
   return 0;
 }
