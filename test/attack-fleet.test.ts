@@ -133,11 +133,11 @@ describe("fleet against hostile bodies", () => {
     assert.equal(res.code, 1, res.stderr);
     assert.match(
       lineOf(res.stdout, "huge")[0] ?? "",
-      /^huge +.*\/huge\/status answered more than 4194304 bytes$/,
+      /^huge +HTTP_REFUSED: .*\/huge\/status answered more than 4194304 bytes$/,
     );
     assert.match(
       lineOf(res.stdout, "slow")[0] ?? "",
-      /^slow +.*\/slow\/status unreachable: timed out after 3000 ms/,
+      /^slow +HTTP_UNAVAILABLE: .*\/slow\/status unreachable: timed out after 3000 ms/,
     );
     assert.match(lineOf(res.stdout, "fine")[0] ?? "", /up to date/);
     assert.ok(sent < 20 * 1024 * 1024, `the body was not read on (${sent} bytes sent)`);
@@ -160,7 +160,13 @@ describe("fleet against hostile bodies", () => {
     const res = await fleet("status", "--json");
     assert.equal(res.code, 1, res.stderr);
     assert.equal(res.stderr, "");
-    const doc = JSON.parse(res.stdout) as { hosts: { host: string; reachable: boolean; problem: string }[] };
+    const doc = JSON.parse(res.stdout) as {
+      hosts: { host: string; reachable: boolean; problem: string; code: string }[];
+    };
+    assert.ok(
+      doc.hosts.every((h) => h.code === "HTTP_REFUSED"),
+      "each problem has its code",
+    );
     const problem = (h: string) => doc.hosts.find((x) => x.host === h)?.problem ?? "";
     assert.match(problem("html"), /answered something that is not JSON/);
     assert.match(problem("array"), /not an agent's status: the document: .*expected object/);
@@ -272,7 +278,7 @@ describe("fleet against redirects", () => {
     for (const h of ["same", "keep", "other", "file"])
       assert.match(
         lineOf(res.stdout, h)[0] ?? "",
-        /\/status answered a redirect \(HTTP 30\d\), not followed/,
+        / HTTP_REFUSED: .*\/status answered a redirect \(HTTP 30\d\), not followed/,
         h,
       );
   });
@@ -293,17 +299,23 @@ describe("fleet against the clone's own manifests", () => {
     assert.equal(res.code, 1, res.stderr);
     assert.equal(res.stderr, "");
     const row = (h: string) => lineOf(res.stdout, h).join("\n");
-    assert.match(row("broken"), /^broken +config\/broken\.yaml is not YAML: /);
-    assert.match(row("nameless"), /^nameless config\/nameless\.yaml names no host/);
-    assert.match(row("evil"), /^evil +config\/evil\.yaml names no host/);
-    assert.match(row("nourl"), /^nourl +no publicUrl in config\/nourl\.yaml$/);
-    assert.match(row("file"), /^file +config\/file\.yaml: publicUrl is not an http\(s\) URL$/);
+    assert.match(row("broken"), /^broken +CONFIG_INVALID: config\/broken\.yaml is not YAML: /);
+    assert.match(row("nameless"), /^nameless CONFIG_INVALID: config\/nameless\.yaml names no host/);
+    assert.match(row("evil"), /^evil +CONFIG_INVALID: config\/evil\.yaml names no host/);
+    assert.match(row("nourl"), /^nourl +CONFIG_INVALID: no publicUrl in config\/nourl\.yaml$/);
+    assert.match(
+      row("file"),
+      /^file +CONFIG_INVALID: config\/file\.yaml: publicUrl is not an http\(s\) URL$/,
+    );
     assert.deepEqual(lineOf(res.stdout, "fine"), [
-      "fine     config/twin.yaml names host fine too: a host has one manifest",
-      "fine     config/fine.yaml names host fine too: a host has one manifest",
+      "fine     CONFIG_INVALID: config/twin.yaml names host fine too: a host has one manifest",
+      "fine     CONFIG_INVALID: config/fine.yaml names host fine too: a host has one manifest",
     ]);
+    assert.match(res.stdout, /^hint: CONFIG_INVALID: fix the file in config\/: /m);
     const waited = await fleet("wait", head, "--timeout", "1");
     assert.equal(waited.code, 1, waited.stdout);
+    assert.match(waited.stdout, /^ {2}broken: CONFIG_INVALID: config\/broken\.yaml is not YAML/m);
+    assert.match(waited.stdout, /^hint: CONFIG_INVALID: /m);
     for (const h of ["broken", "nameless", "evil", "nourl", "file", "fine"])
       assert.match(waited.stdout, new RegExp(`^  ${h}: `, "m"), h);
   });

@@ -279,7 +279,7 @@ describe("history: the fleet", () => {
     assert.equal(res.code, 1, `a host could not be asked: ${res.stdout}${res.stderr}`);
     const doc = JSON.parse(res.stdout) as {
       schema: string;
-      hosts: { host: string; reachable: boolean; problem: string | null }[];
+      hosts: { host: string; reachable: boolean; problem: string | null; code: string | null }[];
       records: (HistoryRecord & { host: string })[];
     };
     assert.equal(doc.schema, "deploy-agent/fleet-history@1");
@@ -298,9 +298,13 @@ describe("history: the fleet", () => {
       doc.hosts.find((h) => h.host === "hostc")?.problem ?? "",
       new RegExp(`^http://127\\.0\\.0\\.1:${dead}/history unreachable: `),
     );
+    assert.equal(doc.hosts.find((h) => h.host === "hostc")?.code, "HTTP_UNAVAILABLE");
     const text = await runCli(["fleet", "history", "--repo", fx.pusher]);
     const lines = text.stdout.trim().split("\n");
-    assert.match(lines[0] ?? "", new RegExp(`^hostc +http://127\\.0\\.0\\.1:${dead}/history unreachable`));
+    assert.match(
+      lines[0] ?? "",
+      new RegExp(`^hostc +HTTP_UNAVAILABLE: http://127\\.0\\.0\\.1:${dead}/history unreachable`),
+    );
     assert.match(
       lines[1] ?? "",
       /^hosta +\S+ \S+Z {2}push \(delivery delivery-a\) {2}[0-9a-f]{12} \(was [0-9a-f]{12}\) {2}noop/,
@@ -308,6 +312,7 @@ describe("history: the fleet", () => {
     assert.match(lines[2] ?? "", /^hostb +\S+ \S+Z {2}push \(delivery delivery-b\) .* succeeded/);
     assert.match(lines[3] ?? "", /^hostb +\S+ \S+Z {2}start-up /);
     assert.match(lines[4] ?? "", /^hosta +\S+ \S+Z {2}start-up /);
-    assert.equal(lines.length, 5);
+    assert.match(lines[5] ?? "", /^hint: HTTP_UNAVAILABLE: check that the agent runs/);
+    assert.equal(lines.length, 6);
   });
 });

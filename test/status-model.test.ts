@@ -174,7 +174,7 @@ describe("fleet reads each host's /status with the model", () => {
     assert.equal(res.code, 1, res.stderr);
     const line = (host: string) => res.stdout.split("\n").find((l) => l.startsWith(`${host} `)) ?? "";
     const refused = (host: string) =>
-      `${base}/${host}/status answered something that is not an agent's status: `;
+      `HTTP_REFUSED: ${base}/${host}/status answered something that is not an agent's status: `;
     assert.match(line("newer"), new RegExp(`^newer +${head.slice(0, 12)} .*up to date`));
     assert.equal(
       line("missing"),
@@ -184,7 +184,10 @@ describe("fleet reads each host's /status with the model", () => {
       line("wrongtype"),
       `wrongtype ${refused("wrongtype")}steps: Invalid input: expected array, received string`,
     );
-    assert.equal(line("notjson"), `notjson  ${base}/notjson/status answered something that is not JSON`);
+    assert.equal(
+      line("notjson"),
+      `notjson  HTTP_REFUSED: ${base}/notjson/status answered something that is not JSON`,
+    );
     assert.equal(
       line("nothing"),
       `nothing  ${refused("nothing")}the document: Invalid input: expected object, received null`,

@@ -134,7 +134,7 @@ describe("fleet status tells what is live", () => {
       );
       assert.match(
         res.stdout,
-        new RegExp(`^lxc999 +http://127\\.0\\.0\\.1:${downPort}/status unreachable: `, "m"),
+        new RegExp(`^lxc999 +HTTP_UNAVAILABLE: http://127\\.0\\.0\\.1:${downPort}/status unreachable: `, "m"),
       );
       assert.match(res.stdout, new RegExp(`^fleet: origin/main at ${newest.slice(0, 12)}$`, "m"));
       assert.match(res.stdout, new RegExp(`^fleet: origin/release at ${good.slice(0, 12)}$`, "m"));
@@ -375,11 +375,11 @@ describe("fleet status against a hostile agent", () => {
       assert.equal(res.code, 1);
       assert.match(
         res.stdout,
-        /^liar +http:\/\/127\.0\.0\.1:\d+\/liar\/status answered something that is not an agent's status: deployedRevision: not a commit id$/m,
+        /^liar +HTTP_REFUSED: http:\/\/127\.0\.0\.1:\d+\/liar\/status answered something that is not an agent's status: deployedRevision: not a commit id$/m,
       );
       assert.match(
         res.stdout,
-        /^huge +http:\/\/127\.0\.0\.1:\d+\/huge\/status answered more than 4194304 bytes$/m,
+        /^huge +HTTP_REFUSED: http:\/\/127\.0\.0\.1:\d+\/huge\/status answered more than 4194304 bytes$/m,
       );
       assert.match(res.stdout, /^escapes .*SUSPENDED since .*: \?\]0;owned\?\?\[2Jmigration/m);
       assert.equal(res.stdout.includes("\u001b"), false, "no escape character reaches the terminal");

@@ -1,7 +1,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { AgentError } from "../core/errors.js";
+import { AgentError, type ErrorCode } from "../core/errors.js";
 import { fetchFailure } from "../core/fetch-failure.js";
 import { readPrivateFile } from "../gitea/webhook-secret.js";
 import { httpRequest } from "../host/http-client.js";
@@ -35,7 +35,22 @@ export interface HostEntry {
   branch: string;
   /** Why the host cannot be asked (its manifest), or null. */
   problem: string | null;
+  /** The problem's code: what kind of thing is wrong, the same whatever its words. */
+  code: FleetCode | null;
 }
+
+/** The codes of a host's problem, each with what to do about it in fleet's terms. */
+export const FLEET_HINTS = {
+  CONFIG_INVALID: "fix the file in config/: fleet reads its host, publicUrl and repo.branch",
+  HTTP_UNAVAILABLE: "check that the agent runs and that its publicUrl is reachable from here",
+  HTTP_REFUSED:
+    "what answers at the URL is not the agent's answer as fleet reads it (HTTP 401: pass --token-file)",
+} as const satisfies Partial<Record<ErrorCode, string>>;
+export type FleetCode = keyof typeof FLEET_HINTS;
+
+/** One `hint:` line for each code among the hosts' problems. */
+export const hintLines = (hosts: readonly { code: FleetCode | null }[]): string[] =>
+  [...new Set(hosts.flatMap((h) => (h.code ? [h.code] : [])))].map((c) => `hint: ${c}: ${FLEET_HINTS[c]}`);
 
 export interface Answer extends HostEntry {
   answer: unknown;
@@ -90,31 +105,36 @@ export async function fleetHosts(repo: string): Promise<HostEntry[]> {
         url: null,
         branch: "main",
         problem: `${file} is not YAML: ${why}`,
+        code: "CONFIG_INVALID",
       });
       continue;
     }
     const host = typeof doc?.host === "string" && HOST.test(doc.host) ? doc.host : null;
     const url = agentUrl(doc?.publicUrl);
     const branch = doc?.repo?.branch;
+    const problem = !host
+      ? `${file} names no host (lowercase letters, digits and dashes)`
+      : !url
+        ? doc?.publicUrl === undefined
+          ? `no publicUrl in ${file}`
+          : `${file}: publicUrl is not an http(s) URL`
+        : null;
     out.push({
       host: host ?? fileHost(n),
       file,
       url,
       // A branch name goes into a refspec: only a plain one (no wildcard, no option, no "..").
       branch: typeof branch === "string" && BRANCH.test(branch) && !branch.includes("..") ? branch : "main",
-      problem: !host
-        ? `${file} names no host (lowercase letters, digits and dashes)`
-        : !url
-          ? doc?.publicUrl === undefined
-            ? `no publicUrl in ${file}`
-            : `${file}: publicUrl is not an http(s) URL`
-          : null,
+      problem,
+      code: problem ? "CONFIG_INVALID" : null,
     });
   }
   for (const h of out) {
     const others = out.filter((o) => o !== h && o.host === h.host).map((o) => o.file);
-    if (others.length && !h.problem)
+    if (others.length && !h.problem) {
       h.problem = `${others.join(", ")} names host ${h.host} too: a host has one manifest`;
+      h.code = "CONFIG_INVALID";
+    }
   }
   return out;
 }
@@ -141,11 +161,12 @@ function jsonOf(text: string): unknown {
 
 class TooLarge extends Error {}
 
+const fail = (code: FleetCode, problem: string) => ({ answer: null, problem, code });
+
 /** One agent's answer at `route`: its JSON, or why not. `signal` cuts it short (fleet wait's deadline). */
 async function askOne(entry: HostEntry, route: string, token: string | undefined, signal?: AbortSignal) {
   const { url } = entry;
-  if (!url || entry.problem)
-    return { answer: null, problem: entry.problem ?? `no publicUrl in ${entry.file}` };
+  if (!url || entry.problem) return fail("CONFIG_INVALID", entry.problem ?? `no publicUrl in ${entry.file}`);
   const where = `${url}${route.split("?")[0]}`;
   const timeout = AbortSignal.timeout(ASK_TIMEOUT_MS);
   try {
@@ -158,17 +179,20 @@ async function askOne(entry: HostEntry, route: string, token: string | undefined
       onTooLarge: (max) => new TooLarge(`answered more than ${max} bytes`),
     });
     if (res.status >= 300 && res.status < 400)
-      return { answer: null, problem: `${where} answered a redirect (HTTP ${res.status}), not followed` };
-    if (!res.ok) return { answer: null, problem: `${where} unreachable: HTTP ${res.status}` };
+      return fail("HTTP_REFUSED", `${where} answered a redirect (HTTP ${res.status}), not followed`);
+    if (!res.ok)
+      return fail(
+        res.status >= 500 ? "HTTP_UNAVAILABLE" : "HTTP_REFUSED",
+        `${where} unreachable: HTTP ${res.status}`,
+      );
     const answer = jsonOf(res.text);
-    if (answer === undefined)
-      return { answer: null, problem: `${where} answered something that is not JSON` };
-    return { answer, problem: null };
+    if (answer === undefined) return fail("HTTP_REFUSED", `${where} answered something that is not JSON`);
+    return { answer, problem: null, code: null };
   } catch (err) {
-    if (err instanceof TooLarge) return { answer: null, problem: `${where} ${err.message}` };
+    if (err instanceof TooLarge) return fail("HTTP_REFUSED", `${where} ${err.message}`);
     if (signal?.aborted && !timeout.aborted)
-      return { answer: null, problem: `${where} unreachable: no answer within fleet wait's --timeout` };
-    return { answer: null, problem: `${where} unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}` };
+      return fail("HTTP_UNAVAILABLE", `${where} unreachable: no answer within fleet wait's --timeout`);
+    return fail("HTTP_UNAVAILABLE", `${where} unreachable: ${fetchFailure(err, ASK_TIMEOUT_MS)}`);
   }
 }
 
@@ -191,6 +215,7 @@ export async function askStatus(flags: FleetFlags, signal?: AbortSignal): Promis
           ...h,
           status: null,
           problem: `${h.url}/status answered something that is not an agent's status: ${refusal(parsed.error)}`,
+          code: "HTTP_REFUSED" as const,
         };
   });
 }

@@ -4,7 +4,7 @@ import { parse as parseYaml } from "yaml";
 import { AgentError } from "../core/errors.js";
 import { gitAt } from "../source/git.js";
 import { line, short, text } from "./fleet.js";
-import { askStatus, type FleetFlags, type Host } from "./fleet-ask.js";
+import { askStatus, type FleetFlags, type Host, hintLines } from "./fleet-ask.js";
 
 /**
  * `deploy-agent fleet wait REV [--timeout S]`: asks every host each second until each ran REV, or the timeout
@@ -30,7 +30,7 @@ async function stepsAt(repo: string, rev: string, file: string): Promise<string[
 
 /** Why the host does not run `rev` yet, or null when it does. */
 function laggard(h: Host, rev: string, steps: readonly string[]): string | null {
-  if (!h.status) return line(h.problem ?? "unreachable");
+  if (!h.status) return line(`${h.code}: ${h.problem}`);
   const s = h.status;
   const behind = s.steps.filter((st) => st.lastAppliedRevision !== rev);
   const missing = steps.filter((name) => !s.steps.some((st) => st.name === name));
@@ -67,10 +67,12 @@ export async function fleetWaitCommand(
     return known;
   };
   let said = "";
+  let problems: Host[] = [];
   for (;;) {
     // Every ask ends at the deadline: a host that never answers does not hold the wait past --timeout.
     const asked = await askStatus(flags, AbortSignal.timeout(Math.max(0, Math.ceil(deadline - Date.now()))));
     const waiting: string[] = [];
+    problems = asked.filter((h) => !h.status);
     for (const h of asked) {
       const why = laggard(h, rev, await stepsOf(h.file));
       if (why) waiting.push(`${h.host}: ${why}`);
@@ -89,7 +91,7 @@ export async function fleetWaitCommand(
     await sleep(Math.max(0, Math.min(1000, deadline - Date.now())));
     if (Date.now() >= deadline) {
       out(
-        `not every host runs ${short(rev)} after ${flags.timeoutSeconds}s:\n${waiting.map((w) => `  ${w}`).join("\n")}\n`,
+        `${[`not every host runs ${short(rev)} after ${flags.timeoutSeconds}s:`, ...waiting.map((w) => `  ${w}`), ...hintLines(problems)].join("\n")}\n`,
       );
       return 1;
     }

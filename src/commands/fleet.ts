@@ -4,7 +4,7 @@ import { oneLine } from "../core/printable.js";
 import type { FleetStatus as AgentStatus } from "../server/status-model.js";
 import { gitAt } from "../source/git.js";
 import { type HistoryRecord, parseRecord } from "../state/history-record.js";
-import { askAll, askStatus, type FleetFlags } from "./fleet-ask.js";
+import { askAll, askStatus, type FleetFlags, hintLines } from "./fleet-ask.js";
 import { renderRecord } from "./history.js";
 
 export type { FleetFlags };
@@ -124,6 +124,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
         tip,
         reachable: h.status !== null,
         problem: h.problem,
+        code: h.code,
         deployed: rev,
         subject,
         behind,
@@ -149,7 +150,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
     if (note) lines.push(`warning: ${note}`);
     for (const r of rows) {
       if (!r.reachable) {
-        lines.push(`${r.host.padEnd(8)} ${line(r.problem ?? "")}`);
+        lines.push(`${r.host.padEnd(8)} ${r.code}: ${line(r.problem ?? "")}`);
         continue;
       }
       const lag = r.lagging;
@@ -175,7 +176,7 @@ export async function fleetStatusCommand(flags: FleetFlags, out: (t: string) => 
       ].filter(Boolean);
       lines.push(`${r.host.padEnd(8)} ${parts.join("; ")}`);
     }
-    out(`${lines.join("\n")}\n`);
+    out(`${[...lines, ...hintLines(rows)].join("\n")}\n`);
   }
   return rows.every((r) => r.reachable && !r.failing && !r.lastError && !r.lagging) ? 0 : 1;
 }
@@ -199,6 +200,7 @@ export async function fleetHistoryCommand(
       url: h.url,
       reachable: h.answer !== null,
       problem: h.problem,
+      code: h.code,
       invalid: got.filter((r) => !r).length,
     };
   });
@@ -210,12 +212,12 @@ export async function fleetHistoryCommand(
     );
   } else {
     const lines = hostsSeen.flatMap((h) => [
-      ...(h.problem ? [`${h.host.padEnd(8)} ${line(h.problem)}`] : []),
+      ...(h.problem ? [`${h.host.padEnd(8)} ${h.code}: ${line(h.problem)}`] : []),
       ...(h.invalid ? [`${h.host.padEnd(8)} warning: ${h.invalid} record(s) it sent are not records`] : []),
     ]);
     if (!newest.length) lines.push("no runs recorded");
     for (const r of newest) lines.push(`${r.host.padEnd(8)} ${line(renderRecord(r))}`);
-    out(`${lines.join("\n")}\n`);
+    out(`${[...lines, ...hintLines(hostsSeen)].join("\n")}\n`);
   }
   return hostsSeen.every((h) => h.reachable) ? 0 : 1;
 }
