@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { freePort } from "./helpers/agent.js";
@@ -56,6 +56,17 @@ describe("install: webhook.service enabled but stopped (the next boot would star
     );
     assert.equal(h.systemctl.calls().includes("start webhook.service"), false, "never started");
     assert.match(res.stdout, /webhook\.service is stopped and disabled/);
+  });
+
+  it("enabled with no hooks file (Debian's package as installed) is left alone: it cannot start", async () => {
+    await legacyHost("enabled");
+    rmSync(path.join(h.root, "etc/webhook/hooks.json"));
+    const setUp = changesToOld().length;
+    const res = await h.install();
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.deepEqual(changesToOld().slice(setUp), [], "nothing done to webhook.service");
+    assert.deepEqual(await unitNow("webhook.service"), { enabled: "enabled", active: "inactive" });
+    assert.equal((await unitNow(AGENT)).active, "active");
   });
 
   it("a failed final restart leaves it enabled and stopped, as it was, and install's files as they were", async () => {

@@ -4,6 +4,7 @@ import {
   OLD_UNIT,
   type OldListener,
   type OldListenerHost,
+  oldHooksExist,
   oldUnitState,
   readOldListener,
 } from "./old-webhook.js";
@@ -17,7 +18,8 @@ import {
  * What is left of the webhook binary, from systemd's answers (asked in a dry run too). Whatever would listen
  * on the port again is migrated from: webhook.service running, or enabled (the next boot starts it) while no
  * agent serves yet; enabled beside an agent that is already installed it is only disabled (its secret and URL
- * are stale: Gitea signs for the agent). Masked and stopped it cannot start: left alone. Masked and running
+ * are stale: Gitea signs for the agent). Enabled with no hooks file (Debian's package as installed, kept from
+ * starting by its ConditionPathExists=) or masked and stopped, it cannot start: left alone. Masked and running
  * is refused: install could not read its unit nor start it again should the install fail.
  */
 export async function legacyListener(
@@ -35,7 +37,8 @@ export async function legacyListener(
     );
   }
   if (was.active) return { old: await readOldListener(ctx, was), disableOld: false };
-  if (!was.enabled) return { old: null, disableOld: false };
+  // Enabled with no hooks file (Debian's package as installed): it cannot start, and has nothing to migrate.
+  if (!was.enabled || !(await oldHooksExist(ctx))) return { old: null, disableOld: false };
   const agent = await unitState(ctx.run, ctx.commands.systemctl, unit);
   if (agent.enabled || agent.active) return { old: null, disableOld: true };
   return { old: await readOldListener(ctx, was), disableOld: false };

@@ -152,19 +152,33 @@ export async function oldUnitState(ctx: OldListenerHost): Promise<OldUnitState> 
   return { enabled: state === "enabled", active, masked: state.startsWith("masked") };
 }
 
+/** webhook.service's command line (its last ExecStart=) and the hooks file it names. */
+async function oldCommandLine(ctx: OldListenerHost): Promise<{ args: string[]; hooksFile: string }> {
+  const unit = (await ctx.run([...ctx.commands.systemctl, "cat", OLD_UNIT], { query: true })).stdout;
+  const exec = unit
+    .split("\n")
+    .filter((l) => /^ExecStart=\S/.test(l))
+    .pop();
+  const args = exec?.replace(/^ExecStart=[-@:+!]*/, "").split(/\s+/) ?? [];
+  return { args, hooksFile: flagValue(args, "hooks") ?? "/etc/webhook/hooks.json" };
+}
+
+/**
+ * Whether webhook.service has hooks to serve: Debian's package enables the unit with no hooks file (its
+ * ConditionPathExists= keeps it from starting), and a listener without hooks was never this host's.
+ */
+export async function oldHooksExist(ctx: OldListenerHost): Promise<boolean> {
+  const { hooksFile } = await oldCommandLine(ctx);
+  return (await ctx.host.read(hooksFile).catch(() => Buffer.alloc(1))) !== null;
+}
+
 /** webhook.service's setup (its unit found `was`), to migrate from. */
 export async function readOldListener(
   ctx: OldListenerHost,
   was: { enabled: boolean; active: boolean },
 ): Promise<OldListener> {
   const ask = (...args: string[]) => ctx.run([...ctx.commands.systemctl, ...args], { query: true });
-  const unit = (await ask("cat", OLD_UNIT)).stdout;
-  const exec = unit
-    .split("\n")
-    .filter((l) => /^ExecStart=\S/.test(l))
-    .pop();
-  const args = exec?.replace(/^ExecStart=[-@:+!]*/, "").split(/\s+/) ?? [];
-  const hooksFile = flagValue(args, "hooks") ?? "/etc/webhook/hooks.json";
+  const { args, hooksFile } = await oldCommandLine(ctx);
   const unreadable = (why: string) =>
     new AgentError("CONFIG_INVALID", `cannot read the old hooks file ${hooksFile}: ${why}`, {
       hint: `fix or remove it, or stop and disable ${OLD_UNIT} by hand (systemctl disable --now ${OLD_UNIT}) and install again`,
