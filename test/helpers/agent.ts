@@ -5,7 +5,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { silentLogger } from "../../src/core/log.js";
-import { type DeployOptions, deploy } from "../../src/deploy/pipeline.js";
+import type { DeployOptions } from "../../src/deploy/deploy-options.js";
+import { deploy } from "../../src/deploy/pipeline.js";
 import type { RunReport } from "../../src/deploy/run-report.js";
 import { loadManifest } from "../../src/manifest/load.js";
 
