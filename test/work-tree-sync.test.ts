@@ -291,7 +291,7 @@ describe("a restart after the work tree could not be reset", () => {
       };
       assert.equal(
         state.lastRun.manifestSha256,
-        createHash("sha256").update(readFileSync(flags.config)).digest("hex"),
+        createHash("sha256").update("config/lxctest.yaml\0").update(readFileSync(flags.config)).digest("hex"),
         "the run records the digest of the manifest it deployed",
       );
       // Every git this process starts from now on fails and says it ran.
@@ -303,6 +303,13 @@ describe("a restart after the work tree could not be reset", () => {
       const same = await resolveDeployed(flags);
       assert.equal(same.note, undefined);
       assert.equal(existsSync(calls), false, "the usual start reads no git object");
+      // Another manifest of the clone, deployed by nothing here, with this one's text: not the deployed one.
+      const other = path.join(fx2.clone, "config/other.yaml");
+      writeFileSync(other, readFileSync(flags.config));
+      const copied = await resolveDeployed({ ...flags, config: other });
+      assert.ok(existsSync(calls), "another path's file with the deployed text is checked against git");
+      assert.match(copied.note ?? "", /could not be read .*: started with /);
+      rmSync(calls);
       // Edited in the clone: now git is asked (and, failing here, the note says the file was used).
       writeFileSync(flags.config, `${readFileSync(flags.config, "utf8")}# edited by hand\n`);
       const edited = await resolveDeployed(flags);

@@ -78,7 +78,7 @@ export async function resolveDeployed(flags: CommonFlags): Promise<Resolved & { 
   if (!last) return r;
   // The file as the last run left it (its digest recorded then): nothing to ask git, no process at start.
   const file = await readFile(r.loaded.file);
-  if (last.manifestSha256 === manifestSha256(file)) return r;
+  if (last.manifestSha256 === manifestSha256(r.manifestPath, file)) return r;
   const { revision } = last;
   const rev = revision.slice(0, 12);
   const text = await blobAt(r, r.manifestPath, revision).catch((err: unknown) => asAgentError(err));

@@ -37,12 +37,16 @@ export interface ManifestAtRevision {
   pendingRestart: string[];
   /** What to tell about them, each value with where it comes from. */
   notes: string[];
-  /** SHA-256 of the manifest's text at the revision (see manifestSha256). */
+  /** SHA-256 of the manifest's path and text at the revision (see manifestSha256). */
   sha256: string;
 }
 
-/** The digest a run records of the manifest it deployed, and a start compares the work tree's file with. */
-export const manifestSha256 = (text: Buffer | string) => createHash("sha256").update(text).digest("hex");
+/**
+ * The digest a run records of the manifest it deployed, and a start compares the work tree's file with: of
+ * its path in the repository too, so that another manifest's text copied over this one is not taken for it.
+ */
+export const manifestSha256 = (manifestPath: string, text: Buffer | string) =>
+  createHash("sha256").update(manifestPath).update("\0").update(text).digest("hex");
 
 /**
  * Restart-only keys the host sets outside the manifest (the unit's environment, a command-line flag): key →
@@ -102,7 +106,7 @@ export async function manifestAt(
     );
   }
   return {
-    sha256: manifestSha256(text),
+    sha256: manifestSha256(manifestPath, text),
     manifest: {
       ...next,
       host: running.host,

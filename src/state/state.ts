@@ -45,8 +45,8 @@ const runSummarySchema = z.strictObject({
   at: z.string(),
   durationMs: z.number(),
   /**
-   * SHA-256 of the host manifest's text at `revision` (a manifest inside the clone): a start compares the
-   * work tree's file with it, and reads git only when they differ.
+   * SHA-256 of the host manifest's path and text at `revision` (a manifest inside the clone): a start
+   * compares the work tree's file with it, and reads git only when they differ.
    */
   manifestSha256: z
     .string()
