@@ -52,7 +52,10 @@ export async function writeFileAtomic(
       await handle.chmod(options.mode);
       await options.prepare?.(handle);
       await stillNamed(tmp, handle, file);
-      await rename(tmp, file);
+      await rename(tmp, file).catch((err: NodeJS.ErrnoException) => {
+        // Named ours a moment ago, gone now: another user of the directory moved it away.
+        throw err.code === "ENOENT" ? replaced(file) : err;
+      });
     } finally {
       await handle.close();
     }
@@ -73,12 +76,15 @@ export async function writeFileAtomic(
 async function stillNamed(tmp: string, handle: FileHandle, file: string): Promise<void> {
   const [named, written] = await Promise.all([lstat(tmp).catch(() => null), handle.stat()]);
   if (named?.isFile() && named.dev === written.dev && named.ino === written.ino) return;
-  throw new AgentError(
+  throw replaced(file);
+}
+
+const replaced = (file: string) =>
+  new AgentError(
     "TARGET_UNSAFE",
     `the temporary file for ${file} was replaced while it was written (by another user of its directory?)`,
     { hint: "nothing was replaced; find who writes in that directory, and run the step again" },
   );
-}
 
 function writeNow(file: string, tmp: string, data: string | Buffer, mode: number): void {
   try {
