@@ -16,7 +16,7 @@ import {
   startCli,
   writeManifest,
 } from "./helpers/agent.js";
-import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { type Fixture, git, hasCommit, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
 import { type MatrixTestServer, startMatrixServer } from "./helpers/matrix-server.js";
@@ -61,13 +61,7 @@ beforeEach(async () => {
   gitea = await startGiteaApi({
     token: GITEA_TOKEN,
     repository: "LotusGuild/matrix",
-    knows: (sha) => {
-      try {
-        return git(fx.pusher, "cat-file", "-t", sha) === "commit";
-      } catch {
-        return false;
-      }
-    },
+    knows: (sha) => hasCommit(fx.pusher, sha),
   });
   matrix = await startMatrixServer({
     roomId: ROOM,

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
-import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { type Fixture, git, hasCommit, makeFixture } from "./helpers/git.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
 
 /**
@@ -27,13 +27,7 @@ beforeEach(async () => {
   gitea = await startGiteaApi({
     token: GITEA_TOKEN,
     repository: "LotusGuild/matrix",
-    knows: (sha) => {
-      try {
-        return git(fx.pusher, "cat-file", "-t", sha) === "commit";
-      } catch {
-        return false;
-      }
-    },
+    knows: (sha) => hasCommit(fx.pusher, sha),
   });
   writeFileSync(
     path.join(root, "etc/deploy-agent/notify.env"),

@@ -124,8 +124,9 @@ describe("draupnir-config step", () => {
     assert.deepEqual(systemctl.calls(), ["restart draupnir.service", "restart draupnir.service"]);
   });
 
-  it("a restart that hangs past the step's timeout: the config is restored, then Draupnir restarted with it", async () => {
-    const manifestFile = writeManifest(
+  /** The Draupnir step with a 1 s health wait and these timeouts, in a manifest file of its own. */
+  const quickHealthManifest = (timeouts: Record<string, number>, file: string) =>
+    writeManifest(
       fx.dir,
       {
         steps: [
@@ -135,12 +136,15 @@ describe("draupnir-config step", () => {
             source: "draupnir/production.yaml",
             healthUrl: `http://127.0.0.1:${(health.address() as AddressInfo).port}/healthz`,
             healthTimeoutSeconds: 1,
-            timeoutSeconds: 31,
+            ...timeouts,
           },
         ],
       },
-      "timeout.yaml",
+      file,
     );
+
+  it("a restart that hangs past the step's timeout: the config is restored, then Draupnir restarted with it", async () => {
+    const manifestFile = quickHealthManifest({ timeoutSeconds: 31 }, "timeout.yaml");
     systemctl.watch(live());
     systemctl.hangAt(1);
     const before = readFileSync(live(), "utf8");
@@ -157,22 +161,7 @@ describe("draupnir-config step", () => {
   });
 
   it("a rollback whose restart hangs too ends at its own deadline", async () => {
-    const manifestFile = writeManifest(
-      fx.dir,
-      {
-        steps: [
-          {
-            name: "draupnir-config",
-            kind: "draupnir-config",
-            source: "draupnir/production.yaml",
-            healthUrl: `http://127.0.0.1:${(health.address() as AddressInfo).port}/healthz`,
-            healthTimeoutSeconds: 1,
-            rollbackTimeoutSeconds: 2,
-          },
-        ],
-      },
-      "rollback.yaml",
-    );
+    const manifestFile = quickHealthManifest({ rollbackTimeoutSeconds: 2 }, "rollback.yaml");
     healthStatus = 418;
     systemctl.hangAt(2);
     const before = readFileSync(live(), "utf8");

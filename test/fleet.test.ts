@@ -10,7 +10,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
 import type { DeployEvent } from "../src/notify/events.js";
 import { freePort, hostRoot, runCli, type Served, startCli } from "./helpers/agent.js";
-import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { type Fixture, git, hasCommit, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
 
@@ -136,13 +136,7 @@ before(async () => {
   gitea = await startGiteaApi({
     token: GITEA_TOKEN,
     repository: "LotusGuild/matrix",
-    knows: (sha) => {
-      try {
-        return git(fx.pusher, "cat-file", "-t", sha) === "commit";
-      } catch {
-        return false;
-      }
-    },
+    knows: (sha) => hasCommit(fx.pusher, sha),
   });
   HOSTS.forEach((host, i) => {
     const dir = path.join(fx.dir, host);

@@ -5,7 +5,7 @@ import { afterEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse, stringify } from "yaml";
 import { hostRoot, listeningUrl, type Served, serveArgs, startCli } from "./helpers/agent.js";
-import { type Fixture, git, makeFixture } from "./helpers/git.js";
+import { type Fixture, git, hasCommit, makeFixture } from "./helpers/git.js";
 import { giteaHeaders, pushBody } from "./helpers/gitea.js";
 import { type GiteaApi, startGiteaApi } from "./helpers/gitea-api.js";
 
@@ -88,13 +88,7 @@ async function host(previews: object = { enabled: true }): Promise<Host> {
   const api = await startGiteaApi({
     token: GITEA_TOKEN,
     repository: REPOSITORY,
-    knows: (sha) => {
-      try {
-        return git(f.origin, "cat-file", "-t", sha) === "commit";
-      } catch {
-        return false;
-      }
-    },
+    knows: (sha) => hasCommit(f.origin, sha),
   });
   gitea = api;
   writeFileSync(

@@ -25,6 +25,15 @@ export function git(cwd: string, ...args: string[]): string {
   }).trim();
 }
 
+/** Whether `sha` names a commit of the repository at `dir` (a Gitea test server's `knows`). */
+export function hasCommit(dir: string, sha: string): boolean {
+  try {
+    return git(dir, "cat-file", "-t", sha) === "commit";
+  } catch {
+    return false;
+  }
+}
+
 /** A file's content, or `{ symlink: target }` to commit a link. */
 export type FileSpec = string | Buffer | { symlink: string } | null;
 export type Files = Record<string, FileSpec>;
