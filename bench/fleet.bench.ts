@@ -143,6 +143,8 @@ async function agentFor({ fx, host, root, port }: Seat, hsUrl: string): Promise<
     "etc/systemd/system",
     "var/www/html",
     "opt/cinny-dev",
+    // LXC 106's second step keeps the old build script at /usr/local/bin/cinny-dev-update.sh.
+    "usr/local/bin",
   ])
     mkdirSync(path.join(root, d), { recursive: true });
   mkdirSync(path.join(root, "var/www/matrix-landing"), { recursive: true });

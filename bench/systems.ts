@@ -125,6 +125,7 @@ interface ServeStatus {
   deployedRevision: string | null;
   runner: { running: unknown; waiting: unknown[] };
   drift: unknown;
+  lastRun: { revision: string; result: string } | null;
 }
 
 /**
@@ -134,19 +135,27 @@ interface ServeStatus {
  */
 const STATUS_POLL_MS = 20;
 
-/** Waits until `serve` at base runs and waits for nothing: the run after the page went live has finished. */
+/**
+ * Waits until `serve` at base runs and waits for nothing: the run after the page went live has finished.
+ * A run that failed ends the bench: a step failing at every push (a target directory the bench's root
+ * lacks) would be measured as work the old pipeline never does.
+ */
 export async function agentIdle(base: string, what: string): Promise<void> {
+  let last: ServeStatus | null = null;
   await until(
     `${what}: idle`,
     async () => {
-      const s = (await fetch(`${base}/status`)
+      last = (await fetch(`${base}/status`)
         .then((r) => r.json())
         .catch(() => null)) as ServeStatus | null;
-      return !!s && !s.runner.running && !s.runner.waiting.length;
+      return !!last && !last.runner.running && !last.runner.waiting.length;
     },
     60_000,
     STATUS_POLL_MS,
   );
+  const run = (last as ServeStatus | null)?.lastRun;
+  if (run?.result !== "succeeded" && run?.result !== "noop")
+    throw new Error(`${what}: its last run did not succeed: ${JSON.stringify(run)}`);
 }
 
 /** Waits until a process has no child processes: webhook's command and its git children have exited. */
