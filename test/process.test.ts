@@ -149,6 +149,20 @@ describe("the host command runner (createCommandRunner)", () => {
     assert.match(err.message, /^head -c 16777217 \/dev\/zero wrote more than 16777216 bytes to stdout/);
   });
 
+  it("keeps the last `tail` characters of a failed command's output: all of them at the bound, none at 0", async () => {
+    const fail = (tail: number | undefined) =>
+      runner()(["sh", "-c", "printf 'head-%0596d-tail' 0; exit 3"], tail === undefined ? {} : { tail }).catch(
+        (e: unknown) => e as AgentError,
+      );
+    const output = (e: AgentError) => e.message.replace(/^.*? exited with code 3: /s, "");
+    // 606 characters of output; the default keeps 600.
+    assert.equal(output(await fail(606)).length, 606);
+    assert.equal(output(await fail(undefined)), `…${"0".repeat(595)}-tail`);
+    assert.equal(output(await fail(5)), "…-tail");
+    const none = await fail(0);
+    assert.match(none.message, /exited with code 3$/);
+  });
+
   it("fails a command that exits 0 after its cancellation, and one that cannot start", async () => {
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 100);

@@ -40,6 +40,8 @@ export const COMMAND_OUTPUT_MAX_BYTES = 16 * 1024 * 1024;
 
 function tail(text: string, max = OUTPUT_TAIL): string {
   const t = text.trim();
+  // slice(-0) is the whole text: 0 keeps none.
+  if (max <= 0) return "";
   return t.length > max ? `…${t.slice(-max)}` : t;
 }
 
