@@ -151,7 +151,8 @@ describe("the host command runner (createCommandRunner)", () => {
 
   it("keeps the last `tail` characters of a failed command's output: all of them at the bound, none at 0", async () => {
     const fail = (tail: number | undefined) =>
-      runner()(["sh", "-c", "printf 'head-%0596d-tail' 0; exit 3"], tail === undefined ? {} : { tail }).catch(
+      runner()(["sh", "-c", "printf 'head-%0596d-tail' 0; exit 3"], tail === undefined ? {} : { tail }).then(
+        () => assert.fail("the command succeeded"),
         (e: unknown) => e as AgentError,
       );
     const output = (e: AgentError) => e.message.replace(/^.*? exited with code 3: /s, "");
