@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
@@ -316,6 +317,55 @@ describe("a restart after the work tree could not be reset", () => {
       assert.ok(existsSync(calls), "a file that is not the deployed one is checked against git");
       assert.match(edited.note ?? "", /could not be read .*: started with /);
     } finally {
+      process.env.PATH = saved;
+      fx2.cleanup();
+    }
+  });
+
+  it("a manifest file that reads as another text the second time is checked against git, not taken for the deployed one", async () => {
+    const fx2 = makeFixture({
+      "landing/index.html": "<p>v1</p>\n",
+      "config/lxctest.yaml": inRepo("info", "http://127.0.0.1:9/unused"),
+    });
+    const saved = process.env.PATH;
+    let writer: ReturnType<typeof spawn> | undefined;
+    try {
+      const root2 = hostRoot(fx2.dir, "work-tree-sync-test-secret-0123456789");
+      const flags = {
+        config: path.join(fx2.clone, "config/lxctest.yaml"),
+        repo: fx2.clone,
+        root: root2,
+        stateDir: path.join(fx2.dir, "state"),
+        json: true,
+      };
+      const run = await runCli([...runArgs(flags.config, flags.repo, flags.root, flags.stateDir), "--json"]);
+      assert.equal(run.code, 0, run.stderr);
+      const deployed = readFileSync(flags.config, "utf8");
+      // The file in use is an edited one; whoever reads it a second time is served the deployed text (the
+      // pause lets the first reader see the end of the first text).
+      rmSync(flags.config);
+      writer = spawn(
+        "sh",
+        [
+          "-c",
+          'mkfifo "$0" && printf %s "$1" > "$0" && sleep 0.3 && printf %s "$2" > "$0"',
+          flags.config,
+          `${deployed}# edited\n`,
+          deployed,
+        ],
+        { stdio: "ignore" },
+      );
+      const bin = path.join(fx2.dir, "bin");
+      const calls = path.join(fx2.dir, "git-calls");
+      mkdirSync(bin);
+      writeFileSync(path.join(bin, "git"), `#!/bin/sh\necho "$@" >> ${calls}\nexit 1\n`, { mode: 0o755 });
+      process.env.PATH = `${bin}:${saved}`;
+      while (!existsSync(flags.config)) await new Promise((r) => setTimeout(r, 5));
+      const started = await resolveDeployed(flags);
+      assert.ok(existsSync(calls), "the text in use is not the deployed one: git is asked");
+      assert.match(started.note ?? "", /could not be read .*: started with /);
+    } finally {
+      writer?.kill("SIGKILL");
       process.env.PATH = saved;
       fx2.cleanup();
     }

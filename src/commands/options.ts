@@ -1,4 +1,4 @@
-import { readFile, realpath } from "node:fs/promises";
+import { realpath } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import { AgentError, asAgentError } from "../core/errors.js";
@@ -77,7 +77,8 @@ export async function resolveDeployed(flags: CommonFlags): Promise<Resolved & { 
   const last = (await readState(r.stateDir, r.loaded.manifest.host)).state.lastRun;
   if (!last) return r;
   // The file as the last run left it (its digest recorded then): nothing to ask git, no process at start.
-  const file = await readFile(r.loaded.file);
+  // The text the loader parsed, not a second read, which could find another file than the one in use.
+  const file = r.loaded.text;
   if (last.manifestSha256 === manifestSha256(r.manifestPath, file)) return r;
   const { revision } = last;
   const rev = revision.slice(0, 12);
@@ -88,7 +89,7 @@ export async function resolveDeployed(flags: CommonFlags): Promise<Resolved & { 
       ...r,
       note: `${r.manifestPath} at ${rev} could not be read (${text.code}: ${text.message}): started with ${r.loaded.file}`,
     };
-  if (text === null || text === file.toString("utf8")) return r;
+  if (text === null || text === file) return r;
   const loaded = await parseManifest(text, `${r.manifestPath}@${rev}`, r.load);
   return {
     ...(await resolvedWith(flags, { ...loaded, file: r.loaded.file }, r)),

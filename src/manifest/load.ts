@@ -18,6 +18,8 @@ export interface LoadedManifest {
   env: Record<string, string>;
   /** The env file that environment was read from, if any. */
   envFile: string | undefined;
+  /** The text this manifest was parsed from, as read (a start compares its digest with the last run's). */
+  text: string;
 }
 
 export interface LoadOptions {
@@ -125,7 +127,7 @@ export async function parseManifest(
   if (!parsed.success) {
     throw new AgentError("CONFIG_INVALID", formatZodError(file, parsed.error));
   }
-  return { file, manifest: parsed.data, env, envFile: envFile || undefined };
+  return { file, manifest: parsed.data, env, envFile: envFile || undefined, text };
 }
 
 /** A manifest's YAML as plain data, before interpolation; syntax errors read `file:line:col: message`. */
