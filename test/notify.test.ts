@@ -16,6 +16,7 @@ import { POSTED_FILE } from "../src/notify/posted.js";
 import { giteaStatus } from "../src/notify/targets/gitea-status.js";
 import { noticeText } from "../src/notify/targets/matrix.js";
 import { createAgent } from "../src/server/agent.js";
+import { acquireLock } from "../src/state/lock.js";
 import { runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { makeFixture } from "./helpers/git.js";
 import { startMatrixServer } from "./helpers/matrix-server.js";
@@ -357,6 +358,48 @@ describe("notifier", () => {
       assert.equal(requests.get("/dry"), undefined, "nothing was sent");
       assert.equal(res.stdout.includes("gitea-token-0123456789"), false);
     } finally {
+      fx.cleanup();
+    }
+  });
+
+  it("a hand-run run refused LOCKED tells its operator, not the room: no notice; the next run's is sent", async () => {
+    const fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+    const got: string[] = [];
+    const receiver = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => {
+        body += c.toString("utf8");
+      });
+      req.on("end", () => {
+        got.push((JSON.parse(body) as DeployEvent).event);
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((done) => receiver.listen(0, "127.0.0.1", done));
+    try {
+      const root = path.join(fx.dir, "root");
+      const stateDir = path.join(fx.dir, "state");
+      mkdirSync(path.join(root, "var/www"), { recursive: true });
+      mkdirSync(stateDir, { mode: 0o700 });
+      const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/notices`;
+      const manifest = writeManifest(fx.dir, {
+        notify: { targets: [{ kind: "webhook", url, secret: "notify-secret-0123456789" }] },
+        steps: [
+          { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
+        ],
+      });
+      // Another run (the daemon's) holds the deploy lock.
+      const held = await acquireLock(stateDir);
+      const refused = await runCli(runArgs(manifest, fx.clone, root, stateDir));
+      await held.release();
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /error LOCKED: another deploy/);
+      assert.deepEqual(got, [], "the operator reads LOCKED in the terminal; the room hears nothing of it");
+      const next = await runCli(runArgs(manifest, fx.clone, root, stateDir));
+      assert.equal(next.code, 0, next.stderr);
+      assert.deepEqual(got, ["run.succeeded"], "the same target takes the next run's notice");
+    } finally {
+      receiver.close();
       fx.cleanup();
     }
   });

@@ -91,9 +91,10 @@ export async function runCommand(
     });
   } catch (err) {
     const e = asAgentError(err);
-    // A pin or unpin refused is the operator's command refused, the host left as it was: no commit is at
-    // fault and no run failed, so nothing is said on a commit or in a room (the operator reads the error).
-    if (e.code !== "PIN_REFUSED") {
+    // A pin or unpin refused, or a run that found another holding the deploy lock, is the operator's command
+    // refused, the host left as it was: no commit is at fault and no run failed, so nothing is said on a
+    // commit or in a room (the operator reads the error; the lock's holder tells of its own run).
+    if (e.code !== "PIN_REFUSED" && e.code !== "LOCKED") {
       emit(hostEvent(applied, { event: "run.error", revision, error: errorOf(e) }));
       await notifier.drain(NOTIFY_DRAIN_MS);
     }
