@@ -270,23 +270,38 @@ describe("a restart after the work tree could not be reset", () => {
     }
   });
 
-  it("a start whose manifest file is the one the last run deployed asks git nothing", async () => {
-    const fx2 = makeFixture({
+  /**
+   * A clone whose manifest one CLI run has deployed (so its digest is recorded), and `failingGit()`: from
+   * then on every git this process starts fails and leaves its arguments in `calls`.
+   */
+  async function deployedOnce() {
+    const fx = makeFixture({
       "landing/index.html": "<p>v1</p>\n",
       "config/lxctest.yaml": inRepo("info", "http://127.0.0.1:9/unused"),
     });
+    const flags = {
+      config: path.join(fx.clone, "config/lxctest.yaml"),
+      repo: fx.clone,
+      root: hostRoot(fx.dir, "work-tree-sync-test-secret-0123456789"),
+      stateDir: path.join(fx.dir, "state"),
+      json: true,
+    };
+    const run = await runCli([...runArgs(flags.config, flags.repo, flags.root, flags.stateDir), "--json"]);
+    assert.equal(run.code, 0, run.stderr);
+    const calls = path.join(fx.dir, "git-calls");
+    const failingGit = () => {
+      const bin = path.join(fx.dir, "bin");
+      mkdirSync(bin);
+      writeFileSync(path.join(bin, "git"), `#!/bin/sh\necho "$@" >> ${calls}\nexit 1\n`, { mode: 0o755 });
+      process.env.PATH = `${bin}:${process.env.PATH}`;
+    };
+    return { fx, flags, calls, failingGit };
+  }
+
+  it("a start whose manifest file is the one the last run deployed asks git nothing", async () => {
     const saved = process.env.PATH;
+    const { fx, flags, calls, failingGit } = await deployedOnce();
     try {
-      const root2 = hostRoot(fx2.dir, "work-tree-sync-test-secret-0123456789");
-      const flags = {
-        config: path.join(fx2.clone, "config/lxctest.yaml"),
-        repo: fx2.clone,
-        root: root2,
-        stateDir: path.join(fx2.dir, "state"),
-        json: true,
-      };
-      const run = await runCli([...runArgs(flags.config, flags.repo, flags.root, flags.stateDir), "--json"]);
-      assert.equal(run.code, 0, run.stderr);
       const state = JSON.parse(readFileSync(path.join(flags.stateDir, "state.json"), "utf8")) as {
         lastRun: { manifestSha256?: string };
       };
@@ -295,17 +310,12 @@ describe("a restart after the work tree could not be reset", () => {
         createHash("sha256").update("config/lxctest.yaml\0").update(readFileSync(flags.config)).digest("hex"),
         "the run records the digest of the manifest it deployed",
       );
-      // Every git this process starts from now on fails and says it ran.
-      const bin = path.join(fx2.dir, "bin");
-      const calls = path.join(fx2.dir, "git-calls");
-      mkdirSync(bin);
-      writeFileSync(path.join(bin, "git"), `#!/bin/sh\necho "$@" >> ${calls}\nexit 1\n`, { mode: 0o755 });
-      process.env.PATH = `${bin}:${saved}`;
+      failingGit();
       const same = await resolveDeployed(flags);
       assert.equal(same.note, undefined);
       assert.equal(existsSync(calls), false, "the usual start reads no git object");
       // Another manifest of the clone, deployed by nothing here, with this one's text: not the deployed one.
-      const other = path.join(fx2.clone, "config/other.yaml");
+      const other = path.join(fx.clone, "config/other.yaml");
       writeFileSync(other, readFileSync(flags.config));
       const copied = await resolveDeployed({ ...flags, config: other });
       assert.ok(existsSync(calls), "another path's file with the deployed text is checked against git");
@@ -318,28 +328,15 @@ describe("a restart after the work tree could not be reset", () => {
       assert.match(edited.note ?? "", /could not be read .*: started with /);
     } finally {
       process.env.PATH = saved;
-      fx2.cleanup();
+      fx.cleanup();
     }
   });
 
   it("a manifest file that reads as another text the second time is checked against git, not taken for the deployed one", async () => {
-    const fx2 = makeFixture({
-      "landing/index.html": "<p>v1</p>\n",
-      "config/lxctest.yaml": inRepo("info", "http://127.0.0.1:9/unused"),
-    });
     const saved = process.env.PATH;
+    const { fx, flags, calls, failingGit } = await deployedOnce();
     let writer: ReturnType<typeof spawn> | undefined;
     try {
-      const root2 = hostRoot(fx2.dir, "work-tree-sync-test-secret-0123456789");
-      const flags = {
-        config: path.join(fx2.clone, "config/lxctest.yaml"),
-        repo: fx2.clone,
-        root: root2,
-        stateDir: path.join(fx2.dir, "state"),
-        json: true,
-      };
-      const run = await runCli([...runArgs(flags.config, flags.repo, flags.root, flags.stateDir), "--json"]);
-      assert.equal(run.code, 0, run.stderr);
       const deployed = readFileSync(flags.config, "utf8");
       // The file in use is an edited one; whoever reads it a second time is served the deployed text (the
       // pause lets the first reader see the end of the first text).
@@ -355,11 +352,7 @@ describe("a restart after the work tree could not be reset", () => {
         ],
         { stdio: "ignore" },
       );
-      const bin = path.join(fx2.dir, "bin");
-      const calls = path.join(fx2.dir, "git-calls");
-      mkdirSync(bin);
-      writeFileSync(path.join(bin, "git"), `#!/bin/sh\necho "$@" >> ${calls}\nexit 1\n`, { mode: 0o755 });
-      process.env.PATH = `${bin}:${saved}`;
+      failingGit();
       while (!existsSync(flags.config)) await new Promise((r) => setTimeout(r, 5));
       const started = await resolveDeployed(flags);
       assert.ok(existsSync(calls), "the text in use is not the deployed one: git is asked");
@@ -367,7 +360,7 @@ describe("a restart after the work tree could not be reset", () => {
     } finally {
       writer?.kill("SIGKILL");
       process.env.PATH = saved;
-      fx2.cleanup();
+      fx.cleanup();
     }
   });
 });
