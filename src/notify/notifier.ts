@@ -1,11 +1,10 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { AgentError, asAgentError } from "../core/errors.js";
-import { fetchFailure } from "../core/fetch-failure.js";
+import { asAgentError } from "../core/errors.js";
 import { redact } from "../core/redact.js";
-import { RetryAfterError, type RetryPolicy, rateLimitWaitMs, retry } from "../core/retry.js";
-import { type HttpAnswer, httpRequest } from "../host/http-client.js";
+import type { RetryPolicy } from "../core/retry.js";
+import { deliver, NOTIFY_RETRY } from "./deliver.js";
 import type { DeployEvent } from "./events.js";
 import { postedStatuses } from "./posted.js";
 import { COMMIT_STATE, statusKey } from "./targets/gitea-status.js";
@@ -16,8 +15,8 @@ import { kindOf, type Target, targetNames, targetSchema } from "./targets/index.
  * host (context deploy/<host>), a JSON event POSTed to a URL (signed like Flux's generic-hmac) and/or an
  * m.notice in a Matrix room; kinds in ./targets/. Sent once per host, revision and outcome; a failure that
  * repeats is sent again at most every repeatMinutes, with a count; a recovery always. Publishing never waits
- * and never throws: a bounded queue, each notice retried under NOTIFY_RETRY (../core/retry.ts), errors
- * logged and counted. A deploy is never delayed or failed by a notifier. Every body leaves through `send`,
+ * and never throws: a bounded queue, each notice retried under NOTIFY_RETRY (./deliver.ts), errors logged
+ * and counted. A deploy is never delayed or failed by a notifier. Every body leaves through `deliver`,
  * after the redaction point.
  */
 
@@ -59,27 +58,6 @@ export interface Notifier {
   /** Resolves once the queue is empty and nothing is being sent, or after ms. */
   drain(ms: number): Promise<void>;
   status(): NotifierStatus;
-}
-
-/** Each notice's retries: 3 attempts of 10 s each, backoff from 500 ms, at most 60 s in all. */
-export const NOTIFY_RETRY: Partial<RetryPolicy> = {
-  attempts: 3,
-  attemptTimeoutMs: 10_000,
-  backoffMs: 500,
-  maxRetryAfterMs: 30_000,
-  deadlineMs: 60_000,
-};
-
-/** The most of a 429's body read for its retry_after_ms. */
-const RATE_LIMIT_BODY_MAX = 64 * 1024;
-
-/** Matrix's `retry_after_ms` in a 429's JSON body, as it is given (rateLimitWaitMs reads it). */
-function retryAfterMsOf(body: string): unknown {
-  try {
-    return (JSON.parse(body) as { retry_after_ms?: unknown } | null)?.retry_after_ms;
-  } catch {
-    return undefined;
-  }
 }
 
 interface Job {
@@ -192,44 +170,10 @@ export function createNotifier(opts: {
     opts.count?.(name, ok ? "sent" : "failed");
   }
 
-  /** The one way out: the body is serialized, redacted, then signed, and sent under the retry policy. */
+  /** Sends one job (./deliver.ts) and records how it went. */
   async function send({ target, name, event }: Job): Promise<void> {
-    const kind = kindOf(target);
-    const request = kind.request(target, event, opts.host);
-    const body = redact(JSON.stringify(request.payload));
-    const headers = { "content-type": "application/json", ...request.headers, ...kind.sign?.(target, body) };
     try {
-      await retry(
-        async ({ signal, timeoutMs }) => {
-          let res: HttpAnswer;
-          try {
-            // Never redirected, as before (fetch's redirect: "manual"): node:http does not follow.
-            res = await httpRequest(request.url, {
-              method: request.method,
-              headers,
-              body,
-              signal,
-              // Only a 429's body is read (bounded): Matrix says how long to wait in it.
-              readBody: (status) => status === 429,
-              maxBytes: RATE_LIMIT_BODY_MAX,
-            });
-          } catch (err) {
-            throw new AgentError("HTTP_UNAVAILABLE", fetchFailure(err, timeoutMs));
-          }
-          if (res.ok) return;
-          const problem = `HTTP ${res.status}`;
-          if (res.status === 429) {
-            throw new RetryAfterError(
-              "HTTP_RATE_LIMITED",
-              problem,
-              rateLimitWaitMs(retryAfterMsOf(res.text), res.header("retry-after") ?? null),
-            );
-          }
-          // Any other 3xx or 4xx: the request itself is wrong, and retrying cannot help.
-          throw new AgentError(res.status >= 500 ? "HTTP_UNAVAILABLE" : "HTTP_REFUSED", problem);
-        },
-        { policy, random: opts.random },
-      );
+      await deliver(target, event, opts.host, { policy, random: opts.random });
     } catch (err) {
       const e = asAgentError(err);
       record(name, false, e.message);
@@ -242,7 +186,7 @@ export function createNotifier(opts: {
     }
     record(name, true);
     const state = statusKey(event);
-    if (kind.takes === "commit-status" && event.revision && state)
+    if (kindOf(target).takes === "commit-status" && event.revision && state)
       await posted.taken(name, event.revision, state);
   }
 
