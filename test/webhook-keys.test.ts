@@ -21,13 +21,9 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep, setImmediate as turn } from "node:timers/promises";
 import pino from "pino";
+import type { WatchFs } from "../src/host/path-watch.js";
 import { manifestSchema } from "../src/manifest/schema.js";
-import {
-  type KeyFiles,
-  type LiveWebhookKeys,
-  RECHECK_MS,
-  watchWebhookKeys,
-} from "../src/server/webhook-keys.js";
+import { type LiveWebhookKeys, RECHECK_MS, watchWebhookKeys } from "../src/server/webhook-keys.js";
 import { cannot } from "./helpers/needs.js";
 
 /**
@@ -58,9 +54,9 @@ const currentFile = () => path.join(etc(), "webhook-secret");
 const nextFile = () => path.join(etc(), "webhook-secret.next");
 
 /** The filesystem as the daemon calls it, counting the looks; `watch` replaced when given. */
-function counting(watchWith?: KeyFiles["watch"]) {
+function counting(watchWith?: WatchFs["watch"]) {
   const calls = { stat: 0, lstat: 0 };
-  const fs: KeyFiles = {
+  const fs: WatchFs = {
     stat: ((...a: Parameters<typeof statSync>) => {
       calls.stat++;
       return statSync(...a);
@@ -74,7 +70,7 @@ function counting(watchWith?: KeyFiles["watch"]) {
   return { calls, fs };
 }
 
-async function start(fs: KeyFiles): Promise<LiveWebhookKeys> {
+async function start(fs: WatchFs): Promise<LiveWebhookKeys> {
   const manifest = manifestSchema.parse({
     version: 1,
     host: "lxctest",
@@ -196,7 +192,7 @@ describe("webhook keys: watched, not looked at per delivery", () => {
   });
 
   it(`a watch that never tells (a filesystem without inotify): a change is seen within RECHECK_MS (${RECHECK_MS} ms)`, async () => {
-    const deaf = (() => Object.assign(new EventEmitter(), { close() {} })) as unknown as KeyFiles["watch"];
+    const deaf = (() => Object.assign(new EventEmitter(), { close() {} })) as unknown as WatchFs["watch"];
     const keys = await start(counting(deaf).fs);
     await keys.keys();
     const at = Date.now();
@@ -213,7 +209,7 @@ describe("webhook keys: watched, not looked at per delivery", () => {
       throw Object.assign(new Error("ENOSPC: System limit for number of file watchers reached"), {
         code: "ENOSPC",
       });
-    }) as unknown as KeyFiles["watch"];
+    }) as unknown as WatchFs["watch"];
     const { calls, fs } = counting(full);
     const keys = await start(fs);
     assert.equal(logged.filter((l) => /not watched \(inotify\)/.test(l)).length, 1);
@@ -230,7 +226,7 @@ describe("webhook keys: watched, not looked at per delivery", () => {
     const failing = ((d: string, o: object, l: () => void) => {
       made = watch(d, o, l) as FSWatcher & EventEmitter;
       return made;
-    }) as unknown as KeyFiles["watch"];
+    }) as unknown as WatchFs["watch"];
     const keys = await start(counting(failing).fs);
     await keys.keys();
     made?.emit("error", Object.assign(new Error("watch failed"), { code: "EIO" }));
