@@ -14,7 +14,8 @@ import {
 } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { createHostFs, MAX_HOST_FILE_BYTES } from "../src/host/host-fs.js";
+import { createHostFs } from "../src/host/host-fs.js";
+import { MAX_HOST_FILE_BYTES } from "../src/host/host-read.js";
 import { type Agent, makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 

@@ -1,32 +1,17 @@
-import { randomBytes } from "node:crypto";
-import { constants, type Stats } from "node:fs";
-import {
-  cp,
-  type FileHandle,
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  readlink,
-  rename,
-  rm,
-  stat,
-  symlink,
-  unlink,
-} from "node:fs/promises";
+import { cp, lstat, mkdir, readdir, readlink, rename, rm, stat, unlink } from "node:fs/promises";
 import path from "node:path";
-import { AgentError } from "../core/errors.js";
-import { writeFileAtomic } from "./atomic-write.js";
-import { readBounded } from "./bounded-read.js";
 import type { CommandRunner } from "./command.js";
 import { diffSummary } from "./diff-summary.js";
 import type { EffectRecorder } from "./effects.js";
-import { resolveOwner } from "./owner.js";
+import { readHostFile } from "./host-read.js";
+import { pointLink, replaceFile, writeError } from "./host-write.js";
+import { type Ids, resolveOwner } from "./owner.js";
 
 /**
  * The host filesystem as steps see it: every absolute path is taken under `root` (`--root`), writes are
  * atomic (temp file in the target directory, fsync, rename, fsync of the directory), and in a dry run
- * writes are recorded with a diff instead of performed.
+ * writes are recorded with a diff instead of performed. This module decides what to do and records it;
+ * what a read refuses is host-read.ts, and the writes themselves are host-write.ts.
  */
 
 export interface FileSnapshot {
@@ -50,7 +35,10 @@ export interface WriteOptions {
   mode?: number | undefined;
   /** Declared owner; default: keep the current file's owner. */
   owner?: string | undefined;
-  /** Command run on the new file before it replaces the old one; `{file}` is replaced by VALIDATE_PATH. */
+  /**
+   * Command run on the new file before it replaces the old one; `{file}` is replaced by VALIDATE_PATH
+   * (host-write.ts).
+   */
   validate?: readonly string[] | undefined;
   /** Content shown in diffs instead of the real content (for files that carry secrets). */
   display?: { before: Buffer | null; after: Buffer };
@@ -90,59 +78,6 @@ export interface HostFs {
   list(hostPath: string): Promise<{ path: string; mtimeMs: number }[]>;
 }
 
-/**
- * What `{file}` in a validate command becomes: the new file, open as the command's descriptor 3. A path no
- * other user can swap; it has no directory of its own (a path in the file relative to its directory is
- * taken under /proc/self/fd) and no extension.
- */
-export const VALIDATE_PATH = "/proc/self/fd/3";
-
-/** Largest host file read (a target, a backup, a flag file): a larger one is refused, never buffered. */
-export const MAX_HOST_FILE_BYTES = 64 * 1024 * 1024;
-
-const unsafe = (hostPath: string, what: string) =>
-  new AgentError("TARGET_UNSAFE", `${hostPath} ${what}: it is neither read nor written through`);
-
-/**
- * A host file and its status from one descriptor (bounded-read.ts): a regular file of at most
- * MAX_HOST_FILE_BYTES, and with `follow` false never through a symbolic link at the name. Null when nothing
- * is there.
- */
-function readHostFile(
-  file: string,
-  hostPath: string,
-  follow: boolean,
-): Promise<{ data: Buffer; st: Stats } | null> {
-  return readBounded(file, {
-    follow,
-    maxBytes: MAX_HOST_FILE_BYTES,
-    fail: (p) => {
-      switch (p.is) {
-        case "unopenable":
-          return new AgentError("TARGET_WRITE_FAILED", `cannot read ${hostPath}: ${p.code}`, {
-            cause: p.cause,
-          });
-        case "link":
-          return unsafe(hostPath, "is a symbolic link");
-        case "not-file":
-          return unsafe(hostPath, "is not a regular file");
-        case "too-large":
-          return unsafe(hostPath, `is ${p.size} bytes, more than the ${MAX_HOST_FILE_BYTES} read`);
-        case "changed":
-          return unsafe(hostPath, "changed size while it was read");
-      }
-    },
-  });
-}
-
-function writeError(hostPath: string, err: unknown): AgentError {
-  if (err instanceof AgentError) return err;
-  const e = err as NodeJS.ErrnoException;
-  return new AgentError("TARGET_WRITE_FAILED", `cannot write ${hostPath}: ${e.code ?? e.message}`, {
-    cause: err,
-  });
-}
-
 /** `--root`: a host path as seen under the root ("" for the real host). The one place it is applied. */
 export const rooted =
   (root: string) =>
@@ -170,62 +105,15 @@ export function createHostFs(opts: {
     return { path: hostPath, data, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: st.mtimeMs };
   }
 
-  /** Refuses a missing target directory (never creates one), then writes atomically. */
-  async function replace(
+  /** Writes for real: the dry-run check and the record are the caller's. */
+  function replace(
     hostPath: string,
     data: Buffer,
     mode: number,
-    ids: { uid: number; gid: number | undefined } | undefined,
+    ids: Ids | undefined,
     validate: readonly string[] | undefined,
   ): Promise<void> {
-    const target = resolve(hostPath);
-    const dir = path.dirname(target);
-    // stat, not lstat: a web root may be a symlink to the live release (a job that swaps releases).
-    const dirStat = await stat(dir).catch(() => null);
-    if (!dirStat?.isDirectory()) {
-      throw new AgentError(
-        "TARGET_WRITE_FAILED",
-        `cannot write ${hostPath}: directory ${path.dirname(hostPath)} does not exist`,
-      );
-    }
-    try {
-      await writeFileAtomic(target, data, {
-        mode,
-        prepare: async (handle) => {
-          if (ids) await handle.chown(ids.uid, ids.gid ?? -1);
-          if (validate) await validateOpen(validate, handle);
-        },
-      });
-    } catch (err) {
-      throw writeError(hostPath, err);
-    }
-  }
-
-  /**
-   * Runs a validate command on the new file through its descriptor: reopened read-only from this process's
-   * own (never by the temporary file's name, which the directory's other users may swap for a link to any
-   * file of root's while the command runs) and handed to the command as its descriptor 3.
-   */
-  async function validateOpen(validate: readonly string[], handle: FileHandle): Promise<void> {
-    const copy = await open(`/proc/self/fd/${handle.fd}`, constants.O_RDONLY);
-    try {
-      await opts.run(
-        validate.map((a) => a.replaceAll("{file}", VALIDATE_PATH)),
-        { record: false, fds: [copy.fd] },
-      );
-    } finally {
-      await copy.close();
-    }
-  }
-
-  /** Replaces whatever is at `at` with a symlink to `target`, atomically. */
-  async function pointLink(at: string, target: string): Promise<void> {
-    const link = `${at}.${randomBytes(6).toString("hex")}.tmp`;
-    await symlink(target, link);
-    await rename(link, at).catch(async (err: unknown) => {
-      await unlink(link).catch(() => {});
-      throw err;
-    });
+    return replaceFile(resolve(hostPath), hostPath, data, { mode, ids, validate, run: opts.run });
   }
 
   return {
