@@ -8,7 +8,7 @@ import { loadManifest } from "../src/manifest/load.js";
 import { createDriftWatch } from "../src/server/drift-watch.js";
 import type { Runner } from "../src/server/runner.js";
 import { liveState } from "../src/server/status.js";
-import { openRepo } from "../src/source/git.js";
+import { openRepo } from "../src/source/open-repo.js";
 import { hostRoot, runArgs, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 

@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import type { AgentError } from "../src/core/errors.js";
 import type { DeployEvent } from "../src/notify/events.js";
 import { descent, PARENTS_WALKED, parentsOf } from "../src/source/ancestry.js";
-import { closeRepo, openRepo } from "../src/source/git.js";
+import { closeRepo, openRepo } from "../src/source/open-repo.js";
 import {
   hostRoot,
   listeningUrl,

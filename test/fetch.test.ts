@@ -18,7 +18,7 @@ import { childrenOf } from "./helpers/proc.js";
 const ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", LC_ALL: "C" };
 const OPTIONS = ["--no-tags", "--no-recurse-submodules", "--no-auto-maintenance", "origin"];
 const REFSPEC = "+refs/heads/main:refs/remotes/origin/main";
-/** As the agent sets it (src/source/git.ts). */
+/** As the agent sets it (src/source/git-command.ts). */
 const TIMEOUT_MS = 120_000;
 
 let fx: Fixture;

@@ -5,24 +5,19 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { pino } from "pino";
 import type { Effect } from "../src/host/effects.js";
-import {
-  closeRepo,
-  fetchBranch,
-  gitAt,
-  gitExit,
-  isAncestor,
-  openRepo,
-  resolveTarget,
-} from "../src/source/git.js";
+import { isAncestor } from "../src/source/ancestry.js";
+import { fetchBranch, resolveTarget } from "../src/source/git.js";
+import { gitAt, gitExit } from "../src/source/git-command.js";
+import { closeRepo, openRepo } from "../src/source/open-repo.js";
 import { verifyRevision } from "../src/source/verify.js";
 import { createContext } from "../src/steps/context.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 import { needs } from "./helpers/needs.js";
 
 /**
- * Every way the agent starts git gives it the one minimal environment (source/git.ts gitEnv), never the
- * process's: here the process's environment points git at another repository (GIT_DIR, GIT_WORK_TREE), so a
- * git that saw it would answer from that repository and each check below would fail.
+ * Every way the agent starts git gives it the one minimal environment (source/git-command.ts gitEnv), never
+ * the process's: here the process's environment points git at another repository (GIT_DIR, GIT_WORK_TREE), so
+ * a git that saw it would answer from that repository and each check below would fail.
  */
 
 let fx: Fixture;

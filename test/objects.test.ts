@@ -4,8 +4,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { openRepo, type Repo, subjectOf } from "../src/source/git.js";
+import { subjectOf } from "../src/source/git.js";
 import { createObjectReader, MAX_OBJECT_BYTES } from "../src/source/objects.js";
+import { openRepo, type Repo } from "../src/source/open-repo.js";
 import { changedPaths, gitTrees, loadSnapshot } from "../src/source/snapshot.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AgentError } from "../src/core/errors.js";
-import { closeRepo, openRepo } from "../src/source/git.js";
+import { closeRepo, openRepo } from "../src/source/open-repo.js";
 import { git } from "./helpers/git.js";
 
 /**

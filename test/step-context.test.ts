@@ -7,7 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { silentLogger } from "../src/core/log.js";
 import { Secret } from "../src/core/secret.js";
 import type { Effect } from "../src/host/effects.js";
-import { openRepo } from "../src/source/git.js";
+import { openRepo } from "../src/source/open-repo.js";
 import { loadSnapshot } from "../src/source/snapshot.js";
 import { readState } from "../src/state/read-state.js";
 import { writeState } from "../src/state/state.js";

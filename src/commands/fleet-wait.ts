@@ -2,7 +2,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseYaml } from "yaml";
 import { AgentError } from "../core/errors.js";
-import { gitAt } from "../source/git.js";
+import { gitAt } from "../source/git-command.js";
 import { line, short, text } from "./fleet.js";
 import { askStatus, type FleetFlags, type Host, hintLines } from "./fleet-ask.js";
 

@@ -2,7 +2,7 @@ import { stat } from "node:fs/promises";
 import path from "node:path";
 import { oneLine } from "../core/printable.js";
 import type { FleetStatus as AgentStatus } from "../server/status-model.js";
-import { gitAt } from "../source/git.js";
+import { gitAt } from "../source/git-command.js";
 import { type HistoryRecord, parseRecord } from "../state/history-record.js";
 import { askAll, askStatus, type FleetFlags, hintLines } from "./fleet-ask.js";
 import { renderRecord } from "./history.js";

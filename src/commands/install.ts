@@ -11,7 +11,7 @@ import { rooted } from "../host/host-fs.js";
 import { createHttpSender } from "../host/http.js";
 import type { Manifest } from "../manifest/schema.js";
 import { HOST_IDENTITY_FILE, plannedHostIdentity } from "../secrets/identity.js";
-import { openRepo } from "../source/git.js";
+import { openRepo } from "../source/open-repo.js";
 import { createContext } from "../steps/context.js";
 import { hostJobs, type PlannedFile, plannedFiles, UNIT_DIR } from "./install-files.js";
 import { legacyListener, restoreOldListener } from "./install-legacy.js";

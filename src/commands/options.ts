@@ -7,7 +7,7 @@ import type { SecretSource } from "../gitea/webhook-secret.js";
 import { rooted } from "../host/host-fs.js";
 import { manifestSha256 } from "../manifest/at-revision.js";
 import { type LoadedManifest, type LoadOptions, loadManifest, parseManifest } from "../manifest/load.js";
-import { closeRepo, openRepo } from "../source/git.js";
+import { closeRepo, openRepo } from "../source/open-repo.js";
 import { loadSnapshot } from "../source/snapshot.js";
 import { readState } from "../state/read-state.js";
 

@@ -1,5 +1,8 @@
 import { AgentError } from "../core/errors.js";
-import { closeRepo, gitAt, isAncestor, openRepo, trackingRef } from "../source/git.js";
+import { isAncestor } from "../source/ancestry.js";
+import { trackingRef } from "../source/git.js";
+import { gitAt } from "../source/git-command.js";
+import { closeRepo, openRepo } from "../source/open-repo.js";
 import { findApplied } from "../state/history.js";
 import { operator } from "../state/history-record.js";
 import { resolve } from "./options.js";

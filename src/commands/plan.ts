@@ -1,7 +1,7 @@
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { AgentError, asAgentError } from "../core/errors.js";
-import { gitAt, gitEnv } from "../source/git.js";
+import { gitAt, gitEnv } from "../source/git-command.js";
 import { createObjectReader } from "../source/objects.js";
 import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "../source/snapshot.js";
 import { giteaTargetFromEnv, postToGitea } from "./plan-gitea.js";

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { HostOverrides } from "../manifest/at-revision.js";
 import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
-import type { Repo } from "../source/git.js";
+import type { Repo } from "../source/open-repo.js";
 import type { Trigger } from "../state/history-record.js";
 import type { Pin } from "../state/state.js";
 

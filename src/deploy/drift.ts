@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { Effect } from "../host/effects.js";
 import type { Manifest } from "../manifest/schema.js";
-import { openRepo, type Repo } from "../source/git.js";
+import { openRepo, type Repo } from "../source/open-repo.js";
 import { loadSnapshot, type Snapshot } from "../source/snapshot.js";
 import { readState } from "../state/read-state.js";
 import { createStepContext } from "../steps/context.js";

@@ -1,17 +1,11 @@
 import type { Logger } from "pino";
 import { asAgentError, logFields } from "../core/errors.js";
 import { revisionsToDiff } from "../plan/plan.js";
-import {
-  clearStaleGitLocks,
-  dirtyPaths,
-  fetchBranch,
-  headCommit,
-  openRepo,
-  type Repo,
-  resetHard,
-  resolveTarget,
-} from "../source/git.js";
+import { fetchBranch, headCommit, resolveTarget } from "../source/git.js";
+import { clearStaleGitLocks } from "../source/git-locks.js";
+import { openRepo, type Repo } from "../source/open-repo.js";
 import { changedPaths, gitTrees, loadSnapshot, type Snapshot } from "../source/snapshot.js";
+import { dirtyPaths, resetHard } from "../source/work-tree.js";
 import type { State } from "../state/state.js";
 import type { DeployOptions } from "./deploy-options.js";
 import type { RunReport } from "./run-report.js";

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { AgentError } from "../core/errors.js";
-import { gitAt } from "../source/git.js";
+import { gitAt } from "../source/git-command.js";
 import { argv, hostPath } from "../steps/common.js";
 import type { HostJob, JobContext, JobResult } from "./types.js";
 

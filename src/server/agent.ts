@@ -3,7 +3,7 @@ import { JOBS } from "../jobs/index.js";
 import type { Manifest } from "../manifest/schema.js";
 import { type DeployEvent, hostEvent } from "../notify/events.js";
 import { createNotifier } from "../notify/notifier.js";
-import { closeRepo, openRepo, type Repo } from "../source/git.js";
+import { closeRepo, openRepo, type Repo } from "../source/open-repo.js";
 import { type HistoryQuery, type HistoryRead, readHistory } from "../state/history.js";
 import { acquireLock, type Lock, prepareLock } from "../state/lock.js";
 import { readState } from "../state/read-state.js";

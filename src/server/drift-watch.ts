@@ -3,7 +3,7 @@ import { asAgentError, logFields } from "../core/errors.js";
 import { checkDrift, type DriftReport } from "../deploy/drift.js";
 import type { RunReport } from "../deploy/run-report.js";
 import type { hostEvent } from "../notify/events.js";
-import type { Repo } from "../source/git.js";
+import type { Repo } from "../source/open-repo.js";
 import type { AgentMetrics } from "./metrics.js";
 import { DEPLOY, type Runner } from "./runner.js";
 import type { LiveState } from "./status.js";

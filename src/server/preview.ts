@@ -9,7 +9,7 @@ import type { LoadOptions } from "../manifest/load.js";
 import type { Manifest } from "../manifest/schema.js";
 import type { GiteaStatusTarget } from "../notify/targets/gitea-status.js";
 import { clip } from "../notify/targets/text.js";
-import type { Repo } from "../source/git.js";
+import type { Repo } from "../source/open-repo.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { PullRequest } from "./pull-request.js";
 import type { HostRunSettings } from "./run-settings.js";

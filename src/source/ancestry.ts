@@ -1,4 +1,7 @@
-import { isAncestor, type Repo } from "./git.js";
+import { AgentError } from "../core/errors.js";
+import { sanitize } from "../core/redact.js";
+import { gitExit } from "./git-command.js";
+import type { Repo } from "./open-repo.js";
 
 /**
  * Whether a revision moves the host forward: the same as the last one it ran, a descendant of it, or
@@ -25,6 +28,16 @@ export function parentsOf(commit: Buffer): string[] {
     parents.push(m[1] as string);
   }
   return parents;
+}
+
+/**
+ * Whether `ancestor` is in the history of `descendant` (`git merge-base --is-ancestor`: exit 0 yes, 1 no).
+ * Anything else (an unknown commit, a broken repository) is GIT_FAILED.
+ */
+export async function isAncestor(dir: string, ancestor: string, descendant: string): Promise<boolean> {
+  const res = await gitExit(dir, ["merge-base", "--is-ancestor", ancestor, descendant]);
+  if (res.exitCode === 0 || res.exitCode === 1) return res.exitCode === 0;
+  throw new AgentError("GIT_FAILED", `git merge-base --is-ancestor failed: ${sanitize(res.stderr.trim())}`);
 }
 
 export async function descent(repo: Repo, from: string | null, to: string): Promise<Descent> {

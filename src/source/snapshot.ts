@@ -1,6 +1,6 @@
 import { AgentError } from "../core/errors.js";
-import type { Repo } from "./git.js";
 import { type ObjectReader, parseTree, type TreeEntry } from "./objects.js";
+import type { Repo } from "./open-repo.js";
 
 /**
  * The repository's content at one revision, read from git objects rather than the work tree. Dry runs read

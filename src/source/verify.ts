@@ -2,7 +2,8 @@ import { fileURLToPath } from "node:url";
 import { AgentError } from "../core/errors.js";
 import type { Manifest } from "../manifest/schema.js";
 import { type Descent, descent } from "./ancestry.js";
-import { gitExit, type Repo } from "./git.js";
+import { gitExit } from "./git-command.js";
+import type { Repo } from "./open-repo.js";
 
 /**
  * Commit signatures, checked by git itself (`git verify-commit`): SSH signatures against the allowed-signers

@@ -7,7 +7,7 @@ import type { EffectRecorder } from "../host/effects.js";
 import { waitHealthy } from "../host/health.js";
 import { createHostFs } from "../host/host-fs.js";
 import { createMatrixClient } from "../matrix/client.js";
-import { gitAt } from "../source/git.js";
+import { gitAt } from "../source/git-command.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { MatrixConfig, StepContext, StepMatrix } from "./types.js";
 

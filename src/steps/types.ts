@@ -43,7 +43,7 @@ export interface StepContext {
   run: CommandRunner;
   /**
    * git in a clone on the host (a host path), started the agent's one way with its minimal environment
-   * (source/git.ts), never with the process's. A dry run records it and runs nothing.
+   * (source/git-command.ts), never with the process's. A dry run records it and runs nothing.
    */
   git(hostDir: string, args: readonly string[]): Promise<CommandResult>;
   record: EffectRecorder;
