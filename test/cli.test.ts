@@ -3,6 +3,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { acquireLock } from "../src/state/lock.js";
 import { PROJECT, runCli, writeManifest } from "./helpers/agent.js";
 import { type Fixture, git, makeFixture } from "./helpers/git.js";
 
@@ -29,7 +30,7 @@ beforeEach(() => {
         kind: "file",
         source: "landing/index.html",
         targets: ["/var/www/index.html"],
-        reload: [["sh", "-c", 'sleep "${SLOW:-0}"']],
+        reload: [["sh", "-c", "exit 0"]],
       },
     ],
   });
@@ -49,7 +50,7 @@ describe("deploy-agent CLI", () => {
       res.stdout,
       /would write \/var\/www\/index\.html \(created, 10 bytes, mode 0644, \+1 -0 lines\)/,
     );
-    assert.match(res.stdout, /would run: sh -c sleep "\$\{SLOW:-0\}"/);
+    assert.match(res.stdout, /would run: sh -c exit 0/);
     assert.match(res.stdout, /result: planned \(1 step\(s\) planned/);
     assert.doesNotMatch(res.stdout + res.stderr, /succeeded/, "a dry run never says it succeeded");
     assert.throws(() => readFileSync(path.join(root, "var/www/index.html")));
@@ -132,23 +133,31 @@ describe("deploy-agent CLI", () => {
     }
   });
 
-  it("a second run fails clearly while the first holds the lock, and --wait waits for it", async () => {
-    const first = runCli(["run", ...args()], { SLOW: "3" });
-    const lockFile = path.join(stateDir, "deploy.lock");
-    for (let i = 0; i < 100; i++) {
-      try {
-        readFileSync(lockFile);
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 50));
-      }
+  it("a second run fails clearly while another holds the lock, and --wait waits for it", async () => {
+    // Held here until the waiting run says it waits: no window for a slow start to miss.
+    mkdirSync(stateDir, { mode: 0o700 });
+    const held = await acquireLock(stateDir);
+    let released = false;
+    try {
+      const second = await runCli(["run", ...args()]);
+      assert.equal(second.code, 1);
+      assert.match(second.stderr, /error LOCKED: another deploy \(pid \d+, since .*\) holds .*deploy\.lock/);
+      const waiting = await runCli(
+        ["run", ...args("--wait", "60")],
+        {},
+        {
+          onStderr: (text) => {
+            if (released || !/waiting for the deploy lock held by another run/.test(text)) return;
+            released = true;
+            void held.release();
+          },
+        },
+      );
+      assert.ok(released, "the run said it waits for the lock");
+      assert.equal(waiting.code, 0, waiting.stderr);
+    } finally {
+      await held.release();
     }
-    const second = await runCli(["run", ...args()]);
-    assert.equal(second.code, 1);
-    assert.match(second.stderr, /error LOCKED: another deploy \(pid \d+, since .*\) holds .*deploy\.lock/);
-    const waiting = await runCli(["run", ...args("--wait", "20")]);
-    assert.equal(waiting.code, 0, waiting.stderr);
-    assert.equal((await first).code, 0);
   });
 
   it("validate checks the manifest's sources in the checkout and refuses symlinks", async () => {

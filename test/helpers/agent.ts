@@ -70,7 +70,12 @@ export interface CliResult {
 }
 
 /** Runs the real CLI in a child process (through tsx, so tests need no build). */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+/** `onStderr` hears the standard error so far at every chunk (to act while the command runs). */
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  opts: { onStderr?: (stderr: string) => void } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, cliArgv(args), {
       cwd: PROJECT,
@@ -84,6 +89,7 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Cli
     });
     child.stderr.on("data", (d) => {
       stderr += d;
+      opts.onStderr?.(stderr);
     });
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, stdout, stderr }));
