@@ -4,7 +4,7 @@ import type { Effect } from "../host/effects.js";
 import type { Manifest } from "../manifest/schema.js";
 import type { Action, PlanReason } from "../plan/plan.js";
 import type { Snapshot } from "../source/snapshot.js";
-import type { StepItem } from "../state/state.js";
+import { recordAttempt, recordResult, recordUpToDate, type State, type StepItem } from "../state/state.js";
 import { createStepContext } from "../steps/context.js";
 import { kindOf } from "../steps/index.js";
 import type { DeployOptions } from "./deploy-options.js";
@@ -126,4 +126,57 @@ export function skipped(
     effects: [],
     durationMs: 0,
   };
+}
+
+/**
+ * The planned actions in order. Each step's attempt is in the state before it runs (a kill mid-step resumes
+ * it), its result after; once the agent has to stop, the rest are skipped and said so.
+ */
+export async function applyActions(
+  opts: DeployOptions,
+  manifest: Manifest,
+  actions: Action[],
+  source: { snapshot: Snapshot; revision: string },
+  state: State,
+  save: (options?: { durable: boolean }) => Promise<void>,
+): Promise<StepReport[]> {
+  const steps: StepReport[] = [];
+  for (const action of actions) {
+    if (!action.run) {
+      if (action.reason === "NoRelevantChanges" && !opts.dryRun)
+        recordUpToDate(state, action.step.name, source.revision);
+      steps.push(skipped(action));
+      continue;
+    }
+    if (opts.stop?.aborted) {
+      steps.push(skipped(action, "Stopped", "skipped: the agent is shutting down"));
+      continue;
+    }
+    // Said as it was: a failure is clean, a cut-off attempt (kill, power loss) may have left work half done.
+    const lastAttempt =
+      state.steps[action.step.name]?.lastResult?.outcome === "failed"
+        ? "the last attempt failed"
+        : "the last attempt did not finish";
+    if (!opts.dryRun) {
+      recordAttempt(state, action.step.name, source.revision);
+      await save({ durable: false });
+    }
+    const report = await applyAction(opts, manifest, action, source.snapshot, lastAttempt);
+    steps.push(report);
+    if (!opts.dryRun) {
+      recordResult(state, action.step.name, {
+        outcome: report.outcome === "succeeded" ? "succeeded" : "failed",
+        revision: source.revision,
+        // Flux-style reason for people; the error's stable code apart, for machines.
+        reason: report.outcome === "succeeded" ? "Succeeded" : "StepFailed",
+        ...(report.error ? { code: report.error.code } : {}),
+        message: report.error?.message ?? action.message,
+        at: new Date().toISOString(),
+        durationMs: report.durationMs,
+        items: report.items,
+      });
+      await save();
+    }
+  }
+  return steps;
 }

@@ -6,11 +6,11 @@ import type { Descent } from "../source/ancestry.js";
 import { verifyRevision } from "../source/verify.js";
 import { acquireLock } from "../state/lock.js";
 import { readState } from "../state/read-state.js";
-import { recordAttempt, recordResult, recordUpToDate, writeState } from "../state/state.js";
-import { applyAction, skipped } from "./apply-step.js";
+import { writeState } from "../state/state.js";
+import { applyActions } from "./apply-step.js";
 import type { DeployOptions } from "./deploy-options.js";
 import { type RunFacts, recordRun } from "./run-record.js";
-import type { RunReport, StepReport } from "./run-report.js";
+import type { RunReport } from "./run-report.js";
 import { fetchSource, sourceAt, syncWorkTree } from "./source-sync.js";
 
 /**
@@ -233,44 +233,7 @@ export async function deploy(opts: DeployOptions): Promise<RunReport | NotPinned
       source.snapshot.paths,
     );
 
-    const steps: StepReport[] = [];
-    for (const action of actions) {
-      if (!action.run) {
-        if (action.reason === "NoRelevantChanges" && !opts.dryRun)
-          recordUpToDate(state, action.step.name, source.revision);
-        steps.push(skipped(action));
-        continue;
-      }
-      if (opts.stop?.aborted) {
-        steps.push(skipped(action, "Stopped", "skipped: the agent is shutting down"));
-        continue;
-      }
-      // Said as it was: a failure is clean, a cut-off attempt (kill, power loss) may have left work half done.
-      const lastAttempt =
-        state.steps[action.step.name]?.lastResult?.outcome === "failed"
-          ? "the last attempt failed"
-          : "the last attempt did not finish";
-      if (!opts.dryRun) {
-        recordAttempt(state, action.step.name, source.revision);
-        await save({ durable: false });
-      }
-      const report = await applyAction(opts, manifest, action, source.snapshot, lastAttempt);
-      steps.push(report);
-      if (!opts.dryRun) {
-        recordResult(state, action.step.name, {
-          outcome: report.outcome === "succeeded" ? "succeeded" : "failed",
-          revision: source.revision,
-          // Flux-style reason for people; the error's stable code apart, for machines.
-          reason: report.outcome === "succeeded" ? "Succeeded" : "StepFailed",
-          ...(report.error ? { code: report.error.code } : {}),
-          message: report.error?.message ?? action.message,
-          at: new Date().toISOString(),
-          durationMs: report.durationMs,
-          items: report.items,
-        });
-        await save();
-      }
-    }
+    const steps = await applyActions(opts, manifest, actions, source, state, save);
 
     const ran = steps.filter((s) => s.run);
     const outcome = ran.some((s) => s.outcome === "failed") ? "failed" : ran.length ? "succeeded" : "noop";
