@@ -72,12 +72,12 @@ function viewerGuard(
     if (viewers && allowed(viewers, req.socket.remoteAddress)) return true;
     const token = statusToken?.reveal();
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
-    return (
-      !!token &&
-      !!given &&
-      given.length === token.length &&
-      timingSafeEqual(Buffer.from(given), Buffer.from(token))
-    );
+    if (!token || !given) return false;
+    // Compared as bytes: a header's characters (latin1) may encode to more bytes than they are characters,
+    // and timingSafeEqual throws on buffers of different lengths.
+    const a = Buffer.from(given);
+    const b = Buffer.from(token);
+    return a.length === b.length && timingSafeEqual(a, b);
   };
   return (req, reply, done) => {
     if (mayView(req)) return done();

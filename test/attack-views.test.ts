@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { connect } from "node:net";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import type { FastifyInstance } from "fastify";
+import { createLogger } from "../src/core/log.js";
+import { Secret } from "../src/core/secret.js";
+import { loadManifest } from "../src/manifest/load.js";
+import { type Agent, createAgent } from "../src/server/agent.js";
+import { buildServer } from "../src/server/app.js";
+import { writeManifest } from "./helpers/agent.js";
+import { type Fixture, makeFixture } from "./helpers/git.js";
+
+/**
+ * Attacks on what the daemon shows (/status, /history, /metrics, /healthz) and on the read-only commands:
+ * real HTTP on loopback, real files.
+ */
+
+const SECRET = "attack-views-webhook-secret-0123";
+const TOKEN = "attack-views-status-token-0123456789";
+
+let fx: Fixture;
+let app: FastifyInstance | undefined;
+let agent: Agent | undefined;
+let logs: string[] = [];
+
+beforeEach(() => {
+  fx = makeFixture({ "landing/index.html": "<p>v1</p>\n" });
+  logs = [];
+});
+afterEach(async () => {
+  await app?.close();
+  await agent?.close();
+  app = undefined;
+  agent = undefined;
+  fx.cleanup();
+});
+
+/** The daemon in this process, /status and /metrics open to 10.99.0.0/16 and the token only. */
+async function serveGuarded(): Promise<number> {
+  const file = writeManifest(fx.dir, {
+    webhook: {
+      pollIntervalSeconds: 0,
+      statusAccess: { allowFrom: ["10.99.0.0/16"], tokenFile: "/etc/deploy-agent/status-token" },
+    },
+    drift: { intervalSeconds: 0 },
+    steps: [
+      { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
+    ],
+  });
+  const { manifest } = await loadManifest(file, { processEnv: {} });
+  const root = path.join(fx.dir, "root");
+  mkdirSync(path.join(root, "var/www"), { recursive: true });
+  const log = createLogger({ level: "debug", fd: 1, stream: { write: (line: string) => logs.push(line) } });
+  agent = createAgent({
+    manifest,
+    repoDir: fx.clone,
+    stateDir: path.join(fx.dir, "state"),
+    root,
+    dryRun: true,
+    log,
+  });
+  app = buildServer({ manifest, secret: new Secret(SECRET), agent, log, statusToken: new Secret(TOKEN) });
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  const address = app.server.address();
+  assert.ok(address && typeof address === "object");
+  return address.port;
+}
+
+/** One GET written byte for byte (headers as latin1, as a client may send them); its status code. */
+function rawGet(port: number, target: string, headers: Buffer): Promise<number> {
+  return new Promise((done) => {
+    const s = connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    s.on("data", (d) => chunks.push(d));
+    s.on("error", () => {});
+    s.once("close", () =>
+      done(Number(/^HTTP\/1\.1 (\d{3}) /.exec(Buffer.concat(chunks).toString("latin1"))?.[1] ?? 0)),
+    );
+    s.end(
+      Buffer.concat([
+        Buffer.from(`GET ${target} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n`),
+        headers,
+        Buffer.from("\r\n"),
+      ]),
+    );
+  });
+}
+
+describe("attack: the viewers' guard", () => {
+  it("a bearer token of the right length in characters but not in bytes is refused (403), never an error", async () => {
+    const port = await serveGuarded();
+    // Node reads header bytes as latin1: 0xe9 is one character, two bytes once encoded as UTF-8.
+    const forged = Buffer.concat([
+      Buffer.from("authorization: Bearer "),
+      Buffer.alloc(TOKEN.length, 0xe9),
+      Buffer.from("\r\n"),
+    ]);
+    for (const target of ["/status", "/metrics", "/history"]) {
+      assert.equal(await rawGet(port, target, forged), 403, target);
+    }
+    assert.equal(
+      await rawGet(port, "/status", Buffer.from(`authorization: Bearer ${TOKEN}\r\n`)),
+      200,
+      "the token itself still opens /status",
+    );
+    assert.deepEqual(
+      logs.filter((l) => /same byte length|"level":50/.test(l)),
+      [],
+      "no error logged for a forged header",
+    );
+  });
+});
