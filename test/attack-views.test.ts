@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { closeSync, constants, mkdirSync, openSync, truncateSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -9,7 +10,7 @@ import { Secret } from "../src/core/secret.js";
 import { loadManifest } from "../src/manifest/load.js";
 import { type Agent, createAgent } from "../src/server/agent.js";
 import { buildServer } from "../src/server/app.js";
-import { writeManifest } from "./helpers/agent.js";
+import { CLI, PROJECT, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
 
 /**
@@ -110,5 +111,81 @@ describe("attack: the viewers' guard", () => {
       [],
       "no error logged for a forged header",
     );
+  });
+});
+
+/** The CLI in a child process, killed after `ms`: the defect these look for is a read that never returns. */
+function cliWithin(ms: number, args: string[]): Promise<{ code: number | null; out: string; ms: number }> {
+  const started = Date.now();
+  const child = spawn(process.execPath, ["--import", "tsx", "--", CLI, ...args], {
+    cwd: PROJECT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout.on("data", (d) => {
+    out += d;
+  });
+  child.stderr.on("data", (d) => {
+    out += d;
+  });
+  const kill = setTimeout(() => child.kill("SIGKILL"), ms);
+  return new Promise((done) =>
+    child.on("close", (code) => {
+      clearTimeout(kill);
+      done({ code, out, ms: Date.now() - started });
+    }),
+  );
+}
+
+/** A manifest and an empty state directory (0700) for the read-only commands. */
+function hostFiles() {
+  const manifest = writeManifest(fx.dir, {
+    steps: [
+      { name: "landing", kind: "file", source: "landing/index.html", targets: ["/var/www/index.html"] },
+    ],
+  });
+  const stateDir = path.join(fx.dir, "state");
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const common = [
+    "--config",
+    manifest,
+    "--repo",
+    fx.clone,
+    "--root",
+    path.join(fx.dir, "root"),
+    "--state-dir",
+    stateDir,
+  ];
+  return { stateDir, common };
+}
+
+/** Lets a reader still blocked on a FIFO go (end of file), so nothing of the test hangs on. */
+const release = (fifo: string) => {
+  try {
+    closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+  } catch {}
+};
+
+describe("attack: status and history on a state directory they must not trust", () => {
+  it("a FIFO at state.json: status says it cannot use it, at once, instead of waiting for a writer", async () => {
+    const { stateDir, common } = hostFiles();
+    const fifo = path.join(stateDir, "state.json");
+    execFileSync("mkfifo", ["-m", "600", fifo]);
+    const res = await cliWithin(15_000, ["status", "--json", ...common]);
+    release(fifo);
+    assert.equal(res.code, 0, res.out);
+    const doc = JSON.parse(res.out) as { stateProblem: string | null };
+    assert.match(doc.stateProblem ?? "", /state\.json is not a regular file/);
+  });
+
+  it("a state.json of 200 MiB is refused by its size, never read", async () => {
+    const { stateDir, common } = hostFiles();
+    const big = path.join(stateDir, "state.json");
+    writeFileSync(big, "");
+    truncateSync(big, 200 * 1024 * 1024);
+    const res = await cliWithin(15_000, ["status", "--json", ...common]);
+    assert.equal(res.code, 0, res.out);
+    const doc = JSON.parse(res.out) as { stateProblem: string | null };
+    assert.match(doc.stateProblem ?? "", /state\.json is 209715200 bytes, more than/);
   });
 });

@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { HISTORY_FILE, readHistory } from "./history.js";
@@ -35,8 +35,9 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
   const file = path.join(stateDir, STATE_FILE);
   let text: string;
   try {
-    // Synchronously: a small file read once per run, on a push's path (see writeFileAtomic).
-    text = readFileSync(file, "utf8");
+    const read = readStateFile(file);
+    if (typeof read !== "string") return recovered(stateDir, host, {}, read.problem);
+    text = read;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return { state: emptyState(host) };
     return recovered(stateDir, host, {}, `cannot read ${file}: ${(err as Error).message}`);
@@ -68,6 +69,33 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
   }
   const why = parsed.success ? "" : `: ${z.prettifyError(parsed.error)}`;
   return recovered(stateDir, host, { ...kept, steps }, `${file} has an unexpected shape${why}`);
+}
+
+/** Far more than any state the agent writes (steps × 11 results): a larger file is refused, never read. */
+export const MAX_STATE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The state file's text, through one descriptor whose status is what is checked: opened without blocking
+ * (a FIFO in its place would hold /status, /metrics and every run until someone writes to it), a regular
+ * file of at most MAX_STATE_BYTES. Synchronously: a small file read once per run, on a push's path (see
+ * writeFileAtomic). Throws what open() throws (ENOENT: no state yet).
+ */
+function readStateFile(file: string): string | { problem: string } {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { problem: `${file} is not a regular file` };
+    if (st.size > MAX_STATE_BYTES)
+      return { problem: `${file} is ${st.size} bytes, more than the ${MAX_STATE_BYTES} a state file may be` };
+    const data = Buffer.alloc(st.size);
+    let at = 0;
+    for (let got = -1; at < data.length && got !== 0; at += got) {
+      got = readSync(fd, data, at, data.length - at, at);
+    }
+    return data.subarray(0, at).toString("utf8");
+  } finally {
+    closeSync(fd);
+  }
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
