@@ -188,4 +188,14 @@ describe("attack: status and history on a state directory they must not trust", 
     const doc = JSON.parse(res.out) as { stateProblem: string | null };
     assert.match(doc.stateProblem ?? "", /state\.json is 209715200 bytes, more than/);
   });
+
+  it("a FIFO at history.jsonl: history fails HISTORY_UNREADABLE at once instead of waiting for a writer", async () => {
+    const { stateDir, common } = hostFiles();
+    const fifo = path.join(stateDir, "history.jsonl");
+    execFileSync("mkfifo", ["-m", "600", fifo]);
+    const res = await cliWithin(15_000, ["history", ...common]);
+    release(fifo);
+    assert.equal(res.code, 1, res.out);
+    assert.match(res.out, /HISTORY_UNREADABLE.*history\.jsonl: not a regular file/);
+  });
 });

@@ -1,3 +1,4 @@
+import { constants } from "node:fs";
 import { open } from "node:fs/promises";
 
 /**
@@ -26,13 +27,17 @@ export async function* linesFromEnd(
   const { scanBytes, maxLineBytes, cut } = options;
   let handle: Awaited<ReturnType<typeof open>> | undefined;
   try {
-    handle = await open(file, "r");
+    // Without blocking: a FIFO in its place would hold the open, and a thread of the pool, until a writer came.
+    handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw err;
   }
   try {
-    const { size } = await handle.stat();
+    const st = await handle.stat();
+    if (st.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
+    if (!st.isFile()) throw new Error("not a regular file");
+    const { size } = st;
     const floor = Math.max(0, size - scanBytes);
     const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
     // The part of the current line already read (it lies after `pos`), kept at the carry's end.
