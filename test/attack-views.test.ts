@@ -3,7 +3,8 @@ import { execFileSync, spawn } from "node:child_process";
 import { closeSync, constants, mkdirSync, openSync, truncateSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import path from "node:path";
-import { afterEach, beforeEach, describe, it } from "node:test";
+import { afterEach, beforeEach, describe, it, mock } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { FastifyInstance } from "fastify";
 import { createLogger } from "../src/core/log.js";
 import { Secret } from "../src/core/secret.js";
@@ -197,5 +198,47 @@ describe("attack: status and history on a state directory they must not trust", 
     release(fifo);
     assert.equal(res.code, 1, res.out);
     assert.match(res.out, /HISTORY_UNREADABLE.*history\.jsonl: not a regular file/);
+  });
+});
+
+describe("attack: the health policy and the wall clock", () => {
+  it("a wall clock set a day forward during a deploy does not make it look stuck; /healthz stays 200", async () => {
+    const file = writeManifest(fx.dir, {
+      webhook: { pollIntervalSeconds: 0 },
+      drift: { intervalSeconds: 0 },
+      steps: [
+        {
+          name: "landing",
+          kind: "file",
+          source: "landing/index.html",
+          targets: ["/var/www/index.html"],
+          // A step that takes a moment: the deploy is running while the clock moves.
+          validate: ["sh", "-c", "sleep 2", "{file}"],
+        },
+      ],
+    });
+    const { manifest } = await loadManifest(file, { processEnv: {} });
+    const root = path.join(fx.dir, "root");
+    mkdirSync(path.join(root, "var/www"), { recursive: true });
+    const log = createLogger({ level: "warn", fd: 1, stream: { write: (l: string) => logs.push(l) } });
+    agent = createAgent({
+      manifest,
+      repoDir: fx.clone,
+      stateDir: path.join(fx.dir, "state"),
+      root,
+      dryRun: false,
+      log,
+    });
+    agent.request({ kind: "poll" });
+    for (let i = 0; i < 100 && agent.runner.state().running === null; i++) await sleep(10);
+    assert.equal(agent.runner.state().running?.task, "deploy");
+    // NTP stepping a clock that was a day behind (a container started with a wrong RTC).
+    mock.timers.enable({ apis: ["Date"], now: Date.now() + 86_400_000 });
+    try {
+      assert.deepEqual(agent.health(), { ok: true });
+    } finally {
+      mock.timers.reset();
+    }
+    await agent.runner.idle();
   });
 });

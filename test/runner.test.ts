@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { describe, it, mock } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { silentLogger } from "../src/core/log.js";
 import { createRunner, DEPLOY, MAX_REASONS, reasonOf, type Trigger } from "../src/server/runner.js";
@@ -100,5 +100,26 @@ describe("runner", () => {
     );
     runner.request(DEPLOY, { kind: "poll" });
     assert.equal(runner.state().waiting.length, 0, "closed: refused");
+  });
+  it("a task's age is on the monotonic clock: a wall clock set back a day neither hides a stuck task nor resets it", async () => {
+    let mono = 1_000;
+    let finish = () => {};
+    const runner = createRunner(
+      () => () => new Promise<void>((done) => (finish = done)),
+      silentLogger(),
+      () => mono,
+    );
+    assert.equal(runner.runningMs(), null, "nothing runs yet");
+    runner.request(DEPLOY, push("a"));
+    mono += 600_000;
+    mock.timers.enable({ apis: ["Date"], now: Date.now() - 86_400_000 });
+    try {
+      assert.equal(runner.runningMs(), 600_000);
+    } finally {
+      mock.timers.reset();
+    }
+    finish();
+    await runner.idle();
+    assert.equal(runner.runningMs(), null, "nothing runs any more");
   });
 });

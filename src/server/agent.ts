@@ -178,10 +178,9 @@ export function createAgent(opts: AgentOptions): Agent {
     const { running } = runner.state();
     const m = live.manifest;
     return healthOf({
-      now: Date.now(),
       running: running && {
         task: running.task,
-        since: running.since,
+        runningMs: runner.runningMs() ?? 0,
         budgetMs: taskBudgetMs(
           running.task,
           m.steps.map((s) => s.timeoutSeconds),

@@ -3,7 +3,7 @@ import { DEPLOY, type Task } from "./runner.js";
 
 /**
  * The health policy: when /healthz answers 503 and why (also /status's `health`). Pure: what it reads is
- * passed in, the clock too. The rules, first that applies wins:
+ * passed in, the running task's age too. The rules, first that applies wins:
  * 1. a task of the runner has run longer than its budget (it holds every deploy behind it);
  * 2. the last run could not take the deploy lock within the wait (LOCKED);
  * 3. the deploy lock cannot be taken at all (STATE_UNSAFE, LOCK_FAILED);
@@ -16,10 +16,8 @@ import { DEPLOY, type Task } from "./runner.js";
 export type Health = { ok: true } | { ok: false; reason: string };
 
 export interface HealthInput {
-  /** Now, in ms since the epoch. */
-  now: number;
-  /** The runner's running task with when it started and how long it may take. */
-  running: { task: Task; since: string; budgetMs: number } | null;
+  /** The runner's running task, how long it has run (monotonic, see Runner.runningMs) and may take. */
+  running: { task: Task; runningMs: number; budgetMs: number } | null;
   /** The error that ended the last run before its steps (null after a run that got to them). */
   lastError: { code: string; message: string } | null;
   /** Runs in a row that failed or ended in an error. */
@@ -48,10 +46,9 @@ export function taskBudgetMs(
 
 export function healthOf(input: HealthInput): Health {
   const { running, lastError } = input;
-  const runningMs = running ? input.now - Date.parse(running.since) : 0;
-  if (running && runningMs > running.budgetMs) {
+  if (running && running.runningMs > running.budgetMs) {
     const what = running.task === DEPLOY ? "a deploy" : `the ${running.task} task`;
-    return { ok: false, reason: `${what} has been running for ${Math.round(runningMs / 1000)}s` };
+    return { ok: false, reason: `${what} has been running for ${Math.round(running.runningMs / 1000)}s` };
   }
   if (lastError?.code === "LOCKED")
     return {

@@ -86,6 +86,11 @@ export interface RunnerState {
 export interface Runner {
   request(task: Task, trigger: Trigger): void;
   state(): RunnerState;
+  /**
+   * How long the running task has run (null: none runs), on the monotonic clock: a wall clock stepped back
+   * or forward (NTP, a container started with a wrong clock) neither hides a stuck task nor makes one up.
+   */
+  runningMs(): number | null;
   /** Resolves when nothing runs and nothing waits. */
   idle(): Promise<void>;
   /** Refuses new requests, drops the waiting ones and waits for the running task. */
@@ -106,9 +111,15 @@ interface Waiting {
   count: number;
 }
 
-export function createRunner(handlerOf: (task: Task) => TaskHandler | undefined, log: Logger): Runner {
+export function createRunner(
+  handlerOf: (task: Task) => TaskHandler | undefined,
+  log: Logger,
+  monotonicMs: () => number = () => performance.now(),
+): Runner {
   const waiting = new Map<Task, Waiting>();
   let running: (TaskState & { since: string }) | null = null;
+  /** When the running task started, on monotonicMs. */
+  let startedAt = 0;
   let current: Promise<void> | null = null;
   let closed = false;
   const started: Record<string, number> = {};
@@ -134,6 +145,7 @@ export function createRunner(handlerOf: (task: Task) => TaskHandler | undefined,
     }
     started[task] = (started[task] ?? 0) + 1;
     running = { task, reasons: triggers.map(reasonOf), requests: count, since: new Date().toISOString() };
+    startedAt = monotonicMs();
     current = handler(triggers, count)
       .catch((err: unknown) => log.error({ err, task }, "task crashed"))
       .finally(() => {
@@ -164,6 +176,7 @@ export function createRunner(handlerOf: (task: Task) => TaskHandler | undefined,
       })),
       started: { ...started },
     }),
+    runningMs: () => (running ? monotonicMs() - startedAt : null),
     idle: () =>
       new Promise((resolve) => {
         waiters.push(resolve);
