@@ -190,6 +190,18 @@ describe("attack: status and history on a state directory they must not trust", 
     assert.match(doc.stateProblem ?? "", /state\.json is 209715200 bytes, more than/);
   });
 
+  it("a FIFO at the host's age key: status answers at once, without a recipient", async () => {
+    const { common } = hostFiles();
+    const keyDir = path.join(fx.dir, "root/etc/deploy-agent");
+    mkdirSync(keyDir, { recursive: true });
+    const fifo = path.join(keyDir, "age.key");
+    execFileSync("mkfifo", ["-m", "600", fifo]);
+    const res = await cliWithin(15_000, ["status", "--json", ...common]);
+    release(fifo);
+    assert.equal(res.code, 0, res.out);
+    assert.equal((JSON.parse(res.out) as { ageRecipient: string | null }).ageRecipient, null);
+  });
+
   it("a FIFO at history.jsonl: history fails HISTORY_UNREADABLE at once instead of waiting for a writer", async () => {
     const { stateDir, common } = hostFiles();
     const fifo = path.join(stateDir, "history.jsonl");

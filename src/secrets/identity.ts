@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { AgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
+import { readBounded } from "../host/bounded-read.js";
 import type { HostFs } from "../host/host-fs.js";
 import { generateIdentity, IDENTITY, RECIPIENT, recipientOf } from "./age.js";
 
@@ -34,9 +35,17 @@ export function parseIdentityFile(text: string): {
 
 /** The recipient written beside the key (no crypto: for `status`); undefined when there is no key file. */
 export async function hostRecipient(file: string): Promise<string | undefined> {
-  const text = await readFile(file, "utf8").catch(() => null);
-  return text === null ? undefined : parseIdentityFile(text).recipient;
+  // Without blocking and bounded: a FIFO or a huge file at the name must not hold `status`.
+  const read = await readBounded(file, {
+    follow: true,
+    maxBytes: MAX_IDENTITY_FILE_BYTES,
+    fail: (p) => new Error(p.is),
+  }).catch(() => null);
+  return read ? parseIdentityFile(read.data.toString("utf8")).recipient : undefined;
 }
+
+/** Far more than age-keygen writes (three short lines): a larger file is not a key file. */
+const MAX_IDENTITY_FILE_BYTES = 64 * 1024;
 
 const unreadable = (message: string, hint: string) => new AgentError("SECRET_UNREADABLE", message, { hint });
 
