@@ -6,6 +6,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it, mock } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FastifyInstance } from "fastify";
+import { giteaTargetFromEnv } from "../src/commands/plan-gitea.js";
 import { createLogger } from "../src/core/log.js";
 import { Secret } from "../src/core/secret.js";
 import { loadManifest } from "../src/manifest/load.js";
@@ -252,5 +253,21 @@ describe("attack: the health policy and the wall clock", () => {
       mock.timers.reset();
     }
     await agent.runner.idle();
+  });
+});
+
+describe("attack: plan --post-gitea's event file", () => {
+  it("a FIFO at GITHUB_EVENT_PATH is a reason at once, not a wait for a writer", async () => {
+    const fifo = path.join(fx.dir, "event.json");
+    execFileSync("mkfifo", ["-m", "600", fifo]);
+    const env = {
+      GITHUB_API_URL: "http://127.0.0.1:9/api/v1",
+      GITEA_TOKEN: "t-123456789",
+      GITHUB_REPOSITORY: "o/r",
+      GITHUB_EVENT_PATH: fifo,
+    };
+    const outcome = await Promise.race([giteaTargetFromEnv(env), sleep(3000).then(() => "still waiting")]);
+    release(fifo);
+    assert.match(String(outcome), /the event file .* cannot be read: it is not a regular file/);
   });
 });

@@ -1,7 +1,7 @@
-import { readFile, stat } from "node:fs/promises";
 import { fetchFailure } from "../core/fetch-failure.js";
 import { redact } from "../core/redact.js";
 import { Secret } from "../core/secret.js";
+import { type ReadProblem, readBounded } from "../host/bounded-read.js";
 import { clip } from "../notify/targets/text.js";
 import type { HostPlan } from "./plan-host.js";
 import { COMMENT_MARKER, firstFailure } from "./plan-render.js";
@@ -60,10 +60,17 @@ export async function giteaTargetFromEnv(env: NodeJS.ProcessEnv): Promise<GiteaT
   let event: Record<string, unknown> = {};
   if (env.GITHUB_EVENT_PATH) {
     try {
-      const size = (await stat(env.GITHUB_EVENT_PATH)).size;
-      if (size > MAX_EVENT_BYTES) return `the event file is larger than ${MAX_EVENT_BYTES} bytes`;
-      event = JSON.parse(await readFile(env.GITHUB_EVENT_PATH, "utf8")) as Record<string, unknown>;
+      // One descriptor, opened without blocking: a FIFO at the path would hold the job until a writer came.
+      const read = await readBounded(env.GITHUB_EVENT_PATH, {
+        follow: true,
+        maxBytes: MAX_EVENT_BYTES,
+        fail: (p) => new EventFileProblem(p),
+      });
+      if (!read) throw new Error("it does not exist");
+      event = JSON.parse(read.data.toString("utf8")) as Record<string, unknown>;
     } catch (err) {
+      if (err instanceof EventFileProblem && err.problem.is === "too-large")
+        return `the event file is larger than ${MAX_EVENT_BYTES} bytes`;
       return `the event file ${env.GITHUB_EVENT_PATH} cannot be read: ${(err as Error).message}`;
     }
   }
@@ -83,6 +90,19 @@ export async function giteaTargetFromEnv(env: NodeJS.ProcessEnv): Promise<GiteaT
     sha: typeof sha === "string" && /^[0-9a-f]{40,64}$/.test(sha) ? sha : null,
     url: isPull && typeof pull?.html_url === "string" ? pull.html_url : null,
   };
+}
+
+/** Why the event file was not read (bounded-read.ts's problem, in words). */
+class EventFileProblem extends Error {
+  constructor(readonly problem: ReadProblem) {
+    super(
+      problem.is === "not-file"
+        ? "it is not a regular file"
+        : problem.is === "unopenable"
+          ? problem.code
+          : problem.is,
+    );
+  }
 }
 
 class PostError extends Error {}
