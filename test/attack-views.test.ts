@@ -6,6 +6,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it, mock } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FastifyInstance } from "fastify";
+import { renderRecord } from "../src/commands/history.js";
 import { giteaTargetFromEnv } from "../src/commands/plan-gitea.js";
 import { createLogger } from "../src/core/log.js";
 import { Secret } from "../src/core/secret.js";
@@ -269,5 +270,28 @@ describe("attack: plan --post-gitea's event file", () => {
     const outcome = await Promise.race([giteaTargetFromEnv(env), sleep(3000).then(() => "still waiting")]);
     release(fifo);
     assert.match(String(outcome), /the event file .* cannot be read: it is not a regular file/);
+  });
+});
+
+describe("attack: a history record that would print a line of its own", () => {
+  it("line breaks and tabs in a record's texts (a hand edit, an older agent) stay on the record's one line", () => {
+    const text = renderRecord({
+      v: 1,
+      at: "2026-01-01T00:00:00.000Z",
+      host: "lxctest",
+      event: "suspend",
+      trigger: { kind: "manual", user: "eve\tx" },
+      revision: null,
+      previousRevision: null,
+      result: "suspended",
+      verified: false,
+      applied: false,
+      error: null,
+      steps: [],
+      durationMs: 0,
+      reason: "maintenance\n2026-01-02 00:00:00Z  run by alice  0123456789ab  succeeded, verified  0.8s",
+    });
+    assert.doesNotMatch(text, /[\n\t]/);
+    assert.match(text, /^2026-01-01 00:00:00Z {2}suspend by eve x: maintenance 2026-01-02/);
   });
 });

@@ -33,8 +33,16 @@ function triggerText(r: HistoryRecord): string {
   }
 }
 
-/** One line: time, trigger (and who), revision (and the one before), result, failing step and code, duration. */
+/**
+ * One line: time, trigger (and who), revision (and the one before), result, failing step and code, duration.
+ * Its texts' line breaks and tabs are spaces: a record read from a file (a hand edit, an older agent) never
+ * prints a line that reads as another record.
+ */
 export function renderRecord(r: HistoryRecord): string {
+  return recordText(r).replace(/[\n\t]/g, " ");
+}
+
+function recordText(r: HistoryRecord): string {
   const time = r.at.replace("T", " ").replace(/\.\d+Z$/, "Z");
   if (r.event !== "run") {
     const why = r.reason ? `: ${r.reason}` : "";
