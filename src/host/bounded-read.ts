@@ -1,4 +1,4 @@
-import { constants, type Stats } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 
 /**
@@ -31,6 +31,25 @@ export interface BoundedReadOptions {
   fail: (problem: ReadProblem) => Error;
 }
 
+// O_NOCTTY: a terminal at the name (a link to /dev/tty…) never becomes the daemon's controlling one.
+const openFlags = (o: BoundedReadOptions) =>
+  constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | (o.follow ? 0 : constants.O_NOFOLLOW);
+
+/** open()'s failure as the caller's error; null for ENOENT (nothing at the name). */
+function openFailure(err: unknown, o: BoundedReadOptions): Error | null {
+  const code = (err as NodeJS.ErrnoException).code ?? "";
+  if (code === "ENOENT") return null;
+  // With O_NOFOLLOW, ELOOP is a link at the name; following, it is a loop of links: unopenable.
+  return o.fail(code === "ELOOP" && !o.follow ? { is: "link" } : { is: "unopenable", code, cause: err });
+}
+
+/** The open file's status against the caller's checks and the bound. */
+function checkStatus(st: Stats, o: BoundedReadOptions): void {
+  o.check?.(st);
+  if (!st.isFile()) throw o.fail({ is: "not-file" });
+  if (st.size > o.maxBytes) throw o.fail({ is: "too-large", size: st.size });
+}
+
 /** The file's bytes and the status they were read with, or null when there is nothing at the name. */
 export async function readBounded(
   file: string,
@@ -38,20 +57,15 @@ export async function readBounded(
 ): Promise<{ data: Buffer; st: Stats } | null> {
   let handle: FileHandle;
   try {
-    // O_NOCTTY: a terminal at the name (a link to /dev/tty…) never becomes the daemon's controlling one.
-    const flags = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
-    handle = await open(file, flags | (o.follow ? 0 : constants.O_NOFOLLOW));
+    handle = await open(file, openFlags(o));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? "";
-    if (code === "ENOENT") return null;
-    // With O_NOFOLLOW, ELOOP is a link at the name; following, it is a loop of links: unopenable.
-    throw o.fail(code === "ELOOP" && !o.follow ? { is: "link" } : { is: "unopenable", code, cause: err });
+    const failure = openFailure(err, o);
+    if (!failure) return null;
+    throw failure;
   }
   try {
     const st = await handle.stat();
-    o.check?.(st);
-    if (!st.isFile()) throw o.fail({ is: "not-file" });
-    if (st.size > o.maxBytes) throw o.fail({ is: "too-large", size: st.size });
+    checkStatus(st, o);
     const data = Buffer.alloc(st.size);
     let at = 0;
     while (at < data.length) {
@@ -65,5 +79,35 @@ export async function readBounded(
     return { data, st };
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * readBounded without the thread pool, for a small file on a push's path (the state file: a few syscalls on
+ * the page cache cost less than a round trip to the pool each).
+ */
+export function readBoundedSync(file: string, o: BoundedReadOptions): { data: Buffer; st: Stats } | null {
+  let fd: number;
+  try {
+    fd = openSync(file, openFlags(o));
+  } catch (err) {
+    const failure = openFailure(err, o);
+    if (!failure) return null;
+    throw failure;
+  }
+  try {
+    const st = fstatSync(fd);
+    checkStatus(st, o);
+    const data = Buffer.alloc(st.size);
+    let at = 0;
+    while (at < data.length) {
+      const got = readSync(fd, data, at, data.length - at, at);
+      if (!got) break;
+      at += got;
+    }
+    if (at < data.length || readSync(fd, Buffer.alloc(1), 0, 1, at)) throw o.fail({ is: "changed" });
+    return { data, st };
+  } finally {
+    closeSync(fd);
   }
 }

@@ -1,6 +1,7 @@
-import { closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
+import { type ReadProblem, readBoundedSync } from "../host/bounded-read.js";
 import { HISTORY_FILE, readHistory } from "./history.js";
 import type { HistoryRecord } from "./history-record.js";
 import {
@@ -35,12 +36,17 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
   const file = path.join(stateDir, STATE_FILE);
   let text: string;
   try {
-    const read = readStateFile(file);
-    if (typeof read !== "string") return recovered(stateDir, host, {}, read.problem);
-    text = read;
+    // Synchronously: a small file read once per run, on a push's path (see writeFileAtomic). Without
+    // blocking: a FIFO in its place would hold /status, /metrics and every run until someone writes to it.
+    const read = readBoundedSync(file, {
+      maxBytes: MAX_STATE_BYTES,
+      follow: true,
+      fail: (p) => new Error(stateProblem(file, p)),
+    });
+    if (!read) return { state: emptyState(host) };
+    text = read.data.toString("utf8");
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { state: emptyState(host) };
-    return recovered(stateDir, host, {}, `cannot read ${file}: ${(err as Error).message}`);
+    return recovered(stateDir, host, {}, (err as Error).message);
   }
   let json: unknown;
   try {
@@ -74,27 +80,17 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
 /** Far more than any state the agent writes (steps × 11 results): a larger file is refused, never read. */
 export const MAX_STATE_BYTES = 64 * 1024 * 1024;
 
-/**
- * The state file's text, through one descriptor whose status is what is checked: opened without blocking
- * (a FIFO in its place would hold /status, /metrics and every run until someone writes to it), a regular
- * file of at most MAX_STATE_BYTES. Synchronously: a small file read once per run, on a push's path (see
- * writeFileAtomic). Throws what open() throws (ENOENT: no state yet).
- */
-function readStateFile(file: string): string | { problem: string } {
-  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) return { problem: `${file} is not a regular file` };
-    if (st.size > MAX_STATE_BYTES)
-      return { problem: `${file} is ${st.size} bytes, more than the ${MAX_STATE_BYTES} a state file may be` };
-    const data = Buffer.alloc(st.size);
-    let at = 0;
-    for (let got = -1; at < data.length && got !== 0; at += got) {
-      got = readSync(fd, data, at, data.length - at, at);
-    }
-    return data.subarray(0, at).toString("utf8");
-  } finally {
-    closeSync(fd);
+/** Why the state file was not read, in its own words. */
+function stateProblem(file: string, p: ReadProblem): string {
+  switch (p.is) {
+    case "unopenable":
+      return `cannot read ${file}: ${p.code}`;
+    case "too-large":
+      return `${file} is ${p.size} bytes, more than the ${MAX_STATE_BYTES} a state file may be`;
+    case "changed":
+      return `${file} changed while it was read`;
+    default:
+      return `${file} is not a regular file`;
   }
 }
 
