@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
 import { AgentError, asAgentError } from "../core/errors.js";
 import { sanitize } from "../core/redact.js";
@@ -106,7 +107,8 @@ export function createContext(opts: ContextOptions): Omit<StepContext, "source">
           if (dryRun) return;
           await client.putState(room, type, key, content);
           const back = await client.getState(room, type, key);
-          if (JSON.stringify(back) !== JSON.stringify(content)) {
+          // Equal as JSON, not as text: a homeserver may answer the keys in another order (canonical JSON).
+          if (!isDeepStrictEqual(back, content)) {
             throw new AgentError(
               "MATRIX_REQUEST_FAILED",
               "read-back after the write does not show the new content",

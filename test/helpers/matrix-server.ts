@@ -31,6 +31,11 @@ export interface MatrixServerOptions {
   events?: Record<string, number>;
   /** no m.room.power_levels event in the room at all (the spec's defaults then apply) */
   noPowerLevels?: boolean;
+  /**
+   * Answer state content in the spec's canonical JSON (keys sorted), as homeservers that store events that way
+   * (Conduit, Dendrite) do: JSON objects are unordered, so a client must not depend on the order it sent.
+   */
+  canonicalJson?: boolean;
 }
 
 export interface MatrixTestServer {
@@ -53,9 +58,20 @@ export interface MatrixTestServer {
   close(): Promise<void>;
 }
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
+function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) {
   res.writeHead(status, { "content-type": "application/json", ...headers });
-  res.end(JSON.stringify(body));
+  res.end(body);
+}
+
+/** The spec's canonical JSON: object keys sorted, at every depth (the keys here are ASCII). */
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (!value || typeof value !== "object") return value;
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((k) => [k, canonical((value as Record<string, unknown>)[k])]),
+  );
 }
 
 const err = (errcode: string, error: string) => ({ errcode, error });
@@ -104,7 +120,7 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
     res.on("close", () => inFlight--);
     const reply = (status: number, body: unknown, headers?: Record<string, string>) => {
       entry.status = status;
-      send(res, status, body, headers);
+      send(res, status, JSON.stringify(opts.canonicalJson ? canonical(body) : body), headers);
     };
     const body = await readBody(req);
     entry.body = body;

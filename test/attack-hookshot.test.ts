@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import type { AgentError } from "../src/core/errors.js";
+import { Secret } from "../src/core/secret.js";
+import { createMatrixClient } from "../src/matrix/client.js";
+import { makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
+import { type Fixture, makeFixture } from "./helpers/git.js";
+import { type MatrixTestServer, startMatrixServer } from "./helpers/matrix-server.js";
+
+/**
+ * The hookshot step against what a homeserver, or whatever answers at its URL, may send back, and against
+ * state keys that a URL would read as something else.
+ */
+
+const ROOM = "!GttT4QYd1wlGlkHU3qTmq_P3gbyYKKeSSN6R7TPcJHg";
+const TOKEN = "syt_ZGVwbG95_attackHookshotToken_9z8y7x";
+const TYPE = "uk.half-shot.matrix-hookshot.generic.hook";
+const transform = (label: string) => `result = { version: "v2", plain: "${label}: " + data.text };\n`;
+
+let fx: Fixture;
+let hs: MatrixTestServer;
+
+async function homeserver(extra: { canonicalJson?: boolean } = {}) {
+  hs = await startMatrixServer({
+    roomId: ROOM,
+    users: { [TOKEN]: { userId: "@jared:matrix.lotusguild.org", powerLevel: 100 } },
+    ...extra,
+  });
+}
+
+function agentFor(transforms: Record<string, string | null>, homeserverUrl = hs.url) {
+  const manifestFile = writeManifest(fx.dir, {
+    steps: [
+      {
+        name: "hookshot",
+        kind: "hookshot",
+        homeserver: homeserverUrl,
+        room: ROOM,
+        token: TOKEN,
+        transforms,
+        retry: { attempts: 2, backoffMs: 10, timeoutMs: 2000 },
+      },
+    ],
+  });
+  return makeAgent(fx.dir, fx.clone, manifestFile);
+}
+
+beforeEach(() => {
+  fx = makeFixture({ "hookshot/grafana.js": transform("grafana"), "README.md": "x\n" });
+});
+afterEach(async () => {
+  await hs?.close();
+  fx.cleanup();
+});
+
+describe("hookshot: a homeserver that answers in canonical JSON", () => {
+  it("a write whose read-back has the same content in another key order succeeds", async () => {
+    await homeserver({ canonicalJson: true });
+    // No transformationFunction yet: the agent adds it last, the homeserver answers it between the others.
+    hs.state.set(`${TYPE}/grafana`, {
+      name: "grafana",
+      hookId: "df4a1302-2d62-4a01-b858-fb56f4d3781a",
+      waitForComplete: true,
+    });
+    const report = await agentFor({ "grafana.js": null }).run();
+    const step = stepOf(report, "hookshot");
+    assert.equal(step.outcome, "succeeded", JSON.stringify(step.error));
+    assert.deepEqual(hs.state.get(`${TYPE}/grafana`), {
+      name: "grafana",
+      hookId: "df4a1302-2d62-4a01-b858-fb56f4d3781a",
+      waitForComplete: true,
+      transformationFunction: transform("grafana"),
+    });
+  });
+});
