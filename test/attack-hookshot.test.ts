@@ -3,7 +3,10 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import type { AgentError } from "../src/core/errors.js";
+import { silentLogger } from "../src/core/log.js";
 import { Secret } from "../src/core/secret.js";
+import { checkDrift } from "../src/deploy/drift.js";
+import { loadManifest } from "../src/manifest/load.js";
 import { createMatrixClient } from "../src/matrix/client.js";
 import { makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
@@ -73,5 +76,75 @@ describe("hookshot: a homeserver that answers in canonical JSON", () => {
       waitForComplete: true,
       transformationFunction: transform("grafana"),
     });
+  });
+});
+
+/** Not a homeserver: a web app or a proxy at the homeserver's URL, answering 200 with `body` to everything. */
+async function answering(body: string, contentType: string): Promise<Server> {
+  const server = createServer((req, res) => {
+    req.resume();
+    res.writeHead(200, { "content-type": contentType });
+    res.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return server;
+}
+const urlOf = (s: Server) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+
+describe("hookshot: a 200 that is no Matrix answer", () => {
+  const bodies: [string, string, string][] = [
+    ["an HTML page", "<!doctype html><title>Element</title>", "text/html"],
+    ["an empty body", "", "application/json"],
+    ["JSON null", "null", "application/json"],
+    ["a JSON array", "[]", "application/json"],
+    ["a JSON string", '"ok"', "application/json"],
+  ];
+  for (const [what, body, type] of bodies) {
+    it(`${what} is refused, never taken as empty state content`, async () => {
+      const server = await answering(body, type);
+      try {
+        const client = createMatrixClient({
+          homeserver: urlOf(server),
+          token: new Secret(TOKEN),
+          maxAttempts: 1,
+        });
+        for (const call of [
+          () => client.getState(ROOM, TYPE, "grafana"),
+          () => client.putState(ROOM, TYPE, "grafana", { name: "grafana" }),
+        ]) {
+          await assert.rejects(
+            call(),
+            (e: AgentError) =>
+              e.code === "MATRIX_REFUSED" && /answered 200 with no JSON object/.test(e.message),
+          );
+        }
+      } finally {
+        await new Promise((r) => server.close(r));
+      }
+    });
+  }
+
+  it("drift does not claim that the room holds another function", async () => {
+    await homeserver();
+    hs.state.set(`${TYPE}/grafana`, { name: "grafana", hookId: "h1", transformationFunction: "old" });
+    const applied = await agentFor({ "grafana.js": null }).run();
+    assert.equal(applied.result, "succeeded");
+    const server = await answering("<!doctype html><title>Element</title>", "text/html");
+    try {
+      const agent = agentFor({ "grafana.js": null }, urlOf(server));
+      const { manifest } = await loadManifest(agent.manifestFile, { processEnv: {} });
+      const drift = await checkDrift({
+        manifest,
+        repoDir: fx.clone,
+        stateDir: agent.stateDir,
+        root: agent.root,
+        log: silentLogger(),
+      });
+      const item = drift.steps.find((s) => s.name === "hookshot")?.items[0];
+      assert.equal(item?.state, "unknown", JSON.stringify(item));
+      assert.match(item?.detail ?? "", /answered 200 with no JSON object/);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });

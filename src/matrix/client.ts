@@ -70,6 +70,18 @@ function explain(status: number, body: MatrixErrorBody, what: string, roomId: st
   return new AgentError("MATRIX_REFUSED", `${what}: ${code}${said}`);
 }
 
+/** The text as a JSON object, or null when it is not one (not JSON, or an array, a string, null). */
+function jsonObject(text: string): Record<string, unknown> | null {
+  try {
+    const value: unknown = JSON.parse(text);
+    return value && typeof value === "object" && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : null;
+  } catch {
+    return null;
+  }
+}
+
 export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
   const base = opts.homeserver.replace(/\/+$/, "");
   const policy: Partial<RetryPolicy> = {
@@ -109,13 +121,9 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
       if (err instanceof AgentError) throw err;
       throw new AgentError("MATRIX_UNAVAILABLE", fetchFailure(err, a.timeoutMs));
     }
-    const text = res.text;
-    let json: MatrixErrorBody & Record<string, unknown> = {};
-    try {
-      json = text ? (JSON.parse(text) as typeof json) : {};
-    } catch {
-      // Not JSON: a proxy's error page. The status still decides.
-    }
+    const parsed = jsonObject(res.text);
+    // Not a JSON object: a proxy's error page, or a web app at the homeserver's URL. The status still decides.
+    const json: MatrixErrorBody & Record<string, unknown> = parsed ?? {};
     if (res.status >= 300 && res.status < 400) {
       throw new AgentError(
         "MATRIX_REFUSED",
@@ -125,7 +133,17 @@ export function createMatrixClient(opts: MatrixClientOptions): MatrixClient {
         },
       );
     }
-    if (res.ok) return json;
+    if (res.ok) {
+      // Every answer of these endpoints is an object; anything else read as one would be empty state content.
+      if (parsed) return parsed;
+      throw new AgentError(
+        "MATRIX_REFUSED",
+        `${what}: the homeserver answered ${res.status} with no JSON object (${(res.header("content-type") ?? "no content-type").slice(0, 80)})`,
+        {
+          hint: "point MATRIX_SERVER at the homeserver's own client-server URL, not a web app or a proxy page",
+        },
+      );
+    }
     if (res.status === 404 && json.errcode === "M_NOT_FOUND" && method === "GET") return null;
     if (res.status === 429) {
       const wait = rateLimitWaitMs(json.retry_after_ms, res.header("retry-after") ?? null);
