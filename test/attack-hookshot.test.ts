@@ -148,3 +148,52 @@ describe("hookshot: a 200 that is no Matrix answer", () => {
     }
   });
 });
+
+describe("hookshot: a state key a URL would read as a path step", () => {
+  // `.` and `..` are path segments a URL resolves away: `/state/<type>/.` is `/state/<type>/`, the state key "".
+  it("the client sends no request for `.` or `..`, which would reach another state event", async () => {
+    await homeserver();
+    hs.state.set(`${TYPE}/`, { name: "the hook at the empty state key", hookId: "h0" });
+    const client = createMatrixClient({ homeserver: hs.url, token: new Secret(TOKEN), maxAttempts: 1 });
+    for (const key of [".", ".."]) {
+      for (const call of [
+        () => client.getState(ROOM, TYPE, key),
+        () => client.putState(ROOM, TYPE, key, { name: "x" }),
+        () => client.getState(ROOM, key, "grafana"),
+      ]) {
+        await assert.rejects(
+          call(),
+          (e: AgentError) => e.code === "MATRIX_REFUSED" && /cannot be sent in a URL path/.test(e.message),
+        );
+      }
+    }
+    assert.deepEqual(hs.requests, [], "nothing sent");
+    assert.deepEqual(hs.state.get(`${TYPE}/`), { name: "the hook at the empty state key", hookId: "h0" });
+  });
+
+  for (const [what, transforms] of [
+    ["a mapped key `.`", { "grafana.js": "." }],
+    ["a mapped key `..`", { "grafana.js": ".." }],
+    ["a file `..js` (key `.`)", { "..js": null }],
+    ["a file `...js` (key `..`)", { "...js": null }],
+  ] as const) {
+    it(`${what} is refused when the manifest loads`, async () => {
+      await homeserver();
+      const agent = agentFor(transforms);
+      await assert.rejects(
+        loadManifest(agent.manifestFile, { processEnv: {} }),
+        (e: AgentError) =>
+          e.code === "CONFIG_INVALID" && /transforms.*cannot be sent in a URL path/.test(e.message),
+      );
+    });
+  }
+
+  it("other metacharacters reach the state key they name", async () => {
+    await homeserver();
+    const keys = ["a/b", "..a", "a b", "ünïcødé ✓", "?x#y", "%2e"];
+    for (const key of keys) hs.state.set(`${TYPE}/${key}`, { name: key, hookId: "h" });
+    const client = createMatrixClient({ homeserver: hs.url, token: new Secret(TOKEN), maxAttempts: 1 });
+    for (const key of keys)
+      assert.deepEqual(await client.getState(ROOM, TYPE, key), { name: key, hookId: "h" });
+  });
+});

@@ -47,8 +47,28 @@ interface MatrixErrorBody {
 /** A room-state answer is a few KiB; a larger one is refused rather than held in memory. */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
 
-const statePath = (roomId: string, type: string, stateKey: string) =>
-  `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/${encodeURIComponent(type)}/${encodeURIComponent(stateKey)}`;
+/**
+ * Why a room id, event type or state key cannot be a segment of a request's URL path, or null. `.` and `..`
+ * are resolved away by every URL parser, encoded or not (`/state/<type>/.` is `/state/<type>/`, the state
+ * key ""): the request would reach another state event.
+ */
+export function unsendableSegment(segment: string): string | null {
+  return segment === "." || segment === ".."
+    ? `"${segment}" cannot be sent in a URL path: a URL resolves it away, and the request would reach another state event`
+    : null;
+}
+
+function statePath(roomId: string, type: string, stateKey: string): string {
+  for (const [what, segment] of [
+    ["room id", roomId],
+    ["event type", type],
+    ["state key", stateKey],
+  ] as const) {
+    const why = unsendableSegment(segment);
+    if (why) throw new AgentError("MATRIX_REFUSED", `${what} ${why}`);
+  }
+  return `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/${encodeURIComponent(type)}/${encodeURIComponent(stateKey)}`;
+}
 
 function explain(status: number, body: MatrixErrorBody, what: string, roomId: string): AgentError {
   const code = body.errcode ?? `HTTP ${status}`;

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { asAgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
 import { checkTransforms, type TransformVerdict, warmChecks } from "../hookshot/checks.js";
+import { unsendableSegment } from "../matrix/client.js";
 import type { StepItem } from "../state/state.js";
 import { repoPath, stepCommon } from "./common.js";
 import type { DriftItem, RepoFiles, StepContext, StepKind, StepMatrix } from "./types.js";
@@ -33,12 +34,25 @@ export const schema = z.strictObject({
     .string()
     .min(1)
     .transform((v) => new Secret(v)),
-  eventType: z.string().min(1).default(HOOK_EVENT_TYPE),
+  eventType: z
+    .string()
+    .min(1)
+    .refine((t) => !unsendableSegment(t), {
+      error: (i) => `event type ${unsendableSegment(String(i.input))}`,
+    })
+    .default(HOOK_EVENT_TYPE),
   /** Every transform file → its connection's state key (null: the file name without .js). */
-  transforms: z.record(
-    z.string().regex(/^[A-Za-z0-9._-]+\.js$/, { message: "must be a .js file name" }),
-    z.string().min(1).nullable(),
-  ),
+  transforms: z
+    .record(
+      z.string().regex(/^[A-Za-z0-9._-]+\.js$/, { message: "must be a .js file name" }),
+      z.string().min(1).nullable(),
+    )
+    .superRefine((transforms, ctx) => {
+      for (const [file, key] of Object.entries(transforms)) {
+        const why = unsendableSegment(key ?? path.posix.basename(file, ".js"));
+        if (why) ctx.addIssue({ code: "custom", path: [file], message: `state key ${why}` });
+      }
+    }),
   concurrency: z.number().int().min(1).max(16).default(4),
   /** Payload samples per transform (`<fixtures>/<file name without .js>/*.json`) that validate runs it on. */
   fixtures: repoPath.optional(),
