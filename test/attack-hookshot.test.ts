@@ -197,3 +197,24 @@ describe("hookshot: a state key a URL would read as a path step", () => {
       assert.deepEqual(await client.getState(ROOM, TYPE, key), { name: key, hookId: "h" });
   });
 });
+
+describe("hookshot: the read-back fails after the PUT was accepted", () => {
+  it("the item says the function was written, and the next run finds it equal", async () => {
+    await homeserver();
+    hs.state.set(`${TYPE}/grafana`, { name: "grafana", hookId: "h1", transformationFunction: "old" });
+    hs.failAfterWrite(2, 503);
+    const agent = agentFor({ "grafana.js": null });
+    const step = stepOf(await agent.run(), "hookshot");
+    assert.equal(step.outcome, "failed");
+    assert.equal(hs.state.get(`${TYPE}/grafana`)?.transformationFunction, transform("grafana"));
+    assert.match(
+      step.error?.message ?? "",
+      /grafana\.js -> grafana: MATRIX_UNAVAILABLE: written, but the read-back failed: GET .*gave up after 2 attempts/,
+    );
+    const again = stepOf(await agent.run(), "hookshot");
+    assert.deepEqual(
+      again.items.map((i) => [i.id, i.outcome]),
+      [["hookshot/grafana.js -> grafana", "unchanged"]],
+    );
+  });
+});

@@ -106,7 +106,11 @@ export function createContext(opts: ContextOptions): Omit<StepContext, "source">
           record({ type: "request", method: "PUT", url: `${room} state ${type}/${key}`, detail });
           if (dryRun) return;
           await client.putState(room, type, key, content);
-          const back = await client.getState(room, type, key);
+          const back = await client.getState(room, type, key).catch((err: unknown) => {
+            // Past the point of no return: say so, else the failure reads as if nothing was written.
+            const e = asAgentError(err);
+            throw new AgentError(e.code, `written, but the read-back failed: ${e.message}`, { cause: err });
+          });
           // Equal as JSON, not as text: a homeserver may answer the keys in another order (canonical JSON).
           if (!isDeepStrictEqual(back, content)) {
             throw new AgentError(

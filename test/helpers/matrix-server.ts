@@ -55,6 +55,8 @@ export interface MatrixTestServer {
   failNext(n: number, status?: number): void;
   /** The next n requests never get an answer (until the server closes). */
   hangNext(n: number): void;
+  /** The n requests after the next state write get this 5xx status (the write itself succeeds). */
+  failAfterWrite(n: number, status?: number): void;
   close(): Promise<void>;
 }
 
@@ -92,6 +94,7 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
   let limited = { n: 0, ms: 0 };
   let failing = { n: 0, status: 500 };
   let hanging = 0;
+  let afterWrite = { n: 0, status: 500 };
   let inFlight = 0;
   let maxInFlight = 0;
   const hung: ServerResponse[] = [];
@@ -211,6 +214,8 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
       }
       state.set(key, content as Record<string, unknown>);
       writes++;
+      if (afterWrite.n > 0) failing = afterWrite;
+      afterWrite = { n: 0, status: 500 };
       return reply(200, { event_id: `$${randomBytes(8).toString("hex")}` });
     }
     return reply(405, err("M_UNRECOGNIZED", "Unrecognized request"));
@@ -232,6 +237,9 @@ export async function startMatrixServer(opts: MatrixServerOptions): Promise<Matr
     },
     hangNext: (n) => {
       hanging = n;
+    },
+    failAfterWrite: (n, status = 500) => {
+      afterWrite = { n, status };
     },
     close: () =>
       new Promise((resolve) => {
