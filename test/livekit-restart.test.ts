@@ -112,6 +112,35 @@ describe("livekit-restart", () => {
     });
   });
 
+  it("reads the samples Prometheus text may hold beyond plain numbers", () => {
+    const sum = (...values: string[]) =>
+      sumSamples(values.map((v, i) => `livekit_participant_total{node_id="ND_${i}"} ${v}\n`).join(""), [
+        "livekit_participant_total",
+      ]).livekit_participant_total;
+    assert.equal(sum("0", "+Inf"), Number.POSITIVE_INFINITY, "+Inf is more than zero");
+    assert.equal(sum("0", "1e400"), Number.POSITIVE_INFINITY, "past float64 is more than zero");
+    assert.equal(sum("1", "-Inf"), 1, "-Inf counts as 0, as a negative sample does");
+    assert.ok(Number.isNaN(sum("0", "NaN")), "a NaN sample leaves the count unknown, not 0");
+    assert.ok(Number.isNaN(sum("0", "twelve")));
+    assert.equal(sum("2", "2"), 4, "a duplicate series only adds");
+  });
+
+  it("a NaN participant sample is no zero: the metrics are unreadable and TCP decides, with a warning", async () => {
+    writeFileSync(flag(), "rev\n");
+    metricsBody = `${livekitMetrics(0, 0)}livekit_participant_total{node_id="ND_def"} NaN\n`;
+    const d = await livekitRestart("--dry-run");
+    assert.equal(d.participants, null);
+    assert.match(
+      d.warnings.join(),
+      /LiveKit metrics unreadable .*livekit_participant_total has a sample that is not a number/,
+    );
+    metricsBody = `${livekitMetrics(0, 0)}livekit_participant_total{node_id="ND_def"} +Inf\n`;
+    const inf = await livekitRestart();
+    assert.equal(inf.restart, false, inf.reason);
+    assert.ok(existsSync(flag()));
+    assert.deepEqual(systemctl.calls(), []);
+  });
+
   it("does nothing when no restart is pending", async () => {
     const d = await livekitRestart();
     assert.equal(d.restart, false);

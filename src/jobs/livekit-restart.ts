@@ -55,10 +55,15 @@ export async function establishedTcp(
   return count;
 }
 
+/** A sample's value as the text format writes it: a float, `+Inf`, `-Inf` or `NaN` (anything else: NaN). */
+const sampleValue = (text: string) =>
+  text === "+Inf" ? Number.POSITIVE_INFINITY : text === "-Inf" ? Number.NEGATIVE_INFINITY : Number(text);
+
 /**
- * Sums every sample of the named metrics in Prometheus text exposition format. A negative sample (a gauge
- * decremented once too often) counts as 0: it is no count of anything, and summed it would cancel another
- * node's participants and let a restart drop their call.
+ * Sums every sample of the named metrics in Prometheus text exposition format (null: no sample). A negative
+ * sample (a gauge decremented once too often) counts as 0: it is no count of anything, and summed it would
+ * cancel another node's participants and let a restart drop their call. A NaN sample (or one that is no
+ * number) makes the sum NaN: a node whose count is unknown must not read as a node without calls.
  */
 export function sumSamples(text: string, names: readonly string[]): Record<string, number | null> {
   const sums: Record<string, number | null> = Object.fromEntries(names.map((n) => [n, null]));
@@ -66,8 +71,7 @@ export function sumSamples(text: string, names: readonly string[]): Record<strin
     if (!line || line.startsWith("#")) continue;
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)/.exec(line);
     if (!m?.[1] || !(m[1] in sums)) continue;
-    const v = Number(m[3]);
-    if (Number.isFinite(v)) sums[m[1]] = (sums[m[1]] ?? 0) + Math.max(0, v);
+    sums[m[1]] = (sums[m[1]] ?? 0) + Math.max(0, sampleValue(m[3] ?? ""));
   }
   return sums;
 }
@@ -92,7 +96,14 @@ async function scrape(
     const participants = sums.livekit_participant_total ?? null;
     if (participants === null)
       return { participants, rooms: null, problem: "no livekit_participant_total in the metrics" };
-    return { participants, rooms: sums.livekit_room_total ?? 0 };
+    if (Number.isNaN(participants))
+      return {
+        participants: null,
+        rooms: null,
+        problem: "livekit_participant_total has a sample that is not a number",
+      };
+    const rooms = sums.livekit_room_total ?? 0;
+    return { participants, rooms: Number.isNaN(rooms) ? null : rooms };
   } catch (err) {
     return { participants: null, rooms: null, problem: fetchFailure(err) };
   }
