@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import type { AgentError } from "../src/core/errors.js";
+import { loadManifest } from "../src/manifest/load.js";
 import { type Agent, makeAgent, stepOf, writeManifest } from "./helpers/agent.js";
 import { type FakeSystemctl, installFakeSystemctl } from "./helpers/fake-systemctl.js";
 import { type Fixture, makeFixture } from "./helpers/git.js";
@@ -83,5 +85,19 @@ describe("systemd-unit step", () => {
     writeFileSync(under(agent, "/etc/systemd/system/livekit-server.service"), "old\n");
     await agent.run();
     assert.deepEqual(systemctl.calls(), ["daemon-reload"]);
+  });
+
+  it("a unit name taken from the source's file name is checked as a given one is", async () => {
+    for (const source of ["systemd/livekit", "systemd/live kit.service", "systemd/livekit.service.bak"]) {
+      const manifestFile = writeManifest(fx.dir, {
+        steps: [{ name: "unit", kind: "systemd-unit", source, restart: "now" }],
+      });
+      await assert.rejects(
+        loadManifest(manifestFile, { processEnv: {} }),
+        (e: AgentError) =>
+          e.code === "CONFIG_INVALID" && /steps\.0\.unit: .*must be a unit file name/.test(e.message),
+        source,
+      );
+    }
   });
 });

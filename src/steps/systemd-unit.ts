@@ -10,18 +10,15 @@ import type { StepContext, StepKind } from "./types.js";
  * file a call-aware job acts on later: killing LiveKit mid-call drops everyone), or leave it. If the reload
  * or an immediate restart fails, the previous unit file is put back and systemd reloaded again.
  */
+const UNIT_NAME = /^[A-Za-z0-9@._:-]+\.(service|timer|socket|path|mount|target)$/;
+
 export const schema = z
   .strictObject({
     ...stepCommon,
     kind: z.literal("systemd-unit"),
     source: repoPath,
     /** Unit name; default: the source's file name. */
-    unit: z
-      .string()
-      .regex(/^[A-Za-z0-9@._:-]+\.(service|timer|socket|path|mount|target)$/, {
-        message: "must be a unit file name",
-      })
-      .optional(),
+    unit: z.string().regex(UNIT_NAME, { message: "must be a unit file name" }).optional(),
     directory: hostPath.default("/etc/systemd/system"),
     restart: z.enum(["now", "deferred", "none"]).default("now"),
     /** For `restart: deferred`: the flag file whose presence means "restart when it is safe". */
@@ -30,6 +27,12 @@ export const schema = z
   .refine((s) => s.restart !== "deferred" || s.flagFile !== undefined, {
     message: "restart: deferred needs flagFile",
     path: ["flagFile"],
+  })
+  // The default name too: `systemctl restart livekit` would restart livekit.service, not the file installed.
+  .refine((s) => s.unit !== undefined || UNIT_NAME.test(path.posix.basename(s.source)), {
+    error: (i) =>
+      `must be a unit file name: the source's file name "${path.posix.basename(String((i.input as { source?: unknown }).source))}" is not one; set unit`,
+    path: ["unit"],
   });
 
 export type SystemdUnitStep = z.infer<typeof schema>;
