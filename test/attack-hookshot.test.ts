@@ -218,3 +218,27 @@ describe("hookshot: the read-back fails after the PUT was accepted", () => {
     );
   });
 });
+
+describe("hookshot: a connection removed in hookshot", () => {
+  // Hookshot removes a connection by replacing its state with content that has no `name` ({} or {disabled: true}).
+  for (const content of [{}, { disabled: true }]) {
+    it(`drift says the connection is gone when its state is ${JSON.stringify(content)}`, async () => {
+      await homeserver();
+      hs.state.set(`${TYPE}/grafana`, { name: "grafana", hookId: "h1", transformationFunction: "old" });
+      const agent = agentFor({ "grafana.js": null });
+      assert.equal((await agent.run()).result, "succeeded");
+      hs.state.set(`${TYPE}/grafana`, content);
+      const { manifest } = await loadManifest(agent.manifestFile, { processEnv: {} });
+      const drift = await checkDrift({
+        manifest,
+        repoDir: fx.clone,
+        stateDir: agent.stateDir,
+        root: agent.root,
+        log: silentLogger(),
+      });
+      const item = drift.steps.find((s) => s.name === "hookshot")?.items[0];
+      assert.equal(item?.state, "drifted");
+      assert.match(item?.detail ?? "", /no connection "grafana" in !Gtt/);
+    });
+  }
+});

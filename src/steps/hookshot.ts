@@ -71,6 +71,10 @@ export type HookshotStep = z.infer<typeof schema>;
 
 const stateKeyOf = (step: HookshotStep, file: string) =>
   step.transforms[file] ?? path.posix.basename(file, ".js");
+/** A live connection: hookshot removes one by replacing its state with content that has no `name`. */
+const isConnection = (
+  content: Record<string, unknown> | null,
+): content is Record<string, unknown> & { name: string } => typeof content?.name === "string";
 const fileOf = (step: HookshotStep, rel: string) =>
   path.posix.dirname(rel) === step.directory && rel.endsWith(".js") ? path.posix.basename(rel) : null;
 
@@ -185,7 +189,7 @@ async function syncOne(
 
   try {
     const current = await matrix.getState(step.room, step.eventType, key);
-    if (!current || typeof current.name !== "string") {
+    if (!isConnection(current)) {
       return {
         id,
         outcome: "failed",
@@ -267,7 +271,8 @@ export const hookshotStep: StepKind<typeof schema> = {
       const wanted = await assemble(step, (p) => ctx.source.read(p), rel);
       try {
         const current = await matrix.getState(step.room, step.eventType, key);
-        if (!current) return { id, state: "drifted", detail: `no connection "${key}" in ${step.room}` };
+        if (!isConnection(current))
+          return { id, state: "drifted", detail: `no connection "${key}" in ${step.room}` };
         return current.transformationFunction === wanted
           ? { id, state: "in-sync" }
           : {
