@@ -1,6 +1,7 @@
 import path from "node:path";
 import { z } from "zod";
 import { asAgentError } from "../core/errors.js";
+import { pool } from "../core/pool.js";
 import { Secret } from "../core/secret.js";
 import { checkTransforms, type TransformVerdict, warmChecks } from "../hookshot/checks.js";
 import { unsendableSegment } from "../matrix/client.js";
@@ -112,20 +113,6 @@ function transformsFor(step: HookshotStep, files: readonly string[]): string[] {
     return [...new Set([...files.filter((f) => f !== step.prelude), ...all])];
   }
   return [...files];
-}
-
-/** Runs fn over items with at most n in flight, keeping order. */
-async function pool<T, R>(items: readonly T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
-  return out;
 }
 
 /** The function hookshot stores: the prelude (if any), then the transform. */
