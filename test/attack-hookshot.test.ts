@@ -242,3 +242,18 @@ describe("hookshot: a connection removed in hookshot", () => {
     });
   }
 });
+
+describe("hookshot: two transforms for one connection", () => {
+  it("is refused when the manifest loads: each run would write one over the other", async () => {
+    await homeserver();
+    const agent = agentFor({ "grafana.js": null, "grafana-v2.js": "grafana" });
+    await assert.rejects(
+      loadManifest(agent.manifestFile, { processEnv: {} }),
+      (e: AgentError) =>
+        e.code === "CONFIG_INVALID" &&
+        /transforms\.grafana-v2\.js: connection "grafana" is already the target of grafana\.js/.test(
+          e.message,
+        ),
+    );
+  });
+});

@@ -49,9 +49,20 @@ export const schema = z.strictObject({
       z.string().min(1).nullable(),
     )
     .superRefine((transforms, ctx) => {
-      for (const [file, key] of Object.entries(transforms)) {
-        const why = unsendableSegment(key ?? path.posix.basename(file, ".js"));
+      // Two files for one connection would write one over the other on every run.
+      const owner = new Map<string, string>();
+      for (const [file, mapped] of Object.entries(transforms)) {
+        const key = mapped ?? path.posix.basename(file, ".js");
+        const why = unsendableSegment(key);
         if (why) ctx.addIssue({ code: "custom", path: [file], message: `state key ${why}` });
+        const first = owner.get(key);
+        if (first !== undefined)
+          ctx.addIssue({
+            code: "custom",
+            path: [file],
+            message: `connection "${key}" is already the target of ${first}`,
+          });
+        else owner.set(key, file);
       }
     }),
   concurrency: z.number().int().min(1).max(16).default(4),
