@@ -50,6 +50,19 @@ function agentFor(transforms: Record<string, string | null>, homeserverUrl = hs.
   return makeAgent(fx.dir, fx.clone, manifestFile);
 }
 
+/** The drift check's verdict on the agent's one transform. */
+async function driftOf(agent: ReturnType<typeof agentFor>) {
+  const { manifest } = await loadManifest(agent.manifestFile, { processEnv: {} });
+  const drift = await checkDrift({
+    manifest,
+    repoDir: fx.clone,
+    stateDir: agent.stateDir,
+    root: agent.root,
+    log: silentLogger(),
+  });
+  return drift.steps.find((s) => s.name === "hookshot")?.items[0];
+}
+
 beforeEach(() => {
   fx = makeFixture({ "hookshot/grafana.js": transform("grafana"), "README.md": "x\n" });
 });
@@ -132,15 +145,7 @@ describe("hookshot: a 200 that is no Matrix answer", () => {
     const server = await answering("<!doctype html><title>Element</title>", "text/html");
     try {
       const agent = agentFor({ "grafana.js": null }, urlOf(server));
-      const { manifest } = await loadManifest(agent.manifestFile, { processEnv: {} });
-      const drift = await checkDrift({
-        manifest,
-        repoDir: fx.clone,
-        stateDir: agent.stateDir,
-        root: agent.root,
-        log: silentLogger(),
-      });
-      const item = drift.steps.find((s) => s.name === "hookshot")?.items[0];
+      const item = await driftOf(agent);
       assert.equal(item?.state, "unknown", JSON.stringify(item));
       assert.match(item?.detail ?? "", /answered 200 with no JSON object/);
     } finally {
@@ -228,15 +233,7 @@ describe("hookshot: a connection removed in hookshot", () => {
       const agent = agentFor({ "grafana.js": null });
       assert.equal((await agent.run()).result, "succeeded");
       hs.state.set(`${TYPE}/grafana`, content);
-      const { manifest } = await loadManifest(agent.manifestFile, { processEnv: {} });
-      const drift = await checkDrift({
-        manifest,
-        repoDir: fx.clone,
-        stateDir: agent.stateDir,
-        root: agent.root,
-        log: silentLogger(),
-      });
-      const item = drift.steps.find((s) => s.name === "hookshot")?.items[0];
+      const item = await driftOf(agent);
       assert.equal(item?.state, "drifted");
       assert.match(item?.detail ?? "", /no connection "grafana" in !Gtt/);
     });
