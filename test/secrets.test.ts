@@ -7,6 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { parse } from "dotenv";
 import { parseDocument } from "yaml";
 import { valueText } from "../src/commands/secret-value.js";
+import { AgentError } from "../src/core/errors.js";
 import { redact, registerSecret } from "../src/core/redact.js";
 import { envLine, envValueProblem, hideEnvValues, readEnvFile } from "../src/host/env.js";
 import { decrypt, encrypt } from "../src/secrets/age.js";
@@ -101,6 +102,35 @@ describe("install's host identity", { skip }, () => {
       const again = await plannedHostIdentity(file);
       assert.deepEqual(again, { recipient: made.recipient, data: undefined }, "an existing key is kept");
       assert.equal(await hostRecipient(path.join(dir, "none")), undefined);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("something at the key's name that cannot be read as a key file is refused, never planned over", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "age-identity-"));
+    try {
+      const refused = (file: string) =>
+        Promise.race([
+          plannedHostIdentity(file).then(
+            (planned) => `planned a new identity: ${JSON.stringify({ ...planned, data: !!planned.data })}`,
+            (err: AgentError) => err,
+          ),
+          new Promise<string>((done) => setTimeout(() => done("still reading after 3 s"), 3000).unref()),
+        ]);
+      const asDir = path.join(dir, "age.key");
+      mkdirSync(asDir);
+      const d = await refused(asDir);
+      assert.ok(d instanceof AgentError, String(d));
+      assert.equal(d.code, "SECRET_UNREADABLE");
+      assert.match(d.message, /age\.key cannot be read as a key file \(not-file\)/);
+      const fifo = path.join(dir, "fifo.key");
+      spawnSync("mkfifo", ["-m", "600", fifo]);
+      const f = await refused(fifo);
+      // A reader left waiting on the old code is let go (opened for reading and writing: never blocks).
+      spawnSync("sh", ["-c", 'exec 3<>"$0"', fifo]);
+      assert.ok(f instanceof AgentError, String(f));
+      assert.equal(f.code, "SECRET_UNREADABLE");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { AgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
 import { readBounded } from "../host/bounded-read.js";
@@ -82,9 +81,19 @@ export async function readHostIdentity(
 export async function plannedHostIdentity(
   file: string,
 ): Promise<{ recipient: string | undefined; data: Buffer | undefined }> {
-  const text = await readFile(file, "utf8").catch(() => null);
-  if (text !== null) {
-    const { identity, recipient } = parseIdentityFile(text);
+  // Nothing at the name plans a new key; anything there that cannot be read as one (a directory, a FIFO, a
+  // file it may not open) is refused: planned over, the host's key would be replaced.
+  const read = await readBounded(file, {
+    follow: true,
+    maxBytes: MAX_IDENTITY_FILE_BYTES,
+    fail: (p) =>
+      unreadable(
+        `${file} cannot be read as a key file (${p.is === "unopenable" ? p.code : p.is})`,
+        `move it away if it is no key, or make it the host's key file (age-keygen's format, mode 0600)`,
+      ),
+  });
+  if (read) {
+    const { identity, recipient } = parseIdentityFile(read.data.toString("utf8"));
     return { recipient: recipient ?? (identity ? await recipientOf(identity) : undefined), data: undefined };
   }
   const made = await generateIdentity();
