@@ -137,6 +137,7 @@ describe("livekit-restart", () => {
     metricsBody = `${livekitMetrics(0, 0)}livekit_participant_total{node_id="ND_def"} +Inf\n`;
     const inf = await livekitRestart();
     assert.equal(inf.restart, false, inf.reason);
+    assert.equal(inf.participants, Number.MAX_SAFE_INTEGER, "a count JSON can carry, not null (unread)");
     assert.ok(existsSync(flag()));
     assert.deepEqual(systemctl.calls(), []);
   });

@@ -103,7 +103,10 @@ async function scrape(
         problem: "livekit_participant_total has a sample that is not a number",
       };
     const rooms = sums.livekit_room_total ?? 0;
-    return { participants, rooms: Number.isNaN(rooms) ? null : rooms };
+    // +Inf (or past float64) is a count above any: kept a number, as JSON has no Infinity (it would print null,
+    // which reads as metrics unread).
+    const finite = (n: number) => Math.min(n, Number.MAX_SAFE_INTEGER);
+    return { participants: finite(participants), rooms: Number.isNaN(rooms) ? null : finite(rooms) };
   } catch (err) {
     return { participants: null, rooms: null, problem: fetchFailure(err) };
   }
