@@ -41,12 +41,17 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
     const read = readBoundedSync(file, {
       maxBytes: MAX_STATE_BYTES,
       follow: true,
-      fail: (p) => new Error(stateProblem(file, p)),
+      fail: (p) => new StateUnread(stateProblem(file, p)),
     });
     if (!read) return { state: emptyState(host) };
     text = read.data.toString("utf8");
   } catch (err) {
-    return recovered(stateDir, host, {}, (err as Error).message);
+    // The read itself failing (EIO…) is said with the file's name too.
+    const problem =
+      err instanceof StateUnread
+        ? err.message
+        : `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+    return recovered(stateDir, host, {}, problem);
   }
   let json: unknown;
   try {
@@ -79,6 +84,9 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
 
 /** Far more than any state the agent writes (steps × 11 results): a larger file is refused, never read. */
 export const MAX_STATE_BYTES = 64 * 1024 * 1024;
+
+/** The state file refused by its checks (its message says why); any other error is the read failing. */
+class StateUnread extends Error {}
 
 /** Why the state file was not read, in its own words. */
 function stateProblem(file: string, p: ReadProblem): string {
