@@ -109,7 +109,10 @@ export function createContext(opts: ContextOptions): Omit<StepContext, "source">
           const back = await client.getState(room, type, key).catch((err: unknown) => {
             // Past the point of no return: say so, else the failure reads as if nothing was written.
             const e = asAgentError(err);
-            throw new AgentError(e.code, `written, but the read-back failed: ${e.message}`, { cause: err });
+            throw new AgentError(e.code, `written, but the read-back failed: ${e.message}`, {
+              hint: e.hint,
+              cause: err,
+            });
           });
           // Equal as JSON, not as text: a homeserver may answer the keys in another order (canonical JSON).
           if (!isDeepStrictEqual(back, content)) {
