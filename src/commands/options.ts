@@ -78,8 +78,8 @@ export async function resolveDeployed(flags: CommonFlags): Promise<Resolved & { 
   if (!last) return r;
   // The file as the last run left it (its digest recorded then): nothing to ask git, no process at start.
   // The text the loader parsed, not a second read, which could find another file than the one in use.
-  const file = r.loaded.text;
-  if (last.manifestSha256 === manifestSha256(r.manifestPath, file)) return r;
+  const onDisk = r.loaded.text;
+  if (last.manifestSha256 === manifestSha256(r.manifestPath, onDisk)) return r;
   const { revision } = last;
   const rev = revision.slice(0, 12);
   const text = await blobAt(r, r.manifestPath, revision).catch((err: unknown) => asAgentError(err));
@@ -89,7 +89,7 @@ export async function resolveDeployed(flags: CommonFlags): Promise<Resolved & { 
       ...r,
       note: `${r.manifestPath} at ${rev} could not be read (${text.code}: ${text.message}): started with ${r.loaded.file}`,
     };
-  if (text === null || text === file) return r;
+  if (text === null || text === onDisk) return r;
   const loaded = await parseManifest(text, `${r.manifestPath}@${rev}`, r.load);
   return {
     ...(await resolvedWith(flags, { ...loaded, file: r.loaded.file }, r)),

@@ -18,7 +18,10 @@ export interface LoadedManifest {
   env: Record<string, string>;
   /** The env file that environment was read from, if any. */
   envFile: string | undefined;
-  /** The text this manifest was parsed from, as read (a start compares its digest with the last run's). */
+  /**
+   * The text this manifest was parsed from: the file's as read, or git's when a start took git's over the
+   * file (a start compares the file's digest with the last run's).
+   */
   text: string;
 }
 
