@@ -12,6 +12,9 @@ import type { StepContext, StepKind } from "./types.js";
  */
 const UNIT_NAME = /^[A-Za-z0-9@._:-]+\.(service|timer|socket|path|mount|target)$/;
 
+/** The unit name when `unit` is not given: the source's file name. */
+const defaultUnit = (source: string) => path.posix.basename(source);
+
 export const schema = z
   .strictObject({
     ...stepCommon,
@@ -29,15 +32,15 @@ export const schema = z
     path: ["flagFile"],
   })
   // The default name too: `systemctl restart livekit` would restart livekit.service, not the file installed.
-  .refine((s) => s.unit !== undefined || UNIT_NAME.test(path.posix.basename(s.source)), {
+  .refine((s) => s.unit !== undefined || UNIT_NAME.test(defaultUnit(s.source)), {
     error: (i) =>
-      `must be a unit file name: the source's file name "${path.posix.basename(String((i.input as { source?: unknown }).source))}" is not one; set unit`,
+      `must be a unit file name: the source's file name "${defaultUnit(String((i.input as { source?: unknown }).source))}" is not one; set unit`,
     path: ["unit"],
   });
 
 export type SystemdUnitStep = z.infer<typeof schema>;
 
-const unitName = (step: SystemdUnitStep) => step.unit ?? path.posix.basename(step.source);
+const unitName = (step: SystemdUnitStep) => step.unit ?? defaultUnit(step.source);
 const unitPath = (step: SystemdUnitStep) => path.posix.join(step.directory, unitName(step));
 
 async function systemctl(ctx: StepContext, ...args: string[]) {
