@@ -123,7 +123,7 @@ describe("install's host identity", { skip }, () => {
       const d = await refused(asDir);
       assert.ok(d instanceof AgentError, String(d));
       assert.equal(d.code, "SECRET_UNREADABLE");
-      assert.match(d.message, /age\.key cannot be read as a key file \(not-file\)/);
+      assert.match(d.message, /age\.key is not a regular file: it cannot be read as a key file/);
       const fifo = path.join(dir, "fifo.key");
       spawnSync("mkfifo", ["-m", "600", fifo]);
       const f = await refused(fifo);

@@ -1,7 +1,7 @@
 import { fetchFailure } from "../core/fetch-failure.js";
 import { redact } from "../core/redact.js";
 import { Secret } from "../core/secret.js";
-import { type ReadProblem, readBounded } from "../host/bounded-read.js";
+import { problemText, type ReadProblem, readBounded } from "../host/bounded-read.js";
 import { clip } from "../notify/targets/text.js";
 import type { HostPlan } from "./plan-host.js";
 import { COMMENT_MARKER, firstFailure } from "./plan-render.js";
@@ -95,13 +95,7 @@ export async function giteaTargetFromEnv(env: NodeJS.ProcessEnv): Promise<GiteaT
 /** Why the event file was not read (bounded-read.ts's problem, in words). */
 class EventFileProblem extends Error {
   constructor(readonly problem: ReadProblem) {
-    super(
-      problem.is === "not-file"
-        ? "it is not a regular file"
-        : problem.is === "unopenable"
-          ? problem.code
-          : problem.is,
-    );
+    super(`it ${problemText(problem, MAX_EVENT_BYTES)}`);
   }
 }
 

@@ -20,6 +20,25 @@ export type ReadProblem =
   /** Its size at the end of the read is not the size it had when opened. */
   | { is: "changed" };
 
+/**
+ * The problem in words, to follow the file's name ("… is not a regular file"), for a caller with nothing more
+ * precise to say; `maxBytes` is the bound the file was read with.
+ */
+export function problemText(p: ReadProblem, maxBytes: number): string {
+  switch (p.is) {
+    case "unopenable":
+      return `cannot be opened (${p.code})`;
+    case "link":
+      return "is a symbolic link";
+    case "not-file":
+      return "is not a regular file";
+    case "too-large":
+      return `is ${p.size} bytes, more than the ${maxBytes} read`;
+    case "changed":
+      return "changed size while it was read";
+  }
+}
+
 export interface BoundedReadOptions {
   /** Larger files are refused before a byte is read. */
   maxBytes: number;

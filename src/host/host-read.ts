@@ -1,6 +1,6 @@
 import type { Stats } from "node:fs";
 import { AgentError } from "../core/errors.js";
-import { readBounded } from "./bounded-read.js";
+import { problemText, readBounded } from "./bounded-read.js";
 
 /**
  * Reading a host file the agent may replace: what is refused (TARGET_UNSAFE: a link at the name where links
@@ -34,14 +34,8 @@ export function readHostFile(
           return new AgentError("TARGET_WRITE_FAILED", `cannot read ${hostPath}: ${p.code}`, {
             cause: p.cause,
           });
-        case "link":
-          return unsafe(hostPath, "is a symbolic link");
-        case "not-file":
-          return unsafe(hostPath, "is not a regular file");
-        case "too-large":
-          return unsafe(hostPath, `is ${p.size} bytes, more than the ${MAX_HOST_FILE_BYTES} read`);
-        case "changed":
-          return unsafe(hostPath, "changed size while it was read");
+        default:
+          return unsafe(hostPath, problemText(p, MAX_HOST_FILE_BYTES));
       }
     },
   });

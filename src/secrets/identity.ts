@@ -1,6 +1,6 @@
 import { AgentError } from "../core/errors.js";
 import { Secret } from "../core/secret.js";
-import { readBounded } from "../host/bounded-read.js";
+import { problemText, readBounded } from "../host/bounded-read.js";
 import type { HostFs } from "../host/host-fs.js";
 import { generateIdentity, IDENTITY, RECIPIENT, recipientOf } from "./age.js";
 
@@ -88,7 +88,7 @@ export async function plannedHostIdentity(
     maxBytes: MAX_IDENTITY_FILE_BYTES,
     fail: (p) =>
       unreadable(
-        `${file} cannot be read as a key file (${p.is === "unopenable" ? p.code : p.is})`,
+        `${file} ${problemText(p, MAX_IDENTITY_FILE_BYTES)}: it cannot be read as a key file`,
         `move it away if it is no key, or make it the host's key file (age-keygen's format, mode 0600)`,
       ),
   });

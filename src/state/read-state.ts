@@ -1,7 +1,7 @@
 import { statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
-import { type ReadProblem, readBoundedSync } from "../host/bounded-read.js";
+import { problemText, readBoundedSync } from "../host/bounded-read.js";
 import { HISTORY_FILE, readHistory } from "./history.js";
 import type { HistoryRecord } from "./history-record.js";
 import {
@@ -41,7 +41,7 @@ export async function readState(stateDir: string, host: string): Promise<LoadedS
     const read = readBoundedSync(file, {
       maxBytes: MAX_STATE_BYTES,
       follow: true,
-      fail: (p) => new StateUnread(stateProblem(file, p)),
+      fail: (p) => new StateUnread(`${file} ${problemText(p, MAX_STATE_BYTES)}`),
     });
     if (!read) return { state: emptyState(host) };
     text = read.data.toString("utf8");
@@ -87,20 +87,6 @@ export const MAX_STATE_BYTES = 64 * 1024 * 1024;
 
 /** The state file refused by its checks (its message says why); any other error is the read failing. */
 class StateUnread extends Error {}
-
-/** Why the state file was not read, in its own words. */
-function stateProblem(file: string, p: ReadProblem): string {
-  switch (p.is) {
-    case "unopenable":
-      return `cannot read ${file}: ${p.code}`;
-    case "too-large":
-      return `${file} is ${p.size} bytes, more than the ${MAX_STATE_BYTES} a state file may be`;
-    case "changed":
-      return `${file} changed while it was read`;
-    default:
-      return `${file} is not a regular file`;
-  }
-}
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
