@@ -19,6 +19,9 @@ import type { DriftItem, RepoFiles, StepContext, StepKind, StepMatrix } from "./
  */
 export const HOOK_EVENT_TYPE = "uk.half-shot.matrix-hookshot.generic.hook";
 
+/** A transform's state key when the manifest maps it to null: its file name without .js. */
+const defaultStateKey = (file: string) => path.posix.basename(file, ".js");
+
 export const schema = z.strictObject({
   ...stepCommon,
   kind: z.literal("hookshot"),
@@ -52,7 +55,7 @@ export const schema = z.strictObject({
       // Two files for one connection would write one over the other on every run.
       const owner = new Map<string, string>();
       for (const [file, mapped] of Object.entries(transforms)) {
-        const key = mapped ?? path.posix.basename(file, ".js");
+        const key = mapped ?? defaultStateKey(file);
         const why = unsendableSegment(key);
         if (why) ctx.addIssue({ code: "custom", path: [file], message: `state key ${why}` });
         const first = owner.get(key);
@@ -81,8 +84,7 @@ export const schema = z.strictObject({
 
 export type HookshotStep = z.infer<typeof schema>;
 
-const stateKeyOf = (step: HookshotStep, file: string) =>
-  step.transforms[file] ?? path.posix.basename(file, ".js");
+const stateKeyOf = (step: HookshotStep, file: string) => step.transforms[file] ?? defaultStateKey(file);
 /** A live connection: hookshot removes one by replacing its state with content that has no `name`. */
 const isConnection = (
   content: Record<string, unknown> | null,
